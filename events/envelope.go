@@ -1,0 +1,102 @@
+// Package events is Maestro's event backbone: the envelope every change is
+// recorded in, the catalogue of event types, the NATS subjects they live on,
+// and the JetStream event store that appends and loads them.
+package events
+
+import (
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+)
+
+// ActorKind says what sort of principal caused an event.
+type ActorKind string
+
+// Actor kinds.
+const (
+	ActorUser      ActorKind = "user"
+	ActorService   ActorKind = "service"
+	ActorSystem    ActorKind = "system"
+	ActorAnonymous ActorKind = "anonymous"
+)
+
+// Actor names who caused an event (rule 7: every event names who and why).
+type Actor struct {
+	Kind ActorKind `json:"kind"`
+	ID   string    `json:"id,omitempty"`
+}
+
+// String renders the actor as kind:id, the form the audit trail filters on.
+func (a Actor) String() string {
+	if a.ID == "" {
+		return string(a.Kind)
+	}
+	return string(a.Kind) + ":" + a.ID
+}
+
+// SystemActor is the actor for changes Maestro makes on its own behalf.
+var SystemActor = Actor{Kind: ActorSystem, ID: "maestro"}
+
+// Envelope is one immutable event as stored on the stream.
+type Envelope struct {
+	ID            string          `json:"id"`
+	Type          string          `json:"type"`
+	Subject       string          `json:"subject"` // NATS subject of the aggregate
+	Time          time.Time       `json:"time"`
+	Actor         Actor           `json:"actor"`
+	CorrelationID string          `json:"correlation_id"`
+	CausationID   string          `json:"causation_id,omitempty"`
+	Data          json.RawMessage `json:"data"`
+	// Sequence is the stream sequence; zero until the event is stored.
+	Sequence uint64 `json:"sequence"`
+}
+
+// Decode unmarshals the event's data into v.
+func (e Envelope) Decode(v any) error {
+	if err := json.Unmarshal(e.Data, v); err != nil {
+		return fmt.Errorf("decode %s data (seq %d): %w", e.Type, e.Sequence, err)
+	}
+	return nil
+}
+
+// Meta is what a command carries into every event it produces: who, when,
+// and which request or event caused it.
+type Meta struct {
+	Actor         Actor
+	CorrelationID string
+	CausationID   string
+	Time          time.Time
+	// IdempotencyKey, when set, makes event ids deterministic so a retried
+	// command produces the same Nats-Msg-Id and JetStream drops the copy.
+	IdempotencyKey string
+}
+
+// idNamespace scopes deterministic event ids derived from idempotency keys.
+var idNamespace = uuid.MustParse("6f1d2c4e-3a5b-4c7d-9e8f-0a1b2c3d4e5f")
+
+// New builds an envelope for an event of type typ with data on subject.
+// index distinguishes events of one command when ids are deterministic.
+func New(m Meta, subject, typ string, index int, data any) (Envelope, error) {
+	raw, err := json.Marshal(data)
+	if err != nil {
+		return Envelope{}, fmt.Errorf("encode %s: %w", typ, err)
+	}
+	id := uuid.NewString()
+	if m.IdempotencyKey != "" {
+		id = uuid.NewSHA1(idNamespace, fmt.Appendf(nil, "%s|%s|%d", m.IdempotencyKey, subject, index)).String()
+	}
+	t := m.Time
+	if t.IsZero() {
+		t = time.Now()
+	}
+	corr := m.CorrelationID
+	if corr == "" {
+		corr = id
+	}
+	return Envelope{
+		ID: id, Type: typ, Subject: subject, Time: t.UTC(), Actor: m.Actor,
+		CorrelationID: corr, CausationID: m.CausationID, Data: raw,
+	}, nil
+}

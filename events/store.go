@@ -1,0 +1,247 @@
+package events
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// ErrConflict means the aggregate changed since it was read: the append's
+// expected last subject sequence did not hold (JetStream 10071, or 10164 on
+// replicated streams). Callers reload and decide again.
+var ErrConflict = errors.New("events: aggregate changed concurrently")
+
+// ErrDuplicate means JetStream dropped the append as a copy of an earlier
+// message with the same Nats-Msg-Id.
+var ErrDuplicate = errors.New("events: duplicate message id")
+
+// Any disables the optimistic concurrency check of one append.
+const Any = ^uint64(0)
+
+// Append is one event to store plus the version its aggregate must have.
+type Append struct {
+	Event Envelope
+	// Expect is the last sequence of Event.Subject the decision was based on
+	// (0 = the subject must be empty), or Any.
+	Expect uint64
+}
+
+// StoreConfig tunes the stream.
+type StoreConfig struct {
+	Replicas int // 1 for the embedded node, 3 on a cluster
+}
+
+// Store appends and loads events on the MAESTRO_EVENTS stream.
+type Store struct {
+	nc     *nats.Conn
+	js     jetstream.JetStream
+	stream jetstream.Stream
+}
+
+// OpenStore creates or updates the events stream and returns a store on it.
+func OpenStore(ctx context.Context, nc *nats.Conn, cfg StoreConfig) (*Store, error) {
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, fmt.Errorf("jetstream: %w", err)
+	}
+	if cfg.Replicas == 0 {
+		cfg.Replicas = 1
+	}
+	scfg := jetstream.StreamConfig{
+		Name:        StreamName,
+		Description: "Maestro event store: every change, immutable, in order",
+		Subjects:    []string{AllSubjects},
+		Storage:     jetstream.FileStorage,
+		Retention:   jetstream.LimitsPolicy,
+		Discard:     jetstream.DiscardNew, // never drop history to make room
+		MaxAge:      0,
+		MaxMsgSize:  1 << 20,
+		Duplicates:  2 * time.Minute,
+		Replicas:    cfg.Replicas,
+		AllowDirect: true,
+		DenyDelete:  true,
+		DenyPurge:   true,
+		// Atomic batches let one command append to several aggregates at
+		// once (e.g. an e-mail reservation and the user it belongs to).
+		AllowAtomicPublish: true,
+	}
+	stream, err := js.CreateOrUpdateStream(ctx, scfg)
+	if err != nil {
+		return nil, fmt.Errorf("create stream %s: %w", StreamName, err)
+	}
+	return &Store{nc: nc, js: js, stream: stream}, nil
+}
+
+// JetStream exposes the JetStream context for consumers and KV buckets.
+func (s *Store) JetStream() jetstream.JetStream { return s.js }
+
+// Conn is the NATS connection the store uses.
+func (s *Store) Conn() *nats.Conn { return s.nc }
+
+// LastSequence is the stream's last sequence (0 when empty).
+func (s *Store) LastSequence(ctx context.Context) (uint64, error) {
+	info, err := s.stream.Info(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("stream info: %w", err)
+	}
+	return info.State.LastSeq, nil
+}
+
+// Append stores events atomically: one event is a plain publish, several are
+// one JetStream atomic batch, so either every event is stored or none is.
+// It returns the stream sequence of the last event.
+func (s *Store) Append(ctx context.Context, batch ...Append) (uint64, error) {
+	switch len(batch) {
+	case 0:
+		return 0, errors.New("events: empty append")
+	case 1:
+		return s.publishOne(ctx, batch[0])
+	default:
+		return s.publishBatch(ctx, batch)
+	}
+}
+
+func message(a Append) *nats.Msg {
+	m := ToMsg(a.Event)
+	if a.Expect != Any {
+		m.Header.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(a.Expect, 10))
+	}
+	return m
+}
+
+func (s *Store) publishOne(ctx context.Context, a Append) (uint64, error) {
+	ack, err := s.js.PublishMsg(ctx, message(a))
+	if err != nil {
+		return 0, classify(a.Event, err)
+	}
+	if ack.Duplicate {
+		return ack.Sequence, ErrDuplicate
+	}
+	return ack.Sequence, nil
+}
+
+type batchAck struct {
+	Seq   uint64 `json:"seq"`
+	Count int    `json:"count"`
+	Error *struct {
+		Code        int    `json:"code"`
+		ErrCode     uint16 `json:"err_code"`
+		Description string `json:"description"`
+	} `json:"error"`
+}
+
+// publishBatch implements the atomic batch protocol of nats-server 2.12+
+// (ADR-50) with request/reply per message, since nats.go has no API for it.
+func (s *Store) publishBatch(ctx context.Context, batch []Append) (uint64, error) {
+	id := uuid.NewString()
+	for i, a := range batch {
+		m := message(a)
+		m.Header.Set("Nats-Batch-Id", id)
+		m.Header.Set("Nats-Batch-Sequence", strconv.Itoa(i+1))
+		last := i == len(batch)-1
+		if last {
+			m.Header.Set("Nats-Batch-Commit", "1")
+		}
+		if !last && i > 0 {
+			if err := s.nc.PublishMsg(m); err != nil {
+				return 0, fmt.Errorf("publish batch message %d: %w", i+1, err)
+			}
+			continue
+		}
+		reply, err := s.nc.RequestMsgWithContext(ctx, m)
+		if err != nil {
+			return 0, fmt.Errorf("publish batch message %d: %w", i+1, err)
+		}
+		if !last && len(reply.Data) == 0 {
+			continue
+		}
+		var ack batchAck
+		if err := json.Unmarshal(reply.Data, &ack); err != nil {
+			return 0, fmt.Errorf("batch ack: %w", err)
+		}
+		if ack.Error != nil {
+			apiErr := &jetstream.APIError{Code: ack.Error.Code, ErrorCode: jetstream.ErrorCode(ack.Error.ErrCode), Description: ack.Error.Description}
+			return 0, classify(a.Event, apiErr)
+		}
+		if last {
+			return ack.Seq, nil
+		}
+	}
+	return 0, errors.New("events: batch ended without commit ack")
+}
+
+func classify(e Envelope, err error) error {
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) {
+		switch apiErr.ErrorCode {
+		case jetstream.JSErrCodeStreamWrongLastSequence, jetstream.JSErrCodeStreamWrongLastSequenceConstant:
+			return fmt.Errorf("append %s to %s: %w", e.Type, e.Subject, ErrConflict)
+		case 10201: // atomic batch contains a duplicate message id
+			return fmt.Errorf("append %s to %s: %w", e.Type, e.Subject, ErrDuplicate)
+		}
+	}
+	return fmt.Errorf("append %s to %s: %w", e.Type, e.Subject, err)
+}
+
+// Load returns the events of one subject stored after sequence after, and
+// the subject's last sequence (its version; 0 when it has no events).
+func (s *Store) Load(ctx context.Context, subject string, after uint64) ([]Envelope, uint64, error) {
+	last, err := s.stream.GetLastMsgForSubject(ctx, subject)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return nil, 0, nil
+	}
+	if err != nil {
+		return nil, 0, fmt.Errorf("load %s: %w", subject, err)
+	}
+	if last.Sequence <= after {
+		return nil, last.Sequence, nil
+	}
+	var out []Envelope
+	for seq := after + 1; ; {
+		raw, err := s.stream.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(subject))
+		if err != nil {
+			return nil, 0, fmt.Errorf("load %s from %d: %w", subject, seq, err)
+		}
+		env, err := FromHeaders(raw.Subject, raw.Header, raw.Data, raw.Sequence)
+		if err != nil {
+			return nil, 0, err
+		}
+		out = append(out, env)
+		if raw.Sequence >= last.Sequence {
+			return out, raw.Sequence, nil
+		}
+		seq = raw.Sequence + 1
+	}
+}
+
+// Get returns the event at one stream sequence.
+func (s *Store) Get(ctx context.Context, seq uint64) (Envelope, error) {
+	raw, err := s.stream.GetMsg(ctx, seq)
+	if err != nil {
+		return Envelope{}, fmt.Errorf("get %d: %w", seq, err)
+	}
+	return FromHeaders(raw.Subject, raw.Header, raw.Data, raw.Sequence)
+}
+
+// Follow delivers every event with sequence > after, in stream order, to the
+// returned ordered consumer. Ordered consumers are ephemeral and recreate
+// themselves on gaps; the checkpoint the caller keeps is the durable part.
+func (s *Store) Follow(ctx context.Context, after uint64) (jetstream.Consumer, error) {
+	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: []string{AllSubjects}}
+	if after > 0 {
+		cfg.DeliverPolicy = jetstream.DeliverByStartSequencePolicy
+		cfg.OptStartSeq = after + 1
+	}
+	c, err := s.js.OrderedConsumer(ctx, StreamName, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("follow from %d: %w", after, err)
+	}
+	return c, nil
+}

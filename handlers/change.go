@@ -1,0 +1,40 @@
+package handlers
+
+import (
+	"fmt"
+
+	"github.com/maestro-ml/maestro/events"
+)
+
+// Change is one event a decider wants recorded, before it has an envelope.
+// Deciders return Changes so they stay pure: no clock, no ids, no I/O.
+type Change struct {
+	Subject string
+	Type    string
+	Data    any
+}
+
+// Build wraps changes in envelopes carrying meta and the expected version
+// of each subject (subjects missing from versions are appended unchecked).
+func Build(meta events.Meta, versions map[string]uint64, changes ...Change) ([]events.Append, error) {
+	out := make([]events.Append, 0, len(changes))
+	seen := map[string]bool{}
+	for i, c := range changes {
+		env, err := events.New(meta, c.Subject, c.Type, i, c.Data)
+		if err != nil {
+			return nil, err
+		}
+		expect, ok := versions[c.Subject]
+		if !ok || seen[c.Subject] {
+			// Only the first event of a subject in a batch carries the check;
+			// the batch is atomic, so the rest cannot interleave.
+			expect = events.Any
+		}
+		seen[c.Subject] = true
+		out = append(out, events.Append{Event: env, Expect: expect})
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("build: no changes")
+	}
+	return out, nil
+}

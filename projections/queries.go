@@ -1,0 +1,219 @@
+package projections
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// Queries are the read side the API uses; they read Postgres only.
+type Queries struct {
+	pool *pgxpool.Pool
+}
+
+// NewQueries returns queries over pool.
+func NewQueries(pool *pgxpool.Pool) *Queries { return &Queries{pool: pool} }
+
+// ErrNotFound is returned when a row does not exist.
+var ErrNotFound = errors.New("not found")
+
+// ErrBadPageToken is returned for a page token this server did not issue.
+var ErrBadPageToken = errors.New("invalid page_token")
+
+// SessionPrincipal is what the authenticator needs about a token's session.
+type SessionPrincipal struct {
+	UserID  string
+	Email   string
+	Role    string
+	Active  bool
+	Revoked bool
+}
+
+// Session looks up a session and its user.
+func (q *Queries) Session(ctx context.Context, sessionID string) (SessionPrincipal, error) {
+	var p SessionPrincipal
+	err := q.pool.QueryRow(ctx, `SELECT u.id, u.email, u.role, u.active, s.revoked_at IS NOT NULL
+		FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.id = $1`, sessionID).
+		Scan(&p.UserID, &p.Email, &p.Role, &p.Active, &p.Revoked)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return p, ErrNotFound
+	}
+	return p, err
+}
+
+// User is an account as the API shows it.
+type User struct {
+	ID        string    `json:"id"`
+	Email     string    `json:"email"`
+	Name      string    `json:"name"`
+	Role      string    `json:"role"`
+	Active    bool      `json:"active"`
+	CreatedAt time.Time `json:"created_at"`
+	UpdatedAt time.Time `json:"updated_at"`
+}
+
+const userCols = "id, email, name, role, active, created_at, updated_at"
+
+func scanUser(row pgx.Row) (User, error) {
+	var u User
+	err := row.Scan(&u.ID, &u.Email, &u.Name, &u.Role, &u.Active, &u.CreatedAt, &u.UpdatedAt)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return u, ErrNotFound
+	}
+	return u, err
+}
+
+// User returns one user.
+func (q *Queries) User(ctx context.Context, id string) (User, error) {
+	return scanUser(q.pool.QueryRow(ctx, "SELECT "+userCols+" FROM users WHERE id = $1", id))
+}
+
+// Page is a list of items and the token of the next page ("" at the end).
+type Page[T any] struct {
+	Items         []T    `json:"items"`
+	NextPageToken string `json:"next_page_token,omitempty"`
+}
+
+// cursor is the position after the last item of a page. Tokens are opaque
+// to clients; they are only base64 so nobody mistakes them for an API.
+type cursor struct {
+	Seq int64 `json:"s"`
+}
+
+func encodeCursor(c cursor) string {
+	b, _ := json.Marshal(c)
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+func decodeCursor(token string) (cursor, error) {
+	var c cursor
+	if token == "" {
+		return c, nil
+	}
+	if len(token) > 128 {
+		return c, ErrBadPageToken
+	}
+	b, err := base64.RawURLEncoding.DecodeString(token)
+	if err != nil || json.Unmarshal(b, &c) != nil || c.Seq < 0 {
+		return c, ErrBadPageToken
+	}
+	return c, nil
+}
+
+// ListUsers pages users in registration order.
+func (q *Queries) ListUsers(ctx context.Context, pageToken string, limit int) (Page[User], error) {
+	c, err := decodeCursor(pageToken)
+	if err != nil {
+		return Page[User]{}, err
+	}
+	rows, err := q.pool.Query(ctx, "SELECT "+userCols+", created_seq FROM users WHERE created_seq > $1 ORDER BY created_seq LIMIT $2",
+		c.Seq, limit+1)
+	if err != nil {
+		return Page[User]{}, err
+	}
+	defer rows.Close()
+	page := Page[User]{Items: []User{}}
+	var last int64
+	for rows.Next() {
+		var u User
+		var seq int64
+		if err := rows.Scan(&u.ID, &u.Email, &u.Name, &u.Role, &u.Active, &u.CreatedAt, &u.UpdatedAt, &seq); err != nil {
+			return page, err
+		}
+		if len(page.Items) == limit {
+			page.NextPageToken = encodeCursor(cursor{Seq: last})
+			break
+		}
+		page.Items = append(page.Items, u)
+		last = seq
+	}
+	return page, rows.Err()
+}
+
+// AuditEntry is one event as the audit trail shows it.
+type AuditEntry struct {
+	Sequence      uint64          `json:"sequence"`
+	EventID       string          `json:"event_id"`
+	Time          time.Time       `json:"time"`
+	Type          string          `json:"type"`
+	Actor         string          `json:"actor"`
+	Subject       string          `json:"subject"`
+	CorrelationID string          `json:"correlation_id"`
+	CausationID   string          `json:"causation_id,omitempty"`
+	Summary       string          `json:"summary"`
+	Data          json.RawMessage `json:"data"`
+}
+
+// AuditFilter narrows the audit trail; zero fields match everything.
+type AuditFilter struct {
+	Actor, Type, Subject string
+	Since, Until         time.Time
+	PageToken            string
+	Limit                int
+}
+
+// ListAudit pages audit entries newest first.
+func (q *Queries) ListAudit(ctx context.Context, f AuditFilter) (Page[AuditEntry], error) {
+	c, err := decodeCursor(f.PageToken)
+	if err != nil {
+		return Page[AuditEntry]{}, err
+	}
+	var where []string
+	var args []any
+	add := func(cond string, v any) {
+		args = append(args, v)
+		where = append(where, strings.ReplaceAll(cond, "?", "$"+strconv.Itoa(len(args))))
+	}
+	if c.Seq > 0 {
+		add("seq < ?", c.Seq)
+	}
+	if f.Actor != "" {
+		add("actor = ?", f.Actor)
+	}
+	if f.Type != "" {
+		add("type = ?", f.Type)
+	}
+	if f.Subject != "" {
+		add("subject = ?", f.Subject)
+	}
+	if !f.Since.IsZero() {
+		add("time >= ?", f.Since)
+	}
+	if !f.Until.IsZero() {
+		add("time < ?", f.Until)
+	}
+	sql := "SELECT seq, event_id, time, type, actor, subject, correlation_id, causation_id, summary, data FROM audit_entries"
+	if len(where) > 0 {
+		sql += " WHERE " + strings.Join(where, " AND ")
+	}
+	args = append(args, f.Limit+1)
+	sql += fmt.Sprintf(" ORDER BY seq DESC LIMIT $%d", len(args))
+	rows, err := q.pool.Query(ctx, sql, args...)
+	if err != nil {
+		return Page[AuditEntry]{}, err
+	}
+	defer rows.Close()
+	page := Page[AuditEntry]{Items: []AuditEntry{}}
+	for rows.Next() {
+		var e AuditEntry
+		var seq int64
+		if err := rows.Scan(&seq, &e.EventID, &e.Time, &e.Type, &e.Actor, &e.Subject, &e.CorrelationID, &e.CausationID, &e.Summary, &e.Data); err != nil {
+			return page, err
+		}
+		e.Sequence = uint64(seq)
+		if len(page.Items) == f.Limit {
+			page.NextPageToken = encodeCursor(cursor{Seq: int64(page.Items[len(page.Items)-1].Sequence)})
+			break
+		}
+		page.Items = append(page.Items, e)
+	}
+	return page, rows.Err()
+}

@@ -1,0 +1,131 @@
+package projections
+
+import (
+	"context"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// Waiter tells when projections have reached a stream sequence, for
+// read-your-writes (rule 5). It listens for checkpoint notifications on a
+// dedicated connection and re-reads the checkpoint table every second, so a
+// lost notification or a dropped connection delays an answer, never loses it.
+// It works the same whether the projections run in this process or another.
+type Waiter struct {
+	pool *pgxpool.Pool
+
+	mu      sync.Mutex
+	seqs    map[string]uint64
+	changed chan struct{} // closed and replaced on every advance
+}
+
+// NewWaiter returns a waiter; call Run to keep it current.
+func NewWaiter(pool *pgxpool.Pool) *Waiter {
+	return &Waiter{pool: pool, seqs: map[string]uint64{}, changed: make(chan struct{})}
+}
+
+func (w *Waiter) set(name string, seq uint64) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if seq != w.seqs[name] {
+		w.seqs[name] = seq // may go down after a rebuild reset
+		close(w.changed)
+		w.changed = make(chan struct{})
+	}
+}
+
+func (w *Waiter) reload(ctx context.Context) error {
+	rows, err := w.pool.Query(ctx, "SELECT name, last_seq FROM projection_checkpoints")
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var name string
+		var seq int64
+		if err := rows.Scan(&name, &seq); err != nil {
+			return err
+		}
+		w.set(name, uint64(seq))
+	}
+	return rows.Err()
+}
+
+// Run listens until ctx ends.
+func (w *Waiter) Run(ctx context.Context) {
+	for ctx.Err() == nil {
+		w.listen(ctx)
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+func (w *Waiter) listen(ctx context.Context) {
+	conn, err := w.pool.Acquire(ctx)
+	if err != nil {
+		return
+	}
+	defer func() {
+		// A LISTENing session must not go back to the pool.
+		conn.Conn().Close(context.Background())
+		conn.Release()
+	}()
+	if _, err := conn.Exec(ctx, "LISTEN "+NotifyChannel); err != nil {
+		return
+	}
+	_ = w.reload(ctx)
+	for ctx.Err() == nil {
+		wctx, cancel := context.WithTimeout(ctx, time.Second)
+		n, err := conn.Conn().WaitForNotification(wctx)
+		cancel()
+		if err != nil {
+			if ctx.Err() != nil || wctx.Err() == nil {
+				return // shut down, or the connection broke
+			}
+			if w.reload(ctx) != nil {
+				return
+			}
+			continue
+		}
+		name, seq, ok := strings.Cut(n.Payload, ":")
+		if v, err := strconv.ParseUint(seq, 10, 64); ok && err == nil {
+			w.set(name, v)
+		}
+	}
+}
+
+// Reached reports whether every named projection is at or past seq.
+func (w *Waiter) Reached(seq uint64, names ...string) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, n := range names {
+		if w.seqs[n] < seq {
+			return false
+		}
+	}
+	return true
+}
+
+// Wait blocks until every named projection reached seq, or ctx ends. It
+// returns false on timeout.
+func (w *Waiter) Wait(ctx context.Context, seq uint64, names ...string) bool {
+	for {
+		w.mu.Lock()
+		ch := w.changed
+		w.mu.Unlock()
+		if w.Reached(seq, names...) {
+			return true
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-ch:
+		}
+	}
+}
