@@ -238,12 +238,17 @@ type jwk struct {
 
 // JWKS renders every public key in ks as an RFC 8037 OKP JSON Web Key Set,
 // for services that verify Maestro tokens themselves. Only public halves are
-// ever included.
+// ever included. A nil ks yields an empty set rather than a panic, so a
+// handler wired before keys load serves a valid document.
 func JWKS(ks *KeySet) []byte {
 	out := struct {
 		Keys []jwk `json:"keys"`
-	}{Keys: make([]jwk, 0, len(ks.order))}
-	for _, kid := range ks.order {
+	}{Keys: []jwk{}}
+	var order []string
+	if ks != nil {
+		order = ks.order
+	}
+	for _, kid := range order {
 		out.Keys = append(out.Keys, jwk{
 			Kty: "OKP",
 			Crv: "Ed25519",

@@ -428,3 +428,9 @@ func FuzzVerify(f *testing.F) {
 		}
 	})
 }
+
+func TestJWKSNil(t *testing.T) {
+	if got := string(JWKS(nil)); got != `{"keys":[]}` {
+		t.Fatalf("JWKS(nil) = %s", got)
+	}
+}

@@ -56,6 +56,9 @@ func StartEmbedded(cfg EmbeddedConfig) (*Embedded, error) {
 		if err != nil {
 			return nil, fmt.Errorf("nats listen port %q: %w", port, err)
 		}
+		if p == 0 {
+			p = server.RANDOM_PORT // nats-server reads 0 as "the default 4222"
+		}
 		opts.Host, opts.Port = host, p
 	}
 	srv, err := server.NewServer(opts)

@@ -57,3 +57,8 @@ func Reset(ctx context.Context, pool *pgxpool.Pool) error {
 		return err
 	})
 }
+
+// Statuses reports every projection's checkpoint and lag behind streamLast.
+func (q *Queries) Statuses(ctx context.Context, streamLast uint64) ([]Status, error) {
+	return Statuses(ctx, q.pool, streamLast)
+}

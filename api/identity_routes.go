@@ -1,0 +1,362 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/google/uuid"
+
+	"github.com/maestro-ml/maestro/auth"
+	"github.com/maestro-ml/maestro/authz"
+	"github.com/maestro-ml/maestro/handlers/identity"
+	"github.com/maestro-ml/maestro/projections"
+)
+
+// UserResponse is a user as the API returns it.
+type UserResponse struct {
+	ID        string    `json:"id"`
+	Email     string    `json:"email"`
+	Name      string    `json:"name"`
+	Role      string    `json:"role"`
+	Active    bool      `json:"active"`
+	CreatedAt time.Time `json:"created_at"`
+	UpdatedAt time.Time `json:"updated_at"`
+}
+
+func userFromState(u identity.UserState) UserResponse {
+	return UserResponse{ID: u.ID, Email: u.Email, Name: u.Name, Role: string(u.Role), Active: u.Active,
+		CreatedAt: u.CreatedAt, UpdatedAt: u.UpdatedAt}
+}
+
+func userFromProjection(u projections.User) UserResponse {
+	return UserResponse(u)
+}
+
+// TokenResponse is the body of a login or refresh.
+type TokenResponse struct {
+	AccessToken  string `json:"access_token"`
+	RefreshToken string `json:"refresh_token"`
+	TokenType    string `json:"token_type"`
+	ExpiresIn    int    `json:"expires_in"`
+}
+
+func (s *Server) healthz(w http.ResponseWriter, _ *http.Request) error {
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	return nil
+}
+
+func (s *Server) readyz(w http.ResponseWriter, r *http.Request) error {
+	if s.deps.Ready != nil {
+		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		defer cancel()
+		if err := s.deps.Ready(ctx); err != nil {
+			return problem("unavailable", "not ready")
+		}
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+	return nil
+}
+
+func (s *Server) jwks(w http.ResponseWriter, _ *http.Request) error {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "public, max-age=300")
+	_, _ = w.Write(auth.JWKS(s.deps.Keys))
+	return nil
+}
+
+type registerRequest struct {
+	Email    string `json:"email"`
+	Password string `json:"password"`
+	Name     string `json:"name"`
+}
+
+func (s *Server) register(w http.ResponseWriter, r *http.Request) error {
+	if !s.deps.RegistrationOpen {
+		return problem("registration-closed", "ask an administrator for an account")
+	}
+	var req registerRequest
+	if err := decodeJSON(r, &req); err != nil {
+		return err
+	}
+	u, seq, err := s.deps.Identity.Register(r.Context(), meta(r), identity.RegisterInput{
+		Email: req.Email, Password: req.Password, Name: req.Name, Role: authz.RoleViewer, Source: "self-registration"})
+	if err != nil {
+		return err
+	}
+	s.respondCommand(w, r, http.StatusCreated, seq, userFromState(u))
+	return nil
+}
+
+type loginRequest struct {
+	Email    string `json:"email"`
+	Password string `json:"password"`
+}
+
+func (s *Server) login(w http.ResponseWriter, r *http.Request) error {
+	var req loginRequest
+	if err := decodeJSON(r, &req); err != nil {
+		return err
+	}
+	if len(req.Email) > identity.MaxEmailLen*4 || len(req.Password) > auth.MaxPasswordBytes {
+		return problem("invalid-credentials", "email or password is incorrect")
+	}
+	pair, seq, err := s.deps.Identity.Login(r.Context(), meta(r), identity.LoginInput{
+		Email: req.Email, Password: req.Password, ClientIP: clientIP(r), UserAgent: r.UserAgent()})
+	if err != nil {
+		return err
+	}
+	s.respondCommand(w, r, http.StatusOK, seq, tokenResponse(pair))
+	return nil
+}
+
+func tokenResponse(p identity.TokenPair) TokenResponse {
+	return TokenResponse{AccessToken: p.AccessToken, RefreshToken: p.RefreshToken, TokenType: "Bearer", ExpiresIn: p.ExpiresIn}
+}
+
+type refreshRequest struct {
+	RefreshToken string `json:"refresh_token"`
+}
+
+func (s *Server) refresh(w http.ResponseWriter, r *http.Request) error {
+	var req refreshRequest
+	if err := decodeJSON(r, &req); err != nil {
+		return err
+	}
+	if req.RefreshToken == "" || len(req.RefreshToken) > maxTokenLen {
+		return problem("invalid-token", "the refresh token is invalid or expired")
+	}
+	pair, seq, err := s.deps.Identity.Refresh(r.Context(), meta(r), req.RefreshToken)
+	if err != nil {
+		return err
+	}
+	s.respondCommand(w, r, http.StatusOK, seq, tokenResponse(pair))
+	return nil
+}
+
+func (s *Server) logout(w http.ResponseWriter, r *http.Request) error {
+	p, _ := principal(r.Context())
+	seq, err := s.deps.Identity.Logout(r.Context(), meta(r), p)
+	if err != nil {
+		return err
+	}
+	if seq > 0 {
+		// Logout must be visible to every instance before we answer, even
+		// if the client asked for async: that is the whole point of it.
+		ctx, cancel := context.WithTimeout(r.Context(), s.deps.WaitTimeout)
+		defer cancel()
+		s.deps.Waiter.Wait(ctx, seq, projections.Sessions{}.Name())
+		w.Header().Set("Maestro-Sequence", strconv.FormatUint(seq, 10))
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+func (s *Server) me(w http.ResponseWriter, r *http.Request) error {
+	if err := s.awaitMinSequence(r); err != nil {
+		return err
+	}
+	p, _ := principal(r.Context())
+	if !authz.Can(p, authz.ReadSelf, authz.Resource{}) {
+		return problem("forbidden", "not allowed")
+	}
+	u, err := s.deps.Queries.User(r.Context(), p.UserID)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, userFromProjection(u))
+	return nil
+}
+
+// MaxPageSize is the largest max_results any list accepts.
+const MaxPageSize = 200
+
+func pageSize(r *http.Request) (int, error) {
+	v := r.URL.Query().Get("max_results")
+	if v == "" {
+		return 50, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 || n > MaxPageSize {
+		return 0, problem("validation-failed", "max_results must be between 1 and "+strconv.Itoa(MaxPageSize))
+	}
+	return n, nil
+}
+
+func pageTokenParam(r *http.Request) string { return r.URL.Query().Get("page_token") }
+
+func pageError(err error) error {
+	if errors.Is(err, projections.ErrBadPageToken) {
+		return problem("invalid-page-token", "use the next_page_token of a previous response")
+	}
+	return err
+}
+
+func (s *Server) requireAdmin(r *http.Request, action authz.Action) (authz.Principal, error) {
+	p, _ := principal(r.Context())
+	if !authz.Can(p, action, authz.Resource{}) {
+		return p, problem("forbidden", "this requires the admin role")
+	}
+	return p, nil
+}
+
+// UserPage is a page of users.
+type UserPage struct {
+	Items         []UserResponse `json:"items"`
+	NextPageToken string         `json:"next_page_token,omitempty"`
+}
+
+func (s *Server) listUsers(w http.ResponseWriter, r *http.Request) error {
+	if _, err := s.requireAdmin(r, authz.ListUsers); err != nil {
+		return err
+	}
+	n, err := pageSize(r)
+	if err != nil {
+		return err
+	}
+	if err := s.awaitMinSequence(r); err != nil {
+		return err
+	}
+	page, err := s.deps.Queries.ListUsers(r.Context(), pageTokenParam(r), n)
+	if err != nil {
+		return pageError(err)
+	}
+	out := UserPage{Items: make([]UserResponse, 0, len(page.Items)), NextPageToken: page.NextPageToken}
+	for _, u := range page.Items {
+		out.Items = append(out.Items, userFromProjection(u))
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+func userIDParam(r *http.Request) (string, error) {
+	id := chi.URLParam(r, "id")
+	if _, err := uuid.Parse(id); err != nil || len(id) != 36 {
+		return "", problem("not-found", "user not found")
+	}
+	return id, nil
+}
+
+func (s *Server) getUser(w http.ResponseWriter, r *http.Request) error {
+	if _, err := s.requireAdmin(r, authz.ListUsers); err != nil {
+		return err
+	}
+	id, err := userIDParam(r)
+	if err != nil {
+		return err
+	}
+	if err := s.awaitMinSequence(r); err != nil {
+		return err
+	}
+	u, err := s.deps.Queries.User(r.Context(), id)
+	if errors.Is(err, projections.ErrNotFound) {
+		return problem("not-found", "user not found")
+	}
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, userFromProjection(u))
+	return nil
+}
+
+type patchUserRequest struct {
+	Role   *string `json:"role"`
+	Active *bool   `json:"active"`
+}
+
+func (s *Server) patchUser(w http.ResponseWriter, r *http.Request) error {
+	p, err := s.requireAdmin(r, authz.UpdateUser)
+	if err != nil {
+		return err
+	}
+	id, err := userIDParam(r)
+	if err != nil {
+		return err
+	}
+	var req patchUserRequest
+	if err := decodeJSON(r, &req); err != nil {
+		return err
+	}
+	if req.Role == nil && req.Active == nil {
+		return problem("validation-failed", "send role and/or active")
+	}
+	var in identity.UpdateUserInput
+	if req.Role != nil {
+		if !authz.ValidRole(*req.Role) {
+			return problem("validation-failed", "role must be one of viewer, member, admin")
+		}
+		role := authz.Role(*req.Role)
+		in.Role = &role
+	}
+	in.Active = req.Active
+	u, seq, err := s.deps.Identity.UpdateUser(r.Context(), meta(r), p, id, in)
+	if err != nil {
+		return err
+	}
+	s.respondCommand(w, r, http.StatusOK, seq, userFromState(u))
+	return nil
+}
+
+// AuditPage is a page of audit entries.
+type AuditPage = projections.Page[projections.AuditEntry]
+
+func (s *Server) listAudit(w http.ResponseWriter, r *http.Request) error {
+	if _, err := s.requireAdmin(r, authz.ReadAudit); err != nil {
+		return err
+	}
+	q := r.URL.Query()
+	n, err := pageSize(r)
+	if err != nil {
+		return err
+	}
+	f := projections.AuditFilter{Actor: q.Get("actor"), Type: q.Get("type"), Subject: q.Get("subject"),
+		PageToken: pageTokenParam(r), Limit: n}
+	for _, v := range []string{f.Actor, f.Type, f.Subject} {
+		if len(v) > 256 {
+			return problem("validation-failed", "filters are at most 256 characters")
+		}
+	}
+	for name, dst := range map[string]*time.Time{"since": &f.Since, "until": &f.Until} {
+		if v := q.Get(name); v != "" {
+			t, err := time.Parse(time.RFC3339Nano, v)
+			if err != nil {
+				return problem("validation-failed", name+" must be an RFC 3339 timestamp")
+			}
+			*dst = t
+		}
+	}
+	if err := s.awaitMinSequence(r); err != nil {
+		return err
+	}
+	page, err := s.deps.Queries.ListAudit(r.Context(), f)
+	if err != nil {
+		return pageError(err)
+	}
+	writeJSON(w, http.StatusOK, page)
+	return nil
+}
+
+// ProjectionStatus is the body of GET /projections.
+type ProjectionStatus struct {
+	StreamLastSeq uint64               `json:"stream_last_seq"`
+	Projections   []projections.Status `json:"projections"`
+}
+
+func (s *Server) projectionStatus(w http.ResponseWriter, r *http.Request) error {
+	if _, err := s.requireAdmin(r, authz.ReadProjSys); err != nil {
+		return err
+	}
+	last, err := s.deps.StreamLastSeq(r.Context())
+	if err != nil {
+		return err
+	}
+	st, err := s.deps.Queries.Statuses(r.Context(), last)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, ProjectionStatus{StreamLastSeq: last, Projections: st})
+	return nil
+}

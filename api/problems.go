@@ -1,0 +1,118 @@
+package api
+
+import (
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/maestro-ml/maestro/handlers"
+)
+
+// ProblemTypePrefix starts every problem type URI; clients match on the
+// whole type, which never changes once published (like nats-server's
+// numbered error codes).
+const ProblemTypePrefix = "urn:maestro:problem:"
+
+// problemCatalog declares every problem the API can return, once.
+var problemCatalog = map[string]struct {
+	Status int
+	Title  string
+}{
+	"validation-failed":       {400, "The request is invalid"},
+	"malformed-json":          {400, "The request body is not valid JSON for this operation"},
+	"weak-password":           {400, "The password does not meet the password policy"},
+	"invalid-idempotency-key": {400, "The Idempotency-Key header is invalid"},
+	"invalid-page-token":      {400, "The page_token is invalid"},
+	"unauthenticated":         {401, "Authentication is required"},
+	"invalid-token":           {401, "The token is invalid or expired"},
+	"invalid-credentials":     {401, "Invalid credentials"},
+	"forbidden":               {403, "Not allowed"},
+	"registration-closed":     {403, "Self-registration is disabled"},
+	"not-found":               {404, "Not found"},
+	"method-not-allowed":      {405, "Method not allowed"},
+	"email-taken":             {409, "The email address is already registered"},
+	"user-exists":             {409, "The user already exists"},
+	"self-modification":       {409, "You cannot change this on your own account"},
+	"concurrent-modification": {409, "The resource changed concurrently"},
+	"request-in-progress":     {409, "A request with this Idempotency-Key is still in progress"},
+	"payload-too-large":       {413, "The request body is too large"},
+	"unsupported-media-type":  {415, "Content-Type must be application/json"},
+	"idempotency-key-reused":  {422, "The Idempotency-Key was used with a different request"},
+	"too-many-attempts":       {429, "Too many attempts"},
+	"internal":                {500, "Internal server error"},
+	"projection-lagging":      {503, "The read model has not caught up yet"},
+	"unavailable":             {503, "Service unavailable"},
+}
+
+// Problem is an RFC 9457 problem details body.
+type Problem struct {
+	Type      string `json:"type"`
+	Title     string `json:"title"`
+	Status    int    `json:"status"`
+	Detail    string `json:"detail,omitempty"`
+	Instance  string `json:"instance,omitempty"`
+	RequestID string `json:"request_id,omitempty"`
+}
+
+// problemError is an error that renders as a specific problem.
+type problemError struct {
+	code       string
+	detail     string
+	retryAfter time.Duration
+}
+
+func (e *problemError) Error() string { return e.code + ": " + e.detail }
+
+func problem(code, detail string) error { return &problemError{code: code, detail: detail} }
+
+var kindCodes = map[handlers.Kind]string{
+	handlers.Invalid:         "validation-failed",
+	handlers.NotFound:        "not-found",
+	handlers.Conflict:        "concurrent-modification",
+	handlers.Forbidden:       "forbidden",
+	handlers.Unauthenticated: "unauthenticated",
+	handlers.Throttled:       "too-many-attempts",
+	handlers.Unavailable:     "unavailable",
+}
+
+// toProblem maps any error to a problem: the one place errors become HTTP.
+func toProblem(err error) (*problemError, bool) {
+	var pe *problemError
+	if errors.As(err, &pe) {
+		return pe, true
+	}
+	if he, ok := handlers.AsError(err); ok {
+		code := he.Code
+		if _, known := problemCatalog[code]; !known {
+			code = kindCodes[he.Kind]
+		}
+		return &problemError{code: code, detail: he.Detail, retryAfter: he.RetryAfter}, true
+	}
+	var mbe *http.MaxBytesError
+	if errors.As(err, &mbe) {
+		return &problemError{code: "payload-too-large", detail: "the body exceeds " + strconv.FormatInt(mbe.Limit, 10) + " bytes"}, true
+	}
+	return &problemError{code: "internal", detail: "an unexpected error occurred"}, false
+}
+
+func writeProblem(w http.ResponseWriter, r *http.Request, pe *problemError) {
+	c, ok := problemCatalog[pe.code]
+	if !ok {
+		c = problemCatalog["internal"]
+	}
+	if pe.retryAfter > 0 {
+		w.Header().Set("Retry-After", strconv.Itoa(int(pe.retryAfter.Round(time.Second)/time.Second)))
+	}
+	if c.Status == http.StatusUnauthorized {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="maestro"`)
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(c.Status)
+	_ = json.NewEncoder(w).Encode(Problem{
+		Type: ProblemTypePrefix + pe.code, Title: c.Title, Status: c.Status, Detail: pe.detail,
+		Instance: r.URL.Path, RequestID: requestID(r.Context()),
+	})
+}

@@ -1,0 +1,363 @@
+// Package api is Maestro's HTTP ingress: authentication, authorization,
+// decoding and validation in front of the command handlers, and queries that
+// read the Postgres projections. It is deliberately thin: it never decides.
+package api
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/maestro-ml/maestro/auth"
+	"github.com/maestro-ml/maestro/authz"
+	"github.com/maestro-ml/maestro/events"
+	"github.com/maestro-ml/maestro/handlers/identity"
+	"github.com/maestro-ml/maestro/projections"
+)
+
+// Deps is what the API needs from the rest of the platform.
+type Deps struct {
+	Identity    *identity.Service
+	Queries     *projections.Queries
+	Waiter      *projections.Waiter
+	Tokens      *auth.Tokens
+	Keys        *auth.KeySet
+	Idempotency jetstream.KeyValue
+	Logger      *slog.Logger
+	// StreamLastSeq is the event stream's last sequence.
+	StreamLastSeq func(ctx context.Context) (uint64, error)
+	// Ready reports whether dependencies (Postgres, NATS) are reachable.
+	Ready func(ctx context.Context) error
+	// RegistrationOpen allows POST /auth/register.
+	RegistrationOpen bool
+	// WaitTimeout bounds the read-your-writes wait (default 2s).
+	WaitTimeout time.Duration
+	// MaxBodyBytes bounds request bodies (default 64 KiB).
+	MaxBodyBytes int64
+}
+
+// Route is one entry of the route table. The table drives the router, the
+// generated security tests and the OpenAPI coverage check.
+type Route struct {
+	Method  string
+	Pattern string
+	// Public routes need no token; everything else does (deny by default).
+	Public bool
+	// Command routes honour Idempotency-Key and read-your-writes.
+	Command bool
+	handle  func(w http.ResponseWriter, r *http.Request) error
+}
+
+// Server is the HTTP handler of the API.
+type Server struct {
+	deps   Deps
+	routes []Route
+	mux    chi.Router
+}
+
+// New builds the API server.
+func New(d Deps) *Server {
+	if d.WaitTimeout <= 0 {
+		d.WaitTimeout = 2 * time.Second
+	}
+	if d.MaxBodyBytes <= 0 {
+		d.MaxBodyBytes = 64 << 10
+	}
+	if d.Logger == nil {
+		d.Logger = slog.New(slog.DiscardHandler)
+	}
+	s := &Server{deps: d}
+	s.routes = s.table()
+	s.mux = s.router()
+	return s
+}
+
+// Routes returns the route table.
+func (s *Server) Routes() []Route { return append([]Route(nil), s.routes...) }
+
+// ServeHTTP implements http.Handler.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
+
+func (s *Server) table() []Route {
+	return []Route{
+		{Method: "GET", Pattern: "/healthz", Public: true, handle: s.healthz},
+		{Method: "GET", Pattern: "/readyz", Public: true, handle: s.readyz},
+		{Method: "GET", Pattern: "/.well-known/jwks.json", Public: true, handle: s.jwks},
+		{Method: "GET", Pattern: "/api/v1/openapi.json", Public: true, handle: serveOpenAPI},
+		{Method: "GET", Pattern: "/api/v1/auth/health", Public: true, handle: s.healthz},
+		{Method: "POST", Pattern: "/api/v1/auth/register", Public: true, Command: true, handle: s.register},
+		{Method: "POST", Pattern: "/api/v1/auth/login", Public: true, Command: true, handle: s.login},
+		{Method: "POST", Pattern: "/api/v1/auth/refresh", Public: true, Command: true, handle: s.refresh},
+		{Method: "POST", Pattern: "/api/v1/auth/logout", Command: true, handle: s.logout},
+		{Method: "GET", Pattern: "/api/v1/auth/me", handle: s.me},
+		{Method: "GET", Pattern: "/api/v1/users", handle: s.listUsers},
+		{Method: "GET", Pattern: "/api/v1/users/{id}", handle: s.getUser},
+		{Method: "PATCH", Pattern: "/api/v1/users/{id}", Command: true, handle: s.patchUser},
+		{Method: "GET", Pattern: "/api/v1/audit", handle: s.listAudit},
+		{Method: "GET", Pattern: "/api/v1/projections", handle: s.projectionStatus},
+	}
+}
+
+func (s *Server) router() chi.Router {
+	m := chi.NewRouter()
+	m.Use(s.requestLog, s.recoverer, securityHeaders)
+	m.NotFound(func(w http.ResponseWriter, r *http.Request) {
+		writeProblem(w, r, &problemError{code: "not-found", detail: "no such route"})
+	})
+	m.MethodNotAllowed(func(w http.ResponseWriter, r *http.Request) {
+		writeProblem(w, r, &problemError{code: "method-not-allowed", detail: r.Method + " is not supported here"})
+	})
+	for _, rt := range s.routes {
+		h := s.endpoint(rt)
+		m.Method(rt.Method, rt.Pattern, h)
+	}
+	return m
+}
+
+// endpoint wraps a route's handler with the per-route middleware: body
+// limit, authentication unless public, idempotency for commands, and the
+// one place errors become problem responses.
+func (s *Server) endpoint(rt Route) http.Handler {
+	var h http.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if err := rt.handle(w, r); err != nil {
+			pe, known := toProblem(err)
+			if !known {
+				s.deps.Logger.ErrorContext(r.Context(), "request failed", "request_id", requestID(r.Context()), "err", err)
+			}
+			writeProblem(w, r, pe)
+		}
+	})
+	if rt.Command {
+		h = s.idempotent(h)
+	}
+	if !rt.Public {
+		h = s.authenticate(h)
+	}
+	limit := s.deps.MaxBodyBytes
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		r.Body = http.MaxBytesReader(w, r.Body, limit)
+		h.ServeHTTP(w, r)
+	})
+}
+
+type ctxKey int
+
+const (
+	ctxRequestID ctxKey = iota
+	ctxPrincipal
+	ctxIdempotency
+	ctxLogPrincipal
+)
+
+func requestID(ctx context.Context) string {
+	id, _ := ctx.Value(ctxRequestID).(string)
+	return id
+}
+
+func principal(ctx context.Context) (authz.Principal, bool) {
+	p, ok := ctx.Value(ctxPrincipal).(authz.Principal)
+	return p, ok
+}
+
+type statusRecorder struct {
+	http.ResponseWriter
+	status int
+}
+
+func (s *statusRecorder) WriteHeader(code int) {
+	if s.status == 0 {
+		s.status = code
+	}
+	s.ResponseWriter.WriteHeader(code)
+}
+
+func (s *statusRecorder) Write(b []byte) (int, error) {
+	if s.status == 0 {
+		s.status = http.StatusOK
+	}
+	return s.ResponseWriter.Write(b)
+}
+
+// requestLog assigns a request id and writes one log line per request:
+// id, principal, route, status, duration. Never headers or bodies.
+func (s *Server) requestLog(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		var b [12]byte
+		_, _ = rand.Read(b[:])
+		id := hex.EncodeToString(b[:])
+		w.Header().Set("X-Request-Id", id)
+		who := new(string)
+		ctx := context.WithValue(context.WithValue(r.Context(), ctxRequestID, id), ctxLogPrincipal, who)
+		rec := &statusRecorder{ResponseWriter: w}
+		next.ServeHTTP(rec, r.WithContext(ctx))
+		route := chi.RouteContext(ctx).RoutePattern()
+		s.deps.Logger.LogAttrs(ctx, slog.LevelInfo, "request",
+			slog.String("request_id", id), slog.String("principal", *who),
+			slog.String("method", r.Method), slog.String("route", route),
+			slog.Int("status", rec.status), slog.Float64("duration_ms", float64(time.Since(start).Microseconds())/1000))
+	})
+}
+
+func (s *Server) recoverer(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer func() {
+			if v := recover(); v != nil {
+				if v == http.ErrAbortHandler {
+					panic(v)
+				}
+				s.deps.Logger.ErrorContext(r.Context(), "panic", "request_id", requestID(r.Context()), "panic", v)
+				writeProblem(w, r, &problemError{code: "internal", detail: "an unexpected error occurred"})
+			}
+		}()
+		next.ServeHTTP(w, r)
+	})
+}
+
+func securityHeaders(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h := w.Header()
+		h.Set("X-Content-Type-Options", "nosniff")
+		h.Set("X-Frame-Options", "DENY")
+		h.Set("Referrer-Policy", "no-referrer")
+		next.ServeHTTP(w, r)
+	})
+}
+
+const maxTokenLen = 4096
+
+// authenticate requires a valid access token whose session is live and
+// whose user is active. The session check reads the sessions projection,
+// which logout and deactivation wait for, so a revoked token fails on every
+// instance as soon as the revoking request has returned.
+func (s *Server) authenticate(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		deny := func(detail string) {
+			writeProblem(w, r, &problemError{code: "unauthenticated", detail: detail})
+		}
+		h := r.Header.Get("Authorization")
+		scheme, token, ok := strings.Cut(h, " ")
+		if !ok || !strings.EqualFold(scheme, "Bearer") || token == "" || len(token) > maxTokenLen {
+			deny("send an access token as Authorization: Bearer <token>")
+			return
+		}
+		claims, err := s.deps.Tokens.Verify(token, auth.TokenAccess)
+		if err != nil {
+			deny("the access token is invalid or expired")
+			return
+		}
+		sp, err := s.deps.Queries.Session(r.Context(), claims.SessionID)
+		if err != nil && !errors.Is(err, projections.ErrNotFound) {
+			writeProblem(w, r, &problemError{code: "unavailable", detail: "cannot check the session right now"})
+			return
+		}
+		if err != nil || sp.Revoked || !sp.Active || sp.UserID != claims.Subject {
+			deny("the session has ended")
+			return
+		}
+		p := authz.Principal{UserID: sp.UserID, SessionID: claims.SessionID, Email: sp.Email, Role: authz.Role(sp.Role)}
+		if who, ok := r.Context().Value(ctxLogPrincipal).(*string); ok {
+			*who = "user:" + p.UserID
+		}
+		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), ctxPrincipal, p)))
+	})
+}
+
+// meta is the who-and-why of a command from this request.
+func meta(r *http.Request) events.Meta {
+	m := events.Meta{Actor: events.Actor{Kind: events.ActorAnonymous}, CorrelationID: requestID(r.Context())}
+	if p, ok := principal(r.Context()); ok {
+		m.Actor = events.Actor{Kind: events.ActorUser, ID: p.UserID}
+	}
+	if k, ok := r.Context().Value(ctxIdempotency).(string); ok {
+		m.IdempotencyKey = k
+	}
+	return m
+}
+
+func clientIP(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}
+
+// respondCommand finishes a command: it reports the stream sequence and,
+// unless the client prefers async, waits (bounded) until the projections
+// the next natural read needs have applied it (rule 5). A wait that times
+// out answers 202: the change is durable but not yet visible.
+func (s *Server) respondCommand(w http.ResponseWriter, r *http.Request, status int, seq uint64, body any) {
+	if seq > 0 {
+		w.Header().Set("Maestro-Sequence", strconv.FormatUint(seq, 10))
+		if preferAsync(r) {
+			w.Header().Set("Preference-Applied", "respond-async")
+			status = http.StatusAccepted
+		} else {
+			ctx, cancel := context.WithTimeout(r.Context(), s.deps.WaitTimeout)
+			reached := s.deps.Waiter.Wait(ctx, seq, projectionNames()...)
+			cancel()
+			if !reached {
+				w.Header().Set("Maestro-Consistency", "pending")
+				status = http.StatusAccepted
+			}
+		}
+	}
+	if body == nil {
+		w.WriteHeader(status)
+		return
+	}
+	writeJSON(w, status, body)
+}
+
+func preferAsync(r *http.Request) bool {
+	for _, v := range r.Header.Values("Prefer") {
+		for _, p := range strings.Split(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(p), "respond-async") {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func projectionNames() []string {
+	var names []string
+	for _, p := range projections.All() {
+		names = append(names, p.Name())
+	}
+	return names
+}
+
+// awaitMinSequence honours a query's minimum sequence (header
+// Maestro-Min-Sequence or ?min_sequence=): the read waits, bounded, until the
+// projections have applied it, so a client can read its own earlier write.
+func (s *Server) awaitMinSequence(r *http.Request) error {
+	v := r.Header.Get("Maestro-Min-Sequence")
+	if q := r.URL.Query().Get("min_sequence"); q != "" {
+		v = q
+	}
+	if v == "" {
+		return nil
+	}
+	seq, err := strconv.ParseUint(v, 10, 64)
+	if err != nil {
+		return problem("validation-failed", "min_sequence must be a non-negative integer")
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), s.deps.WaitTimeout)
+	defer cancel()
+	if !s.deps.Waiter.Wait(ctx, seq, projectionNames()...) {
+		return &problemError{code: "projection-lagging", detail: "the read model has not reached sequence " + v, retryAfter: time.Second}
+	}
+	return nil
+}

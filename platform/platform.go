@@ -1,0 +1,415 @@
+// Package platform wires Maestro together: the event store on NATS
+// JetStream (embedded or external), Postgres (managed or external), the
+// projection runners, the identity service and the HTTP API. The `maestro`
+// subcommands and the integration tests start the same Platform.
+package platform
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats.go"
+
+	"github.com/maestro-ml/maestro/api"
+	"github.com/maestro-ml/maestro/auth"
+	"github.com/maestro-ml/maestro/events"
+	"github.com/maestro-ml/maestro/handlers/identity"
+	"github.com/maestro-ml/maestro/pgcluster"
+	"github.com/maestro-ml/maestro/projections"
+)
+
+// Config is everything Maestro can be told; cmd/maestro fills it from flags
+// and MAESTRO_* variables.
+type Config struct {
+	DataDir     string
+	HTTPAddr    string
+	DatabaseURL string // empty: managed cluster in DataDir/postgres
+	NATSURL     string // empty: embedded nats-server in this process
+	// NATSListen is the loopback address the embedded server also opens for
+	// outside clients; empty disables it.
+	NATSListen string
+	// SyncAlways makes the embedded server fsync before every ack (rule 9).
+	SyncAlways bool
+	// NATSUser/NATSPassword authenticate to an external NATS.
+	NATSUser, NATSPassword string
+
+	BootstrapAdminEmail    string
+	BootstrapAdminPassword string
+	RegistrationOpen       bool
+
+	SigningKeyFile string // default DataDir/keys/signing-key.pem
+	TokenIssuer    string
+	TokenAudience  string
+	AccessTTL      time.Duration
+	Sessions       identity.SessionPolicy
+	Throttle       identity.ThrottlePolicy
+	Argon2         auth.Argon2Params
+
+	// API and Worker choose the roles of this process (serve runs both).
+	API, Worker bool
+
+	Logger *slog.Logger
+	Now    func() time.Time // tests move time; nil = time.Now
+}
+
+// Platform is a running Maestro.
+type Platform struct {
+	cfg      Config
+	log      *slog.Logger
+	embedded *events.Embedded
+	nc       *nats.Conn
+	cluster  *pgcluster.Cluster
+	// Pool is the Postgres pool of the projections.
+	Pool     *pgxpool.Pool
+	Store    *events.Store
+	Identity *identity.Service
+	Waiter   *projections.Waiter
+	Queries  *projections.Queries
+	API      *api.Server
+
+	httpSrv  *http.Server
+	listener net.Listener
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup
+	lock     *os.File
+}
+
+// DefaultConfig is what `maestro serve` uses with no flags or variables.
+func DefaultConfig() Config {
+	return Config{
+		DataDir: ".maestro", HTTPAddr: "127.0.0.1:8080", NATSListen: "127.0.0.1:4222",
+		SyncAlways: true, RegistrationOpen: true, TokenIssuer: "maestro", TokenAudience: "maestro-api",
+		AccessTTL: 15 * time.Minute, Sessions: identity.DefaultSessionPolicy(), Throttle: identity.DefaultThrottle(),
+		API: true, Worker: true,
+	}
+}
+
+// Start brings the platform up and returns when it serves.
+func Start(ctx context.Context, cfg Config) (_ *Platform, err error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	p := &Platform{cfg: cfg, log: cfg.Logger}
+	defer func() {
+		if err != nil {
+			sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			p.Shutdown(sctx)
+			cancel()
+		}
+	}()
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("data dir %s: %w", cfg.DataDir, err)
+	}
+	if p.lock, err = lockDataDir(cfg.DataDir); err != nil {
+		return nil, err
+	}
+	if err := p.startNATS(ctx); err != nil {
+		return nil, err
+	}
+	if err := p.startPostgres(ctx); err != nil {
+		return nil, err
+	}
+	if err := p.writeRunInfo(); err != nil {
+		return nil, err
+	}
+	keyFile := cfg.SigningKeyFile
+	if keyFile == "" {
+		keyFile = filepath.Join(cfg.DataDir, "keys", "signing-key.pem")
+	}
+	key, err := auth.LoadOrCreateSigningKey(keyFile)
+	if err != nil {
+		return nil, fmt.Errorf("signing key: %w", err)
+	}
+	keys, err := auth.NewKeySet(key)
+	if err != nil {
+		return nil, err
+	}
+	tokens, err := auth.NewTokens(keys, auth.TokenConfig{Issuer: cfg.TokenIssuer, Audience: cfg.TokenAudience,
+		AccessTTL: cfg.AccessTTL, Now: cfg.Now})
+	if err != nil {
+		return nil, err
+	}
+	p.Identity = identity.NewService(identity.Config{Store: p.Store, Hasher: auth.NewHasher(cfg.Argon2), Tokens: tokens,
+		Now: cfg.Now, Throttle: cfg.Throttle, Sessions: cfg.Sessions})
+	p.Queries = projections.NewQueries(p.Pool)
+	p.Waiter = projections.NewWaiter(p.Pool)
+
+	rctx, cancel := context.WithCancel(context.Background())
+	p.cancel = cancel
+	p.goRun(func() { p.Waiter.Run(rctx) })
+	if cfg.Worker {
+		for _, proj := range projections.All() {
+			r := projections.NewRunner(p.Pool, p.Store, proj, projections.RunnerConfig{Logger: p.log})
+			p.goRun(func() { _ = r.Run(rctx) })
+		}
+	}
+	if cfg.BootstrapAdminEmail != "" {
+		created, err := p.Identity.BootstrapAdmin(ctx, cfg.BootstrapAdminEmail, cfg.BootstrapAdminPassword)
+		if err != nil {
+			return nil, err
+		}
+		if created {
+			p.log.Info("bootstrap admin created", "email", cfg.BootstrapAdminEmail)
+		}
+	}
+	if cfg.API {
+		kv, err := api.OpenIdempotency(ctx, p.Store.JetStream(), 1)
+		if err != nil {
+			return nil, fmt.Errorf("idempotency bucket: %w", err)
+		}
+		p.API = api.New(api.Deps{Identity: p.Identity, Queries: p.Queries, Waiter: p.Waiter, Tokens: tokens, Keys: keys,
+			Idempotency: kv, Logger: p.log, RegistrationOpen: cfg.RegistrationOpen,
+			StreamLastSeq: p.Store.LastSequence, Ready: p.ready})
+		if err := p.serveHTTP(); err != nil {
+			return nil, err
+		}
+	}
+	return p, nil
+}
+
+func (p *Platform) goRun(f func()) {
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		f()
+	}()
+}
+
+func (p *Platform) startNATS(ctx context.Context) error {
+	var err error
+	if p.cfg.NATSURL != "" {
+		opts := []nats.Option{nats.Name("maestro"), nats.MaxReconnects(-1)}
+		if p.cfg.NATSUser != "" {
+			opts = append(opts, nats.UserInfo(p.cfg.NATSUser, p.cfg.NATSPassword))
+		}
+		if p.nc, err = nats.Connect(p.cfg.NATSURL, opts...); err != nil {
+			return fmt.Errorf("connect to MAESTRO_NATS_URL: %w", err)
+		}
+	} else {
+		secret, err := loadOrCreateSecret(filepath.Join(p.cfg.DataDir, "nats.password"))
+		if err != nil {
+			return err
+		}
+		p.embedded, err = events.StartEmbedded(events.EmbeddedConfig{StoreDir: filepath.Join(p.cfg.DataDir, "nats"),
+			SyncAlways: p.cfg.SyncAlways, Listen: p.cfg.NATSListen, User: "maestro", Password: secret})
+		if err != nil {
+			return err
+		}
+		if p.nc, err = p.embedded.Connect("maestro"); err != nil {
+			return err
+		}
+	}
+	p.Store, err = events.OpenStore(ctx, p.nc, events.StoreConfig{Replicas: 1})
+	return err
+}
+
+func (p *Platform) startPostgres(ctx context.Context) error {
+	url := p.cfg.DatabaseURL
+	if url == "" {
+		c, err := pgcluster.Start(ctx, pgcluster.Options{Dir: filepath.Join(p.cfg.DataDir, "postgres"), Logger: p.log})
+		if err != nil {
+			return err
+		}
+		p.cluster = c
+		url = c.URL()
+	}
+	pcfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		return errors.New("MAESTRO_DATABASE_URL is not a valid PostgreSQL URL")
+	}
+	pcfg.MaxConns = 20
+	if p.Pool, err = pgxpool.NewWithConfig(ctx, pcfg); err != nil {
+		return fmt.Errorf("postgres: %w", err)
+	}
+	if err := p.Pool.Ping(ctx); err != nil {
+		return fmt.Errorf("postgres unreachable: %w", err)
+	}
+	return projections.Migrate(ctx, p.Pool)
+}
+
+func (p *Platform) serveHTTP() error {
+	ln, err := net.Listen("tcp", p.cfg.HTTPAddr)
+	if err != nil {
+		return fmt.Errorf("listen on %s (MAESTRO_HTTP_ADDR): %w", p.cfg.HTTPAddr, err)
+	}
+	p.listener = ln
+	p.httpSrv = &http.Server{
+		Handler:           p.API,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      60 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    32 << 10,
+		ErrorLog:          slog.NewLogLogger(p.log.Handler(), slog.LevelWarn),
+	}
+	p.goRun(func() {
+		if err := p.httpSrv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			p.log.Error("http server", "err", err)
+		}
+	})
+	return nil
+}
+
+func (p *Platform) ready(ctx context.Context) error {
+	if err := p.Pool.Ping(ctx); err != nil {
+		return err
+	}
+	if !p.nc.IsConnected() {
+		return errors.New("nats disconnected")
+	}
+	return nil
+}
+
+// URL is the base URL of the HTTP API.
+func (p *Platform) URL() string {
+	if p.listener == nil {
+		return ""
+	}
+	return "http://" + p.listener.Addr().String()
+}
+
+// NATSClientURL is where outside NATS clients connect ("" if nowhere).
+func (p *Platform) NATSClientURL() string {
+	if p.embedded != nil {
+		return p.embedded.ClientURL()
+	}
+	return p.cfg.NATSURL
+}
+
+// Shutdown drains HTTP requests, stops the projection runners after their
+// current batch, then closes NATS and stops the managed Postgres.
+func (p *Platform) Shutdown(ctx context.Context) {
+	if p.httpSrv != nil {
+		if err := p.httpSrv.Shutdown(ctx); err != nil {
+			p.log.Warn("http shutdown", "err", err)
+		}
+	}
+	if p.cancel != nil {
+		p.cancel()
+	}
+	p.wg.Wait()
+	if p.Pool != nil {
+		p.Pool.Close()
+	}
+	if p.nc != nil {
+		_ = p.nc.Drain()
+		for i := 0; i < 100 && !p.nc.IsClosed(); i++ {
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	if p.embedded != nil {
+		p.embedded.Shutdown()
+	}
+	if p.cluster != nil {
+		if err := p.cluster.Stop(ctx); err != nil {
+			p.log.Warn("postgres stop", "err", err)
+		}
+	}
+	if p.lock != nil {
+		_ = os.Remove(filepath.Join(p.cfg.DataDir, runInfoFile))
+		_ = p.lock.Close()
+	}
+}
+
+// loadOrCreateSecret reads a random secret from path or creates it (0600).
+func loadOrCreateSecret(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err == nil {
+		return strings.TrimSpace(string(b)), nil
+	}
+	if !errors.Is(err, os.ErrNotExist) {
+		return "", err
+	}
+	var raw [24]byte
+	if _, err := rand.Read(raw[:]); err != nil {
+		return "", err
+	}
+	s := hex.EncodeToString(raw[:])
+	if err := os.WriteFile(path, []byte(s+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("write %s: %w", path, err)
+	}
+	return s, nil
+}
+
+// ErrDataDirInUse means a `maestro serve` already runs on the data dir.
+var ErrDataDirInUse = errors.New("data dir is in use by a running maestro")
+
+func lockDataDir(dir string) (*os.File, error) {
+	f, err := os.OpenFile(filepath.Join(dir, "maestro.lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("%s: %w", dir, ErrDataDirInUse)
+	}
+	return f, nil
+}
+
+const runInfoFile = "run.json"
+
+// RunInfo tells CLI commands how to reach a running serve's NATS and
+// Postgres. It holds credentials, so it is 0600 in the 0700 data dir.
+type RunInfo struct {
+	NATSURL      string `json:"nats_url"`
+	NATSUser     string `json:"nats_user"`
+	NATSPassword string `json:"nats_password"`
+	DatabaseURL  string `json:"database_url"`
+}
+
+func (p *Platform) writeRunInfo() error {
+	info := RunInfo{NATSURL: p.NATSClientURL(), DatabaseURL: p.cfg.DatabaseURL}
+	if p.cluster != nil {
+		info.DatabaseURL = p.cluster.URL()
+	}
+	if p.embedded != nil {
+		info.NATSUser = "maestro"
+		info.NATSPassword, _ = loadOrCreateSecret(filepath.Join(p.cfg.DataDir, "nats.password"))
+	} else {
+		info.NATSUser, info.NATSPassword = p.cfg.NATSUser, p.cfg.NATSPassword
+	}
+	b, _ := json.Marshal(info)
+	return os.WriteFile(filepath.Join(p.cfg.DataDir, runInfoFile), b, 0o600)
+}
+
+// ReadRunInfo returns how to reach the serve running on dataDir.
+func ReadRunInfo(dataDir string) (RunInfo, error) {
+	var info RunInfo
+	b, err := os.ReadFile(filepath.Join(dataDir, runInfoFile))
+	if err != nil {
+		return info, err
+	}
+	return info, json.Unmarshal(b, &info)
+}
+
+// CreateAdmin registers an admin account (what `maestro admin create` does).
+func (p *Platform) CreateAdmin(ctx context.Context, email, password, name string) (identity.UserState, error) {
+	u, seq, err := p.Identity.Register(ctx, events.Meta{Actor: events.SystemActor, Time: p.cfg.Now()},
+		identity.RegisterInput{Email: email, Password: password, Name: name, Role: "admin", Source: "admin-cli"})
+	if err != nil {
+		return u, err
+	}
+	if p.cfg.Worker {
+		wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		p.Waiter.Wait(wctx, seq, "users")
+	}
+	return u, nil
+}
