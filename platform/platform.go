@@ -114,11 +114,17 @@ func Start(ctx context.Context, cfg Config) (_ *Platform, err error) {
 			cancel()
 		}
 	}()
-	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+	// 0711: others may traverse (the managed PostgreSQL runs as the postgres
+	// user when maestro runs as root) but not list; every secret inside is 0600.
+	if err := os.MkdirAll(cfg.DataDir, 0o711); err != nil {
 		return nil, fmt.Errorf("data dir %s: %w", cfg.DataDir, err)
 	}
-	if p.lock, err = lockDataDir(cfg.DataDir); err != nil {
-		return nil, err
+	if cfg.NATSURL == "" || cfg.DatabaseURL == "" {
+		// Embedded NATS and managed Postgres own files in the data dir:
+		// only one process may run them.
+		if p.lock, err = lockDataDir(cfg.DataDir); err != nil {
+			return nil, err
+		}
 	}
 	if err := p.startNATS(ctx); err != nil {
 		return nil, err
@@ -126,8 +132,10 @@ func Start(ctx context.Context, cfg Config) (_ *Platform, err error) {
 	if err := p.startPostgres(ctx); err != nil {
 		return nil, err
 	}
-	if err := p.writeRunInfo(); err != nil {
-		return nil, err
+	if p.lock != nil && cfg.API {
+		if err := p.writeRunInfo(); err != nil {
+			return nil, err
+		}
 	}
 	keyFile := cfg.SigningKeyFile
 	if keyFile == "" {
@@ -323,7 +331,9 @@ func (p *Platform) Shutdown(ctx context.Context) {
 		}
 	}
 	if p.lock != nil {
-		_ = os.Remove(filepath.Join(p.cfg.DataDir, runInfoFile))
+		if p.cfg.API {
+			_ = os.Remove(filepath.Join(p.cfg.DataDir, runInfoFile))
+		}
 		_ = p.lock.Close()
 	}
 }
@@ -406,10 +416,18 @@ func (p *Platform) CreateAdmin(ctx context.Context, email, password, name string
 	if err != nil {
 		return u, err
 	}
-	if p.cfg.Worker {
-		wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		defer cancel()
-		p.Waiter.Wait(wctx, seq, "users")
-	}
+	wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	p.Waiter.Wait(wctx, seq, "users")
 	return u, nil
+}
+
+// DataDirBusy reports whether a running maestro holds dataDir's lock.
+func DataDirBusy(dataDir string) bool {
+	f, err := lockDataDir(dataDir)
+	if err != nil {
+		return errors.Is(err, ErrDataDirInUse)
+	}
+	f.Close()
+	return false
 }

@@ -48,6 +48,9 @@ func Reset(ctx context.Context, pool *pgxpool.Pool) error {
 				ON CONFLICT (name) DO UPDATE SET last_seq = 0, updated_at = now()`, p.Name()); err != nil {
 				return err
 			}
+			if _, err := tx.Exec(ctx, "SELECT pg_notify($1, $2)", NotifyChannel, p.Name()+":0"); err != nil {
+				return err
+			}
 		}
 		quoted := make([]string, len(tables))
 		for i, t := range tables {

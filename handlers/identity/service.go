@@ -237,6 +237,8 @@ func (s *Service) Login(ctx context.Context, meta events.Meta, in LoginInput) (T
 		}
 		return TokenPair{}, 0, invalidCredentials()
 	}
+	// The session is started by the user who just proved who they are.
+	meta.Actor = events.Actor{Kind: events.ActorUser, ID: u.ID}
 	sessionID := idFor(meta, "session")
 	sessSubj := events.Subject(events.AggSession, sessionID)
 	var seq uint64

@@ -40,12 +40,12 @@ func (c *Clock) Advance(d time.Duration) {
 
 // Env is a running platform and a client for it.
 type Env struct {
-	T        testing.TB
-	P        *platform.Platform
-	Config   platform.Config
-	Clock    *Clock
-	URL      string
-	Client   *http.Client
+	T      testing.TB
+	P      *platform.Platform
+	Config platform.Config
+	Clock  *Clock
+	URL    string
+	Client *http.Client
 	// Observe, when set, sees every request and response the helpers make
 	// (the OpenAPI conformance test validates them).
 	Observe func(req *http.Request, reqBody []byte, resp *http.Response, respBody []byte)

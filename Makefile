@@ -1,0 +1,36 @@
+# Maestro: `make run` starts the platform, `make test` runs every test.
+GO ?= go
+BIN := bin/maestro
+
+.PHONY: all build run test bench vet lint fuzz clean
+
+all: build
+
+build:
+	$(GO) build -o $(BIN) ./cmd/maestro
+
+## run: the whole platform in one process (embedded NATS, managed PostgreSQL)
+run: build
+	./$(BIN) serve --log-format text
+
+## test: vet + every test (starts its own PostgreSQL and NATS; needs PostgreSQL server binaries)
+test:
+	$(GO) vet ./...
+	$(GO) test -count=1 -timeout 30m ./...
+
+## bench: micro-benchmarks of hot paths, then the load command's table
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem ./internal/bench/
+	$(GO) run ./internal/bench/cmd/maestro-bench
+
+## fuzz: run each fuzz target for a while (seed corpora already run in `make test`)
+fuzz:
+	$(GO) test -run '^$$' -fuzz FuzzVerify -fuzztime 30s ./auth/
+	$(GO) test -run '^$$' -fuzz FuzzHashVerifyEncoded -fuzztime 30s ./auth/
+
+lint:
+	$(GO) vet ./...
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2 ./...
+
+clean:
+	rm -rf bin

@@ -1,0 +1,172 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/maestro-ml/maestro/platform"
+	"github.com/maestro-ml/maestro/projections"
+)
+
+// attach starts a platform for a one-off command. If a `maestro serve` runs
+// on the data dir, it connects to that instance's NATS and Postgres (from
+// the 0600 run.json it wrote); otherwise it starts them itself, privately.
+func attach(ctx context.Context, c *Common, worker bool) (*platform.Platform, error) {
+	cfg := c.config()
+	cfg.API = false
+	cfg.Worker = worker
+	cfg.NATSListen = ""
+	if cfg.NATSURL == "" || cfg.DatabaseURL == "" {
+		if info, err := platform.ReadRunInfo(cfg.DataDir); err == nil && dataDirBusy(cfg.DataDir) {
+			if info.NATSURL == "" {
+				return nil, errors.New("maestro serve is running on this data dir with MAESTRO_NATS_LISTEN=off; stop it first or enable the listener")
+			}
+			cfg.NATSURL, cfg.NATSUser, cfg.NATSPassword = info.NATSURL, info.NATSUser, info.NATSPassword
+			cfg.DatabaseURL = info.DatabaseURL
+			cfg.Worker = false // the running serve's workers do the work
+		}
+	}
+	return platform.Start(ctx, cfg)
+}
+
+func dataDirBusy(dir string) bool {
+	_, err := os.Stat(dir + "/maestro.lock")
+	if err != nil {
+		return false
+	}
+	return platform.DataDirBusy(dir)
+}
+
+func shutdown(p *platform.Platform) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	p.Shutdown(ctx)
+}
+
+type adminCmd struct {
+	Create adminCreateCmd `cmd:"" help:"Create an admin account."`
+}
+
+type adminCreateCmd struct {
+	Email         string `required:"" help:"E-mail of the new admin."`
+	Name          string `default:"Administrator" help:"Display name."`
+	PasswordStdin bool   `name:"password-stdin" required:"" help:"Read the password from standard input (one line)."`
+}
+
+func (a *adminCreateCmd) Run(ctx context.Context, c *Common) error {
+	line, err := bufio.NewReader(os.Stdin).ReadString('\n')
+	if err != nil && line == "" {
+		return errors.New("--password-stdin: no password on standard input")
+	}
+	password := strings.TrimRight(line, "\r\n")
+	p, err := attach(ctx, c, true)
+	if err != nil {
+		return err
+	}
+	defer shutdown(p)
+	u, err := p.CreateAdmin(ctx, a.Email, password, a.Name)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("admin %s created (id %s)\n", u.Email, u.ID)
+	return nil
+}
+
+type projectionsCmd struct {
+	Status  projStatusCmd  `cmd:"" help:"Show each projection's checkpoint and lag."`
+	Rebuild projRebuildCmd `cmd:"" help:"Drop and rebuild every projection from the event stream."`
+}
+
+type projStatusCmd struct{}
+
+func (projStatusCmd) Run(ctx context.Context, c *Common) error {
+	p, err := attach(ctx, c, false)
+	if err != nil {
+		return err
+	}
+	defer shutdown(p)
+	last, err := p.Store.LastSequence(ctx)
+	if err != nil {
+		return err
+	}
+	st, err := p.Queries.Statuses(ctx, last)
+	if err != nil {
+		return err
+	}
+	printStatuses(last, st)
+	return nil
+}
+
+func printStatuses(last uint64, st []projections.Status) {
+	w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(w, "stream last sequence\t%d\n\nPROJECTION\tCHECKPOINT\tLAG\tUPDATED\n", last)
+	for _, s := range st {
+		upd := "-"
+		if !s.UpdatedAt.IsZero() {
+			upd = s.UpdatedAt.Format(time.RFC3339)
+		}
+		fmt.Fprintf(w, "%s\t%d\t%d\t%s\n", s.Name, s.LastSeq, s.Lag, upd)
+	}
+	w.Flush()
+}
+
+type projRebuildCmd struct {
+	Timeout time.Duration `default:"1h" help:"Give up if the rebuild takes longer."`
+}
+
+func (r projRebuildCmd) Run(ctx context.Context, c *Common) error {
+	p, err := attach(ctx, c, true)
+	if err != nil {
+		return err
+	}
+	defer shutdown(p)
+	last, err := p.Store.LastSequence(ctx)
+	if err != nil {
+		return err
+	}
+	start := time.Now()
+	if err := projections.Reset(ctx, p.Pool); err != nil {
+		return fmt.Errorf("reset projections: %w", err)
+	}
+	// Poll the checkpoints themselves: they are the truth, and a cached
+	// pre-reset value must not end the wait early.
+	deadline := time.Now().Add(r.Timeout)
+	for {
+		st, err := p.Queries.Statuses(ctx, last)
+		if err != nil {
+			return err
+		}
+		done := true
+		for _, s := range st {
+			done = done && s.LastSeq >= last
+		}
+		if done {
+			d := time.Since(start)
+			printStatuses(last, st)
+			fmt.Printf("\nrebuilt %d projections from %d events in %s (%.0f events/s)\n",
+				len(st), last, d.Round(time.Millisecond), float64(last)/d.Seconds())
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("rebuild did not reach sequence %d within %s", last, r.Timeout)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+type versionCmd struct{}
+
+func (versionCmd) Run() error {
+	fmt.Println("maestro", version)
+	return nil
+}

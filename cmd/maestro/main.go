@@ -1,0 +1,258 @@
+// Command maestro is the Maestro ML platform control plane: one binary
+// that runs everything (serve) or one role of a scaled-out deployment
+// (api, worker), plus admin commands. Wiring only; the work is elsewhere.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/alecthomas/kong"
+
+	"github.com/maestro-ml/maestro/handlers/identity"
+	"github.com/maestro-ml/maestro/pgcluster"
+	"github.com/maestro-ml/maestro/platform"
+)
+
+var version = "dev"
+
+// Common is the configuration every subcommand shares. Each flag has a
+// MAESTRO_* variable; flags win over variables, unknown variables are ignored.
+type Common struct {
+	DataDir     string `name:"data-dir" env:"MAESTRO_DATA_DIR" default:".maestro" help:"Directory for the embedded NATS store, the managed PostgreSQL cluster and keys."`
+	DatabaseURL string `name:"database-url" env:"MAESTRO_DATABASE_URL" help:"Use this PostgreSQL server instead of a managed cluster in the data dir."`
+	NATSURL     string `name:"nats-url" env:"MAESTRO_NATS_URL" help:"Use this NATS server (with JetStream) instead of the embedded one."`
+	NATSUser    string `name:"nats-user" env:"MAESTRO_NATS_USER" help:"User for MAESTRO_NATS_URL."`
+	NATSPass    string `name:"nats-password" env:"MAESTRO_NATS_PASSWORD" hidden:"" help:"Password for MAESTRO_NATS_URL (prefer the variable: flags show in ps)."`
+	LogLevel    string `name:"log-level" env:"MAESTRO_LOG_LEVEL" enum:"debug,info,warn,error" default:"info" help:"Log level."`
+	LogFormat   string `name:"log-format" env:"MAESTRO_LOG_FORMAT" enum:"json,text" default:"json" help:"Log format."`
+}
+
+// ServerFlags configure processes that serve (serve, api, worker).
+type ServerFlags struct {
+	HTTPAddr        string        `name:"http-addr" env:"MAESTRO_HTTP_ADDR" default:"127.0.0.1:8080" help:"Address the HTTP API listens on."`
+	NATSListen      string        `name:"nats-listen" env:"MAESTRO_NATS_LISTEN" default:"127.0.0.1:4222" help:"Loopback address where the embedded NATS also accepts outside clients; 'off' disables."`
+	NATSSync        string        `name:"nats-sync" env:"MAESTRO_NATS_SYNC" enum:"always,interval" default:"always" help:"Embedded JetStream durability: fsync before every ack (always) or every 2 minutes (interval)."`
+	AdminEmail      string        `name:"bootstrap-admin-email" env:"MAESTRO_BOOTSTRAP_ADMIN_EMAIL" help:"Create this admin on start if none was bootstrapped yet."`
+	AdminPassword   string        `name:"bootstrap-admin-password" env:"MAESTRO_BOOTSTRAP_ADMIN_PASSWORD" hidden:"" help:"Password of the bootstrap admin (variable only in practice)."`
+	Registration    bool          `name:"registration" env:"MAESTRO_REGISTRATION" default:"true" negatable:"" help:"Allow self-registration (POST /api/v1/auth/register)."`
+	SigningKeyFile  string        `name:"signing-key-file" env:"MAESTRO_SIGNING_KEY_FILE" help:"Ed25519 PKCS#8 PEM key for tokens; default <data-dir>/keys/signing-key.pem, generated on first start. Share it between API instances."`
+	AccessTTL       time.Duration `name:"access-token-ttl" env:"MAESTRO_ACCESS_TOKEN_TTL" default:"15m" help:"Access token lifetime (at most 15m)."`
+	RefreshIdle     time.Duration `name:"refresh-idle-ttl" env:"MAESTRO_REFRESH_IDLE_TTL" default:"72h" help:"A refresh token unused this long expires."`
+	RefreshAbsolute time.Duration `name:"refresh-absolute-ttl" env:"MAESTRO_REFRESH_ABSOLUTE_TTL" default:"720h" help:"No session lives longer than this."`
+}
+
+type cli struct {
+	Common
+	Serve       serveCmd       `cmd:"" default:"withargs" help:"Run the whole platform in one process (embedded NATS, managed PostgreSQL, projections, API)."`
+	API         apiCmd         `cmd:"" name:"api" help:"Run only the HTTP API (scale-out; needs MAESTRO_NATS_URL and MAESTRO_DATABASE_URL)."`
+	Worker      workerCmd      `cmd:"" help:"Run only the projection workers (scale-out; needs MAESTRO_NATS_URL and MAESTRO_DATABASE_URL)."`
+	Admin       adminCmd       `cmd:"" help:"Administer users."`
+	Projections projectionsCmd `cmd:"" help:"Inspect and rebuild projections."`
+	Version     versionCmd     `cmd:"" help:"Print the version."`
+}
+
+func main() {
+	var c cli
+	parser := kong.Must(&c, kong.Name("maestro"),
+		kong.Description("Maestro: the ML platform control plane."),
+		kong.UsageOnError(), kong.ConfigureHelp(kong.HelpOptions{Compact: true}))
+	kctx, err := parser.Parse(os.Args[1:])
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "maestro: %s\n", explainParseError(err))
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	kctx.BindTo(ctx, (*context.Context)(nil))
+	if err := kctx.Run(&c.Common); err != nil {
+		fmt.Fprintf(os.Stderr, "maestro: %s\n", explain(err))
+		os.Exit(1)
+	}
+}
+
+// flagEnv maps flags to their variables so a bad value names both.
+var flagEnv = map[string]string{
+	"--data-dir": "MAESTRO_DATA_DIR", "--database-url": "MAESTRO_DATABASE_URL", "--nats-url": "MAESTRO_NATS_URL",
+	"--http-addr": "MAESTRO_HTTP_ADDR", "--nats-listen": "MAESTRO_NATS_LISTEN", "--nats-sync": "MAESTRO_NATS_SYNC",
+	"--registration": "MAESTRO_REGISTRATION", "--access-token-ttl": "MAESTRO_ACCESS_TOKEN_TTL",
+	"--refresh-idle-ttl": "MAESTRO_REFRESH_IDLE_TTL", "--refresh-absolute-ttl": "MAESTRO_REFRESH_ABSOLUTE_TTL",
+	"--log-level": "MAESTRO_LOG_LEVEL", "--log-format": "MAESTRO_LOG_FORMAT",
+}
+
+func explainParseError(err error) string {
+	msg := err.Error()
+	for flag, env := range flagEnv {
+		if strings.HasPrefix(msg, flag+":") && !strings.Contains(msg, env) {
+			return env + " (" + msg + ")"
+		}
+	}
+	return msg
+}
+
+// explain turns well-known failures into one clear line.
+func explain(err error) string {
+	switch {
+	case errors.Is(err, pgcluster.ErrBinariesNotFound):
+		return pgcluster.ErrBinariesNotFound.Error()
+	case errors.Is(err, platform.ErrDataDirInUse):
+		return err.Error() + " (stop it, or use another --data-dir)"
+	}
+	return err.Error()
+}
+
+func (c *Common) logger() *slog.Logger {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(c.LogLevel))
+	opts := &slog.HandlerOptions{Level: level}
+	var h slog.Handler = slog.NewJSONHandler(os.Stderr, opts)
+	if c.LogFormat == "text" {
+		h = slog.NewTextHandler(os.Stderr, opts)
+	}
+	return slog.New(h)
+}
+
+func (c *Common) config() platform.Config {
+	cfg := platform.DefaultConfig()
+	cfg.DataDir = c.DataDir
+	cfg.DatabaseURL = c.DatabaseURL
+	cfg.NATSURL = c.NATSURL
+	cfg.NATSUser, cfg.NATSPassword = c.NATSUser, c.NATSPass
+	cfg.Logger = c.logger()
+	return cfg
+}
+
+func (s *ServerFlags) apply(cfg *platform.Config) error {
+	if _, _, err := net.SplitHostPort(s.HTTPAddr); err != nil {
+		return fmt.Errorf("MAESTRO_HTTP_ADDR (--http-addr) %q: want host:port", s.HTTPAddr)
+	}
+	cfg.HTTPAddr = s.HTTPAddr
+	switch strings.ToLower(s.NATSListen) {
+	case "off", "":
+		cfg.NATSListen = ""
+	default:
+		if _, _, err := net.SplitHostPort(s.NATSListen); err != nil {
+			return fmt.Errorf("MAESTRO_NATS_LISTEN (--nats-listen) %q: want host:port or off", s.NATSListen)
+		}
+		cfg.NATSListen = s.NATSListen
+	}
+	cfg.SyncAlways = s.NATSSync == "always"
+	if (s.AdminEmail == "") != (s.AdminPassword == "") {
+		return errors.New("MAESTRO_BOOTSTRAP_ADMIN_EMAIL and MAESTRO_BOOTSTRAP_ADMIN_PASSWORD must be set together")
+	}
+	cfg.BootstrapAdminEmail, cfg.BootstrapAdminPassword = s.AdminEmail, s.AdminPassword
+	cfg.RegistrationOpen = s.Registration
+	cfg.SigningKeyFile = s.SigningKeyFile
+	if s.AccessTTL <= 0 || s.AccessTTL > 15*time.Minute {
+		return fmt.Errorf("MAESTRO_ACCESS_TOKEN_TTL (--access-token-ttl) %s: must be between 1s and 15m", s.AccessTTL)
+	}
+	cfg.AccessTTL = s.AccessTTL
+	if s.RefreshIdle <= 0 || s.RefreshAbsolute < s.RefreshIdle {
+		return errors.New("MAESTRO_REFRESH_IDLE_TTL must be positive and at most MAESTRO_REFRESH_ABSOLUTE_TTL")
+	}
+	cfg.Sessions = identity.SessionPolicy{Idle: s.RefreshIdle, Absolute: s.RefreshAbsolute}
+	return nil
+}
+
+type serveCmd struct {
+	ServerFlags
+}
+
+func (s *serveCmd) Run(ctx context.Context, c *Common) error {
+	cfg := c.config()
+	if err := s.apply(&cfg); err != nil {
+		return err
+	}
+	return run(ctx, cfg, os.Stdout)
+}
+
+type apiCmd struct {
+	ServerFlags
+}
+
+func requireExternal(c *Common, role string) error {
+	if c.NATSURL == "" || c.DatabaseURL == "" {
+		return fmt.Errorf("maestro %s needs MAESTRO_NATS_URL and MAESTRO_DATABASE_URL (use `maestro serve` for a single process)", role)
+	}
+	return nil
+}
+
+func (a *apiCmd) Run(ctx context.Context, c *Common) error {
+	if err := requireExternal(c, "api"); err != nil {
+		return err
+	}
+	cfg := c.config()
+	if err := a.apply(&cfg); err != nil {
+		return err
+	}
+	cfg.Worker = false
+	return run(ctx, cfg, os.Stdout)
+}
+
+type workerCmd struct{}
+
+func (workerCmd) Run(ctx context.Context, c *Common) error {
+	if err := requireExternal(c, "worker"); err != nil {
+		return err
+	}
+	cfg := c.config()
+	cfg.API = false
+	return run(ctx, cfg, os.Stdout)
+}
+
+// run starts the platform, prints how to use it, and waits for a signal.
+func run(ctx context.Context, cfg platform.Config, out io.Writer) error {
+	log := cfg.Logger
+	p, err := platform.Start(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	printBanner(out, cfg, p)
+	<-ctx.Done()
+	log.Info("shutting down: draining requests and consumers")
+	sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	p.Shutdown(sctx)
+	log.Info("stopped")
+	return nil
+}
+
+func printBanner(out io.Writer, cfg platform.Config, p *platform.Platform) {
+	fmt.Fprintf(out, "Maestro %s is running (data dir %s).\n", version, cfg.DataDir)
+	if u := p.URL(); u != "" {
+		fmt.Fprintf(out, "  API:      %s/api/v1   OpenAPI: %s/api/v1/openapi.json\n", u, u)
+	}
+	if cfg.NATSURL == "" {
+		if nu := p.NATSClientURL(); nu != "" {
+			fmt.Fprintf(out, "  NATS:     %s (user maestro, password in %s/nats.password)\n", nu, cfg.DataDir)
+		} else {
+			fmt.Fprintln(out, "  NATS:     embedded, in-process only (MAESTRO_NATS_LISTEN=off)")
+		}
+		sync := "fsync before every ack"
+		if !cfg.SyncAlways {
+			sync = "fsync every 2 minutes (MAESTRO_NATS_SYNC=interval)"
+		}
+		fmt.Fprintf(out, "  Events:   JetStream stream MAESTRO_EVENTS, %s\n", sync)
+	}
+	if cfg.DatabaseURL == "" {
+		fmt.Fprintf(out, "  Postgres: managed cluster in %s/postgres\n", cfg.DataDir)
+	}
+	if u := p.URL(); u != "" {
+		fmt.Fprintln(out, "Log in:")
+		fmt.Fprintf(out, "  curl -s -X POST %s/api/v1/auth/login -H 'Content-Type: application/json' \\\n", u)
+		fmt.Fprintln(out, `       -d '{"email":"you@example.com","password":"..."}'`)
+		fmt.Fprintf(out, "  No admin yet? echo 'a-long-password' | maestro admin create --data-dir %s --email you@example.com --password-stdin\n", cfg.DataDir)
+		if cfg.RegistrationOpen {
+			fmt.Fprintf(out, "  Or register (role viewer): POST %s/api/v1/auth/register {email, password, name}\n", u)
+		}
+	}
+}
