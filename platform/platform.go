@@ -114,10 +114,13 @@ func Start(ctx context.Context, cfg Config) (_ *Platform, err error) {
 			cancel()
 		}
 	}()
-	// 0711: others may traverse (the managed PostgreSQL runs as the postgres
-	// user when maestro runs as root) but not list; every secret inside is 0600.
-	if err := os.MkdirAll(cfg.DataDir, 0o711); err != nil {
-		return nil, fmt.Errorf("data dir %s: %w", cfg.DataDir, err)
+	if cfg.NATSURL == "" || cfg.DatabaseURL == "" || cfg.SigningKeyFile == "" {
+		// 0711: others may traverse (the managed PostgreSQL runs as the postgres
+		// user when maestro runs as root) but not list; every secret inside is 0600.
+		// Scale-out roles with everything external need no data dir at all.
+		if err := os.MkdirAll(cfg.DataDir, 0o711); err != nil {
+			return nil, fmt.Errorf("data dir %s (MAESTRO_DATA_DIR): %w", cfg.DataDir, err)
+		}
 	}
 	if cfg.NATSURL == "" || cfg.DatabaseURL == "" {
 		// Embedded NATS and managed Postgres own files in the data dir:
