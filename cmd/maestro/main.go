@@ -92,7 +92,7 @@ var flagEnv = map[string]string{
 func explainParseError(err error) string {
 	msg := err.Error()
 	for flag, env := range flagEnv {
-		if strings.HasPrefix(msg, flag+":") && !strings.Contains(msg, env) {
+		if (strings.HasPrefix(msg, flag+":") || strings.HasPrefix(msg, flag+" ")) && !strings.Contains(msg, env) {
 			return env + " (" + msg + ")"
 		}
 	}
@@ -140,8 +140,14 @@ func (s *ServerFlags) apply(cfg *platform.Config) error {
 	case "off", "":
 		cfg.NATSListen = ""
 	default:
-		if _, _, err := net.SplitHostPort(s.NATSListen); err != nil {
+		host, _, err := net.SplitHostPort(s.NATSListen)
+		if err != nil {
 			return fmt.Errorf("MAESTRO_NATS_LISTEN (--nats-listen) %q: want host:port or off", s.NATSListen)
+		}
+		// The embedded server is for this machine's subscribers only; a
+		// network-facing broker is a NATS cluster (MAESTRO_NATS_URL).
+		if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+			return fmt.Errorf("MAESTRO_NATS_LISTEN (--nats-listen) %q: must be a loopback address", s.NATSListen)
 		}
 		cfg.NATSListen = s.NATSListen
 	}
