@@ -106,7 +106,9 @@ func (s *Server) idempotent(next http.Handler) http.Handler {
 		bodySum := sha256.Sum256(body)
 		scope := "anonymous:" + hex.EncodeToString(bodySum[:])
 		if p, ok := principal(r.Context()); ok {
-			scope = "user:" + p.UserID
+			// Per session, not per user: a logout replayed from another of the
+			// user's sessions must not answer 204 while leaving that one alive.
+			scope = "user:" + p.UserID + "/session:" + p.SessionID
 		}
 		route := chi.RouteContext(r.Context()).RoutePattern()
 		kvKey := digest(scope, r.Method, route, key)

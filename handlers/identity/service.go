@@ -93,6 +93,7 @@ type RegisterInput struct {
 // atomic append, so under any number of concurrent registrations of one
 // address exactly one succeeds.
 func (s *Service) Register(ctx context.Context, meta events.Meta, in RegisterInput) (UserState, uint64, error) {
+	meta.Time = s.cfg.Now()
 	return s.register(ctx, meta, in, nil)
 }
 
@@ -196,9 +197,17 @@ type LoginInput struct {
 func (s *Service) Login(ctx context.Context, meta events.Meta, in LoginInput) (TokenPair, uint64, error) {
 	now := s.cfg.Now()
 	meta.Time = now
-	if d := s.address.retryAfter(in.ClientIP, now); d > 0 {
+	if d := s.address.take(in.ClientIP, now); d > 0 {
 		return TokenPair{}, 0, throttled(d)
 	}
+	pair, seq, err := s.login(ctx, meta, in, now)
+	if err == nil {
+		s.address.refund(in.ClientIP, now)
+	}
+	return pair, seq, err
+}
+
+func (s *Service) login(ctx context.Context, meta events.Meta, in LoginInput, now time.Time) (TokenPair, uint64, error) {
 	email, emailErr := NormalizeEmail(in.Email)
 	var es EmailState
 	if emailErr == nil {
@@ -209,7 +218,6 @@ func (s *Service) Login(ctx context.Context, meta events.Meta, in LoginInput) (T
 	}
 	if !es.Taken {
 		s.cfg.Hasher.DummyVerify(ctx, in.Password)
-		s.address.fail(in.ClientIP, now)
 		rec := handlers.Change{Subject: events.SecurityLoginsSubject, Type: events.LoginRejected,
 			Data: events.LoginRejectedData{Email: truncate(in.Email, MaxEmailLen), ClientIP: in.ClientIP, Reason: "unknown_account"}}
 		if _, err := s.append(ctx, meta, nil, []handlers.Change{rec}); err != nil {
@@ -229,32 +237,40 @@ func (s *Service) Login(ctx context.Context, meta events.Meta, in LoginInput) (T
 	if err != nil {
 		return TokenPair{}, 0, fmt.Errorf("verify password: %w", err)
 	}
-	if !ok || !u.Active {
-		s.address.fail(in.ClientIP, now)
-		// Failures are counted, not decided on: appended without a version check.
-		if _, err := s.append(ctx, meta, nil, []handlers.Change{DecideLoginFailure(u, in.ClientIP)}); err != nil {
-			return TokenPair{}, 0, err
-		}
-		return TokenPair{}, 0, invalidCredentials()
-	}
-	// The session is started by the user who just proved who they are.
-	meta.Actor = events.Actor{Kind: events.ActorUser, ID: u.ID}
+	passwordHash := u.PasswordHash
 	sessionID := idFor(meta, "session")
 	sessSubj := events.Subject(events.AggSession, sessionID)
 	var seq uint64
+	// Both outcomes are decided on the user's current version and re-check
+	// the lock after a conflict: parallel guesses cannot all be answered
+	// before the failures that should have locked the account are counted.
 	err = handlers.Retry(ctx, func() error {
 		u, uv, err := s.users.Load(ctx, userSubj)
 		if err != nil {
 			return err
 		}
-		if !u.Active {
+		if until := s.cfg.Throttle.LockedUntil(u); now.Before(until) {
+			return throttled(until.Sub(now))
+		}
+		if u.PasswordHash != passwordHash {
+			return invalidCredentials() // the password changed while we checked it
+		}
+		versions := map[string]uint64{userSubj: uv}
+		if !ok || !u.Active {
+			if _, err := s.append(ctx, meta, versions, []handlers.Change{DecideLoginFailure(u, in.ClientIP)}); err != nil {
+				return err
+			}
 			return invalidCredentials()
 		}
+		// The session is started by the user who just proved who they are.
+		meta := meta
+		meta.Actor = events.Actor{Kind: events.ActorUser, ID: u.ID}
 		changes, err := DecideLogin(u, sessionID, in.ClientIP, truncate(in.UserAgent, 256))
 		if err != nil {
 			return err
 		}
-		seq, err = s.append(ctx, meta, map[string]uint64{sessSubj: 0, userSubj: uv}, changes)
+		versions[sessSubj] = 0
+		seq, err = s.append(ctx, meta, versions, changes)
 		return err
 	})
 	if err != nil {
@@ -338,6 +354,7 @@ func (s *Service) Logout(ctx context.Context, meta events.Meta, p authz.Principa
 	if !authz.Can(p, authz.Logout, authz.Resource{}) {
 		return 0, handlers.Errorf(handlers.Forbidden, "forbidden", "not allowed")
 	}
+	meta.Time = s.cfg.Now()
 	subj := events.Subject(events.AggSession, p.SessionID)
 	var seq uint64
 	err := handlers.Retry(ctx, func() error {
@@ -369,6 +386,7 @@ func (s *Service) UpdateUser(ctx context.Context, meta events.Meta, p authz.Prin
 	if _, err := uuid.Parse(userID); err != nil {
 		return UserState{}, 0, handlers.Errorf(handlers.NotFound, "not-found", "user not found")
 	}
+	meta.Time = s.cfg.Now()
 	subj := events.Subject(events.AggUser, userID)
 	var seq uint64
 	var state UserState

@@ -3,65 +3,75 @@ package identity
 import (
 	"sync"
 	"time"
-
-	"golang.org/x/time/rate"
 )
 
 // addressThrottle limits failed logins per client address. Its limit is well
 // above the per-account one, so it stops spraying across many accounts
 // without locking out one account's owner. It lives in memory: each API
 // instance enforces it for the addresses it sees.
+//
+// Every attempt takes a token before the password is checked and gives it
+// back if the login succeeds, so parallel attempts cannot all pass the check
+// before any failure is counted.
 type addressThrottle struct {
 	mu      sync.Mutex
-	limit   rate.Limit
-	burst   int
+	perSec  float64 // refill rate
+	burst   float64
 	max     int
-	entries map[string]*rate.Limiter
+	buckets map[string]*bucket
+}
+
+type bucket struct {
+	tokens float64
+	last   time.Time
 }
 
 func newAddressThrottle(failuresPerHour, maxAddresses int) *addressThrottle {
-	return &addressThrottle{
-		limit: rate.Limit(float64(failuresPerHour) / 3600), burst: failuresPerHour,
-		max: maxAddresses, entries: map[string]*rate.Limiter{},
-	}
+	return &addressThrottle{perSec: float64(failuresPerHour) / 3600, burst: float64(failuresPerHour),
+		max: maxAddresses, buckets: map[string]*bucket{}}
 }
 
-func (a *addressThrottle) limiter(ip string, now time.Time) *rate.Limiter {
-	l, ok := a.entries[ip]
+// refilled returns ip's bucket brought up to now.
+func (a *addressThrottle) refilled(ip string, now time.Time) *bucket {
+	b, ok := a.buckets[ip]
 	if !ok {
-		if len(a.entries) >= a.max {
-			for k, v := range a.entries { // drop addresses that have fully recovered
-				if v.TokensAt(now) >= float64(a.burst) {
-					delete(a.entries, k)
+		if len(a.buckets) >= a.max {
+			for k, v := range a.buckets { // forget addresses that have fully recovered
+				if v.tokens+now.Sub(v.last).Seconds()*a.perSec >= a.burst {
+					delete(a.buckets, k)
 				}
 			}
-			if len(a.entries) >= a.max {
-				clear(a.entries)
+			if len(a.buckets) >= a.max {
+				clear(a.buckets)
 			}
 		}
-		l = rate.NewLimiter(a.limit, a.burst)
-		a.entries[ip] = l
+		b = &bucket{tokens: a.burst, last: now}
+		a.buckets[ip] = b
 	}
-	return l
+	if now.After(b.last) {
+		b.tokens = min(a.burst, b.tokens+now.Sub(b.last).Seconds()*a.perSec)
+		b.last = now
+	}
+	return b
 }
 
-// retryAfter is zero when ip may try again now, else how long to wait.
-func (a *addressThrottle) retryAfter(ip string, now time.Time) time.Duration {
+// take reserves one attempt for ip; it returns how long to wait instead when
+// the budget is spent.
+func (a *addressThrottle) take(ip string, now time.Time) time.Duration {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	l := a.limiter(ip, now)
-	if l.TokensAt(now) >= 1 {
-		return 0
+	b := a.refilled(ip, now)
+	if b.tokens < 1 {
+		return max(time.Duration((1-b.tokens)/a.perSec*float64(time.Second)), time.Second)
 	}
-	r := l.ReserveN(now, 1)
-	d := r.DelayFrom(now)
-	r.CancelAt(now)
-	return max(d, time.Second)
+	b.tokens--
+	return 0
 }
 
-// fail records a failed login from ip.
-func (a *addressThrottle) fail(ip string, now time.Time) {
+// refund gives back an attempt that did not fail.
+func (a *addressThrottle) refund(ip string, now time.Time) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	a.limiter(ip, now).AllowN(now, 1)
+	b := a.refilled(ip, now)
+	b.tokens = min(a.burst, b.tokens+1)
 }

@@ -46,8 +46,9 @@ type Env struct {
 	Clock  *Clock
 	URL    string
 	Client *http.Client
-	// Observe, when set, sees every request and response the helpers make
-	// (the OpenAPI conformance test validates them).
+	// Observe, when set, sees every request and response the helpers make.
+	// Start sets it to CheckOpenAPI, so every exchange is validated against
+	// the OpenAPI document; chain CheckOpenAPI if you replace it.
 	Observe func(req *http.Request, reqBody []byte, resp *http.Response, respBody []byte)
 }
 
@@ -81,6 +82,7 @@ func Start(t testing.TB, cfg platform.Config) *Env {
 		t.Fatalf("start platform: %v", err)
 	}
 	e := &Env{T: t, P: p, Config: cfg, Clock: clock, URL: p.URL(), Client: &http.Client{Timeout: 30 * time.Second}}
+	e.Observe = e.CheckOpenAPI
 	t.Cleanup(func() { e.Stop() })
 	return e
 }

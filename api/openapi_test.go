@@ -1,0 +1,537 @@
+package api_test
+
+// The OpenAPI document (openapi.json) against the code: it must be a valid
+// OpenAPI 3.1 document, list exactly the routes of the route table, and
+// describe every response the walk below provokes. testenv validates every
+// exchange of every integration test against it as well (Env.CheckOpenAPI).
+//
+// kin-openapi v0.153.0 and OpenAPI 3.1: loading and Validate apply the 3.1
+// rules, and openapi3filter validates request and response schemas of 3.1
+// documents with its JSON Schema 2020-12 validator, so const, $ref siblings
+// and type arrays all work. What the document avoids, and why:
+//   - "nullable": not a 3.1 keyword (kin-openapi still decodes it but the
+//     2020-12 validator ignores it). No field of ours is nullable; a future
+//     one should use "type": ["T", "null"].
+//   - "servers": gorillamux matches the host and base path of each server,
+//     and the API is served from whatever address it listens on, so the
+//     document keeps the 3.1 default ("/").
+//   - "format": "email" is left off request schemas: kin-openapi's email
+//     regexp is not the server's rule (net/mail after trimming and
+//     lower-casing); "uuid" is asserted by testenv with a document-scoped
+//     validator, as kin-openapi does not check it by default.
+//   - 405 cannot be attached to an operation (it is the answer for a method
+//     that has none); the document describes it in info.description.
+//   - webhooks, pathItems components and $dynamicRef: not needed, not tried.
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/url"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/getkin/kin-openapi/openapi3"
+
+	"github.com/maestro-ml/maestro/api"
+	"github.com/maestro-ml/maestro/internal/testenv"
+)
+
+func loadOpenAPI(t *testing.T) *openapi3.T {
+	t.Helper()
+	doc, _, err := testenv.OpenAPI()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return doc
+}
+
+type operation struct {
+	method, path string
+	op           *openapi3.Operation
+}
+
+func operations(doc *openapi3.T) []operation {
+	var out []operation
+	for path, item := range doc.Paths.Map() {
+		for method, op := range item.Operations() {
+			out = append(out, operation{method, path, op})
+		}
+	}
+	sort.Slice(out, func(i, j int) bool {
+		return out[i].path+" "+out[i].method < out[j].path+" "+out[j].method
+	})
+	return out
+}
+
+func hasParam(op *openapi3.Operation, in, name string) *openapi3.Parameter {
+	for _, p := range op.Parameters {
+		if p.Value != nil && p.Value.In == in && strings.EqualFold(p.Value.Name, name) {
+			return p.Value
+		}
+	}
+	return nil
+}
+
+// (a) The document loads, is valid OpenAPI 3.1, and keeps its own rules.
+func TestOpenAPIDocumentIsValid(t *testing.T) {
+	t.Parallel()
+	doc := loadOpenAPI(t)
+	if doc.OpenAPI != "3.1.0" {
+		t.Fatalf("openapi = %q, want 3.1.0", doc.OpenAPI)
+	}
+	var raw map[string]any
+	if err := json.Unmarshal(api.OpenAPIDocument, &raw); err != nil {
+		t.Fatal(err)
+	}
+	bearer := doc.Components.SecuritySchemes["bearerAuth"]
+	if bearer == nil || bearer.Value.Type != "http" || bearer.Value.Scheme != "bearer" || bearer.Value.BearerFormat != "JWT" {
+		t.Fatalf("bearerAuth = %+v", bearer)
+	}
+	if len(doc.Security) != 1 || doc.Security[0]["bearerAuth"] == nil {
+		t.Fatalf("global security = %v, want bearerAuth", doc.Security)
+	}
+	problem := doc.Components.Schemas["Problem"].Value
+	for _, f := range []string{"type", "title", "status", "detail", "instance", "request_id"} {
+		if problem.Properties[f] == nil {
+			t.Errorf("Problem has no %s", f)
+		}
+	}
+	ids := map[string]bool{}
+	for _, o := range operations(doc) {
+		name := o.method + " " + o.path
+		if o.op.OperationID == "" || o.op.Summary == "" {
+			t.Errorf("%s: operationId and summary are required", name)
+		}
+		if ids[o.op.OperationID] {
+			t.Errorf("%s: duplicate operationId %s", name, o.op.OperationID)
+		}
+		ids[o.op.OperationID] = true
+		if o.op.Responses.Status(500) == nil {
+			t.Errorf("%s: no 500 response", name)
+		}
+		if o.op.Security == nil && o.op.Responses.Status(401) == nil {
+			t.Errorf("%s: authenticated but no 401 response", name)
+		}
+		for code, r := range o.op.Responses.Map() {
+			if n, _ := strconv.Atoi(code); n >= 400 && r.Value.Content.Get("application/problem+json") == nil {
+				t.Errorf("%s %s: an error response must be application/problem+json", name, code)
+			}
+			if r.Value.Headers["X-Request-Id"] == nil {
+				t.Errorf("%s %s: X-Request-Id not documented", name, code)
+			}
+		}
+		if hasParam(o.op, "query", "page_token") != nil {
+			mr := hasParam(o.op, "query", "max_results")
+			if mr == nil || mr.Schema.Value.Max == nil || *mr.Schema.Value.Max != api.MaxPageSize {
+				t.Errorf("%s: a list needs max_results with maximum %d", name, api.MaxPageSize)
+			}
+		}
+		if rb := o.op.RequestBody; rb != nil {
+			for _, code := range []int{400, 413, 415} {
+				if o.op.Responses.Status(code) == nil {
+					t.Errorf("%s: takes a body but documents no %d", name, code)
+				}
+			}
+			mt := rb.Value.Content.Get("application/json")
+			if mt == nil || len(rb.Value.Content) != 1 {
+				t.Errorf("%s: the body must be application/json only", name)
+				continue
+			}
+			checkBounded(t, name+" body", mt.Schema, true)
+		}
+		for _, p := range o.op.Parameters {
+			checkBounded(t, name+" "+p.Value.Name, p.Value.Schema, false)
+		}
+	}
+}
+
+// checkBounded enforces the HTTP API conventions on input schemas: objects
+// are closed, strings and arrays bounded.
+func checkBounded(t *testing.T, where string, ref *openapi3.SchemaRef, closed bool) {
+	t.Helper()
+	s := ref.Value
+	switch {
+	case s.Type.Is("object"):
+		if closed && (s.AdditionalProperties.Has == nil || *s.AdditionalProperties.Has) {
+			t.Errorf("%s: request objects need additionalProperties: false", where)
+		}
+		for name, p := range s.Properties {
+			checkBounded(t, where+"."+name, p, closed)
+		}
+	case s.Type.Is("string"):
+		if s.MaxLength == nil && len(s.Enum) == 0 && s.Const == nil && s.Format != "date-time" {
+			t.Errorf("%s: unbounded string", where)
+		}
+	case s.Type.Is("array"):
+		if s.MaxItems == nil {
+			t.Errorf("%s: unbounded array", where)
+		}
+		checkBounded(t, where+"[]", s.Items, closed)
+	}
+}
+
+// (b) The route table and the document list the same operations, and agree
+// on which are public and which are commands.
+func TestOpenAPICoversRouteTable(t *testing.T) {
+	t.Parallel()
+	doc := loadOpenAPI(t)
+	e := testenv.Start(t, testenv.Config(t))
+	inTable := map[string]api.Route{}
+	for _, r := range e.P.API.Routes() {
+		key := r.Method + " " + r.Pattern
+		inTable[key] = r
+		item := doc.Paths.Value(r.Pattern)
+		var op *openapi3.Operation
+		if item != nil {
+			op = item.GetOperation(r.Method)
+		}
+		if op == nil {
+			t.Errorf("route %s is not in api/openapi.json", key)
+			continue
+		}
+		if public := op.Security != nil && len(*op.Security) == 0; public != r.Public {
+			t.Errorf("%s: public in the route table = %v, but security in the document = %v", key, r.Public, op.Security)
+		}
+		if hasKey := hasParam(op, "header", "Idempotency-Key") != nil; hasKey != r.Command {
+			t.Errorf("%s: command = %v, but Idempotency-Key documented = %v", key, r.Command, hasKey)
+		}
+	}
+	for _, o := range operations(doc) {
+		if _, ok := inTable[o.method+" "+o.path]; !ok {
+			t.Errorf("api/openapi.json documents %s %s (%s), which is not in the route table", o.method, o.path, o.op.OperationID)
+		}
+	}
+}
+
+// (d) The binary serves exactly the embedded document.
+func TestOpenAPIServed(t *testing.T) {
+	t.Parallel()
+	e := testenv.Start(t, testenv.Config(t))
+	r := e.Do("GET", "/api/v1/openapi.json", "", nil)
+	if r.Status != http.StatusOK || r.Header.Get("Content-Type") != "application/json" {
+		t.Fatalf("GET /api/v1/openapi.json: %d %s", r.Status, r.Header.Get("Content-Type"))
+	}
+	if !bytes.Equal(r.Body, api.OpenAPIDocument) {
+		t.Fatal("served document differs from the embedded one")
+	}
+}
+
+// The validator has teeth: it rejects responses the document does not allow.
+func TestOpenAPIValidatorRejectsMismatches(t *testing.T) {
+	t.Parallel()
+	get := func(path, token string) *http.Request {
+		req, err := http.NewRequest("GET", "http://127.0.0.1:1"+path, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		return req
+	}
+	h := func(kv ...string) http.Header {
+		out := http.Header{"X-Request-Id": {"0123456789abcdef01234567"}}
+		for i := 0; i+1 < len(kv); i += 2 {
+			out.Set(kv[i], kv[i+1])
+		}
+		return out
+	}
+	ct := "application/json"
+	user := `{"id":"0192b3c4-5d6e-7f80-9123-456789abcdef","email":"a@example.com","name":"A","role":"viewer","active":true,` +
+		`"created_at":"2025-01-02T03:04:05Z","updated_at":"2025-01-02T03:04:05Z"}`
+	cases := []struct {
+		name   string
+		req    *http.Request
+		status int
+		header http.Header
+		body   string
+		ok     bool
+	}{
+		{"good", get("/api/v1/auth/me", "t"), 200, h("Content-Type", ct), user, true},
+		{"unknown path is skipped", get("/nope", ""), 404, h(), "whatever", true},
+		{"extra field", get("/api/v1/auth/me", "t"), 200, h("Content-Type", ct), strings.Replace(user, `"active"`, `"extra":1,"active"`, 1), false},
+		{"bad role", get("/api/v1/auth/me", "t"), 200, h("Content-Type", ct), strings.Replace(user, "viewer", "root", 1), false},
+		{"bad uuid", get("/api/v1/auth/me", "t"), 200, h("Content-Type", ct), strings.Replace(user, "0192b3c4", "0192b3cZ", 1), false},
+		{"undocumented status", get("/api/v1/auth/me", "t"), 418, h("Content-Type", ct), user, false},
+		{"problem as json", get("/api/v1/auth/me", "t"), 401, h("Content-Type", ct, "WWW-Authenticate", `Bearer realm="maestro"`),
+			`{"type":"urn:maestro:problem:unauthenticated","title":"x","status":401,"detail":"d","instance":"/","request_id":"0123456789abcdef01234567"}`, false},
+		{"wrong problem type for status", get("/api/v1/auth/me", "t"), 401, h("Content-Type", "application/problem+json", "WWW-Authenticate", `Bearer realm="maestro"`),
+			`{"type":"urn:maestro:problem:forbidden","title":"x","status":401,"detail":"d","instance":"/","request_id":"0123456789abcdef01234567"}`, false},
+		{"missing required header", get("/api/v1/auth/me", "t"), 401, h("Content-Type", "application/problem+json"),
+			`{"type":"urn:maestro:problem:unauthenticated","title":"x","status":401,"detail":"d","instance":"/","request_id":"0123456789abcdef01234567"}`, false},
+		{"accepted a request the document rejects", get("/api/v1/users?max_results=500", "t"), 200, h("Content-Type", ct), `{"items":[]}`, false},
+		{"accepted a request without a token", get("/api/v1/users", ""), 200, h("Content-Type", ct), `{"items":[]}`, false},
+	}
+	for _, c := range cases {
+		err := testenv.ValidateExchange(c.req, nil, c.status, c.header, []byte(c.body))
+		if (err == nil) != c.ok {
+			t.Errorf("%s: err = %v, want ok = %v", c.name, err, c.ok)
+		}
+	}
+}
+
+// exercised records which (operation, status) pairs the walk provoked.
+type exercised struct {
+	mu   sync.Mutex
+	seen map[string]bool
+}
+
+func (x *exercised) observe(e *testenv.Env) {
+	e.Observe = func(req *http.Request, reqBody []byte, resp *http.Response, respBody []byte) {
+		e.T.Helper()
+		e.CheckOpenAPI(req, reqBody, resp, respBody)
+		_, router, _ := testenv.OpenAPI()
+		if route, _, err := router.FindRoute(req); err == nil {
+			x.mu.Lock()
+			x.seen[route.Operation.OperationID+" "+strconv.Itoa(resp.StatusCode)] = true
+			x.mu.Unlock()
+		}
+	}
+}
+
+// (c) A walk over every route's success and main error responses; each
+// exchange is validated by testenv against the document.
+func TestOpenAPIConformance(t *testing.T) {
+	t.Parallel()
+	x := &exercised{seen: map[string]bool{}}
+	e := testenv.Start(t, testenv.Config(t))
+	x.observe(e)
+
+	expect := func(r testenv.Response, status int, what string) testenv.Response {
+		t.Helper()
+		if r.Status != status {
+			t.Fatalf("%s: got %d %s, want %d", what, r.Status, r.Body, status)
+		}
+		return r
+	}
+	problemType := func(r testenv.Response, code string) {
+		t.Helper()
+		var p api.Problem
+		r.JSON(t, &p)
+		if p.Type != api.ProblemTypePrefix+code {
+			t.Fatalf("problem type = %q, want %s", p.Type, code)
+		}
+	}
+	const (
+		register = "/api/v1/auth/register"
+		login    = "/api/v1/auth/login"
+		refresh  = "/api/v1/auth/refresh"
+		logout   = "/api/v1/auth/logout"
+		me       = "/api/v1/auth/me"
+	)
+	pw := testenv.Password
+
+	// Public probes and metadata.
+	for _, p := range []string{"/healthz", "/readyz", "/.well-known/jwks.json", "/api/v1/openapi.json", "/api/v1/auth/health"} {
+		expect(e.Do("GET", p, "", nil), 200, p)
+	}
+
+	// Register.
+	admin := e.Admin("root@example.com")
+	u := e.Register("ada@example.com")
+	expect(e.Do("POST", register, "", map[string]string{"email": "ada@example.com", "password": pw, "name": "Ada"}), 409, "register taken")
+	problemType(expect(e.Do("POST", register, "", map[string]string{"email": "short@example.com", "password": "short", "name": "S"}), 400, "weak password"), "weak-password")
+	problemType(expect(e.Do("POST", register, "", map[string]string{"email": "not an email", "password": pw, "name": "S"}), 400, "bad email"), "validation-failed")
+	problemType(expect(e.Do("POST", register, "", map[string]string{"email": "x@example.com", "password": pw, "name": "S", "role": "admin"}), 400, "unknown field"), "malformed-json")
+	problemType(expect(e.Do("POST", register, "", []byte(`{"email":"x@example.com"} {}`)), 400, "trailing data"), "malformed-json")
+	problemType(expect(e.Do("POST", register, "", []byte(`email=x`), "Content-Type", "application/x-www-form-urlencoded"), 415, "form body"), "unsupported-media-type")
+	problemType(expect(e.Do("POST", register, "", bytes.Repeat([]byte(" "), 65<<10)), 413, "huge body"), "payload-too-large")
+	problemType(expect(e.Do("POST", register, "", map[string]string{"email": "k@example.com", "password": pw, "name": "K"}, "Idempotency-Key", "bad key"), 400, "bad key"), "invalid-idempotency-key")
+	kbody := map[string]string{"email": "k@example.com", "password": pw, "name": "K"}
+	first := expect(e.Do("POST", register, "", kbody, "Idempotency-Key", "reg-1"), 201, "register with key")
+	replay := expect(e.Do("POST", register, "", kbody, "Idempotency-Key", "reg-1"), 201, "register replay")
+	if replay.Header.Get("Idempotent-Replayed") != "true" || !bytes.Equal(first.Body, replay.Body) {
+		t.Fatalf("replay: %v %s", replay.Header, replay.Body)
+	}
+	expect(e.Do("POST", logout, admin.AccessToken, nil, "Idempotency-Key", "logout-1"), 204, "logout with key")
+	admin = e.Login("root@example.com", pw)
+	async := expect(e.Do("POST", register, "", map[string]string{"email": "async@example.com", "password": pw, "name": "A"}, "Prefer", "respond-async"), 202, "register async")
+	seq := async.Header.Get("Maestro-Sequence")
+
+	// Login, refresh, logout.
+	tok := e.Login("ada@example.com", pw)
+	expect(e.Do("POST", login, "", map[string]string{"email": "ada@example.com", "password": "wrong password!"}), 401, "bad password")
+	expect(e.Do("POST", login, "", map[string]string{"email": "ada@example.com", "password": pw}, "Prefer", "respond-async"), 202, "login async")
+	expect(e.Do("POST", login, "", []byte(`{"email":`)), 400, "login bad json")
+	expect(e.Do("POST", login, "", []byte(`{}`), "Content-Type", "text/plain"), 415, "login text")
+	r := expect(e.Do("POST", refresh, "", map[string]string{"refresh_token": tok.RefreshToken}), 200, "refresh")
+	var tok2 testenv.Tokens
+	r.JSON(t, &tok2)
+	expect(e.Do("POST", refresh, "", map[string]string{"refresh_token": "nope"}), 401, "refresh bad token")
+	expect(e.Do("POST", refresh, "", map[string]string{"refresh_token": ""}), 401, "refresh empty token")
+	expect(e.Do("POST", refresh, "", map[string]string{"refresh_token": strings.Repeat("x", 5000)}), 401, "refresh long token")
+	r = expect(e.Do("POST", refresh, "", map[string]string{"refresh_token": tok2.RefreshToken}, "Prefer", "respond-async"), 202, "refresh async")
+	var tok3 testenv.Tokens
+	r.JSON(t, &tok3)
+	expect(e.Do("POST", refresh, "", map[string]string{"refresh_token": tok3.RefreshToken}, "Content-Type", "text/plain"), 415, "refresh text")
+	expect(e.Do("POST", logout, "", nil), 401, "logout without token")
+	expect(e.Do("POST", logout, "garbage", nil), 401, "logout bad token")
+	expect(e.Do("POST", logout, tok3.AccessToken, nil), 204, "logout")
+	expect(e.Do("GET", me, tok3.AccessToken, nil), 401, "me after logout")
+
+	// Me and read-your-writes.
+	tok = e.Login("ada@example.com", pw)
+	expect(e.Do("GET", me, tok.AccessToken, nil), 200, "me")
+	expect(e.Do("GET", me+"?min_sequence="+seq, tok.AccessToken, nil), 200, "me min_sequence")
+	expect(e.Do("GET", me, tok.AccessToken, nil, "Maestro-Min-Sequence", seq), 200, "me Maestro-Min-Sequence")
+	expect(e.Do("GET", me+"?min_sequence=-1", tok.AccessToken, nil), 400, "me bad min_sequence")
+	lag := expect(e.Do("GET", me+"?min_sequence=999999999", tok.AccessToken, nil), 503, "me lagging")
+	problemType(lag, "projection-lagging")
+	if lag.Header.Get("Retry-After") == "" {
+		t.Fatal("projection-lagging without Retry-After")
+	}
+
+	// Users.
+	_, member := e.UserWithRole(admin.AccessToken, "mem@example.com", "member")
+	r = expect(e.Do("GET", "/api/v1/users?max_results=1", admin.AccessToken, nil), 200, "list users")
+	var page struct {
+		Items         []testenv.User `json:"items"`
+		NextPageToken string         `json:"next_page_token"`
+	}
+	r.JSON(t, &page)
+	if page.NextPageToken == "" {
+		t.Fatal("no next_page_token")
+	}
+	expect(e.Do("GET", "/api/v1/users?max_results=200&page_token="+url.QueryEscape(page.NextPageToken), admin.AccessToken, nil), 200, "list users page 2")
+	expect(e.Do("GET", "/api/v1/users?max_results=201", admin.AccessToken, nil), 400, "max_results too big")
+	expect(e.Do("GET", "/api/v1/users?max_results=0", admin.AccessToken, nil), 400, "max_results zero")
+	problemType(expect(e.Do("GET", "/api/v1/users?page_token=!!", admin.AccessToken, nil), 400, "bad page token"), "invalid-page-token")
+	expect(e.Do("GET", "/api/v1/users", member.AccessToken, nil), 403, "list users as member")
+	expect(e.Do("GET", "/api/v1/users", "", nil), 401, "list users anonymous")
+	expect(e.Do("GET", "/api/v1/users/"+u.ID, admin.AccessToken, nil), 200, "get user")
+	expect(e.Do("GET", "/api/v1/users/"+u.ID+"?min_sequence=x", admin.AccessToken, nil), 400, "get user bad min_sequence")
+	expect(e.Do("GET", "/api/v1/users/00000000-0000-4000-8000-000000000000", admin.AccessToken, nil), 404, "get missing user")
+	expect(e.Do("GET", "/api/v1/users/not-a-uuid", admin.AccessToken, nil), 404, "get malformed id")
+	expect(e.Do("GET", "/api/v1/users/"+u.ID, member.AccessToken, nil), 403, "get user as member")
+	userPath := "/api/v1/users/" + u.ID
+	expect(e.Do("PATCH", userPath, admin.AccessToken, map[string]any{"role": "member"}), 200, "patch role")
+	expect(e.Do("PATCH", userPath, admin.AccessToken, map[string]any{"active": false}, "Prefer", "respond-async"), 202, "patch async")
+	expect(e.Do("PATCH", userPath, admin.AccessToken, map[string]any{"active": true}, "Idempotency-Key", "p-1"), 200, "patch with key")
+	// (An anonymous caller's key is scoped by body, so reuse needs a caller.)
+	problemType(expect(e.Do("PATCH", userPath, admin.AccessToken, map[string]any{"active": false}, "Idempotency-Key", "p-1"), 422, "key reused"), "idempotency-key-reused")
+	expect(e.Do("PATCH", userPath, admin.AccessToken, map[string]any{}), 400, "empty patch")
+	expect(e.Do("PATCH", userPath, admin.AccessToken, map[string]any{"role": "root"}), 400, "bad role")
+	expect(e.Do("PATCH", userPath, admin.AccessToken, []byte(`{"role":"member"}`), "Content-Type", "text/plain"), 415, "patch text")
+	expect(e.Do("PATCH", userPath, admin.AccessToken, bytes.Repeat([]byte(" "), 65<<10)), 413, "patch huge")
+	expect(e.Do("PATCH", "/api/v1/users/00000000-0000-4000-8000-000000000000", admin.AccessToken, map[string]any{"active": false}), 404, "patch missing user")
+	var adminUser testenv.User
+	expect(e.Do("GET", me, admin.AccessToken, nil), 200, "admin me").JSON(t, &adminUser)
+	problemType(expect(e.Do("PATCH", "/api/v1/users/"+adminUser.ID, admin.AccessToken, map[string]any{"role": "viewer"}), 409, "self demotion"), "self-modification")
+	expect(e.Do("PATCH", userPath, member.AccessToken, map[string]any{"role": "admin"}), 403, "patch as member")
+	expect(e.Do("PATCH", userPath, "", map[string]any{"role": "admin"}), 401, "patch anonymous")
+
+	// Audit.
+	since := time.Now().Add(-time.Hour).UTC().Format(time.RFC3339Nano)
+	until := time.Now().Add(time.Hour).UTC().Format(time.RFC3339)
+	r = expect(e.Do("GET", "/api/v1/audit?max_results=2", admin.AccessToken, nil), 200, "audit")
+	var audit struct {
+		Items         []map[string]any `json:"items"`
+		NextPageToken string           `json:"next_page_token"`
+	}
+	r.JSON(t, &audit)
+	if len(audit.Items) != 2 || audit.NextPageToken == "" {
+		t.Fatalf("audit page: %s", r.Body)
+	}
+	expect(e.Do("GET", "/api/v1/audit?page_token="+url.QueryEscape(audit.NextPageToken), admin.AccessToken, nil), 200, "audit page 2")
+	q := url.Values{"actor": {"user:" + adminUser.ID}, "type": {fmt.Sprint(audit.Items[0]["type"])}, "subject": {fmt.Sprint(audit.Items[0]["subject"])},
+		"since": {since}, "until": {until}, "max_results": {"200"}}
+	expect(e.Do("GET", "/api/v1/audit?"+q.Encode(), admin.AccessToken, nil), 200, "audit filtered")
+	expect(e.Do("GET", "/api/v1/audit?since=yesterday", admin.AccessToken, nil), 400, "audit bad since")
+	expect(e.Do("GET", "/api/v1/audit?actor="+strings.Repeat("a", 300), admin.AccessToken, nil), 400, "audit long actor")
+	expect(e.Do("GET", "/api/v1/audit?page_token=%7B%7D", admin.AccessToken, nil), 400, "audit bad page token")
+	expect(e.Do("GET", "/api/v1/audit", member.AccessToken, nil), 403, "audit as member")
+	expect(e.Do("GET", "/api/v1/audit", "", nil), 401, "audit anonymous")
+
+	// Projections.
+	expect(e.Do("GET", "/api/v1/projections", admin.AccessToken, nil), 200, "projections")
+	expect(e.Do("GET", "/api/v1/projections", member.AccessToken, nil), 403, "projections as member")
+	expect(e.Do("GET", "/api/v1/projections", "", nil), 401, "projections anonymous")
+
+	// Routes the document cannot describe still answer problems.
+	for _, c := range []struct {
+		method, path string
+		status       int
+	}{{"GET", "/api/v1/nope", 404}, {"DELETE", "/api/v1/users/" + u.ID, 405}, {"POST", "/healthz", 405}} {
+		r := expect(e.Do(c.method, c.path, admin.AccessToken, nil), c.status, c.method+" "+c.path)
+		checkUnroutedProblem(t, r, c.status)
+	}
+
+	// Throttling, last: repeated failures lock the account (429).
+	e.Register("locked@example.com")
+	throttled := false
+	for i := 0; i < 12 && !throttled; i++ {
+		r := e.Do("POST", login, "", map[string]string{"email": "locked@example.com", "password": "wrong password!"})
+		throttled = r.Status == http.StatusTooManyRequests
+	}
+	if !throttled {
+		t.Fatal("repeated failed logins were never throttled")
+	}
+
+	// Registration closed (another platform).
+	cfg := testenv.Config(t)
+	cfg.RegistrationOpen = false
+	closed := testenv.Start(t, cfg)
+	x.observe(closed)
+	problemType(expect(closed.Do("POST", register, "", map[string]string{"email": "z@example.com", "password": pw, "name": "Z"}), 403, "registration closed"), "registration-closed")
+
+	// Every operation's success and main errors were exercised.
+	want := map[string][]int{
+		"getHealthz": {200}, "getReadyz": {200}, "getJWKS": {200}, "getOpenAPIDocument": {200}, "getAuthHealth": {200},
+		"register":            {201, 202, 400, 403, 409, 413, 415},
+		"login":               {200, 202, 400, 401, 415, 429},
+		"refresh":             {200, 202, 401, 415},
+		"logout":              {204, 401},
+		"getMe":               {200, 400, 401, 503},
+		"listUsers":           {200, 400, 401, 403},
+		"getUser":             {200, 400, 403, 404},
+		"updateUser":          {200, 202, 400, 401, 403, 404, 409, 413, 415, 422},
+		"listAuditEntries":    {200, 400, 401, 403},
+		"getProjectionStatus": {200, 401, 403},
+	}
+	doc := loadOpenAPI(t)
+	for _, o := range operations(doc) {
+		codes, ok := want[o.op.OperationID]
+		if !ok {
+			t.Errorf("the walk does not cover %s (%s %s)", o.op.OperationID, o.method, o.path)
+		}
+		for _, c := range codes {
+			if o.op.Responses.Status(c) == nil {
+				t.Errorf("%s: the walk expects %d, which is not documented", o.op.OperationID, c)
+			}
+			if !x.seen[o.op.OperationID+" "+strconv.Itoa(c)] {
+				t.Errorf("%s %d was not exercised", o.op.OperationID, c)
+			}
+		}
+	}
+}
+
+// checkUnroutedProblem validates a response no operation describes (404 for an
+// unknown path, 405 for an unsupported method) against the Problem schema.
+func checkUnroutedProblem(t *testing.T, r testenv.Response, status int) {
+	t.Helper()
+	if ct := r.Header.Get("Content-Type"); ct != "application/problem+json" {
+		t.Fatalf("%d: Content-Type %q", status, ct)
+	}
+	var v any
+	if err := json.Unmarshal(r.Body, &v); err != nil {
+		t.Fatal(err)
+	}
+	doc := loadOpenAPI(t)
+	schema := doc.Components.Schemas["Problem"].Value
+	if err := schema.VisitJSON(v, openapi3.EnableJSONSchema2020()); err != nil {
+		t.Fatalf("%d problem: %v", status, err)
+	}
+	if got := int(v.(map[string]any)["status"].(float64)); got != status {
+		t.Fatalf("problem status %d, want %d", got, status)
+	}
+	if enum := doc.Components.Schemas["ProblemType"].Value.Enum; !slices.Contains(enum, any(v.(map[string]any)["type"])) {
+		t.Fatalf("problem type %v is not in ProblemType", v.(map[string]any)["type"])
+	}
+}

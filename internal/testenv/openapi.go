@@ -1,0 +1,142 @@
+package testenv
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+
+	"github.com/getkin/kin-openapi/openapi3"
+	"github.com/getkin/kin-openapi/openapi3filter"
+	"github.com/getkin/kin-openapi/routers"
+	"github.com/getkin/kin-openapi/routers/gorillamux"
+
+	"github.com/maestro-ml/maestro/api"
+)
+
+// The OpenAPI document (api/openapi.json) is loaded and validated once per
+// test binary; every exchange Env.Do makes is then checked against it.
+//
+// kin-openapi v0.153.0 handles OpenAPI 3.1: (*openapi3.T).Validate applies
+// the 3.1 rules and openapi3filter validates schemas of 3.1 documents with
+// its JSON Schema 2020-12 validator (const, type arrays, $ref siblings).
+// The document still avoids a few constructs, see api/openapi_test.go.
+var oas struct {
+	once   sync.Once
+	doc    *openapi3.T
+	router routers.Router
+	err    error
+}
+
+// OpenAPI returns the parsed and validated OpenAPI document and a router
+// over its operations.
+func OpenAPI() (*openapi3.T, routers.Router, error) {
+	oas.once.Do(func() {
+		ctx := context.Background()
+		loader := openapi3.NewLoader()
+		loader.Context = ctx
+		doc, err := loader.LoadFromData(api.OpenAPIDocument)
+		if err != nil {
+			oas.err = fmt.Errorf("load api/openapi.json: %w", err)
+			return
+		}
+		if err := doc.Validate(ctx, openapi3.EnableExamplesValidation(), openapi3.EnableSchemaDefaultsValidation()); err != nil {
+			oas.err = fmt.Errorf("api/openapi.json is not a valid OpenAPI document: %w", err)
+			return
+		}
+		if !doc.IsOpenAPI31OrLater() {
+			oas.err = fmt.Errorf("api/openapi.json is OpenAPI %s, want 3.1", doc.OpenAPI)
+			return
+		}
+		router, err := gorillamux.NewRouter(doc)
+		if err != nil {
+			oas.err = fmt.Errorf("route api/openapi.json: %w", err)
+			return
+		}
+		oas.doc, oas.router = doc, router
+	})
+	return oas.doc, oas.router, oas.err
+}
+
+// uuidFormat asserts "format": "uuid" (kin-openapi leaves it unchecked by
+// default); scoped to our validation rather than registered globally.
+var uuidFormat = openapi3.NewRegexpFormatValidator(openapi3.FormatOfStringForUUIDOfRFC9562)
+
+func openAPIOptions() *openapi3filter.Options {
+	return &openapi3filter.Options{
+		// An undocumented status is a mismatch, not something to skip.
+		IncludeResponseStatus: true,
+		// Validation is about shapes: the server decides whether a token is
+		// good; the document only says a bearer token must be sent.
+		AuthenticationFunc: bearerPresent,
+		// Never rewrite the (already sent) request with defaults.
+		SkipSettingDefaults: true,
+		SchemaValidationOptions: []openapi3.SchemaValidationOption{
+			openapi3.WithStringFormatValidator("uuid", uuidFormat),
+		},
+	}
+}
+
+func bearerPresent(_ context.Context, in *openapi3filter.AuthenticationInput) error {
+	if in.SecurityScheme == nil || in.SecurityScheme.Type != "http" || !strings.EqualFold(in.SecurityScheme.Scheme, "bearer") {
+		return fmt.Errorf("unexpected security scheme %q", in.SecuritySchemeName)
+	}
+	scheme, token, ok := strings.Cut(in.RequestValidationInput.Request.Header.Get("Authorization"), " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") || token == "" {
+		return errors.New("no Authorization: Bearer token")
+	}
+	return nil
+}
+
+// ValidateExchange checks one request and the response it got against the
+// OpenAPI document:
+//   - a request that matches no operation (unknown path or method) is not
+//     checked: the document cannot describe it;
+//   - the response must be documented for the operation (status, headers,
+//     content type and body);
+//   - a request the document rejects (a test sending bad input on purpose)
+//     must have been rejected by the server with a 4xx; a 2xx or 5xx means
+//     the server and the document disagree about what is valid.
+func ValidateExchange(req *http.Request, reqBody []byte, status int, header http.Header, respBody []byte) error {
+	_, router, err := OpenAPI()
+	if err != nil {
+		return err
+	}
+	r := req.Clone(context.Background())
+	r.Body = io.NopCloser(bytes.NewReader(reqBody))
+	r.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(reqBody)), nil }
+	route, params, err := router.FindRoute(r)
+	if errors.Is(err, routers.ErrPathNotFound) || errors.Is(err, routers.ErrMethodNotAllowed) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("find operation: %w", err)
+	}
+	opts := openAPIOptions()
+	in := &openapi3filter.RequestValidationInput{Request: r, PathParams: params, Route: route, Options: opts}
+	reqErr := openapi3filter.ValidateRequest(context.Background(), in)
+
+	out := &openapi3filter.ResponseValidationInput{RequestValidationInput: in, Status: status, Header: header, Options: opts}
+	out.SetBodyBytes(respBody)
+	if err := openapi3filter.ValidateResponse(context.Background(), out); err != nil {
+		return fmt.Errorf("response (operation %s) does not match the document: %w", route.Operation.OperationID, err)
+	}
+	if reqErr != nil && (status < 400 || status > 499) {
+		return fmt.Errorf("the document rejects the request (%v) but the server answered %d", reqErr, status)
+	}
+	return nil
+}
+
+// CheckOpenAPI is the Observe that Start installs: it fails the test when
+// an exchange does not conform to the OpenAPI document. A test that sets its
+// own Observe should call this one too.
+func (e *Env) CheckOpenAPI(req *http.Request, reqBody []byte, resp *http.Response, respBody []byte) {
+	e.T.Helper()
+	if err := ValidateExchange(req, reqBody, resp.StatusCode, resp.Header, respBody); err != nil {
+		e.T.Errorf("OpenAPI conformance: %s %s → %d: %v", req.Method, req.URL.RequestURI(), resp.StatusCode, err)
+	}
+}
