@@ -104,7 +104,18 @@ func (s *Store) Append(ctx context.Context, batch ...Append) (uint64, error) {
 	case 1:
 		return s.publishOne(ctx, batch[0])
 	default:
-		return s.publishBatch(ctx, batch)
+		seq, err := s.publishBatch(ctx, batch)
+		if errors.Is(err, ErrDuplicate) {
+			// A retried command: its events carry the same ids and are stored
+			// already. Report a sequence at or after them so read-your-writes
+			// still waits for them.
+			last, lerr := s.stream.GetLastMsgForSubject(ctx, batch[len(batch)-1].Event.Subject)
+			if lerr != nil {
+				return 0, fmt.Errorf("locate duplicate batch: %w", lerr)
+			}
+			return last.Sequence, err
+		}
+		return seq, err
 	}
 }
 

@@ -231,7 +231,7 @@ func (r *Runner) applyBatch(ctx context.Context, expected uint64, batch []events
 	if uint64(cp) != expected {
 		return expected, errRestart
 	}
-	fresh := batch[:0]
+	fresh := make([]events.Envelope, 0, len(batch))
 	for _, e := range batch {
 		if e.Sequence > uint64(cp) {
 			fresh = append(fresh, e)

@@ -1,0 +1,692 @@
+package projections
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/maestro-ml/maestro/events"
+	"github.com/maestro-ml/maestro/internal/testpg"
+)
+
+// fixture is a real event store (embedded NATS) and a fresh, migrated
+// Postgres database.
+type fixture struct {
+	store *events.Store
+	pool  *pgxpool.Pool
+	// want is the users the seeded events should project to, by id.
+	mu   sync.Mutex
+	want map[string]wantUser
+	n    int // users seeded so far
+}
+
+type wantUser struct {
+	role   string
+	active bool
+}
+
+func newFixture(t *testing.T) *fixture {
+	t.Helper()
+	emb, err := events.StartEmbedded(events.EmbeddedConfig{StoreDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(emb.Shutdown)
+	nc, err := emb.Connect("test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	ctx := testCtx(t)
+	store, err := events.OpenStore(ctx, nc, events.StoreConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &fixture{store: store, pool: newDB(t), want: map[string]wantUser{}}
+}
+
+func newDB(t *testing.T) *pgxpool.Pool {
+	t.Helper()
+	ctx := testCtx(t)
+	cfg, err := pgxpool.ParseConfig(testpg.Database(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Each active runner pins a connection for its advisory lock; size the
+	// pool like the platform does so runners never starve each other.
+	cfg.MaxConns = 20
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	if err := Migrate(ctx, pool); err != nil {
+		t.Fatal(err)
+	}
+	return pool
+}
+
+func testCtx(t *testing.T) context.Context {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// queryCtx bounds one helper query; helpers called in polling loops must
+// not pile up t.Cleanup registrations.
+func queryCtx() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), 30*time.Second)
+}
+
+var base = time.Date(2025, 6, 1, 9, 0, 0, 0, time.UTC)
+
+func (f *fixture) append(t *testing.T, at time.Time, changes ...[3]any) uint64 {
+	t.Helper()
+	batch := make([]events.Append, 0, len(changes))
+	for i, c := range changes {
+		e, err := events.New(events.Meta{Actor: events.Actor{Kind: events.ActorUser, ID: "seed"}, Time: at},
+			c[0].(string), c[1].(string), i, c[2])
+		if err != nil {
+			t.Fatal(err)
+		}
+		batch = append(batch, events.Append{Event: e, Expect: events.Any})
+	}
+	ctx, cancel := queryCtx()
+	defer cancel()
+	seq, err := f.store.Append(ctx, batch...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return seq
+}
+
+// seed appends the life of n more users: registration (an atomic batch with
+// the e-mail reservation), a login, a refresh, and for some of them a role
+// change, a logout, a failed login or a deactivation. It returns the
+// stream's last sequence.
+func (f *fixture) seed(t *testing.T, n int) uint64 {
+	t.Helper()
+	var last uint64
+	for range n {
+		f.mu.Lock()
+		i := f.n
+		f.n++
+		f.mu.Unlock()
+		at := base.Add(time.Duration(i) * time.Minute)
+		id, sid := uuid.NewString(), uuid.NewString()
+		email := fmt.Sprintf("user%d@example.com", i)
+		userSubj, sessSubj := events.Subject(events.AggUser, id), events.Subject(events.AggSession, sid)
+		w := wantUser{role: "viewer", active: true}
+		f.append(t, at,
+			[3]any{events.ReservationSubject(events.AggEmail, email), events.EmailReserved, events.EmailReservedData{Email: email, UserID: id}},
+			[3]any{userSubj, events.UserRegistered, events.UserRegisteredData{UserID: id, Email: email, Name: fmt.Sprint("User ", i),
+				Role: "viewer", PasswordHash: "secret-hash", Source: "test"}})
+		if i%2 == 1 {
+			f.append(t, at.Add(time.Second), [3]any{userSubj, events.UserLoginFailed,
+				events.UserLoginFailedData{UserID: id, ClientIP: "10.0.0.1", Reason: "wrong_password"}})
+		}
+		f.append(t, at.Add(2*time.Second), [3]any{sessSubj, events.SessionStarted,
+			events.SessionStartedData{SessionID: sid, UserID: id, ClientIP: "10.0.0.2", UserAgent: "test"}})
+		last = f.append(t, at.Add(3*time.Second), [3]any{sessSubj, events.SessionRefreshed,
+			events.SessionRefreshedData{SessionID: sid, UserID: id, Generation: 2}})
+		if i%3 == 0 {
+			w.role = "member"
+			last = f.append(t, at.Add(4*time.Second), [3]any{userSubj, events.UserRoleChanged,
+				events.UserRoleChangedData{UserID: id, From: "viewer", To: "member"}})
+		}
+		if i%5 == 2 {
+			last = f.append(t, at.Add(5*time.Second), [3]any{sessSubj, events.SessionRevoked,
+				events.SessionRevokedData{SessionID: sid, UserID: id, Reason: events.RevokedLogout}})
+		}
+		if i%4 == 1 {
+			w.active = false
+			last = f.append(t, at.Add(6*time.Second), [3]any{userSubj, events.UserDeactivated, events.UserActivationData{UserID: id}})
+		}
+		f.mu.Lock()
+		f.want[id] = w
+		f.mu.Unlock()
+	}
+	return last
+}
+
+func (f *fixture) lastSeq(t *testing.T) uint64 {
+	t.Helper()
+	n, err := f.store.LastSequence(testCtx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+func (f *fixture) allEvents(t *testing.T) []events.Envelope {
+	t.Helper()
+	last := f.lastSeq(t)
+	out := make([]events.Envelope, 0, last)
+	ctx := testCtx(t)
+	for seq := uint64(1); seq <= last; seq++ {
+		e, err := f.store.Get(ctx, seq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, e)
+	}
+	return out
+}
+
+func checkpointOf(t *testing.T, pool *pgxpool.Pool, name string) uint64 {
+	t.Helper()
+	ctx, cancel := queryCtx()
+	defer cancel()
+	var cp int64
+	if err := pool.QueryRow(ctx, "SELECT COALESCE((SELECT last_seq FROM projection_checkpoints WHERE name = $1), 0)", name).Scan(&cp); err != nil {
+		t.Fatal(err)
+	}
+	return uint64(cp)
+}
+
+// dump returns a table's rows as JSON text in key order.
+func dump(t *testing.T, pool *pgxpool.Pool, table string) []string {
+	t.Helper()
+	key := map[string]string{"users": "id", "sessions": "id", "audit_entries": "seq"}[table]
+	ctx, cancel := queryCtx()
+	defer cancel()
+	rows, err := pool.Query(ctx, fmt.Sprintf("SELECT row_to_json(x)::text FROM %s x ORDER BY %s", table, key))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for rows.Next() {
+		var s string
+		if err := rows.Scan(&s); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, s)
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func dumpAll(t *testing.T, pool *pgxpool.Pool) map[string][]string {
+	t.Helper()
+	return map[string][]string{"users": dump(t, pool, "users"), "sessions": dump(t, pool, "sessions"),
+		"audit_entries": dump(t, pool, "audit_entries")}
+}
+
+func sameDump(t *testing.T, got, want map[string][]string) {
+	t.Helper()
+	for table, w := range want {
+		g := got[table]
+		if len(g) != len(w) {
+			t.Fatalf("%s: %d rows, want %d", table, len(g), len(w))
+		}
+		for i := range w {
+			if g[i] != w[i] {
+				t.Fatalf("%s row %d differs:\n got  %s\n want %s", table, i, g[i], w[i])
+			}
+		}
+	}
+}
+
+// poll waits until cond holds or the deadline passes.
+func poll(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", timeout, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func waitCaughtUp(t *testing.T, pool *pgxpool.Pool, last uint64, names ...string) {
+	t.Helper()
+	for _, n := range names {
+		poll(t, time.Minute, fmt.Sprintf("projection %s to reach %d", n, last), func() bool {
+			return checkpointOf(t, pool, n) >= last
+		})
+	}
+}
+
+func testRunnerConfig() RunnerConfig {
+	return RunnerConfig{BatchSize: 7, Standby: 20 * time.Millisecond, Idle: 50 * time.Millisecond}
+}
+
+// start runs r until the test ends or the returned stop is called.
+func start(t *testing.T, r *Runner) (stop func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := r.Run(ctx); err != nil {
+			t.Errorf("runner %s: %v", r.p.Name(), err)
+		}
+	}()
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			<-done
+		})
+	}
+	t.Cleanup(stop)
+	return stop
+}
+
+// checkExactlyOnce asserts the projections hold every event up to last
+// exactly once: one audit entry per stream sequence (same event id), and
+// users and sessions as the seeded history says.
+func (f *fixture) checkExactlyOnce(t *testing.T, pool *pgxpool.Pool, last uint64) {
+	t.Helper()
+	ctx := testCtx(t)
+	var count, minSeq, maxSeq int64
+	if err := pool.QueryRow(ctx, "SELECT count(*), COALESCE(min(seq), 0), COALESCE(max(seq), 0) FROM audit_entries").
+		Scan(&count, &minSeq, &maxSeq); err != nil {
+		t.Fatal(err)
+	}
+	if uint64(count) != last || minSeq != 1 || uint64(maxSeq) != last {
+		t.Fatalf("audit_entries: %d rows, seq %d..%d; want %d rows, 1..%d", count, minSeq, maxSeq, last, last)
+	}
+	ids := map[uint64]string{}
+	rows, err := pool.Query(ctx, "SELECT seq, event_id FROM audit_entries")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rows.Next() {
+		var seq int64
+		var id string
+		if err := rows.Scan(&seq, &id); err != nil {
+			t.Fatal(err)
+		}
+		ids[uint64(seq)] = id
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range f.allEvents(t)[:last] {
+		if ids[e.Sequence] != e.ID {
+			t.Fatalf("audit entry %d has event id %q, want %q", e.Sequence, ids[e.Sequence], e.ID)
+		}
+	}
+	var secrets int
+	if err := pool.QueryRow(ctx, "SELECT count(*) FROM audit_entries WHERE data ? 'password_hash'").Scan(&secrets); err != nil {
+		t.Fatal(err)
+	}
+	if secrets != 0 {
+		t.Fatalf("%d audit entries carry a password hash", secrets)
+	}
+
+	f.mu.Lock()
+	want := maps.Clone(f.want)
+	f.mu.Unlock()
+	got := map[string]wantUser{}
+	urows, err := pool.Query(ctx, "SELECT id::text, role, active FROM users")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for urows.Next() {
+		var id string
+		var w wantUser
+		if err := urows.Scan(&id, &w.role, &w.active); err != nil {
+			t.Fatal(err)
+		}
+		got[id] = w
+	}
+	if err := urows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != len(want) {
+		t.Fatalf("users: %d rows, want %d", len(got), len(want))
+	}
+	for id, w := range want {
+		if got[id] != w {
+			t.Fatalf("user %s = %+v, want %+v", id, got[id], w)
+		}
+	}
+	var sessions, revoked, gen2 int
+	if err := pool.QueryRow(ctx, `SELECT count(*), count(revoked_at), count(*) FILTER (WHERE generation = 2) FROM sessions`).
+		Scan(&sessions, &revoked, &gen2); err != nil {
+		t.Fatal(err)
+	}
+	wantRevoked := 0
+	for i := range f.n {
+		if i%5 == 2 || i%4 == 1 {
+			wantRevoked++
+		}
+	}
+	if sessions != f.n || gen2 != f.n || revoked != wantRevoked {
+		t.Fatalf("sessions: %d rows (%d at generation 2), %d revoked; want %d, %d, %d", sessions, gen2, revoked, f.n, f.n, wantRevoked)
+	}
+}
+
+// (a) Redelivered events are skipped: the same batch applied twice leaves
+// tables and checkpoint untouched, an overlapping batch applies only the new
+// part, and a batch based on a stale checkpoint is refused.
+func TestApplyBatchEffectivelyOnce(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	last := f.seed(t, 12)
+	evs := f.allEvents(t)
+	ctx := testCtx(t)
+	n1, n2 := 10, 25
+	for _, p := range All() {
+		t.Run(p.Name(), func(t *testing.T) {
+			r := NewRunner(f.pool, f.store, p, testRunnerConfig())
+			if cp, err := r.checkpoint(ctx); err != nil || cp != 0 {
+				t.Fatalf("initial checkpoint %d, %v", cp, err)
+			}
+			cp, err := r.applyBatch(ctx, 0, slices.Clone(evs[:n1]))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if cp != evs[n1-1].Sequence {
+				t.Fatalf("checkpoint %d after first batch, want %d", cp, evs[n1-1].Sequence)
+			}
+			before := dumpAll(t, f.pool)
+			var at1 time.Time
+			if err := f.pool.QueryRow(ctx, "SELECT updated_at FROM projection_checkpoints WHERE name = $1", p.Name()).Scan(&at1); err != nil {
+				t.Fatal(err)
+			}
+
+			// Redelivery of the whole batch.
+			again, err := r.applyBatch(ctx, cp, slices.Clone(evs[:n1]))
+			if err != nil {
+				t.Fatalf("redelivery: %v", err)
+			}
+			if again != cp || checkpointOf(t, f.pool, p.Name()) != cp {
+				t.Fatalf("redelivery moved the checkpoint to %d/%d, want %d", again, checkpointOf(t, f.pool, p.Name()), cp)
+			}
+			var at2 time.Time
+			if err := f.pool.QueryRow(ctx, "SELECT updated_at FROM projection_checkpoints WHERE name = $1", p.Name()).Scan(&at2); err != nil {
+				t.Fatal(err)
+			}
+			if !at1.Equal(at2) {
+				t.Fatal("redelivery rewrote the checkpoint row")
+			}
+			sameDump(t, dumpAll(t, f.pool), before)
+
+			// Overlapping redelivery: only the new tail is applied.
+			cp2, err := r.applyBatch(ctx, cp, slices.Clone(evs[n1/2:n2]))
+			if err != nil {
+				t.Fatalf("overlapping batch: %v", err)
+			}
+			if cp2 != evs[n2-1].Sequence {
+				t.Fatalf("checkpoint %d after overlapping batch, want %d", cp2, evs[n2-1].Sequence)
+			}
+
+			// A batch decided on a stale checkpoint (another instance moved
+			// it) is refused and changes nothing.
+			before = dumpAll(t, f.pool)
+			if _, err := r.applyBatch(ctx, cp, slices.Clone(evs[n2:])); !errors.Is(err, errRestart) {
+				t.Fatalf("stale checkpoint: err = %v, want errRestart", err)
+			}
+			sameDump(t, dumpAll(t, f.pool), before)
+			if got := checkpointOf(t, f.pool, p.Name()); got != cp2 {
+				t.Fatalf("stale batch moved the checkpoint to %d", got)
+			}
+
+			end, err := r.applyBatch(ctx, cp2, slices.Clone(evs[n2:]))
+			if err != nil || end != last {
+				t.Fatalf("rest: checkpoint %d, %v; want %d", end, err, last)
+			}
+		})
+	}
+	f.checkExactlyOnce(t, f.pool, last)
+}
+
+// (b) A worker that dies after committing a batch but before acknowledging
+// it (and before the next batch) loses nothing and applies nothing twice.
+func TestRunnerCrashBetweenCommitAndAck(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	last := f.seed(t, 15)
+	ctx := testCtx(t)
+
+	// First workers: killed right after their first commit.
+	for _, p := range All() {
+		r := NewRunner(f.pool, f.store, p, testRunnerConfig())
+		rctx, cancel := context.WithCancel(ctx)
+		commits := 0
+		r.afterCommit = func(uint64) error {
+			commits++
+			cancel()
+			return errors.New("worker killed between commit and ack")
+		}
+		if err := r.Run(rctx); err != nil {
+			t.Fatal(err)
+		}
+		cancel()
+		cp := checkpointOf(t, f.pool, p.Name())
+		if commits != 1 || cp == 0 || cp >= last {
+			t.Fatalf("%s: %d commits, checkpoint %d of %d; want one partial batch", p.Name(), commits, cp, last)
+		}
+	}
+	var partial int64
+	if err := f.pool.QueryRow(ctx, "SELECT count(*) FROM audit_entries").Scan(&partial); err != nil {
+		t.Fatal(err)
+	}
+	if uint64(partial) != checkpointOf(t, f.pool, "audit") {
+		t.Fatalf("audit has %d rows but checkpoint %d", partial, checkpointOf(t, f.pool, "audit"))
+	}
+
+	// Next workers crash after every second commit and are restarted by Run
+	// itself, while more events keep arriving.
+	var crashes atomic.Int64
+	for _, p := range All() {
+		r := NewRunner(f.pool, f.store, p, testRunnerConfig())
+		var n atomic.Int64
+		r.afterCommit = func(uint64) error {
+			if n.Add(1)%2 == 0 {
+				crashes.Add(1)
+				return errors.New("worker crashed after commit")
+			}
+			return nil
+		}
+		start(t, r)
+	}
+	last = f.seed(t, 10)
+	waitCaughtUp(t, f.pool, last, "users", "sessions", "audit")
+	if crashes.Load() == 0 {
+		t.Fatal("no crash was injected")
+	}
+
+	// A clean worker takes over where they stopped.
+	last = f.seed(t, 3)
+	for _, p := range All() {
+		start(t, NewRunner(f.pool, f.store, p, testRunnerConfig()))
+	}
+	waitCaughtUp(t, f.pool, last, "users", "sessions", "audit")
+	f.checkExactlyOnce(t, f.pool, last)
+}
+
+func advisoryLocks(t *testing.T, pool *pgxpool.Pool) int {
+	t.Helper()
+	ctx, cancel := queryCtx()
+	defer cancel()
+	var n int
+	err := pool.QueryRow(ctx, `SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted
+		AND database = (SELECT oid FROM pg_database WHERE datname = current_database())`).Scan(&n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// (c) Two runners of one projection: one holds the lock and applies, the
+// other stands by and takes over when the first stops.
+func TestTwoRunnersOneActive(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	last := f.seed(t, 10)
+	var commits [2]atomic.Int64
+	var stops [2]func()
+	for i := range 2 {
+		r := NewRunner(f.pool, f.store, Audit{}, testRunnerConfig())
+		r.afterCommit = func(uint64) error {
+			commits[i].Add(1)
+			return nil
+		}
+		stops[i] = start(t, r)
+	}
+	waitCaughtUp(t, f.pool, last, "audit")
+	if n := advisoryLocks(t, f.pool); n != 1 {
+		t.Fatalf("%d advisory locks held, want 1", n)
+	}
+	active := 0
+	if commits[1].Load() > 0 {
+		active = 1
+	}
+	if commits[1-active].Load() != 0 {
+		t.Fatalf("both runners applied batches: %d and %d commits", commits[0].Load(), commits[1].Load())
+	}
+	// More events, still one writer.
+	last = f.seed(t, 3)
+	waitCaughtUp(t, f.pool, last, "audit")
+	if commits[1-active].Load() != 0 {
+		t.Fatal("the standby applied batches while the active runner held the lock")
+	}
+	// The active one stops; the standby takes over.
+	stops[active]()
+	last = f.seed(t, 5)
+	waitCaughtUp(t, f.pool, last, "audit")
+	if commits[1-active].Load() == 0 {
+		t.Fatal("the standby never took over")
+	}
+	poll(t, 10*time.Second, "one advisory lock", func() bool { return advisoryLocks(t, f.pool) == 1 })
+
+	// Only audit ran; check it alone.
+	var count, maxSeq int64
+	if err := f.pool.QueryRow(testCtx(t), "SELECT count(*), max(seq) FROM audit_entries").Scan(&count, &maxSeq); err != nil {
+		t.Fatal(err)
+	}
+	if uint64(count) != last || uint64(maxSeq) != last {
+		t.Fatalf("audit_entries: %d rows up to %d, want %d", count, maxSeq, last)
+	}
+}
+
+// (d) Reset rewinds every projection; running runners notice and rebuild
+// tables equal to what they held before, and equal to a from-scratch build
+// elsewhere, even when the reset lands in the middle of a catch-up.
+func TestResetRebuildsEqualTables(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	last := f.seed(t, 25)
+	ctx := testCtx(t)
+
+	ref := newDB(t)
+	for _, p := range All() {
+		start(t, NewRunner(ref, f.store, p, testRunnerConfig()))
+		start(t, NewRunner(f.pool, f.store, p, testRunnerConfig()))
+	}
+	// Reset while catching up.
+	poll(t, time.Minute, "audit to start", func() bool { return checkpointOf(t, f.pool, "audit") > 0 })
+	if err := Reset(ctx, f.pool); err != nil {
+		t.Fatal(err)
+	}
+	names := []string{"users", "sessions", "audit"}
+	waitCaughtUp(t, ref, last, names...)
+	waitCaughtUp(t, f.pool, last, names...)
+	want := dumpAll(t, ref)
+	sameDump(t, dumpAll(t, f.pool), want)
+	f.checkExactlyOnce(t, f.pool, last)
+
+	// Reset when caught up: tables empty at once, then rebuilt identically.
+	if err := Reset(ctx, f.pool); err != nil {
+		t.Fatal(err)
+	}
+	waitCaughtUp(t, f.pool, last, names...)
+	sameDump(t, dumpAll(t, f.pool), want)
+
+	st, err := Statuses(ctx, f.pool, last)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(st) != len(All()) {
+		t.Fatalf("statuses: %+v", st)
+	}
+	for _, s := range st {
+		if s.LastSeq != last || s.Lag != 0 {
+			t.Fatalf("status %+v, want caught up at %d", s, last)
+		}
+	}
+	st, err = Statuses(ctx, f.pool, last+5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range st {
+		if s.Lag != 5 {
+			t.Fatalf("status %+v, want lag 5", s)
+		}
+	}
+}
+
+// (e) The waiter answers true once the checkpoint reaches the sequence and
+// false when its context ends first.
+func TestWaiter(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	last := f.seed(t, 3)
+	ctx := testCtx(t)
+	w := NewWaiter(f.pool)
+	wctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		w.Run(wctx)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+	})
+
+	short := func(d time.Duration) context.Context {
+		c, cancel := context.WithTimeout(ctx, d)
+		t.Cleanup(cancel)
+		return c
+	}
+	if w.Wait(short(200*time.Millisecond), last, "audit") {
+		t.Fatal("Wait returned true before any runner ran")
+	}
+	start(t, NewRunner(f.pool, f.store, Audit{}, testRunnerConfig()))
+	if !w.Wait(short(30*time.Second), last, "audit") {
+		t.Fatalf("Wait(%d) timed out; checkpoint %d", last, checkpointOf(t, f.pool, "audit"))
+	}
+	if !w.Reached(last, "audit") || w.Reached(last+1, "audit") {
+		t.Fatal("Reached disagrees with the checkpoint")
+	}
+	if w.Wait(short(300*time.Millisecond), last+1, "audit") {
+		t.Fatal("Wait for a sequence not yet produced returned true")
+	}
+	if w.Wait(short(300*time.Millisecond), last, "audit", "users") {
+		t.Fatal("Wait returned true though the users projection never ran")
+	}
+
+	// A waiter blocked on a future sequence wakes when it is applied.
+	got := make(chan bool, 1)
+	go func() { got <- w.Wait(short(30*time.Second), last+1, "audit") }()
+	next := f.seed(t, 1)
+	select {
+	case ok := <-got:
+		if !ok {
+			t.Fatalf("Wait(%d) timed out; checkpoint %d", last+1, checkpointOf(t, f.pool, "audit"))
+		}
+	case <-ctx.Done():
+		t.Fatal("Wait never returned")
+	}
+	if !w.Wait(short(30*time.Second), next, "audit") {
+		t.Fatalf("Wait(%d) timed out", next)
+	}
+}
