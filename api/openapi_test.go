@@ -454,15 +454,6 @@ func TestOpenAPIConformance(t *testing.T) {
 	expect(e.Do("GET", "/api/v1/projections", member.AccessToken, nil), 403, "projections as member")
 	expect(e.Do("GET", "/api/v1/projections", "", nil), 401, "projections anonymous")
 
-	// Routes the document cannot describe still answer problems.
-	for _, c := range []struct {
-		method, path string
-		status       int
-	}{{"GET", "/api/v1/nope", 404}, {"DELETE", "/api/v1/users/" + u.ID, 405}, {"POST", "/healthz", 405}} {
-		r := expect(e.Do(c.method, c.path, admin.AccessToken, nil), c.status, c.method+" "+c.path)
-		checkUnroutedProblem(t, r, c.status)
-	}
-
 	// Throttling, last: repeated failures lock the account (429).
 	e.Register("locked@example.com")
 	throttled := false
@@ -512,26 +503,56 @@ func TestOpenAPIConformance(t *testing.T) {
 	}
 }
 
-// checkUnroutedProblem validates a response no operation describes (404 for an
-// unknown path, 405 for an unsupported method) against the Problem schema.
-func checkUnroutedProblem(t *testing.T, r testenv.Response, status int) {
-	t.Helper()
-	if ct := r.Header.Get("Content-Type"); ct != "application/problem+json" {
-		t.Fatalf("%d: Content-Type %q", status, ct)
-	}
-	var v any
-	if err := json.Unmarshal(r.Body, &v); err != nil {
-		t.Fatal(err)
-	}
+// Responses no operation can describe (404 for an unknown path, 405 for an
+// unsupported method) are still problems, as info.description says, and a
+// 405 names the allowed methods (RFC 9110 section 15.5.6: Allow is a MUST).
+func TestOpenAPIUnroutedResponses(t *testing.T) {
+	t.Parallel()
 	doc := loadOpenAPI(t)
-	schema := doc.Components.Schemas["Problem"].Value
-	if err := schema.VisitJSON(v, openapi3.EnableJSONSchema2020()); err != nil {
-		t.Fatalf("%d problem: %v", status, err)
-	}
-	if got := int(v.(map[string]any)["status"].(float64)); got != status {
-		t.Fatalf("problem status %d, want %d", got, status)
-	}
-	if enum := doc.Components.Schemas["ProblemType"].Value.Enum; !slices.Contains(enum, any(v.(map[string]any)["type"])) {
-		t.Fatalf("problem type %v is not in ProblemType", v.(map[string]any)["type"])
+	e := testenv.Start(t, testenv.Config(t))
+	admin := e.Admin("root@example.com")
+	for _, c := range []struct {
+		method, path string
+		status       int
+		allow        string
+	}{
+		{"GET", "/api/v1/nope", 404, ""},
+		{"GET", "/api/v1/users/", 404, ""},
+		{"DELETE", "/api/v1/users/00000000-0000-4000-8000-000000000000", 405, "GET, PATCH"},
+		{"POST", "/healthz", 405, "GET"},
+		{"PUT", "/api/v1/auth/login", 405, "POST"},
+	} {
+		name := c.method + " " + c.path
+		r := e.Do(c.method, c.path, admin.AccessToken, nil)
+		if r.Status != c.status {
+			t.Errorf("%s: %d %s, want %d", name, r.Status, r.Body, c.status)
+			continue
+		}
+		if ct := r.Header.Get("Content-Type"); ct != "application/problem+json" {
+			t.Errorf("%s: Content-Type %q", name, ct)
+			continue
+		}
+		var v map[string]any
+		if err := json.Unmarshal(r.Body, &v); err != nil {
+			t.Fatal(err)
+		}
+		if err := doc.Components.Schemas["Problem"].Value.VisitJSON(v, openapi3.EnableJSONSchema2020()); err != nil {
+			t.Errorf("%s: not a Problem: %v", name, err)
+		}
+		if v["status"] != float64(c.status) || !slices.Contains(doc.Components.Schemas["ProblemType"].Value.Enum, v["type"]) {
+			t.Errorf("%s: problem %v", name, v)
+		}
+		if c.allow != "" {
+			var got []string
+			for _, m := range strings.Split(r.Header.Get("Allow"), ",") {
+				if m = strings.TrimSpace(m); m != "" {
+					got = append(got, m)
+				}
+			}
+			sort.Strings(got)
+			if strings.Join(got, ", ") != c.allow {
+				t.Errorf("%s: Allow = %q, want %q", name, r.Header.Get("Allow"), c.allow)
+			}
+		}
 	}
 }

@@ -115,6 +115,16 @@ func (s *Server) router() chi.Router {
 		writeProblem(w, r, &problemError{code: "not-found", detail: "no such route"})
 	})
 	m.MethodNotAllowed(func(w http.ResponseWriter, r *http.Request) {
+		// RFC 9110: a 405 names the methods the resource does support.
+		var allowed []string
+		seen := map[string]bool{}
+		for _, rt := range s.routes {
+			if !seen[rt.Method] && m.Match(chi.NewRouteContext(), rt.Method, r.URL.Path) {
+				seen[rt.Method] = true
+				allowed = append(allowed, rt.Method)
+			}
+		}
+		w.Header().Set("Allow", strings.Join(allowed, ", "))
 		writeProblem(w, r, &problemError{code: "method-not-allowed", detail: r.Method + " is not supported here"})
 	})
 	for _, rt := range s.routes {

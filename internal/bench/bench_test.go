@@ -1,0 +1,95 @@
+package bench
+
+import (
+	"testing"
+	"time"
+
+	"github.com/maestro-ml/maestro/events"
+	"github.com/maestro-ml/maestro/handlers/identity"
+)
+
+// The codec runs on every append (ToMsg) and every event a projection or a
+// Load reads (FromHeaders); EvolveUser runs for every event of a user on
+// every command that loads one.
+
+func BenchmarkToMsg(b *testing.B) {
+	e, _ := registered("bench", 1)
+	b.ReportAllocs()
+	for b.Loop() {
+		_ = events.ToMsg(e)
+	}
+}
+
+func BenchmarkFromHeaders(b *testing.B) {
+	e, _ := registered("bench", 1)
+	m := events.ToMsg(e)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := events.FromHeaders(m.Subject, m.Header, m.Data, 42); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// userHistory is a registration followed by 99 events a long-lived account
+// accumulates: failed logins, resets, role changes, (de)activations.
+func userHistory(b *testing.B) []events.Envelope {
+	reg, _ := registered("bench", 1)
+	reg.Sequence = 1
+	id := userID(reg)
+	out := []events.Envelope{reg}
+	roles := []string{"viewer", "member", "admin"}
+	for i := 1; len(out) < 100; i++ {
+		var typ string
+		var data any
+		switch i % 5 {
+		case 0, 1:
+			typ, data = events.UserLoginFailed, events.UserLoginFailedData{UserID: id, ClientIP: "10.1.2.3", Reason: "wrong_password"}
+		case 2:
+			typ, data = events.UserLoginFailuresReset, events.UserLoginFailuresResetData{UserID: id}
+		case 3:
+			typ, data = events.UserRoleChanged, events.UserRoleChangedData{UserID: id, From: roles[i%3], To: roles[(i+1)%3]}
+		case 4:
+			typ, data = events.UserDeactivated, events.UserActivationData{UserID: id}
+			if i%2 == 0 {
+				typ = events.UserReactivated
+			}
+		}
+		e, err := events.New(meta(), reg.Subject, typ, 0, data)
+		if err != nil {
+			b.Fatal(err)
+		}
+		e.Sequence = uint64(len(out) + 1)
+		out = append(out, e)
+	}
+	return out
+}
+
+func BenchmarkEvolveUser100(b *testing.B) {
+	evs := userHistory(b)
+	b.ReportAllocs()
+	for b.Loop() {
+		var s identity.UserState
+		var err error
+		for _, e := range evs {
+			if s, err = identity.EvolveUser(s, e); err != nil {
+				b.Fatal(err)
+			}
+		}
+		if !s.Registered {
+			b.Fatal("not registered")
+		}
+	}
+}
+
+func TestQuantile(t *testing.T) {
+	var s Samples
+	for i := 1; i <= 100; i++ {
+		s.Add(timeMs(i))
+	}
+	if s.Quantile(.5) != timeMs(50) || s.Quantile(.99) != timeMs(99) || s.Quantile(1) != timeMs(100) {
+		t.Fatalf("quantiles: %v %v %v", s.Quantile(.5), s.Quantile(.99), s.Quantile(1))
+	}
+}
+
+func timeMs(n int) time.Duration { return time.Duration(n) * time.Millisecond }

@@ -1,0 +1,215 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/maestro-ml/maestro/events"
+	"github.com/maestro-ml/maestro/platform"
+	"github.com/maestro-ml/maestro/projections"
+)
+
+// benchRebuild fills a stream (SyncAlways off, no projection runners), then
+// measures the projections building from empty, and a projections.Reset
+// replay with the runners running.
+func (r *runner) benchRebuild(ctx context.Context) error {
+	resetPeakRSS()
+	p, err := r.env.startPlatform(ctx, false, false, false)
+	if err != nil {
+		return err
+	}
+	defer stopPlatform(p)
+
+	// Each "user" is 4 events: the register batch (email + user), a session
+	// start and a refresh, so all three projections have work.
+	users := max(1, r.cfg.RebuildEvents/4)
+	r.logf("rebuild: filling %d events (%d users, %d writers)", users*4, users, r.cfg.FillWorkers)
+	var meter allocMeter
+	meter.start()
+	start := time.Now()
+	if err := fill(ctx, p, users, r.cfg.FillWorkers); err != nil {
+		return err
+	}
+	fillTime := time.Since(start)
+	meter.stop(users * 4)
+	last, err := p.Store.LastSequence(ctx)
+	if err != nil {
+		return err
+	}
+	al, by := meter.perOp()
+	r.add(Row{Name: fmt.Sprintf("Fill: single appends, %d writers (runners off)", r.cfg.FillWorkers), Fsync: "off", N: int(last),
+		Total: fillTime, Rate: float64(last) / fillTime.Seconds(), Unit: "ev/s", Allocs: al, Bytes: by, PeakRSS: peakRSS(),
+		Note: "per event"})
+
+	// Build from empty: start the runners (as platform.Start does with
+	// Worker) and wait until every checkpoint reaches the last sequence.
+	resetPeakRSS()
+	rctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	defer func() {
+		cancel()
+		wg.Wait()
+	}()
+	meter = allocMeter{}
+	meter.start()
+	start = time.Now()
+	for _, proj := range projections.All() {
+		run := projections.NewRunner(p.Pool, p.Store, proj, projections.RunnerConfig{})
+		wg.Go(func() { _ = run.Run(rctx) })
+	}
+	_, done, err := waitCheckpoints(ctx, p.Pool, last, 0)
+	if err != nil {
+		return err
+	}
+	build := time.Since(start)
+	meter.stop(int(last))
+	al, by = meter.perOp()
+	if err := checkCounts(ctx, p.Pool, last, users); err != nil {
+		return err
+	}
+	r.add(Row{Name: "Projections build from empty (3 runners)", Fsync: "off", N: int(last), Total: build,
+		Rate: float64(last) / build.Seconds(), Unit: "ev/s", Allocs: al, Bytes: by, PeakRSS: peakRSS(),
+		Note: "per event; batch 500; done at: " + perProjection(done)})
+
+	// Rebuild: Reset with the runners running. They notice the rewound
+	// checkpoint on their idle tick (≤1s) and replay.
+	resetPeakRSS()
+	meter = allocMeter{}
+	meter.start()
+	start = time.Now()
+	if err := projections.Reset(ctx, p.Pool); err != nil {
+		return err
+	}
+	restart, done, err := waitCheckpoints(ctx, p.Pool, last, 1)
+	if err != nil {
+		return err
+	}
+	rebuild := time.Since(start)
+	meter.stop(int(last))
+	al, by = meter.perOp()
+	if err := checkCounts(ctx, p.Pool, last, users); err != nil {
+		return err
+	}
+	r.add(Row{Name: "projections.Reset → all checkpoints at last seq", Fsync: "off", N: int(last), Total: rebuild,
+		Rate: float64(last) / rebuild.Seconds(), Unit: "ev/s", Allocs: al, Bytes: by, PeakRSS: peakRSS(),
+		Note: fmt.Sprintf("per event; incl. %s until every runner restarted (idle tick); done at: %s", fmtDur(restart), perProjection(done))})
+	return nil
+}
+
+func fill(ctx context.Context, p *platform.Platform, users, workers int) error {
+	var next atomic.Int64
+	errs := make([]error, workers)
+	var wg sync.WaitGroup
+	for k := range workers {
+		wg.Go(func() {
+			for {
+				j := int(next.Add(1)) - 1
+				if j >= users || ctx.Err() != nil {
+					return
+				}
+				// Single appends: on a single node every atomic batch stages
+				// in a temporary file store (~6 ms, serialised), which would
+				// make the fill measure that instead.
+				reg := registerBatch("fill", j)
+				started, refreshed := sessionEvents(userID(reg[1].Event))
+				for _, a := range []events.Append{reg[0], reg[1], {Event: started, Expect: 0}, {Event: refreshed, Expect: events.Any}} {
+					if _, err := p.Store.Append(ctx, a); err != nil {
+						errs[k] = err
+						return
+					}
+				}
+			}
+		})
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return err
+		}
+	}
+	return ctx.Err()
+}
+
+// waitCheckpoints polls until every projection's checkpoint is at least
+// last, and returns when each got there. With first > 0 it also reports
+// when every checkpoint had reached first (all runners restarted after a
+// reset).
+func waitCheckpoints(ctx context.Context, pool *pgxpool.Pool, last, first uint64) (restarted time.Duration, done map[string]time.Duration, err error) {
+	names := projectionNames()
+	start := time.Now()
+	done = map[string]time.Duration{}
+	deadline := time.After(30 * time.Minute)
+	for {
+		rows, err := pool.Query(ctx, "SELECT name, last_seq FROM projection_checkpoints WHERE name = ANY($1)", names)
+		if err != nil {
+			return 0, nil, err
+		}
+		seqs := map[string]uint64{}
+		for rows.Next() {
+			var name string
+			var seq int64
+			if err := rows.Scan(&name, &seq); err != nil {
+				rows.Close()
+				return 0, nil, err
+			}
+			seqs[name] = uint64(seq)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return 0, nil, err
+		}
+		now := time.Since(start)
+		lo := last
+		for _, n := range names {
+			s, ok := seqs[n]
+			if !ok {
+				s = 0
+			}
+			lo = min(lo, s)
+			if _, seen := done[n]; !seen && s >= last {
+				done[n] = now
+			}
+		}
+		if first > 0 && restarted == 0 && lo >= first {
+			restarted = now
+		}
+		if len(done) == len(names) {
+			return restarted, done, nil
+		}
+		select {
+		case <-ctx.Done():
+			return 0, nil, ctx.Err()
+		case <-deadline:
+			return 0, nil, fmt.Errorf("projections not at %d after 30 min: %w", last, errTimeout)
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
+func perProjection(done map[string]time.Duration) string {
+	var parts []string
+	for _, n := range projectionNames() {
+		parts = append(parts, n+" "+fmtDur(done[n]))
+	}
+	return strings.Join(parts, ", ")
+}
+
+// checkCounts verifies the read models hold what was appended.
+func checkCounts(ctx context.Context, pool *pgxpool.Pool, last uint64, users int) error {
+	var audit, us, sess int64
+	err := pool.QueryRow(ctx, "SELECT (SELECT count(*) FROM audit_entries), (SELECT count(*) FROM users), (SELECT count(*) FROM sessions)").
+		Scan(&audit, &us, &sess)
+	if err != nil {
+		return err
+	}
+	if uint64(audit) != last || int(us) != users || int(sess) != users {
+		return fmt.Errorf("rebuild incomplete: audit %d/%d users %d/%d sessions %d/%d", audit, last, us, users, sess, users)
+	}
+	return nil
+}
