@@ -267,6 +267,12 @@ func (s *Server) authenticate(next http.Handler) http.Handler {
 			return
 		}
 		sp, err := s.deps.Queries.Session(r.Context(), claims.SessionID)
+		if errors.Is(err, projections.ErrNotFound) {
+			// A token minted by a login answered with Prefer: respond-async can
+			// arrive before the sessions projection has it; the event store
+			// is the truth, so ask it rather than refuse a valid session.
+			sp, err = s.sessionFromEvents(r.Context(), claims.SessionID)
+		}
 		if err != nil && !errors.Is(err, projections.ErrNotFound) {
 			writeProblem(w, r, &problemError{code: "unavailable", detail: "cannot check the session right now"})
 			return
@@ -370,4 +376,19 @@ func (s *Server) awaitMinSequence(r *http.Request) error {
 		return &problemError{code: "projection-lagging", detail: "the read model has not reached sequence " + v, retryAfter: time.Second}
 	}
 	return nil
+}
+
+func (s *Server) sessionFromEvents(ctx context.Context, sessionID string) (projections.SessionPrincipal, error) {
+	if !events.ValidToken(sessionID) {
+		return projections.SessionPrincipal{}, projections.ErrNotFound
+	}
+	sess, u, err := s.deps.Identity.Session(ctx, sessionID)
+	if err != nil {
+		return projections.SessionPrincipal{}, err
+	}
+	if !sess.Started || !u.Registered {
+		return projections.SessionPrincipal{}, projections.ErrNotFound
+	}
+	return projections.SessionPrincipal{UserID: u.ID, Email: u.Email, Role: string(u.Role), Active: u.Active,
+		Revoked: sess.Revoked || !sess.StartedAt.After(u.DeactivatedAt)}, nil
 }

@@ -416,3 +416,14 @@ func truncate(s string, n int) string {
 	}
 	return s[:n]
 }
+
+// Session returns a session and its user from the event store (the truth),
+// for callers that cannot wait for the sessions projection.
+func (s *Service) Session(ctx context.Context, sessionID string) (SessionState, UserState, error) {
+	sess, _, err := s.sessions.Load(ctx, events.Subject(events.AggSession, sessionID))
+	if err != nil || !sess.Started {
+		return sess, UserState{}, err
+	}
+	u, _, err := s.users.Load(ctx, events.Subject(events.AggUser, sess.UserID))
+	return sess, u, err
+}
