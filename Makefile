@@ -1,8 +1,12 @@
 # Maestro: `make run` starts the platform, `make test` runs every test.
 GO ?= go
+# go1.26.10 fixes net/http, crypto/tls and crypto/x509 vulnerabilities that
+# govulncheck reports against go1.26.8 (see go.mod's toolchain line); the go
+# command fetches it through the module proxy. GOTOOLCHAIN=local opts out.
+export GOTOOLCHAIN ?= go1.26.10
 BIN := bin/maestro
 
-.PHONY: all build run test bench vet lint fuzz clean
+.PHONY: all build run test bench vet lint fuzz vulncheck clean
 
 all: build
 
@@ -35,6 +39,10 @@ fuzz:
 lint:
 	$(GO) vet ./...
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2 ./...
+
+## vulncheck: govulncheck; VULNDB=file:///path for an offline database (see docs/ARCHITECTURE.md)
+vulncheck:
+	$(GO) run golang.org/x/vuln/cmd/govulncheck@v1.9.0 $(if $(VULNDB),-db $(VULNDB)) ./...
 
 clean:
 	rm -rf bin
