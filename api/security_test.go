@@ -7,7 +7,6 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
-	"io"
 	"mime"
 	"net/http"
 	"path/filepath"
@@ -27,50 +26,9 @@ import (
 
 // ---- helpers shared by the security, concurrency, throttle and idempotency tests ----
 
-// sendE is testenv.Env.Do without the test: it is safe in goroutines and
-// returns transport errors instead of failing. Like Do, it shows every
-// exchange to e.Observe (the OpenAPI conformance check). body is JSON-encoded unless it
-// is []byte or nil; headers are name/value pairs applied last (so they can
-// override Content-Type).
+// sendE is testenv.Env.Send, named for the goroutine-safe call sites.
 func sendE(e *testenv.Env, method, path, token string, body any, headers ...string) (testenv.Response, error) {
-	var raw []byte
-	switch b := body.(type) {
-	case nil:
-	case []byte:
-		raw = b
-	default:
-		var err error
-		if raw, err = json.Marshal(b); err != nil {
-			return testenv.Response{}, err
-		}
-	}
-	req, err := http.NewRequest(method, e.URL+path, bytes.NewReader(raw))
-	if err != nil {
-		return testenv.Response{}, err
-	}
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
-	for i := 0; i+1 < len(headers); i += 2 {
-		req.Header.Set(headers[i], headers[i+1])
-	}
-	resp, err := e.Client.Do(req)
-	if err != nil {
-		return testenv.Response{}, fmt.Errorf("%s %s: %w", method, path, err)
-	}
-	defer resp.Body.Close()
-	out, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return testenv.Response{}, fmt.Errorf("%s %s: read body: %w", method, path, err)
-	}
-	if e.Observe != nil { // the OpenAPI conformance check testenv installs
-		req.Body = io.NopCloser(bytes.NewReader(raw))
-		e.Observe(req, raw, resp, out)
-	}
-	return testenv.Response{Status: resp.StatusCode, Header: resp.Header, Body: out}, nil
+	return e.Send(method, path, token, body, headers...)
 }
 
 // send is sendE failing t (the calling test or subtest) on transport errors.

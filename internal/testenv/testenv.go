@@ -7,6 +7,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"sync"
@@ -113,9 +114,21 @@ func (r Response) JSON(t testing.TB, v any) {
 	}
 }
 
-// Do sends a request; body is JSON-encoded unless it is []byte or nil.
+// Do sends a request and fails the test on transport errors; body is
+// JSON-encoded unless it is []byte or nil; headers are name/value pairs
+// applied last (so they can override Content-Type).
 func (e *Env) Do(method, path, token string, body any, headers ...string) Response {
 	e.T.Helper()
+	r, err := e.Send(method, path, token, body, headers...)
+	if err != nil {
+		e.T.Fatal(err)
+	}
+	return r
+}
+
+// Send is Do without the test: safe in goroutines, it returns transport
+// errors instead of failing. Every exchange is shown to e.Observe.
+func (e *Env) Send(method, path, token string, body any, headers ...string) (Response, error) {
 	var raw []byte
 	switch b := body.(type) {
 	case nil:
@@ -124,12 +137,12 @@ func (e *Env) Do(method, path, token string, body any, headers ...string) Respon
 	default:
 		var err error
 		if raw, err = json.Marshal(b); err != nil {
-			e.T.Fatal(err)
+			return Response{}, err
 		}
 	}
 	req, err := http.NewRequest(method, e.URL+path, bytes.NewReader(raw))
 	if err != nil {
-		e.T.Fatal(err)
+		return Response{}, err
 	}
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
@@ -142,18 +155,18 @@ func (e *Env) Do(method, path, token string, body any, headers ...string) Respon
 	}
 	resp, err := e.Client.Do(req)
 	if err != nil {
-		e.T.Fatalf("%s %s: %v", method, path, err)
+		return Response{}, fmt.Errorf("%s %s: %w", method, path, err)
 	}
 	defer resp.Body.Close()
 	out, err := io.ReadAll(resp.Body)
 	if err != nil {
-		e.T.Fatal(err)
+		return Response{}, fmt.Errorf("%s %s: read body: %w", method, path, err)
 	}
 	if e.Observe != nil {
 		req.Body = io.NopCloser(bytes.NewReader(raw))
 		e.Observe(req, raw, resp, out)
 	}
-	return Response{Status: resp.StatusCode, Header: resp.Header, Body: out}
+	return Response{Status: resp.StatusCode, Header: resp.Header, Body: out}, nil
 }
 
 // Tokens is a login's result.
