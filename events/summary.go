@@ -58,8 +58,101 @@ func Summary(e Envelope) string {
 		if e.Decode(&d) == nil {
 			return fmt.Sprintf("session %s revoked (%s)", d.SessionID, d.Reason)
 		}
+	default:
+		if s := registrySummary(e); s != "" {
+			return s
+		}
 	}
 	return e.Type
+}
+
+// registrySummary covers projects and models.
+func registrySummary(e Envelope) string {
+	switch e.Type {
+	case ProjectCreated:
+		var d ProjectCreatedData
+		if e.Decode(&d) == nil {
+			return fmt.Sprintf("project %s created by %s", d.Slug, d.OwnerID)
+		}
+	case ProjectUpdated:
+		return "project description changed"
+	case ProjectArchived:
+		return "project archived"
+	case ProjectRestored:
+		return "project restored"
+	case ProjectMemberSet:
+		var d ProjectMemberSetData
+		if e.Decode(&d) == nil {
+			if d.PreviousRole == "" {
+				return fmt.Sprintf("user %s added as %s", d.UserID, d.Role)
+			}
+			return fmt.Sprintf("user %s role changed from %s to %s", d.UserID, d.PreviousRole, d.Role)
+		}
+	case ProjectMemberRemoved:
+		var d ProjectMemberRemovedData
+		if e.Decode(&d) == nil {
+			return fmt.Sprintf("user %s (%s) removed", d.UserID, d.Role)
+		}
+	case NameReserved:
+		var d NameReservedData
+		if e.Decode(&d) == nil {
+			return fmt.Sprintf("%s name %q reserved for %s", d.Kind, d.Name, d.OwnerID)
+		}
+	case ModelCreated:
+		var d ModelCreatedData
+		if e.Decode(&d) == nil {
+			return fmt.Sprintf("model %s created", d.Name)
+		}
+	case ModelUpdated:
+		return "model description or tags changed"
+	case ModelDeleted:
+		return "model deleted"
+	case ModelRestored:
+		return "model restored"
+	case ModelVersionRegistered:
+		var d ModelVersionRegisteredData
+		if e.Decode(&d) == nil {
+			return fmt.Sprintf("version %d registered from %s", d.Version, d.Source)
+		}
+	case ModelVersionUpdated:
+		var d ModelVersionUpdatedData
+		if e.Decode(&d) == nil {
+			return fmt.Sprintf("version %d description or tags changed", d.Version)
+		}
+	case ModelVersionDeleted:
+		var d ModelVersionDeletedData
+		if e.Decode(&d) == nil {
+			return fmt.Sprintf("version %d deleted", d.Version)
+		}
+	case ModelVersionTransition:
+		var d ModelVersionTransitionData
+		if e.Decode(&d) == nil {
+			s := fmt.Sprintf("version %d moved from %s to %s", d.Version, d.From, d.To)
+			for _, a := range d.Archived {
+				s += fmt.Sprintf("; version %d archived (was %s)", a.Version, a.From)
+			}
+			return s
+		}
+	case ModelAliasSet:
+		var d ModelAliasSetData
+		if e.Decode(&d) == nil {
+			if d.PreviousVersion == 0 {
+				return fmt.Sprintf("alias %s set to version %d", d.Alias, d.Version)
+			}
+			return fmt.Sprintf("alias %s moved from version %d to %d", d.Alias, d.PreviousVersion, d.Version)
+		}
+	case ModelAliasDeleted:
+		var d ModelAliasDeletedData
+		if e.Decode(&d) == nil {
+			return fmt.Sprintf("alias %s (version %d) deleted", d.Alias, d.Version)
+		}
+	case ModelArtifactRecorded:
+		var d ModelArtifactRecordedData
+		if e.Decode(&d) == nil {
+			return fmt.Sprintf("artifact %s of version %d recorded (%s, %d bytes)", d.Path, d.Version, d.Digest, d.Size)
+		}
+	}
+	return ""
 }
 
 // secretFields are event data fields the audit trail and other readers must not see.

@@ -3,6 +3,8 @@ package handlers
 import (
 	"fmt"
 
+	"github.com/google/uuid"
+
 	"github.com/maestro-ml/maestro/events"
 )
 
@@ -37,4 +39,14 @@ func Build(meta events.Meta, versions map[string]uint64, changes ...Change) ([]e
 		return nil, fmt.Errorf("build: no changes")
 	}
 	return out, nil
+}
+
+// IDFor derives a new aggregate's id from the command's idempotency key when
+// there is one, so a retried command addresses the same aggregate and
+// JetStream's duplicate window drops the copy; otherwise a random id.
+func IDFor(meta events.Meta, purpose string) string {
+	if meta.IdempotencyKey == "" {
+		return uuid.NewString()
+	}
+	return uuid.NewSHA1(uuid.NameSpaceOID, []byte(purpose+"|"+meta.IdempotencyKey)).String()
 }

@@ -53,33 +53,15 @@ func NewService(cfg Config) *Service {
 	return &Service{
 		cfg:      cfg,
 		users:    handlers.NewRepository(cfg.Store, EvolveUser, 10000),
-		emails:   handlers.NewRepository(cfg.Store, EvolveEmail, 10000),
+		emails:   handlers.NewRepository(cfg.Store, EvolveEmail, 10000).WithFinal(func(e EmailState) bool { return e.Taken }),
 		sessions: handlers.NewRepository(cfg.Store, EvolveSession, 10000),
-		bootRepo: handlers.NewRepository(cfg.Store, func(bool, events.Envelope) (bool, error) { return true, nil }, 1),
+		bootRepo: handlers.NewRepository(cfg.Store, func(bool, events.Envelope) (bool, error) { return true, nil }, 1).WithFinal(func(done bool) bool { return done }),
 		address:  newAddressThrottle(cfg.AddressFailuresPerHour, 100000),
 	}
 }
 
-// idFor derives an aggregate id from the idempotency key when there is one,
-// so a retried command addresses the same aggregate and JetStream's
-// duplicate window drops the copy; otherwise a random id.
-func idFor(meta events.Meta, purpose string) string {
-	if meta.IdempotencyKey == "" {
-		return uuid.NewString()
-	}
-	return uuid.NewSHA1(uuid.NameSpaceOID, []byte(purpose+"|"+meta.IdempotencyKey)).String()
-}
-
 func (s *Service) append(ctx context.Context, meta events.Meta, versions map[string]uint64, changes []handlers.Change) (uint64, error) {
-	batch, err := handlers.Build(meta, versions, changes...)
-	if err != nil {
-		return 0, err
-	}
-	seq, err := s.cfg.Store.Append(ctx, batch...)
-	if errors.Is(err, events.ErrDuplicate) {
-		return seq, nil // a retried command: its events are already stored
-	}
-	return seq, err
+	return handlers.Commit(ctx, s.cfg.Store, meta, versions, changes)
 }
 
 // RegisterInput is a new account's details.
@@ -109,7 +91,7 @@ func (s *Service) register(ctx context.Context, meta events.Meta, in RegisterInp
 	if err != nil {
 		return UserState{}, 0, fmt.Errorf("hash password: %w", err)
 	}
-	userID := idFor(meta, "user")
+	userID := handlers.IDFor(meta, "user")
 	emailSubj := events.ReservationSubject(events.AggEmail, email)
 	userSubj := events.Subject(events.AggUser, userID)
 	var seq uint64
@@ -238,7 +220,7 @@ func (s *Service) login(ctx context.Context, meta events.Meta, in LoginInput, no
 		return TokenPair{}, 0, fmt.Errorf("verify password: %w", err)
 	}
 	passwordHash := u.PasswordHash
-	sessionID := idFor(meta, "session")
+	sessionID := handlers.IDFor(meta, "session")
 	sessSubj := events.Subject(events.AggSession, sessionID)
 	var seq uint64
 	// Both outcomes are decided on the user's current version and re-check
@@ -426,4 +408,13 @@ func (s *Service) Session(ctx context.Context, sessionID string) (SessionState, 
 	}
 	u, _, err := s.users.Load(ctx, events.Subject(events.AggUser, sess.UserID))
 	return sess, u, err
+}
+
+// UserActive reports whether a user exists and is active, from the event store.
+func (s *Service) UserActive(ctx context.Context, userID string) (bool, error) {
+	if !events.ValidToken(userID) {
+		return false, nil
+	}
+	u, _, err := s.users.Load(ctx, events.Subject(events.AggUser, userID))
+	return u.Registered && u.Active, err
 }

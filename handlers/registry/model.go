@@ -1,0 +1,501 @@
+package registry
+
+import (
+	"encoding/json"
+	"maps"
+	"regexp"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/maestro-ml/maestro/events"
+	"github.com/maestro-ml/maestro/handlers"
+)
+
+// Input bounds of the registry.
+const (
+	MaxSourceLen    = 2048
+	MaxRunIDLen     = 256
+	MaxMetrics      = 200
+	MaxSignatureLen = 64 << 10
+	MaxPathLen      = 1024
+)
+
+// Artifact is one stored file of a version.
+type Artifact struct {
+	Path        string
+	Digest      string
+	Size        int64
+	ContentType string
+	RecordedAt  time.Time
+}
+
+// VersionState is one model version.
+type VersionState struct {
+	Version     int
+	Description string
+	Tags        map[string]string
+	Source      string
+	RunID       string
+	Metrics     map[string]float64
+	Signature   json.RawMessage
+	Stage       string
+	Deleted     bool
+	Artifacts   map[string]Artifact // path → artifact; replaced, never mutated
+	CreatedAt   time.Time
+	UpdatedAt   time.Time
+}
+
+// ModelState is a registered model folded from its events.
+type ModelState struct {
+	Created     bool
+	ID          string
+	ProjectID   string
+	Name        string
+	Description string
+	Tags        map[string]string
+	Deleted     bool
+	Versions    []VersionState // Versions[i].Version == i+1
+	Aliases     map[string]int // replaced, never mutated
+	CreatedAt   time.Time
+	UpdatedAt   time.Time
+}
+
+// CloneModel copies what evolve writes in place (the versions slice), so a
+// cached state stays untouched while new events are folded into the copy.
+func CloneModel(s ModelState) ModelState {
+	s.Versions = slices.Clone(s.Versions)
+	return s
+}
+
+// Version returns version v, if it exists (deleted or not).
+func (s ModelState) Version(v int) (VersionState, bool) {
+	if v < 1 || v > len(s.Versions) {
+		return VersionState{}, false
+	}
+	return s.Versions[v-1], true
+}
+
+// EvolveModel folds one event into model state.
+func EvolveModel(s ModelState, e events.Envelope) (ModelState, error) {
+	switch e.Type {
+	case events.ModelCreated:
+		var d events.ModelCreatedData
+		if err := e.Decode(&d); err != nil {
+			return s, err
+		}
+		return ModelState{Created: true, ID: d.ModelID, ProjectID: d.ProjectID, Name: d.Name, Description: d.Description,
+			Tags: d.Tags, Aliases: map[string]int{}, CreatedAt: e.Time, UpdatedAt: e.Time}, nil
+	case events.ModelUpdated:
+		var d events.ModelUpdatedData
+		if err := e.Decode(&d); err != nil {
+			return s, err
+		}
+		if d.Description != nil {
+			s.Description = *d.Description
+		}
+		if d.Tags != nil {
+			s.Tags = d.Tags
+		}
+	case events.ModelDeleted:
+		s.Deleted = true
+	case events.ModelRestored:
+		s.Deleted = false
+	case events.ModelVersionRegistered:
+		var d events.ModelVersionRegisteredData
+		if err := e.Decode(&d); err != nil {
+			return s, err
+		}
+		s.Versions = append(s.Versions, VersionState{Version: d.Version, Description: d.Description, Tags: d.Tags,
+			Source: d.Source, RunID: d.RunID, Metrics: d.Metrics, Signature: d.Signature, Stage: events.StageNone,
+			CreatedAt: e.Time, UpdatedAt: e.Time})
+	case events.ModelVersionUpdated:
+		var d events.ModelVersionUpdatedData
+		if err := e.Decode(&d); err != nil {
+			return s, err
+		}
+		s.updateVersion(d.Version, e.Time, func(v *VersionState) {
+			if d.Description != nil {
+				v.Description = *d.Description
+			}
+			if d.Tags != nil {
+				v.Tags = d.Tags
+			}
+		})
+	case events.ModelVersionDeleted:
+		var d events.ModelVersionDeletedData
+		if err := e.Decode(&d); err != nil {
+			return s, err
+		}
+		s.updateVersion(d.Version, e.Time, func(v *VersionState) { v.Deleted = true })
+		s.Aliases = maps.Clone(s.Aliases)
+		for _, a := range d.RemovedAliases {
+			delete(s.Aliases, a)
+		}
+	case events.ModelVersionTransition:
+		var d events.ModelVersionTransitionData
+		if err := e.Decode(&d); err != nil {
+			return s, err
+		}
+		for _, a := range d.Archived {
+			s.updateVersion(a.Version, e.Time, func(v *VersionState) { v.Stage = events.StageArchived })
+		}
+		s.updateVersion(d.Version, e.Time, func(v *VersionState) { v.Stage = d.To })
+	case events.ModelAliasSet:
+		var d events.ModelAliasSetData
+		if err := e.Decode(&d); err != nil {
+			return s, err
+		}
+		s.Aliases = maps.Clone(s.Aliases)
+		s.Aliases[d.Alias] = d.Version
+	case events.ModelAliasDeleted:
+		var d events.ModelAliasDeletedData
+		if err := e.Decode(&d); err != nil {
+			return s, err
+		}
+		s.Aliases = maps.Clone(s.Aliases)
+		delete(s.Aliases, d.Alias)
+	case events.ModelArtifactRecorded:
+		var d events.ModelArtifactRecordedData
+		if err := e.Decode(&d); err != nil {
+			return s, err
+		}
+		s.updateVersion(d.Version, e.Time, func(v *VersionState) {
+			v.Artifacts = maps.Clone(v.Artifacts)
+			if v.Artifacts == nil {
+				v.Artifacts = map[string]Artifact{}
+			}
+			v.Artifacts[d.Path] = Artifact{Path: d.Path, Digest: d.Digest, Size: d.Size, ContentType: d.ContentType, RecordedAt: e.Time}
+		})
+	default:
+		return s, nil
+	}
+	s.UpdatedAt = e.Time
+	return s, nil
+}
+
+func (s *ModelState) updateVersion(v int, t time.Time, f func(*VersionState)) {
+	if v >= 1 && v <= len(s.Versions) {
+		f(&s.Versions[v-1])
+		s.Versions[v-1].UpdatedAt = t
+	}
+}
+
+func modelSubject(s ModelState) string { return events.Subject(events.AggModel, s.ID) }
+
+// ModelNameKey is what model-name uniqueness is decided on within a project.
+func ModelNameKey(projectID, name string) string {
+	return projectID + "/" + strings.ToLower(strings.TrimSpace(name))
+}
+
+var modelNameRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$`)
+
+// ValidModelName reports whether name can name a model (it appears in URLs).
+func ValidModelName(name string) bool { return modelNameRe.MatchString(name) }
+
+// CreateModel is the command to register a new model.
+type CreateModel struct {
+	ModelID, Name, Description string
+	Tags                       map[string]string
+}
+
+// DecideCreateModel reserves the name in the project and creates the model.
+func DecideCreateModel(p ProjectState, res ReservationState, c CreateModel) ([]handlers.Change, error) {
+	if err := notArchived(p); err != nil {
+		return nil, err
+	}
+	if !ValidModelName(c.Name) {
+		return nil, invalid("name must be 1 to 100 letters, digits, '.', '_' or '-', starting with a letter or digit")
+	}
+	if err := checkText("description", c.Description, MaxDescriptionLen, false); err != nil {
+		return nil, err
+	}
+	if err := CheckTags(c.Tags); err != nil {
+		return nil, err
+	}
+	if res.Taken {
+		return nil, handlers.Errorf(handlers.Conflict, "model-exists", "a model named %q already exists in this project", c.Name)
+	}
+	tags := c.Tags
+	if tags == nil {
+		tags = map[string]string{}
+	}
+	return []handlers.Change{
+		{Subject: events.ReservationSubject(events.AggModelName, ModelNameKey(p.ID, c.Name)), Type: events.NameReserved,
+			Data: events.NameReservedData{Kind: "model", Name: c.Name, OwnerID: c.ModelID, Scope: p.ID}},
+		{Subject: events.Subject(events.AggModel, c.ModelID), Type: events.ModelCreated,
+			Data: events.ModelCreatedData{ModelID: c.ModelID, ProjectID: p.ID, Name: c.Name, Description: c.Description, Tags: tags}},
+	}, nil
+}
+
+func modelMissing() error { return handlers.Errorf(handlers.NotFound, "not-found", "model not found") }
+
+func versionMissing() error {
+	return handlers.Errorf(handlers.NotFound, "not-found", "model version not found")
+}
+
+// liveModel refuses commands on a missing or deleted model.
+func liveModel(s ModelState) error {
+	if !s.Created || s.Deleted {
+		return modelMissing()
+	}
+	return nil
+}
+
+// DecideUpdateModel changes description and/or tags.
+func DecideUpdateModel(s ModelState, description *string, tags map[string]string) ([]handlers.Change, error) {
+	if err := liveModel(s); err != nil {
+		return nil, err
+	}
+	if description != nil {
+		if err := checkText("description", *description, MaxDescriptionLen, false); err != nil {
+			return nil, err
+		}
+		if *description == s.Description {
+			description = nil
+		}
+	}
+	if tags != nil {
+		if err := CheckTags(tags); err != nil {
+			return nil, err
+		}
+		if maps.Equal(tags, s.Tags) {
+			tags = nil
+		}
+	}
+	if description == nil && tags == nil {
+		return nil, nil
+	}
+	return []handlers.Change{{Subject: modelSubject(s), Type: events.ModelUpdated,
+		Data: events.ModelUpdatedData{ModelID: s.ID, Description: description, Tags: tags}}}, nil
+}
+
+// DecideDeleteModel soft-deletes (del=true) or restores a model.
+func DecideDeleteModel(s ModelState, del bool) ([]handlers.Change, error) {
+	if !s.Created {
+		return nil, modelMissing()
+	}
+	if s.Deleted == del {
+		return nil, nil
+	}
+	typ := events.ModelRestored
+	if del {
+		typ = events.ModelDeleted
+	}
+	return []handlers.Change{{Subject: modelSubject(s), Type: typ, Data: events.ModelLifecycleData{ModelID: s.ID, ProjectID: s.ProjectID}}}, nil
+}
+
+// RegisterVersion is the command to add a version.
+type RegisterVersion struct {
+	Description string
+	Tags        map[string]string
+	Source      string
+	RunID       string
+	Metrics     map[string]float64
+	Signature   json.RawMessage
+}
+
+// DecideRegisterVersion adds version len+1: numbers are gapless and unique
+// because the append expects the model's current version.
+func DecideRegisterVersion(s ModelState, c RegisterVersion) ([]handlers.Change, error) {
+	if err := liveModel(s); err != nil {
+		return nil, err
+	}
+	if err := checkText("description", c.Description, MaxDescriptionLen, false); err != nil {
+		return nil, err
+	}
+	if err := CheckTags(c.Tags); err != nil {
+		return nil, err
+	}
+	if err := checkText("source", c.Source, MaxSourceLen, false); err != nil {
+		return nil, err
+	}
+	if err := checkText("run_id", c.RunID, MaxRunIDLen, false); err != nil {
+		return nil, err
+	}
+	if len(c.Metrics) > MaxMetrics {
+		return nil, invalid("at most %d metrics", MaxMetrics)
+	}
+	for k := range c.Metrics {
+		if err := checkText("metric name", k, MaxTagKeyLen, true); err != nil {
+			return nil, err
+		}
+	}
+	if len(c.Signature) > MaxSignatureLen {
+		return nil, invalid("signature must be at most %d bytes", MaxSignatureLen)
+	}
+	tags := c.Tags
+	if tags == nil {
+		tags = map[string]string{}
+	}
+	return []handlers.Change{{Subject: modelSubject(s), Type: events.ModelVersionRegistered,
+		Data: events.ModelVersionRegisteredData{ModelID: s.ID, Version: len(s.Versions) + 1, Description: c.Description,
+			Tags: tags, Source: c.Source, RunID: c.RunID, Metrics: c.Metrics, Signature: c.Signature}}}, nil
+}
+
+func liveVersion(s ModelState, v int) (VersionState, error) {
+	if err := liveModel(s); err != nil {
+		return VersionState{}, err
+	}
+	ver, ok := s.Version(v)
+	if !ok || ver.Deleted {
+		return VersionState{}, versionMissing()
+	}
+	return ver, nil
+}
+
+// DecideUpdateVersion changes a version's description and/or tags.
+func DecideUpdateVersion(s ModelState, v int, description *string, tags map[string]string) ([]handlers.Change, error) {
+	ver, err := liveVersion(s, v)
+	if err != nil {
+		return nil, err
+	}
+	if description != nil {
+		if err := checkText("description", *description, MaxDescriptionLen, false); err != nil {
+			return nil, err
+		}
+		if *description == ver.Description {
+			description = nil
+		}
+	}
+	if tags != nil {
+		if err := CheckTags(tags); err != nil {
+			return nil, err
+		}
+		if maps.Equal(tags, ver.Tags) {
+			tags = nil
+		}
+	}
+	if description == nil && tags == nil {
+		return nil, nil
+	}
+	return []handlers.Change{{Subject: modelSubject(s), Type: events.ModelVersionUpdated,
+		Data: events.ModelVersionUpdatedData{ModelID: s.ID, Version: v, Description: description, Tags: tags}}}, nil
+}
+
+// DecideDeleteVersion soft-deletes a version; aliases pointing at it go with it.
+func DecideDeleteVersion(s ModelState, v int) ([]handlers.Change, error) {
+	if _, err := liveVersion(s, v); err != nil {
+		return nil, err
+	}
+	var removed []string
+	for a, av := range s.Aliases {
+		if av == v {
+			removed = append(removed, a)
+		}
+	}
+	slices.Sort(removed)
+	return []handlers.Change{{Subject: modelSubject(s), Type: events.ModelVersionDeleted,
+		Data: events.ModelVersionDeletedData{ModelID: s.ID, Version: v, RemovedAliases: removed}}}, nil
+}
+
+// ValidStage reports whether st is a stage.
+func ValidStage(st string) bool {
+	switch st {
+	case events.StageNone, events.StageStaging, events.StageProduction, events.StageArchived:
+		return true
+	}
+	return false
+}
+
+// DecideTransition moves a version to stage to. At most one version is in
+// production at any time: moving another there requires archive_existing,
+// which archives the current one in the same event.
+func DecideTransition(s ModelState, v int, to string, archiveExisting bool) ([]handlers.Change, error) {
+	ver, err := liveVersion(s, v)
+	if err != nil {
+		return nil, err
+	}
+	if !ValidStage(to) {
+		return nil, invalid("stage must be one of none, staging, production, archived")
+	}
+	if ver.Stage == to {
+		return nil, nil
+	}
+	var archived []events.ArchivedVersion
+	if archiveExisting && to != events.StageArchived && to != events.StageNone {
+		for _, o := range s.Versions {
+			if o.Version != v && !o.Deleted && o.Stage == to {
+				archived = append(archived, events.ArchivedVersion{Version: o.Version, From: o.Stage})
+			}
+		}
+	}
+	if to == events.StageProduction && !archiveExisting {
+		for _, o := range s.Versions {
+			if o.Version != v && !o.Deleted && o.Stage == events.StageProduction {
+				return nil, handlers.Errorf(handlers.Conflict, "production-occupied",
+					"version %d is in production; set archive_existing to replace it", o.Version)
+			}
+		}
+	}
+	return []handlers.Change{{Subject: modelSubject(s), Type: events.ModelVersionTransition,
+		Data: events.ModelVersionTransitionData{ModelID: s.ID, Version: v, From: ver.Stage, To: to, Archived: archived}}}, nil
+}
+
+var aliasRe = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_-]{0,62}$`)
+
+// ValidAlias reports whether a can be an alias; "latest" and v<digits>
+// are reserved because clients read them as version selectors.
+func ValidAlias(a string) bool {
+	if !aliasRe.MatchString(a) || strings.EqualFold(a, "latest") {
+		return false
+	}
+	if len(a) > 1 && (a[0] == 'v' || a[0] == 'V') && strings.Trim(a[1:], "0123456789") == "" {
+		return false
+	}
+	return true
+}
+
+// DecideSetAlias points alias at version v: one event naming old and new.
+func DecideSetAlias(s ModelState, alias string, v int) ([]handlers.Change, error) {
+	if !ValidAlias(alias) {
+		return nil, invalid("alias must be 1 to 63 letters, digits, '_' or '-', start with a letter or '_', and not be 'latest' or v<number>")
+	}
+	if _, err := liveVersion(s, v); err != nil {
+		return nil, err
+	}
+	prev := s.Aliases[alias]
+	if prev == v {
+		return nil, nil
+	}
+	return []handlers.Change{{Subject: modelSubject(s), Type: events.ModelAliasSet,
+		Data: events.ModelAliasSetData{ModelID: s.ID, Alias: alias, Version: v, PreviousVersion: prev}}}, nil
+}
+
+// DecideDeleteAlias removes an alias.
+func DecideDeleteAlias(s ModelState, alias string) ([]handlers.Change, error) {
+	if err := liveModel(s); err != nil {
+		return nil, err
+	}
+	v, ok := s.Aliases[alias]
+	if !ok {
+		return nil, handlers.Errorf(handlers.NotFound, "not-found", "alias not found")
+	}
+	return []handlers.Change{{Subject: modelSubject(s), Type: events.ModelAliasDeleted,
+		Data: events.ModelAliasDeletedData{ModelID: s.ID, Alias: alias, Version: v}}}, nil
+}
+
+// ValidArtifactPath reports whether p is a relative, clean artifact path.
+func ValidArtifactPath(p string) bool {
+	if p == "" || len(p) > MaxPathLen || strings.HasPrefix(p, "/") || strings.HasSuffix(p, "/") || strings.ContainsAny(p, "\\\x00") {
+		return false
+	}
+	for _, seg := range strings.Split(p, "/") {
+		if seg == "" || seg == "." || seg == ".." {
+			return false
+		}
+	}
+	return true
+}
+
+// DecideRecordArtifact records a stored blob as a version's artifact.
+func DecideRecordArtifact(s ModelState, v int, a Artifact) ([]handlers.Change, error) {
+	if _, err := liveVersion(s, v); err != nil {
+		return nil, err
+	}
+	if !ValidArtifactPath(a.Path) {
+		return nil, invalid("artifact path must be a relative path without '.', '..' or empty segments")
+	}
+	return []handlers.Change{{Subject: modelSubject(s), Type: events.ModelArtifactRecorded,
+		Data: events.ModelArtifactRecordedData{ModelID: s.ID, Version: v, Path: a.Path, Digest: a.Digest, Size: a.Size, ContentType: a.ContentType}}}, nil
+}

@@ -1,0 +1,272 @@
+package registry
+
+import (
+	"context"
+
+	"github.com/google/uuid"
+
+	"github.com/maestro-ml/maestro/authz"
+	"github.com/maestro-ml/maestro/events"
+	"github.com/maestro-ml/maestro/handlers"
+)
+
+// UserLookup tells whether a user exists and is active (from the identity
+// write side), so members are only ever real users.
+type UserLookup func(ctx context.Context, userID string) (bool, error)
+
+// Service handles project and model commands.
+type Service struct {
+	store    *events.Store
+	projects *handlers.Repository[ProjectState]
+	models   *handlers.Repository[ModelState]
+	names    *handlers.Repository[ReservationState]
+	userOK   UserLookup
+}
+
+// NewService builds the registry service.
+func NewService(store *events.Store, users UserLookup) *Service {
+	taken := func(r ReservationState) bool { return r.Taken }
+	return &Service{
+		store:    store,
+		projects: handlers.NewRepository(store, EvolveProject, 10000),
+		models:   handlers.NewRepository(store, EvolveModel, 10000).WithClone(CloneModel),
+		names:    handlers.NewRepository(store, EvolveReservation, 100000).WithFinal(taken),
+		userOK:   users,
+	}
+}
+
+func notFound(what string) error {
+	return handlers.Errorf(handlers.NotFound, "not-found", "%s not found", what)
+}
+
+func forbidden(detail string) error {
+	return handlers.Errorf(handlers.Forbidden, "forbidden", "%s", detail)
+}
+
+// projectID resolves a project reference (slug or id) on the write side:
+// slugs through their reservation, which never changes once taken.
+func (s *Service) projectID(ctx context.Context, ref string) (string, error) {
+	if _, err := uuid.Parse(ref); err == nil && len(ref) == 36 {
+		return ref, nil
+	}
+	if !ValidSlug(ref) {
+		return "", notFound("project")
+	}
+	r, _, err := s.names.Load(ctx, events.ReservationSubject(events.AggProjectSlug, ref))
+	if err != nil {
+		return "", err
+	}
+	if !r.Taken {
+		return "", notFound("project")
+	}
+	return r.OwnerID, nil
+}
+
+// authorizeProject loads the project and checks action against its
+// event-sourced membership. Non-members get NotFound: no existence leak.
+func (s *Service) authorizeProject(ctx context.Context, p authz.Principal, ref string, action authz.Action) (ProjectState, error) {
+	id, err := s.projectID(ctx, ref)
+	if err != nil {
+		return ProjectState{}, err
+	}
+	ps, _, err := s.projects.Load(ctx, events.Subject(events.AggProject, id))
+	if err != nil {
+		return ProjectState{}, err
+	}
+	role := ps.RoleOf(p.UserID)
+	if !ps.Created || !authz.Member(p, role) {
+		return ProjectState{}, notFound("project")
+	}
+	if !authz.CanInProject(p, role, action) {
+		return ProjectState{}, forbidden("your project role does not allow this")
+	}
+	return ps, nil
+}
+
+// Project returns a project for a principal allowed to read it.
+func (s *Service) Project(ctx context.Context, p authz.Principal, ref string) (ProjectState, error) {
+	return s.authorizeProject(ctx, p, ref, authz.ProjectRead)
+}
+
+// CreateProject creates a project owned by the caller.
+func (s *Service) CreateProject(ctx context.Context, meta events.Meta, p authz.Principal, name, description string) (ProjectState, uint64, error) {
+	if !authz.Can(p, authz.CreateProject, authz.Resource{}) {
+		return ProjectState{}, 0, forbidden("creating projects needs the member or admin role")
+	}
+	id := handlers.IDFor(meta, "project")
+	slugSubj := events.ReservationSubject(events.AggProjectSlug, Slug(name))
+	return s.projects.Update(ctx, events.Subject(events.AggProject, id), meta,
+		func(ps ProjectState, _ uint64) ([]handlers.Change, map[string]uint64, error) {
+			if ps.Created {
+				return nil, nil, nil // this very command already ran (same idempotency key)
+			}
+			res, rv, err := s.names.Load(ctx, slugSubj)
+			if err != nil {
+				return nil, nil, err
+			}
+			changes, err := DecideCreateProject(res, CreateProject{ProjectID: id, Name: name, Description: description, OwnerID: p.UserID})
+			return changes, map[string]uint64{slugSubj: rv}, err
+		})
+}
+
+// updateProject authorizes with action and runs decide on the project.
+func (s *Service) updateProject(ctx context.Context, meta events.Meta, p authz.Principal, ref string, action authz.Action,
+	decide func(ProjectState) ([]handlers.Change, error)) (ProjectState, uint64, error) {
+	ps, err := s.authorizeProject(ctx, p, ref, action)
+	if err != nil {
+		return ps, 0, err
+	}
+	return s.projects.Update(ctx, events.Subject(events.AggProject, ps.ID), meta,
+		func(cur ProjectState, _ uint64) ([]handlers.Change, map[string]uint64, error) {
+			// Re-check on the state we decide on: a role may have changed.
+			if !authz.CanInProject(p, cur.RoleOf(p.UserID), action) {
+				return nil, nil, forbidden("your project role does not allow this")
+			}
+			ch, err := decide(cur)
+			return ch, nil, err
+		})
+}
+
+// UpdateProject changes a project's description (owners).
+func (s *Service) UpdateProject(ctx context.Context, meta events.Meta, p authz.Principal, ref string, description *string) (ProjectState, uint64, error) {
+	return s.updateProject(ctx, meta, p, ref, authz.ProjectManage, func(ps ProjectState) ([]handlers.Change, error) {
+		return DecideUpdateProject(ps, description)
+	})
+}
+
+// ArchiveProject archives (true) or restores (false) a project (owners).
+func (s *Service) ArchiveProject(ctx context.Context, meta events.Meta, p authz.Principal, ref string, archive bool) (ProjectState, uint64, error) {
+	return s.updateProject(ctx, meta, p, ref, authz.ProjectManage, func(ps ProjectState) ([]handlers.Change, error) {
+		return DecideArchive(ps, archive), nil
+	})
+}
+
+// SetMember gives a user a role in the project (owners).
+func (s *Service) SetMember(ctx context.Context, meta events.Meta, p authz.Principal, ref, userID string, role authz.ProjectRole) (ProjectState, uint64, error) {
+	if _, err := uuid.Parse(userID); err != nil {
+		return ProjectState{}, 0, notFound("user")
+	}
+	return s.updateProject(ctx, meta, p, ref, authz.ProjectManage, func(ps ProjectState) ([]handlers.Change, error) {
+		if _, member := ps.Members[userID]; !member {
+			ok, err := s.userOK(ctx, userID)
+			if err != nil {
+				return nil, err
+			}
+			if !ok {
+				return nil, notFound("user")
+			}
+		}
+		return DecideSetMember(ps, userID, role)
+	})
+}
+
+// RemoveMember removes a user from the project (owners).
+func (s *Service) RemoveMember(ctx context.Context, meta events.Meta, p authz.Principal, ref, userID string) (ProjectState, uint64, error) {
+	return s.updateProject(ctx, meta, p, ref, authz.ProjectManage, func(ps ProjectState) ([]handlers.Change, error) {
+		return DecideRemoveMember(ps, userID)
+	})
+}
+
+// modelID resolves a model name in a project through its reservation.
+func (s *Service) modelID(ctx context.Context, projectID, name string) (string, error) {
+	if !ValidModelName(name) {
+		return "", modelMissing()
+	}
+	r, _, err := s.names.Load(ctx, events.ReservationSubject(events.AggModelName, ModelNameKey(projectID, name)))
+	if err != nil {
+		return "", err
+	}
+	if !r.Taken {
+		return "", modelMissing()
+	}
+	return r.OwnerID, nil
+}
+
+// Model returns a model (deleted ones too) for a principal allowed to read the project.
+func (s *Service) Model(ctx context.Context, p authz.Principal, ref, name string) (ProjectState, ModelState, error) {
+	ps, err := s.authorizeProject(ctx, p, ref, authz.ProjectRead)
+	if err != nil {
+		return ps, ModelState{}, err
+	}
+	id, err := s.modelID(ctx, ps.ID, name)
+	if err != nil {
+		return ps, ModelState{}, err
+	}
+	m, _, err := s.models.Load(ctx, events.Subject(events.AggModel, id))
+	return ps, m, err
+}
+
+// CreateModel registers a new model in a project (editors).
+func (s *Service) CreateModel(ctx context.Context, meta events.Meta, p authz.Principal, ref string, c CreateModel) (ModelState, uint64, error) {
+	ps, err := s.authorizeProject(ctx, p, ref, authz.ModelWrite)
+	if err != nil {
+		return ModelState{}, 0, err
+	}
+	c.ModelID = handlers.IDFor(meta, "model")
+	nameSubj := events.ReservationSubject(events.AggModelName, ModelNameKey(ps.ID, c.Name))
+	return s.models.Update(ctx, events.Subject(events.AggModel, c.ModelID), meta,
+		func(m ModelState, _ uint64) ([]handlers.Change, map[string]uint64, error) {
+			if m.Created {
+				return nil, nil, nil
+			}
+			res, rv, err := s.names.Load(ctx, nameSubj)
+			if err != nil {
+				return nil, nil, err
+			}
+			changes, err := DecideCreateModel(ps, res, c)
+			return changes, map[string]uint64{nameSubj: rv}, err
+		})
+}
+
+// UpdateModelFunc runs a model command: authorize action in the project,
+// resolve the model, and decide on its current state. Every model command
+// goes through it, so none can skip the project check.
+func (s *Service) UpdateModelFunc(ctx context.Context, meta events.Meta, p authz.Principal, ref, name string, action authz.Action,
+	decide func(ProjectState, ModelState) ([]handlers.Change, error)) (ModelState, uint64, error) {
+	ps, err := s.authorizeProject(ctx, p, ref, action)
+	if err != nil {
+		return ModelState{}, 0, err
+	}
+	id, err := s.modelID(ctx, ps.ID, name)
+	if err != nil {
+		return ModelState{}, 0, err
+	}
+	return s.models.Update(ctx, events.Subject(events.AggModel, id), meta,
+		func(m ModelState, _ uint64) ([]handlers.Change, map[string]uint64, error) {
+			if err := notArchived(ps); err != nil {
+				return nil, nil, err
+			}
+			ch, err := decide(ps, m)
+			return ch, nil, err
+		})
+}
+
+// AuthorizeModelWrite checks, before an upload is streamed, that p may write
+// version v's artifacts; it returns the project and model state.
+func (s *Service) AuthorizeModelWrite(ctx context.Context, p authz.Principal, ref, name string, v int) (ProjectState, ModelState, error) {
+	ps, err := s.authorizeProject(ctx, p, ref, authz.ModelWrite)
+	if err != nil {
+		return ps, ModelState{}, err
+	}
+	if err := notArchived(ps); err != nil {
+		return ps, ModelState{}, err
+	}
+	id, err := s.modelID(ctx, ps.ID, name)
+	if err != nil {
+		return ps, ModelState{}, err
+	}
+	m, _, err := s.models.Load(ctx, events.Subject(events.AggModel, id))
+	if err != nil {
+		return ps, m, err
+	}
+	if _, err := liveVersion(m, v); err != nil {
+		return ps, m, err
+	}
+	return ps, m, nil
+}
+
+// ModelHistory returns a model's events in order, for point-in-time answers.
+func (s *Service) ModelHistory(ctx context.Context, modelID string) ([]events.Envelope, error) {
+	evs, _, err := s.store.Load(ctx, events.Subject(events.AggModel, modelID), 0)
+	return evs, err
+}
