@@ -22,12 +22,14 @@ import (
 	"github.com/maestro-ml/maestro/authz"
 	"github.com/maestro-ml/maestro/events"
 	"github.com/maestro-ml/maestro/handlers/identity"
+	"github.com/maestro-ml/maestro/handlers/registry"
 	"github.com/maestro-ml/maestro/projections"
 )
 
 // Deps is what the API needs from the rest of the platform.
 type Deps struct {
 	Identity    *identity.Service
+	Registry    *registry.Service
 	Queries     *projections.Queries
 	Waiter      *projections.Waiter
 	Tokens      *auth.Tokens

@@ -28,6 +28,7 @@ import (
 	"github.com/maestro-ml/maestro/auth"
 	"github.com/maestro-ml/maestro/events"
 	"github.com/maestro-ml/maestro/handlers/identity"
+	"github.com/maestro-ml/maestro/handlers/registry"
 	"github.com/maestro-ml/maestro/pgcluster"
 	"github.com/maestro-ml/maestro/projections"
 )
@@ -77,6 +78,7 @@ type Platform struct {
 	Pool     *pgxpool.Pool
 	Store    *events.Store
 	Identity *identity.Service
+	Registry *registry.Service
 	Waiter   *projections.Waiter
 	Queries  *projections.Queries
 	API      *api.Server
@@ -159,6 +161,7 @@ func Start(ctx context.Context, cfg Config) (_ *Platform, err error) {
 	}
 	p.Identity = identity.NewService(identity.Config{Store: p.Store, Hasher: auth.NewHasher(cfg.Argon2), Tokens: tokens,
 		Now: cfg.Now, Throttle: cfg.Throttle, Sessions: cfg.Sessions})
+	p.Registry = registry.NewService(p.Store, p.Identity.UserActive)
 	p.Queries = projections.NewQueries(p.Pool)
 	p.Waiter = projections.NewWaiter(p.Pool)
 
@@ -185,7 +188,7 @@ func Start(ctx context.Context, cfg Config) (_ *Platform, err error) {
 		if err != nil {
 			return nil, fmt.Errorf("idempotency bucket: %w", err)
 		}
-		p.API = api.New(api.Deps{Identity: p.Identity, Queries: p.Queries, Waiter: p.Waiter, Tokens: tokens, Keys: keys,
+		p.API = api.New(api.Deps{Identity: p.Identity, Registry: p.Registry, Queries: p.Queries, Waiter: p.Waiter, Tokens: tokens, Keys: keys,
 			Idempotency: kv, Logger: p.log, RegistrationOpen: cfg.RegistrationOpen,
 			StreamLastSeq: p.Store.LastSequence, Ready: p.ready})
 		if err := p.serveHTTP(); err != nil {
