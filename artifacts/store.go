@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"hash"
 	"io"
+	"strings"
 	"time"
 )
 
@@ -23,7 +24,7 @@ const digestPrefix = "sha256:"
 // ParseDigest accepts only the canonical form, so that one content has exactly
 // one name and a digest can safely become a file name or object key.
 func ParseDigest(s string) (Digest, error) {
-	h, ok := cutPrefix(s, digestPrefix)
+	h, ok := strings.CutPrefix(s, digestPrefix)
 	if !ok || len(h) != sha256.Size*2 {
 		return "", fmt.Errorf("artifacts: digest %q: want %s followed by 64 lowercase hex digits", s, digestPrefix)
 	}
@@ -34,13 +35,6 @@ func ParseDigest(s string) (Digest, error) {
 		}
 	}
 	return Digest(s), nil
-}
-
-func cutPrefix(s, prefix string) (string, bool) {
-	if len(s) < len(prefix) || s[:len(prefix)] != prefix {
-		return s, false
-	}
-	return s[len(prefix):], true
 }
 
 // Hex is the digest without its algorithm prefix, the form used in paths and keys.

@@ -42,5 +42,5 @@ func (Audit) Apply(ctx context.Context, tx pgx.Tx, evs []events.Envelope) error 
 
 // All is the registry of every projection, in the order they are started.
 func All() []Projection {
-	return []Projection{Users{}, Sessions{}, Audit{}}
+	return []Projection{Users{}, Sessions{}, Audit{}, Projects{}, Models{}}
 }

@@ -85,7 +85,9 @@ type Page[T any] struct {
 // cursor is the position after the last item of a page. Tokens are opaque
 // to clients; they are only base64 so nobody mistakes them for an API.
 type cursor struct {
-	Seq int64 `json:"s"`
+	Seq int64  `json:"s,omitempty"`
+	Key string `json:"k,omitempty"` // sort key for name-ordered lists
+	ID  string `json:"i,omitempty"` // tie-breaker
 }
 
 func encodeCursor(c cursor) string {
@@ -98,7 +100,7 @@ func decodeCursor(token string) (cursor, error) {
 	if token == "" {
 		return c, nil
 	}
-	if len(token) > 128 {
+	if len(token) > 1024 {
 		return c, ErrBadPageToken
 	}
 	b, err := base64.RawURLEncoding.DecodeString(token)
