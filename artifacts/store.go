@@ -55,14 +55,14 @@ func (d Digest) valid() error {
 }
 
 // ErrNotFound means no blob is stored under the digest.
-var ErrNotFound = errors.New("artifacts: blob not found")
+var ErrNotFound = errors.New("blob not found")
 
 // ErrTooLarge means the content exceeded the size limit given to Put.
-var ErrTooLarge = errors.New("artifacts: content exceeds the size limit")
+var ErrTooLarge = errors.New("content exceeds the size limit")
 
 // ErrDigestMismatch means the content's digest differs from the one the
 // uploader declared, so the bytes were corrupted or the declaration was wrong.
-var ErrDigestMismatch = errors.New("artifacts: content does not match the expected digest")
+var ErrDigestMismatch = errors.New("content does not match the expected digest")
 
 // Blob is an open stored blob. It is an io.ReadSeeker so that
 // http.ServeContent can answer Range requests from it without buffering.
@@ -156,7 +156,7 @@ func (m *meter) digest() Digest { return digestOf(m.h) }
 func (m *meter) check(want Digest) (Digest, error) {
 	got := m.digest()
 	if want != "" && want != got {
-		return "", fmt.Errorf("%w: declared %s, received %s", ErrDigestMismatch, want, got)
+		return "", fmt.Errorf("artifacts: %w: declared %s, received %s", ErrDigestMismatch, want, got)
 	}
 	return got, nil
 }
