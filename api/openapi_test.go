@@ -27,6 +27,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net/http"
 	"net/url"
 	"slices"
@@ -158,6 +159,14 @@ func checkBounded(t *testing.T, where string, ref *openapi3.SchemaRef, closed bo
 	t.Helper()
 	s := ref.Value
 	switch {
+	case s.Type.Is("object") && s.AdditionalProperties.Schema != nil:
+		// A map (tags, metrics): bounded in entries, keys and values.
+		if s.MaxProps == nil || s.PropertyNames == nil {
+			t.Errorf("%s: a map needs maxProperties and propertyNames", where)
+		} else {
+			checkBounded(t, where+"{key}", s.PropertyNames, closed)
+		}
+		checkBounded(t, where+"{value}", s.AdditionalProperties.Schema, closed)
 	case s.Type.Is("object"):
 		if closed && (s.AdditionalProperties.Has == nil || *s.AdditionalProperties.Has) {
 			t.Errorf("%s: request objects need additionalProperties: false", where)
@@ -486,6 +495,7 @@ func TestOpenAPIConformance(t *testing.T) {
 		"listAuditEntries":    {200, 400, 401, 403},
 		"getProjectionStatus": {200, 401, 403},
 	}
+	maps.Copy(want, walkRegistry(t, e, admin.AccessToken)) // registry_test.go
 	doc := loadOpenAPI(t)
 	for _, o := range operations(doc) {
 		codes, ok := want[o.op.OperationID]

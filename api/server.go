@@ -18,6 +18,7 @@ import (
 	"github.com/go-chi/chi/v5"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/maestro-ml/maestro/artifacts"
 	"github.com/maestro-ml/maestro/auth"
 	"github.com/maestro-ml/maestro/authz"
 	"github.com/maestro-ml/maestro/events"
@@ -28,14 +29,17 @@ import (
 
 // Deps is what the API needs from the rest of the platform.
 type Deps struct {
-	Identity    *identity.Service
-	Registry    *registry.Service
-	Queries     *projections.Queries
-	Waiter      *projections.Waiter
-	Tokens      *auth.Tokens
-	Keys        *auth.KeySet
-	Idempotency jetstream.KeyValue
-	Logger      *slog.Logger
+	Identity *identity.Service
+	Registry *registry.Service
+	Blobs    artifacts.Store
+	// ArtifactMaxBytes bounds one artifact upload (default 5 GiB).
+	ArtifactMaxBytes int64
+	Queries          *projections.Queries
+	Waiter           *projections.Waiter
+	Tokens           *auth.Tokens
+	Keys             *auth.KeySet
+	Idempotency      jetstream.KeyValue
+	Logger           *slog.Logger
 	// StreamLastSeq is the event stream's last sequence.
 	StreamLastSeq func(ctx context.Context) (uint64, error)
 	// Ready reports whether dependencies (Postgres, NATS) are reachable.
@@ -57,6 +61,8 @@ type Route struct {
 	Public bool
 	// Command routes honour Idempotency-Key and read-your-writes.
 	Command bool
+	// MaxBody overrides the default request body limit (artifact uploads).
+	MaxBody int64
 	handle  func(w http.ResponseWriter, r *http.Request) error
 }
 
@@ -71,6 +77,9 @@ type Server struct {
 func New(d Deps) *Server {
 	if d.WaitTimeout <= 0 {
 		d.WaitTimeout = 2 * time.Second
+	}
+	if d.ArtifactMaxBytes <= 0 {
+		d.ArtifactMaxBytes = 5 << 30
 	}
 	if d.MaxBodyBytes <= 0 {
 		d.MaxBodyBytes = 64 << 10
@@ -91,7 +100,7 @@ func (s *Server) Routes() []Route { return append([]Route(nil), s.routes...) }
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
 
 func (s *Server) table() []Route {
-	return []Route{
+	return append([]Route{
 		{Method: "GET", Pattern: "/healthz", Public: true, handle: s.healthz},
 		{Method: "GET", Pattern: "/readyz", Public: true, handle: s.readyz},
 		{Method: "GET", Pattern: "/.well-known/jwks.json", Public: true, handle: s.jwks},
@@ -107,7 +116,7 @@ func (s *Server) table() []Route {
 		{Method: "PATCH", Pattern: "/api/v1/users/{id}", Command: true, handle: s.patchUser},
 		{Method: "GET", Pattern: "/api/v1/audit", handle: s.listAudit},
 		{Method: "GET", Pattern: "/api/v1/projections", handle: s.projectionStatus},
-	}
+	}, s.registryRoutes()...)
 }
 
 func (s *Server) router() chi.Router {
@@ -156,6 +165,9 @@ func (s *Server) endpoint(rt Route) http.Handler {
 		h = s.authenticate(h)
 	}
 	limit := s.deps.MaxBodyBytes
+	if rt.MaxBody > 0 {
+		limit = rt.MaxBody
+	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		r.Body = http.MaxBytesReader(w, r.Body, limit)
 		h.ServeHTTP(w, r)
@@ -192,6 +204,10 @@ func (s *statusRecorder) WriteHeader(code int) {
 	}
 	s.ResponseWriter.WriteHeader(code)
 }
+
+// Unwrap lets http.ResponseController reach the connection (artifact
+// transfers extend their deadlines through it).
+func (s *statusRecorder) Unwrap() http.ResponseWriter { return s.ResponseWriter }
 
 func (s *statusRecorder) Write(b []byte) (int, error) {
 	if s.status == 0 {

@@ -42,7 +42,7 @@ type ModelCreatedData struct {
 type ModelUpdatedData struct {
 	ModelID     string            `json:"model_id"`
 	Description *string           `json:"description,omitempty"`
-	Tags        map[string]string `json:"tags,omitempty"`
+	Tags        map[string]string `json:"tags,omitzero"` // nil = unchanged; {} clears
 }
 
 // ModelLifecycleData: a model was soft-deleted or restored.
@@ -68,7 +68,7 @@ type ModelVersionUpdatedData struct {
 	ModelID     string            `json:"model_id"`
 	Version     int               `json:"version"`
 	Description *string           `json:"description,omitempty"`
-	Tags        map[string]string `json:"tags,omitempty"`
+	Tags        map[string]string `json:"tags,omitzero"` // nil = unchanged; {} clears
 }
 
 // ModelVersionDeletedData: a version was soft-deleted.

@@ -25,6 +25,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/maestro-ml/maestro/api"
+	"github.com/maestro-ml/maestro/artifacts"
 	"github.com/maestro-ml/maestro/auth"
 	"github.com/maestro-ml/maestro/events"
 	"github.com/maestro-ml/maestro/handlers/identity"
@@ -60,6 +61,14 @@ type Config struct {
 	Throttle       identity.ThrottlePolicy
 	Argon2         auth.Argon2Params
 
+	// ArtifactDir is the filesystem blob store (default DataDir/artifacts),
+	// used unless S3.Endpoint is set.
+	ArtifactDir string
+	// S3 configures the S3-compatible blob store.
+	S3 artifacts.S3Config
+	// ArtifactMaxBytes bounds one artifact upload.
+	ArtifactMaxBytes int64
+
 	// API and Worker choose the roles of this process (serve runs both).
 	API, Worker bool
 
@@ -79,6 +88,7 @@ type Platform struct {
 	Store    *events.Store
 	Identity *identity.Service
 	Registry *registry.Service
+	Blobs    artifacts.Store
 	Waiter   *projections.Waiter
 	Queries  *projections.Queries
 	API      *api.Server
@@ -95,7 +105,7 @@ func DefaultConfig() Config {
 	return Config{
 		DataDir: ".maestro", HTTPAddr: "127.0.0.1:8080", NATSListen: "127.0.0.1:4222",
 		SyncAlways: true, RegistrationOpen: true, TokenIssuer: "maestro", TokenAudience: "maestro-api",
-		AccessTTL: 15 * time.Minute, Sessions: identity.DefaultSessionPolicy(), Throttle: identity.DefaultThrottle(),
+		AccessTTL: 15 * time.Minute, ArtifactMaxBytes: 5 << 30, Sessions: identity.DefaultSessionPolicy(), Throttle: identity.DefaultThrottle(),
 		API: true, Worker: true,
 	}
 }
@@ -161,7 +171,10 @@ func Start(ctx context.Context, cfg Config) (_ *Platform, err error) {
 	}
 	p.Identity = identity.NewService(identity.Config{Store: p.Store, Hasher: auth.NewHasher(cfg.Argon2), Tokens: tokens,
 		Now: cfg.Now, Throttle: cfg.Throttle, Sessions: cfg.Sessions})
-	p.Registry = registry.NewService(p.Store, p.Identity.UserActive)
+	p.Registry = registry.NewService(p.Store, p.Identity.UserActive, cfg.Now)
+	if p.Blobs, err = openBlobs(ctx, cfg); err != nil {
+		return nil, err
+	}
 	p.Queries = projections.NewQueries(p.Pool)
 	p.Waiter = projections.NewWaiter(p.Pool)
 
@@ -188,7 +201,7 @@ func Start(ctx context.Context, cfg Config) (_ *Platform, err error) {
 		if err != nil {
 			return nil, fmt.Errorf("idempotency bucket: %w", err)
 		}
-		p.API = api.New(api.Deps{Identity: p.Identity, Registry: p.Registry, Queries: p.Queries, Waiter: p.Waiter, Tokens: tokens, Keys: keys,
+		p.API = api.New(api.Deps{Identity: p.Identity, Registry: p.Registry, Blobs: p.Blobs, ArtifactMaxBytes: cfg.ArtifactMaxBytes, Queries: p.Queries, Waiter: p.Waiter, Tokens: tokens, Keys: keys,
 			Idempotency: kv, Logger: p.log, RegistrationOpen: cfg.RegistrationOpen,
 			StreamLastSeq: p.Store.LastSequence, Ready: p.ready})
 		if err := p.serveHTTP(); err != nil {
@@ -436,4 +449,23 @@ func DataDirBusy(dataDir string) bool {
 	}
 	f.Close()
 	return false
+}
+
+func openBlobs(ctx context.Context, cfg Config) (artifacts.Store, error) {
+	if cfg.S3.Endpoint != "" {
+		s, err := artifacts.NewS3(ctx, cfg.S3)
+		if err != nil {
+			return nil, fmt.Errorf("S3 artifact store (MAESTRO_S3_*): %w", err)
+		}
+		return s, nil
+	}
+	dir := cfg.ArtifactDir
+	if dir == "" {
+		dir = filepath.Join(cfg.DataDir, "artifacts")
+	}
+	fs, err := artifacts.NewFS(dir)
+	if err != nil {
+		return nil, fmt.Errorf("artifact dir %s: %w", dir, err)
+	}
+	return fs, nil
 }

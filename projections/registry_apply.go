@@ -75,11 +75,12 @@ func (Models) Tables() []string {
 	return []string{"models", "model_versions", "model_aliases", "model_artifacts"}
 }
 
-func jsonOrNil(v any) ([]byte, error) {
-	if v == nil {
+// jsonOrNil encodes a map, or gives SQL NULL for a nil one ("unchanged").
+func jsonOrNil[M ~map[string]V, V any](m M) ([]byte, error) {
+	if m == nil {
 		return nil, nil
 	}
-	return json.Marshal(v)
+	return json.Marshal(m)
 }
 
 // Apply implements Projection.
@@ -193,6 +194,7 @@ func applyModelEvent(b *pgx.Batch, e events.Envelope) error {
 		if err := e.Decode(&d); err != nil {
 			return err
 		}
+		b.Queue(`UPDATE model_versions SET updated_at = $3 WHERE model_id = $1 AND version = $2`, d.ModelID, d.Version, e.Time)
 		b.Queue(`INSERT INTO model_artifacts (model_id, version, path, digest, size, content_type, recorded_at) VALUES ($1, $2, $3, $4, $5, $6, $7)
 			ON CONFLICT (model_id, version, path) DO UPDATE SET digest = EXCLUDED.digest, size = EXCLUDED.size,
 			content_type = EXCLUDED.content_type, recorded_at = EXCLUDED.recorded_at`, d.ModelID, d.Version, d.Path, d.Digest, d.Size, d.ContentType, e.Time)

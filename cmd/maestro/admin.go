@@ -10,6 +10,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/maestro-ml/maestro/artifacts"
 	"github.com/maestro-ml/maestro/platform"
 	"github.com/maestro-ml/maestro/projections"
 )
@@ -170,3 +171,62 @@ func (versionCmd) Run() error {
 	fmt.Println("maestro", version)
 	return nil
 }
+
+type artifactsCmd struct {
+	GC artifactsGCCmd `cmd:"" name:"gc" help:"Delete blobs that no recorded artifact references."`
+}
+
+type artifactsGCCmd struct {
+	Grace  time.Duration `default:"1h" help:"Keep unreferenced blobs younger than this (uploads in flight)."`
+	DryRun bool          `name:"dry-run" help:"Report what would be deleted without deleting."`
+}
+
+func (g artifactsGCCmd) Run(ctx context.Context, c *Common) error {
+	p, err := attach(ctx, c, true)
+	if err != nil {
+		return err
+	}
+	defer shutdown(p)
+	// The models projection must have every artifact event before we judge
+	// a blob unreferenced.
+	last, err := p.Store.LastSequence(ctx)
+	if err != nil {
+		return err
+	}
+	wctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+	defer cancel()
+	if !p.Waiter.Wait(wctx, last, projections.Models{}.Name()) {
+		return fmt.Errorf("the models projection did not reach sequence %d; is a worker running?", last)
+	}
+	var refErr error
+	referenced := func(d artifacts.Digest) bool {
+		ok, err := p.Queries.Referenced(ctx, string(d))
+		if err != nil {
+			refErr = err
+			return true // when in doubt, keep
+		}
+		return ok
+	}
+	store := p.Blobs
+	if g.DryRun {
+		store = dryRun{store}
+	}
+	res, err := artifacts.GC(ctx, store, referenced, g.Grace, time.Now())
+	if err != nil {
+		return err
+	}
+	if refErr != nil {
+		return fmt.Errorf("checking references: %w", refErr)
+	}
+	verb := "deleted"
+	if g.DryRun {
+		verb = "would delete"
+	}
+	fmt.Printf("scanned %d blobs: %s %d (%d bytes), kept %d\n", res.Scanned, verb, res.Deleted, res.BytesFreed, res.Kept)
+	return nil
+}
+
+// dryRun is a store whose Delete does nothing.
+type dryRun struct{ artifacts.Store }
+
+func (dryRun) Delete(context.Context, artifacts.Digest) error { return nil }

@@ -18,6 +18,7 @@ import (
 
 	"github.com/alecthomas/kong"
 
+	"github.com/maestro-ml/maestro/artifacts"
 	"github.com/maestro-ml/maestro/handlers/identity"
 	"github.com/maestro-ml/maestro/pgcluster"
 	"github.com/maestro-ml/maestro/platform"
@@ -33,6 +34,14 @@ type Common struct {
 	NATSURL     string `name:"nats-url" env:"MAESTRO_NATS_URL" help:"Use this NATS server (with JetStream) instead of the embedded one."`
 	NATSUser    string `name:"nats-user" env:"MAESTRO_NATS_USER" help:"User for MAESTRO_NATS_URL."`
 	NATSPass    string `name:"nats-password" env:"MAESTRO_NATS_PASSWORD" hidden:"" help:"Password for MAESTRO_NATS_URL (prefer the variable: flags show in ps)."`
+	ArtifactDir string `name:"artifact-dir" env:"MAESTRO_ARTIFACT_DIR" help:"Filesystem artifact store; default <data-dir>/artifacts (ignored when MAESTRO_S3_ENDPOINT is set)."`
+	S3Endpoint  string `name:"s3-endpoint" env:"MAESTRO_S3_ENDPOINT" help:"S3-compatible endpoint (host:port) for artifacts, e.g. MinIO."`
+	S3Bucket    string `name:"s3-bucket" env:"MAESTRO_S3_BUCKET" help:"Bucket for artifacts (created if missing)."`
+	S3Region    string `name:"s3-region" env:"MAESTRO_S3_REGION" help:"S3 region."`
+	S3AccessKey string `name:"s3-access-key" env:"MAESTRO_S3_ACCESS_KEY" help:"S3 access key."`
+	S3SecretKey string `name:"s3-secret-key" env:"MAESTRO_S3_SECRET_KEY" hidden:"" help:"S3 secret key (prefer the variable)."`
+	S3TLS       bool   `name:"s3-tls" env:"MAESTRO_S3_TLS" default:"true" negatable:"" help:"Use HTTPS to reach S3."`
+	S3Prefix    string `name:"s3-prefix" env:"MAESTRO_S3_PREFIX" help:"Key prefix inside the bucket."`
 	LogLevel    string `name:"log-level" env:"MAESTRO_LOG_LEVEL" enum:"debug,info,warn,error" default:"info" help:"Log level."`
 	LogFormat   string `name:"log-format" env:"MAESTRO_LOG_FORMAT" enum:"json,text" default:"json" help:"Log format."`
 }
@@ -48,6 +57,7 @@ type ServerFlags struct {
 	SigningKeyFile  string        `name:"signing-key-file" env:"MAESTRO_SIGNING_KEY_FILE" help:"Ed25519 PKCS#8 PEM key for tokens; default <data-dir>/keys/signing-key.pem, generated on first start. Share it between API instances."`
 	AccessTTL       time.Duration `name:"access-token-ttl" env:"MAESTRO_ACCESS_TOKEN_TTL" default:"15m" help:"Access token lifetime (at most 15m)."`
 	RefreshIdle     time.Duration `name:"refresh-idle-ttl" env:"MAESTRO_REFRESH_IDLE_TTL" default:"72h" help:"A refresh token unused this long expires."`
+	ArtifactMax     int64         `name:"artifact-max-bytes" env:"MAESTRO_ARTIFACT_MAX_BYTES" default:"5368709120" help:"Largest artifact upload in bytes (default 5 GiB)."`
 	RefreshAbsolute time.Duration `name:"refresh-absolute-ttl" env:"MAESTRO_REFRESH_ABSOLUTE_TTL" default:"720h" help:"No session lives longer than this."`
 }
 
@@ -57,6 +67,7 @@ type cli struct {
 	API         apiCmd         `cmd:"" name:"api" help:"Run only the HTTP API (scale-out; needs MAESTRO_NATS_URL and MAESTRO_DATABASE_URL)."`
 	Worker      workerCmd      `cmd:"" help:"Run only the projection workers (scale-out; needs MAESTRO_NATS_URL and MAESTRO_DATABASE_URL)."`
 	Admin       adminCmd       `cmd:"" help:"Administer users."`
+	Artifacts   artifactsCmd   `cmd:"" help:"Maintain the artifact store."`
 	Projections projectionsCmd `cmd:"" help:"Inspect and rebuild projections."`
 	Version     versionCmd     `cmd:"" help:"Print the version."`
 }
@@ -73,6 +84,10 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	if err := c.Common.validate(); err != nil {
+		fmt.Fprintf(os.Stderr, "maestro: %s\n", err)
+		os.Exit(2)
+	}
 	kctx.BindTo(ctx, (*context.Context)(nil))
 	if err := kctx.Run(&c.Common); err != nil {
 		fmt.Fprintf(os.Stderr, "maestro: %s\n", explain(err))
@@ -86,7 +101,7 @@ var flagEnv = map[string]string{
 	"--http-addr": "MAESTRO_HTTP_ADDR", "--nats-listen": "MAESTRO_NATS_LISTEN", "--nats-sync": "MAESTRO_NATS_SYNC",
 	"--registration": "MAESTRO_REGISTRATION", "--access-token-ttl": "MAESTRO_ACCESS_TOKEN_TTL",
 	"--refresh-idle-ttl": "MAESTRO_REFRESH_IDLE_TTL", "--refresh-absolute-ttl": "MAESTRO_REFRESH_ABSOLUTE_TTL",
-	"--log-level": "MAESTRO_LOG_LEVEL", "--log-format": "MAESTRO_LOG_FORMAT",
+	"--log-level": "MAESTRO_LOG_LEVEL", "--artifact-max-bytes": "MAESTRO_ARTIFACT_MAX_BYTES", "--s3-tls": "MAESTRO_S3_TLS", "--log-format": "MAESTRO_LOG_FORMAT",
 }
 
 func explainParseError(err error) string {
@@ -128,7 +143,17 @@ func (c *Common) config() platform.Config {
 	cfg.NATSURL = c.NATSURL
 	cfg.NATSUser, cfg.NATSPassword = c.NATSUser, c.NATSPass
 	cfg.Logger = c.logger()
+	cfg.ArtifactDir = c.ArtifactDir
+	cfg.S3 = artifacts.S3Config{Endpoint: c.S3Endpoint, Bucket: c.S3Bucket, Region: c.S3Region,
+		AccessKey: c.S3AccessKey, SecretKey: c.S3SecretKey, UseTLS: c.S3TLS, Prefix: c.S3Prefix}
 	return cfg
+}
+
+func (c *Common) validate() error {
+	if c.S3Endpoint != "" && (c.S3Bucket == "" || c.S3AccessKey == "" || c.S3SecretKey == "") {
+		return errors.New("MAESTRO_S3_ENDPOINT needs MAESTRO_S3_BUCKET, MAESTRO_S3_ACCESS_KEY and MAESTRO_S3_SECRET_KEY")
+	}
+	return nil
 }
 
 func (s *ServerFlags) apply(cfg *platform.Config) error {
@@ -166,6 +191,10 @@ func (s *ServerFlags) apply(cfg *platform.Config) error {
 		return errors.New("MAESTRO_REFRESH_IDLE_TTL must be positive and at most MAESTRO_REFRESH_ABSOLUTE_TTL")
 	}
 	cfg.Sessions = identity.SessionPolicy{Idle: s.RefreshIdle, Absolute: s.RefreshAbsolute}
+	if s.ArtifactMax < 1 {
+		return errors.New("MAESTRO_ARTIFACT_MAX_BYTES (--artifact-max-bytes) must be at least 1")
+	}
+	cfg.ArtifactMaxBytes = s.ArtifactMax
 	return nil
 }
 

@@ -496,6 +496,10 @@ func DecideRecordArtifact(s ModelState, v int, a Artifact) ([]handlers.Change, e
 	if !ValidArtifactPath(a.Path) {
 		return nil, invalid("artifact path must be a relative path without '.', '..' or empty segments")
 	}
+	ver, _ := s.Version(v)
+	if cur, ok := ver.Artifacts[a.Path]; ok && cur.Digest == a.Digest && cur.Size == a.Size && cur.ContentType == a.ContentType {
+		return nil, nil // the same bytes again: PUT is idempotent
+	}
 	return []handlers.Change{{Subject: modelSubject(s), Type: events.ModelArtifactRecorded,
 		Data: events.ModelArtifactRecordedData{ModelID: s.ID, Version: v, Path: a.Path, Digest: a.Digest, Size: a.Size, ContentType: a.ContentType}}}, nil
 }

@@ -2,6 +2,7 @@ package registry
 
 import (
 	"context"
+	"time"
 
 	"github.com/google/uuid"
 
@@ -16,6 +17,7 @@ type UserLookup func(ctx context.Context, userID string) (bool, error)
 
 // Service handles project and model commands.
 type Service struct {
+	now      func() time.Time
 	store    *events.Store
 	projects *handlers.Repository[ProjectState]
 	models   *handlers.Repository[ModelState]
@@ -24,9 +26,13 @@ type Service struct {
 }
 
 // NewService builds the registry service.
-func NewService(store *events.Store, users UserLookup) *Service {
+func NewService(store *events.Store, users UserLookup, now func() time.Time) *Service {
+	if now == nil {
+		now = time.Now
+	}
 	taken := func(r ReservationState) bool { return r.Taken }
 	return &Service{
+		now:      now,
 		store:    store,
 		projects: handlers.NewRepository(store, EvolveProject, 10000),
 		models:   handlers.NewRepository(store, EvolveModel, 10000).WithClone(CloneModel),
@@ -46,8 +52,8 @@ func forbidden(detail string) error {
 // projectID resolves a project reference (slug or id) on the write side:
 // slugs through their reservation, which never changes once taken.
 func (s *Service) projectID(ctx context.Context, ref string) (string, error) {
-	if _, err := uuid.Parse(ref); err == nil && len(ref) == 36 {
-		return ref, nil
+	if id, err := uuid.Parse(ref); err == nil && len(ref) == 36 {
+		return id.String(), nil // canonical lower case, as in subjects
 	}
 	if !ValidSlug(ref) {
 		return "", notFound("project")
@@ -95,6 +101,7 @@ func (s *Service) CreateProject(ctx context.Context, meta events.Meta, p authz.P
 	}
 	id := handlers.IDFor(meta, "project")
 	slugSubj := events.ReservationSubject(events.AggProjectSlug, Slug(name))
+	meta.Time = s.now()
 	return s.projects.Update(ctx, events.Subject(events.AggProject, id), meta,
 		func(ps ProjectState, _ uint64) ([]handlers.Change, map[string]uint64, error) {
 			if ps.Created {
@@ -116,6 +123,7 @@ func (s *Service) updateProject(ctx context.Context, meta events.Meta, p authz.P
 	if err != nil {
 		return ps, 0, err
 	}
+	meta.Time = s.now()
 	return s.projects.Update(ctx, events.Subject(events.AggProject, ps.ID), meta,
 		func(cur ProjectState, _ uint64) ([]handlers.Change, map[string]uint64, error) {
 			// Re-check on the state we decide on: a role may have changed.
@@ -204,6 +212,7 @@ func (s *Service) CreateModel(ctx context.Context, meta events.Meta, p authz.Pri
 	}
 	c.ModelID = handlers.IDFor(meta, "model")
 	nameSubj := events.ReservationSubject(events.AggModelName, ModelNameKey(ps.ID, c.Name))
+	meta.Time = s.now()
 	return s.models.Update(ctx, events.Subject(events.AggModel, c.ModelID), meta,
 		func(m ModelState, _ uint64) ([]handlers.Change, map[string]uint64, error) {
 			if m.Created {
@@ -231,6 +240,7 @@ func (s *Service) UpdateModelFunc(ctx context.Context, meta events.Meta, p authz
 	if err != nil {
 		return ModelState{}, 0, err
 	}
+	meta.Time = s.now()
 	return s.models.Update(ctx, events.Subject(events.AggModel, id), meta,
 		func(m ModelState, _ uint64) ([]handlers.Change, map[string]uint64, error) {
 			if err := notArchived(ps); err != nil {

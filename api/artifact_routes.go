@@ -1,0 +1,222 @@
+package api
+
+import (
+	"encoding/base64"
+	"errors"
+	"mime"
+	"net/http"
+	"path"
+	"strings"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+
+	"github.com/maestro-ml/maestro/artifacts"
+	"github.com/maestro-ml/maestro/authz"
+	"github.com/maestro-ml/maestro/handlers"
+	"github.com/maestro-ml/maestro/handlers/registry"
+	"github.com/maestro-ml/maestro/projections"
+)
+
+const artifactsBase = "/api/v1/projects/{project}/models/{name}/versions/{version}/artifacts"
+
+// artifactTransferTimeout bounds one artifact upload or download; the
+// server's ordinary read/write timeouts are far too short for gigabytes.
+const artifactTransferTimeout = 2 * time.Hour
+
+func (s *Server) artifactRoutes() []Route {
+	return []Route{
+		{Method: "GET", Pattern: artifactsBase, handle: s.listArtifacts},
+		// Not a Command route: the body is streamed, never buffered for an
+		// idempotency record; PUT of the same bytes is a no-op by itself.
+		{Method: "PUT", Pattern: artifactsBase + "/*", MaxBody: s.deps.ArtifactMaxBytes + 1, handle: s.putArtifact},
+		{Method: "GET", Pattern: artifactsBase + "/*", handle: s.getArtifact},
+	}
+}
+
+// ArtifactResponse is one artifact of a model version.
+type ArtifactResponse struct {
+	Path        string    `json:"path"`
+	Digest      string    `json:"digest"`
+	Size        int64     `json:"size"`
+	ContentType string    `json:"content_type"`
+	RecordedAt  time.Time `json:"recorded_at"`
+}
+
+// ArtifactList is the body of GET .../artifacts.
+type ArtifactList struct {
+	Items []ArtifactResponse `json:"items"`
+}
+
+func artifactPathParam(r *http.Request) (string, error) {
+	p := chi.URLParam(r, "*")
+	if !registry.ValidArtifactPath(p) {
+		return "", problem("validation-failed", "artifact path must be a relative path without '.', '..' or empty segments")
+	}
+	return p, nil
+}
+
+// contentDigest reads an RFC 9530 Content-Digest header's sha-256 value.
+func contentDigest(h string) (artifacts.Digest, error) {
+	if h == "" {
+		return "", nil
+	}
+	for _, part := range strings.Split(h, ",") {
+		k, v, ok := strings.Cut(strings.TrimSpace(part), "=")
+		if !ok || !strings.EqualFold(k, "sha-256") {
+			continue
+		}
+		v = strings.Trim(v, ":")
+		raw, err := base64.StdEncoding.DecodeString(v)
+		if err != nil || len(raw) != 32 {
+			return "", problem("validation-failed", "Content-Digest sha-256 must be :<base64 of 32 bytes>:")
+		}
+		return artifacts.ParseDigest("sha256:" + hexString(raw))
+	}
+	return "", problem("validation-failed", "Content-Digest must include sha-256")
+}
+
+func hexString(b []byte) string {
+	const digits = "0123456789abcdef"
+	out := make([]byte, 2*len(b))
+	for i, c := range b {
+		out[2*i], out[2*i+1] = digits[c>>4], digits[c&15]
+	}
+	return string(out)
+}
+
+func (s *Server) putArtifact(w http.ResponseWriter, r *http.Request) error {
+	v, err := versionParam(r)
+	if err != nil {
+		return err
+	}
+	apath, err := artifactPathParam(r)
+	if err != nil {
+		return err
+	}
+	want, err := contentDigest(r.Header.Get("Content-Digest"))
+	if err != nil {
+		return err
+	}
+	ct := r.Header.Get("Content-Type")
+	if ct == "" {
+		ct = "application/octet-stream"
+	}
+	if _, _, err := mime.ParseMediaType(ct); err != nil || len(ct) > 255 {
+		return problem("validation-failed", "Content-Type must be a valid media type of at most 255 characters")
+	}
+	p, _ := principal(r.Context())
+	// Authorize before reading a byte: nobody may fill the store unasked.
+	if _, _, err := s.deps.Registry.AuthorizeModelWrite(r.Context(), p, chi.URLParam(r, "project"), chi.URLParam(r, "name"), v); err != nil {
+		return err
+	}
+	rc := http.NewResponseController(w)
+	_ = rc.SetReadDeadline(time.Now().Add(artifactTransferTimeout))
+	_ = rc.SetWriteDeadline(time.Now().Add(artifactTransferTimeout))
+	digest, size, err := s.deps.Blobs.Put(r.Context(), r.Body, s.deps.ArtifactMaxBytes, want)
+	switch {
+	case errors.Is(err, artifacts.ErrTooLarge):
+		return problem("payload-too-large", "the artifact exceeds the configured maximum size")
+	case errors.Is(err, artifacts.ErrDigestMismatch):
+		return problem("digest-mismatch", "the uploaded bytes do not match Content-Digest; nothing was stored")
+	case err != nil:
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return problem("payload-too-large", "the artifact exceeds the configured maximum size")
+		}
+		return err
+	}
+	art := registry.Artifact{Path: apath, Digest: string(digest), Size: size, ContentType: ct}
+	existed := false
+	m, seq, err := s.deps.Registry.UpdateModelFunc(r.Context(), meta(r), p, chi.URLParam(r, "project"), chi.URLParam(r, "name"), authz.ModelWrite,
+		func(_ registry.ProjectState, m registry.ModelState) ([]handlers.Change, error) {
+			ver, _ := m.Version(v)
+			_, existed = ver.Artifacts[apath]
+			return registry.DecideRecordArtifact(m, v, art)
+		})
+	if err != nil {
+		return err
+	}
+	ver, _ := m.Version(v)
+	rec := ver.Artifacts[apath]
+	status := http.StatusCreated
+	if existed {
+		status = http.StatusOK
+	}
+	s.respondCommand(w, r, status, seq, ArtifactResponse{Path: rec.Path, Digest: rec.Digest, Size: rec.Size,
+		ContentType: rec.ContentType, RecordedAt: apiTime(rec.RecordedAt)})
+	return nil
+}
+
+// readableVersion resolves a live version of a readable model.
+func (s *Server) readableVersion(r *http.Request) (projections.Model, int, error) {
+	m, err := s.readableModel(r)
+	if err != nil {
+		return m, 0, err
+	}
+	v, err := versionParam(r)
+	if err != nil {
+		return m, 0, err
+	}
+	ver, err := s.deps.Queries.Version(r.Context(), m.ID, v)
+	if errors.Is(err, projections.ErrNotFound) || (err == nil && (ver.Deleted || m.Deleted)) {
+		return m, 0, versionMissing()
+	}
+	return m, v, err
+}
+
+func (s *Server) listArtifacts(w http.ResponseWriter, r *http.Request) error {
+	if err := s.awaitMinSequence(r); err != nil {
+		return err
+	}
+	m, v, err := s.readableVersion(r)
+	if err != nil {
+		return err
+	}
+	list, err := s.deps.Queries.ListArtifacts(r.Context(), m.ID, v)
+	if err != nil {
+		return err
+	}
+	out := ArtifactList{Items: make([]ArtifactResponse, 0, len(list))}
+	for _, a := range list {
+		out.Items = append(out.Items, ArtifactResponse{Path: a.Path, Digest: a.Digest, Size: a.Size, ContentType: a.ContentType, RecordedAt: apiTime(a.RecordedAt)})
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+func (s *Server) getArtifact(w http.ResponseWriter, r *http.Request) error {
+	if err := s.awaitMinSequence(r); err != nil {
+		return err
+	}
+	apath, err := artifactPathParam(r)
+	if err != nil {
+		return err
+	}
+	m, v, err := s.readableVersion(r)
+	if err != nil {
+		return err
+	}
+	a, err := s.deps.Queries.Artifact(r.Context(), m.ID, v, apath)
+	if errors.Is(err, projections.ErrNotFound) {
+		return problem("not-found", "artifact not found")
+	}
+	if err != nil {
+		return err
+	}
+	blob, err := s.deps.Blobs.Open(r.Context(), artifacts.Digest(a.Digest))
+	if err != nil {
+		return err // a recorded blob that is gone is a server fault, not a 404
+	}
+	defer blob.Close()
+	_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(artifactTransferTimeout))
+	h := w.Header()
+	h.Set("ETag", `"`+a.Digest+`"`)
+	h.Set("Content-Type", a.ContentType)
+	h.Set("Cache-Control", "private, no-cache")
+	// User content served from the API origin must never run as a page.
+	h.Set("Content-Security-Policy", "sandbox; default-src 'none'")
+	h.Set("Content-Disposition", mime.FormatMediaType("attachment", map[string]string{"filename": path.Base(a.Path)}))
+	http.ServeContent(w, r, "", a.RecordedAt, blob)
+	return nil
+}
