@@ -2,9 +2,13 @@ package api
 
 import (
 	"encoding/base64"
+	"encoding/hex"
 	"errors"
+	"io"
+	"math"
 	"mime"
 	"net/http"
+	"net/url"
 	"path"
 	"strings"
 	"time"
@@ -24,12 +28,32 @@ const artifactsBase = "/api/v1/projects/{project}/models/{name}/versions/{versio
 // server's ordinary read/write timeouts are far too short for gigabytes.
 const artifactTransferTimeout = 2 * time.Hour
 
+// ArtifactPathParam is the name the OpenAPI document gives the trailing
+// chi wildcard ("/*") of the artifact routes: {path}, one or more segments.
+const ArtifactPathParam = "path"
+
+// SpecPath maps a route table pattern to its OpenAPI path: a trailing chi
+// wildcard "/*" becomes "/{path}" (OpenAPI has no multi-segment parameter,
+// so the document describes the artifact path as one parameter).
+func SpecPath(pattern string) string {
+	if p, ok := strings.CutSuffix(pattern, "/*"); ok {
+		return p + "/{" + ArtifactPathParam + "}"
+	}
+	return pattern
+}
+
 func (s *Server) artifactRoutes() []Route {
+	// The body limit sits one byte above the artifact limit so that the
+	// store, not the MaxBytesReader, is what notices an oversized upload.
+	maxBody := s.deps.ArtifactMaxBytes
+	if maxBody < math.MaxInt64 {
+		maxBody++
+	}
 	return []Route{
 		{Method: "GET", Pattern: artifactsBase, handle: s.listArtifacts},
 		// Not a Command route: the body is streamed, never buffered for an
 		// idempotency record; PUT of the same bytes is a no-op by itself.
-		{Method: "PUT", Pattern: artifactsBase + "/*", MaxBody: s.deps.ArtifactMaxBytes + 1, handle: s.putArtifact},
+		{Method: "PUT", Pattern: artifactsBase + "/*", MaxBody: maxBody, handle: s.putArtifact},
 		{Method: "GET", Pattern: artifactsBase + "/*", handle: s.getArtifact},
 	}
 }
@@ -48,8 +72,18 @@ type ArtifactList struct {
 	Items []ArtifactResponse `json:"items"`
 }
 
+// artifactPathParam is the artifact path: chi's wildcard, decoded. chi
+// matches against the escaped path when the request's escaping is not the
+// canonical one (RawPath set), so the wildcard is decoded here, before
+// validation: "a%2Fb" names "a/b" and "%2E%2E" is "..", refused.
 func artifactPathParam(r *http.Request) (string, error) {
 	p := chi.URLParam(r, "*")
+	if r.URL.RawPath != "" {
+		var err error
+		if p, err = url.PathUnescape(p); err != nil {
+			p = ""
+		}
+	}
 	if !registry.ValidArtifactPath(p) {
 		return "", problem("validation-failed", "artifact path must be a relative path without '.', '..' or empty segments")
 	}
@@ -63,26 +97,22 @@ func contentDigest(h string) (artifacts.Digest, error) {
 	}
 	for _, part := range strings.Split(h, ",") {
 		k, v, ok := strings.Cut(strings.TrimSpace(part), "=")
-		if !ok || !strings.EqualFold(k, "sha-256") {
+		if !ok || !strings.EqualFold(strings.TrimSpace(k), "sha-256") {
 			continue
 		}
-		v = strings.Trim(v, ":")
-		raw, err := base64.StdEncoding.DecodeString(v)
-		if err != nil || len(raw) != 32 {
+		// A structured-field byte sequence: ":" base64 ":" (RFC 8941 3.3.5).
+		v = strings.TrimSpace(v)
+		b64, ok := strings.CutPrefix(v, ":")
+		if ok {
+			b64, ok = strings.CutSuffix(b64, ":")
+		}
+		raw, err := base64.StdEncoding.DecodeString(b64)
+		if !ok || err != nil || len(raw) != 32 {
 			return "", problem("validation-failed", "Content-Digest sha-256 must be :<base64 of 32 bytes>:")
 		}
-		return artifacts.ParseDigest("sha256:" + hexString(raw))
+		return artifacts.ParseDigest("sha256:" + hex.EncodeToString(raw))
 	}
 	return "", problem("validation-failed", "Content-Digest must include sha-256")
-}
-
-func hexString(b []byte) string {
-	const digits = "0123456789abcdef"
-	out := make([]byte, 2*len(b))
-	for i, c := range b {
-		out[2*i], out[2*i+1] = digits[c>>4], digits[c&15]
-	}
-	return string(out)
 }
 
 func (s *Server) putArtifact(w http.ResponseWriter, r *http.Request) error {
@@ -110,20 +140,28 @@ func (s *Server) putArtifact(w http.ResponseWriter, r *http.Request) error {
 	if _, _, err := s.deps.Registry.AuthorizeModelWrite(r.Context(), p, chi.URLParam(r, "project"), chi.URLParam(r, "name"), v); err != nil {
 		return err
 	}
+	// A declared length over the limit is refused without reading a byte.
+	if r.ContentLength > s.deps.ArtifactMaxBytes {
+		return problem("payload-too-large", "the artifact exceeds the configured maximum size")
+	}
 	rc := http.NewResponseController(w)
 	_ = rc.SetReadDeadline(time.Now().Add(artifactTransferTimeout))
 	_ = rc.SetWriteDeadline(time.Now().Add(artifactTransferTimeout))
-	digest, size, err := s.deps.Blobs.Put(r.Context(), r.Body, s.deps.ArtifactMaxBytes, want)
+	body := &clientBody{Reader: r.Body}
+	digest, size, err := s.deps.Blobs.Put(r.Context(), body, s.deps.ArtifactMaxBytes, want)
+	var mbe *http.MaxBytesError
 	switch {
-	case errors.Is(err, artifacts.ErrTooLarge):
+	case err == nil:
+	case errors.Is(err, artifacts.ErrTooLarge), errors.As(err, &mbe):
 		return problem("payload-too-large", "the artifact exceeds the configured maximum size")
 	case errors.Is(err, artifacts.ErrDigestMismatch):
 		return problem("digest-mismatch", "the uploaded bytes do not match Content-Digest; nothing was stored")
-	case err != nil:
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			return problem("payload-too-large", "the artifact exceeds the configured maximum size")
-		}
+	case body.err != nil:
+		// The client went away mid-body (or sent a broken chunked body):
+		// its problem, not a server fault, and it will most likely never
+		// read this answer.
+		return problem("validation-failed", "the upload ended before the body was complete; nothing was stored")
+	default:
 		return err
 	}
 	art := registry.Artifact{Path: apath, Digest: string(digest), Size: size, ContentType: ct}
@@ -210,6 +248,7 @@ func (s *Server) getArtifact(w http.ResponseWriter, r *http.Request) error {
 	}
 	defer blob.Close()
 	_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(artifactTransferTimeout))
+	w = &contentProblems{ResponseWriter: w, r: r}
 	h := w.Header()
 	h.Set("ETag", `"`+a.Digest+`"`)
 	h.Set("Content-Type", a.ContentType)
@@ -220,3 +259,54 @@ func (s *Server) getArtifact(w http.ResponseWriter, r *http.Request) error {
 	http.ServeContent(w, r, "", a.RecordedAt, blob)
 	return nil
 }
+
+// clientBody remembers how reading the request body failed, so that a
+// client that went away mid-upload is told apart from a store that failed.
+type clientBody struct {
+	io.Reader
+	err error
+}
+
+func (b *clientBody) Read(p []byte) (int, error) {
+	n, err := b.Reader.Read(p)
+	if err != nil && err != io.EOF {
+		b.err = err
+	}
+	return n, err
+}
+
+// contentProblems turns the bare error answers of http.ServeContent (416
+// for a Range it cannot serve, 412 for a failed If-Match or
+// If-Unmodified-Since, both text or empty) into problem responses like
+// every other error of the API, and drops the text ServeContent writes.
+type contentProblems struct {
+	http.ResponseWriter
+	r       *http.Request
+	replied bool
+}
+
+func (c *contentProblems) WriteHeader(code int) {
+	var pe *problemError
+	switch code {
+	case http.StatusRequestedRangeNotSatisfiable:
+		pe = &problemError{code: "range-not-satisfiable", detail: "the Range header is malformed or lies outside the artifact"}
+	case http.StatusPreconditionFailed:
+		pe = &problemError{code: "precondition-failed", detail: "If-Match or If-Unmodified-Since does not hold for the artifact"}
+	default:
+		c.ResponseWriter.WriteHeader(code)
+		return
+	}
+	c.replied = true
+	c.Header().Del("Content-Disposition")
+	writeProblem(c.ResponseWriter, c.r, pe)
+}
+
+func (c *contentProblems) Write(b []byte) (int, error) {
+	if c.replied {
+		return len(b), nil
+	}
+	return c.ResponseWriter.Write(b)
+}
+
+// Unwrap keeps http.ResponseController working through the wrapper.
+func (c *contentProblems) Unwrap() http.ResponseWriter { return c.ResponseWriter }

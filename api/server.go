@@ -116,7 +116,7 @@ func (s *Server) table() []Route {
 		{Method: "PATCH", Pattern: "/api/v1/users/{id}", Command: true, handle: s.patchUser},
 		{Method: "GET", Pattern: "/api/v1/audit", handle: s.listAudit},
 		{Method: "GET", Pattern: "/api/v1/projections", handle: s.projectionStatus},
-	}, s.registryRoutes()...)
+	}, append(s.registryRoutes(), s.artifactRoutes()...)...)
 }
 
 func (s *Server) router() chi.Router {

@@ -20,7 +20,7 @@ import (
 )
 
 // Scenarios are the measurement groups, in run order.
-var Scenarios = []string{"append", "visible", "http", "rebuild"}
+var Scenarios = []string{"append", "visible", "http", "registry", "rebuild", "artifacts"}
 
 // Config sizes the run. The defaults finish in a few minutes on 2 cores.
 type Config struct {
@@ -32,6 +32,8 @@ type Config struct {
 	HTTPClients   int
 	HTTPLogins    int
 	HTTPMe        int
+	ArtifactMiB   int64    // size of the artifact uploaded and downloaded
+	ArtifactS3    bool     // also through S3 (gofakes3 in this process)
 	Only          []string // scenarios to run; empty = all
 	Log           io.Writer
 }
@@ -39,7 +41,7 @@ type Config struct {
 // DefaultConfig is what `make bench` runs.
 func DefaultConfig() Config {
 	return Config{Appends: 5000, Concurrency: 16, Visible: 1000, RebuildEvents: 100_000, FillWorkers: 8,
-		HTTPClients: 8, HTTPLogins: 2000, HTTPMe: 10_000, Log: os.Stderr}
+		HTTPClients: 8, HTTPLogins: 2000, HTTPMe: 10_000, ArtifactMiB: 1024, Log: os.Stderr}
 }
 
 type runner struct {
@@ -114,7 +116,13 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 				return err
 			}
 		}
-		return step("rebuild", func() error { return r.benchRebuild(ctx) })
+		if err := step("registry", func() error { return r.benchRegistry(ctx) }); err != nil {
+			return err
+		}
+		if err := step("rebuild", func() error { return r.benchRebuild(ctx) }); err != nil {
+			return err
+		}
+		return step("artifacts", func() error { return r.benchArtifacts(ctx) })
 	}()
 
 	host, _ := os.Hostname()

@@ -119,8 +119,8 @@ func (e *env) close() {
 }
 
 // startPlatform starts a whole Maestro (as testenv.Start does, without a
-// testing.T) on a fresh database and data dir.
-func (e *env) startPlatform(ctx context.Context, syncAlways, api, worker bool) (*platform.Platform, error) {
+// testing.T) on a fresh database and data dir; mods adjust the config.
+func (e *env) startPlatform(ctx context.Context, syncAlways, api, worker bool, mods ...func(*platform.Config)) (*platform.Platform, error) {
 	db, err := e.database(ctx)
 	if err != nil {
 		return nil, err
@@ -137,6 +137,9 @@ func (e *env) startPlatform(ctx context.Context, syncAlways, api, worker bool) (
 	cfg.Argon2 = fastArgon2
 	cfg.SyncAlways = syncAlways
 	cfg.API, cfg.Worker = api, worker
+	for _, m := range mods {
+		m(&cfg)
+	}
 	sctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
 	return platform.Start(sctx, cfg)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strings"
 	"sync"
 
@@ -92,6 +93,59 @@ func bearerPresent(_ context.Context, in *openapi3filter.AuthenticationInput) er
 	return nil
 }
 
+// FindRoute finds the document's operation for a request, as
+// ValidateExchange does (see findRoute for chi's trailing wildcard).
+func FindRoute(req *http.Request) (*routers.Route, map[string]string, error) {
+	_, router, err := OpenAPI()
+	if err != nil {
+		return nil, nil, err
+	}
+	_, route, params, err := findRoute(router, req)
+	return route, params, err
+}
+
+// findRoute is router.FindRoute that also understands chi's trailing
+// wildcard. A route pattern ending in "/*" (the artifact routes) is the
+// path parameter {path} in the document (api.SpecPath), and kin-openapi's
+// router, like any OpenAPI router, matches a path parameter against one
+// segment only. So a request whose wildcard spans several segments
+// (".../artifacts/a/b/c.bin") matches no operation on the first try; it is
+// tried again with those segments folded into one ("/" escaped as %2F,
+// which the router's encoded-path matching keeps as one segment) against
+// the document paths ending in "/{path}". The request returned is the one
+// that matched (for validating its parameters). Should a path still match
+// nothing, ValidateExchange skips it, as it does any undocumented path.
+func findRoute(router routers.Router, req *http.Request) (*http.Request, *routers.Route, map[string]string, error) {
+	route, params, err := router.FindRoute(req)
+	if !errors.Is(err, routers.ErrPathNotFound) {
+		return req, route, params, err
+	}
+	doc, _, _ := OpenAPI()
+	parts := strings.Split(req.URL.EscapedPath(), "/")
+	for _, p := range doc.Paths.InMatchingOrder() {
+		if !strings.HasSuffix(p, "/{"+api.ArtifactPathParam+"}") {
+			continue
+		}
+		n := strings.Count(p, "/") // index of the {path} segment
+		if len(parts) <= n+1 {
+			continue
+		}
+		folded := strings.Join(parts[:n], "/") + "/" + strings.Join(parts[n:], "%2F")
+		r := req.Clone(req.Context())
+		r.Body, r.GetBody = req.Body, req.GetBody
+		r.URL.RawPath = folded
+		if unescaped, uerr := url.PathUnescape(folded); uerr == nil {
+			r.URL.Path = unescaped
+		}
+		if route, params, ferr := router.FindRoute(r); ferr == nil && route.Path == p {
+			return r, route, params, nil
+		} else if errors.Is(ferr, routers.ErrMethodNotAllowed) {
+			return r, nil, nil, ferr
+		}
+	}
+	return req, nil, nil, err
+}
+
 // ValidateExchange checks one request and the response it got against the
 // OpenAPI document:
 //   - a request that matches no operation (unknown path or method) is not
@@ -109,7 +163,7 @@ func ValidateExchange(req *http.Request, reqBody []byte, status int, header http
 	r := req.Clone(context.Background())
 	r.Body = io.NopCloser(bytes.NewReader(reqBody))
 	r.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(reqBody)), nil }
-	route, params, err := router.FindRoute(r)
+	r, route, params, err := findRoute(router, r)
 	if errors.Is(err, routers.ErrPathNotFound) || errors.Is(err, routers.ErrMethodNotAllowed) {
 		return nil
 	}

@@ -1,7 +1,8 @@
 // Command maestro-bench measures Maestro's hot paths on this machine and
 // prints a markdown table: append latency with and without fsync,
-// command → projection-visible latency, projection rebuild throughput and
-// HTTP login / me under concurrent clients. It starts everything it needs
+// command → projection-visible latency, projection rebuild throughput,
+// HTTP login / me under concurrent clients, and artifact upload/download
+// throughput through the HTTP API. It starts everything it needs
 // (a private Postgres, unless MAESTRO_BENCH_DATABASE_URL is set, and
 // embedded NATS) in a temporary directory and removes it afterwards.
 //
@@ -30,12 +31,14 @@ func main() {
 	flag.IntVar(&cfg.HTTPClients, "http-clients", cfg.HTTPClients, "concurrent HTTP clients")
 	flag.IntVar(&cfg.HTTPLogins, "http-logins", cfg.HTTPLogins, "POST /auth/login requests in total")
 	flag.IntVar(&cfg.HTTPMe, "http-me", cfg.HTTPMe, "GET /auth/me requests in total")
+	flag.Int64Var(&cfg.ArtifactMiB, "artifact-mib", cfg.ArtifactMiB, "MiB of the artifact uploaded and downloaded through the HTTP API")
+	flag.BoolVar(&cfg.ArtifactS3, "artifact-s3", cfg.ArtifactS3, "also measure artifacts on S3 (gofakes3 in this process, in memory: about 4× the artifact in RAM)")
 	only := flag.String("only", "", "comma-separated scenarios to run ("+strings.Join(bench.Scenarios, ",")+"); empty = all")
 	flag.Parse()
 	if *only != "" {
 		cfg.Only = strings.Split(*only, ",")
 	}
-	for _, v := range []int{cfg.Appends, cfg.Concurrency, cfg.Visible, cfg.RebuildEvents, cfg.FillWorkers, cfg.HTTPClients, cfg.HTTPLogins, cfg.HTTPMe} {
+	for _, v := range []int{cfg.Appends, cfg.Concurrency, cfg.Visible, cfg.RebuildEvents, cfg.FillWorkers, cfg.HTTPClients, cfg.HTTPLogins, cfg.HTTPMe, int(cfg.ArtifactMiB)} {
 		if v <= 0 {
 			fmt.Fprintln(os.Stderr, "maestro-bench: sizes must be positive")
 			os.Exit(2)

@@ -1,0 +1,444 @@
+package api_test
+
+import (
+	"fmt"
+	"net/url"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/maestro-ml/maestro/api"
+	"github.com/maestro-ml/maestro/events"
+	"github.com/maestro-ml/maestro/internal/testenv"
+)
+
+// The registry's authorization matrix, generated from the route table:
+// every route under /api/v1/projects × {anonymous, non-member, viewer,
+// editor, approver, owner, admin} × {own project A, foreign project B}.
+// Members of A hold their roles in A only; the admin is a member of neither.
+// Expected: anonymous 401; whoever may not see the target project 404 with
+// the body a missing project gets; a member whose role is short of the
+// route's action 403; everyone else 2xx. No non-admin may succeed on a
+// project it is not a member of, which is also checked in the audit trail.
+
+// mxAction is what a route needs; the table below names one per route.
+type mxAction int
+
+const (
+	mxList          mxAction = iota // GET /projects: any user; lists only what they may see
+	mxCreateProject                 // global: members and admins
+	mxRead                          // project role viewer and up
+	mxModelWrite                    // editor and up: models, versions, artifacts, tags
+	mxPromote                       // approver and up: stage transitions, aliases
+	mxManage                        // owner: the project and its members
+)
+
+// mxMinRank is the least project role (viewer 1 … owner 4) an action needs.
+var mxMinRank = map[mxAction]int{mxRead: 1, mxModelWrite: 2, mxPromote: 3, mxManage: 4}
+
+// mxProject is one project and its fixtures.
+type mxProject struct {
+	name, slug, id string
+	owner          string // token of the member who created it
+	spare          string // user id of a member the member routes act on
+	hasArtifact    bool
+}
+
+// mxReq is one request of a cell: path parameters (project, name, version,
+// alias, user_id and * default to the target's fixtures), body and headers.
+type mxReq struct {
+	params  map[string]string
+	body    any
+	headers []string
+}
+
+// mxCell says how to call one route in the matrix.
+type mxCell struct {
+	action mxAction
+	// build returns the request against target; it may first prepare the
+	// target as the admin (a fresh victim for a destructive route).
+	build func(m *matrix, target *mxProject) mxReq
+	// repair undoes, as the admin, a successful request's change that later
+	// cells rely on (an archived project, a deleted model, a removed member).
+	repair func(m *matrix, target *mxProject)
+}
+
+const (
+	mxProjects  = "/api/v1/projects"
+	mxProj      = mxProjects + "/{project}"
+	mxModel     = mxProj + "/models/{name}"
+	mxVersion   = mxModel + "/versions/{version}"
+	mxArtifacts = mxVersion + "/artifacts"
+)
+
+// matrixCells is the table of every registry route: action and request
+// builder, keyed by method and pattern. A route in the table without an
+// entry here fails the test, so no new route escapes the matrix.
+func matrixCells() map[string]mxCell {
+	none := func(*matrix, *mxProject) mxReq { return mxReq{} }
+	return map[string]mxCell{
+		"POST " + mxProjects: {action: mxCreateProject, build: func(m *matrix, _ *mxProject) mxReq {
+			return mxReq{body: map[string]any{"name": m.unique("mx project")}}
+		}},
+		"GET " + mxProjects: {action: mxList, build: none},
+		"GET " + mxProj:     {action: mxRead, build: none},
+		"PATCH " + mxProj: {action: mxManage, build: func(m *matrix, _ *mxProject) mxReq {
+			return mxReq{body: map[string]any{"description": m.unique("d")}}
+		}},
+		"DELETE " + mxProj: {action: mxManage, build: none, repair: func(m *matrix, p *mxProject) {
+			m.admin("POST", mxProjects+"/"+p.slug+":restore", nil)
+		}},
+		"POST " + mxProj + ":restore": {action: mxManage, build: none},
+		"GET " + mxProj + "/members":  {action: mxRead, build: none},
+		"PUT " + mxProj + "/members/{user_id}": {action: mxManage, build: func(m *matrix, _ *mxProject) mxReq {
+			return mxReq{body: map[string]any{"role": []string{"editor", "viewer"}[m.next()%2]}}
+		}},
+		"DELETE " + mxProj + "/members/{user_id}": {action: mxManage, build: none, repair: func(m *matrix, p *mxProject) {
+			m.admin("PUT", mxProjects+"/"+p.slug+"/members/"+p.spare, map[string]any{"role": "viewer"})
+		}},
+		"POST " + mxProj + "/models": {action: mxModelWrite, build: func(m *matrix, _ *mxProject) mxReq {
+			return mxReq{body: map[string]any{"name": strings.ReplaceAll(m.unique("mx-model"), " ", "-")}}
+		}},
+		"GET " + mxProj + "/models": {action: mxRead, build: none},
+		"GET " + mxModel:            {action: mxRead, build: none},
+		"PATCH " + mxModel: {action: mxModelWrite, build: func(m *matrix, _ *mxProject) mxReq {
+			return mxReq{body: map[string]any{"description": m.unique("d")}}
+		}},
+		"DELETE " + mxModel: {action: mxModelWrite, build: none, repair: func(m *matrix, p *mxProject) {
+			m.admin("POST", mxProjects+"/"+p.slug+"/models/m:restore", nil)
+		}},
+		"POST " + mxModel + ":restore": {action: mxModelWrite, build: none},
+		"POST " + mxModel + "/versions": {action: mxModelWrite, build: func(*matrix, *mxProject) mxReq {
+			return mxReq{body: map[string]any{"description": "matrix"}}
+		}},
+		"GET " + mxModel + "/versions": {action: mxRead, build: none},
+		"GET " + mxVersion:             {action: mxRead, build: none},
+		"PATCH " + mxVersion: {action: mxModelWrite, build: func(m *matrix, _ *mxProject) mxReq {
+			return mxReq{body: map[string]any{"description": m.unique("d")}}
+		}},
+		// Each cell deletes a version the admin registered just for it.
+		"DELETE " + mxVersion: {action: mxModelWrite, build: func(m *matrix, p *mxProject) mxReq {
+			r := m.admin("POST", mxProjects+"/"+p.slug+"/models/m/versions", map[string]any{"description": "victim"})
+			return mxReq{params: map[string]string{"version": fmt.Sprint(asJSON[api.VersionResponse](m.t, r).Version)}}
+		}},
+		"POST " + mxVersion + ":transition": {action: mxPromote, build: func(m *matrix, _ *mxProject) mxReq {
+			return mxReq{params: map[string]string{"version": "2"},
+				body: map[string]any{"stage": []string{"staging", "none"}[m.next()%2]}}
+		}},
+		"GET " + mxModel + "/aliases/{alias}": {action: mxRead, build: none},
+		"PUT " + mxModel + "/aliases/{alias}": {action: mxPromote, build: func(m *matrix, _ *mxProject) mxReq {
+			return mxReq{params: map[string]string{"alias": "challenger"}, body: map[string]any{"version": 1 + m.next()%2}}
+		}},
+		// Each cell deletes an alias the admin (re)set just for it.
+		"DELETE " + mxModel + "/aliases/{alias}": {action: mxPromote, build: func(m *matrix, p *mxProject) mxReq {
+			m.admin("PUT", mxProjects+"/"+p.slug+"/models/m/aliases/doomed", map[string]any{"version": 1})
+			return mxReq{params: map[string]string{"alias": "doomed"}}
+		}},
+		"GET " + mxArtifacts: {action: mxRead, build: none},
+		"PUT " + mxArtifacts + "/*": {action: mxModelWrite, build: func(m *matrix, _ *mxProject) mxReq {
+			n := m.next()
+			return mxReq{params: map[string]string{"*": fmt.Sprintf("uploads/%d.bin", n)},
+				body: []byte(fmt.Sprintf("matrix artifact %d", n)), headers: []string{"Content-Type", "application/octet-stream"}}
+		}},
+		"GET " + mxArtifacts + "/*": {action: mxRead, build: none},
+	}
+}
+
+// mxPrincipal is a caller of the matrix.
+type mxPrincipal struct {
+	name   string
+	id     string
+	token  string         // "" = anonymous
+	global string         // global role
+	rank   map[string]int // project id → role rank (viewer 1 … owner 4)
+}
+
+type matrix struct {
+	t       *testing.T
+	e       *testenv.Env
+	adminTk string
+	n       int
+}
+
+func (m *matrix) next() int { m.n++; return m.n }
+
+func (m *matrix) unique(prefix string) string { return fmt.Sprintf("%s %d", prefix, m.next()) }
+
+// admin sends a fixture request as the admin and fails unless it is 2xx.
+func (m *matrix) admin(method, path string, body any) testenv.Response {
+	m.t.Helper()
+	r := m.e.Do(method, path, m.adminTk, body)
+	if r.Status < 200 || r.Status > 299 {
+		m.t.Fatalf("fixture %s %s: %d %s", method, path, r.Status, r.Body)
+	}
+	return r
+}
+
+// mxFill makes a concrete path of pattern from the target's fixtures and
+// the cell's overrides; byID names the project by id instead of slug.
+func mxFill(t *testing.T, pattern string, target *mxProject, byID bool, over map[string]string) string {
+	t.Helper()
+	ref := target.slug
+	if byID {
+		ref = target.id
+	}
+	params := map[string]string{"project": ref, "name": "m", "version": "1", "alias": "champion",
+		"user_id": target.spare, "*": "weights/model.bin"}
+	for k, v := range over {
+		params[k] = v
+	}
+	path := pathParam.ReplaceAllStringFunc(pattern, func(p string) string {
+		v, ok := params[strings.Trim(p, "{}")]
+		if !ok {
+			t.Fatalf("%s: no value for %s", pattern, p)
+		}
+		return url.PathEscape(v)
+	})
+	if strings.HasSuffix(path, "/*") {
+		path = strings.TrimSuffix(path, "*") + params["*"]
+	}
+	return path
+}
+
+func TestRegistryAuthorizationMatrix(t *testing.T) {
+	t.Parallel()
+	began := time.Now()
+	e := testenv.Start(t, testenv.Config(t))
+	adminTk := e.Admin("root@matrix.test").AccessToken
+	m := &matrix{t: t, e: e, adminTk: adminTk}
+
+	routes := map[string]api.Route{}
+	var keys []string // table order
+	for _, rt := range e.P.API.Routes() {
+		if strings.HasPrefix(rt.Pattern, mxProjects) {
+			k := rt.Method + " " + rt.Pattern
+			routes[k] = rt
+			keys = append(keys, k)
+		}
+	}
+	cells := matrixCells()
+	for _, k := range keys {
+		if _, ok := cells[k]; !ok {
+			t.Errorf("route %s has no entry in matrixCells: say which action it needs and how to call it", k)
+		}
+	}
+	for k := range cells {
+		if _, ok := routes[k]; !ok {
+			t.Logf("matrixCells has %s, which the route table does not (yet) register", k)
+		}
+	}
+	if t.Failed() {
+		t.FailNow()
+	}
+
+	// Principals. Project roles are given in A only; the global role decides
+	// project creation (viewers may not create projects).
+	user := func(email, global string) mxPrincipal {
+		u := regUser(e, adminTk, email, global)
+		return mxPrincipal{name: strings.TrimSuffix(email, "@matrix.test"), id: u.ID, token: u.Token, global: global, rank: map[string]int{}}
+	}
+	anonymous := mxPrincipal{name: "anonymous", rank: map[string]int{}}
+	nonMember := user("non-member@matrix.test", "member")
+	viewer := user("viewer@matrix.test", "viewer")
+	editor := user("editor@matrix.test", "viewer")
+	approver := user("approver@matrix.test", "viewer")
+	owner := user("owner@matrix.test", "member")
+	ownerB := user("owner-b@matrix.test", "member")
+	spareA := user("spare-a@matrix.test", "viewer")
+	spareB := user("spare-b@matrix.test", "viewer")
+	admin := mxPrincipal{name: "admin", token: adminTk, global: "admin", rank: map[string]int{}}
+
+	_, hasArtifactPut := routes["PUT "+mxArtifacts+"/*"]
+	setup := func(name string, own mxPrincipal, spare mxPrincipal, members map[*mxPrincipal]string) *mxProject {
+		p := asJSON[api.ProjectResponse](t, call(t, e, 201, "POST", mxProjects, own.token, map[string]any{"name": name}))
+		f := &mxProject{name: name, slug: p.Slug, id: p.ID, owner: own.token, spare: spare.id}
+		pp := mxProjects + "/" + p.Slug
+		for u, role := range members {
+			call(t, e, 200, "PUT", pp+"/members/"+u.id, own.token, map[string]any{"role": role})
+		}
+		call(t, e, 200, "PUT", pp+"/members/"+spare.id, own.token, map[string]any{"role": "viewer"})
+		call(t, e, 201, "POST", pp+"/models", own.token, map[string]any{"name": "m"})
+		call(t, e, 201, "POST", pp+"/models/m/versions", own.token, map[string]any{"description": "one"})
+		call(t, e, 201, "POST", pp+"/models/m/versions", own.token, map[string]any{"description": "two"})
+		call(t, e, 200, "PUT", pp+"/models/m/aliases/champion", own.token, map[string]any{"version": 1})
+		if hasArtifactPut {
+			call(t, e, 201, "PUT", pp+"/models/m/versions/1/artifacts/weights/model.bin", own.token, []byte("weights"),
+				"Content-Type", "application/octet-stream")
+			f.hasArtifact = true
+		}
+		return f
+	}
+	projA := setup("Matrix A", owner, spareA, map[*mxPrincipal]string{&viewer: "viewer", &editor: "editor", &approver: "approver"})
+	projB := setup("Matrix B", ownerB, spareB, nil)
+	viewer.rank[projA.id], editor.rank[projA.id], approver.rank[projA.id], owner.rank[projA.id] = 1, 2, 3, 4
+	principals := []mxPrincipal{anonymous, nonMember, viewer, editor, approver, owner, admin}
+	if _, ok := routes["GET "+mxArtifacts+"/*"]; ok && !projA.hasArtifact {
+		t.Fatal("GET .../artifacts/* is registered but PUT .../artifacts/* is not: the matrix cannot make an artifact fixture")
+	}
+	t.Logf("matrix setup: %s", time.Since(began).Round(time.Millisecond))
+
+	// expect is the status class a principal must get (200 stands for 2xx).
+	expect := func(c mxCell, p mxPrincipal, target *mxProject) int {
+		switch {
+		case p.token == "":
+			return 401
+		case c.action == mxList:
+			return 200
+		case c.action == mxCreateProject:
+			if p.global == "member" || p.global == "admin" {
+				return 200
+			}
+			return 403
+		case p.global == "admin":
+			return 200
+		case p.rank[target.id] == 0:
+			return 404
+		case p.rank[target.id] >= mxMinRank[c.action]:
+			return 200
+		}
+		return 403
+	}
+
+	// Every cell runs twice: the project named by slug, and by id.
+	var cellsRun, crossOK int
+	var crossWhat []string
+	for _, byID := range []bool{false, true} {
+		for _, k := range keys {
+			c, rt := cells[k], routes[k]
+			global := !strings.Contains(rt.Pattern, "{project}")
+			if global && byID {
+				continue
+			}
+			name, missingRef := "slug: "+k, "mx-no-such-project"
+			if byID {
+				name, missingRef = "id: "+k, uuid.NewString()
+			}
+			t.Run(name, func(t *testing.T) {
+				m.t = t
+				defer func() { m.t = nil }() // builders and repairs run inside a cell only
+				for _, p := range principals {
+					for _, target := range []*mxProject{projA, projB} {
+						if global && target != projA {
+							continue // no project in the path: one cell per principal
+						}
+						where := fmt.Sprintf("%s on %s", p.name, target.name)
+						if global {
+							where = p.name
+						}
+						req := c.build(m, target)
+						path := mxFill(t, rt.Pattern, target, byID, req.params)
+						r := send(t, e, rt.Method, path, p.token, req.body, req.headers...)
+						cellsRun++
+						want := expect(c, p, target)
+						ok2xx := r.Status >= 200 && r.Status <= 299
+						if !global && ok2xx && p.global != "admin" && p.rank[target.id] == 0 {
+							crossOK++
+							crossWhat = append(crossWhat, k+" by "+where)
+						}
+						switch want {
+						case 200:
+							if !ok2xx {
+								t.Errorf("%s: %d %s, want 2xx", where, r.Status, r.Body)
+							}
+						case 401:
+							if _, err := checkProblem(r, 401, "unauthenticated"); err != nil {
+								t.Errorf("%s: %v", where, err)
+							}
+						case 403:
+							if _, err := checkProblem(r, 403, "forbidden"); err != nil {
+								t.Errorf("%s: %v", where, err)
+							}
+						case 404:
+							got, err := checkProblem(r, 404, "not-found")
+							if err != nil {
+								t.Errorf("%s: %v", where, err)
+								break
+							}
+							// The same request to a project that does not exist.
+							over := map[string]string{"project": missingRef}
+							for k, v := range req.params {
+								over[k] = v
+							}
+							miss := send(t, e, rt.Method, mxFill(t, rt.Pattern, target, false, over), p.token, req.body, req.headers...)
+							want, err := checkProblem(miss, 404, "not-found")
+							if err != nil {
+								t.Errorf("%s, missing project: %v", where, err)
+							} else if got.Type != want.Type || got.Title != want.Title || got.Detail != want.Detail {
+								t.Errorf("%s: a hidden project answers %+v, a missing one %+v", where, got, want)
+							}
+						}
+						if ok2xx && c.repair != nil {
+							c.repair(m, target)
+						}
+						if c.action == mxList && ok2xx {
+							// The list holds exactly the fixture projects the caller may see.
+							var page api.ProjectPage
+							r.JSON(t, &page)
+							for _, f := range []*mxProject{projA, projB} {
+								visible := p.global == "admin" || p.rank[f.id] > 0
+								listed := slices.ContainsFunc(page.Items, func(it api.ProjectResponse) bool { return it.ID == f.id })
+								if listed && !visible {
+									crossOK++
+									crossWhat = append(crossWhat, k+" by "+where+" lists "+f.name)
+									t.Errorf("%s lists %s", where, f.name)
+								}
+								if visible && !listed {
+									t.Errorf("%s does not list %s: %s", where, f.name, r.Body)
+								}
+							}
+						}
+					}
+				}
+			})
+		}
+	}
+	if crossOK != 0 {
+		t.Errorf("%d successful requests on projects the caller is not a member of: %q", crossOK, crossWhat)
+	}
+
+	// The audit trail agrees: no event written by a non-admin caller lands on
+	// a project (or a model of a project) the caller is not a member of.
+	subjectsOf := func(f *mxProject) map[string]bool {
+		s := map[string]bool{events.Subject(events.AggProject, f.id): true}
+		token := ""
+		for {
+			q := "?include_deleted=true&max_results=200"
+			if token != "" {
+				q += "&page_token=" + url.QueryEscape(token)
+			}
+			pg := asJSON[api.ModelPage](t, call(t, e, 200, "GET", mxProjects+"/"+f.slug+"/models"+q, adminTk, nil))
+			for _, it := range pg.Items {
+				s[events.Subject(events.AggModel, it.ID)] = true
+			}
+			if token = pg.NextPageToken; token == "" {
+				return s
+			}
+		}
+	}
+	subjA, subjB := subjectsOf(projA), subjectsOf(projB)
+	for _, p := range principals {
+		if p.token == "" || p.global == "admin" {
+			continue
+		}
+		wrote := 0
+		for _, it := range auditAll(t, e, adminTk, url.Values{"actor": {"user:" + p.id}}) {
+			inA, inB := subjA[it.Subject], subjB[it.Subject]
+			if inA || inB {
+				wrote++
+			}
+			if (inA && p.rank[projA.id] == 0) || inB {
+				t.Errorf("%s wrote %s on %s (seq %d), a project it is not a member of", p.name, it.Type, it.Subject, it.Seq)
+			}
+		}
+		if wantWrites := p.rank[projA.id] >= mxMinRank[mxModelWrite]; wantWrites != (wrote > 0) {
+			t.Errorf("%s wrote %d events in the fixture projects; want some = %v", p.name, wrote, wantWrites)
+		}
+	}
+	if cellsRun < 2*7*len(keys) {
+		t.Fatalf("only %d cells ran for %d routes", cellsRun, len(keys))
+	}
+	t.Logf("matrix: %d routes, %d cells, %d cross-project successes, %s in all", len(keys), cellsRun, crossOK, time.Since(began).Round(time.Millisecond))
+}
