@@ -242,29 +242,36 @@ func liveModel(s ModelState) error {
 	return nil
 }
 
-// DecideUpdateModel changes description and/or tags.
-func DecideUpdateModel(s ModelState, description *string, tags map[string]string) ([]handlers.Change, error) {
-	if err := liveModel(s); err != nil {
-		return nil, err
-	}
+// changes keeps the description and tags of a patch that differ from the
+// current ones (nil = unchanged), after checking their bounds.
+func changes(curDesc string, curTags map[string]string, description *string, tags map[string]string) (*string, map[string]string, error) {
 	if description != nil {
 		if err := checkText("description", *description, MaxDescriptionLen, false); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
-		if *description == s.Description {
+		if *description == curDesc {
 			description = nil
 		}
 	}
 	if tags != nil {
 		if err := CheckTags(tags); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
-		if maps.Equal(tags, s.Tags) {
+		if maps.Equal(tags, curTags) {
 			tags = nil
 		}
 	}
-	if description == nil && tags == nil {
-		return nil, nil
+	return description, tags, nil
+}
+
+// DecideUpdateModel changes description and/or tags.
+func DecideUpdateModel(s ModelState, description *string, tags map[string]string) ([]handlers.Change, error) {
+	if err := liveModel(s); err != nil {
+		return nil, err
+	}
+	description, tags, err := changes(s.Description, s.Tags, description, tags)
+	if err != nil || (description == nil && tags == nil) {
+		return nil, err
 	}
 	return []handlers.Change{{Subject: modelSubject(s), Type: events.ModelUpdated,
 		Data: events.ModelUpdatedData{ModelID: s.ID, Description: description, Tags: tags}}}, nil
@@ -350,24 +357,9 @@ func DecideUpdateVersion(s ModelState, v int, description *string, tags map[stri
 	if err != nil {
 		return nil, err
 	}
-	if description != nil {
-		if err := checkText("description", *description, MaxDescriptionLen, false); err != nil {
-			return nil, err
-		}
-		if *description == ver.Description {
-			description = nil
-		}
-	}
-	if tags != nil {
-		if err := CheckTags(tags); err != nil {
-			return nil, err
-		}
-		if maps.Equal(tags, ver.Tags) {
-			tags = nil
-		}
-	}
-	if description == nil && tags == nil {
-		return nil, nil
+	description, tags, err = changes(ver.Description, ver.Tags, description, tags)
+	if err != nil || (description == nil && tags == nil) {
+		return nil, err
 	}
 	return []handlers.Change{{Subject: modelSubject(s), Type: events.ModelVersionUpdated,
 		Data: events.ModelVersionUpdatedData{ModelID: s.ID, Version: v, Description: description, Tags: tags}}}, nil
