@@ -101,7 +101,7 @@ func (r *runner) artifactRows(ctx context.Context, store, upNote, downNote strin
 
 // artClient is one editor of one model version, talking HTTP.
 type artClient struct {
-	base, token, path string
+	base, token string
 	hc                *http.Client
 }
 
