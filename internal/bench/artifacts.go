@@ -102,7 +102,7 @@ func (r *runner) artifactRows(ctx context.Context, store, upNote, downNote strin
 // artClient is one editor of one model version, talking HTTP.
 type artClient struct {
 	base, token string
-	hc                *http.Client
+	hc          *http.Client
 }
 
 const benchArtifactPath = "/api/v1/projects/bench/models/weights/versions/1/artifacts/model.bin"
