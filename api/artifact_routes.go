@@ -55,6 +55,9 @@ func (s *Server) artifactRoutes() []Route {
 		// idempotency record; PUT of the same bytes is a no-op by itself.
 		{Method: "PUT", Pattern: artifactsBase + "/*", MaxBody: maxBody, handle: s.putArtifact},
 		{Method: "GET", Pattern: artifactsBase + "/*", handle: s.getArtifact},
+		// HEAD tells size and digest without the bytes (http.ServeContent
+		// answers HEAD without a body).
+		{Method: "HEAD", Pattern: artifactsBase + "/*", handle: s.getArtifact},
 	}
 }
 

@@ -419,6 +419,11 @@ func testArtifacts(t *testing.T, a *artEnv) {
 	if csp := r.Header.Get("Content-Security-Policy"); !strings.Contains(csp, "sandbox") {
 		t.Errorf("Content-Security-Policy %q", csp)
 	}
+	// HEAD: size and digest without the bytes.
+	if r = call(t, e, 200, "HEAD", path, a.viewer.Token, nil); len(r.Body) != 0 || r.Header.Get("ETag") != etag ||
+		r.Header.Get("Content-Length") != fmt.Sprint(len(data)) {
+		t.Fatalf("HEAD: %d bytes, headers %v", len(r.Body), r.Header)
+	}
 	// Ranges, revalidation, preconditions.
 	r = call(t, e, 206, "GET", path, a.viewer.Token, nil, "Range", "bytes=1000-1999")
 	if !bytes.Equal(r.Body, data[1000:2000]) || r.Header.Get("Content-Range") != fmt.Sprintf("bytes 1000-1999/%d", len(data)) || r.Header.Get("Content-Length") != "1000" {
@@ -828,6 +833,11 @@ func walkArtifacts(t *testing.T, e *testenv.Env, admin string) map[string][]int 
 	callProblem(t, e, 412, "precondition-failed", "GET", path, a.viewer.Token, nil, "If-Match", `"sha256:x"`)
 	callProblem(t, e, 416, "range-not-satisfiable", "GET", path, a.viewer.Token, nil, "Range", "bytes=99999-")
 	add("getModelArtifact", 200, 206, 304, 400, 401, 404, 412, 416)
+
+	call(t, e, 200, "HEAD", path, a.viewer.Token, nil)
+	call(t, e, 401, "HEAD", path, "", nil)
+	call(t, e, 404, "HEAD", a.base+"/nope.bin", a.viewer.Token, nil)
+	add("headModelArtifact", 200, 401, 404)
 	return want
 }
 

@@ -349,7 +349,11 @@ func TestEveryProtectedRouteRejectsBadTokens(t *testing.T) {
 					hdr = []string{"Authorization", b.auth}
 				}
 				r := send(t, e, rt.Method, path, "", requestBody(rt.Method), hdr...)
-				if _, err := checkProblem(r, http.StatusUnauthorized, "unauthenticated"); err != nil {
+				if rt.Method == "HEAD" { // no body to carry the problem
+					if r.Status != http.StatusUnauthorized {
+						t.Errorf("%s: status %d, want 401", b.name, r.Status)
+					}
+				} else if _, err := checkProblem(r, http.StatusUnauthorized, "unauthenticated"); err != nil {
 					t.Errorf("%s: %v", b.name, err)
 					continue
 				}
