@@ -480,7 +480,7 @@ func (s *Server) modelAsOf(r *http.Request, modelID string, asOf time.Time) (Mod
 	out.AsOf = &at
 	out.Versions = make([]VersionResponse, 0, len(st.Versions))
 	for _, v := range st.Versions {
-		out.Versions = append(out.Versions, versionFromState(st, v))
+		out.Versions = append(out.Versions, versionFromState(st, *v))
 	}
 	return out, nil
 }

@@ -899,7 +899,7 @@ func TestEvolveModelLeavesClonedStateUntouched(t *testing.T) {
 	a := fold(t, registry.EvolveModel, history)
 	pristine := fold(t, registry.EvolveModel, history)
 	// Spare capacity, so an append that forgot to copy would write into a's array.
-	a.Versions = append(make([]registry.VersionState, 0, 16), a.Versions...)
+	a.Versions = append(make([]*registry.VersionState, 0, 16), a.Versions...)
 
 	more := []events.Envelope{
 		versionUpdated(t, 1, "changed", map[string]string{"new": "tag"}),

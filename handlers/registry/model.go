@@ -55,14 +55,17 @@ type ModelState struct {
 	Description string
 	Tags        map[string]string
 	Deleted     bool
-	Versions    []VersionState // Versions[i].Version == i+1
-	Aliases     map[string]int // replaced, never mutated
-	CreatedAt   time.Time
-	UpdatedAt   time.Time
+	// Versions[i].Version == i+1. Pointers, copied on write: cloning a state
+	// copies one word per version, and evolve replaces a changed version.
+	Versions  []*VersionState
+	Aliases   map[string]int // replaced, never mutated
+	CreatedAt time.Time
+	UpdatedAt time.Time
 }
 
-// CloneModel copies what evolve writes in place (the versions slice), so a
-// cached state stays untouched while new events are folded into the copy.
+// CloneModel copies what evolve writes in place (the versions slice of
+// pointers; each changed version is itself copied), so a cached state stays
+// untouched while new events are folded into the copy.
 func CloneModel(s ModelState) ModelState {
 	s.Versions = slices.Clone(s.Versions)
 	return s
@@ -73,7 +76,7 @@ func (s ModelState) Version(v int) (VersionState, bool) {
 	if v < 1 || v > len(s.Versions) {
 		return VersionState{}, false
 	}
-	return s.Versions[v-1], true
+	return *s.Versions[v-1], true
 }
 
 // EvolveModel folds one event into model state.
@@ -106,7 +109,7 @@ func EvolveModel(s ModelState, e events.Envelope) (ModelState, error) {
 		if err := e.Decode(&d); err != nil {
 			return s, err
 		}
-		s.Versions = append(s.Versions, VersionState{Version: d.Version, Description: d.Description, Tags: d.Tags,
+		s.Versions = append(s.Versions, &VersionState{Version: d.Version, Description: d.Description, Tags: d.Tags,
 			Source: d.Source, RunID: d.RunID, Metrics: d.Metrics, Signature: d.Signature, Stage: events.StageNone,
 			CreatedAt: e.Time, UpdatedAt: e.Time})
 	case events.ModelVersionUpdated:
@@ -176,8 +179,10 @@ func EvolveModel(s ModelState, e events.Envelope) (ModelState, error) {
 
 func (s *ModelState) updateVersion(v int, t time.Time, f func(*VersionState)) {
 	if v >= 1 && v <= len(s.Versions) {
-		f(&s.Versions[v-1])
-		s.Versions[v-1].UpdatedAt = t
+		nv := *s.Versions[v-1]
+		f(&nv)
+		nv.UpdatedAt = t
+		s.Versions[v-1] = &nv
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 
 	"github.com/maestro-ml/maestro/events"
 	"github.com/maestro-ml/maestro/handlers/identity"
+	"github.com/maestro-ml/maestro/handlers/registry"
 )
 
 // The codec runs on every append (ToMsg) and every event a projection or a
@@ -93,3 +94,36 @@ func TestQuantile(t *testing.T) {
 }
 
 func timeMs(n int) time.Duration { return time.Duration(n) * time.Millisecond }
+
+// BenchmarkModelCommand2000 is what every command on a model with 2,000
+// versions pays on the write side once the cached state is current: clone
+// the state and fold the command's own event into the clone.
+func BenchmarkModelCommand2000(b *testing.B) {
+	st := registry.ModelState{}
+	meta := events.Meta{Actor: events.SystemActor, Time: time.Unix(1_700_000_000, 0)}
+	subject := events.Subject(events.AggModel, "m")
+	fold := func(typ string, data any) {
+		e, err := events.New(meta, subject, typ, 0, data)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if st, err = registry.EvolveModel(st, e); err != nil {
+			b.Fatal(err)
+		}
+	}
+	fold(events.ModelCreated, events.ModelCreatedData{ModelID: "m", Name: "m", Tags: map[string]string{}})
+	for v := 1; v <= 2000; v++ {
+		fold(events.ModelVersionRegistered, events.ModelVersionRegisteredData{ModelID: "m", Version: v, Source: "s3://x"})
+	}
+	next, err := events.New(meta, subject, events.ModelVersionTransition,
+		0, events.ModelVersionTransitionData{ModelID: "m", Version: 1000, From: "none", To: "staging"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := registry.EvolveModel(registry.CloneModel(st), next); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
