@@ -171,7 +171,7 @@ func Start(ctx context.Context, cfg Config) (_ *Platform, err error) {
 	}
 	p.Identity = identity.NewService(identity.Config{Store: p.Store, Hasher: auth.NewHasher(cfg.Argon2), Tokens: tokens,
 		Now: cfg.Now, Throttle: cfg.Throttle, Sessions: cfg.Sessions})
-	p.Registry = registry.NewService(p.Store, p.Identity.UserActive, cfg.Now)
+	p.Registry = registry.NewService(p.Store, p.Identity.UserActive, p.Identity.Actor, cfg.Now)
 	if p.Blobs, err = openBlobs(ctx, cfg); err != nil {
 		return nil, err
 	}

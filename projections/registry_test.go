@@ -101,7 +101,7 @@ func TestRegistryProjections(t *testing.T) {
 		at = at.Add(time.Second)
 		return at
 	}
-	svc := registry.NewService(f.store, func(context.Context, string) (bool, error) { return true, nil }, clock)
+	svc := registry.NewService(f.store, func(context.Context, string) (bool, error) { return true, nil }, nil, clock)
 	meta := func(p authz.Principal) events.Meta {
 		return events.Meta{Actor: events.Actor{Kind: events.ActorUser, ID: p.UserID}}
 	}
@@ -619,7 +619,7 @@ func TestModelDescriptionOnlyUpdateKeepsTags(t *testing.T) {
 	start(t, NewRunner(f.pool, f.store, Models{}, testRunnerConfig()))
 	owner := authz.Principal{UserID: uuid.NewString(), Role: authz.RoleMember}
 	meta := events.Meta{Actor: events.Actor{Kind: events.ActorUser, ID: owner.UserID}}
-	svc := registry.NewService(f.store, func(context.Context, string) (bool, error) { return true, nil }, nil)
+	svc := registry.NewService(f.store, func(context.Context, string) (bool, error) { return true, nil }, nil, nil)
 	ps, _, err := svc.CreateProject(ctx, meta, owner, "Tags", "")
 	if err != nil {
 		t.Fatal(err)

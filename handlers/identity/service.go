@@ -362,6 +362,10 @@ type UpdateUserInput struct {
 
 // UpdateUser changes a user's role or activation (admins only).
 func (s *Service) UpdateUser(ctx context.Context, meta events.Meta, p authz.Principal, userID string, in UpdateUserInput) (UserState, uint64, error) {
+	p, err := s.Actor(ctx, p)
+	if err != nil {
+		return UserState{}, 0, err
+	}
 	if !authz.Can(p, authz.UpdateUser, authz.Resource{Kind: "user", ID: userID}) {
 		return UserState{}, 0, handlers.Errorf(handlers.Forbidden, "forbidden", "only admins can change users")
 	}
@@ -372,7 +376,7 @@ func (s *Service) UpdateUser(ctx context.Context, meta events.Meta, p authz.Prin
 	subj := events.Subject(events.AggUser, userID)
 	var seq uint64
 	var state UserState
-	err := handlers.Retry(ctx, func() error {
+	err = handlers.Retry(ctx, func() error {
 		u, uv, err := s.users.Load(ctx, subj)
 		if err != nil {
 			return err
@@ -417,4 +421,22 @@ func (s *Service) UserActive(ctx context.Context, userID string) (bool, error) {
 	}
 	u, _, err := s.users.Load(ctx, events.Subject(events.AggUser, userID))
 	return u.Registered && u.Active, err
+}
+
+// Actor returns p with its global role as the event store has it (rule 2:
+// the write side decides on event-sourced state, not on the projection the
+// authenticator read). An inactive or unknown user is refused.
+func (s *Service) Actor(ctx context.Context, p authz.Principal) (authz.Principal, error) {
+	if !events.ValidToken(p.UserID) {
+		return p, handlers.Errorf(handlers.Unauthenticated, "unauthenticated", "the session has ended")
+	}
+	u, _, err := s.users.Load(ctx, events.Subject(events.AggUser, p.UserID))
+	if err != nil {
+		return p, err
+	}
+	if !u.Registered || !u.Active {
+		return p, handlers.Errorf(handlers.Unauthenticated, "unauthenticated", "the session has ended")
+	}
+	p.Role = u.Role
+	return p, nil
 }

@@ -15,6 +15,11 @@ import (
 // write side), so members are only ever real users.
 type UserLookup func(ctx context.Context, userID string) (bool, error)
 
+// ActorLookup refreshes a principal's global role from the identity write
+// side, so commands decide on event-sourced state (rule 2), not on the
+// projection the authenticator read.
+type ActorLookup func(ctx context.Context, p authz.Principal) (authz.Principal, error)
+
 // Service handles project and model commands.
 type Service struct {
 	now      func() time.Time
@@ -23,10 +28,11 @@ type Service struct {
 	models   *handlers.Repository[ModelState]
 	names    *handlers.Repository[ReservationState]
 	userOK   UserLookup
+	actor    ActorLookup
 }
 
 // NewService builds the registry service.
-func NewService(store *events.Store, users UserLookup, now func() time.Time) *Service {
+func NewService(store *events.Store, users UserLookup, actors ActorLookup, now func() time.Time) *Service {
 	if now == nil {
 		now = time.Now
 	}
@@ -38,6 +44,7 @@ func NewService(store *events.Store, users UserLookup, now func() time.Time) *Se
 		models:   handlers.NewRepository(store, EvolveModel, 10000).WithClone(CloneModel),
 		names:    handlers.NewRepository(store, EvolveReservation, 100000).WithFinal(taken),
 		userOK:   users,
+		actor:    actors,
 	}
 }
 
@@ -71,6 +78,10 @@ func (s *Service) projectID(ctx context.Context, ref string) (string, error) {
 // authorizeProject loads the project and checks action against its
 // event-sourced membership. Non-members get NotFound: no existence leak.
 func (s *Service) authorizeProject(ctx context.Context, p authz.Principal, ref string, action authz.Action) (ProjectState, error) {
+	p, err := s.refresh(ctx, p)
+	if err != nil {
+		return ProjectState{}, err
+	}
 	id, err := s.projectID(ctx, ref)
 	if err != nil {
 		return ProjectState{}, err
@@ -96,6 +107,10 @@ func (s *Service) Project(ctx context.Context, p authz.Principal, ref string) (P
 
 // CreateProject creates a project owned by the caller.
 func (s *Service) CreateProject(ctx context.Context, meta events.Meta, p authz.Principal, name, description string) (ProjectState, uint64, error) {
+	p, err := s.refresh(ctx, p)
+	if err != nil {
+		return ProjectState{}, 0, err
+	}
 	if !authz.Can(p, authz.CreateProject, authz.Resource{}) {
 		return ProjectState{}, 0, forbidden("creating projects needs the member or admin role")
 	}
@@ -279,4 +294,12 @@ func (s *Service) AuthorizeModelWrite(ctx context.Context, p authz.Principal, re
 func (s *Service) ModelHistory(ctx context.Context, modelID string) ([]events.Envelope, error) {
 	evs, _, err := s.store.Load(ctx, events.Subject(events.AggModel, modelID), 0)
 	return evs, err
+}
+
+// refresh applies the ActorLookup, if one is configured.
+func (s *Service) refresh(ctx context.Context, p authz.Principal) (authz.Principal, error) {
+	if s.actor == nil {
+		return p, nil
+	}
+	return s.actor(ctx, p)
 }

@@ -49,7 +49,7 @@ func newServices(t *testing.T, n int) []*registry.Service {
 		if err != nil {
 			t.Fatal(err)
 		}
-		out[i] = registry.NewService(store, anyUser, nil)
+		out[i] = registry.NewService(store, anyUser, nil, nil)
 	}
 	return out
 }
