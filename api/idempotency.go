@@ -40,7 +40,16 @@ type idempotencyRecord struct {
 	Status      int               `json:"status,omitempty"`
 	Header      map[string]string `json:"header,omitempty"`
 	Body        []byte            `json:"body,omitempty"`
+	// Expires, when set, ends replays before the bucket's 24 h: responses
+	// carrying fresh tokens are only worth replaying for a moment, and a
+	// stolen old refresh token plus its key must not fetch the new pair later.
+	Expires time.Time `json:"expires,omitzero"`
 }
+
+// credentialRoutes answer with tokens; their outcomes replay for minutes only.
+var credentialRoutes = map[string]bool{"/api/v1/auth/login": true, "/api/v1/auth/refresh": true}
+
+const credentialReplayWindow = 2 * time.Minute
 
 // replayedHeaders are the response headers a replay reproduces.
 var replayedHeaders = []string{"Content-Type", "Maestro-Sequence", "Preference-Applied", "Maestro-Consistency", "Location", "Retry-After", "WWW-Authenticate"}
@@ -135,7 +144,7 @@ func (s *Server) idempotent(next http.Handler) http.Handler {
 		if buf.status == 0 {
 			buf.status = http.StatusOK
 		}
-		s.storeOutcome(kvKey, fingerprint, buf)
+		s.storeOutcome(kvKey, fingerprint, credentialRoutes[route], buf)
 		w.WriteHeader(buf.status)
 		_, _ = w.Write(buf.body.Bytes())
 	})
@@ -175,13 +184,14 @@ func (s *Server) claimKey(ctx context.Context, kvKey, fingerprint string) (*idem
 		if rec.Fingerprint != fingerprint {
 			return nil, problem("idempotency-key-reused", "this Idempotency-Key was used with a different request")
 		}
-		if !rec.Pending {
+		if !rec.Pending && (rec.Expires.IsZero() || time.Now().Before(rec.Expires)) {
 			return &rec, nil
 		}
-		if time.Since(rec.Started) < pendingTakeover {
+		if rec.Pending && time.Since(rec.Started) < pendingTakeover {
 			return nil, &problemError{code: "request-in-progress", detail: "retry when the first request has finished", retryAfter: time.Second}
 		}
-		// The first request died without an outcome: take the key over.
+		// The first request died without an outcome, or its replay window
+		// closed: take the key over.
 		if _, err := kv.Update(ctx, kvKey, pending, entry.Revision()); err == nil {
 			return nil, nil
 		}
@@ -191,7 +201,7 @@ func (s *Server) claimKey(ctx context.Context, kvKey, fingerprint string) (*idem
 
 // storeOutcome keeps the response for replays. Server errors and throttling
 // are transient: the key is released so a retry runs again.
-func (s *Server) storeOutcome(kvKey, fingerprint string, b *bufferedResponse) {
+func (s *Server) storeOutcome(kvKey, fingerprint string, credentials bool, b *bufferedResponse) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if b.status >= 500 || b.status == http.StatusTooManyRequests {
@@ -200,6 +210,9 @@ func (s *Server) storeOutcome(kvKey, fingerprint string, b *bufferedResponse) {
 	}
 	rec := idempotencyRecord{Fingerprint: fingerprint, Started: time.Now(), Status: b.status,
 		Header: map[string]string{}, Body: b.body.Bytes()}
+	if credentials {
+		rec.Expires = rec.Started.Add(credentialReplayWindow)
+	}
 	for _, h := range replayedHeaders {
 		if v := b.header.Get(h); v != "" {
 			rec.Header[h] = v

@@ -12,6 +12,7 @@ import (
 
 	"github.com/maestro-ml/maestro/auth"
 	"github.com/maestro-ml/maestro/authz"
+	"github.com/maestro-ml/maestro/handlers"
 	"github.com/maestro-ml/maestro/handlers/identity"
 	"github.com/maestro-ml/maestro/projections"
 )
@@ -83,7 +84,8 @@ func (s *Server) register(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	u, seq, err := s.deps.Identity.Register(r.Context(), meta(r), identity.RegisterInput{
-		Email: req.Email, Password: req.Password, Name: req.Name, Role: authz.RoleViewer, Source: "self-registration"})
+		Email: req.Email, Password: req.Password, Name: req.Name, Role: authz.RoleViewer, Source: "self-registration",
+		ClientIP: clientIP(r)})
 	if err != nil {
 		return err
 	}
@@ -315,8 +317,8 @@ func (s *Server) listAudit(w http.ResponseWriter, r *http.Request) error {
 	f := projections.AuditFilter{Actor: q.Get("actor"), Type: q.Get("type"), Subject: q.Get("subject"),
 		PageToken: pageTokenParam(r), Limit: n}
 	for _, v := range []string{f.Actor, f.Type, f.Subject} {
-		if len(v) > 256 {
-			return problem("validation-failed", "filters are at most 256 characters")
+		if len(v) > 256 || !handlers.PlainText(v) {
+			return problem("validation-failed", "filters are at most 256 characters of text without control characters")
 		}
 	}
 	for name, dst := range map[string]*time.Time{"since": &f.Since, "until": &f.Until} {

@@ -130,6 +130,9 @@ func boolParam(r *http.Request, name string) (bool, error) {
 // textParam reads an optional query parameter of at most max characters.
 func textParam(q url.Values, name string, max int) (string, error) {
 	v := q.Get(name)
+	if !handlers.PlainText(v) {
+		return "", problem("validation-failed", name+" must be valid UTF-8 without control characters")
+	}
 	if len([]rune(v)) > max {
 		return "", problem("validation-failed", name+" must be at most "+strconv.Itoa(max)+" characters")
 	}

@@ -52,6 +52,8 @@ type Config struct {
 	BootstrapAdminEmail    string
 	BootstrapAdminPassword string
 	RegistrationOpen       bool
+	// RegistrationsPerHour bounds self-registrations per client address.
+	RegistrationsPerHour int
 
 	SigningKeyFile string // default DataDir/keys/signing-key.pem
 	TokenIssuer    string
@@ -170,7 +172,7 @@ func Start(ctx context.Context, cfg Config) (_ *Platform, err error) {
 		return nil, err
 	}
 	p.Identity = identity.NewService(identity.Config{Store: p.Store, Hasher: auth.NewHasher(cfg.Argon2), Tokens: tokens,
-		Now: cfg.Now, Throttle: cfg.Throttle, Sessions: cfg.Sessions})
+		Now: cfg.Now, Throttle: cfg.Throttle, Sessions: cfg.Sessions, AddressRegistrationsPerHour: cfg.RegistrationsPerHour})
 	p.Registry = registry.NewService(p.Store, p.Identity.UserActive, p.Identity.Actor, cfg.Now)
 	if p.Blobs, err = openBlobs(ctx, cfg); err != nil {
 		return nil, err

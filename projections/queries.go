@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -104,7 +105,7 @@ func decodeCursor(token string) (cursor, error) {
 		return c, ErrBadPageToken
 	}
 	b, err := base64.RawURLEncoding.DecodeString(token)
-	if err != nil || json.Unmarshal(b, &c) != nil || c.Seq < 0 {
+	if err != nil || json.Unmarshal(b, &c) != nil || c.Seq < 0 || !plainKey(c.Key) || (c.ID != "" && !isUUID(c.ID)) {
 		return c, ErrBadPageToken
 	}
 	return c, nil
@@ -218,4 +219,10 @@ func (q *Queries) ListAudit(ctx context.Context, f AuditFilter) (Page[AuditEntry
 		page.Items = append(page.Items, e)
 	}
 	return page, rows.Err()
+}
+
+// plainKey refuses cursor keys Postgres would reject (NUL, invalid UTF-8),
+// so a forged page token is a 400, not a 500.
+func plainKey(k string) bool {
+	return utf8.ValidString(k) && !strings.ContainsRune(k, 0)
 }

@@ -364,11 +364,38 @@ func (q *Queries) Artifact(ctx context.Context, modelID string, version int, pat
 	return a, err
 }
 
-// Referenced reports whether any recorded artifact (of any version, deleted
-// or not: deletions are reversible) points at digest. Garbage collection
-// keeps every blob this says yes to.
-func (q *Queries) Referenced(ctx context.Context, digest string) (bool, error) {
-	var ok bool
-	err := q.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM model_artifacts WHERE digest = $1)`, digest).Scan(&ok)
-	return ok, err
+// ErrBehind means a projection has not reached the sequence asked for.
+var ErrBehind = errors.New("projection has not caught up")
+
+// ReferencedDigests returns every digest a recorded artifact points at (of
+// any version, deleted or not: deletions are reversible), read in one
+// snapshot that also proves the models projection had applied minSeq. A
+// rebuild truncating the table mid-way cannot make a live blob look unused.
+func (q *Queries) ReferencedDigests(ctx context.Context, minSeq uint64) (map[string]bool, error) {
+	tx, err := q.pool.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
+	if err != nil {
+		return nil, err
+	}
+	defer tx.Rollback(ctx) //nolint:errcheck // read-only
+	var cp int64
+	if err := tx.QueryRow(ctx, `SELECT last_seq FROM projection_checkpoints WHERE name = $1`, Models{}.Name()).Scan(&cp); err != nil {
+		return nil, fmt.Errorf("models checkpoint: %w", err)
+	}
+	if uint64(cp) < minSeq {
+		return nil, fmt.Errorf("models projection at %d, need %d: %w", cp, minSeq, ErrBehind)
+	}
+	rows, err := tx.Query(ctx, `SELECT DISTINCT digest FROM model_artifacts`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := map[string]bool{}
+	for rows.Next() {
+		var d string
+		if err := rows.Scan(&d); err != nil {
+			return nil, err
+		}
+		out[d] = true
+	}
+	return out, rows.Err()
 }

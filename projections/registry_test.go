@@ -594,10 +594,17 @@ func TestRegistryProjections(t *testing.T) {
 	if _, err := q.Artifact(ctx, resnet.ID, 5, "nope"); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("missing artifact: %v", err)
 	}
+	refs, err := q.ReferencedDigests(ctx, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
 	for digest, w := range map[string]bool{d1: false, d2: true, d3: true, d4: true, "sha256:none": false} {
-		if got, err := q.Referenced(ctx, digest); err != nil || got != w {
-			t.Errorf("Referenced(%s) = %v, %v; want %v", digest, got, err, w)
+		if got := refs[digest]; got != w {
+			t.Errorf("ReferencedDigests[%s] = %v; want %v", digest, got, w)
 		}
+	}
+	if _, err := q.ReferencedDigests(ctx, 1<<40); !errors.Is(err, ErrBehind) {
+		t.Errorf("ReferencedDigests past the checkpoint: %v, want ErrBehind", err)
 	}
 
 	// Rebuild equivalence: reset, let the runners replay, compare row for row.

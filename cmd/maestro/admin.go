@@ -188,7 +188,7 @@ func (g artifactsGCCmd) Run(ctx context.Context, c *Common) error {
 	}
 	defer shutdown(p)
 	// The models projection must have every artifact event before we judge
-	// a blob unreferenced.
+	// a blob unreferenced; the references are then read in one snapshot.
 	last, err := p.Store.LastSequence(ctx)
 	if err != nil {
 		return err
@@ -198,15 +198,11 @@ func (g artifactsGCCmd) Run(ctx context.Context, c *Common) error {
 	if !p.Waiter.Wait(wctx, last, projections.Models{}.Name()) {
 		return fmt.Errorf("the models projection did not reach sequence %d; is a worker running?", last)
 	}
-	var refErr error
-	referenced := func(d artifacts.Digest) bool {
-		ok, err := p.Queries.Referenced(ctx, string(d))
-		if err != nil {
-			refErr = err
-			return true // when in doubt, keep
-		}
-		return ok
+	refs, err := p.Queries.ReferencedDigests(ctx, last)
+	if err != nil {
+		return fmt.Errorf("read artifact references: %w", err)
 	}
+	referenced := func(d artifacts.Digest) bool { return refs[string(d)] }
 	store := p.Blobs
 	if g.DryRun {
 		store = dryRun{store}
@@ -214,9 +210,6 @@ func (g artifactsGCCmd) Run(ctx context.Context, c *Common) error {
 	res, err := artifacts.GC(ctx, store, referenced, g.Grace, time.Now())
 	if err != nil {
 		return err
-	}
-	if refErr != nil {
-		return fmt.Errorf("checking references: %w", refErr)
 	}
 	verb := "deleted"
 	if g.DryRun {

@@ -53,6 +53,7 @@ type ServerFlags struct {
 	NATSSync        string        `name:"nats-sync" env:"MAESTRO_NATS_SYNC" enum:"always,interval" default:"always" help:"Embedded JetStream durability: fsync before every ack (always) or every 2 minutes (interval)."`
 	AdminEmail      string        `name:"bootstrap-admin-email" env:"MAESTRO_BOOTSTRAP_ADMIN_EMAIL" help:"Create this admin on start if none was bootstrapped yet."`
 	AdminPassword   string        `name:"bootstrap-admin-password" env:"MAESTRO_BOOTSTRAP_ADMIN_PASSWORD" hidden:"" help:"Password of the bootstrap admin (variable only in practice)."`
+	SignupsPerHour  int           `name:"registrations-per-hour" env:"MAESTRO_REGISTRATIONS_PER_HOUR" default:"30" help:"Self-registrations allowed per client address and hour."`
 	Registration    bool          `name:"registration" env:"MAESTRO_REGISTRATION" default:"true" negatable:"" help:"Allow self-registration (POST /api/v1/auth/register)."`
 	SigningKeyFile  string        `name:"signing-key-file" env:"MAESTRO_SIGNING_KEY_FILE" help:"Ed25519 PKCS#8 PEM key for tokens; default <data-dir>/keys/signing-key.pem, generated on first start. Share it between API instances."`
 	AccessTTL       time.Duration `name:"access-token-ttl" env:"MAESTRO_ACCESS_TOKEN_TTL" default:"15m" help:"Access token lifetime (at most 15m)."`
@@ -99,7 +100,7 @@ func main() {
 var flagEnv = map[string]string{
 	"--data-dir": "MAESTRO_DATA_DIR", "--database-url": "MAESTRO_DATABASE_URL", "--nats-url": "MAESTRO_NATS_URL",
 	"--http-addr": "MAESTRO_HTTP_ADDR", "--nats-listen": "MAESTRO_NATS_LISTEN", "--nats-sync": "MAESTRO_NATS_SYNC",
-	"--registration": "MAESTRO_REGISTRATION", "--access-token-ttl": "MAESTRO_ACCESS_TOKEN_TTL",
+	"--registration": "MAESTRO_REGISTRATION", "--registrations-per-hour": "MAESTRO_REGISTRATIONS_PER_HOUR", "--access-token-ttl": "MAESTRO_ACCESS_TOKEN_TTL",
 	"--refresh-idle-ttl": "MAESTRO_REFRESH_IDLE_TTL", "--refresh-absolute-ttl": "MAESTRO_REFRESH_ABSOLUTE_TTL",
 	"--log-level": "MAESTRO_LOG_LEVEL", "--artifact-max-bytes": "MAESTRO_ARTIFACT_MAX_BYTES", "--s3-tls": "MAESTRO_S3_TLS", "--log-format": "MAESTRO_LOG_FORMAT",
 }
@@ -182,6 +183,10 @@ func (s *ServerFlags) apply(cfg *platform.Config) error {
 	}
 	cfg.BootstrapAdminEmail, cfg.BootstrapAdminPassword = s.AdminEmail, s.AdminPassword
 	cfg.RegistrationOpen = s.Registration
+	if s.SignupsPerHour < 1 {
+		return errors.New("MAESTRO_REGISTRATIONS_PER_HOUR (--registrations-per-hour) must be at least 1")
+	}
+	cfg.RegistrationsPerHour = s.SignupsPerHour
 	cfg.SigningKeyFile = s.SigningKeyFile
 	if s.AccessTTL <= 0 || s.AccessTTL > 15*time.Minute {
 		return fmt.Errorf("MAESTRO_ACCESS_TOKEN_TTL (--access-token-ttl) %s: must be between 1s and 15m", s.AccessTTL)

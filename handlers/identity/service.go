@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -24,6 +25,9 @@ type Config struct {
 	Sessions SessionPolicy
 	// AddressFailuresPerHour is the per-client-address failed-login budget.
 	AddressFailuresPerHour int
+	// AddressRegistrationsPerHour bounds self-registrations per client
+	// address: each one is stored forever, so it must not be free to spam.
+	AddressRegistrationsPerHour int
 }
 
 // Service handles identity commands: load state from events, decide, append.
@@ -34,6 +38,8 @@ type Service struct {
 	sessions *handlers.Repository[SessionState]
 	bootRepo *handlers.Repository[bool]
 	address  *addressThrottle
+	unknown  *unknownAccounts
+	signups  *addressThrottle
 }
 
 // NewService builds the identity service.
@@ -50,6 +56,9 @@ func NewService(cfg Config) *Service {
 	if cfg.AddressFailuresPerHour == 0 {
 		cfg.AddressFailuresPerHour = 100
 	}
+	if cfg.AddressRegistrationsPerHour == 0 {
+		cfg.AddressRegistrationsPerHour = 30
+	}
 	return &Service{
 		cfg:      cfg,
 		users:    handlers.NewRepository(cfg.Store, EvolveUser, 10000),
@@ -57,6 +66,8 @@ func NewService(cfg Config) *Service {
 		sessions: handlers.NewRepository(cfg.Store, EvolveSession, 10000),
 		bootRepo: handlers.NewRepository(cfg.Store, func(bool, events.Envelope) (bool, error) { return true, nil }, 1).WithFinal(func(done bool) bool { return done }),
 		address:  newAddressThrottle(cfg.AddressFailuresPerHour, 100000),
+		unknown:  newUnknownAccounts(100000),
+		signups:  newAddressThrottle(cfg.AddressRegistrationsPerHour, 100000),
 	}
 }
 
@@ -69,6 +80,8 @@ type RegisterInput struct {
 	Email, Password, Name string
 	Role                  authz.Role
 	Source                string
+	// ClientIP is set for self-registration, which is budgeted per address.
+	ClientIP string
 }
 
 // Register creates a user. The e-mail reservation and the user are one
@@ -76,6 +89,13 @@ type RegisterInput struct {
 // address exactly one succeeds.
 func (s *Service) Register(ctx context.Context, meta events.Meta, in RegisterInput) (UserState, uint64, error) {
 	meta.Time = s.cfg.Now()
+	if in.ClientIP != "" {
+		if d := s.signups.take(addressKey(in.ClientIP), meta.Time); d > 0 {
+			secs := max(int(d.Round(time.Second)/time.Second), 1)
+			return UserState{}, 0, &handlers.Error{Kind: handlers.Throttled, Code: "too-many-attempts",
+				Detail: fmt.Sprintf("too many registrations from this address; try again in %d seconds", secs), RetryAfter: time.Duration(secs) * time.Second}
+		}
+	}
 	return s.register(ctx, meta, in, nil)
 }
 
@@ -179,12 +199,13 @@ type LoginInput struct {
 func (s *Service) Login(ctx context.Context, meta events.Meta, in LoginInput) (TokenPair, uint64, error) {
 	now := s.cfg.Now()
 	meta.Time = now
-	if d := s.address.take(in.ClientIP, now); d > 0 {
+	addr := addressKey(in.ClientIP)
+	if d := s.address.take(addr, now); d > 0 {
 		return TokenPair{}, 0, throttled(d)
 	}
 	pair, seq, err := s.login(ctx, meta, in, now)
 	if err == nil {
-		s.address.refund(in.ClientIP, now)
+		s.address.refund(addr, now)
 	}
 	return pair, seq, err
 }
@@ -199,9 +220,20 @@ func (s *Service) login(ctx context.Context, meta events.Meta, in LoginInput, no
 		}
 	}
 	if !es.Taken {
+		key := strings.ToLower(strings.TrimSpace(truncate(in.Email, MaxEmailLen)))
+		if until := s.cfg.Throttle.LockedUntil(s.unknown.state(key)); now.Before(until) {
+			return TokenPair{}, 0, throttled(until.Sub(now)) // exactly as for a locked account
+		}
 		s.cfg.Hasher.DummyVerify(ctx, in.Password)
+		s.unknown.fail(key, now, s.cfg.Throttle)
+		// Record what was tried only in its normalised form: raw input may
+		// hold anything, and events must stay storable in every projection.
+		tried := email
+		if emailErr != nil {
+			tried = "(not an e-mail address)"
+		}
 		rec := handlers.Change{Subject: events.SecurityLoginsSubject, Type: events.LoginRejected,
-			Data: events.LoginRejectedData{Email: truncate(in.Email, MaxEmailLen), ClientIP: in.ClientIP, Reason: "unknown_account"}}
+			Data: events.LoginRejectedData{Email: tried, ClientIP: in.ClientIP, Reason: "unknown_account"}}
 		if _, err := s.append(ctx, meta, nil, []handlers.Change{rec}); err != nil {
 			return TokenPair{}, 0, err
 		}
@@ -247,7 +279,11 @@ func (s *Service) login(ctx context.Context, meta events.Meta, in LoginInput, no
 		// The session is started by the user who just proved who they are.
 		meta := meta
 		meta.Actor = events.Actor{Kind: events.ActorUser, ID: u.ID}
-		changes, err := DecideLogin(u, sessionID, in.ClientIP, truncate(in.UserAgent, 256))
+		ua := truncate(in.UserAgent, 256)
+		if !handlers.PlainText(ua) {
+			ua = ""
+		}
+		changes, err := DecideLogin(u, sessionID, in.ClientIP, ua)
 		if err != nil {
 			return err
 		}

@@ -1,9 +1,24 @@
 package identity
 
 import (
+	"net/netip"
 	"sync"
 	"time"
 )
+
+// addressKey groups IPv6 clients by /64 (one subscriber's usual allocation),
+// so rotating through a prefix does not multiply the budget.
+func addressKey(ip string) string {
+	a, err := netip.ParseAddr(ip)
+	if err != nil || a.Is4() || a.Is4In6() {
+		return ip
+	}
+	p, err := a.Prefix(64)
+	if err != nil {
+		return ip
+	}
+	return p.String()
+}
 
 // addressThrottle limits failed logins per client address. Its limit is well
 // above the per-account one, so it stops spraying across many accounts
@@ -74,4 +89,44 @@ func (a *addressThrottle) refund(ip string, now time.Time) {
 	defer a.mu.Unlock()
 	b := a.refilled(ip, now)
 	b.tokens = min(a.burst, b.tokens+1)
+}
+
+// unknownAccounts keeps failure streaks for e-mails that have no account,
+// under the same back-off policy as real accounts. Without it, a 429 after a
+// few failures would tell an attacker that the account exists. In memory:
+// nothing about these addresses is worth a durable record beyond the
+// login_rejected events.
+type unknownAccounts struct {
+	mu      sync.Mutex
+	max     int
+	streaks map[string]UserState // only Failures and LastFailure are used
+}
+
+func newUnknownAccounts(max int) *unknownAccounts {
+	return &unknownAccounts{max: max, streaks: map[string]UserState{}}
+}
+
+func (u *unknownAccounts) state(email string) UserState {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.streaks[email]
+}
+
+func (u *unknownAccounts) fail(email string, now time.Time, p ThrottlePolicy) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if _, ok := u.streaks[email]; !ok && len(u.streaks) >= u.max {
+		for k, s := range u.streaks { // forget streaks whose lock has passed
+			if !now.Before(p.LockedUntil(s)) {
+				delete(u.streaks, k)
+			}
+		}
+		if len(u.streaks) >= u.max {
+			clear(u.streaks)
+		}
+	}
+	s := u.streaks[email]
+	s.Failures++
+	s.LastFailure = now
+	u.streaks[email] = s
 }

@@ -92,7 +92,7 @@ const (
 // lower-cased), which is what uniqueness is decided on.
 func NormalizeEmail(raw string) (string, error) {
 	e := strings.ToLower(strings.TrimSpace(raw))
-	if e == "" || len(e) > MaxEmailLen {
+	if e == "" || len(e) > MaxEmailLen || !handlers.PlainText(e) {
 		return "", handlers.Errorf(handlers.Invalid, "validation-failed", "email must be 1 to %d characters", MaxEmailLen)
 	}
 	addr, err := mail.ParseAddress(e)
@@ -121,7 +121,7 @@ func DecideRegister(email EmailState, user UserState, c Register) ([]handlers.Ch
 		return nil, handlers.Errorf(handlers.Conflict, "user-exists", "user %s already exists", c.UserID)
 	}
 	name := strings.TrimSpace(c.Name)
-	if name == "" || utf8.RuneCountInString(name) > MaxNameLen || !utf8.ValidString(name) {
+	if name == "" || utf8.RuneCountInString(name) > MaxNameLen || !handlers.PlainText(name) {
 		return nil, handlers.Errorf(handlers.Invalid, "validation-failed", "name must be 1 to %d characters", MaxNameLen)
 	}
 	if !authz.ValidRole(string(c.Role)) {

@@ -336,6 +336,9 @@ func DecideRegisterVersion(s ModelState, c RegisterVersion) ([]handlers.Change, 
 	if len(c.Signature) > MaxSignatureLen {
 		return nil, invalid("signature must be at most %d bytes", MaxSignatureLen)
 	}
+	if !handlers.PlainJSON(c.Signature) {
+		return nil, invalid("signature must not contain NUL characters")
+	}
 	tags := c.Tags
 	if tags == nil {
 		tags = map[string]string{}

@@ -130,8 +130,8 @@ func invalid(format string, args ...any) error {
 }
 
 func checkText(field, v string, max int, required bool) error {
-	if !utf8.ValidString(v) {
-		return invalid("%s must be valid UTF-8", field)
+	if !handlers.PlainText(v) {
+		return invalid("%s must be valid UTF-8 without control characters", field)
 	}
 	n := utf8.RuneCountInString(v)
 	if required && strings.TrimSpace(v) == "" {

@@ -221,6 +221,10 @@ func (s *Service) Model(ctx context.Context, p authz.Principal, ref, name string
 
 // CreateModel registers a new model in a project (editors).
 func (s *Service) CreateModel(ctx context.Context, meta events.Meta, p authz.Principal, ref string, c CreateModel) (ModelState, uint64, error) {
+	p, err := s.refresh(ctx, p)
+	if err != nil {
+		return ModelState{}, 0, err
+	}
 	ps, err := s.authorizeProject(ctx, p, ref, authz.ModelWrite)
 	if err != nil {
 		return ModelState{}, 0, err
@@ -233,11 +237,15 @@ func (s *Service) CreateModel(ctx context.Context, meta events.Meta, p authz.Pri
 			if m.Created {
 				return nil, nil, nil
 			}
+			cur, err := s.currentProject(ctx, p, ps.ID, authz.ModelWrite)
+			if err != nil {
+				return nil, nil, err
+			}
 			res, rv, err := s.names.Load(ctx, nameSubj)
 			if err != nil {
 				return nil, nil, err
 			}
-			changes, err := DecideCreateModel(ps, res, c)
+			changes, err := DecideCreateModel(cur, res, c)
 			return changes, map[string]uint64{nameSubj: rv}, err
 		})
 }
@@ -247,6 +255,10 @@ func (s *Service) CreateModel(ctx context.Context, meta events.Meta, p authz.Pri
 // goes through it, so none can skip the project check.
 func (s *Service) UpdateModelFunc(ctx context.Context, meta events.Meta, p authz.Principal, ref, name string, action authz.Action,
 	decide func(ProjectState, ModelState) ([]handlers.Change, error)) (ModelState, uint64, error) {
+	p, err := s.refresh(ctx, p)
+	if err != nil {
+		return ModelState{}, 0, err
+	}
 	ps, err := s.authorizeProject(ctx, p, ref, action)
 	if err != nil {
 		return ModelState{}, 0, err
@@ -258,12 +270,36 @@ func (s *Service) UpdateModelFunc(ctx context.Context, meta events.Meta, p authz
 	meta.Time = s.now()
 	return s.models.Update(ctx, events.Subject(events.AggModel, id), meta,
 		func(m ModelState, _ uint64) ([]handlers.Change, map[string]uint64, error) {
-			if err := notArchived(ps); err != nil {
+			cur, err := s.currentProject(ctx, p, ps.ID, action)
+			if err != nil {
 				return nil, nil, err
 			}
-			ch, err := decide(ps, m)
+			if err := notArchived(cur); err != nil {
+				return nil, nil, err
+			}
+			ch, err := decide(cur, m)
 			return ch, nil, err
 		})
+}
+
+// currentProject re-reads the project right before a model decision: the
+// command may have waited its turn on a busy model (or retried) while an
+// owner removed the caller or archived the project. The model append cannot
+// carry an expectation on the project's subject, so this narrows the window
+// to the decision itself.
+func (s *Service) currentProject(ctx context.Context, p authz.Principal, projectID string, action authz.Action) (ProjectState, error) {
+	cur, _, err := s.projects.Load(ctx, events.Subject(events.AggProject, projectID))
+	if err != nil {
+		return cur, err
+	}
+	role := cur.RoleOf(p.UserID)
+	if !authz.Member(p, role) {
+		return cur, notFound("project")
+	}
+	if !authz.CanInProject(p, role, action) {
+		return cur, forbidden("your project role does not allow this")
+	}
+	return cur, nil
 }
 
 // AuthorizeModelWrite checks, before an upload is streamed, that p may write
