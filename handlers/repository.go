@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"sync"
+	"time"
 
 	"github.com/maestro-ml/maestro/events"
 )
@@ -92,19 +94,25 @@ func (r *Repository[S]) Load(ctx context.Context, subject string) (S, uint64, er
 }
 
 // MaxAttempts bounds the reload-and-retry loop on concurrent changes.
-const MaxAttempts = 8
+const MaxAttempts = 16
 
 // Retry runs attempt until it succeeds, fails with something other than a
 // concurrency conflict, or MaxAttempts conflicts happened in a row. Each
-// attempt must reload the state it decides on.
+// attempt must reload the state it decides on. Between attempts it waits a
+// random, growing pause (up to 50 ms): without it, a process whose commands
+// queue for one hot aggregate can win every race against another process's
+// command until that one runs out of attempts.
 func Retry(ctx context.Context, attempt func() error) error {
 	var err error
 	for i := 0; i < MaxAttempts; i++ {
 		if err = attempt(); !errors.Is(err, events.ErrConflict) {
 			return err
 		}
-		if ctxErr := ctx.Err(); ctxErr != nil {
-			return ctxErr
+		pause := time.Duration(rand.Int64N(int64(min(time.Millisecond<<i, 50*time.Millisecond)) + 1))
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(pause):
 		}
 	}
 	return &Error{Kind: Conflict, Code: "concurrent-modification", Detail: "the resource kept changing concurrently; retry the request"}
