@@ -36,6 +36,7 @@ import (
 
 	"github.com/maestro-ml/maestro/api"
 	"github.com/maestro-ml/maestro/artifacts"
+	"github.com/maestro-ml/maestro/internal/memstat"
 	"github.com/maestro-ml/maestro/internal/testenv"
 )
 
@@ -635,62 +636,6 @@ func (a *artEnv) cutConnection(t *testing.T, apath string, declared, sent int) {
 
 // ---- large file, bounded memory ----
 
-// genReader yields n bytes of a seeded ChaCha8 stream, hashing them as the
-// transport takes them: incompressible, generated on the fly, never held.
-type genReader struct {
-	rng  *rand.ChaCha8
-	left int64
-	h    io.Writer
-}
-
-func (g *genReader) Read(p []byte) (int, error) {
-	if g.left == 0 {
-		return 0, io.EOF
-	}
-	if int64(len(p)) > g.left {
-		p = p[:g.left]
-	}
-	n, _ := g.rng.Read(p)
-	g.h.Write(p[:n])
-	g.left -= int64(n)
-	return n, nil
-}
-
-// heapPeak samples the process's HeapInuse until stopped: a server that
-// buffered the body would show between two readings of the end state.
-type heapPeak struct {
-	peak atomic.Uint64
-	stop chan struct{}
-	wg   sync.WaitGroup
-}
-
-func startHeapPeak() *heapPeak {
-	h := &heapPeak{stop: make(chan struct{})}
-	h.wg.Go(func() {
-		tick := time.NewTicker(5 * time.Millisecond)
-		defer tick.Stop()
-		var m runtime.MemStats
-		for {
-			runtime.ReadMemStats(&m)
-			if m.HeapInuse > h.peak.Load() {
-				h.peak.Store(m.HeapInuse)
-			}
-			select {
-			case <-h.stop:
-				return
-			case <-tick.C:
-			}
-		}
-	})
-	return h
-}
-
-func (h *heapPeak) Stop() uint64 {
-	close(h.stop)
-	h.wg.Wait()
-	return h.peak.Load()
-}
-
 // A large artifact (256 MiB by default) streams through HTTP PUT and GET
 // on the filesystem store while the heap (server and client both: the
 // server runs in this process) stays far below its size. Not parallel, so
@@ -711,10 +656,10 @@ func TestArtifactLargeFileBoundedMemory(t *testing.T) {
 	var m runtime.MemStats
 	runtime.ReadMemStats(&m)
 	baseline := m.HeapInuse
-	peak := startHeapPeak()
+	peak := memstat.StartHeapPeak()
 
 	sent := sha256.New()
-	req, err := http.NewRequest("PUT", a.e.URL+a.base+"/large.bin", &genReader{rng: rand.NewChaCha8([32]byte{7}), left: size, h: sent})
+	req, err := http.NewRequest("PUT", a.e.URL+a.base+"/large.bin", io.TeeReader(io.LimitReader(rand.NewChaCha8([32]byte{7}), size), sent))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -44,7 +44,7 @@ func sha(data []byte) Digest {
 
 func randomBytes(seed byte, n int) []byte {
 	b := make([]byte, n)
-	newPseudoRandom([32]byte{seed}, int64(n)).Read(b)
+	pseudoRandom([32]byte{seed}, int64(n)).Read(b)
 	return b
 }
 

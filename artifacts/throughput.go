@@ -22,7 +22,7 @@ func Throughput(ctx context.Context, s Store, size int64) (upMiBs, downMiBs floa
 	crand.Read(seed[:])
 
 	start := time.Now()
-	d, n, err := s.Put(ctx, newPseudoRandom(seed, size), -1, "")
+	d, n, err := s.Put(ctx, pseudoRandom(seed, size), -1, "")
 	if err != nil {
 		return 0, 0, fmt.Errorf("artifacts: throughput upload: %w", err)
 	}
@@ -54,25 +54,8 @@ func Throughput(ctx context.Context, s Store, size int64) (upMiBs, downMiBs floa
 	return mib / up.Seconds(), mib / down.Seconds(), nil
 }
 
-// pseudoRandom yields a fixed number of bytes of a seeded ChaCha8 stream:
-// incompressible, reproducible from the seed, and never held in memory.
-type pseudoRandom struct {
-	rng  *rand.ChaCha8
-	left int64
-}
-
-func newPseudoRandom(seed [32]byte, n int64) *pseudoRandom {
-	return &pseudoRandom{rng: rand.NewChaCha8(seed), left: n}
-}
-
-func (p *pseudoRandom) Read(b []byte) (int, error) {
-	if p.left == 0 {
-		return 0, io.EOF
-	}
-	if int64(len(b)) > p.left {
-		b = b[:p.left]
-	}
-	n, _ := p.rng.Read(b) // never fails
-	p.left -= int64(n)
-	return n, nil
+// pseudoRandom yields n bytes of a seeded ChaCha8 stream: incompressible,
+// reproducible from the seed, and never held in memory.
+func pseudoRandom(seed [32]byte, n int64) io.Reader {
+	return io.LimitReader(rand.NewChaCha8(seed), n)
 }

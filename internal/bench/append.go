@@ -8,13 +8,14 @@ import (
 	"time"
 
 	"github.com/maestro-ml/maestro/events"
+	"github.com/maestro-ml/maestro/internal/memstat"
 )
 
 // benchAppend measures events.Store.Append on two embedded servers, one
 // with SyncAlways and one without, interleaved in blocks so both see the
 // same machine load.
 func (r *runner) benchAppend(ctx context.Context) error {
-	resetPeakRSS()
+	memstat.ResetPeakRSS()
 	on, err := r.env.startStore(ctx, true)
 	if err != nil {
 		return err
@@ -80,7 +81,7 @@ func (r *runner) benchAppend(ctx context.Context) error {
 			return err
 		}
 	}
-	rss := peakRSS()
+	rss := memstat.PeakRSS()
 	for i := range 2 {
 		al, by := single[i].alloc.perOp()
 		r.add(Row{Name: "Append 1 event, expect-seq, sequential", Fsync: syncName(syncs[i]), N: n,
@@ -96,7 +97,7 @@ func (r *runner) benchAppend(ctx context.Context) error {
 
 	// Concurrent writers: what fsync costs in throughput when appends can
 	// share the server. Rounds alternate on/off to share the machine's load.
-	resetPeakRSS()
+	memstat.ResetPeakRSS()
 	w := r.cfg.Concurrency
 	var conc [2]struct {
 		lat   Samples
@@ -134,7 +135,7 @@ func (r *runner) benchAppend(ctx context.Context) error {
 			concB[i].wall += wall
 		}
 	}
-	rss = peakRSS()
+	rss = memstat.PeakRSS()
 	for i := range 2 {
 		al, by := conc[i].alloc.perOp()
 		r.add(Row{Name: fmt.Sprintf("Append 1 event, %d concurrent writers", w), Fsync: syncName(syncs[i]), N: conc[i].lat.Len(),

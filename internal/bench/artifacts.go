@@ -17,6 +17,7 @@ import (
 	"github.com/johannesboyne/gofakes3/backend/s3mem"
 
 	"github.com/maestro-ml/maestro/artifacts"
+	"github.com/maestro-ml/maestro/internal/memstat"
 	"github.com/maestro-ml/maestro/platform"
 )
 
@@ -65,7 +66,7 @@ func (r *runner) artifactRows(ctx context.Context, store, upNote, downNote strin
 
 	var seed [32]byte
 	_, _ = crand.Read(seed[:])
-	resetPeakRSS()
+	memstat.ResetPeakRSS()
 	var meter allocMeter
 	meter.start()
 	t0 := time.Now()
@@ -76,10 +77,10 @@ func (r *runner) artifactRows(ctx context.Context, store, upNote, downNote strin
 	meter.stop(1)
 	al, by := meter.perOp()
 	r.add(Row{Name: fmt.Sprintf("HTTP PUT artifact, %s (%s)", label, store), Fsync: "on", N: 1, Total: up,
-		Rate: mib / up.Seconds(), Unit: "MiB/s", Allocs: al, Bytes: by, PeakRSS: peakRSS(),
+		Rate: mib / up.Seconds(), Unit: "MiB/s", Allocs: al, Bytes: by, PeakRSS: memstat.PeakRSS(),
 		Note: "client generates ChaCha8 data; server streams, SHA-256s, stores, records the event; " + upNote + "; allocs = client + server"})
 
-	resetPeakRSS()
+	memstat.ResetPeakRSS()
 	meter = allocMeter{}
 	meter.start()
 	t0 = time.Now()
@@ -94,7 +95,7 @@ func (r *runner) artifactRows(ctx context.Context, store, upNote, downNote strin
 	}
 	al, by = meter.perOp()
 	r.add(Row{Name: fmt.Sprintf("HTTP GET artifact, %s (%s)", label, store), Fsync: "", N: 1, Total: down,
-		Rate: mib / down.Seconds(), Unit: "MiB/s", Allocs: al, Bytes: by, PeakRSS: peakRSS(),
+		Rate: mib / down.Seconds(), Unit: "MiB/s", Allocs: al, Bytes: by, PeakRSS: memstat.PeakRSS(),
 		Note: "http.ServeContent from the blob; client discards; allocs = client + server" + downNote})
 	return nil
 }
@@ -159,7 +160,7 @@ func (c *artClient) json(ctx context.Context, method, path string, body any, wan
 }
 
 func (c *artClient) upload(ctx context.Context, size int64, seed [32]byte) error {
-	req, err := http.NewRequestWithContext(ctx, "PUT", c.base+benchArtifactPath, &chachaReader{rng: rand.NewChaCha8(seed), left: size})
+	req, err := http.NewRequestWithContext(ctx, "PUT", c.base+benchArtifactPath, io.LimitReader(rand.NewChaCha8(seed), size))
 	if err != nil {
 		return err
 	}
@@ -200,23 +201,4 @@ func (c *artClient) download(ctx context.Context) (int64, error) {
 		return 0, fmt.Errorf("%d %s", resp.StatusCode, raw)
 	}
 	return io.CopyBuffer(io.Discard, resp.Body, make([]byte, 1<<20))
-}
-
-// chachaReader yields left bytes of a ChaCha8 stream: incompressible,
-// generated as the transport reads, never held in memory.
-type chachaReader struct {
-	rng  *rand.ChaCha8
-	left int64
-}
-
-func (g *chachaReader) Read(p []byte) (int, error) {
-	if g.left == 0 {
-		return 0, io.EOF
-	}
-	if int64(len(p)) > g.left {
-		p = p[:g.left]
-	}
-	n, _ := g.rng.Read(p)
-	g.left -= int64(n)
-	return n, nil
 }

@@ -16,6 +16,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/maestro-ml/maestro/internal/memstat"
 	"github.com/maestro-ml/maestro/platform"
 )
 
@@ -70,7 +71,7 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 	r := &runner{cfg: cfg}
 	began := time.Now()
 	loadBefore := loadAvg()
-	hwm := resetPeakRSS()
+	hwm := memstat.ResetPeakRSS()
 
 	var err error
 	if r.env, err = newEnv(ctx, r.logf); err != nil {

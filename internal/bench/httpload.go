@@ -13,6 +13,7 @@ import (
 
 	"github.com/maestro-ml/maestro/events"
 	"github.com/maestro-ml/maestro/handlers/identity"
+	"github.com/maestro-ml/maestro/internal/memstat"
 	"github.com/maestro-ml/maestro/platform"
 )
 
@@ -90,7 +91,7 @@ func (r *runner) benchHTTP(ctx context.Context, p *platform.Platform, syncOn boo
 		{"HTTP GET /auth/me", r.cfg.HTTPMe, me, "JWT + sessions projection + users query"},
 	}
 	for _, row := range rows {
-		resetPeakRSS()
+		memstat.ResetPeakRSS()
 		lat, wall, bad, err := load(ctx, clients, row.n, row.do)
 		if err != nil {
 			return err
@@ -101,7 +102,7 @@ func (r *runner) benchHTTP(ctx context.Context, p *platform.Platform, syncOn boo
 			note += fmt.Sprintf("; %d non-200", bad)
 		}
 		r.add(Row{Name: fmt.Sprintf("%s, %d clients", row.name, clients), Fsync: fsync, N: row.n, Total: wall,
-			Lat: &lat.s, Rate: float64(row.n) / wall.Seconds(), Unit: "req/s", Allocs: al, Bytes: by, PeakRSS: peakRSS(), Note: note})
+			Lat: &lat.s, Rate: float64(row.n) / wall.Seconds(), Unit: "req/s", Allocs: al, Bytes: by, PeakRSS: memstat.PeakRSS(), Note: note})
 	}
 	return nil
 }

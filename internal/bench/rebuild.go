@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/maestro-ml/maestro/events"
+	"github.com/maestro-ml/maestro/internal/memstat"
 	"github.com/maestro-ml/maestro/platform"
 	"github.com/maestro-ml/maestro/projections"
 )
@@ -19,7 +20,7 @@ import (
 // measures the projections building from empty, and a projections.Reset
 // replay with the runners running.
 func (r *runner) benchRebuild(ctx context.Context) error {
-	resetPeakRSS()
+	memstat.ResetPeakRSS()
 	p, err := r.env.startPlatform(ctx, false, false, false)
 	if err != nil {
 		return err
@@ -44,12 +45,12 @@ func (r *runner) benchRebuild(ctx context.Context) error {
 	}
 	al, by := meter.perOp()
 	r.add(Row{Name: fmt.Sprintf("Fill: single appends, %d writers (runners off)", r.cfg.FillWorkers), Fsync: "off", N: int(last),
-		Total: fillTime, Rate: float64(last) / fillTime.Seconds(), Unit: "ev/s", Allocs: al, Bytes: by, PeakRSS: peakRSS(),
+		Total: fillTime, Rate: float64(last) / fillTime.Seconds(), Unit: "ev/s", Allocs: al, Bytes: by, PeakRSS: memstat.PeakRSS(),
 		Note: "per event"})
 
 	// Build from empty: start the runners (as platform.Start does with
 	// Worker) and wait until every checkpoint reaches the last sequence.
-	resetPeakRSS()
+	memstat.ResetPeakRSS()
 	rctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	defer func() {
@@ -74,12 +75,12 @@ func (r *runner) benchRebuild(ctx context.Context) error {
 		return err
 	}
 	r.add(Row{Name: "Projections build from empty (3 runners)", Fsync: "off", N: int(last), Total: build,
-		Rate: float64(last) / build.Seconds(), Unit: "ev/s", Allocs: al, Bytes: by, PeakRSS: peakRSS(),
+		Rate: float64(last) / build.Seconds(), Unit: "ev/s", Allocs: al, Bytes: by, PeakRSS: memstat.PeakRSS(),
 		Note: "per event; batch 500; done at: " + perProjection(done)})
 
 	// Rebuild: Reset with the runners running. They notice the rewound
 	// checkpoint on their idle tick (≤1s) and replay.
-	resetPeakRSS()
+	memstat.ResetPeakRSS()
 	meter = allocMeter{}
 	meter.start()
 	start = time.Now()
@@ -97,7 +98,7 @@ func (r *runner) benchRebuild(ctx context.Context) error {
 		return err
 	}
 	r.add(Row{Name: "projections.Reset → all checkpoints at last seq", Fsync: "off", N: int(last), Total: rebuild,
-		Rate: float64(last) / rebuild.Seconds(), Unit: "ev/s", Allocs: al, Bytes: by, PeakRSS: peakRSS(),
+		Rate: float64(last) / rebuild.Seconds(), Unit: "ev/s", Allocs: al, Bytes: by, PeakRSS: memstat.PeakRSS(),
 		Note: fmt.Sprintf("per event; incl. %s until every runner restarted (idle tick); done at: %s", fmtDur(restart), perProjection(done))})
 	return nil
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/maestro-ml/maestro/events"
 	"github.com/maestro-ml/maestro/handlers/identity"
 	"github.com/maestro-ml/maestro/handlers/registry"
+	"github.com/maestro-ml/maestro/internal/memstat"
 	"github.com/maestro-ml/maestro/platform"
 )
 
@@ -160,7 +161,7 @@ func (r *runner) registryWrites(ctx context.Context) error {
 		{"one model", func(int) string { return "m0" }},
 		{fmt.Sprintf("%d models (one per client)", clients), func(i int) string { return fmt.Sprintf("m%d", i) }},
 	} {
-		resetPeakRSS()
+		memstat.ResetPeakRSS()
 		lat, wall, bad, err := load(ctx, clients, regWrites, register(row.model))
 		if err != nil {
 			return err
@@ -171,7 +172,7 @@ func (r *runner) registryWrites(ctx context.Context) error {
 			note += fmt.Sprintf("; %d non-201", bad)
 		}
 		r.add(Row{Name: fmt.Sprintf("HTTP POST .../versions, %d clients, %s", clients, row.name), Fsync: "on", N: regWrites, Total: wall,
-			Lat: &lat.s, Rate: float64(regWrites) / wall.Seconds(), Unit: "req/s", Allocs: al, Bytes: by, PeakRSS: peakRSS(), Note: note})
+			Lat: &lat.s, Rate: float64(regWrites) / wall.Seconds(), Unit: "req/s", Allocs: al, Bytes: by, PeakRSS: memstat.PeakRSS(), Note: note})
 	}
 	// Every version is there, numbered without gaps.
 	var m0 struct {
@@ -188,7 +189,7 @@ func (r *runner) registryWrites(ctx context.Context) error {
 }
 
 func (r *runner) registryLists(ctx context.Context) error {
-	resetPeakRSS()
+	memstat.ResetPeakRSS()
 	p, err := r.env.startPlatform(ctx, false, true, true)
 	if err != nil {
 		return err
@@ -227,10 +228,10 @@ func (r *runner) registryLists(ctx context.Context) error {
 	meter.stop(n)
 	al, by := meter.perOp()
 	r.add(Row{Name: fmt.Sprintf("Registry fill: %d models + %d versions, %d writers (single appends)", regModels, regVersions, workers),
-		Fsync: "off", N: n, Total: fillTime, Rate: float64(n) / fillTime.Seconds(), Unit: "ev/s", Allocs: al, Bytes: by, PeakRSS: peakRSS(),
+		Fsync: "off", N: n, Total: fillTime, Rate: float64(n) / fillTime.Seconds(), Unit: "ev/s", Allocs: al, Bytes: by, PeakRSS: memstat.PeakRSS(),
 		Note: "per event; reservation + created + versions, appended directly (no deciders)"})
 
-	resetPeakRSS()
+	memstat.ResetPeakRSS()
 	start = time.Now()
 	_, done, err := waitCheckpoints(ctx, p.Pool, last, 0)
 	if err != nil {
@@ -238,7 +239,7 @@ func (r *runner) registryLists(ctx context.Context) error {
 	}
 	catchUp := time.Since(start)
 	r.add(Row{Name: "Registry fill: projections caught up", Fsync: "off", N: n, Total: catchUp, Rate: float64(n) / catchUp.Seconds(),
-		Unit: "ev/s", Allocs: -1, Bytes: -1, PeakRSS: peakRSS(), Note: "after the last append; done at: " + perProjection(done)})
+		Unit: "ev/s", Allocs: -1, Bytes: -1, PeakRSS: memstat.PeakRSS(), Note: "after the last append; done at: " + perProjection(done)})
 
 	models := "/api/v1/projects/" + proj.Slug + "/models"
 	type page struct {
@@ -303,7 +304,7 @@ func (r *runner) registryLists(ctx context.Context) error {
 				return fmt.Errorf("registry: %s: %w", q.name, err)
 			}
 		}
-		resetPeakRSS()
+		memstat.ResetPeakRSS()
 		lat, wall, bad, err := load(ctx, 1, regQueryN, func(int) (int, error) {
 			code, _, err := c.do(ctx, "GET", q.path, nil)
 			return code, err
@@ -317,7 +318,7 @@ func (r *runner) registryLists(ctx context.Context) error {
 			note += fmt.Sprintf("; %d non-200", bad)
 		}
 		r.add(Row{Name: "HTTP GET " + q.name + ", 1 client", N: regQueryN, Total: wall, Lat: &lat.s,
-			Rate: float64(regQueryN) / wall.Seconds(), Unit: "req/s", Allocs: al, Bytes: by, PeakRSS: peakRSS(), Note: note})
+			Rate: float64(regQueryN) / wall.Seconds(), Unit: "req/s", Allocs: al, Bytes: by, PeakRSS: memstat.PeakRSS(), Note: note})
 	}
 	return nil
 }

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/maestro-ml/maestro/events"
+	"github.com/maestro-ml/maestro/internal/memstat"
 	"github.com/maestro-ml/maestro/platform"
 	"github.com/maestro-ml/maestro/projections"
 )
@@ -22,7 +23,7 @@ func projectionNames() []string {
 // read-your-writes path) on two whole platforms, SyncAlways on and off,
 // interleaved in blocks.
 func (r *runner) benchVisible(ctx context.Context, plats [2]*platform.Platform) error {
-	resetPeakRSS()
+	memstat.ResetPeakRSS()
 	names := projectionNames()
 	const block = 50
 	var total, lag [2]Samples
@@ -61,7 +62,7 @@ func (r *runner) benchVisible(ctx context.Context, plats [2]*platform.Platform) 
 			return err
 		}
 	}
-	rss := peakRSS()
+	rss := memstat.PeakRSS()
 	for i, on := range []bool{true, false} {
 		al, by := meter[i].perOp()
 		r.add(Row{Name: "Append → visible in users+sessions+audit (Waiter.Wait)", Fsync: syncName(on), N: n,
