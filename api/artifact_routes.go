@@ -53,11 +53,11 @@ func (s *Server) artifactRoutes() []Route {
 		{Method: "GET", Pattern: artifactsBase, handle: s.listArtifacts},
 		// Not a Command route: the body is streamed, never buffered for an
 		// idempotency record; PUT of the same bytes is a no-op by itself.
-		{Method: "PUT", Pattern: artifactsBase + "/*", MaxBody: maxBody, handle: s.putArtifact},
-		{Method: "GET", Pattern: artifactsBase + "/*", handle: s.getArtifact},
+		{Method: "PUT", Pattern: artifactsBase + "/*", MaxBody: maxBody, Timeout: artifactTransferTimeout, handle: s.putArtifact},
+		{Method: "GET", Pattern: artifactsBase + "/*", Timeout: artifactTransferTimeout, handle: s.getArtifact},
 		// HEAD tells size and digest without the bytes (http.ServeContent
 		// answers HEAD without a body).
-		{Method: "HEAD", Pattern: artifactsBase + "/*", handle: s.getArtifact},
+		{Method: "HEAD", Pattern: artifactsBase + "/*", Timeout: artifactTransferTimeout, handle: s.getArtifact},
 	}
 }
 
@@ -70,9 +70,10 @@ type ArtifactResponse struct {
 	RecordedAt  time.Time `json:"recorded_at"`
 }
 
-// ArtifactList is the body of GET .../artifacts.
+// ArtifactList is the body of GET .../artifacts: a page in path order.
 type ArtifactList struct {
-	Items []ArtifactResponse `json:"items"`
+	Items         []ArtifactResponse `json:"items"`
+	NextPageToken string             `json:"next_page_token,omitempty"`
 }
 
 // artifactPathParam is the artifact path: chi's wildcard, decoded. chi
@@ -88,7 +89,7 @@ func artifactPathParam(r *http.Request) (string, error) {
 		}
 	}
 	if !registry.ValidArtifactPath(p) {
-		return "", problem("validation-failed", "artifact path must be a relative path without '.', '..' or empty segments")
+		return "", problem("validation-failed", "artifact path must be a relative path of printable UTF-8 without '.', '..' or empty segments")
 	}
 	return p, nil
 }
@@ -131,12 +132,9 @@ func (s *Server) putArtifact(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	ct := r.Header.Get("Content-Type")
-	if ct == "" {
-		ct = "application/octet-stream"
-	}
-	if _, _, err := mime.ParseMediaType(ct); err != nil || len(ct) > 255 {
-		return problem("validation-failed", "Content-Type must be a valid media type of at most 255 characters")
+	ct, sniff, err := artifactContentType(r.Header.Get("Content-Type"), apath)
+	if err != nil {
+		return err
 	}
 	p, _ := principal(r.Context())
 	// Authorize before reading a byte: nobody may fill the store unasked.
@@ -151,7 +149,13 @@ func (s *Server) putArtifact(w http.ResponseWriter, r *http.Request) error {
 	_ = rc.SetReadDeadline(time.Now().Add(artifactTransferTimeout))
 	_ = rc.SetWriteDeadline(time.Now().Add(artifactTransferTimeout))
 	body := &clientBody{Reader: r.Body}
-	digest, size, err := s.deps.Blobs.Put(r.Context(), body, s.deps.ArtifactMaxBytes, want)
+	var stored io.Reader = body
+	var head *sniffHead
+	if sniff {
+		head = &sniffHead{}
+		stored = io.TeeReader(body, head)
+	}
+	digest, size, err := s.deps.Blobs.Put(r.Context(), stored, s.deps.ArtifactMaxBytes, want)
 	var mbe *http.MaxBytesError
 	switch {
 	case err == nil:
@@ -166,6 +170,9 @@ func (s *Server) putArtifact(w http.ResponseWriter, r *http.Request) error {
 		return problem("validation-failed", "the upload ended before the body was complete; nothing was stored")
 	default:
 		return err
+	}
+	if head != nil {
+		ct = head.contentType()
 	}
 	art := registry.Artifact{Path: apath, Digest: string(digest), Size: size, ContentType: ct}
 	existed := false
@@ -207,6 +214,10 @@ func (s *Server) readableVersion(r *http.Request) (projections.Model, int, error
 }
 
 func (s *Server) listArtifacts(w http.ResponseWriter, r *http.Request) error {
+	n, err := pageSize(r)
+	if err != nil {
+		return err
+	}
 	if err := s.awaitMinSequence(r); err != nil {
 		return err
 	}
@@ -214,12 +225,12 @@ func (s *Server) listArtifacts(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	list, err := s.deps.Queries.ListArtifacts(r.Context(), m.ID, v)
+	page, err := s.deps.Queries.ListArtifacts(r.Context(), m.ID, v, pageTokenParam(r), n)
 	if err != nil {
-		return err
+		return pageError(err)
 	}
-	out := ArtifactList{Items: make([]ArtifactResponse, 0, len(list))}
-	for _, a := range list {
+	out := ArtifactList{Items: make([]ArtifactResponse, 0, len(page.Items)), NextPageToken: page.NextPageToken}
+	for _, a := range page.Items {
 		out.Items = append(out.Items, ArtifactResponse{Path: a.Path, Digest: a.Digest, Size: a.Size, ContentType: a.ContentType, RecordedAt: apiTime(a.RecordedAt)})
 	}
 	writeJSON(w, http.StatusOK, out)
@@ -261,6 +272,53 @@ func (s *Server) getArtifact(w http.ResponseWriter, r *http.Request) error {
 	h.Set("Content-Disposition", mime.FormatMediaType("attachment", map[string]string{"filename": path.Base(a.Path)}))
 	http.ServeContent(w, r, "", a.RecordedAt, blob)
 	return nil
+}
+
+// artifactContentType is the media type to record for an upload. A type
+// the client names is kept, except the ones that say nothing about the
+// bytes: none at all, and application/x-www-form-urlencoded, which curl
+// --data-binary sends unasked. For those the type comes from the path's
+// extension, or else (sniff) from the first 512 bytes of the body, read on
+// the way into the store, never buffered whole.
+func artifactContentType(header, apath string) (ct string, sniff bool, err error) {
+	if len(header) > 255 {
+		return "", false, problem("validation-failed", "Content-Type must be a valid media type of at most 255 characters")
+	}
+	if header != "" {
+		mt, _, err := mime.ParseMediaType(header)
+		if err != nil {
+			return "", false, problem("validation-failed", "Content-Type must be a valid media type of at most 255 characters")
+		}
+		if mt != "application/x-www-form-urlencoded" {
+			return header, false, nil
+		}
+	}
+	if ext := path.Ext(apath); ext != "" {
+		if t := mime.TypeByExtension(ext); t != "" {
+			return t, false, nil
+		}
+	}
+	return "", true, nil
+}
+
+// sniffHead keeps the first 512 bytes written to it (what
+// http.DetectContentType looks at) and discards the rest.
+type sniffHead struct{ b []byte }
+
+func (h *sniffHead) Write(p []byte) (int, error) {
+	if room := 512 - len(h.b); room > 0 {
+		h.b = append(h.b, p[:min(room, len(p))]...)
+	}
+	return len(p), nil
+}
+
+// contentType is the sniffed type; bytes it cannot name are
+// application/octet-stream, as are empty bodies.
+func (h *sniffHead) contentType() string {
+	if len(h.b) == 0 {
+		return "application/octet-stream"
+	}
+	return http.DetectContentType(h.b)
 }
 
 // clientBody remembers how reading the request body failed, so that a

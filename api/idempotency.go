@@ -7,35 +7,105 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/go-chi/chi/v5"
+	"github.com/google/uuid"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/maestro-ml/maestro/events"
 )
 
 // IdempotencyBucket is the JetStream KV bucket holding command outcomes by
 // Idempotency-Key for 24 hours.
 const IdempotencyBucket = "MAESTRO_IDEMPOTENCY"
 
+// IdempotencyMaxBytes bounds the bucket (it shares JetStream storage with
+// the event stream, which must never run out of room because of it). When
+// it is full, outcomes are not stored: commands still run and answer, and
+// retries still get deterministic event ids (review finding 4).
+const IdempotencyMaxBytes = 1 << 30
+
 // OpenIdempotency creates or binds the idempotency bucket.
 func OpenIdempotency(ctx context.Context, js jetstream.JetStream, replicas int) (jetstream.KeyValue, error) {
-	return js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
 		Bucket:       IdempotencyBucket,
 		Description:  "Outcomes of commands sent with an Idempotency-Key",
 		TTL:          24 * time.Hour,
 		Storage:      jetstream.FileStorage,
 		Replicas:     max(replicas, 1),
 		MaxValueSize: 256 << 10,
+		MaxBytes:     IdempotencyMaxBytes,
 	})
+	if err != nil {
+		return nil, fmt.Errorf("idempotency bucket: %w", err)
+	}
+	st, err := js.Stream(ctx, "KV_"+IdempotencyBucket)
+	if err != nil {
+		return nil, fmt.Errorf("idempotency bucket stream: %w", err)
+	}
+	return &idempotencyKV{KeyValue: kv, stream: st}, nil
+}
+
+// idempotencyKV is the bucket plus its stream, so a released key can leave
+// nothing behind: a KV delete keeps a marker message for the bucket's TTL,
+// which anonymous refusals could pile up; purging the key's subject does not.
+type idempotencyKV struct {
+	jetstream.KeyValue
+	stream jetstream.Stream
+}
+
+func (k *idempotencyKV) release(ctx context.Context, key string) error {
+	return k.stream.Purge(ctx, jetstream.WithPurgeSubject("$KV."+IdempotencyBucket+"."+key))
+}
+
+// releaseKey forgets a key entirely (see idempotencyKV).
+func (s *Server) releaseKey(ctx context.Context, key string) error {
+	if k, ok := s.deps.Idempotency.(*idempotencyKV); ok {
+		return k.release(ctx, key)
+	}
+	return s.deps.Idempotency.Delete(ctx, key)
+}
+
+// idempotencyState is the API instance's side of the bucket.
+type idempotencyState struct {
+	// boot identifies this process in pending records, so a restarted
+	// sole instance knows its dead predecessor's records at once.
+	boot string
+	// fullLogged makes "bucket full" a single log line per process.
+	fullLogged sync.Once
+}
+
+func newIdempotencyState() *idempotencyState {
+	return &idempotencyState{boot: uuid.NewString()}
+}
+
+// idempotencyScope is what the middleware hands to meta() for the events a
+// keyed command produces.
+type idempotencyScope struct {
+	key, fingerprint string
+	prior            time.Time // when a dead attempt of the same request started
+}
+
+// withIdempotency fills m's idempotency fields from the request context.
+func withIdempotency(ctx context.Context, m *events.Meta) {
+	if sc, ok := ctx.Value(ctxIdempotency).(idempotencyScope); ok {
+		m.IdempotencyKey, m.Fingerprint, m.PriorAttempt = sc.key, sc.fingerprint, sc.prior
+	}
 }
 
 // idempotencyRecord is what a key maps to: pending while the first request
 // runs, then its response.
 type idempotencyRecord struct {
-	Pending     bool              `json:"pending"`
-	Started     time.Time         `json:"started"`
+	Pending bool      `json:"pending"`
+	Started time.Time `json:"started"`
+	// Boot is the process running a pending request (see idempotencyState).
+	Boot        string            `json:"boot,omitempty"`
 	Fingerprint string            `json:"fingerprint"`
 	Status      int               `json:"status,omitempty"`
 	Header      map[string]string `json:"header,omitempty"`
@@ -44,6 +114,10 @@ type idempotencyRecord struct {
 	// carrying fresh tokens are only worth replaying for a moment, and a
 	// stolen old refresh token plus its key must not fetch the new pair later.
 	Expires time.Time `json:"expires,omitzero"`
+	// Failed marks an attempt that ended in a server error: not an outcome
+	// to replay, but its events may be stored, so the retry takes the key
+	// over knowing of it (as of a crashed attempt).
+	Failed bool `json:"failed,omitempty"`
 }
 
 // credentialRoutes answer with tokens; their outcomes replay for minutes only.
@@ -114,7 +188,8 @@ func (s *Server) idempotent(next http.Handler) http.Handler {
 		r.Body = io.NopCloser(bytes.NewReader(body))
 		bodySum := sha256.Sum256(body)
 		scope := "anonymous:" + hex.EncodeToString(bodySum[:])
-		if p, ok := principal(r.Context()); ok {
+		p, authenticated := principal(r.Context())
+		if authenticated {
 			// Per session, not per user: a logout replayed from another of the
 			// user's sessions must not answer 204 while leaving that one alive.
 			scope = "user:" + p.UserID + "/session:" + p.SessionID
@@ -122,8 +197,16 @@ func (s *Server) idempotent(next http.Handler) http.Handler {
 		route := chi.RouteContext(r.Context()).RoutePattern()
 		kvKey := digest(scope, r.Method, route, key)
 		fingerprint := digest(r.Method, r.URL.Path, string(body))
+		sc := idempotencyScope{key: kvKey, fingerprint: fingerprint}
+		if !authenticated && !json.Valid(body) {
+			// An anonymous body that is not even JSON can only be refused
+			// (400) and records nothing: it costs no bucket write at all.
+			next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), ctxIdempotency, sc)))
+			return
+		}
 
-		rec, err := s.claimKey(r.Context(), kvKey, fingerprint)
+		started := time.Now()
+		rec, prior, claimed, err := s.claimKey(r.Context(), kvKey, fingerprint, started)
 		if err != nil {
 			pe, _ := toProblem(err)
 			writeProblem(w, r, pe)
@@ -138,13 +221,15 @@ func (s *Server) idempotent(next http.Handler) http.Handler {
 			_, _ = w.Write(rec.Body)
 			return
 		}
+		sc.prior = prior
 		buf := &bufferedResponse{header: w.Header()}
-		ctx := context.WithValue(r.Context(), ctxIdempotency, kvKey)
-		next.ServeHTTP(buf, r.WithContext(ctx))
+		next.ServeHTTP(buf, r.WithContext(context.WithValue(r.Context(), ctxIdempotency, sc)))
 		if buf.status == 0 {
 			buf.status = http.StatusOK
 		}
-		s.storeOutcome(kvKey, fingerprint, credentialRoutes[route], buf)
+		if claimed {
+			s.storeOutcome(kvKey, fingerprint, started, credentialRoutes[route], !authenticated, buf)
+		}
 		w.WriteHeader(buf.status)
 		_, _ = w.Write(buf.body.Bytes())
 	})
@@ -159,53 +244,127 @@ func digest(parts ...string) string {
 	return hex.EncodeToString(h.Sum(nil))
 }
 
-// claimKey returns the stored outcome for a replay, or nil after marking the
-// key pending for this request.
-func (s *Server) claimKey(ctx context.Context, kvKey, fingerprint string) (*idempotencyRecord, error) {
+// claimKey marks the key pending for this request (claimed). It returns
+// the stored outcome for a replay; or, when it took over the key of an
+// attempt that died (a stale pending record) or failed (a 5xx), that
+// attempt's start as prior, so the command looks for what it stored. With
+// the bucket full it runs the request unclaimed: nothing is stored, but the
+// command still answers.
+func (s *Server) claimKey(ctx context.Context, kvKey, fingerprint string, started time.Time) (replay *idempotencyRecord, prior time.Time, claimed bool, err error) {
 	kv := s.deps.Idempotency
-	pending, _ := json.Marshal(idempotencyRecord{Pending: true, Started: time.Now(), Fingerprint: fingerprint})
+	pending, _ := json.Marshal(idempotencyRecord{Pending: true, Started: started, Boot: s.idem.boot, Fingerprint: fingerprint})
+	busy := &problemError{code: "request-in-progress", detail: "retry when the first request has finished", retryAfter: time.Second}
 	for range 3 {
-		if _, err := kv.Create(ctx, kvKey, pending); err == nil {
-			return nil, nil
-		} else if !errors.Is(err, jetstream.ErrKeyExists) {
-			return nil, err
+		_, err := kv.Create(ctx, kvKey, pending)
+		if err == nil {
+			return nil, time.Time{}, true, nil
+		}
+		if bucketFull(err) {
+			s.noteBucketFull(err)
+			return nil, time.Time{}, false, nil
+		}
+		if !errors.Is(err, jetstream.ErrKeyExists) {
+			return nil, time.Time{}, false, fmt.Errorf("claim idempotency key: %w", err)
 		}
 		entry, err := kv.Get(ctx, kvKey)
 		if errors.Is(err, jetstream.ErrKeyNotFound) {
 			continue
 		}
 		if err != nil {
-			return nil, err
+			return nil, time.Time{}, false, fmt.Errorf("read idempotency key: %w", err)
 		}
 		var rec idempotencyRecord
 		if err := json.Unmarshal(entry.Value(), &rec); err != nil {
-			return nil, err
+			return nil, time.Time{}, false, fmt.Errorf("read idempotency key: %w", err)
 		}
 		if rec.Fingerprint != fingerprint {
-			return nil, problem("idempotency-key-reused", "this Idempotency-Key was used with a different request")
+			return nil, time.Time{}, false, problem("idempotency-key-reused", "this Idempotency-Key was used with a different request")
 		}
-		if !rec.Pending && (rec.Expires.IsZero() || time.Now().Before(rec.Expires)) {
-			return &rec, nil
+		if !rec.Pending && !rec.Failed && (rec.Expires.IsZero() || time.Now().Before(rec.Expires)) {
+			return &rec, time.Time{}, false, nil
 		}
-		if rec.Pending && time.Since(rec.Started) < pendingTakeover {
-			return nil, &problemError{code: "request-in-progress", detail: "retry when the first request has finished", retryAfter: time.Second}
+		if rec.Pending && time.Since(rec.Started) < pendingTakeover && !s.predecessor(rec) {
+			return nil, time.Time{}, false, busy
 		}
-		// The first request died without an outcome, or its replay window
-		// closed: take the key over.
-		if _, err := kv.Update(ctx, kvKey, pending, entry.Revision()); err == nil {
-			return nil, nil
+		// The first request died or failed without an outcome, or its
+		// replay window closed: take the key over.
+		_, err = kv.Update(ctx, kvKey, pending, entry.Revision())
+		if err == nil {
+			if rec.Pending || rec.Failed {
+				return nil, rec.Started, true, nil
+			}
+			return nil, time.Time{}, true, nil
+		}
+		if bucketFull(err) {
+			s.noteBucketFull(err)
+			return nil, time.Time{}, false, nil
 		}
 	}
-	return nil, &problemError{code: "request-in-progress", detail: "retry when the first request has finished", retryAfter: time.Second}
+	return nil, time.Time{}, false, busy
 }
 
-// storeOutcome keeps the response for replays. Server errors and throttling
-// are transient: the key is released so a retry runs again.
-func (s *Server) storeOutcome(kvKey, fingerprint string, credentials bool, b *bufferedResponse) {
+// predecessor reports whether a pending record belongs to a process that is
+// certainly dead: on a sole instance (`maestro serve` holds the data dir's
+// lock, so it is the only API process), any other boot's pending record was
+// left by a crash. With several API instances a record can belong to a live
+// peer, so only its age (pendingTakeover) frees it. Taking over wrongly
+// would still be safe: the two attempts derive the same event ids, and the
+// second answers from what the first stored.
+func (s *Server) predecessor(rec idempotencyRecord) bool {
+	return s.deps.SoleInstance && rec.Boot != "" && rec.Boot != s.idem.boot
+}
+
+// bucketFull reports JetStream refusing a write because the bucket reached
+// its MaxBytes.
+func bucketFull(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && apiErr.ErrorCode == 10077 && strings.Contains(apiErr.Description, "maximum bytes")
+}
+
+func (s *Server) noteBucketFull(err error) {
+	s.idem.fullLogged.Do(func() {
+		s.deps.Logger.Warn("idempotency bucket is full: outcomes are not stored until records expire", "bucket", IdempotencyBucket, "max_bytes", IdempotencyMaxBytes, "err", err)
+	})
+}
+
+// keepOutcome says whether a response is worth storing for replays. Server
+// errors and throttling never are (transient: a retry runs again). An
+// anonymous request's answer is kept only if it is a success (2xx) or
+// recorded an event (it carries Maestro-Sequence, e.g. a refused login
+// counted as a failure): refusals that recorded nothing (a malformed body,
+// a failed check) would otherwise let anyone fill the bucket for free, and a
+// retry runs them again at no risk. An authenticated caller's refusals are
+// kept: they are scoped to a session that is accountable for them, the
+// bucket is bounded, and a key reused for another request after one of them
+// still answers 422 rather than silently running the other request.
+func keepOutcome(b *bufferedResponse, anonymous bool) bool {
+	if b.status >= 500 || b.status == http.StatusTooManyRequests {
+		return false
+	}
+	if !anonymous {
+		return true
+	}
+	return (b.status >= 200 && b.status < 300) || b.header.Get("Maestro-Sequence") != ""
+}
+
+// storeOutcome keeps the response for replays, or releases the key (see
+// keepOutcome) so a retry runs again.
+func (s *Server) storeOutcome(kvKey, fingerprint string, started time.Time, credentials, anonymous bool, b *bufferedResponse) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if b.status >= 500 || b.status == http.StatusTooManyRequests {
-		_ = s.deps.Idempotency.Delete(ctx, kvKey)
+	if b.status >= 500 {
+		// Its events may be stored (the failure can come after the
+		// append): the retry must look for them, as after a crash.
+		val, _ := json.Marshal(idempotencyRecord{Failed: true, Started: started, Fingerprint: fingerprint})
+		if _, err := s.deps.Idempotency.Put(ctx, kvKey, val); err != nil {
+			_ = s.releaseKey(ctx, kvKey)
+		}
+		return
+	}
+	if !keepOutcome(b, anonymous) {
+		if err := s.releaseKey(ctx, kvKey); err != nil {
+			s.deps.Logger.Error("release idempotency key", "err", err)
+		}
 		return
 	}
 	rec := idempotencyRecord{Fingerprint: fingerprint, Started: time.Now(), Status: b.status,
@@ -221,6 +380,11 @@ func (s *Server) storeOutcome(kvKey, fingerprint string, credentials bool, b *bu
 	val, err := json.Marshal(rec)
 	if err == nil {
 		_, err = s.deps.Idempotency.Put(ctx, kvKey, val)
+	}
+	if bucketFull(err) {
+		s.noteBucketFull(err)
+		_ = s.releaseKey(ctx, kvKey)
+		return
 	}
 	if err != nil {
 		s.deps.Logger.Error("store idempotent outcome", "err", err)

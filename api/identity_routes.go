@@ -50,15 +50,35 @@ func (s *Server) healthz(w http.ResponseWriter, _ *http.Request) error {
 	return nil
 }
 
+// ReadyStatus is the body of GET /readyz.
+type ReadyStatus struct {
+	// Status is "ready", or "degraded" when a projection has quarantined
+	// events it cannot store (still 200: one poison event must not take
+	// every instance out of the load balancer).
+	Status string `json:"status"`
+	// Quarantined counts quarantined events by projection, when any.
+	Quarantined map[string]int64 `json:"quarantined,omitempty"`
+}
+
 func (s *Server) readyz(w http.ResponseWriter, r *http.Request) error {
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
 	if s.deps.Ready != nil {
-		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
-		defer cancel()
 		if err := s.deps.Ready(ctx); err != nil {
 			return problem("unavailable", "not ready")
 		}
 	}
-	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+	st := ReadyStatus{Status: "ready"}
+	if s.deps.Queries != nil {
+		q, err := s.deps.Queries.Quarantined(ctx)
+		if err != nil {
+			return problem("unavailable", "not ready")
+		}
+		if len(q) > 0 {
+			st = ReadyStatus{Status: "degraded", Quarantined: q}
+		}
+	}
+	writeJSON(w, http.StatusOK, st)
 	return nil
 }
 
@@ -133,9 +153,36 @@ func (s *Server) refresh(w http.ResponseWriter, r *http.Request) error {
 	}
 	pair, seq, err := s.deps.Identity.Refresh(r.Context(), meta(r), req.RefreshToken)
 	if err != nil {
+		if seq > 0 {
+			// A reused token revoked the session (seq is the revocation, or
+			// the session's version when it was revoked already): the 401
+			// goes out only once every instance refuses the session's access
+			// tokens, or the client would still hold a working one.
+			if perr := s.awaitRevocation(w, r, seq, projections.Sessions{}.Name()); perr != nil {
+				return perr
+			}
+		}
 		return err
 	}
 	s.respondCommand(w, r, http.StatusOK, seq, tokenResponse(pair))
+	return nil
+}
+
+// awaitRevocation waits, bounded by WaitTimeout, until the named projections
+// have applied seq. Security-relevant commands (logout, deactivation, role
+// changes, refresh-reuse revocation) use it instead of respondCommand: they
+// ignore Prefer: respond-async, because the authenticator decides on those
+// projections and an answer before them would claim a revocation that is
+// not yet in force. A timeout is a 503 revocation-pending, never a success:
+// the change is durable and a retry answers once it is visible.
+func (s *Server) awaitRevocation(w http.ResponseWriter, r *http.Request, seq uint64, names ...string) error {
+	w.Header().Set("Maestro-Sequence", strconv.FormatUint(seq, 10))
+	ctx, cancel := context.WithTimeout(r.Context(), s.deps.WaitTimeout)
+	defer cancel()
+	if !s.deps.Waiter.Wait(ctx, seq, names...) {
+		return &problemError{code: "revocation-pending", retryAfter: time.Second,
+			detail: "the change is recorded (sequence " + strconv.FormatUint(seq, 10) + ") but not yet in force everywhere; retry the request"}
+	}
 	return nil
 }
 
@@ -148,10 +195,9 @@ func (s *Server) logout(w http.ResponseWriter, r *http.Request) error {
 	if seq > 0 {
 		// Logout must be visible to every instance before we answer, even
 		// if the client asked for async: that is the whole point of it.
-		ctx, cancel := context.WithTimeout(r.Context(), s.deps.WaitTimeout)
-		defer cancel()
-		s.deps.Waiter.Wait(ctx, seq, projections.Sessions{}.Name())
-		w.Header().Set("Maestro-Sequence", strconv.FormatUint(seq, 10))
+		if err := s.awaitRevocation(w, r, seq, projections.Sessions{}.Name()); err != nil {
+			return err
+		}
 	}
 	w.WriteHeader(http.StatusNoContent)
 	return nil
@@ -298,7 +344,15 @@ func (s *Server) patchUser(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	s.respondCommand(w, r, http.StatusOK, seq, userFromState(u))
+	// Role and activation are what the authenticator reads (users joined
+	// with sessions; deactivation revokes sessions), so the answer waits for
+	// both whatever Prefer says.
+	if seq > 0 {
+		if err := s.awaitRevocation(w, r, seq, projections.Users{}.Name(), projections.Sessions{}.Name()); err != nil {
+			return err
+		}
+	}
+	writeJSON(w, http.StatusOK, userFromState(u))
 	return nil
 }
 

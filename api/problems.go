@@ -40,6 +40,7 @@ var problemCatalog = map[string]struct {
 	"project-archived":        {409, "The project is archived"},
 	"last-owner":              {409, "A project must keep at least one owner"},
 	"production-occupied":     {409, "Another version is in production"},
+	"artifact-limit":          {409, "The version holds the most artifacts a version may have"},
 	"concurrent-modification": {409, "The resource changed concurrently"},
 	"request-in-progress":     {409, "A request with this Idempotency-Key is still in progress"},
 	"precondition-failed":     {412, "A precondition of the request does not hold"},
@@ -51,6 +52,8 @@ var problemCatalog = map[string]struct {
 	"too-many-attempts":       {429, "Too many attempts"},
 	"internal":                {500, "Internal server error"},
 	"projection-lagging":      {503, "The read model has not caught up yet"},
+	"revocation-pending":      {503, "The change is recorded but not yet in force everywhere"},
+	"history-too-long":        {503, "The model's history is too long to read in one request; retry to continue"},
 	"unavailable":             {503, "Service unavailable"},
 }
 

@@ -64,6 +64,10 @@ type mxCell struct {
 	// repair undoes, as the admin, a successful request's change that later
 	// cells rely on (an archived project, a deleted model, a removed member).
 	repair func(m *matrix, target *mxProject)
+	// also are further runs of the same route whose target needs another
+	// action (deleting a deployed version needs more than a plain one).
+	also  []mxCell
+	label string // names a variant in failures
 }
 
 const (
@@ -107,9 +111,17 @@ func matrixCells() map[string]mxCell {
 		"PATCH " + mxModel: {action: mxModelWrite, build: func(m *matrix, _ *mxProject) mxReq {
 			return mxReq{body: map[string]any{"description": m.unique("d")}}
 		}},
-		"DELETE " + mxModel: {action: mxModelWrite, build: none, repair: func(m *matrix, p *mxProject) {
+		// Model "m" has the alias champion: deleting it takes a deployment
+		// pointer offline, which needs the approver role; a model with
+		// plain versions only is the editors' to delete.
+		"DELETE " + mxModel: {action: mxPromote, label: "model with an alias", build: none, repair: func(m *matrix, p *mxProject) {
 			m.admin("POST", mxProjects+"/"+p.slug+"/models/m:restore", nil)
-		}},
+		}, also: []mxCell{{action: mxModelWrite, label: "model with plain versions", build: func(m *matrix, p *mxProject) mxReq {
+			name := fmt.Sprintf("plain-%d", m.next())
+			m.admin("POST", mxProjects+"/"+p.slug+"/models", map[string]any{"name": name})
+			m.admin("POST", mxProjects+"/"+p.slug+"/models/"+name+"/versions", map[string]any{"description": "plain"})
+			return mxReq{params: map[string]string{"name": name}}
+		}}}},
 		"POST " + mxModel + ":restore": {action: mxModelWrite, build: none},
 		"POST " + mxModel + "/versions": {action: mxModelWrite, build: func(*matrix, *mxProject) mxReq {
 			return mxReq{body: map[string]any{"description": "matrix"}}
@@ -119,10 +131,23 @@ func matrixCells() map[string]mxCell {
 		"PATCH " + mxVersion: {action: mxModelWrite, build: func(m *matrix, _ *mxProject) mxReq {
 			return mxReq{body: map[string]any{"description": m.unique("d")}}
 		}},
-		// Each cell deletes a version the admin registered just for it.
-		"DELETE " + mxVersion: {action: mxModelWrite, build: func(m *matrix, p *mxProject) mxReq {
-			r := m.admin("POST", mxProjects+"/"+p.slug+"/models/m/versions", map[string]any{"description": "victim"})
-			return mxReq{params: map[string]string{"version": fmt.Sprint(asJSON[api.VersionResponse](m.t, r).Version)}}
+		// Each cell deletes a version the admin registered just for it: a
+		// plain one (editors may), one in production and one an alias names
+		// (deployment pointers: approvers and up).
+		"DELETE " + mxVersion: {action: mxModelWrite, label: "plain version", build: func(m *matrix, p *mxProject) mxReq {
+			return mxReq{params: map[string]string{"version": fmt.Sprint(m.victim(p))}}
+		}, also: []mxCell{
+			{action: mxPromote, label: "version in production", build: func(m *matrix, p *mxProject) mxReq {
+				v := m.victim(p)
+				m.admin("POST", fmt.Sprintf("%s/%s/models/m/versions/%d:transition", mxProjects, p.slug, v),
+					map[string]any{"stage": "production", "archive_existing": true})
+				return mxReq{params: map[string]string{"version": fmt.Sprint(v)}}
+			}},
+			{action: mxPromote, label: "version with an alias", build: func(m *matrix, p *mxProject) mxReq {
+				v := m.victim(p)
+				m.admin("PUT", mxProjects+"/"+p.slug+"/models/m/aliases/deployed", map[string]any{"version": v})
+				return mxReq{params: map[string]string{"version": fmt.Sprint(v)}}
+			}},
 		}},
 		"POST " + mxVersion + ":transition": {action: mxPromote, build: func(m *matrix, _ *mxProject) mxReq {
 			return mxReq{params: map[string]string{"version": "2"},
@@ -167,6 +192,13 @@ type matrix struct {
 func (m *matrix) next() int { m.n++; return m.n }
 
 func (m *matrix) unique(prefix string) string { return fmt.Sprintf("%s %d", prefix, m.next()) }
+
+// victim registers, as the admin, a version of model "m" for a cell to delete.
+func (m *matrix) victim(p *mxProject) int {
+	m.t.Helper()
+	r := m.admin("POST", mxProjects+"/"+p.slug+"/models/m/versions", map[string]any{"description": "victim"})
+	return asJSON[api.VersionResponse](m.t, r).Version
+}
 
 // admin sends a fixture request as the admin and fails unless it is 2xx.
 func (m *matrix) admin(method, path string, body any) testenv.Response {
@@ -320,80 +352,85 @@ func TestRegistryAuthorizationMatrix(t *testing.T) {
 			t.Run(name, func(t *testing.T) {
 				m.t = t
 				defer func() { m.t = nil }() // builders and repairs run inside a cell only
-				for _, p := range principals {
-					for _, target := range []*mxProject{projA, projB} {
-						if global && target != projA {
-							continue // no project in the path: one cell per principal
-						}
-						where := fmt.Sprintf("%s on %s", p.name, target.name)
-						if global {
-							where = p.name
-						}
-						req := c.build(m, target)
-						path := mxFill(t, rt.Pattern, target, byID, req.params)
-						r := send(t, e, rt.Method, path, p.token, req.body, req.headers...)
-						cellsRun++
-						want := expect(c, p, target)
-						ok2xx := r.Status >= 200 && r.Status <= 299
-						if !global && ok2xx && p.global != "admin" && p.rank[target.id] == 0 {
-							crossOK++
-							crossWhat = append(crossWhat, k+" by "+where)
-						}
-						if rt.Method == "HEAD" { // no body: the status is the whole answer
-							if (want == 200 && !ok2xx) || (want != 200 && r.Status != want) {
-								t.Errorf("%s: %d, want %d", where, r.Status, want)
+				for _, c := range append([]mxCell{c}, c.also...) {
+					for _, p := range principals {
+						for _, target := range []*mxProject{projA, projB} {
+							if global && target != projA {
+								continue // no project in the path: one cell per principal
 							}
-						} else {
-							switch want {
-							case 200:
-								if !ok2xx {
-									t.Errorf("%s: %d %s, want 2xx", where, r.Status, r.Body)
+							where := fmt.Sprintf("%s on %s", p.name, target.name)
+							if global {
+								where = p.name
+							}
+							if c.label != "" {
+								where += " (" + c.label + ")"
+							}
+							req := c.build(m, target)
+							path := mxFill(t, rt.Pattern, target, byID, req.params)
+							r := send(t, e, rt.Method, path, p.token, req.body, req.headers...)
+							cellsRun++
+							want := expect(c, p, target)
+							ok2xx := r.Status >= 200 && r.Status <= 299
+							if !global && ok2xx && p.global != "admin" && p.rank[target.id] == 0 {
+								crossOK++
+								crossWhat = append(crossWhat, k+" by "+where)
+							}
+							if rt.Method == "HEAD" { // no body: the status is the whole answer
+								if (want == 200 && !ok2xx) || (want != 200 && r.Status != want) {
+									t.Errorf("%s: %d, want %d", where, r.Status, want)
 								}
-							case 401:
-								if _, err := checkProblem(r, 401, "unauthenticated"); err != nil {
-									t.Errorf("%s: %v", where, err)
-								}
-							case 403:
-								if _, err := checkProblem(r, 403, "forbidden"); err != nil {
-									t.Errorf("%s: %v", where, err)
-								}
-							case 404:
-								got, err := checkProblem(r, 404, "not-found")
-								if err != nil {
-									t.Errorf("%s: %v", where, err)
-									break
-								}
-								// The same request to a project that does not exist.
-								over := map[string]string{"project": missingRef}
-								for k, v := range req.params {
-									over[k] = v
-								}
-								miss := send(t, e, rt.Method, mxFill(t, rt.Pattern, target, false, over), p.token, req.body, req.headers...)
-								want, err := checkProblem(miss, 404, "not-found")
-								if err != nil {
-									t.Errorf("%s, missing project: %v", where, err)
-								} else if got.Type != want.Type || got.Title != want.Title || got.Detail != want.Detail {
-									t.Errorf("%s: a hidden project answers %+v, a missing one %+v", where, got, want)
+							} else {
+								switch want {
+								case 200:
+									if !ok2xx {
+										t.Errorf("%s: %d %s, want 2xx", where, r.Status, r.Body)
+									}
+								case 401:
+									if _, err := checkProblem(r, 401, "unauthenticated"); err != nil {
+										t.Errorf("%s: %v", where, err)
+									}
+								case 403:
+									if _, err := checkProblem(r, 403, "forbidden"); err != nil {
+										t.Errorf("%s: %v", where, err)
+									}
+								case 404:
+									got, err := checkProblem(r, 404, "not-found")
+									if err != nil {
+										t.Errorf("%s: %v", where, err)
+										break
+									}
+									// The same request to a project that does not exist.
+									over := map[string]string{"project": missingRef}
+									for k, v := range req.params {
+										over[k] = v
+									}
+									miss := send(t, e, rt.Method, mxFill(t, rt.Pattern, target, false, over), p.token, req.body, req.headers...)
+									want, err := checkProblem(miss, 404, "not-found")
+									if err != nil {
+										t.Errorf("%s, missing project: %v", where, err)
+									} else if got.Type != want.Type || got.Title != want.Title || got.Detail != want.Detail {
+										t.Errorf("%s: a hidden project answers %+v, a missing one %+v", where, got, want)
+									}
 								}
 							}
-						}
-						if ok2xx && c.repair != nil {
-							c.repair(m, target)
-						}
-						if c.action == mxList && ok2xx {
-							// The list holds exactly the fixture projects the caller may see.
-							var page api.ProjectPage
-							r.JSON(t, &page)
-							for _, f := range []*mxProject{projA, projB} {
-								visible := p.global == "admin" || p.rank[f.id] > 0
-								listed := slices.ContainsFunc(page.Items, func(it api.ProjectResponse) bool { return it.ID == f.id })
-								if listed && !visible {
-									crossOK++
-									crossWhat = append(crossWhat, k+" by "+where+" lists "+f.name)
-									t.Errorf("%s lists %s", where, f.name)
-								}
-								if visible && !listed {
-									t.Errorf("%s does not list %s: %s", where, f.name, r.Body)
+							if ok2xx && c.repair != nil {
+								c.repair(m, target)
+							}
+							if c.action == mxList && ok2xx {
+								// The list holds exactly the fixture projects the caller may see.
+								var page api.ProjectPage
+								r.JSON(t, &page)
+								for _, f := range []*mxProject{projA, projB} {
+									visible := p.global == "admin" || p.rank[f.id] > 0
+									listed := slices.ContainsFunc(page.Items, func(it api.ProjectResponse) bool { return it.ID == f.id })
+									if listed && !visible {
+										crossOK++
+										crossWhat = append(crossWhat, k+" by "+where+" lists "+f.name)
+										t.Errorf("%s lists %s", where, f.name)
+									}
+									if visible && !listed {
+										t.Errorf("%s does not list %s: %s", where, f.name, r.Body)
+									}
 								}
 							}
 						}

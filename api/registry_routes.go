@@ -2,6 +2,7 @@ package api
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"net/http"
@@ -457,26 +458,27 @@ func (s *Server) getModel(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+// asOfTimeout bounds one point-in-time read; the fold keeps its progress,
+// so a retry goes on from where a timed-out read stopped.
+const asOfTimeout = 10 * time.Second
+
 // modelAsOf answers a point-in-time read from the model's event history
 // (not the projection): the events up to asOf folded by the write side's
-// own EvolveModel. Times compare at the microsecond precision the API
-// shows, so a timestamp read from a response selects that change.
+// own EvolveModel (registry.Service.ModelAsOf: batched reads, checkpoints,
+// bounded work). Times compare at the microsecond precision the API shows,
+// so a timestamp read from a response selects that change.
 func (s *Server) modelAsOf(r *http.Request, modelID string, asOf time.Time) (ModelResponse, error) {
-	evs, err := s.deps.Registry.ModelHistory(r.Context(), modelID)
-	if err != nil {
-		return ModelResponse{}, err
-	}
-	var st registry.ModelState
-	for _, e := range evs {
-		if apiTime(e.Time).After(asOf) {
-			break
-		}
-		if st, err = registry.EvolveModel(st, e); err != nil {
-			return ModelResponse{}, err
-		}
-	}
-	if !st.Created {
+	ctx, cancel := context.WithTimeout(r.Context(), asOfTimeout)
+	defer cancel()
+	st, err := s.deps.Registry.ModelAsOf(ctx, modelID, asOf)
+	switch {
+	case errors.Is(err, registry.ErrModelNotYetCreated):
 		return ModelResponse{}, problem("not-found", "the model did not exist at as_of")
+	case errors.Is(err, context.DeadlineExceeded) && r.Context().Err() == nil:
+		return ModelResponse{}, &problemError{code: "unavailable", retryAfter: time.Second,
+			detail: "the point-in-time read took too long; retry and it goes on from where this one stopped"}
+	case err != nil:
+		return ModelResponse{}, err
 	}
 	out := modelFromState(st)
 	at := asOf.UTC()
@@ -538,15 +540,23 @@ func (s *Server) updateModel(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *Server) deleteModel(w http.ResponseWriter, r *http.Request) error {
-	return s.modelCommand(w, r, authz.ModelWrite, http.StatusOK, func(m registry.ModelState) ([]handlers.Change, error) {
-		return registry.DecideDeleteModel(m, true)
-	}, respondModel)
+	return s.setModelDeleted(w, r, true)
 }
 
 func (s *Server) restoreModel(w http.ResponseWriter, r *http.Request) error {
-	return s.modelCommand(w, r, authz.ModelWrite, http.StatusOK, func(m registry.ModelState) ([]handlers.Change, error) {
-		return registry.DecideDeleteModel(m, false)
-	}, respondModel)
+	return s.setModelDeleted(w, r, false)
+}
+
+// setModelDeleted goes through the service's DeleteModel, which also
+// decides whether the caller may take deployment pointers offline.
+func (s *Server) setModelDeleted(w http.ResponseWriter, r *http.Request, del bool) error {
+	p, _ := principal(r.Context())
+	m, seq, err := s.deps.Registry.DeleteModel(r.Context(), meta(r), p, chi.URLParam(r, "project"), chi.URLParam(r, "name"), del)
+	if err != nil {
+		return err
+	}
+	s.respondCommand(w, r, http.StatusOK, seq, modelFromState(m))
+	return nil
 }
 
 // ---- versions ----
@@ -676,9 +686,19 @@ func (s *Server) deleteVersion(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	return s.modelCommand(w, r, authz.ModelWrite, http.StatusOK, func(m registry.ModelState) ([]handlers.Change, error) {
-		return registry.DecideDeleteVersion(m, v)
-	}, respondVersion(v))
+	// The service decides whether the version is a deployment pointer's
+	// target that only an approver may delete.
+	p, _ := principal(r.Context())
+	m, seq, err := s.deps.Registry.DeleteVersion(r.Context(), meta(r), p, chi.URLParam(r, "project"), chi.URLParam(r, "name"), v)
+	if err != nil {
+		return err
+	}
+	body, err := respondVersion(v)(m)
+	if err != nil {
+		return err
+	}
+	s.respondCommand(w, r, http.StatusOK, seq, body)
+	return nil
 }
 
 type transitionRequest struct {

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/maestro-ml/maestro/handlers"
 	"github.com/maestro-ml/maestro/handlers/registry"
 	"github.com/maestro-ml/maestro/projections"
 )
@@ -181,23 +182,17 @@ func sortedAliases(a []string) []string {
 	return out
 }
 
-// canonicalJSON re-encodes a stored JSON document with sorted keys: jsonb
-// reorders keys, the event keeps the client's order, and both must print
-// the same. Numbers keep their text. null or nothing is nil (omitted).
+// canonicalJSON prints a stored JSON document in handlers.CanonicalJSON's
+// form (sorted keys, numbers as shortest doubles). The event keeps that form
+// since the door canonicalises it; jsonb reorders keys and prints numbers as
+// decimals (1e+21 as 1000000000000000000000), and re-canonicalising both is
+// what makes a command's response and a later GET print the same. null or
+// nothing is nil (omitted); a document from before the door canonicalised
+// that no longer passes is printed as stored.
 func canonicalJSON(raw json.RawMessage) json.RawMessage {
-	raw = bytes.TrimSpace(raw)
-	if len(raw) == 0 || bytes.Equal(raw, []byte("null")) {
-		return nil
-	}
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.UseNumber()
-	var v any
-	if err := dec.Decode(&v); err != nil {
-		return raw
-	}
-	out, err := json.Marshal(v)
+	out, err := handlers.CanonicalJSON(raw)
 	if err != nil {
-		return raw
+		return bytes.TrimSpace(raw)
 	}
 	return out
 }

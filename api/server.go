@@ -8,9 +8,11 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -50,6 +52,14 @@ type Deps struct {
 	WaitTimeout time.Duration
 	// MaxBodyBytes bounds request bodies (default 64 KiB).
 	MaxBodyBytes int64
+	// RequestTimeout is the deadline of a request's context, and so of its
+	// Postgres and NATS I/O (default 30s; Route.Timeout overrides it).
+	RequestTimeout time.Duration
+	// SoleInstance says this is the only API process on its event store
+	// (`maestro serve`, which holds the data dir's lock): a pending
+	// idempotency record of another boot was then left by a crash and is
+	// taken over at once instead of after 30 s.
+	SoleInstance bool
 }
 
 // Route is one entry of the route table. The table drives the router, the
@@ -61,8 +71,15 @@ type Route struct {
 	Public bool
 	// Command routes honour Idempotency-Key and read-your-writes.
 	Command bool
+	// Await names the projections a command's response and the next
+	// natural read need (rule 5): respondCommand waits for these only, so
+	// a slow projection elsewhere (audit) does not hold up the answer.
+	// Empty waits for every projection.
+	Await []string
 	// MaxBody overrides the default request body limit (artifact uploads).
 	MaxBody int64
+	// Timeout overrides Deps.RequestTimeout (artifact transfers).
+	Timeout time.Duration
 	handle  func(w http.ResponseWriter, r *http.Request) error
 }
 
@@ -71,6 +88,7 @@ type Server struct {
 	deps   Deps
 	routes []Route
 	mux    chi.Router
+	idem   *idempotencyState
 }
 
 // New builds the API server.
@@ -84,10 +102,13 @@ func New(d Deps) *Server {
 	if d.MaxBodyBytes <= 0 {
 		d.MaxBodyBytes = 64 << 10
 	}
+	if d.RequestTimeout <= 0 {
+		d.RequestTimeout = 30 * time.Second
+	}
 	if d.Logger == nil {
 		d.Logger = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{deps: d}
+	s := &Server{deps: d, idem: newIdempotencyState()}
 	s.routes = s.table()
 	s.mux = s.router()
 	return s
@@ -100,23 +121,23 @@ func (s *Server) Routes() []Route { return append([]Route(nil), s.routes...) }
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
 
 func (s *Server) table() []Route {
-	return append([]Route{
+	return withAwait(append([]Route{
 		{Method: "GET", Pattern: "/healthz", Public: true, handle: s.healthz},
 		{Method: "GET", Pattern: "/readyz", Public: true, handle: s.readyz},
 		{Method: "GET", Pattern: "/.well-known/jwks.json", Public: true, handle: s.jwks},
 		{Method: "GET", Pattern: "/api/v1/openapi.json", Public: true, handle: serveOpenAPI},
 		{Method: "GET", Pattern: "/api/v1/auth/health", Public: true, handle: s.healthz},
-		{Method: "POST", Pattern: "/api/v1/auth/register", Public: true, Command: true, handle: s.register},
-		{Method: "POST", Pattern: "/api/v1/auth/login", Public: true, Command: true, handle: s.login},
-		{Method: "POST", Pattern: "/api/v1/auth/refresh", Public: true, Command: true, handle: s.refresh},
-		{Method: "POST", Pattern: "/api/v1/auth/logout", Command: true, handle: s.logout},
+		{Method: "POST", Pattern: "/api/v1/auth/register", Public: true, Command: true, Await: identityViews, handle: s.register},
+		{Method: "POST", Pattern: "/api/v1/auth/login", Public: true, Command: true, Await: identityViews, handle: s.login},
+		{Method: "POST", Pattern: "/api/v1/auth/refresh", Public: true, Command: true, Await: identityViews, handle: s.refresh},
+		{Method: "POST", Pattern: "/api/v1/auth/logout", Command: true, Await: identityViews, handle: s.logout},
 		{Method: "GET", Pattern: "/api/v1/auth/me", handle: s.me},
 		{Method: "GET", Pattern: "/api/v1/users", handle: s.listUsers},
 		{Method: "GET", Pattern: "/api/v1/users/{id}", handle: s.getUser},
-		{Method: "PATCH", Pattern: "/api/v1/users/{id}", Command: true, handle: s.patchUser},
+		{Method: "PATCH", Pattern: "/api/v1/users/{id}", Command: true, Await: identityViews, handle: s.patchUser},
 		{Method: "GET", Pattern: "/api/v1/audit", handle: s.listAudit},
 		{Method: "GET", Pattern: "/api/v1/projections", handle: s.projectionStatus},
-	}, append(s.registryRoutes(), s.artifactRoutes()...)...)
+	}, append(awaiting(s.registryRoutes(), registryViews), awaiting(s.artifactRoutes(), registryViews)...)...))
 }
 
 func (s *Server) router() chi.Router {
@@ -152,6 +173,11 @@ func (s *Server) endpoint(rt Route) http.Handler {
 	var h http.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if err := rt.handle(w, r); err != nil {
 			pe, known := toProblem(err)
+			if !known && errors.Is(r.Context().Err(), context.DeadlineExceeded) {
+				// The request outlived its deadline (a pool wait, a slow
+				// fold): a retryable 503, not an internal error.
+				pe, known = &problemError{code: "unavailable", detail: "the request did not finish within its deadline", retryAfter: time.Second}, true
+			}
 			if !known {
 				s.deps.Logger.ErrorContext(r.Context(), "request failed", "request_id", requestID(r.Context()), "err", err)
 			}
@@ -168,7 +194,17 @@ func (s *Server) endpoint(rt Route) http.Handler {
 	if rt.MaxBody > 0 {
 		limit = rt.MaxBody
 	}
+	// Every request's I/O has a deadline: http.Server's WriteTimeout does
+	// not stop a running handler, and a client that stays connected would
+	// otherwise hold a pool connection or a NATS request for ever.
+	timeout := s.deps.RequestTimeout
+	if rt.Timeout > 0 {
+		timeout = rt.Timeout
+	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), timeout)
+		defer cancel()
+		r = r.WithContext(ctx)
 		r.Body = http.MaxBytesReader(w, r.Body, limit)
 		h.ServeHTTP(w, r)
 	})
@@ -313,9 +349,7 @@ func meta(r *http.Request) events.Meta {
 	if p, ok := principal(r.Context()); ok {
 		m.Actor = events.Actor{Kind: events.ActorUser, ID: p.UserID}
 	}
-	if k, ok := r.Context().Value(ctxIdempotency).(string); ok {
-		m.IdempotencyKey = k
-	}
+	withIdempotency(r.Context(), &m)
 	return m
 }
 
@@ -329,8 +363,9 @@ func clientIP(r *http.Request) string {
 
 // respondCommand finishes a command: it reports the stream sequence and,
 // unless the client prefers async, waits (bounded) until the projections
-// the next natural read needs have applied it (rule 5). A wait that times
-// out answers 202: the change is durable but not yet visible.
+// the next natural read needs (its route's Await) have applied it (rule 5).
+// A wait that times out answers 202: the change is durable but not yet
+// visible.
 func (s *Server) respondCommand(w http.ResponseWriter, r *http.Request, status int, seq uint64, body any) {
 	if seq > 0 {
 		w.Header().Set("Maestro-Sequence", strconv.FormatUint(seq, 10))
@@ -339,7 +374,7 @@ func (s *Server) respondCommand(w http.ResponseWriter, r *http.Request, status i
 			status = http.StatusAccepted
 		} else {
 			ctx, cancel := context.WithTimeout(r.Context(), s.deps.WaitTimeout)
-			reached := s.deps.Waiter.Wait(ctx, seq, projectionNames()...)
+			reached := s.deps.Waiter.Wait(ctx, seq, awaitNames(r)...)
 			cancel()
 			if !reached {
 				w.Header().Set("Maestro-Consistency", "pending")
@@ -373,6 +408,51 @@ func projectionNames() []string {
 	return names
 }
 
+// The projections each route family's commands wait for (Route.Await):
+// identity answers are read back from users and the authenticator checks
+// sessions; registry answers from projects (membership) and models. Audit
+// gates nothing: a command never reads the audit trail back.
+var (
+	identityViews = []string{projections.Users{}.Name(), projections.Sessions{}.Name()}
+	registryViews = []string{projections.Projects{}.Name(), projections.Models{}.Name()}
+)
+
+// awaiting gives routes that name no projections the family's default.
+func awaiting(routes []Route, names []string) []Route {
+	for i := range routes {
+		if len(routes[i].Await) == 0 {
+			routes[i].Await = names
+		}
+	}
+	return routes
+}
+
+type awaitKey struct{}
+
+// withAwait hands each route's Await to respondCommand through the
+// request context, so handlers keep calling respondCommand unchanged.
+func withAwait(routes []Route) []Route {
+	for i, rt := range routes {
+		if len(rt.Await) == 0 || rt.handle == nil {
+			continue
+		}
+		h, names := rt.handle, slices.Clone(rt.Await)
+		routes[i].handle = func(w http.ResponseWriter, r *http.Request) error {
+			return h(w, r.WithContext(context.WithValue(r.Context(), awaitKey{}, names)))
+		}
+	}
+	return routes
+}
+
+// awaitNames is the projections the request's command waits for: its
+// route's Await, or every projection.
+func awaitNames(r *http.Request) []string {
+	if names, ok := r.Context().Value(awaitKey{}).([]string); ok && len(names) > 0 {
+		return names
+	}
+	return projectionNames()
+}
+
 // awaitMinSequence honours a query's minimum sequence (header
 // Maestro-Min-Sequence or ?min_sequence=): the read waits, bounded, until the
 // projections have applied it, so a client can read its own earlier write.
@@ -387,6 +467,18 @@ func (s *Server) awaitMinSequence(r *http.Request) error {
 	seq, err := strconv.ParseUint(v, 10, 64)
 	if err != nil {
 		return problem("validation-failed", "min_sequence must be a non-negative integer")
+	}
+	// A sequence the stream has not reached yet was never returned to
+	// anyone: refuse it rather than park the request for the whole wait.
+	// Only above the last sequence: a just-returned sequence may be the last.
+	if !s.deps.Waiter.Reached(seq, projectionNames()...) && s.deps.StreamLastSeq != nil {
+		last, err := s.deps.StreamLastSeq(r.Context())
+		if err != nil {
+			return fmt.Errorf("min_sequence: %w", err)
+		}
+		if seq > last {
+			return problem("validation-failed", "min_sequence "+v+" is beyond the event stream's last sequence "+strconv.FormatUint(last, 10))
+		}
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), s.deps.WaitTimeout)
 	defer cancel()

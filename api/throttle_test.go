@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/maestro-ml/maestro/api"
 	"github.com/maestro-ml/maestro/events"
 	"github.com/maestro-ml/maestro/handlers/identity"
@@ -244,10 +246,23 @@ func TestLoginFailuresInAuditAndFilters(t *testing.T) {
 	}); n != 3 {
 		t.Errorf("login_failed entries for carol = %d, want 3", n)
 	}
-	if n := count(func(it auditItem) bool {
-		return it.Type == events.LoginRejected && it.Actor == "anonymous"
-	}); n != 3 {
-		t.Errorf("login_rejected entries = %d, want 3", n)
+	// Rejected logins for e-mails with no account are security signals in
+	// the bounded MAESTRO_SECURITY stream, not history: the audit trail
+	// (which follows MAESTRO_EVENTS) has none, the stream has all three.
+	if n := count(func(it auditItem) bool { return it.Type == events.LoginRejected }); n != 0 {
+		t.Errorf("login_rejected entries in the audit trail = %d, want 0", n)
+	}
+	sec, err := e.P.Store.JetStream().Stream(t.Context(), events.SecurityStreamName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nobody := events.LoginRejectionsSubject("nobody@audit.test")
+	info, err := sec.Info(t.Context(), jetstream.WithSubjectFilter(nobody))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := info.State.Subjects[nobody]; n != 3 {
+		t.Errorf("login_rejected signals for nobody@audit.test = %d, want 3", n)
 	}
 
 	// Each filter returns exactly the matching subset of the whole trail,
@@ -274,7 +289,6 @@ func TestLoginFailuresInAuditAndFilters(t *testing.T) {
 		}
 	}
 	check("type login_failed", url.Values{"type": {events.UserLoginFailed}}, func(it auditItem) bool { return it.Type == events.UserLoginFailed })
-	check("type login_rejected", url.Values{"type": {events.LoginRejected}}, func(it auditItem) bool { return it.Type == events.LoginRejected })
 	check("actor admin", url.Values{"actor": {"user:" + adminID}}, func(it auditItem) bool { return it.Actor == "user:"+adminID })
 	check("actor anonymous", url.Values{"actor": {"anonymous"}}, func(it auditItem) bool { return it.Actor == "anonymous" })
 	check("subject carol", url.Values{"subject": {carolSubj}}, func(it auditItem) bool { return it.Subject == carolSubj })
@@ -294,8 +308,8 @@ func TestLoginFailuresInAuditAndFilters(t *testing.T) {
 	}
 	check("since/until", url.Values{"since": {since.Format(time.RFC3339Nano)}, "until": {until.Format(time.RFC3339Nano)}},
 		func(it auditItem) bool { return !it.Time.Before(since) && it.Time.Before(until) })
-	check("since+type", url.Values{"since": {since.Format(time.RFC3339Nano)}, "type": {events.LoginRejected}},
-		func(it auditItem) bool { return !it.Time.Before(since) && it.Type == events.LoginRejected })
+	check("since+type", url.Values{"since": {since.Format(time.RFC3339Nano)}, "type": {events.UserLoginFailed}},
+		func(it auditItem) bool { return !it.Time.Before(since) && it.Type == events.UserLoginFailed })
 
 	// A filter that matches nothing is an empty page, not an error.
 	if p := auditPage(t, e, admin.AccessToken, url.Values{"actor": {"user:nobody"}}); len(p.Items) != 0 || p.NextPageToken != "" {
@@ -321,4 +335,29 @@ func meID(t testing.TB, e *testenv.Env, token string) string {
 	var u testenv.User
 	r.JSON(t, &u)
 	return u.ID
+}
+
+// Review finding 8: an unknown e-mail's failure streak is event-sourced
+// (login_rejected on its subject of MAESTRO_SECURITY), like an account's
+// (login_failed on the user). It used to live in one API instance's memory:
+// after a restart (or on another instance) the unknown e-mail answered 401
+// where an account with the same history answered 429, which told them
+// apart. Now both stay locked across a restart.
+func TestUnknownEmailStreakSurvivesRestart(t *testing.T) {
+	t.Parallel()
+	cfg := testenv.Config(t)
+	e := testenv.Start(t, cfg)
+	e.Register("known@restart.test")
+	free := identity.DefaultThrottle().FreeFailures
+	for i := range free {
+		for _, email := range []string{"known@restart.test", "ghost@restart.test"} {
+			wantProblem(t, login(t, e, email, fmt.Sprintf("wrong password %d", i)), http.StatusUnauthorized, "invalid-credentials")
+		}
+	}
+	e.Stop()
+	e = testenv.Start(t, cfg) // same data dir and database: a restarted (or another) instance
+	known := login(t, e, "known@restart.test", "wrong password again")
+	unknown := login(t, e, "ghost@restart.test", "wrong password again")
+	wantProblem(t, known, http.StatusTooManyRequests, "too-many-attempts")
+	sameProblem(t, known, unknown, "after a restart: account vs unknown e-mail")
 }

@@ -15,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"syscall"
 )
 
 // maxKeyFileSize guards against reading an arbitrarily large file that was
@@ -79,8 +80,12 @@ func loadSigningKey(path string) (*SigningKey, error) {
 	if !st.Mode().IsRegular() {
 		return nil, fmt.Errorf("auth: signing key %s is not a regular file", path)
 	}
-	if perm := st.Mode().Perm(); perm&0o077 != 0 {
-		return nil, fmt.Errorf("auth: signing key %s has mode %#o; it must not be accessible by group or others (chmod 600)", path, perm)
+	owner := -1
+	if sys, ok := st.Sys().(*syscall.Stat_t); ok {
+		owner = int(sys.Uid)
+	}
+	if perm := st.Mode().Perm(); !keyModeOK(perm, owner, os.Geteuid()) {
+		return nil, fmt.Errorf("auth: signing key %s has mode %#o; it must not be accessible by group or others (chmod 600; a root-owned key read through its group may be 0640)", path, perm)
 	}
 	data, err := io.ReadAll(io.LimitReader(f, maxKeyFileSize+1))
 	if err != nil {
@@ -90,6 +95,17 @@ func loadSigningKey(path string) (*SigningKey, error) {
 		return nil, fmt.Errorf("auth: signing key %s is too large", path)
 	}
 	return parseSigningKeyPEM(path, data)
+}
+
+// keyModeOK is PostgreSQL's rule for its TLS key: a key owned by the reading
+// user must be 0600 or stricter; a key owned by root and read through its
+// group may also be group-readable (0640). Kubernetes mounts secrets that way:
+// root-owned, and group-readable for the pod's fsGroup.
+func keyModeOK(perm fs.FileMode, owner, euid int) bool {
+	if owner == 0 && euid != 0 {
+		return perm&0o037 == 0
+	}
+	return perm&0o077 == 0
 }
 
 func parseSigningKeyPEM(path string, data []byte) (*SigningKey, error) {

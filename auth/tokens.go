@@ -36,9 +36,11 @@ func (k TokenKind) headerType() (string, bool) {
 }
 
 const (
-	// MaxAccessTTL caps access-token lifetime because access tokens are not
-	// checked against session storage; revocation only takes effect once
-	// they expire.
+	// MaxAccessTTL caps access-token lifetime. The API's authenticator checks
+	// every access token's session and user against the read model, so a
+	// revocation applies at once; the cap bounds what a token is worth to
+	// anyone who can use it without that check (another service verifying
+	// it against the JWKS alone) and how long a leaked one lives.
 	MaxAccessTTL = 15 * time.Minute
 	// MaxTokenLength bounds what Verify will parse, so oversized headers
 	// cannot make base64 and JSON decoding do unbounded work.

@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -432,5 +433,29 @@ func FuzzVerify(f *testing.F) {
 func TestJWKSNil(t *testing.T) {
 	if got := string(JWKS(nil)); got != `{"keys":[]}` {
 		t.Fatalf("JWKS(nil) = %s", got)
+	}
+}
+
+func TestSigningKeyModeRule(t *testing.T) {
+	cases := []struct {
+		perm        fs.FileMode
+		owner, euid int
+		ok          bool
+	}{
+		{0o600, 1000, 1000, true},
+		{0o400, 1000, 1000, true},
+		{0o640, 1000, 1000, false}, // own key, group-readable: refused
+		{0o604, 1000, 1000, false},
+		{0o640, 0, 10001, true}, // Kubernetes secret with fsGroup: root-owned, group-read
+		{0o440, 0, 10001, true},
+		{0o660, 0, 10001, false}, // group-writable
+		{0o644, 0, 10001, false}, // others can read
+		{0o640, 0, 0, false},     // root reading its own group-readable key
+		{0o640, -1, 10001, false},
+	}
+	for _, c := range cases {
+		if got := keyModeOK(c.perm, c.owner, c.euid); got != c.ok {
+			t.Errorf("keyModeOK(%#o, owner %d, euid %d) = %v, want %v", c.perm, c.owner, c.euid, got, c.ok)
+		}
 	}
 }

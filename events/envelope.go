@@ -68,9 +68,37 @@ type Meta struct {
 	CorrelationID string
 	CausationID   string
 	Time          time.Time
+	// Now, when set, stamps the events when they are built, which handlers
+	// do inside the aggregate's lock and the attempt that appends them: so
+	// within one process the events of an aggregate are in time order as
+	// well as stream order (a Time taken before the lock could be older
+	// than an event appended while this command waited). It overrides Time.
+	Now func() time.Time
 	// IdempotencyKey, when set, makes event ids deterministic so a retried
 	// command produces the same Nats-Msg-Id and JetStream drops the copy.
 	IdempotencyKey string
+	// Fingerprint is the hash of the request (method, path, body) that
+	// carried IdempotencyKey. Derived ids include it, so a key reused for a
+	// different request (after its record expired) never addresses the
+	// first request's events or aggregates.
+	Fingerprint string
+	// PriorAttempt, when set, is when an earlier attempt of this very
+	// command (same key and request) started and died without an answer
+	// (a crash). Its events may be stored: handlers look for them (by their
+	// derived ids, on events stored since then) before deciding again.
+	PriorAttempt time.Time
+}
+
+// Derived reports whether event ids of m are derived from an idempotency key.
+func (m Meta) Derived() bool { return m.IdempotencyKey != "" }
+
+// DerivedID is the deterministic id of the index-th event, on subject, of
+// the command m describes ("" when m has no idempotency key).
+func DerivedID(m Meta, subject string, index int) string {
+	if m.IdempotencyKey == "" {
+		return ""
+	}
+	return uuid.NewSHA1(idNamespace, fmt.Appendf(nil, "%s|%s|%s|%d", m.IdempotencyKey, m.Fingerprint, subject, index)).String()
 }
 
 // idNamespace scopes deterministic event ids derived from idempotency keys.
@@ -83,11 +111,14 @@ func New(m Meta, subject, typ string, index int, data any) (Envelope, error) {
 	if err != nil {
 		return Envelope{}, fmt.Errorf("encode %s: %w", typ, err)
 	}
-	id := uuid.NewString()
-	if m.IdempotencyKey != "" {
-		id = uuid.NewSHA1(idNamespace, fmt.Appendf(nil, "%s|%s|%d", m.IdempotencyKey, subject, index)).String()
+	id := DerivedID(m, subject, index)
+	if id == "" {
+		id = uuid.NewString()
 	}
 	t := m.Time
+	if m.Now != nil {
+		t = m.Now()
+	}
 	if t.IsZero() {
 		t = time.Now()
 	}

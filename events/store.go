@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strconv"
 	"time"
 
@@ -31,11 +32,21 @@ type Append struct {
 	// Expect is the last sequence of Event.Subject the decision was based on
 	// (0 = the subject must be empty), or Any.
 	Expect uint64
+	// ExpectSubject, when set, makes Expect apply to this subject instead of
+	// Event.Subject (Nats-Expected-Last-Subject-Sequence-Subject): an event
+	// decided on another aggregate's version, such as a login's session
+	// start on the user's, fails if that aggregate changed.
+	ExpectSubject string
 }
 
 // StoreConfig tunes the stream.
 type StoreConfig struct {
-	Replicas int // 1 for the embedded node, 3 on a cluster
+	// Replicas is MAESTRO_NATS_REPLICAS: 1 for the embedded node, 3 on a
+	// cluster (0 means 1). An existing stream keeps more replicas than this
+	// and refuses to open with fewer (see decideReplicas).
+	Replicas int
+	// Logger notes a stream kept at more replicas than configured; may be nil.
+	Logger *slog.Logger
 }
 
 // Store appends and loads events on the MAESTRO_EVENTS stream.
@@ -54,6 +65,14 @@ func OpenStore(ctx context.Context, nc *nats.Conn, cfg StoreConfig) (*Store, err
 	if cfg.Replicas == 0 {
 		cfg.Replicas = 1
 	}
+	replicas, err := StreamReplicas(ctx, js, StreamName, cfg.Replicas)
+	if err != nil {
+		return nil, err
+	}
+	if replicas != cfg.Replicas && cfg.Logger != nil {
+		cfg.Logger.Info("keeping the event stream's replicas above MAESTRO_NATS_REPLICAS (never lowered)",
+			"stream", StreamName, "replicas", replicas, "configured", cfg.Replicas)
+	}
 	scfg := jetstream.StreamConfig{
 		Name:        StreamName,
 		Description: "Maestro event store: every change, immutable, in order",
@@ -64,7 +83,7 @@ func OpenStore(ctx context.Context, nc *nats.Conn, cfg StoreConfig) (*Store, err
 		MaxAge:      0,
 		MaxMsgSize:  1 << 20,
 		Duplicates:  2 * time.Minute,
-		Replicas:    cfg.Replicas,
+		Replicas:    replicas,
 		AllowDirect: true,
 		DenyDelete:  true,
 		DenyPurge:   true,
@@ -74,7 +93,7 @@ func OpenStore(ctx context.Context, nc *nats.Conn, cfg StoreConfig) (*Store, err
 	}
 	stream, err := js.CreateOrUpdateStream(ctx, scfg)
 	if err != nil {
-		return nil, fmt.Errorf("create stream %s: %w", StreamName, err)
+		return nil, fmt.Errorf("create stream %s: %w", StreamName, ExplainReplicasError(StreamName, replicas, err))
 	}
 	return &Store{nc: nc, js: js, stream: stream}, nil
 }
@@ -97,23 +116,37 @@ func (s *Store) LastSequence(ctx context.Context) (uint64, error) {
 // Append stores events atomically: one event is a plain publish, several are
 // one JetStream atomic batch, so either every event is stored or none is.
 // It returns the stream sequence of the last event.
+//
+// When JetStream drops the append as a duplicate (a retried command whose
+// derived ids are stored already), the error is a *DuplicateError holding
+// the events actually stored under those ids, and the sequence is the last
+// of them: the caller must answer from them, since what it appended now was
+// decided again and may differ.
 func (s *Store) Append(ctx context.Context, batch ...Append) (uint64, error) {
 	switch len(batch) {
 	case 0:
 		return 0, errors.New("events: empty append")
 	case 1:
-		return s.publishOne(ctx, batch[0])
+		seq, err := s.publishOne(ctx, batch[0])
+		if errors.Is(err, ErrDuplicate) {
+			dup, lerr := s.storedOne(ctx, batch[0], seq)
+			if lerr != nil {
+				return 0, lerr
+			}
+			return seq, dup
+		}
+		return seq, err
 	default:
 		seq, err := s.publishBatch(ctx, batch)
 		if errors.Is(err, ErrDuplicate) {
-			// A retried command: its events carry the same ids and are stored
-			// already. Report a sequence at or after them so read-your-writes
-			// still waits for them.
-			last, lerr := s.stream.GetLastMsgForSubject(ctx, batch[len(batch)-1].Event.Subject)
+			// An atomic batch's refusal names no sequence: find the stored
+			// events by the batch's ids, not by "the subject's last event",
+			// which may be a later command's.
+			dup, lerr := s.locateDuplicate(ctx, batch)
 			if lerr != nil {
-				return 0, fmt.Errorf("locate duplicate batch: %w", lerr)
+				return 0, lerr
 			}
-			return last.Sequence, err
+			return dup.Stored[len(dup.Stored)-1].Sequence, dup
 		}
 		return seq, err
 	}
@@ -123,6 +156,9 @@ func message(a Append) *nats.Msg {
 	m := ToMsg(a.Event)
 	if a.Expect != Any {
 		m.Header.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(a.Expect, 10))
+		if a.ExpectSubject != "" {
+			m.Header.Set(jetstream.ExpectedLastSubjSeqSubjHeader, a.ExpectSubject)
+		}
 	}
 	return m
 }

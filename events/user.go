@@ -10,13 +10,14 @@ const (
 	UserLoginFailed        = "maestro.user.login_failed.v1"
 	UserLoginFailuresReset = "maestro.user.login_failures_reset.v1"
 	EmailReserved          = "maestro.email.reserved.v1"
-	// LoginRejected records a failed login for an e-mail with no account, on
-	// the security subject, so the audit trail shows every failed attempt.
+	// LoginRejected records a failed login for an e-mail with no account on
+	// that e-mail's subject of the bounded security stream
+	// (LoginRejectionsSubject): the unknown e-mail's failure streak is
+	// folded from them, exactly as an account's is from login_failed.
+	// (Before the security stream they were appended to
+	// maestro.events.security.logins in MAESTRO_EVENTS; those stay there.)
 	LoginRejected = "maestro.security.login_rejected.v1"
 )
-
-// SecurityLoginsSubject holds login failures that belong to no user.
-var SecurityLoginsSubject = Subject(AggSecurity, "logins")
 
 // UserRegisteredData: a new account. PasswordHash is an argon2id PHC string;
 // it never leaves the write side (the audit trail and APIs redact it).

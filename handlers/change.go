@@ -19,6 +19,10 @@ type Change struct {
 // Build wraps changes in envelopes carrying meta and the expected version
 // of each subject (subjects missing from versions are appended unchecked).
 func Build(meta events.Meta, versions map[string]uint64, changes ...Change) ([]events.Append, error) {
+	if meta.Now != nil {
+		// One time for the whole batch, taken now: inside the attempt.
+		meta.Time, meta.Now = meta.Now(), nil
+	}
 	out := make([]events.Append, 0, len(changes))
 	seen := map[string]bool{}
 	for i, c := range changes {
@@ -41,12 +45,15 @@ func Build(meta events.Meta, versions map[string]uint64, changes ...Change) ([]e
 	return out, nil
 }
 
-// IDFor derives a new aggregate's id from the command's idempotency key when
-// there is one, so a retried command addresses the same aggregate and
-// JetStream's duplicate window drops the copy; otherwise a random id.
+// IDFor derives a new aggregate's id from the command's idempotency key and
+// request fingerprint when there is a key, so a retried command addresses
+// the same aggregate and JetStream's duplicate window drops the copy;
+// otherwise a random id. The fingerprint keeps a key reused for another
+// request (after its record expired) from addressing the first request's
+// aggregate.
 func IDFor(meta events.Meta, purpose string) string {
 	if meta.IdempotencyKey == "" {
 		return uuid.NewString()
 	}
-	return uuid.NewSHA1(uuid.NameSpaceOID, []byte(purpose+"|"+meta.IdempotencyKey)).String()
+	return uuid.NewSHA1(uuid.NameSpaceOID, []byte(purpose+"|"+meta.IdempotencyKey+"|"+meta.Fingerprint)).String()
 }

@@ -1,6 +1,7 @@
 package handlers
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -118,6 +119,15 @@ func Retry(ctx context.Context, attempt func() error) error {
 	return &Error{Kind: Conflict, Code: "concurrent-modification", Detail: "the resource kept changing concurrently; retry the request"}
 }
 
+// Decide is the decision of an Update: it gets the aggregate's state and
+// version and returns the changes, other subjects' expected versions, or an
+// error. replay is true when Update re-runs it on the state an earlier
+// attempt of the same command decided on, to recompute that attempt's answer
+// (e.g. the version number it registered) from the events actually stored:
+// the command was authorized and checked then, so a replay must skip checks
+// against other aggregates' current state and only make the decision again.
+type Decide[S any] func(state S, version uint64, replay bool) (changes []Change, versions map[string]uint64, err error)
+
 // Update runs one command against one aggregate: load, decide, append with
 // the version read, and on a conflict with another process reload and decide
 // again. Commands for the same subject in this process take turns, so a hot
@@ -125,23 +135,48 @@ func Retry(ctx context.Context, attempt func() error) error {
 // burning its retries on conflicts with itself. versions may add other
 // subjects' expected versions (e.g. a reservation); decide returns no
 // changes for a no-op.
+//
+// A retried command (same idempotency key and request) answers from what
+// its earlier attempt stored, never from a new decision JetStream dropped as
+// a duplicate: when the append is a duplicate, or meta.PriorAttempt says an
+// attempt died and its events are found, Update replays the decision on the
+// state that attempt decided on and returns the state right after it.
 func (r *Repository[S]) Update(ctx context.Context, subject string, meta events.Meta,
 	decide func(state S, version uint64) (changes []Change, versions map[string]uint64, err error)) (S, uint64, error) {
+	return r.UpdateWithReplay(ctx, subject, meta, func(state S, version uint64, _ bool) ([]Change, map[string]uint64, error) {
+		return decide(state, version)
+	})
+}
+
+// UpdateWithReplay is Update with a decide that knows when it is replayed
+// (see Decide), so it can skip its checks against other aggregates then.
+func (r *Repository[S]) UpdateWithReplay(ctx context.Context, subject string, meta events.Meta, decide Decide[S]) (S, uint64, error) {
 	unlock, err := r.locks.lock(ctx, subject)
 	if err != nil {
 		var zero S
 		return zero, 0, err
 	}
 	defer unlock()
+	if !meta.PriorAttempt.IsZero() && meta.Derived() {
+		stored, err := r.store.FindStored(ctx, DerivedIDs(meta, subject), []string{subject}, meta.PriorAttempt.Add(-priorAttemptSkew))
+		if err != nil {
+			var zero S
+			return zero, 0, err
+		}
+		if len(stored) > 0 {
+			return r.replay(ctx, subject, meta, stored, decide)
+		}
+	}
 	var seq uint64
 	var state S
+	var stored []events.Envelope
 	err = Retry(ctx, func() error {
 		s, v, err := r.Load(ctx, subject)
 		if err != nil {
 			return err
 		}
 		state = s
-		changes, versions, err := decide(s, v)
+		changes, versions, err := decide(s, v, false)
 		if err != nil || len(changes) == 0 {
 			return err
 		}
@@ -149,28 +184,145 @@ func (r *Repository[S]) Update(ctx context.Context, subject string, meta events.
 			versions = map[string]uint64{}
 		}
 		versions[subject] = v
-		seq, err = Commit(ctx, r.store, meta, versions, changes)
+		seq, stored, err = CommitStored(ctx, r.store, meta, versions, changes)
 		return err
 	})
-	if err != nil || seq == 0 {
+	if err != nil {
 		return state, seq, err
+	}
+	if stored != nil {
+		return r.replay(ctx, subject, meta, stored, decide)
+	}
+	if seq == 0 {
+		return state, seq, nil
 	}
 	state, _, err = r.Load(ctx, subject)
 	return state, seq, err
 }
 
+// priorAttemptSkew widens the search for a dead attempt's events for clock
+// skew between API instances and the NATS server.
+const priorAttemptSkew = time.Minute
+
+// maxDerivedIndex bounds the events of one command searched for by id.
+const maxDerivedIndex = 16
+
+// DerivedIDs are the ids the events of the command meta describes carry on
+// subject (one per possible position in its batch).
+func DerivedIDs(meta events.Meta, subject string) []string {
+	if !meta.Derived() {
+		return nil
+	}
+	ids := make([]string, maxDerivedIndex)
+	for i := range ids {
+		ids[i] = events.DerivedID(meta, subject, i)
+	}
+	return ids
+}
+
+// replay answers a command whose events an earlier attempt stored: it
+// re-runs decide on the state right before them (deciders are pure, so the
+// decision, and whatever the caller's decide recorded of it, is the stored
+// one), checks that it matches the stored events, and returns the state
+// right after them with their last sequence.
+func (r *Repository[S]) replay(ctx context.Context, subject string, meta events.Meta, stored []events.Envelope, decide Decide[S]) (S, uint64, error) {
+	var zero S
+	var mine []events.Envelope
+	for _, e := range stored {
+		if e.Subject == subject {
+			mine = append(mine, e)
+		}
+	}
+	last := stored[len(stored)-1].Sequence
+	if len(mine) == 0 {
+		// Nothing of this aggregate was stored by the earlier attempt (the
+		// duplicate was on another subject of its batch): answer with the
+		// aggregate as it was then.
+		after, _, err := r.LoadAt(ctx, subject, last)
+		return after, last, err
+	}
+	before, version, err := r.LoadAt(ctx, subject, mine[0].Sequence-1)
+	if err != nil {
+		return zero, 0, err
+	}
+	changes, _, err := decide(before, version, true)
+	if err != nil {
+		return zero, 0, err
+	}
+	if len(changes) > 0 {
+		batch, err := Build(meta, nil, changes...)
+		if err != nil {
+			return zero, 0, err
+		}
+		n := 0
+		for _, a := range batch {
+			if a.Event.Subject != subject {
+				continue
+			}
+			if n >= len(mine) || a.Event.ID != mine[n].ID || a.Event.Type != mine[n].Type || !bytes.Equal(a.Event.Data, mine[n].Data) {
+				return zero, 0, fmt.Errorf("replay %s at %d: the decision differs from the stored events", subject, mine[0].Sequence)
+			}
+			n++
+		}
+		if n != len(mine) {
+			return zero, 0, fmt.Errorf("replay %s at %d: %d stored events, the decision has %d", subject, mine[0].Sequence, len(mine), n)
+		}
+	}
+	after := before
+	if r.clone != nil {
+		after = r.clone(after)
+	}
+	for _, e := range mine {
+		if after, err = r.evolve(after, e); err != nil {
+			return zero, 0, fmt.Errorf("evolve %s at %d: %w", subject, e.Sequence, err)
+		}
+	}
+	return after, last, nil
+}
+
+// LoadAt returns the state of the aggregate on subject as it was right after
+// stream sequence at, and its version then. It folds the subject from its
+// first event in batched reads (no cache): it serves retried commands,
+// which are rare.
+func (r *Repository[S]) LoadAt(ctx context.Context, subject string, at uint64) (S, uint64, error) {
+	var state S
+	var version uint64
+	err := r.store.Scan(ctx, subject, 0, func(e events.Envelope) (bool, error) {
+		if e.Sequence > at {
+			return false, nil
+		}
+		var err error
+		if state, err = r.evolve(state, e); err != nil {
+			return false, fmt.Errorf("evolve %s at %d: %w", subject, e.Sequence, err)
+		}
+		version = e.Sequence
+		return true, nil
+	})
+	return state, version, err
+}
+
 // Commit appends changes as one atomic append. A duplicate (a retried
-// command whose deterministic event ids are already stored) is success.
+// command whose deterministic event ids are already stored) is success, with
+// the sequence of the stored events; callers whose answer depends on what
+// was decided use CommitStored.
 func Commit(ctx context.Context, store *events.Store, meta events.Meta, versions map[string]uint64, changes []Change) (uint64, error) {
+	seq, _, err := CommitStored(ctx, store, meta, versions, changes)
+	return seq, err
+}
+
+// CommitStored is Commit that also returns, for a duplicate, the events the
+// earlier attempt stored (nil otherwise): those, not changes, are what the
+// command did.
+func CommitStored(ctx context.Context, store *events.Store, meta events.Meta, versions map[string]uint64, changes []Change) (uint64, []events.Envelope, error) {
 	batch, err := Build(meta, versions, changes...)
 	if err != nil {
-		return 0, err
+		return 0, nil, err
 	}
 	seq, err := store.Append(ctx, batch...)
-	if errors.Is(err, events.ErrDuplicate) {
-		return seq, nil
+	if stored := events.StoredDuplicate(err); stored != nil {
+		return seq, stored, nil
 	}
-	return seq, err
+	return seq, nil, err
 }
 
 // keyedMutex is a mutex per key, released when nobody holds or waits for it.

@@ -9,7 +9,10 @@
 //	data/          PGDATA (created by initdb; owned by the OS user postgres runs as)
 //	password       superuser password, mode 0600, owned by the maestro process' user
 //	postgres.log   server log (pg_ctl -l)
-//	lock           flock held by the running Cluster
+//	lock           flock held by the running Cluster (and its watchdog)
+//
+// A watchdog process stops the server when the maestro process dies, even by
+// kill -9 (watchdog.go); binaries.go picks which installed PostgreSQL to run.
 package pgcluster
 
 import (
@@ -80,13 +83,10 @@ type Cluster struct {
 	run      *runAs
 	log      *slog.Logger
 	lock     *os.File
+	watchdog *watchdog
 
 	stopOnce sync.Once
 	stopErr  error
-}
-
-type binaries struct {
-	initdb, pgCtl, postgres string
 }
 
 // runAs is the identity the server binaries run under; nil means the current user.
@@ -115,7 +115,7 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 		return nil, fmt.Errorf("pgcluster: cluster directory %q contains characters pg_ctl cannot quote", dir)
 	}
 
-	bins, err := findBinaries()
+	bins, err := findBinaries(filepath.Join(dir, "data"))
 	if err != nil {
 		return nil, err
 	}
@@ -137,12 +137,17 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 	}
 	// The lock tells a crashed run's orphaned postmaster (safe to stop) apart
 	// from one another live maestro is using (not ours to touch).
-	if c.lock, err = lockDir(dir); err != nil {
+	if c.lock, err = lockDir(dir, lockWait); err != nil {
 		return nil, err
 	}
 	ok := false
 	defer func() {
 		if !ok {
+			// Releasing the watchdog also stops a server that started but
+			// failed later: none is left behind that nobody would stop.
+			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), startTimeout)
+			c.watchdog.release(sctx)
+			cancel()
 			c.lock.Close()
 		}
 	}()
@@ -163,14 +168,14 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 	if err := c.stopLeftover(ctx); err != nil {
 		return nil, err
 	}
+	// The watchdog stops the server if this process dies without Stop.
+	if c.watchdog, err = c.startWatchdog(); err != nil {
+		return nil, err
+	}
 	if err := c.start(ctx, opts.Port); err != nil {
 		return nil, err
 	}
 	if err := c.ensureDatabase(ctx); err != nil {
-		// Don't leave a server behind that nobody will stop.
-		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), startTimeout)
-		defer cancel()
-		_ = c.pgCtl(sctx, "stop", "-m", "fast", "-w", "-D", c.dataDir)
 		return nil, err
 	}
 	ok = true
@@ -195,10 +200,14 @@ func (c *Cluster) URLFor(db string) string {
 	return u.String()
 }
 
-// Stop performs a fast shutdown and waits for it.
+// Stop performs a fast shutdown and waits for it, then lets the watchdog go.
 func (c *Cluster) Stop(ctx context.Context) error {
 	c.stopOnce.Do(func() {
-		defer c.lock.Close()
+		defer func() {
+			// After PostgreSQL is down: the watchdog finds nothing to stop.
+			c.watchdog.release(ctx)
+			c.lock.Close()
+		}()
 		running, err := c.running(ctx)
 		if err != nil {
 			c.stopErr = err
@@ -215,51 +224,6 @@ func (c *Cluster) Stop(ctx context.Context) error {
 		c.log.Info("PostgreSQL cluster stopped")
 	})
 	return c.stopErr
-}
-
-// findBinaries prefers PATH (what the admin chose), then the newest
-// distribution install.
-func findBinaries() (binaries, error) {
-	var b binaries
-	var errs [3]error
-	b.initdb, errs[0] = exec.LookPath("initdb")
-	b.pgCtl, errs[1] = exec.LookPath("pg_ctl")
-	b.postgres, errs[2] = exec.LookPath("postgres")
-	if errs[0] == nil && errs[1] == nil && errs[2] == nil {
-		return b, nil
-	}
-	dirs, _ := filepath.Glob(fallbackGlob)
-	// Newest major first: compare numerically so 9.6 < 10 < 16.
-	slices.SortFunc(dirs, func(a, b string) int { return slices.Compare(versionOf(b), versionOf(a)) })
-	for _, d := range dirs {
-		b := binaries{
-			initdb:   filepath.Join(d, "initdb"),
-			pgCtl:    filepath.Join(d, "pg_ctl"),
-			postgres: filepath.Join(d, "postgres"),
-		}
-		if isExecutable(b.initdb) && isExecutable(b.pgCtl) && isExecutable(b.postgres) {
-			return b, nil
-		}
-	}
-	return binaries{}, ErrBinariesNotFound
-}
-
-// versionOf extracts "16" from /usr/lib/postgresql/16/bin.
-func versionOf(binDir string) []int {
-	var v []int
-	for f := range strings.SplitSeq(filepath.Base(filepath.Dir(binDir)), ".") {
-		n, err := strconv.Atoi(f)
-		if err != nil {
-			return nil
-		}
-		v = append(v, n)
-	}
-	return v
-}
-
-func isExecutable(p string) bool {
-	fi, err := os.Stat(p)
-	return err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0
 }
 
 // lookupRunAs returns nil when not root: the binaries then run as whoever we are.
@@ -369,16 +333,30 @@ func checkTraversable(p string, run *runAs) error {
 	return nil
 }
 
-func lockDir(dir string) (*os.File, error) {
+// lockWait bounds how long Start waits for the directory lock. A live
+// Cluster holds it for good, but a dead maestro's watchdog holds it only
+// while it stops that maestro's PostgreSQL, and a restart right after a
+// crash should wait for that rather than fail. A variable for tests.
+var lockWait = 30 * time.Second
+
+func lockDir(dir string, wait time.Duration) (*os.File, error) {
 	f, err := os.OpenFile(filepath.Join(dir, "lock"), os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("pgcluster: %w", err)
 	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("pgcluster: cluster directory %s is in use by another process: %w", dir, err)
+	deadline := time.Now().Add(wait)
+	for {
+		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+		if err == nil {
+			return f, nil
+		}
+		if !errors.Is(err, syscall.EWOULDBLOCK) || time.Now().After(deadline) {
+			f.Close()
+			return nil, fmt.Errorf("pgcluster: cluster directory %s is in use by another process "+
+				"(a running maestro, or the watchdog of one that died still stopping its PostgreSQL): %w", dir, err)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
-	return f, nil
 }
 
 // initdb creates the cluster in a scratch directory and renames it into

@@ -122,7 +122,14 @@ func TestStartAfterCrash(t *testing.T) {
 	ctx := context.Background()
 
 	orphan := startCluster(t, dir)
-	orphan.lock.Close() // what process death does; the server keeps running
+	// A postmaster whose watchdog died too (or that an older maestro left):
+	// kill the watchdog's process group without letting it stop anything,
+	// then drop the lock as process death does. The server keeps running.
+	if err := syscall.Kill(-orphan.watchdog.pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	<-orphan.watchdog.done
+	orphan.lock.Close()
 
 	c := startCluster(t, dir)
 	conn, err := pgx.Connect(ctx, c.URL())
@@ -138,6 +145,9 @@ func TestStartAfterCrash(t *testing.T) {
 func TestDirInUse(t *testing.T) {
 	dir := filepath.Join(tempDir(t), "postgres")
 	startCluster(t, dir)
+	old := lockWait
+	lockWait = 200 * time.Millisecond // a live cluster never lets go
+	t.Cleanup(func() { lockWait = old })
 	_, err := Start(context.Background(), Options{Dir: dir})
 	if err == nil || !strings.Contains(err.Error(), "in use") {
 		t.Fatalf("second Start on a busy dir: %v", err)
@@ -182,7 +192,7 @@ func TestFallbackPicksNewest(t *testing.T) {
 	fallbackGlob = filepath.Join(root, "*", "bin")
 	t.Cleanup(func() { fallbackGlob = old })
 
-	b, err := findBinaries()
+	b, err := findBinaries(filepath.Join(t.TempDir(), "data"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -23,6 +23,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/maestro-ml/maestro/api"
 	"github.com/maestro-ml/maestro/artifacts"
@@ -30,6 +31,7 @@ import (
 	"github.com/maestro-ml/maestro/events"
 	"github.com/maestro-ml/maestro/handlers/identity"
 	"github.com/maestro-ml/maestro/handlers/registry"
+	"github.com/maestro-ml/maestro/internal/durable"
 	"github.com/maestro-ml/maestro/pgcluster"
 	"github.com/maestro-ml/maestro/projections"
 )
@@ -48,12 +50,21 @@ type Config struct {
 	SyncAlways bool
 	// NATSUser/NATSPassword authenticate to an external NATS.
 	NATSUser, NATSPassword string
+	// NATSReplicas is MAESTRO_NATS_REPLICAS, the replicas of the event
+	// stream and the idempotency bucket. 0 picks the default: 1 on the
+	// embedded server, 3 on an external NATS (a cluster; a single external
+	// server must say 1). Existing streams are never lowered, and a start
+	// that cannot have this many replicas fails (events.ErrReplicas).
+	NATSReplicas int
 
 	BootstrapAdminEmail    string
 	BootstrapAdminPassword string
 	RegistrationOpen       bool
 	// RegistrationsPerHour bounds self-registrations per client address.
 	RegistrationsPerHour int
+	// SecurityStream bounds MAESTRO_SECURITY, the stream of rejected logins
+	// for unknown e-mails (zero fields: events.DefaultSecurityConfig).
+	SecurityStream events.SecurityConfig
 
 	SigningKeyFile string // default DataDir/keys/signing-key.pem
 	TokenIssuer    string
@@ -73,6 +84,9 @@ type Config struct {
 
 	// API and Worker choose the roles of this process (serve runs both).
 	API, Worker bool
+	// Blobs opens the artifact store without the API role (`artifacts gc`).
+	// The API always opens it; a worker never needs it.
+	Blobs bool
 
 	Logger *slog.Logger
 	Now    func() time.Time // tests move time; nil = time.Now
@@ -94,6 +108,8 @@ type Platform struct {
 	Waiter   *projections.Waiter
 	Queries  *projections.Queries
 	API      *api.Server
+
+	replicas int // of MAESTRO_EVENTS as opened
 
 	httpSrv  *http.Server
 	listener net.Listener
@@ -171,11 +187,19 @@ func Start(ctx context.Context, cfg Config) (_ *Platform, err error) {
 	if err != nil {
 		return nil, err
 	}
-	p.Identity = identity.NewService(identity.Config{Store: p.Store, Hasher: auth.NewHasher(cfg.Argon2), Tokens: tokens,
+	secCfg := cfg.SecurityStream
+	secCfg.Replicas = p.configuredReplicas()
+	security, err := events.OpenSecurityStore(ctx, p.nc, secCfg)
+	if err != nil {
+		return nil, err
+	}
+	p.Identity = identity.NewService(identity.Config{Store: p.Store, Security: security, Hasher: auth.NewHasher(cfg.Argon2), Tokens: tokens,
 		Now: cfg.Now, Throttle: cfg.Throttle, Sessions: cfg.Sessions, AddressRegistrationsPerHour: cfg.RegistrationsPerHour})
 	p.Registry = registry.NewService(p.Store, p.Identity.UserActive, p.Identity.Actor, cfg.Now)
-	if p.Blobs, err = openBlobs(ctx, cfg); err != nil {
-		return nil, err
+	if cfg.API || cfg.Blobs {
+		if p.Blobs, err = openBlobs(ctx, cfg); err != nil {
+			return nil, err
+		}
 	}
 	p.Queries = projections.NewQueries(p.Pool)
 	p.Waiter = projections.NewWaiter(p.Pool)
@@ -199,13 +223,15 @@ func Start(ctx context.Context, cfg Config) (_ *Platform, err error) {
 		}
 	}
 	if cfg.API {
-		kv, err := api.OpenIdempotency(ctx, p.Store.JetStream(), 1)
+		kv, err := p.openIdempotency(ctx)
 		if err != nil {
 			return nil, fmt.Errorf("idempotency bucket: %w", err)
 		}
 		p.API = api.New(api.Deps{Identity: p.Identity, Registry: p.Registry, Blobs: p.Blobs, ArtifactMaxBytes: cfg.ArtifactMaxBytes, Queries: p.Queries, Waiter: p.Waiter, Tokens: tokens, Keys: keys,
 			Idempotency: kv, Logger: p.log, RegistrationOpen: cfg.RegistrationOpen,
-			StreamLastSeq: p.Store.LastSequence, Ready: p.ready})
+			StreamLastSeq: p.Store.LastSequence, Ready: p.ready,
+			// Embedded NATS lives and dies with this process (data dir locked).
+			SoleInstance: p.lock != nil && cfg.NATSURL == ""})
 		if err := p.serveHTTP(); err != nil {
 			return nil, err
 		}
@@ -245,8 +271,58 @@ func (p *Platform) startNATS(ctx context.Context) error {
 			return err
 		}
 	}
-	p.Store, err = events.OpenStore(ctx, p.nc, events.StoreConfig{Replicas: 1})
-	return err
+	p.Store, err = events.OpenStore(ctx, p.nc, events.StoreConfig{Replicas: p.configuredReplicas(), Logger: p.log})
+	if err != nil {
+		return err
+	}
+	s, err := p.Store.JetStream().Stream(ctx, events.StreamName)
+	if err != nil {
+		return fmt.Errorf("stream %s: %w", events.StreamName, err)
+	}
+	p.replicas = s.CachedInfo().Config.Replicas
+	return nil
+}
+
+// configuredReplicas applies MAESTRO_NATS_REPLICAS's default: the embedded
+// server is one node; an external NATS is taken to be the R3 cluster that
+// deploy/ describes, so a forgotten setting fails loudly on a single server
+// instead of quietly keeping the history on one disk of a cluster.
+func (p *Platform) configuredReplicas() int {
+	switch {
+	case p.cfg.NATSReplicas > 0:
+		return p.cfg.NATSReplicas
+	case p.cfg.NATSURL == "":
+		return 1
+	default:
+		return 3
+	}
+}
+
+// openIdempotency opens the idempotency bucket with the event stream's
+// replica rule: it shares the stream's fate, so it gets the same copies.
+func (p *Platform) openIdempotency(ctx context.Context) (jetstream.KeyValue, error) {
+	const stream = "KV_" + api.IdempotencyBucket
+	replicas, err := events.StreamReplicas(ctx, p.Store.JetStream(), stream, p.configuredReplicas())
+	if err != nil {
+		return nil, err
+	}
+	kv, err := api.OpenIdempotency(ctx, p.Store.JetStream(), replicas)
+	if err != nil {
+		return nil, events.ExplainReplicasError(stream, replicas, err)
+	}
+	return kv, nil
+}
+
+// EventReplicas is the replica count of the event stream as opened.
+func (p *Platform) EventReplicas() int { return p.replicas }
+
+// ManagedPostgres names the PostgreSQL binaries the managed cluster runs
+// (empty when MAESTRO_DATABASE_URL is used).
+func (p *Platform) ManagedPostgres() (binDir, version string) {
+	if p.cluster == nil {
+		return "", ""
+	}
+	return p.cluster.BinDir(), p.cluster.Version()
 }
 
 func (p *Platform) startPostgres(ctx context.Context) error {
@@ -360,21 +436,26 @@ func (p *Platform) Shutdown(ctx context.Context) {
 }
 
 // loadOrCreateSecret reads a random secret from path or creates it (0600).
+// An empty or blank file (what a power loss after creating it can leave) is
+// never a secret: nats-server would accept an empty password for it, so it
+// is regenerated. The file is written durably (temp file, fsync, rename,
+// directory fsync) so a crash cannot produce such a file again.
 func loadOrCreateSecret(path string) (string, error) {
 	b, err := os.ReadFile(path)
 	if err == nil {
-		return strings.TrimSpace(string(b)), nil
-	}
-	if !errors.Is(err, os.ErrNotExist) {
-		return "", err
+		if s := strings.TrimSpace(string(b)); s != "" {
+			return s, nil
+		}
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return "", fmt.Errorf("read %s: %w", path, err)
 	}
 	var raw [24]byte
 	if _, err := rand.Read(raw[:]); err != nil {
 		return "", err
 	}
 	s := hex.EncodeToString(raw[:])
-	if err := os.WriteFile(path, []byte(s+"\n"), 0o600); err != nil {
-		return "", fmt.Errorf("write %s: %w", path, err)
+	if err := durable.WriteFile(path, []byte(s+"\n"), 0o600); err != nil {
+		return "", err
 	}
 	return s, nil
 }
@@ -417,7 +498,7 @@ func (p *Platform) writeRunInfo() error {
 		info.NATSUser, info.NATSPassword = p.cfg.NATSUser, p.cfg.NATSPassword
 	}
 	b, _ := json.Marshal(info)
-	return os.WriteFile(filepath.Join(p.cfg.DataDir, runInfoFile), b, 0o600)
+	return durable.WriteFile(filepath.Join(p.cfg.DataDir, runInfoFile), b, 0o600)
 }
 
 // ReadRunInfo returns how to reach the serve running on dataDir.

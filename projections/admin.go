@@ -16,13 +16,34 @@ type Status struct {
 	LastSeq   uint64    `json:"last_seq"`
 	Lag       uint64    `json:"lag"`
 	UpdatedAt time.Time `json:"updated_at"`
+	// Quarantined counts the events the projection skipped because it
+	// cannot store them; LastQuarantined is the latest of them.
+	Quarantined     int64             `json:"quarantined"`
+	LastQuarantined *QuarantinedEvent `json:"last_quarantined,omitempty"`
 }
 
-// Statuses reports every projection's checkpoint and lag behind streamLast.
+// QuarantinedEvent is an event a projection skipped, and why (no event data:
+// the stream and the audit trail have it under the same sequence).
+type QuarantinedEvent struct {
+	Seq           uint64    `json:"seq"`
+	EventID       string    `json:"event_id"`
+	Type          string    `json:"type"`
+	Subject       string    `json:"subject"`
+	SQLState      string    `json:"sqlstate,omitempty"`
+	Error         string    `json:"error"`
+	QuarantinedAt time.Time `json:"quarantined_at"`
+}
+
+// Statuses reports every projection's checkpoint, lag behind streamLast and
+// quarantined events.
 func Statuses(ctx context.Context, pool *pgxpool.Pool, streamLast uint64) ([]Status, error) {
+	counts, err := quarantineCounts(ctx, pool)
+	if err != nil {
+		return nil, err
+	}
 	out := make([]Status, 0, len(All()))
 	for _, p := range All() {
-		s := Status{Name: p.Name()}
+		s := Status{Name: p.Name(), Quarantined: counts[p.Name()]}
 		var seq int64
 		err := pool.QueryRow(ctx, "SELECT last_seq, updated_at FROM projection_checkpoints WHERE name = $1", p.Name()).Scan(&seq, &s.UpdatedAt)
 		if err != nil && err != pgx.ErrNoRows {
@@ -32,16 +53,52 @@ func Statuses(ctx context.Context, pool *pgxpool.Pool, streamLast uint64) ([]Sta
 		if streamLast > s.LastSeq {
 			s.Lag = streamLast - s.LastSeq
 		}
+		if s.Quarantined > 0 {
+			var q QuarantinedEvent
+			var qseq int64
+			err := pool.QueryRow(ctx, `SELECT seq, event_id, type, subject, sqlstate, error, quarantined_at
+				FROM projection_quarantine WHERE projection = $1 ORDER BY seq DESC LIMIT 1`, p.Name()).
+				Scan(&qseq, &q.EventID, &q.Type, &q.Subject, &q.SQLState, &q.Error, &q.QuarantinedAt)
+			if err != nil && err != pgx.ErrNoRows {
+				return nil, fmt.Errorf("quarantine of %s: %w", p.Name(), err)
+			}
+			if err == nil {
+				q.Seq = uint64(qseq)
+				s.LastQuarantined = &q
+			}
+		}
 		out = append(out, s)
 	}
 	return out, nil
 }
 
-// Reset empties every projection and rewinds its checkpoint to zero in one
-// transaction. Running runners notice the rewind and replay from the start.
+func quarantineCounts(ctx context.Context, pool *pgxpool.Pool) (map[string]int64, error) {
+	rows, err := pool.Query(ctx, "SELECT projection, count(*) FROM projection_quarantine GROUP BY projection")
+	if err != nil {
+		return nil, fmt.Errorf("count quarantined events: %w", err)
+	}
+	defer rows.Close()
+	out := map[string]int64{}
+	for rows.Next() {
+		var name string
+		var n int64
+		if err := rows.Scan(&name, &n); err != nil {
+			return nil, fmt.Errorf("count quarantined events: %w", err)
+		}
+		out[name] = n
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("count quarantined events: %w", err)
+	}
+	return out, nil
+}
+
+// Reset empties every projection and its quarantine, and rewinds its
+// checkpoint to zero, in one transaction. Running runners notice the rewind
+// and replay from the start, quarantining the same events again.
 func Reset(ctx context.Context, pool *pgxpool.Pool) error {
 	return pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
-		var tables []string
+		tables := []string{"projection_quarantine"}
 		for _, p := range All() {
 			tables = append(tables, p.Tables()...)
 			if _, err := tx.Exec(ctx, `INSERT INTO projection_checkpoints (name, last_seq) VALUES ($1, 0)
@@ -61,7 +118,13 @@ func Reset(ctx context.Context, pool *pgxpool.Pool) error {
 	})
 }
 
-// Statuses reports every projection's checkpoint and lag behind streamLast.
+// Statuses reports every projection's checkpoint, lag behind streamLast and
+// quarantined events.
 func (q *Queries) Statuses(ctx context.Context, streamLast uint64) ([]Status, error) {
 	return Statuses(ctx, q.pool, streamLast)
+}
+
+// Quarantined counts the quarantined events of each projection that has any.
+func (q *Queries) Quarantined(ctx context.Context) (map[string]int64, error) {
+	return quarantineCounts(ctx, q.pool)
 }

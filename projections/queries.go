@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 	"time"
@@ -96,7 +97,26 @@ func encodeCursor(c cursor) string {
 	return base64.RawURLEncoding.EncodeToString(b)
 }
 
-func decodeCursor(token string) (cursor, error) {
+// cursorShape is what one list's tokens carry: the fields it fills when it
+// issues a token, which are then all required, and nothing else. Checking
+// the shape per list makes a forged token a 400, never a query error: a
+// version number beyond int4, a tie-breaker id missing, a key where a
+// sequence belongs.
+type cursorShape struct {
+	seq, key, id bool
+	maxSeq       int64 // bound of Seq (0 = int64)
+}
+
+// Cursor shapes of the lists.
+var (
+	seqCursor     = cursorShape{seq: true}                        // users, audit: a stream sequence
+	versionCursor = cursorShape{seq: true, maxSeq: math.MaxInt32} // versions: an int4 version number
+	keyCursor     = cursorShape{key: true}                        // projects by slug, artifacts by path
+	keyIDCursor   = cursorShape{key: true, id: true}              // models by name
+	seqIDCursor   = cursorShape{seq: true, id: true}              // models by last update
+)
+
+func decodeCursor(token string, shape cursorShape) (cursor, error) {
 	var c cursor
 	if token == "" {
 		return c, nil
@@ -106,14 +126,18 @@ func decodeCursor(token string) (cursor, error) {
 	}
 	b, err := base64.RawURLEncoding.DecodeString(token)
 	if err != nil || json.Unmarshal(b, &c) != nil || c.Seq < 0 || !plainKey(c.Key) || (c.ID != "" && !isUUID(c.ID)) {
-		return c, ErrBadPageToken
+		return cursor{}, ErrBadPageToken
+	}
+	if (c.Seq > 0) != shape.seq || (c.Key != "") != shape.key || (c.ID != "") != shape.id ||
+		(shape.maxSeq > 0 && c.Seq > shape.maxSeq) {
+		return cursor{}, ErrBadPageToken
 	}
 	return c, nil
 }
 
 // ListUsers pages users in registration order.
 func (q *Queries) ListUsers(ctx context.Context, pageToken string, limit int) (Page[User], error) {
-	c, err := decodeCursor(pageToken)
+	c, err := decodeCursor(pageToken, seqCursor)
 	if err != nil {
 		return Page[User]{}, err
 	}
@@ -165,7 +189,7 @@ type AuditFilter struct {
 
 // ListAudit pages audit entries newest first.
 func (q *Queries) ListAudit(ctx context.Context, f AuditFilter) (Page[AuditEntry], error) {
-	c, err := decodeCursor(f.PageToken)
+	c, err := decodeCursor(f.PageToken, seqCursor)
 	if err != nil {
 		return Page[AuditEntry]{}, err
 	}

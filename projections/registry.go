@@ -54,7 +54,7 @@ func isUUID(s string) bool {
 // ListProjects pages the projects userID belongs to (all of them when all
 // is set, for admins), ordered by slug.
 func (q *Queries) ListProjects(ctx context.Context, userID string, all, includeArchived bool, pageToken string, limit int) (Page[Project], error) {
-	c, err := decodeCursor(pageToken)
+	c, err := decodeCursor(pageToken, keyCursor)
 	if err != nil {
 		return Page[Project]{}, err
 	}
@@ -179,7 +179,11 @@ func likePrefix(s string) string {
 
 // ListModels pages a project's models.
 func (q *Queries) ListModels(ctx context.Context, f ModelFilter) (Page[Model], error) {
-	c, err := decodeCursor(f.PageToken)
+	shape := keyIDCursor
+	if f.OrderBy == "updated" {
+		shape = seqIDCursor
+	}
+	c, err := decodeCursor(f.PageToken, shape)
 	if err != nil {
 		return Page[Model]{}, err
 	}
@@ -289,7 +293,7 @@ func scanVersion(row pgx.Row) (ModelVersion, error) {
 
 // ListVersions pages a model's versions in version order.
 func (q *Queries) ListVersions(ctx context.Context, modelID, stage string, includeDeleted bool, pageToken string, limit int) (Page[ModelVersion], error) {
-	c, err := decodeCursor(pageToken)
+	c, err := decodeCursor(pageToken, versionCursor)
 	if err != nil {
 		return Page[ModelVersion]{}, err
 	}
@@ -339,18 +343,32 @@ type ArtifactEntry struct {
 	RecordedAt  time.Time
 }
 
-// ListArtifacts lists a version's artifacts by path.
-func (q *Queries) ListArtifacts(ctx context.Context, modelID string, version int) ([]ArtifactEntry, error) {
-	rows, err := q.pool.Query(ctx, `SELECT path, digest, size, content_type, recorded_at FROM model_artifacts
-		WHERE model_id = $1 AND version = $2 ORDER BY path`, modelID, version)
+// ListArtifacts pages a version's artifacts in path order (bytewise: the
+// column is COLLATE "C", so the primary key serves both order and cursor).
+func (q *Queries) ListArtifacts(ctx context.Context, modelID string, version int, pageToken string, limit int) (Page[ArtifactEntry], error) {
+	c, err := decodeCursor(pageToken, keyCursor)
 	if err != nil {
-		return nil, err
+		return Page[ArtifactEntry]{}, err
 	}
-	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (ArtifactEntry, error) {
+	rows, err := q.pool.Query(ctx, `SELECT path, digest, size, content_type, recorded_at FROM model_artifacts
+		WHERE model_id = $1 AND version = $2 AND path > $3 ORDER BY path LIMIT $4`, modelID, version, c.Key, limit+1)
+	if err != nil {
+		return Page[ArtifactEntry]{}, err
+	}
+	defer rows.Close()
+	page := Page[ArtifactEntry]{Items: []ArtifactEntry{}}
+	for rows.Next() {
 		var a ArtifactEntry
-		err := r.Scan(&a.Path, &a.Digest, &a.Size, &a.ContentType, &a.RecordedAt)
-		return a, err
-	})
+		if err := rows.Scan(&a.Path, &a.Digest, &a.Size, &a.ContentType, &a.RecordedAt); err != nil {
+			return page, err
+		}
+		if len(page.Items) == limit {
+			page.NextPageToken = encodeCursor(cursor{Key: page.Items[limit-1].Path})
+			break
+		}
+		page.Items = append(page.Items, a)
+	}
+	return page, rows.Err()
 }
 
 // Artifact returns one artifact of a version.

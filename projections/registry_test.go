@@ -171,10 +171,14 @@ func TestRegistryProjections(t *testing.T) {
 		createModel(p0, cv, m.name, m.tags)
 	}
 	createModel(p1, nlp, "alpha", vision)
-	modelCmd(p0, "epsilon", authz.ModelWrite, func(m registry.ModelState) ([]handlers.Change, error) { return registry.DecideDeleteModel(m, true) })
+	modelCmd(p0, "epsilon", authz.ModelWrite, func(m registry.ModelState) ([]handlers.Change, error) {
+		return registry.DecideDeleteModel(m, true, false)
+	})
 	want["epsilon"].deleted = true
 	for _, del := range []bool{true, false} {
-		modelCmd(p0, "delta", authz.ModelWrite, func(m registry.ModelState) ([]handlers.Change, error) { return registry.DecideDeleteModel(m, del) })
+		modelCmd(p0, "delta", authz.ModelWrite, func(m registry.ModelState) ([]handlers.Change, error) {
+			return registry.DecideDeleteModel(m, del, false)
+		})
 	}
 	betaTags := map[string]string{"team": "vision", "x": "y"}
 	modelCmd(p0, "beta", authz.ModelWrite, func(m registry.ModelState) ([]handlers.Change, error) {
@@ -247,7 +251,9 @@ func TestRegistryProjections(t *testing.T) {
 	alias("old", 3)
 	alias("best", 5)
 	alias("champion", 6) // reassigned
-	version(3, registry.DecideDeleteVersion)
+	version(3, func(m registry.ModelState, v int) ([]handlers.Change, error) {
+		return registry.DecideDeleteVersion(m, v, true) // "old" points at it: an approver's call
+	})
 	version(0, func(m registry.ModelState, _ int) ([]handlers.Change, error) {
 		return registry.DecideDeleteAlias(m, "challenger")
 	})
@@ -565,10 +571,11 @@ func TestRegistryProjections(t *testing.T) {
 	}
 
 	// Artifacts.
-	arts, err := q.ListArtifacts(ctx, resnet.ID, 5)
+	page, err := q.ListArtifacts(ctx, resnet.ID, 5, "", 50)
 	if err != nil {
 		t.Fatal(err)
 	}
+	arts := page.Items
 	wantArts := []ArtifactEntry{
 		{Path: "config.json", Digest: d3, Size: 30, ContentType: "application/octet-stream", RecordedAt: configAt},
 		{Path: "model/weights.bin", Digest: d2, Size: 20, ContentType: "application/octet-stream", RecordedAt: reRecorded},
@@ -582,11 +589,20 @@ func TestRegistryProjections(t *testing.T) {
 			t.Fatalf("artifact %d = %+v, want %+v", i, arts[i], wantArts[i])
 		}
 	}
-	if arts, err := q.ListArtifacts(ctx, resnet.ID, 3); err != nil || len(arts) != 1 || arts[0].Digest != d4 {
-		t.Fatalf("artifacts of deleted version 3: %+v, %v", arts, err)
+	// One at a time: the cursor is the last path, bytewise.
+	first, err := q.ListArtifacts(ctx, resnet.ID, 5, "", 1)
+	if err != nil || len(first.Items) != 1 || first.Items[0].Path != "config.json" || first.NextPageToken == "" {
+		t.Fatalf("first page of one: %+v, %v", first, err)
 	}
-	if arts, err := q.ListArtifacts(ctx, resnet.ID, 4); err != nil || len(arts) != 0 {
-		t.Fatalf("artifacts of version 4: %+v, %v", arts, err)
+	second, err := q.ListArtifacts(ctx, resnet.ID, 5, first.NextPageToken, 1)
+	if err != nil || len(second.Items) != 1 || second.Items[0].Path != "model/weights.bin" || second.NextPageToken != "" {
+		t.Fatalf("second page of one: %+v, %v", second, err)
+	}
+	if pg, err := q.ListArtifacts(ctx, resnet.ID, 3, "", 50); err != nil || len(pg.Items) != 1 || pg.Items[0].Digest != d4 {
+		t.Fatalf("artifacts of deleted version 3: %+v, %v", pg, err)
+	}
+	if pg, err := q.ListArtifacts(ctx, resnet.ID, 4, "", 50); err != nil || len(pg.Items) != 0 {
+		t.Fatalf("artifacts of version 4: %+v, %v", pg, err)
 	}
 	if a, err := q.Artifact(ctx, resnet.ID, 5, "model/weights.bin"); err != nil || a.Digest != d2 {
 		t.Fatalf("Artifact: %+v, %v", a, err)

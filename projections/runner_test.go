@@ -2,16 +2,22 @@ package projections
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"maps"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/maestro-ml/maestro/events"
@@ -688,5 +694,392 @@ func TestWaiter(t *testing.T) {
 	}
 	if !w.Wait(short(30*time.Second), next, "audit") {
 		t.Fatalf("Wait(%d) timed out", next)
+	}
+}
+
+// logRecords is a slog handler that keeps every record, so tests can check
+// what a runner logged.
+type logRecords struct {
+	mu   sync.Mutex
+	recs []slog.Record
+}
+
+func (l *logRecords) Enabled(context.Context, slog.Level) bool { return true }
+func (l *logRecords) Handle(_ context.Context, r slog.Record) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.recs = append(l.recs, r.Clone())
+	return nil
+}
+func (l *logRecords) WithAttrs(as []slog.Attr) slog.Handler { return &withAttrs{l, as} }
+func (l *logRecords) WithGroup(string) slog.Handler         { return l }
+
+// withAttrs keeps the attributes added by Logger.With on every record.
+type withAttrs struct {
+	l  *logRecords
+	as []slog.Attr
+}
+
+func (w *withAttrs) Enabled(context.Context, slog.Level) bool { return true }
+func (w *withAttrs) Handle(ctx context.Context, r slog.Record) error {
+	r = r.Clone()
+	r.AddAttrs(w.as...)
+	return w.l.Handle(ctx, r)
+}
+func (w *withAttrs) WithAttrs(as []slog.Attr) slog.Handler {
+	return &withAttrs{w.l, append(slices.Clone(w.as), as...)}
+}
+func (w *withAttrs) WithGroup(string) slog.Handler { return w }
+
+// matching returns the records with msg, each as its attributes.
+func (l *logRecords) matching(msg string) []map[string]string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []map[string]string
+	for _, r := range l.recs {
+		if r.Message != msg {
+			continue
+		}
+		m := map[string]string{}
+		r.Attrs(func(a slog.Attr) bool {
+			m[a.Key] = a.Value.String()
+			return true
+		})
+		out = append(out, m)
+	}
+	return out
+}
+
+// dumpOrdered is dump for any table, ordered by the given columns.
+func dumpOrdered(t *testing.T, pool *pgxpool.Pool, table, order string) []string {
+	t.Helper()
+	ctx, cancel := queryCtx()
+	defer cancel()
+	rows, err := pool.Query(ctx, fmt.Sprintf("SELECT row_to_json(x)::text FROM %s x ORDER BY %s", table, order))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// dumpModels is the models projection's tables and the quarantine (without
+// the time a row was written).
+func dumpModels(t *testing.T, pool *pgxpool.Pool) map[string][]string {
+	t.Helper()
+	return map[string][]string{
+		"models":         dumpOrdered(t, pool, "models", "id"),
+		"model_versions": dumpOrdered(t, pool, "model_versions", "model_id, version"),
+		"quarantine": dumpOrdered(t, pool, "(SELECT projection, seq, event_id, type, subject, sqlstate, error FROM projection_quarantine)",
+			"projection, seq"),
+	}
+}
+
+// appendRaw appends one event whose data is exactly raw, as a client of
+// the stream (not the API) could: nothing canonicalised it.
+func (f *fixture) appendRaw(t *testing.T, subject, typ, raw string) uint64 {
+	t.Helper()
+	e, err := events.New(events.Meta{Actor: events.Actor{Kind: events.ActorUser, ID: "seed"}, Time: base}, subject, typ, 0, json.RawMessage(raw))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := queryCtx()
+	defer cancel()
+	seq, err := f.store.Append(ctx, events.Append{Event: e, Expect: events.Any})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return seq
+}
+
+// (f) Finding 1: an event Postgres cannot store (a lone surrogate or a
+// number beyond numeric in a jsonb column, data of the wrong shape, a value
+// pgx cannot encode, a duplicate name) is quarantined, the projection goes
+// on past it, status reports it, and a rebuild quarantines the same events
+// and builds the same tables, whatever the batch size.
+func TestPoisonEventsAreQuarantined(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	ctx := testCtx(t)
+	project, model, twin := uuid.NewString(), uuid.NewString(), uuid.NewString()
+	subj := events.Subject(events.AggModel, model)
+	f.appendRaw(t, subj, events.ModelCreated, fmt.Sprintf(`{"model_id":%q,"project_id":%q,"name":"m","description":"","tags":{}}`, model, project))
+	version := func(n int, signature string) string {
+		return fmt.Sprintf(`{"model_id":%q,"version":%d,"description":"","tags":{},"source":"s","signature":%s}`, model, n, signature)
+	}
+	want := map[uint64]string{} // poison seq → SQLSTATE ("" for errors found before Postgres)
+	want[f.appendRaw(t, subj, events.ModelVersionRegistered, version(1, `{"a":"\ud800"}`))] = "22P02"
+	f.appendRaw(t, subj, events.ModelVersionRegistered, version(2, `{"a":1}`))
+	want[f.appendRaw(t, subj, events.ModelVersionRegistered, version(3, `{"a":1e200000}`))] = "22003"
+	want[f.appendRaw(t, subj, events.ModelVersionRegistered, fmt.Sprintf(`{"model_id":%q,"version":"four"}`, model))] = ""
+	want[f.appendRaw(t, subj, events.ModelVersionRegistered, version(1<<40, `{}`))] = ""
+	want[f.appendRaw(t, events.Subject(events.AggModel, twin), events.ModelCreated,
+		fmt.Sprintf(`{"model_id":%q,"project_id":%q,"name":"M","description":"","tags":{}}`, twin, project))] = "23505"
+	f.appendRaw(t, subj, events.ModelVersionRegistered, version(5, `{"b":[1,2]}`))
+	last := f.seed(t, 2) // other projections' events after the poison
+
+	logs := &logRecords{}
+	cfg := testRunnerConfig()
+	cfg.Logger = slog.New(logs)
+	for _, p := range All() {
+		start(t, NewRunner(f.pool, f.store, p, cfg))
+	}
+	ref := newDB(t)
+	one := testRunnerConfig()
+	one.BatchSize = 1
+	start(t, NewRunner(ref, f.store, Models{}, one))
+	waitCaughtUp(t, f.pool, last, "users", "sessions", "audit", "projects", "models")
+	waitCaughtUp(t, ref, last, "models")
+
+	var versions []int
+	rows, err := f.pool.Query(ctx, "SELECT version FROM model_versions ORDER BY version")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if versions, err = pgx.CollectRows(rows, pgx.RowTo[int]); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(versions, []int{2, 5}) {
+		t.Fatalf("model versions %v, want [2 5]: the good events around the poison must be applied", versions)
+	}
+	got := map[uint64]string{}
+	qrows, err := f.pool.Query(ctx, "SELECT seq, sqlstate FROM projection_quarantine WHERE projection = 'models'")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for qrows.Next() {
+		var seq int64
+		var code string
+		if err := qrows.Scan(&seq, &code); err != nil {
+			t.Fatal(err)
+		}
+		got[uint64(seq)] = code
+	}
+	if err := qrows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if !maps.Equal(got, want) {
+		t.Fatalf("quarantined %v, want %v", got, want)
+	}
+	var others int
+	if err := f.pool.QueryRow(ctx, "SELECT count(*) FROM projection_quarantine WHERE projection <> 'models'").Scan(&others); err != nil {
+		t.Fatal(err)
+	}
+	if others != 0 {
+		t.Fatalf("%d events quarantined outside models; audit and the others store them", others)
+	}
+
+	// One log line per quarantined event, naming it without its data.
+	lines := logs.matching("projection quarantined an event it cannot store")
+	if len(lines) != len(want) {
+		t.Fatalf("%d quarantine log lines, want %d: %v", len(lines), len(want), lines)
+	}
+	for _, l := range lines {
+		seq, _ := strconv.ParseUint(l["seq"], 10, 64)
+		code, ok := want[seq]
+		if !ok || l["projection"] != "models" || l["sqlstate"] != code || l["event_id"] == "" || l["type"] == "" {
+			t.Fatalf("log line %v does not name a quarantined event", l)
+		}
+		for k, v := range l {
+			if strings.Contains(v, "1e200000") || strings.Contains(v, `\ud800`) || strings.Contains(v, "four") {
+				t.Fatalf("log attribute %s=%q carries event data", k, v)
+			}
+		}
+	}
+
+	st, err := Statuses(ctx, f.pool, last)
+	if err != nil {
+		t.Fatal(err)
+	}
+	maxPoison := slices.Max(slices.Collect(maps.Keys(want)))
+	for _, s := range st {
+		switch {
+		case s.Lag != 0:
+			t.Fatalf("status %+v lags", s)
+		case s.Name == "models" && (s.Quarantined != int64(len(want)) || s.LastQuarantined == nil ||
+			s.LastQuarantined.Seq != maxPoison || s.LastQuarantined.SQLState != "23505" || s.LastQuarantined.Error == ""):
+			t.Fatalf("models status %+v (last %+v), want %d quarantined, latest %d", s, s.LastQuarantined, len(want), maxPoison)
+		case s.Name != "models" && (s.Quarantined != 0 || s.LastQuarantined != nil):
+			t.Fatalf("status %+v reports quarantine", s)
+		}
+	}
+
+	// The same events, the same tables: by batches of 7, of 1, and after a
+	// reset and rebuild.
+	before := dumpModels(t, f.pool)
+	sameDump(t, dumpModels(t, ref), before)
+	if err := Reset(ctx, f.pool); err != nil {
+		t.Fatal(err)
+	}
+	waitCaughtUp(t, f.pool, last, "models")
+	sameDump(t, dumpModels(t, f.pool), before)
+	if n := len(logs.matching("projection quarantined an event it cannot store")); n != 2*len(want) {
+		t.Fatalf("%d quarantine log lines after the rebuild, want %d", n, 2*len(want))
+	}
+}
+
+// Undeliverable tells events that can never be stored (quarantine them)
+// from failures worth retrying.
+func TestUndeliverable(t *testing.T) {
+	t.Parallel()
+	var syn *json.SyntaxError
+	synErr := json.Unmarshal([]byte("{"), &struct{}{})
+	if !errors.As(synErr, &syn) {
+		t.Fatalf("want a syntax error, got %v", synErr)
+	}
+	typErr := json.Unmarshal([]byte(`{"a":"x"}`), &struct{ A int }{})
+	for _, c := range []struct {
+		name string
+		err  error
+		want bool
+	}{
+		{"invalid json for jsonb", &pgconn.PgError{Code: "22P02"}, true},
+		{"numeric overflow", &pgconn.PgError{Code: "22003"}, true},
+		{"untranslatable character", &pgconn.PgError{Code: "22P05"}, true},
+		{"unique violation", fmt.Errorf("batch: %w", &pgconn.PgError{Code: "23505"}), true},
+		{"index row too large", &pgconn.PgError{Code: "54000"}, true},
+		{"serialization failure", &pgconn.PgError{Code: "40001"}, false},
+		{"deadlock", &pgconn.PgError{Code: "40P01"}, false},
+		{"too many connections", &pgconn.PgError{Code: "53300"}, false},
+		{"admin shutdown", &pgconn.PgError{Code: "57P01"}, false},
+		{"query cancelled", &pgconn.PgError{Code: "57014"}, false},
+		{"undefined table (a bug, not data)", &pgconn.PgError{Code: "42P01"}, false},
+		{"connection failure", &pgconn.PgError{Code: "08006"}, false},
+		{"context cancelled", fmt.Errorf("apply: %w", context.Canceled), false},
+		{"deadline", context.DeadlineExceeded, false},
+		{"json syntax", fmt.Errorf("decode: %w", synErr), true},
+		{"json type", fmt.Errorf("decode: %w", typErr), true},
+		{"projection refuses data", fmt.Errorf("model %s: %w", "x", ErrUndecodable), true},
+		{"pgx cannot encode", errors.New("batch: failed to encode args[1]: unable to encode 1099511627776 into binary format for int4"), true},
+		{"network", errors.New("read tcp: connection reset by peer"), false},
+		{"nil", nil, false},
+	} {
+		if got := Undeliverable(c.err); got != c.want {
+			t.Errorf("%s: Undeliverable(%v) = %v, want %v", c.name, c.err, got, c.want)
+		}
+	}
+}
+
+// lockHolder is the application_name and backend of the session holding
+// the projection's advisory lock ("", 0 when nobody holds it).
+func lockHolder(t *testing.T, pool *pgxpool.Pool, name string) (string, int32) {
+	t.Helper()
+	ctx, cancel := queryCtx()
+	defer cancel()
+	key := uint64(lockKey(name))
+	var app string
+	var pid int32
+	err := pool.QueryRow(ctx, `SELECT a.application_name, l.pid FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+		WHERE l.locktype = 'advisory' AND l.granted AND l.classid = $1 AND l.objid = $2 AND l.objsubid = 1
+		AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())`,
+		uint32(key>>32), uint32(key)).Scan(&app, &pid)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return "", 0
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return app, pid
+}
+
+// namedPool is another pool on pool's database whose sessions carry an
+// application_name, so pg_stat_activity tells whose a backend is.
+func namedPool(t *testing.T, pool *pgxpool.Pool, app string) *pgxpool.Pool {
+	t.Helper()
+	cfg := pool.Config()
+	cfg.ConnConfig.RuntimeParams["application_name"] = app
+	p, err := pgxpool.NewWithConfig(testCtx(t), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Close)
+	return p
+}
+
+// (g) Finding 10: when the active runner's lock session is killed, the
+// runner notices, logs it and stops applying; it commits no batch under the
+// lost lock while the standby that took over applies. Repeated, each round
+// killing whichever runner is active, with events arriving one by one so the
+// orphan, still following the stream, has every chance to commit.
+func TestLostLockStopsTheOrphan(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	last := f.seed(t, 3)
+	logs := &logRecords{}
+	cfg := testRunnerConfig()
+	cfg.Logger = slog.New(logs)
+
+	var mu sync.Mutex
+	orphan := map[string]bool{} // runner whose lock session was killed and who has not held the lock since
+	var orphanCommits []string
+	for _, name := range []string{"runner-a", "runner-b"} {
+		r := NewRunner(namedPool(t, f.pool, name), f.store, Audit{}, cfg)
+		r.afterCommit = func(cp uint64) error {
+			mu.Lock()
+			defer mu.Unlock()
+			if orphan[name] {
+				orphanCommits = append(orphanCommits, fmt.Sprintf("%s committed up to %d after its lock session was killed", name, cp))
+			}
+			return nil
+		}
+		start(t, r)
+	}
+	waitCaughtUp(t, f.pool, last, "audit")
+	const rounds = 8
+	for round := range rounds {
+		var holder string
+		var pid int32
+		poll(t, 30*time.Second, "a lock holder", func() bool { holder, pid = lockHolder(t, f.pool, "audit"); return pid != 0 })
+		mu.Lock()
+		orphan[holder] = true
+		mu.Unlock()
+		var ok bool
+		if err := f.pool.QueryRow(testCtx(t), "SELECT pg_terminate_backend($1)", pid).Scan(&ok); err != nil || !ok {
+			t.Fatalf("round %d: terminate %d: %v %v", round, pid, ok, err)
+		}
+		var next string
+		for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+			var p int32
+			if next, p = lockHolder(t, f.pool, "audit"); p != 0 && p != pid {
+				break
+			}
+			if time.Now().After(deadline) {
+				mu.Lock()
+				t.Fatalf("round %d: no runner took the lock within 30s of killing %s's lock session: the other runner "+
+					"never stood by again after losing its own lock earlier; orphan commits so far:\n%s",
+					round, holder, strings.Join(orphanCommits, "\n"))
+			}
+		}
+		mu.Lock()
+		orphan[next] = false // it holds the lock (again): its commits are legitimate
+		mu.Unlock()
+		for range 4 {
+			last = f.seed(t, 1)
+		}
+		waitCaughtUp(t, f.pool, last, "audit")
+	}
+	mu.Lock()
+	if len(orphanCommits) > 0 {
+		t.Fatalf("an orphaned runner kept applying after its lock was gone (%d batches):\n%s", len(orphanCommits), strings.Join(orphanCommits, "\n"))
+	}
+	mu.Unlock()
+	poll(t, 30*time.Second, "every orphan to log its lost lock", func() bool {
+		return len(logs.matching("projection lost its advisory lock; standing by")) >= rounds
+	})
+	for _, l := range logs.matching("projection lost its advisory lock; standing by") {
+		if l["projection"] != "audit" {
+			t.Fatalf("lost-lock log line %v does not name the projection", l)
+		}
+	}
+	// Only audit ran: one entry per event.
+	var count, distinct, maxSeq int64
+	if err := f.pool.QueryRow(testCtx(t), "SELECT count(*), count(DISTINCT event_id), max(seq) FROM audit_entries").Scan(&count, &distinct, &maxSeq); err != nil {
+		t.Fatal(err)
+	}
+	if uint64(count) != last || uint64(distinct) != last || uint64(maxSeq) != last {
+		t.Fatalf("audit_entries: %d rows (%d events) up to %d, want %d", count, distinct, maxSeq, last)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"strings"
 	"text/tabwriter"
@@ -19,6 +20,16 @@ import (
 // on the data dir, it connects to that instance's NATS and Postgres (from
 // the 0600 run.json it wrote); otherwise it starts them itself, privately.
 func attach(ctx context.Context, c *Common, worker bool) (*platform.Platform, error) {
+	cfg, err := attachConfig(c, worker)
+	if err != nil {
+		return nil, err
+	}
+	return platform.Start(ctx, cfg)
+}
+
+// attachConfig is attach's configuration, for commands that need more
+// (artifacts gc opens the artifact store).
+func attachConfig(c *Common, worker bool) (platform.Config, error) {
 	cfg := c.config()
 	cfg.API = false
 	cfg.Worker = worker
@@ -26,14 +37,15 @@ func attach(ctx context.Context, c *Common, worker bool) (*platform.Platform, er
 	if cfg.NATSURL == "" || cfg.DatabaseURL == "" {
 		if info, err := platform.ReadRunInfo(cfg.DataDir); err == nil && dataDirBusy(cfg.DataDir) {
 			if info.NATSURL == "" {
-				return nil, errors.New("maestro serve is running on this data dir with MAESTRO_NATS_LISTEN=off; stop it first or enable the listener")
+				return cfg, errors.New("maestro serve is running on this data dir with MAESTRO_NATS_LISTEN=off; stop it first or enable the listener")
 			}
 			cfg.NATSURL, cfg.NATSUser, cfg.NATSPassword = info.NATSURL, info.NATSUser, info.NATSPassword
 			cfg.DatabaseURL = info.DatabaseURL
-			cfg.Worker = false // the running serve's workers do the work
+			cfg.Worker = false   // the running serve's workers do the work
+			cfg.NATSReplicas = 1 // its embedded server is one node
 		}
 	}
-	return platform.Start(ctx, cfg)
+	return cfg, nil
 }
 
 func dataDirBusy(dir string) bool {
@@ -105,16 +117,46 @@ func (projStatusCmd) Run(ctx context.Context, c *Common) error {
 }
 
 func printStatuses(last uint64, st []projections.Status) {
-	w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+	writeStatuses(os.Stdout, last, st)
+}
+
+// writeStatuses prints the checkpoints, then, if any projection skipped
+// events it cannot store, one line per such projection: how many and the
+// latest (sequence, type, SQLSTATE, error; the data is in the stream).
+func writeStatuses(out io.Writer, last uint64, st []projections.Status) {
+	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(w, "stream last sequence\t%d\n\nPROJECTION\tCHECKPOINT\tLAG\tUPDATED\n", last)
+	quarantined := false
 	for _, s := range st {
 		upd := "-"
 		if !s.UpdatedAt.IsZero() {
 			upd = s.UpdatedAt.Format(time.RFC3339)
 		}
 		fmt.Fprintf(w, "%s\t%d\t%d\t%s\n", s.Name, s.LastSeq, s.Lag, upd)
+		quarantined = quarantined || s.Quarantined > 0
 	}
 	w.Flush()
+	if !quarantined {
+		return
+	}
+	w = tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(w, "\nQUARANTINED\tEVENTS\tLATEST SEQ\tTYPE\tSQLSTATE\tERROR\n")
+	for _, s := range st {
+		if s.Quarantined == 0 {
+			continue
+		}
+		q := s.LastQuarantined
+		if q == nil {
+			q = &projections.QuarantinedEvent{}
+		}
+		code := q.SQLState
+		if code == "" {
+			code = "-"
+		}
+		fmt.Fprintf(w, "%s\t%d\t%d\t%s\t%s\t%s\n", s.Name, s.Quarantined, q.Seq, q.Type, code, q.Error)
+	}
+	w.Flush()
+	fmt.Fprintln(out, "\nquarantined events were skipped: the projection cannot store them (see the log and the audit trail at their sequences)")
 }
 
 type projRebuildCmd struct {
@@ -182,7 +224,12 @@ type artifactsGCCmd struct {
 }
 
 func (g artifactsGCCmd) Run(ctx context.Context, c *Common) error {
-	p, err := attach(ctx, c, true)
+	cfg, err := attachConfig(c, true)
+	if err != nil {
+		return err
+	}
+	cfg.Blobs = true
+	p, err := platform.Start(ctx, cfg)
 	if err != nil {
 		return err
 	}

@@ -34,6 +34,7 @@ type Common struct {
 	NATSURL     string `name:"nats-url" env:"MAESTRO_NATS_URL" help:"Use this NATS server (with JetStream) instead of the embedded one."`
 	NATSUser    string `name:"nats-user" env:"MAESTRO_NATS_USER" help:"User for MAESTRO_NATS_URL."`
 	NATSPass    string `name:"nats-password" env:"MAESTRO_NATS_PASSWORD" hidden:"" help:"Password for MAESTRO_NATS_URL (prefer the variable: flags show in ps)."`
+	NATSReplica int    `name:"nats-replicas" env:"MAESTRO_NATS_REPLICAS" help:"Replicas of the event stream and the idempotency bucket (1-5); default 1 on the embedded NATS, 3 with MAESTRO_NATS_URL. Never lowers an existing stream; refuses to start if the cluster or an existing stream has fewer."`
 	ArtifactDir string `name:"artifact-dir" env:"MAESTRO_ARTIFACT_DIR" help:"Filesystem artifact store; default <data-dir>/artifacts (ignored when MAESTRO_S3_ENDPOINT is set)."`
 	S3Endpoint  string `name:"s3-endpoint" env:"MAESTRO_S3_ENDPOINT" help:"S3-compatible endpoint (host:port) for artifacts, e.g. MinIO."`
 	S3Bucket    string `name:"s3-bucket" env:"MAESTRO_S3_BUCKET" help:"Bucket for artifacts (created if missing)."`
@@ -98,7 +99,7 @@ func main() {
 
 // flagEnv maps flags to their variables so a bad value names both.
 var flagEnv = map[string]string{
-	"--data-dir": "MAESTRO_DATA_DIR", "--database-url": "MAESTRO_DATABASE_URL", "--nats-url": "MAESTRO_NATS_URL",
+	"--data-dir": "MAESTRO_DATA_DIR", "--database-url": "MAESTRO_DATABASE_URL", "--nats-url": "MAESTRO_NATS_URL", "--nats-replicas": "MAESTRO_NATS_REPLICAS",
 	"--http-addr": "MAESTRO_HTTP_ADDR", "--nats-listen": "MAESTRO_NATS_LISTEN", "--nats-sync": "MAESTRO_NATS_SYNC",
 	"--registration": "MAESTRO_REGISTRATION", "--registrations-per-hour": "MAESTRO_REGISTRATIONS_PER_HOUR", "--access-token-ttl": "MAESTRO_ACCESS_TOKEN_TTL",
 	"--refresh-idle-ttl": "MAESTRO_REFRESH_IDLE_TTL", "--refresh-absolute-ttl": "MAESTRO_REFRESH_ABSOLUTE_TTL",
@@ -143,6 +144,7 @@ func (c *Common) config() platform.Config {
 	cfg.DatabaseURL = c.DatabaseURL
 	cfg.NATSURL = c.NATSURL
 	cfg.NATSUser, cfg.NATSPassword = c.NATSUser, c.NATSPass
+	cfg.NATSReplicas = c.NATSReplica
 	cfg.Logger = c.logger()
 	cfg.ArtifactDir = c.ArtifactDir
 	cfg.S3 = artifacts.S3Config{Endpoint: c.S3Endpoint, Bucket: c.S3Bucket, Region: c.S3Region,
@@ -151,6 +153,13 @@ func (c *Common) config() platform.Config {
 }
 
 func (c *Common) validate() error {
+	// JetStream's own limit is 5; 0 means the default for the NATS in use.
+	if c.NATSReplica < 0 || c.NATSReplica > 5 {
+		return fmt.Errorf("MAESTRO_NATS_REPLICAS (--nats-replicas) %d: must be between 1 and 5", c.NATSReplica)
+	}
+	if c.NATSReplica > 1 && c.NATSURL == "" {
+		return fmt.Errorf("MAESTRO_NATS_REPLICAS (--nats-replicas) %d needs a NATS cluster (MAESTRO_NATS_URL): the embedded server is one node", c.NATSReplica)
+	}
 	if c.S3Endpoint != "" && (c.S3Bucket == "" || c.S3AccessKey == "" || c.S3SecretKey == "") {
 		return errors.New("MAESTRO_S3_ENDPOINT needs MAESTRO_S3_BUCKET, MAESTRO_S3_ACCESS_KEY and MAESTRO_S3_SECRET_KEY")
 	}
@@ -226,9 +235,18 @@ func requireExternal(c *Common, role string) error {
 	return nil
 }
 
+// ErrNoSharedArtifacts means `maestro api` was started without S3: a
+// filesystem store per instance would make an artifact uploaded through one
+// instance a 500 on the next.
+var ErrNoSharedArtifacts = errors.New("maestro api needs shared artifact storage: set MAESTRO_S3_ENDPOINT, MAESTRO_S3_BUCKET, " +
+	"MAESTRO_S3_ACCESS_KEY and MAESTRO_S3_SECRET_KEY (a filesystem store is per instance; use `maestro serve` for a single process)")
+
 func (a *apiCmd) Run(ctx context.Context, c *Common) error {
 	if err := requireExternal(c, "api"); err != nil {
 		return err
+	}
+	if c.S3Endpoint == "" {
+		return ErrNoSharedArtifacts
 	}
 	cfg := c.config()
 	if err := a.apply(&cfg); err != nil {
@@ -245,7 +263,7 @@ func (workerCmd) Run(ctx context.Context, c *Common) error {
 		return err
 	}
 	cfg := c.config()
-	cfg.API = false
+	cfg.API = false // and so no artifact store: projections never touch blobs
 	return run(ctx, cfg, os.Stdout)
 }
 
@@ -282,9 +300,12 @@ func printBanner(out io.Writer, cfg platform.Config, p *platform.Platform) {
 			sync = "fsync every 2 minutes (MAESTRO_NATS_SYNC=interval)"
 		}
 		fmt.Fprintf(out, "  Events:   JetStream stream MAESTRO_EVENTS, %s\n", sync)
+	} else {
+		// Not the URL itself: it may carry credentials.
+		fmt.Fprintf(out, "  Events:   JetStream stream MAESTRO_EVENTS on MAESTRO_NATS_URL, %d replicas\n", p.EventReplicas())
 	}
-	if cfg.DatabaseURL == "" {
-		fmt.Fprintf(out, "  Postgres: managed cluster in %s/postgres\n", cfg.DataDir)
+	if binDir, pgVersion := p.ManagedPostgres(); binDir != "" {
+		fmt.Fprintf(out, "  Postgres: managed cluster in %s/postgres, PostgreSQL %s from %s\n", cfg.DataDir, pgVersion, binDir)
 	}
 	if u := p.URL(); u != "" {
 		fmt.Fprintln(out, "Log in:")

@@ -535,6 +535,31 @@ func TestNormalizeEmail(t *testing.T) {
 		{"ada @example.com", ""},
 		{"ada@exa mple.com", ""},
 		{"ada@example.com\nbcc: bob@example.com", ""},
+		// Review finding 14: look-alikes normalise alike or are refused.
+		{"jos\u00e9@x.io", "jos\u00e9@x.io"},                  // NFC
+		{"jose\u0301@x.io", "jos\u00e9@x.io"},                 // NFD is the same address
+		{"\uff41\uff44\uff4d\uff49\uff4e@x.io", "admin@x.io"}, // full-width
+		{"ADMIN\uff20X.IO", "admin@x.io"},                     // full-width @
+		{"\ufb01le@x.io", "file@x.io"},                        // ligature
+		{"ad\u200bmin@x.io", ""},                              // zero-width space
+		{"admin@x.io\u200b", ""},
+		{"admin\u200d@x.io", ""}, // zero-width joiner
+		{"\u202eadmin@x.io", ""}, // bidi override
+		{"admin\u00ad@x.io", ""}, // soft hyphen
+		{"a\ufe0f@x.io", ""},     // variation selector
+		{"admin@exa\u2060mple.com", ""},
+		{"\u0430dmin@x.io", ""}, // Cyrillic а among Latin letters
+		{"\u0430\u0434\u043c\u0438\u043d@x.io", "\u0430\u0434\u043c\u0438\u043d@x.io"}, // all Cyrillic
+		{"\u0391\u0394\u039c\u0399\u039d@x.io", "\u03b1\u03b4\u03bc\u03b9\u03bd@x.io"}, // Greek, lower-cased
+		{"\u5c71\u7530\u305f\u308d\u3046@x.io", "\u5c71\u7530\u305f\u308d\u3046@x.io"}, // Han + Hiragana
+		{"taro\u5c71\u7530@x.io", "taro\u5c71\u7530@x.io"},                             // Latin + Han
+		{"admin\u263a@x.io", ""},                       // a symbol
+		{"ada@B\u00fccher.DE", "ada@xn--bcher-kva.de"}, // IDNA A-label
+		{"ada@xn--bcher-kva.de", "ada@xn--bcher-kva.de"},
+		{"ada@\uff58.io", "ada@x.io"},
+		{"o'brien+tag@example.com", "o'brien+tag@example.com"},
+		{"a!#$%&'*+-/=?^_`{|}~@example.com", "a!#$%&'*+-/=?^_`{|}~@example.com"},
+		{"ada@my_host.example", "ada@my_host.example"}, // ASCII domains stay as they were
 	}
 	if len(long) != 254 {
 		t.Fatalf("test setup: long address has %d characters", len(long))

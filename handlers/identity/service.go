@@ -17,7 +17,10 @@ import (
 
 // Config wires the identity service.
 type Config struct {
-	Store    *events.Store
+	Store *events.Store
+	// Security is the bounded stream of security signals
+	// (events.OpenSecurityStore): rejected logins for unknown e-mails.
+	Security *events.Store
 	Hasher   *auth.Hasher
 	Tokens   *auth.Tokens
 	Now      func() time.Time
@@ -38,8 +41,11 @@ type Service struct {
 	sessions *handlers.Repository[SessionState]
 	bootRepo *handlers.Repository[bool]
 	address  *addressThrottle
-	unknown  *unknownAccounts
 	signups  *addressThrottle
+	// loginDecided, when set (tests only), runs after a successful login
+	// was decided and before it is appended: the window a concurrent
+	// change of the user must not slip through.
+	loginDecided func()
 }
 
 // NewService builds the identity service.
@@ -66,7 +72,6 @@ func NewService(cfg Config) *Service {
 		sessions: handlers.NewRepository(cfg.Store, EvolveSession, 10000),
 		bootRepo: handlers.NewRepository(cfg.Store, func(bool, events.Envelope) (bool, error) { return true, nil }, 1).WithFinal(func(done bool) bool { return done }),
 		address:  newAddressThrottle(cfg.AddressFailuresPerHour, 100000),
-		unknown:  newUnknownAccounts(100000),
 		signups:  newAddressThrottle(cfg.AddressRegistrationsPerHour, 100000),
 	}
 }
@@ -188,6 +193,12 @@ func throttled(d time.Duration) error {
 		Detail: fmt.Sprintf("too many failed logins; try again in %d seconds", secs), RetryAfter: time.Duration(secs) * time.Second}
 }
 
+// LoginRetryWindow is how long a login retried with the same
+// Idempotency-Key and body gets the session its first attempt started (as
+// long as nobody refreshed or ended it); the API replays login answers for
+// as long, and JetStream's duplicate window is as long.
+const LoginRetryWindow = 2 * time.Minute
+
 // LoginInput is a login attempt.
 type LoginInput struct {
 	Email, Password, ClientIP, UserAgent string
@@ -220,24 +231,7 @@ func (s *Service) login(ctx context.Context, meta events.Meta, in LoginInput, no
 		}
 	}
 	if !es.Taken {
-		key := strings.ToLower(strings.TrimSpace(truncate(in.Email, MaxEmailLen)))
-		if until := s.cfg.Throttle.LockedUntil(s.unknown.state(key)); now.Before(until) {
-			return TokenPair{}, 0, throttled(until.Sub(now)) // exactly as for a locked account
-		}
-		s.cfg.Hasher.DummyVerify(ctx, in.Password)
-		s.unknown.fail(key, now, s.cfg.Throttle)
-		// Record what was tried only in its normalised form: raw input may
-		// hold anything, and events must stay storable in every projection.
-		tried := email
-		if emailErr != nil {
-			tried = "(not an e-mail address)"
-		}
-		rec := handlers.Change{Subject: events.SecurityLoginsSubject, Type: events.LoginRejected,
-			Data: events.LoginRejectedData{Email: tried, ClientIP: in.ClientIP, Reason: "unknown_account"}}
-		if _, err := s.append(ctx, meta, nil, []handlers.Change{rec}); err != nil {
-			return TokenPair{}, 0, err
-		}
-		return TokenPair{}, 0, invalidCredentials()
+		return TokenPair{}, 0, s.rejectUnknown(ctx, meta, in, email, emailErr, now)
 	}
 	userSubj := events.Subject(events.AggUser, es.UserID)
 	u, _, err := s.users.Load(ctx, userSubj)
@@ -253,6 +247,24 @@ func (s *Service) login(ctx context.Context, meta events.Meta, in LoginInput, no
 	}
 	passwordHash := u.PasswordHash
 	sessionID := handlers.IDFor(meta, "session")
+	if meta.Derived() {
+		prior, pv, err := s.sessions.Load(ctx, events.Subject(events.AggSession, sessionID))
+		if err != nil {
+			return TokenPair{}, 0, err
+		}
+		if prior.Started {
+			// This key and request started a session before. A retry whose
+			// answer was lost (a crash) gets that session while it is fresh
+			// and untouched; later, the same key and body are a new login
+			// with a random session id (the derived one is taken), not a
+			// conflict on a session that exists (review finding 16).
+			if ok && u.Active && prior.UserID == u.ID && !prior.Revoked && prior.Generation == 1 && now.Sub(prior.StartedAt) < LoginRetryWindow {
+				pair, err := s.issue(u.ID, prior, now)
+				return pair, pv, err
+			}
+			sessionID = uuid.NewString()
+		}
+	}
 	sessSubj := events.Subject(events.AggSession, sessionID)
 	var seq uint64
 	// Both outcomes are decided on the user's current version and re-check
@@ -287,8 +299,10 @@ func (s *Service) login(ctx context.Context, meta events.Meta, in LoginInput, no
 		if err != nil {
 			return err
 		}
-		versions[sessSubj] = 0
-		seq, err = s.append(ctx, meta, versions, changes)
+		if s.loginDecided != nil {
+			s.loginDecided()
+		}
+		seq, err = s.startSession(ctx, meta, changes, userSubj, uv, sessSubj)
 		return err
 	})
 	if err != nil {
@@ -300,6 +314,106 @@ func (s *Service) login(ctx context.Context, meta events.Meta, in LoginInput, no
 	}
 	pair, err := s.issue(u.ID, sess, now)
 	return pair, seq, err
+}
+
+// startSession appends a login's changes so that they hold only if the user
+// is still at version uv, the state the login was decided on: a login racing
+// a deactivation (or a password or role change) conflicts and decides again,
+// instead of starting a session after the deactivation that a later
+// reactivation would bring back to life (review finding 11). When the login
+// also resets a failure streak, that user event carries the check in the
+// atomic batch; otherwise the session start is the only event and carries it
+// itself, through Nats-Expected-Last-Subject-Sequence-Subject.
+func (s *Service) startSession(ctx context.Context, meta events.Meta, changes []handlers.Change, userSubj string, uv uint64, sessSubj string) (uint64, error) {
+	batch, err := handlers.Build(meta, map[string]uint64{userSubj: uv, sessSubj: 0}, changes...)
+	if err != nil {
+		return 0, err
+	}
+	if len(batch) == 1 {
+		// One message carries one expectation, so "the session subject is
+		// new" is checked by loading it instead: its id is fresh (random,
+		// or derived from an idempotency key, whose concurrent copies
+		// JetStream's duplicate window drops), so only a retry after that
+		// window can find it taken, and starting it again would reset it.
+		if _, sv, err := s.sessions.Load(ctx, sessSubj); err != nil {
+			return 0, err
+		} else if sv != 0 {
+			return 0, handlers.Errorf(handlers.Conflict, "concurrent-modification",
+				"this Idempotency-Key already started a session; send the login with a new key")
+		}
+		batch[0].Expect, batch[0].ExpectSubject = uv, userSubj
+	}
+	seq, err := s.cfg.Store.Append(ctx, batch...)
+	if errors.Is(err, events.ErrDuplicate) {
+		return seq, nil // a retried login whose session start is stored already
+	}
+	return seq, err
+}
+
+// rejectUnknown answers a login for an e-mail that has no account exactly as
+// for an account with a wrong password, at the same cost (one argon2id
+// verification, one append decided on the streak's version): its failures
+// are login_rejected events on the e-mail's subject of the security stream,
+// and its back-off is folded from them with the accounts' policy. Being in
+// the stream, not in one instance's memory, the streak is the same on every
+// API instance and after restarts, so spreading guesses over instances
+// cannot tell an unknown e-mail from an account (review finding 8).
+func (s *Service) rejectUnknown(ctx context.Context, meta events.Meta, in LoginInput, email string, emailErr error, now time.Time) error {
+	key, tried := email, email
+	if emailErr != nil {
+		// Record what was tried only in its normalised form: raw input may
+		// hold anything, and events must stay storable in every projection.
+		key, tried = strings.ToLower(strings.TrimSpace(truncate(in.Email, MaxEmailLen))), "(not an e-mail address)"
+	}
+	subj := events.LoginRejectionsSubject(key)
+	streak, _, err := s.rejections(ctx, subj)
+	if err != nil {
+		return err
+	}
+	if until := s.cfg.Throttle.LockedUntil(streak); now.Before(until) {
+		return throttled(until.Sub(now)) // exactly as for a locked account
+	}
+	s.cfg.Hasher.DummyVerify(ctx, in.Password)
+	err = handlers.Retry(ctx, func() error {
+		streak, v, err := s.rejections(ctx, subj)
+		if err != nil {
+			return err
+		}
+		if until := s.cfg.Throttle.LockedUntil(streak); now.Before(until) {
+			return throttled(until.Sub(now))
+		}
+		batch, err := handlers.Build(meta, map[string]uint64{subj: v}, handlers.Change{Subject: subj, Type: events.LoginRejected,
+			Data: events.LoginRejectedData{Email: tried, ClientIP: in.ClientIP, Reason: "unknown_account"}})
+		if err != nil {
+			return err
+		}
+		if _, err := s.cfg.Security.Append(ctx, batch...); err != nil && !errors.Is(err, events.ErrDuplicate) {
+			return err
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	return invalidCredentials()
+}
+
+// rejections folds an unknown e-mail's login_rejected events into the
+// failure streak they make, as EvolveUser does with an account's
+// login_failed events. The stream keeps enough of them for the lock state
+// to be exact (events.SecurityConfig).
+func (s *Service) rejections(ctx context.Context, subj string) (UserState, uint64, error) {
+	evs, v, err := s.cfg.Security.Load(ctx, subj, 0)
+	if err != nil {
+		return UserState{}, 0, fmt.Errorf("load login rejections: %w", err)
+	}
+	var streak UserState
+	for _, e := range evs {
+		if e.Type == events.LoginRejected {
+			streak = countFailure(streak, e.Time)
+		}
+	}
+	return streak, v, nil
 }
 
 func (s *Service) issue(userID string, sess SessionState, now time.Time) (TokenPair, error) {
@@ -318,6 +432,11 @@ func (s *Service) issue(userID string, sess SessionState, now time.Time) (TokenP
 // Refresh rotates a refresh token. Presenting a token that was already
 // rotated revokes the whole session (reuse detection): of two concurrent
 // refreshes with one token, one wins and the other ends the session.
+//
+// On a refused token the sequence is not 0 when the session is revoked: it
+// is the revocation this call appended, or the session's version when it was
+// revoked already, so the caller can wait until the revocation is in force
+// on the read side before answering.
 func (s *Service) Refresh(ctx context.Context, meta events.Meta, token string) (TokenPair, uint64, error) {
 	now := s.cfg.Now()
 	meta.Time = now
@@ -332,6 +451,7 @@ func (s *Service) Refresh(ctx context.Context, meta events.Meta, token string) (
 	meta.Actor = events.Actor{Kind: events.ActorUser, ID: claims.Subject}
 	var seq uint64
 	var reused bool
+	var stored []events.Envelope
 	err = handlers.Retry(ctx, func() error {
 		sess, sv, err := s.sessions.Load(ctx, sessSubj)
 		if err != nil {
@@ -346,14 +466,23 @@ func (s *Service) Refresh(ctx context.Context, meta events.Meta, token string) (
 		}
 		changes, derr := DecideRefresh(sess, u, claims.Generation, now, s.cfg.Sessions)
 		if derr != nil && !errors.Is(derr, ErrTokenReuse) {
+			if sess.Revoked {
+				seq = sv
+			}
 			return derr
 		}
 		reused = errors.Is(derr, ErrTokenReuse)
-		seq, err = s.append(ctx, meta, map[string]uint64{sessSubj: sv}, changes)
+		seq, stored, err = handlers.CommitStored(ctx, s.cfg.Store, meta, map[string]uint64{sessSubj: sv}, changes)
 		return err
 	})
 	if err != nil {
-		return TokenPair{}, 0, err
+		return TokenPair{}, seq, err
+	}
+	if stored != nil {
+		// A retry of a refresh whose rotation is stored: it now looks like
+		// reuse of its own token, but the answer is what was stored, the
+		// new pair of that rotation (not a revocation that was dropped).
+		return s.refreshStored(ctx, claims.Subject, sessSubj, stored, now, seq)
 	}
 	if reused {
 		return TokenPair{}, seq, handlers.Errorf(handlers.Unauthenticated, "invalid-token",
@@ -367,7 +496,27 @@ func (s *Service) Refresh(ctx context.Context, meta events.Meta, token string) (
 	return pair, seq, err
 }
 
-// Logout revokes the caller's session. seq is 0 when it was already revoked.
+// refreshStored answers a retried refresh from the events its first attempt
+// stored: tokens for the session as that rotation left it, or the reuse 401
+// if what was stored is a revocation.
+func (s *Service) refreshStored(ctx context.Context, userID, sessSubj string, stored []events.Envelope, now time.Time, seq uint64) (TokenPair, uint64, error) {
+	for _, e := range stored {
+		if e.Type == events.SessionRevoked {
+			return TokenPair{}, seq, handlers.Errorf(handlers.Unauthenticated, "invalid-token",
+				"the refresh token was already used; the session has been revoked")
+		}
+	}
+	sess, _, err := s.sessions.LoadAt(ctx, sessSubj, seq)
+	if err != nil {
+		return TokenPair{}, 0, err
+	}
+	pair, err := s.issue(userID, sess, now)
+	return pair, seq, err
+}
+
+// Logout revokes the caller's session. When it was already revoked, seq is
+// the session's version, so the caller still waits until that revocation is
+// in force before it confirms the logout.
 func (s *Service) Logout(ctx context.Context, meta events.Meta, p authz.Principal) (uint64, error) {
 	if !authz.Can(p, authz.Logout, authz.Resource{}) {
 		return 0, handlers.Errorf(handlers.Forbidden, "forbidden", "not allowed")
@@ -382,6 +531,7 @@ func (s *Service) Logout(ctx context.Context, meta events.Meta, p authz.Principa
 		}
 		changes, err := DecideLogout(sess, p.UserID)
 		if err != nil || len(changes) == 0 {
+			seq = sv
 			return err
 		}
 		seq, err = s.append(ctx, meta, map[string]uint64{subj: sv}, changes)
@@ -396,7 +546,10 @@ type UpdateUserInput struct {
 	Active *bool
 }
 
-// UpdateUser changes a user's role or activation (admins only).
+// UpdateUser changes a user's role or activation (admins only). A patch that
+// changes nothing returns the user's version as seq: it may repeat a change
+// whose answer was lost, and the caller must not confirm it before that
+// change is in force.
 func (s *Service) UpdateUser(ctx context.Context, meta events.Meta, p authz.Principal, userID string, in UpdateUserInput) (UserState, uint64, error) {
 	p, err := s.Actor(ctx, p)
 	if err != nil {
@@ -412,6 +565,7 @@ func (s *Service) UpdateUser(ctx context.Context, meta events.Meta, p authz.Prin
 	subj := events.Subject(events.AggUser, userID)
 	var seq uint64
 	var state UserState
+	var changed bool
 	err = handlers.Retry(ctx, func() error {
 		u, uv, err := s.users.Load(ctx, subj)
 		if err != nil {
@@ -420,13 +574,18 @@ func (s *Service) UpdateUser(ctx context.Context, meta events.Meta, p authz.Prin
 		state = u
 		changes, err := DecideUpdateUser(u, UpdateUser{ActorID: p.UserID, Role: in.Role, Active: in.Active})
 		if err != nil || len(changes) == 0 {
+			seq, changed = uv, false
 			return err
 		}
 		seq, err = s.append(ctx, meta, map[string]uint64{subj: uv}, changes)
+		changed = err == nil
 		return err
 	})
-	if err != nil || seq == 0 {
-		return state, seq, err
+	if err != nil {
+		return state, 0, err
+	}
+	if !changed {
+		return state, seq, nil
 	}
 	state, _, err = s.users.Load(ctx, subj)
 	return state, seq, err

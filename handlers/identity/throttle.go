@@ -1,6 +1,7 @@
 package identity
 
 import (
+	"container/heap"
 	"net/netip"
 	"sync"
 	"time"
@@ -28,17 +29,27 @@ func addressKey(ip string) string {
 // Every attempt takes a token before the password is checked and gives it
 // back if the login succeeds, so parallel attempts cannot all pass the check
 // before any failure is counted.
+//
+// The table holds at most max addresses. A new address over that evicts the
+// one that will be full again soonest (an address already full again first,
+// which loses nothing), never the whole table: a flood of fresh addresses
+// evicts its own entries, which have spent little, before an address that
+// has spent its budget, so nobody's budget can be reset on demand.
 type addressThrottle struct {
 	mu      sync.Mutex
 	perSec  float64 // refill rate
 	burst   float64
 	max     int
 	buckets map[string]*bucket
+	byFull  fullHeap // the same buckets, soonest full first
 }
 
 type bucket struct {
+	key    string
 	tokens float64
 	last   time.Time
+	full   time.Time // when tokens reach burst again without further use
+	index  int       // position in byFull
 }
 
 func newAddressThrottle(failuresPerHour, maxAddresses int) *addressThrottle {
@@ -50,24 +61,25 @@ func newAddressThrottle(failuresPerHour, maxAddresses int) *addressThrottle {
 func (a *addressThrottle) refilled(ip string, now time.Time) *bucket {
 	b, ok := a.buckets[ip]
 	if !ok {
-		if len(a.buckets) >= a.max {
-			for k, v := range a.buckets { // forget addresses that have fully recovered
-				if v.tokens+now.Sub(v.last).Seconds()*a.perSec >= a.burst {
-					delete(a.buckets, k)
-				}
-			}
-			if len(a.buckets) >= a.max {
-				clear(a.buckets)
-			}
+		for len(a.buckets) >= max(a.max, 1) {
+			old := heap.Pop(&a.byFull).(*bucket)
+			delete(a.buckets, old.key)
 		}
-		b = &bucket{tokens: a.burst, last: now}
+		b = &bucket{key: ip, tokens: a.burst, last: now, full: now}
 		a.buckets[ip] = b
+		heap.Push(&a.byFull, b)
 	}
 	if now.After(b.last) {
 		b.tokens = min(a.burst, b.tokens+now.Sub(b.last).Seconds()*a.perSec)
 		b.last = now
 	}
 	return b
+}
+
+// changed re-files b after its tokens changed.
+func (a *addressThrottle) changed(b *bucket) {
+	b.full = b.last.Add(time.Duration((a.burst - b.tokens) / a.perSec * float64(time.Second)))
+	heap.Fix(&a.byFull, b.index)
 }
 
 // take reserves one attempt for ip; it returns how long to wait instead when
@@ -80,6 +92,7 @@ func (a *addressThrottle) take(ip string, now time.Time) time.Duration {
 		return max(time.Duration((1-b.tokens)/a.perSec*float64(time.Second)), time.Second)
 	}
 	b.tokens--
+	a.changed(b)
 	return 0
 }
 
@@ -89,44 +102,31 @@ func (a *addressThrottle) refund(ip string, now time.Time) {
 	defer a.mu.Unlock()
 	b := a.refilled(ip, now)
 	b.tokens = min(a.burst, b.tokens+1)
+	a.changed(b)
 }
 
-// unknownAccounts keeps failure streaks for e-mails that have no account,
-// under the same back-off policy as real accounts. Without it, a 429 after a
-// few failures would tell an attacker that the account exists. In memory:
-// nothing about these addresses is worth a durable record beyond the
-// login_rejected events.
-type unknownAccounts struct {
-	mu      sync.Mutex
-	max     int
-	streaks map[string]UserState // only Failures and LastFailure are used
+// fullHeap orders buckets by when they are full again (container/heap).
+type fullHeap []*bucket
+
+func (h fullHeap) Len() int           { return len(h) }
+func (h fullHeap) Less(i, j int) bool { return h[i].full.Before(h[j].full) }
+func (h fullHeap) Swap(i, j int) {
+	h[i], h[j] = h[j], h[i]
+	h[i].index, h[j].index = i, j
 }
 
-func newUnknownAccounts(max int) *unknownAccounts {
-	return &unknownAccounts{max: max, streaks: map[string]UserState{}}
+// Push implements heap.Interface.
+func (h *fullHeap) Push(x any) {
+	b := x.(*bucket)
+	b.index = len(*h)
+	*h = append(*h, b)
 }
 
-func (u *unknownAccounts) state(email string) UserState {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	return u.streaks[email]
-}
-
-func (u *unknownAccounts) fail(email string, now time.Time, p ThrottlePolicy) {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	if _, ok := u.streaks[email]; !ok && len(u.streaks) >= u.max {
-		for k, s := range u.streaks { // forget streaks whose lock has passed
-			if !now.Before(p.LockedUntil(s)) {
-				delete(u.streaks, k)
-			}
-		}
-		if len(u.streaks) >= u.max {
-			clear(u.streaks)
-		}
-	}
-	s := u.streaks[email]
-	s.Failures++
-	s.LastFailure = now
-	u.streaks[email] = s
+// Pop implements heap.Interface.
+func (h *fullHeap) Pop() any {
+	old := *h
+	b := old[len(old)-1]
+	old[len(old)-1] = nil
+	*h = old[:len(old)-1]
+	return b
 }

@@ -5,7 +5,6 @@ package identity
 
 import (
 	"fmt"
-	"net/mail"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -56,8 +55,7 @@ func EvolveUser(s UserState, e events.Envelope) (UserState, error) {
 		s.Active = true
 		s.UpdatedAt = e.Time
 	case events.UserLoginFailed:
-		s.Failures++
-		s.LastFailure = e.Time
+		s = countFailure(s, e.Time)
 	case events.UserLoginFailuresReset:
 		s.Failures = 0
 	}
@@ -87,20 +85,6 @@ const (
 	MaxEmailLen = 254
 	MaxNameLen  = 200
 )
-
-// NormalizeEmail validates an address and returns its canonical form (trimmed,
-// lower-cased), which is what uniqueness is decided on.
-func NormalizeEmail(raw string) (string, error) {
-	e := strings.ToLower(strings.TrimSpace(raw))
-	if e == "" || len(e) > MaxEmailLen || !handlers.PlainText(e) {
-		return "", handlers.Errorf(handlers.Invalid, "validation-failed", "email must be 1 to %d characters", MaxEmailLen)
-	}
-	addr, err := mail.ParseAddress(e)
-	if err != nil || addr.Address != e || addr.Name != "" {
-		return "", handlers.Errorf(handlers.Invalid, "validation-failed", "email is not a valid address")
-	}
-	return e, nil
-}
 
 // Register is the command to create an account.
 type Register struct {
@@ -172,6 +156,23 @@ func DecideUpdateUser(s UserState, c UpdateUser) ([]handlers.Change, error) {
 		out = append(out, handlers.Change{Subject: subject, Type: typ, Data: events.UserActivationData{UserID: s.ID}})
 	}
 	return out, nil
+}
+
+// FailureStreakGap ends a failure streak: a failure this long after the
+// previous one starts a new streak. Otherwise only a successful login would
+// end a streak, which an e-mail without an account never has, and the
+// bounded security stream (30 days) would forget an unknown e-mail's streak
+// while an account remembers its own: a 429 would then tell them apart.
+const FailureStreakGap = 24 * time.Hour
+
+// countFailure adds a failed login at time at to a streak.
+func countFailure(s UserState, at time.Time) UserState {
+	if at.Sub(s.LastFailure) > FailureStreakGap {
+		s.Failures = 0
+	}
+	s.Failures++
+	s.LastFailure = at
+	return s
 }
 
 // ThrottlePolicy is the per-account login back-off.

@@ -2,11 +2,14 @@ package registry
 
 import (
 	"encoding/json"
+	"fmt"
 	"maps"
+	"math"
 	"regexp"
 	"slices"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/maestro-ml/maestro/events"
 	"github.com/maestro-ml/maestro/handlers"
@@ -19,6 +22,10 @@ const (
 	MaxMetrics      = 200
 	MaxSignatureLen = 64 << 10
 	MaxPathLen      = 1024
+	// MaxArtifactsPerVersion bounds the distinct paths of one version: the
+	// write side keeps them all in memory, and the artifacts list pages
+	// through them.
+	MaxArtifactsPerVersion = 10000
 )
 
 // Artifact is one stored file of a version.
@@ -41,10 +48,22 @@ type VersionState struct {
 	Signature   json.RawMessage
 	Stage       string
 	Deleted     bool
-	Artifacts   map[string]Artifact // path → artifact; replaced, never mutated
-	CreatedAt   time.Time
-	UpdatedAt   time.Time
+	// Artifacts maps path → artifact. Evolve writes into it in place when
+	// the fold that is running created it (see foldToken), so folding n
+	// artifact events costs O(n), not O(n²).
+	Artifacts map[string]Artifact
+	CreatedAt time.Time
+	UpdatedAt time.Time
+
+	artifactsOwner *foldToken
 }
+
+// foldToken identifies one run of folds into one copy of a model state.
+// Maps that a state's own fold created are updated in place; maps shared
+// with an earlier copy (a cached state, a snapshot) are copied once, on the
+// first write. It has a field because pointers to zero-size values need not
+// be distinct.
+type foldToken struct{ _ byte }
 
 // ModelState is a registered model folded from its events.
 type ModelState struct {
@@ -58,17 +77,37 @@ type ModelState struct {
 	// Versions[i].Version == i+1. Pointers, copied on write: cloning a state
 	// copies one word per version, and evolve replaces a changed version.
 	Versions  []*VersionState
-	Aliases   map[string]int // replaced, never mutated
+	Aliases   map[string]int // alias → version; written in place only by the fold that owns it
 	CreatedAt time.Time
 	UpdatedAt time.Time
+
+	fold         *foldToken // this copy's fold; nil until created or cloned
+	aliasesOwner *foldToken
 }
 
 // CloneModel copies what evolve writes in place (the versions slice of
-// pointers; each changed version is itself copied), so a cached state stays
-// untouched while new events are folded into the copy.
+// pointers; each changed version is itself copied) and starts a new fold, so
+// the alias and artifact maps are copied on their first change: a cached
+// state stays untouched while new events are folded into the copy. Keep a
+// state you still need by folding into its clone, never into it.
 func CloneModel(s ModelState) ModelState {
 	s.Versions = slices.Clone(s.Versions)
+	s.fold = &foldToken{}
 	return s
+}
+
+// ownAliases makes s.Aliases a map this fold may write.
+func (s *ModelState) ownAliases() {
+	if s.fold == nil {
+		s.fold = &foldToken{}
+	}
+	if s.aliasesOwner != s.fold {
+		s.Aliases = maps.Clone(s.Aliases)
+		if s.Aliases == nil {
+			s.Aliases = map[string]int{}
+		}
+		s.aliasesOwner = s.fold
+	}
 }
 
 // Version returns version v, if it exists (deleted or not).
@@ -87,8 +126,9 @@ func EvolveModel(s ModelState, e events.Envelope) (ModelState, error) {
 		if err := e.Decode(&d); err != nil {
 			return s, err
 		}
+		fold := &foldToken{}
 		return ModelState{Created: true, ID: d.ModelID, ProjectID: d.ProjectID, Name: d.Name, Description: d.Description,
-			Tags: d.Tags, Aliases: map[string]int{}, CreatedAt: e.Time, UpdatedAt: e.Time}, nil
+			Tags: d.Tags, Aliases: map[string]int{}, CreatedAt: e.Time, UpdatedAt: e.Time, fold: fold, aliasesOwner: fold}, nil
 	case events.ModelUpdated:
 		var d events.ModelUpdatedData
 		if err := e.Decode(&d); err != nil {
@@ -131,9 +171,11 @@ func EvolveModel(s ModelState, e events.Envelope) (ModelState, error) {
 			return s, err
 		}
 		s.updateVersion(d.Version, e.Time, func(v *VersionState) { v.Deleted = true })
-		s.Aliases = maps.Clone(s.Aliases)
-		for _, a := range d.RemovedAliases {
-			delete(s.Aliases, a)
+		if len(d.RemovedAliases) > 0 {
+			s.ownAliases()
+			for _, a := range d.RemovedAliases {
+				delete(s.Aliases, a)
+			}
 		}
 	case events.ModelVersionTransition:
 		var d events.ModelVersionTransitionData
@@ -149,24 +191,30 @@ func EvolveModel(s ModelState, e events.Envelope) (ModelState, error) {
 		if err := e.Decode(&d); err != nil {
 			return s, err
 		}
-		s.Aliases = maps.Clone(s.Aliases)
+		s.ownAliases()
 		s.Aliases[d.Alias] = d.Version
 	case events.ModelAliasDeleted:
 		var d events.ModelAliasDeletedData
 		if err := e.Decode(&d); err != nil {
 			return s, err
 		}
-		s.Aliases = maps.Clone(s.Aliases)
+		s.ownAliases()
 		delete(s.Aliases, d.Alias)
 	case events.ModelArtifactRecorded:
 		var d events.ModelArtifactRecordedData
 		if err := e.Decode(&d); err != nil {
 			return s, err
 		}
+		if s.fold == nil {
+			s.fold = &foldToken{}
+		}
 		s.updateVersion(d.Version, e.Time, func(v *VersionState) {
-			v.Artifacts = maps.Clone(v.Artifacts)
-			if v.Artifacts == nil {
-				v.Artifacts = map[string]Artifact{}
+			if v.artifactsOwner != s.fold {
+				v.Artifacts = maps.Clone(v.Artifacts)
+				if v.Artifacts == nil {
+					v.Artifacts = map[string]Artifact{}
+				}
+				v.artifactsOwner = s.fold
 			}
 			v.Artifacts[d.Path] = Artifact{Path: d.Path, Digest: d.Digest, Size: d.Size, ContentType: d.ContentType, RecordedAt: e.Time}
 		})
@@ -282,8 +330,11 @@ func DecideUpdateModel(s ModelState, description *string, tags map[string]string
 		Data: events.ModelUpdatedData{ModelID: s.ID, Description: description, Tags: tags}}}, nil
 }
 
-// DecideDeleteModel soft-deletes (del=true) or restores a model.
-func DecideDeleteModel(s ModelState, del bool) ([]handlers.Change, error) {
+// DecideDeleteModel soft-deletes (del=true) or restores a model. Deleting
+// a model that has a version in staging or production, or any alias, takes
+// those deployment pointers offline, so it needs mayPromote (the caller's
+// VersionPromote permission), like moving them would.
+func DecideDeleteModel(s ModelState, del, mayPromote bool) ([]handlers.Change, error) {
 	if !s.Created {
 		return nil, modelMissing()
 	}
@@ -293,8 +344,38 @@ func DecideDeleteModel(s ModelState, del bool) ([]handlers.Change, error) {
 	typ := events.ModelRestored
 	if del {
 		typ = events.ModelDeleted
+		if !mayPromote && len(s.Aliases) > 0 {
+			return nil, deploymentPointer("the model has aliases")
+		}
+		for _, v := range s.Versions {
+			if !mayPromote && deployed(s, *v) {
+				return nil, deploymentPointer(fmt.Sprintf("version %d of the model is in %s", v.Version, v.Stage))
+			}
+		}
 	}
 	return []handlers.Change{{Subject: modelSubject(s), Type: typ, Data: events.ModelLifecycleData{ModelID: s.ID, ProjectID: s.ProjectID}}}, nil
+}
+
+// deployed reports whether a live version is a deployment pointer's target:
+// in staging or production, or named by an alias.
+func deployed(s ModelState, v VersionState) bool {
+	if v.Deleted {
+		return false
+	}
+	if v.Stage == events.StageStaging || v.Stage == events.StageProduction {
+		return true
+	}
+	for _, av := range s.Aliases {
+		if av == v.Version {
+			return true
+		}
+	}
+	return false
+}
+
+func deploymentPointer(what string) error {
+	return handlers.Errorf(handlers.Forbidden, "forbidden",
+		"%s: deleting it needs the approver role (demote the version and remove its aliases first, or ask an approver)", what)
 }
 
 // RegisterVersion is the command to add a version.
@@ -336,8 +417,26 @@ func DecideRegisterVersion(s ModelState, c RegisterVersion) ([]handlers.Change, 
 	if len(c.Signature) > MaxSignatureLen {
 		return nil, invalid("signature must be at most %d bytes", MaxSignatureLen)
 	}
-	if !handlers.PlainJSON(c.Signature) {
-		return nil, invalid("signature must not contain NUL characters")
+	// The event keeps the canonical form: JSON that Go accepts but jsonb
+	// refuses (lone surrogates, 1e200000, \u0000) would otherwise be stored
+	// for ever and stop the models projection at it.
+	sig, err := handlers.CanonicalJSON(c.Signature)
+	if err != nil {
+		return nil, invalid("signature: %v", err)
+	}
+	if len(sig) > MaxSignatureLen {
+		return nil, invalid("signature must be at most %d bytes", MaxSignatureLen)
+	}
+	c.Signature = sig
+	// jsonb has no negative zero: keep 0 so the answer (from the event) and
+	// a later read (from jsonb) print the same metric.
+	if slices.ContainsFunc(slices.Collect(maps.Values(c.Metrics)), func(v float64) bool { return v == 0 && math.Signbit(v) }) {
+		c.Metrics = maps.Clone(c.Metrics)
+		for k, v := range c.Metrics {
+			if v == 0 {
+				c.Metrics[k] = 0
+			}
+		}
 	}
 	tags := c.Tags
 	if tags == nil {
@@ -373,10 +472,17 @@ func DecideUpdateVersion(s ModelState, v int, description *string, tags map[stri
 		Data: events.ModelVersionUpdatedData{ModelID: s.ID, Version: v, Description: description, Tags: tags}}}, nil
 }
 
-// DecideDeleteVersion soft-deletes a version; aliases pointing at it go with it.
-func DecideDeleteVersion(s ModelState, v int) ([]handlers.Change, error) {
-	if _, err := liveVersion(s, v); err != nil {
+// DecideDeleteVersion soft-deletes a version; aliases pointing at it go with
+// it. A version in staging or production, or one an alias names, is a
+// deployment pointer's target: deleting it would clear the pointer, which
+// needs mayPromote (the caller's VersionPromote permission), like moving it.
+func DecideDeleteVersion(s ModelState, v int, mayPromote bool) ([]handlers.Change, error) {
+	ver, err := liveVersion(s, v)
+	if err != nil {
 		return nil, err
+	}
+	if !mayPromote && deployed(s, ver) {
+		return nil, deploymentPointer(fmt.Sprintf("version %d is in %s or has aliases", v, ver.Stage))
 	}
 	var removed []string
 	for a, av := range s.Aliases {
@@ -475,9 +581,14 @@ func DecideDeleteAlias(s ModelState, alias string) ([]handlers.Change, error) {
 		Data: events.ModelAliasDeletedData{ModelID: s.ID, Alias: alias, Version: v}}}, nil
 }
 
-// ValidArtifactPath reports whether p is a relative, clean artifact path.
+// ValidArtifactPath reports whether p is a relative, clean artifact path of
+// plain text: valid UTF-8 without control characters (not even tab or
+// newline), so the path stored in the event is exactly the one asked for.
 func ValidArtifactPath(p string) bool {
 	if p == "" || len(p) > MaxPathLen || strings.HasPrefix(p, "/") || strings.HasSuffix(p, "/") || strings.ContainsAny(p, "\\\x00") {
+		return false
+	}
+	if !handlers.PlainText(p) || strings.IndexFunc(p, unicode.IsControl) >= 0 {
 		return false
 	}
 	for _, seg := range strings.Split(p, "/") {
@@ -488,17 +599,24 @@ func ValidArtifactPath(p string) bool {
 	return true
 }
 
-// DecideRecordArtifact records a stored blob as a version's artifact.
+// DecideRecordArtifact records a stored blob as a version's artifact. A
+// version holds at most MaxArtifactsPerVersion paths; replacing an existing
+// path is always allowed.
 func DecideRecordArtifact(s ModelState, v int, a Artifact) ([]handlers.Change, error) {
-	if _, err := liveVersion(s, v); err != nil {
+	ver, err := liveVersion(s, v)
+	if err != nil {
 		return nil, err
 	}
 	if !ValidArtifactPath(a.Path) {
-		return nil, invalid("artifact path must be a relative path without '.', '..' or empty segments")
+		return nil, invalid("artifact path must be a relative path of printable UTF-8 without '.', '..' or empty segments")
 	}
-	ver, _ := s.Version(v)
-	if cur, ok := ver.Artifacts[a.Path]; ok && cur.Digest == a.Digest && cur.Size == a.Size && cur.ContentType == a.ContentType {
+	cur, exists := ver.Artifacts[a.Path]
+	if exists && cur.Digest == a.Digest && cur.Size == a.Size && cur.ContentType == a.ContentType {
 		return nil, nil // the same bytes again: PUT is idempotent
+	}
+	if !exists && len(ver.Artifacts) >= MaxArtifactsPerVersion {
+		return nil, handlers.Errorf(handlers.Conflict, "artifact-limit",
+			"version %d already has %d artifacts, the most a version may have; replace an existing path or register a new version", v, len(ver.Artifacts))
 	}
 	return []handlers.Change{{Subject: modelSubject(s), Type: events.ModelArtifactRecorded,
 		Data: events.ModelArtifactRecordedData{ModelID: s.ID, Version: v, Path: a.Path, Digest: a.Digest, Size: a.Size, ContentType: a.ContentType}}}, nil

@@ -29,6 +29,7 @@ type Service struct {
 	names    *handlers.Repository[ReservationState]
 	userOK   UserLookup
 	actor    ActorLookup
+	asOf     asOfCache // point-in-time folds (asof.go); the zero value is ready
 }
 
 // NewService builds the registry service.
@@ -116,11 +117,13 @@ func (s *Service) CreateProject(ctx context.Context, meta events.Meta, p authz.P
 	}
 	id := handlers.IDFor(meta, "project")
 	slugSubj := events.ReservationSubject(events.AggProjectSlug, Slug(name))
-	meta.Time = s.now()
-	return s.projects.Update(ctx, events.Subject(events.AggProject, id), meta,
-		func(ps ProjectState, _ uint64) ([]handlers.Change, map[string]uint64, error) {
-			if ps.Created {
-				return nil, nil, nil // this very command already ran (same idempotency key)
+	meta.Now = s.now
+	var existing uint64
+	ps, seq, err := s.projects.UpdateWithReplay(ctx, events.Subject(events.AggProject, id), meta,
+		func(ps ProjectState, v uint64, replay bool) ([]handlers.Change, map[string]uint64, error) {
+			if ps.Created || replay {
+				existing = v
+				return nil, nil, nil // this very command already ran (same idempotency key and request)
 			}
 			res, rv, err := s.names.Load(ctx, slugSubj)
 			if err != nil {
@@ -129,6 +132,17 @@ func (s *Service) CreateProject(ctx context.Context, meta events.Meta, p authz.P
 			changes, err := DecideCreateProject(res, CreateProject{ProjectID: id, Name: name, Description: description, OwnerID: p.UserID})
 			return changes, map[string]uint64{slugSubj: rv}, err
 		})
+	if err != nil || seq != 0 {
+		return ps, seq, err
+	}
+	// Create-if-absent found the id taken: answer with it only if it is
+	// what this request creates (ids derive from key and request, so this
+	// guards against a mistake, not an expected case).
+	if ps.Name != name || ps.RoleOf(p.UserID) == "" {
+		return ProjectState{}, 0, handlers.Errorf(handlers.Invalid, "idempotency-key-reused",
+			"this Idempotency-Key already created a different project")
+	}
+	return ps, existing, nil
 }
 
 // updateProject authorizes with action and runs decide on the project.
@@ -138,11 +152,12 @@ func (s *Service) updateProject(ctx context.Context, meta events.Meta, p authz.P
 	if err != nil {
 		return ps, 0, err
 	}
-	meta.Time = s.now()
-	return s.projects.Update(ctx, events.Subject(events.AggProject, ps.ID), meta,
-		func(cur ProjectState, _ uint64) ([]handlers.Change, map[string]uint64, error) {
+	meta.Now = s.now
+	return s.projects.UpdateWithReplay(ctx, events.Subject(events.AggProject, ps.ID), meta,
+		func(cur ProjectState, _ uint64, replay bool) ([]handlers.Change, map[string]uint64, error) {
 			// Re-check on the state we decide on: a role may have changed.
-			if !authz.CanInProject(p, cur.RoleOf(p.UserID), action) {
+			// (A replay recomputes a stored decision, checked when it was made.)
+			if !replay && !authz.CanInProject(p, cur.RoleOf(p.UserID), action) {
 				return nil, nil, forbidden("your project role does not allow this")
 			}
 			ch, err := decide(cur)
@@ -231,11 +246,13 @@ func (s *Service) CreateModel(ctx context.Context, meta events.Meta, p authz.Pri
 	}
 	c.ModelID = handlers.IDFor(meta, "model")
 	nameSubj := events.ReservationSubject(events.AggModelName, ModelNameKey(ps.ID, c.Name))
-	meta.Time = s.now()
-	return s.models.Update(ctx, events.Subject(events.AggModel, c.ModelID), meta,
-		func(m ModelState, _ uint64) ([]handlers.Change, map[string]uint64, error) {
-			if m.Created {
-				return nil, nil, nil
+	meta.Now = s.now
+	var existing uint64
+	m, seq, err := s.models.UpdateWithReplay(ctx, events.Subject(events.AggModel, c.ModelID), meta,
+		func(m ModelState, v uint64, replay bool) ([]handlers.Change, map[string]uint64, error) {
+			if m.Created || replay {
+				existing = v
+				return nil, nil, nil // this very command already ran (same idempotency key and request)
 			}
 			cur, err := s.currentProject(ctx, p, ps.ID, authz.ModelWrite)
 			if err != nil {
@@ -248,6 +265,16 @@ func (s *Service) CreateModel(ctx context.Context, meta events.Meta, p authz.Pri
 			changes, err := DecideCreateModel(cur, res, c)
 			return changes, map[string]uint64{nameSubj: rv}, err
 		})
+	if err != nil || seq != 0 {
+		return m, seq, err
+	}
+	// Create-if-absent found the id taken: answer with it only if it is the
+	// model this request creates, in this project.
+	if m.ProjectID != ps.ID || m.Name != c.Name {
+		return ModelState{}, 0, handlers.Errorf(handlers.Invalid, "idempotency-key-reused",
+			"this Idempotency-Key already created a different model")
+	}
+	return m, existing, nil
 }
 
 // UpdateModelFunc runs a model command: authorize action in the project,
@@ -267,9 +294,20 @@ func (s *Service) UpdateModelFunc(ctx context.Context, meta events.Meta, p authz
 	if err != nil {
 		return ModelState{}, 0, err
 	}
-	meta.Time = s.now()
-	return s.models.Update(ctx, events.Subject(events.AggModel, id), meta,
-		func(m ModelState, _ uint64) ([]handlers.Change, map[string]uint64, error) {
+	meta.Now = s.now
+	return s.models.UpdateWithReplay(ctx, events.Subject(events.AggModel, id), meta,
+		func(m ModelState, _ uint64, replay bool) ([]handlers.Change, map[string]uint64, error) {
+			if replay {
+				// Recompute a stored decision (e.g. the version number a
+				// crashed registration stored): it was authorized then, and
+				// the project may since have changed.
+				cur, _, err := s.projects.Load(ctx, events.Subject(events.AggProject, ps.ID))
+				if err != nil {
+					return nil, nil, err
+				}
+				ch, err := decide(cur, m)
+				return ch, nil, err
+			}
 			cur, err := s.currentProject(ctx, p, ps.ID, action)
 			if err != nil {
 				return nil, nil, err

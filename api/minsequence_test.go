@@ -1,0 +1,67 @@
+package api_test
+
+import (
+	"net/http"
+	"strconv"
+	"testing"
+
+	"github.com/maestro-ml/maestro/internal/testenv"
+)
+
+// A min_sequence beyond the stream's last sequence was never returned to
+// anyone: 400 at once, instead of parking the request for the whole wait
+// and answering 503. The last sequence itself (what the latest command
+// answered) is fine.
+func TestMinSequenceBeyondStream(t *testing.T) {
+	t.Parallel()
+	e := testenv.Start(t, testenv.Config(t))
+	admin := e.Admin("root@example.com")
+	r := send(t, e, "PATCH", "/api/v1/users/"+e.Register("ada@example.com").ID, admin.AccessToken, map[string]any{"role": "member"})
+	wantStatus(t, r, http.StatusOK, "patch user")
+	last, err := strconv.ParseUint(r.Header.Get("Maestro-Sequence"), 10, 64)
+	if err != nil {
+		t.Fatalf("Maestro-Sequence %q: %v", r.Header.Get("Maestro-Sequence"), err)
+	}
+
+	for _, tc := range []struct {
+		name   string
+		query  string
+		header string
+		status int
+	}{
+		{"2^63 as query", "?min_sequence=9223372036854775808", "", http.StatusBadRequest},
+		{"max uint64 as header", "", "18446744073709551615", http.StatusBadRequest},
+		{"last+1", "?min_sequence=" + strconv.FormatUint(last+1, 10), "", http.StatusBadRequest},
+		{"last", "?min_sequence=" + strconv.FormatUint(last, 10), "", http.StatusOK},
+		{"last as header", "", strconv.FormatUint(last, 10), http.StatusOK},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var headers []string
+			if tc.header != "" {
+				headers = []string{"Maestro-Min-Sequence", tc.header}
+			}
+			r := send(t, e, "GET", "/api/v1/users"+tc.query, admin.AccessToken, nil, headers...)
+			wantStatus(t, r, tc.status, tc.name)
+		})
+	}
+}
+
+// A sequence the stream has but the read models have not applied is a 503
+// projection-lagging with Retry-After, as before: here no worker runs, so
+// the projections never move.
+func TestMinSequenceLagging(t *testing.T) {
+	t.Parallel()
+	cfg := testenv.Config(t)
+	cfg.Worker = false
+	e := testenv.Start(t, cfg)
+	body := map[string]string{"email": "lag@example.com", "password": testenv.Password, "name": "Lag"}
+	wantStatus(t, send(t, e, "POST", "/api/v1/auth/register", "", body, "Prefer", "respond-async"), http.StatusAccepted, "register")
+	r := send(t, e, "POST", "/api/v1/auth/login", "", map[string]string{"email": "lag@example.com", "password": testenv.Password}, "Prefer", "respond-async")
+	wantStatus(t, r, http.StatusAccepted, "login")
+	var tok testenv.Tokens
+	r.JSON(t, &tok)
+	seq := r.Header.Get("Maestro-Sequence")
+	lag := send(t, e, "GET", "/api/v1/auth/me", tok.AccessToken, nil, "Maestro-Min-Sequence", seq)
+	wantProblem(t, lag, http.StatusServiceUnavailable, "projection-lagging")
+	retryAfter(t, lag)
+}

@@ -1,0 +1,41 @@
+package registry
+
+import (
+	"context"
+
+	"github.com/maestro-ml/maestro/authz"
+	"github.com/maestro-ml/maestro/events"
+	"github.com/maestro-ml/maestro/handlers"
+)
+
+// DeleteVersion soft-deletes version v (editors). A version in staging or
+// production, or one an alias names, also needs VersionPromote: deleting it
+// clears a deployment pointer. The permission is read from the project's
+// event-sourced membership at the moment of the decision (rule 2).
+func (s *Service) DeleteVersion(ctx context.Context, meta events.Meta, p authz.Principal, ref, name string, v int) (ModelState, uint64, error) {
+	p, err := s.refresh(ctx, p)
+	if err != nil {
+		return ModelState{}, 0, err
+	}
+	return s.UpdateModelFunc(ctx, meta, p, ref, name, authz.ModelWrite, func(ps ProjectState, m ModelState) ([]handlers.Change, error) {
+		return DecideDeleteVersion(m, v, mayPromote(p, ps))
+	})
+}
+
+// DeleteModel soft-deletes (del=true) or restores a model (editors).
+// Deleting a model with a version in staging or production, or with
+// aliases, also needs VersionPromote, as DeleteVersion does.
+func (s *Service) DeleteModel(ctx context.Context, meta events.Meta, p authz.Principal, ref, name string, del bool) (ModelState, uint64, error) {
+	p, err := s.refresh(ctx, p)
+	if err != nil {
+		return ModelState{}, 0, err
+	}
+	return s.UpdateModelFunc(ctx, meta, p, ref, name, authz.ModelWrite, func(ps ProjectState, m ModelState) ([]handlers.Change, error) {
+		return DecideDeleteModel(m, del, mayPromote(p, ps))
+	})
+}
+
+// mayPromote reports whether p may move deployment pointers in the project.
+func mayPromote(p authz.Principal, ps ProjectState) bool {
+	return authz.CanInProject(p, ps.RoleOf(p.UserID), authz.VersionPromote)
+}

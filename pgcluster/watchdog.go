@@ -1,0 +1,82 @@
+package pgcluster
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"slices"
+	"strings"
+	"syscall"
+)
+
+// watchdogScript waits for EOF on stdin, then stops the cluster if it still
+// runs. Its stdin is the read end of a pipe whose only write end the
+// maestro process holds, so EOF comes when maestro closes it (orderly
+// Stop, after PostgreSQL is already down) or when maestro dies for any
+// reason, kill -9 included: the kernel closes a dead process's files.
+//
+// A pipe rather than a parent-death signal: PR_SET_PDEATHSIG fires when the
+// *thread* that forked the child exits, and Go threads come and go, and
+// pg_ctl daemonises the postmaster anyway, so no signal could reach it.
+//
+// $1 is pg_ctl, $2 the data directory. fd 3 is the cluster's lock file: the
+// watchdog holds the flock until PostgreSQL is stopped, so the next Start on
+// this directory waits for it instead of racing the shutdown.
+const watchdogScript = `cat >/dev/null
+if "$1" status -D "$2" >/dev/null 2>&1; then
+	exec "$1" stop -m fast -w -D "$2"
+fi`
+
+// watchdog is the running watchdog process of a Cluster.
+type watchdog struct {
+	w    *os.File // write end of its stdin; only this process holds it
+	pid  int      // also its process group
+	done chan struct{}
+}
+
+// startWatchdog starts the watchdog before the postmaster, so there is no
+// moment when a postmaster runs unwatched. It runs as the user PostgreSQL
+// runs as (pg_ctl refuses root), in its own process group (a Ctrl-C on
+// maestro's terminal must not kill it), and without ctx: it must outlive
+// any start deadline.
+func (c *Cluster) startWatchdog() (*watchdog, error) {
+	r, w, err := os.Pipe() // both ends close-on-exec: no other child inherits w
+	if err != nil {
+		return nil, fmt.Errorf("pgcluster: watchdog pipe: %w", err)
+	}
+	defer r.Close()
+	cmd := exec.Command("/bin/sh", "-c", watchdogScript, "maestro-pg-watchdog", c.bins.pgCtl, c.dataDir)
+	cmd.Dir = c.dir
+	cmd.Stdin = r
+	cmd.ExtraFiles = []*os.File{c.lock}
+	cmd.Env = slices.DeleteFunc(os.Environ(), func(kv string) bool { return strings.HasPrefix(kv, "PG") })
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if c.run != nil {
+		cmd.Env = append(slices.DeleteFunc(cmd.Env, func(kv string) bool { return strings.HasPrefix(kv, "HOME=") }), "HOME="+c.run.home)
+		cmd.SysProcAttr.Credential = &syscall.Credential{Uid: c.run.uid, Gid: c.run.gid, Groups: c.run.groups}
+	}
+	if err := cmd.Start(); err != nil {
+		w.Close()
+		return nil, fmt.Errorf("pgcluster: starting the watchdog: %w", err)
+	}
+	wd := &watchdog{w: w, pid: cmd.Process.Pid, done: make(chan struct{})}
+	go func() {
+		_ = cmd.Wait() // reap it; its outcome is PostgreSQL's state, checked elsewhere
+		close(wd.done)
+	}()
+	return wd, nil
+}
+
+// release closes the pipe, which makes the watchdog stop PostgreSQL if it
+// still runs, and waits (bounded by ctx) for it to exit.
+func (wd *watchdog) release(ctx context.Context) {
+	if wd == nil {
+		return
+	}
+	_ = wd.w.Close()
+	select {
+	case <-wd.done:
+	case <-ctx.Done():
+	}
+}
