@@ -34,6 +34,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzDecodeJSON -fuzztime 30s ./api/
 	$(GO) test -run '^$$' -fuzz FuzzIdempotencyKey -fuzztime 30s ./api/
 	$(GO) test -run '^$$' -fuzz FuzzVersionBody -fuzztime 30s ./api/
+	$(GO) test -run '^$$' -fuzz FuzzCommandText -fuzztime 30s ./api/
 	$(GO) test -run '^$$' -fuzz FuzzCanonicalJSON -fuzztime 30s ./handlers/
 	$(GO) test -run '^$$' -fuzz FuzzDecodeCursor -fuzztime 30s ./projections/
 	$(GO) test -run '^$$' -fuzz FuzzNormalizeEmail -fuzztime 30s ./handlers/identity/

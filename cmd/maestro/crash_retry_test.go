@@ -7,8 +7,6 @@ import (
 	"io"
 	"net/http"
 	"net/url"
-	"os"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"sync"
@@ -78,13 +76,7 @@ func TestCrashRetryAnswersStoredVersion(t *testing.T) {
 		t.Skip("starts the binary and a managed PostgreSQL twice")
 	}
 	bin := buildBinary(t)
-	tmp := t.TempDir()
-	for _, d := range []string{filepath.Dir(tmp), tmp} {
-		if err := os.Chmod(d, 0o711); err != nil {
-			t.Fatal(err)
-		}
-	}
-	dataDir := filepath.Join(tmp, "data")
+	dataDir := serveDataDir(t)
 	env := []string{"MAESTRO_BOOTSTRAP_ADMIN_EMAIL=root@crash.test", "MAESTRO_BOOTSTRAP_ADMIN_PASSWORD=bootstrap password 1"}
 	p := startServe(t, bin, dataDir, env...)
 	c := &http.Client{Timeout: 30 * time.Second}

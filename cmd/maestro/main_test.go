@@ -103,6 +103,20 @@ func post(t *testing.T, url string, body any) (int, []byte) {
 	return resp.StatusCode, out
 }
 
+// serveDataDir is a data dir for `maestro serve` under t.TempDir. Under root
+// the managed PostgreSQL runs as the postgres user, which must traverse to
+// the data dir; t.TempDir is 0700.
+func serveDataDir(t *testing.T) string {
+	t.Helper()
+	tmp := t.TempDir()
+	for _, d := range []string{filepath.Dir(tmp), tmp} {
+		if err := os.Chmod(d, 0o711); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return filepath.Join(tmp, "data")
+}
+
 // The new-user path: serve with no configuration but a bootstrap admin,
 // log in, create a second admin with the CLI while serve runs, stop with
 // SIGTERM, start again: everything is still there.
@@ -111,15 +125,7 @@ func TestServeStopStartKeepsState(t *testing.T) {
 		t.Skip("starts the binary and a managed PostgreSQL twice")
 	}
 	bin := buildBinary(t)
-	tmp := t.TempDir()
-	// Under root the managed PostgreSQL runs as the postgres user, which must
-	// traverse to the data dir; t.TempDir is 0700.
-	for _, d := range []string{filepath.Dir(tmp), tmp} {
-		if err := os.Chmod(d, 0o711); err != nil {
-			t.Fatal(err)
-		}
-	}
-	dataDir := filepath.Join(tmp, "data")
+	dataDir := serveDataDir(t)
 	env := []string{"MAESTRO_BOOTSTRAP_ADMIN_EMAIL=root@example.com", "MAESTRO_BOOTSTRAP_ADMIN_PASSWORD=bootstrap password 1"}
 	p := startServe(t, bin, dataDir, env...)
 	if st, body := post(t, p.url+"/api/v1/auth/login", map[string]string{"email": "root@example.com", "password": "bootstrap password 1"}); st != 200 {
