@@ -118,6 +118,22 @@ type idempotencyRecord struct {
 	// to replay, but its events may be stored, so the retry takes the key
 	// over knowing of it (as of a crashed attempt).
 	Failed bool `json:"failed,omitempty"`
+	// Prior, on a pending or failed record, is when the earliest earlier
+	// attempt that ended without an answer started. A takeover carries it
+	// on: if the retry dies too, the next one must still look for the
+	// first attempt's events, not only for those since the retry started
+	// (after JetStream's 2-minute duplicate window they would be decided
+	// and stored a second time).
+	Prior time.Time `json:"prior,omitzero"`
+}
+
+// earliestAttempt is when the first attempt of a pending or failed record's
+// request started.
+func (rec idempotencyRecord) earliestAttempt() time.Time {
+	if !rec.Prior.IsZero() && rec.Prior.Before(rec.Started) {
+		return rec.Prior
+	}
+	return rec.Started
 }
 
 // credentialRoutes answer with tokens; their outcomes replay for minutes only.
@@ -228,7 +244,7 @@ func (s *Server) idempotent(next http.Handler) http.Handler {
 			buf.status = http.StatusOK
 		}
 		if claimed {
-			s.storeOutcome(kvKey, fingerprint, started, credentialRoutes[route], !authenticated, buf)
+			s.storeOutcome(kvKey, fingerprint, started, prior, credentialRoutes[route], !authenticated, buf)
 		}
 		w.WriteHeader(buf.status)
 		_, _ = w.Write(buf.body.Bytes())
@@ -246,10 +262,10 @@ func digest(parts ...string) string {
 
 // claimKey marks the key pending for this request (claimed). It returns
 // the stored outcome for a replay; or, when it took over the key of an
-// attempt that died (a stale pending record) or failed (a 5xx), that
-// attempt's start as prior, so the command looks for what it stored. With
-// the bucket full it runs the request unclaimed: nothing is stored, but the
-// command still answers.
+// attempt that died (a stale pending record) or failed (a 5xx), the start
+// of the earliest such attempt as prior, so the command looks for what any
+// of them stored. With the bucket full it runs the request unclaimed:
+// nothing is stored, but the command still answers.
 func (s *Server) claimKey(ctx context.Context, kvKey, fingerprint string, started time.Time) (replay *idempotencyRecord, prior time.Time, claimed bool, err error) {
 	kv := s.deps.Idempotency
 	pending, _ := json.Marshal(idempotencyRecord{Pending: true, Started: started, Boot: s.idem.boot, Fingerprint: fingerprint})
@@ -288,12 +304,15 @@ func (s *Server) claimKey(ctx context.Context, kvKey, fingerprint string, starte
 		}
 		// The first request died or failed without an outcome, or its
 		// replay window closed: take the key over.
-		_, err = kv.Update(ctx, kvKey, pending, entry.Revision())
+		var earliest time.Time
+		claim := pending
+		if rec.Pending || rec.Failed {
+			earliest = rec.earliestAttempt()
+			claim, _ = json.Marshal(idempotencyRecord{Pending: true, Started: started, Boot: s.idem.boot, Fingerprint: fingerprint, Prior: earliest})
+		}
+		_, err = kv.Update(ctx, kvKey, claim, entry.Revision())
 		if err == nil {
-			if rec.Pending || rec.Failed {
-				return nil, rec.Started, true, nil
-			}
-			return nil, time.Time{}, true, nil
+			return nil, earliest, true, nil
 		}
 		if bucketFull(err) {
 			s.noteBucketFull(err)
@@ -349,13 +368,14 @@ func keepOutcome(b *bufferedResponse, anonymous bool) bool {
 
 // storeOutcome keeps the response for replays, or releases the key (see
 // keepOutcome) so a retry runs again.
-func (s *Server) storeOutcome(kvKey, fingerprint string, started time.Time, credentials, anonymous bool, b *bufferedResponse) {
+func (s *Server) storeOutcome(kvKey, fingerprint string, started, prior time.Time, credentials, anonymous bool, b *bufferedResponse) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if b.status >= 500 {
 		// Its events may be stored (the failure can come after the
-		// append): the retry must look for them, as after a crash.
-		val, _ := json.Marshal(idempotencyRecord{Failed: true, Started: started, Fingerprint: fingerprint})
+		// append), and so may those of an earlier attempt it took over
+		// (prior): the retry must look for them, as after a crash.
+		val, _ := json.Marshal(idempotencyRecord{Failed: true, Started: started, Fingerprint: fingerprint, Prior: prior})
 		if _, err := s.deps.Idempotency.Put(ctx, kvKey, val); err != nil {
 			_ = s.releaseKey(ctx, kvKey)
 		}

@@ -544,7 +544,12 @@ func TestDecideUpdateAndDeleteModel(t *testing.T) {
 		{name: "deleted production version, editor", given: prodDeleted, del: true, want: deleteEv},
 		{name: "production version, approver", given: inProd, del: true, promote: true, want: deleteEv},
 		{name: "aliased version, approver", given: aliased, del: true, promote: true, want: deleteEv},
-		{name: "restore with production version, editor", given: cat(inProd, modelDeleted(t)),
+		// Restoring brings the pointers back online: the same rule.
+		{name: "restore with production version, editor", given: cat(inProd, modelDeleted(t)), err: forbiddenErr},
+		{name: "restore with aliased version, editor", given: cat(aliased, modelDeleted(t)), err: forbiddenErr},
+		{name: "restore with production version, approver", given: cat(inProd, modelDeleted(t)), promote: true,
+			want: []handlers.Change{{Subject: modelSubj, Type: events.ModelRestored, Data: lc}}},
+		{name: "restore with plain versions, editor", given: cat(withV, modelDeleted(t)),
 			want: []handlers.Change{{Subject: modelSubj, Type: events.ModelRestored, Data: lc}}},
 	}
 	for _, tc := range del {
@@ -888,10 +893,13 @@ func TestDecideRecordArtifact(t *testing.T) {
 		given []events.Envelope
 		v     int
 		path  string
+		ctype string // replaces art's content type when set
 		want  []handlers.Change
 		err   wantErr
 	}{
 		{name: "record", given: given, v: 1, path: "a/b.bin", want: rec(1, art)},
+		{name: "content type not plain text", given: given, v: 1, path: "a/b.bin", ctype: "text/plain; charset=\"\xff\"", err: invalid},
+		{name: "content type too long", given: given, v: 1, path: "a/b.bin", ctype: "text/" + strings.Repeat("x", 256), err: invalid},
 		{name: "invalid path", given: given, v: 1, path: "a/../b", err: invalid},
 		{name: "absolute path", given: given, v: 1, path: "/etc/passwd", err: invalid},
 		{name: "missing version", given: given, v: 3, path: "a/b.bin", err: notFound},
@@ -904,6 +912,9 @@ func TestDecideRecordArtifact(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			a := art
 			a.Path = tc.path
+			if tc.ctype != "" {
+				a.ContentType = tc.ctype
+			}
 			got, err := registry.DecideRecordArtifact(fold(t, registry.EvolveModel, tc.given), tc.v, a)
 			checkErr(t, err, tc.err)
 			checkChanges(t, got, tc.want)

@@ -11,14 +11,15 @@ import (
 // DeleteVersion soft-deletes version v (editors). A version in staging or
 // production, or one an alias names, also needs VersionPromote: deleting it
 // clears a deployment pointer. The permission is read from the project's
-// event-sourced membership at the moment of the decision (rule 2).
+// event-sourced membership at the moment of the decision (rule 2); a
+// retry answering from its stored deletion (a replay) was checked then.
 func (s *Service) DeleteVersion(ctx context.Context, meta events.Meta, p authz.Principal, ref, name string, v int) (ModelState, uint64, error) {
 	p, err := s.refresh(ctx, p)
 	if err != nil {
 		return ModelState{}, 0, err
 	}
-	return s.UpdateModelFunc(ctx, meta, p, ref, name, authz.ModelWrite, func(ps ProjectState, m ModelState) ([]handlers.Change, error) {
-		return DecideDeleteVersion(m, v, mayPromote(p, ps))
+	return s.updateModel(ctx, meta, p, ref, name, authz.ModelWrite, func(ps ProjectState, m ModelState, replay bool) ([]handlers.Change, error) {
+		return DecideDeleteVersion(m, v, replay || mayPromote(p, ps))
 	})
 }
 
@@ -30,8 +31,8 @@ func (s *Service) DeleteModel(ctx context.Context, meta events.Meta, p authz.Pri
 	if err != nil {
 		return ModelState{}, 0, err
 	}
-	return s.UpdateModelFunc(ctx, meta, p, ref, name, authz.ModelWrite, func(ps ProjectState, m ModelState) ([]handlers.Change, error) {
-		return DecideDeleteModel(m, del, mayPromote(p, ps))
+	return s.updateModel(ctx, meta, p, ref, name, authz.ModelWrite, func(ps ProjectState, m ModelState, replay bool) ([]handlers.Change, error) {
+		return DecideDeleteModel(m, del, replay || mayPromote(p, ps))
 	})
 }
 

@@ -344,13 +344,15 @@ func DecideDeleteModel(s ModelState, del, mayPromote bool) ([]handlers.Change, e
 	typ := events.ModelRestored
 	if del {
 		typ = events.ModelDeleted
-		if !mayPromote && len(s.Aliases) > 0 {
-			return nil, deploymentPointer("the model has aliases")
-		}
-		for _, v := range s.Versions {
-			if !mayPromote && deployed(s, *v) {
-				return nil, deploymentPointer(fmt.Sprintf("version %d of the model is in %s", v.Version, v.Stage))
-			}
+	}
+	// Deleting takes the model's deployment pointers offline, restoring
+	// brings them back: either way only someone who may promote moves them.
+	if !mayPromote && len(s.Aliases) > 0 {
+		return nil, deploymentPointer("the model has aliases")
+	}
+	for _, v := range s.Versions {
+		if !mayPromote && deployed(s, *v) {
+			return nil, deploymentPointer(fmt.Sprintf("version %d of the model is in %s", v.Version, v.Stage))
 		}
 	}
 	return []handlers.Change{{Subject: modelSubject(s), Type: typ, Data: events.ModelLifecycleData{ModelID: s.ID, ProjectID: s.ProjectID}}}, nil
@@ -609,6 +611,9 @@ func DecideRecordArtifact(s ModelState, v int, a Artifact) ([]handlers.Change, e
 	}
 	if !ValidArtifactPath(a.Path) {
 		return nil, invalid("artifact path must be a relative path of printable UTF-8 without '.', '..' or empty segments")
+	}
+	if len(a.ContentType) > 255 || !handlers.PlainText(a.ContentType) {
+		return nil, invalid("artifact content type must be plain text of at most 255 bytes")
 	}
 	cur, exists := ver.Artifacts[a.Path]
 	if exists && cur.Digest == a.Digest && cur.Size == a.Size && cur.ContentType == a.ContentType {

@@ -124,3 +124,62 @@ func TestPriorAttemptAnswersStoredEvents(t *testing.T) {
 		t.Fatal("a different request under the key answered from the first request's events")
 	}
 }
+
+// A deletion of a production version stored by an approver, whose answer
+// was lost, is retried after the approver was made an editor: the retry
+// must answer the stored deletion, not re-check the now missing approver
+// role in the replay and answer 409 deployment-pointer for a deletion that
+// happened (on 6f70fe2 the replay decided with the current project).
+func TestPriorAttemptDeletionSurvivesRoleChange(t *testing.T) {
+	t.Parallel()
+	svcs := newServices(t, 1)
+	ctx := serviceCtx(t)
+	owner := principal(authz.RoleMember)
+	setupModel(t, svcs[0], owner)
+	if _, _, err := register(svcs[0], ctx, owner, "v1"); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := promote(svcs[0], ctx, owner, 1, events.StageProduction, false); err != nil {
+		t.Fatal(err)
+	}
+	approver := principal(authz.RoleMember)
+	setRole := func(role authz.ProjectRole) {
+		t.Helper()
+		if _, _, err := svcs[0].SetMember(ctx, metaOf(owner), owner, "vision", approver.UserID, role); err != nil {
+			t.Fatal(err)
+		}
+	}
+	setRole(authz.ProjectApprover)
+
+	started := time.Now()
+	meta := metaOf(approver)
+	meta.IdempotencyKey, meta.Fingerprint = "delete-version-key", "fingerprint-1"
+	_, seq, err := svcs[0].DeleteVersion(ctx, meta, approver, "vision", "resnet", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	setRole(authz.ProjectEditor)
+
+	meta.PriorAttempt = started
+	m, got, err := svcs[0].DeleteVersion(ctx, meta, approver, "vision", "resnet", 1)
+	if err != nil {
+		t.Fatalf("retry of a stored deletion after a role change: %v", err)
+	}
+	if got != seq {
+		t.Fatalf("retry answered sequence %d, the stored deletion is %d", got, seq)
+	}
+	if v, ok := m.Version(1); !ok || !v.Deleted {
+		t.Fatalf("retry answered version 1 = %+v, want it deleted", v)
+	}
+
+	// A new deletion of a production version by the editor is refused.
+	if _, _, err := register(svcs[0], ctx, owner, "v2"); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := promote(svcs[0], ctx, owner, 2, events.StageProduction, false); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := svcs[0].DeleteVersion(ctx, metaOf(approver), approver, "vision", "resnet", 2); err == nil {
+		t.Fatal("an editor deleted a production version")
+	}
+}

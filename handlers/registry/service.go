@@ -282,6 +282,18 @@ func (s *Service) CreateModel(ctx context.Context, meta events.Meta, p authz.Pri
 // goes through it, so none can skip the project check.
 func (s *Service) UpdateModelFunc(ctx context.Context, meta events.Meta, p authz.Principal, ref, name string, action authz.Action,
 	decide func(ProjectState, ModelState) ([]handlers.Change, error)) (ModelState, uint64, error) {
+	return s.updateModel(ctx, meta, p, ref, name, action, func(ps ProjectState, m ModelState, _ bool) ([]handlers.Change, error) {
+		return decide(ps, m)
+	})
+}
+
+// updateModel is UpdateModelFunc with a decide that knows when it is
+// replayed (handlers.Decide): a decision that also checks the caller's
+// project role (deleting a deployment pointer's target) must not check it
+// again on a replay, since the role may have changed after the command was
+// stored, and the retry must still answer what was stored.
+func (s *Service) updateModel(ctx context.Context, meta events.Meta, p authz.Principal, ref, name string, action authz.Action,
+	decide func(ps ProjectState, m ModelState, replay bool) ([]handlers.Change, error)) (ModelState, uint64, error) {
 	p, err := s.refresh(ctx, p)
 	if err != nil {
 		return ModelState{}, 0, err
@@ -305,7 +317,7 @@ func (s *Service) UpdateModelFunc(ctx context.Context, meta events.Meta, p authz
 				if err != nil {
 					return nil, nil, err
 				}
-				ch, err := decide(cur, m)
+				ch, err := decide(cur, m, true)
 				return ch, nil, err
 			}
 			cur, err := s.currentProject(ctx, p, ps.ID, action)
@@ -315,7 +327,7 @@ func (s *Service) UpdateModelFunc(ctx context.Context, meta events.Meta, p authz
 			if err := notArchived(cur); err != nil {
 				return nil, nil, err
 			}
-			ch, err := decide(cur, m)
+			ch, err := decide(cur, m, false)
 			return ch, nil, err
 		})
 }
