@@ -39,6 +39,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/maestro-ml/maestro/internal/durable"
 )
 
 // ErrBinariesNotFound is returned (wrapped) when initdb/pg_ctl/postgres cannot be found.
@@ -428,10 +430,20 @@ max_connections = 200
 	if err := os.Rename(scratch, c.dataDir); err != nil {
 		return fmt.Errorf("pgcluster: %w", err)
 	}
+	// The rename and the password file's entry reach the disk together: a
+	// data/ that survives a power loss without its password is a cluster
+	// nobody can log in to.
+	if err := syncDir(c.dir); err != nil {
+		return fmt.Errorf("pgcluster: sync %s: %w", c.dir, err)
+	}
 	return nil
 }
 
-// writeFile writes a 0600 file, chowned to run when given.
+// syncDir makes new entries of a directory durable (a variable for tests).
+var syncDir = durable.SyncDir
+
+// writeFile writes a 0600 file, chowned to run when given, and makes it and
+// its directory entry durable.
 func writeFile(path, content string, run *runAs) error {
 	os.Remove(path) // O_CREATE would keep an old file's owner and mode
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
@@ -447,6 +459,9 @@ func writeFile(path, content string, run *runAs) error {
 	}
 	if err == nil && run != nil {
 		err = os.Chown(path, int(run.uid), int(run.gid))
+	}
+	if err == nil {
+		err = syncDir(filepath.Dir(path))
 	}
 	if err != nil {
 		return fmt.Errorf("pgcluster: %w", err)

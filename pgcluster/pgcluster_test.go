@@ -209,3 +209,25 @@ func postgresUID(t *testing.T) uint32 {
 	}
 	return r.uid
 }
+
+// A new cluster's password file and its data/ rename are made durable with
+// their directory, not only the file's bytes: a data/ that survives a power
+// loss without its password file is a cluster nobody can log in to.
+func TestInitSyncsClusterDirectory(t *testing.T) {
+	dir := filepath.Join(tempDir(t), "postgres")
+	var synced []string
+	old := syncDir
+	syncDir = func(d string) error { synced = append(synced, d); return old(d) }
+	t.Cleanup(func() { syncDir = old })
+	c := startCluster(t, dir)
+	// The password before initdb, and data/ after the rename.
+	var n int
+	for _, d := range synced {
+		if d == c.dir {
+			n++
+		}
+	}
+	if n < 2 {
+		t.Fatalf("synced directories %v: want %s synced after the password file and after the rename", synced, c.dir)
+	}
+}

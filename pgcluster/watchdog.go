@@ -23,9 +23,19 @@ import (
 // $1 is pg_ctl, $2 the data directory. fd 3 is the cluster's lock file: the
 // watchdog holds the flock until PostgreSQL is stopped, so the next Start on
 // this directory waits for it instead of racing the shutdown.
-const watchdogScript = `cat >/dev/null
+//
+// The stop waits at most 20 s (-t 20), less than Start's lockWait: a
+// restart right after a crash then never times out behind a slow shutdown;
+// if PostgreSQL is still up when the watchdog gives up, that Start finds it
+// and stops it itself.
+//
+// The wait is the shell's own `read` (nothing is ever written, so it returns
+// only at EOF), not `cat`: an external command may be missing from PATH, and
+// a watchdog that went straight on would exit at once or stop the server
+// while it starts.
+const watchdogScript = `while read -r _; do :; done
 if "$1" status -D "$2" >/dev/null 2>&1; then
-	exec "$1" stop -m fast -w -D "$2"
+	exec "$1" stop -m fast -w -t 20 -D "$2"
 fi`
 
 // watchdog is the running watchdog process of a Cluster.

@@ -25,14 +25,20 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
+// helperCluster keeps the helper's Cluster reachable: a collected one
+// would have its pipe closed by the *os.File finalizer, and the watchdog
+// would stop the server before the test kills the helper.
+var helperCluster *Cluster
+
 func runClusterHelper(dir string) int {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	_, err := Start(ctx, Options{Dir: dir})
+	c, err := Start(ctx, Options{Dir: dir})
 	cancel()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
+	helperCluster = c
 	fmt.Println("ready")
 	select {} // until SIGKILL
 }
@@ -122,5 +128,33 @@ func TestKilledOwnerStopsCluster(t *testing.T) {
 	c := startCluster(t, dir)
 	if err := c.Stop(context.Background()); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// The watchdog must not depend on PATH: a maestro started with a minimal
+// PATH (no cat) still gets a cluster that stops when the owner's end of the
+// pipe closes, which is what the owner's death does. A watchdog that ran
+// `cat` would fail at once and either exit (the server then outlives its
+// owner) or stop the server while it was starting.
+func TestWatchdogNeedsNoPATH(t *testing.T) {
+	t.Setenv("PATH", t.TempDir()) // nothing on it; the binaries come from fallbackGlob
+	c := startCluster(t, filepath.Join(tempDir(t), "postgres"))
+	pid := postmasterPID(t, c.dataDir)
+	select {
+	case <-c.watchdog.done:
+		t.Fatal("the watchdog exited while its owner lives")
+	default:
+	}
+	if !alive(pid) {
+		t.Fatalf("postmaster %d is not running after Start", pid)
+	}
+	_ = c.watchdog.w.Close() // the owner dies: the kernel closes its files
+	select {
+	case <-c.watchdog.done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the watchdog did not finish within 30s of its owner's death")
+	}
+	if alive(pid) {
+		t.Fatalf("postmaster %d still runs after the watchdog finished", pid)
 	}
 }

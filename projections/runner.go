@@ -53,6 +53,11 @@ type Runner struct {
 	// lock is the session holding this runner's advisory lock while it is
 	// active (nil when not); every batch checks that it is still there.
 	lock *pgxpool.Conn
+	// undecodable holds, by stream sequence, messages of the current batch
+	// whose CloudEvents headers do not parse (only a NATS client with the
+	// platform's credentials can publish one): they are quarantined like
+	// events a projection cannot store, never retried for ever.
+	undecodable map[uint64]error
 }
 
 // NewRunner returns a runner for p.
@@ -203,7 +208,7 @@ func (r *Runner) follow(ctx context.Context, log *slog.Logger) error {
 			}
 			continue
 		case m := <-msgs:
-			if batch, err = appendMsg(batch, m); err != nil {
+			if batch, err = r.appendMsg(batch, m); err != nil {
 				return err
 			}
 		}
@@ -211,7 +216,7 @@ func (r *Runner) follow(ctx context.Context, log *slog.Logger) error {
 		for len(batch) < r.cfg.BatchSize {
 			select {
 			case m := <-msgs:
-				if batch, err = appendMsg(batch, m); err != nil {
+				if batch, err = r.appendMsg(batch, m); err != nil {
 					return err
 				}
 			default:
@@ -229,14 +234,20 @@ func (r *Runner) follow(ctx context.Context, log *slog.Logger) error {
 	}
 }
 
-func appendMsg(batch []events.Envelope, m jetstream.Msg) ([]events.Envelope, error) {
+func (r *Runner) appendMsg(batch []events.Envelope, m jetstream.Msg) ([]events.Envelope, error) {
 	meta, err := m.Metadata()
 	if err != nil {
 		return batch, fmt.Errorf("message metadata: %w", err)
 	}
-	env, err := events.FromHeaders(m.Subject(), m.Headers(), m.Data(), meta.Sequence.Stream)
+	seq := meta.Sequence.Stream
+	env, err := events.FromHeaders(m.Subject(), m.Headers(), m.Data(), seq)
 	if err != nil {
-		return batch, err
+		if r.undecodable == nil {
+			r.undecodable = map[uint64]error{}
+		}
+		r.undecodable[seq] = err
+		h := m.Headers()
+		env = events.Envelope{Sequence: seq, Subject: m.Subject(), Type: h.Get("ce-type"), ID: h.Get("ce-id")}
 	}
 	return append(batch, env), nil
 }
@@ -296,12 +307,29 @@ func (r *Runner) commitBatch(ctx context.Context, expected uint64, batch []event
 		return expected, nil
 	}
 	var skipped []quarantined
-	if !isolate {
-		if err := r.p.Apply(ctx, tx, fresh); err != nil {
+	last := fresh[len(fresh)-1].Sequence
+	decoded := fresh
+	if len(r.undecodable) > 0 {
+		decoded = make([]events.Envelope, 0, len(fresh))
+		for _, e := range fresh {
+			bad, ok := r.undecodable[e.Sequence]
+			if !ok {
+				decoded = append(decoded, e)
+				continue
+			}
+			q, err := r.quarantine(ctx, tx, e, "", quarantineText(bad))
+			if err != nil {
+				return expected, err
+			}
+			skipped = append(skipped, *q)
+		}
+	}
+	if !isolate && len(decoded) > 0 {
+		if err := r.p.Apply(ctx, tx, decoded); err != nil {
 			return expected, fmt.Errorf("apply %s: %w", r.p.Name(), err)
 		}
-	} else {
-		for _, e := range fresh {
+	} else if isolate {
+		for _, e := range decoded {
 			q, err := r.applyOne(ctx, tx, e)
 			if err != nil {
 				return expected, err
@@ -311,7 +339,6 @@ func (r *Runner) commitBatch(ctx context.Context, expected uint64, batch []event
 			}
 		}
 	}
-	last := fresh[len(fresh)-1].Sequence
 	if _, err := tx.Exec(ctx, "UPDATE projection_checkpoints SET last_seq = $2, updated_at = now() WHERE name = $1", r.p.Name(), int64(last)); err != nil {
 		return expected, fmt.Errorf("advance checkpoint: %w", err)
 	}
@@ -320,6 +347,11 @@ func (r *Runner) commitBatch(ctx context.Context, expected uint64, batch []event
 	}
 	if err := tx.Commit(ctx); err != nil {
 		return expected, fmt.Errorf("commit: %w", err)
+	}
+	for seq := range r.undecodable {
+		if seq <= last {
+			delete(r.undecodable, seq)
+		}
 	}
 	for _, q := range skipped {
 		// No event data and no error text (it may quote data): where to
@@ -351,10 +383,17 @@ func (r *Runner) applyOne(ctx context.Context, tx pgx.Tx, e events.Envelope) (*q
 	if !Undeliverable(applyErr) {
 		return nil, fmt.Errorf("apply %s seq %d: %w", r.p.Name(), e.Sequence, applyErr)
 	}
-	q := &quarantined{e: e, sqlstate: sqlState(applyErr), err: quarantineText(applyErr)}
+	return r.quarantine(ctx, tx, e, sqlState(applyErr), quarantineText(applyErr))
+}
+
+// quarantine records that the projection skips e. The event's own id, type
+// and subject are cleaned like the error text: a message that is in the
+// quarantine because its headers are broken must not break the insert too.
+func (r *Runner) quarantine(ctx context.Context, tx pgx.Tx, e events.Envelope, sqlstate, text string) (*quarantined, error) {
+	q := &quarantined{e: e, sqlstate: sqlstate, err: text}
 	if _, err := tx.Exec(ctx, `INSERT INTO projection_quarantine (projection, seq, event_id, type, subject, sqlstate, error)
 		VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (projection, seq) DO NOTHING`,
-		r.p.Name(), int64(e.Sequence), e.ID, e.Type, e.Subject, q.sqlstate, q.err); err != nil {
+		r.p.Name(), int64(e.Sequence), plain(e.ID), plain(e.Type), plain(e.Subject), q.sqlstate, q.err); err != nil {
 		return nil, fmt.Errorf("quarantine %s seq %d: %w", r.p.Name(), e.Sequence, err)
 	}
 	return q, nil
@@ -432,8 +471,12 @@ func sqlState(err error) string {
 // quarantineText is the error kept with a quarantined event: valid UTF-8
 // without control characters (it is stored as text and printed by the
 // CLI), at most 500 bytes.
-func quarantineText(err error) string {
-	s := strings.ToValidUTF8(err.Error(), "\uFFFD")
+func quarantineText(err error) string { return plain(err.Error()) }
+
+// plain makes s storable and printable: valid UTF-8, control characters as
+// spaces, at most 500 bytes.
+func plain(s string) string {
+	s = strings.ToValidUTF8(s, "\uFFFD")
 	s = strings.Map(func(r rune) rune {
 		if r < 0x20 || r == 0x7f {
 			return ' '

@@ -19,6 +19,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats.go"
 
 	"github.com/maestro-ml/maestro/events"
 	"github.com/maestro-ml/maestro/internal/testpg"
@@ -1081,5 +1082,61 @@ func TestLostLockStopsTheOrphan(t *testing.T) {
 	}
 	if uint64(count) != last || uint64(distinct) != last || uint64(maxSeq) != last {
 		t.Fatalf("audit_entries: %d rows (%d events) up to %d, want %d", count, distinct, maxSeq, last)
+	}
+}
+
+// A stream message whose CloudEvents headers do not parse (only a client
+// holding the platform's NATS credentials can publish one) used to stop
+// every projection for good: the runner retried the batch for ever. It is
+// quarantined by every projection, with its broken type and id cleaned so
+// the quarantine row itself can be stored, and the events after it apply.
+func TestUndecodableMessageIsQuarantined(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	ctx := testCtx(t)
+	before := f.seed(t, 1)
+	m := nats.NewMsg(events.Subject(events.AggModel, uuid.NewString()))
+	m.Header.Set("ce-specversion", "1.0")
+	m.Header.Set("ce-source", events.Source)
+	m.Header.Set("ce-time", "yesterday")
+	m.Header.Set("ce-type", "maestro.x\x00\xff")
+	m.Header.Set("ce-id", "id\x00\xff")
+	m.Data = []byte(`{}`)
+	ack, err := f.store.JetStream().PublishMsg(ctx, m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ack.Sequence != before+1 {
+		t.Fatalf("broken message at %d, want %d", ack.Sequence, before+1)
+	}
+	last := f.seed(t, 2)
+	logs := &logRecords{}
+	cfg := testRunnerConfig()
+	cfg.Logger = slog.New(logs)
+	var names []string
+	for _, p := range All() {
+		names = append(names, p.Name())
+		start(t, NewRunner(f.pool, f.store, p, cfg))
+	}
+	waitCaughtUp(t, f.pool, last, names...)
+	rows, err := f.pool.Query(ctx, "SELECT projection, type, event_id, error FROM projection_quarantine WHERE seq = $1 ORDER BY projection", int64(ack.Sequence))
+	if err != nil {
+		t.Fatal(err)
+	}
+	type row struct{ Projection, Type, EventID, Error string }
+	got, err := pgx.CollectRows(rows, pgx.RowToStructByPos[row])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != len(names) {
+		t.Fatalf("quarantined by %d projections (%+v), want all %d", len(got), got, len(names))
+	}
+	for _, r := range got {
+		if r.Type != "maestro.x \uFFFD" || r.EventID != "id \uFFFD" || !strings.Contains(r.Error, "bad ce-time") {
+			t.Fatalf("quarantine row %+v: want the cleaned type and id and the decode error", r)
+		}
+	}
+	if n := len(logs.matching("projection quarantined an event it cannot store")); n != len(names) {
+		t.Fatalf("%d quarantine log lines, want %d", n, len(names))
 	}
 }
