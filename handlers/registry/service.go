@@ -376,7 +376,8 @@ func (s *Service) AuthorizeModelWrite(ctx context.Context, p authz.Principal, re
 	return ps, m, nil
 }
 
-// ModelHistory returns a model's events in order, for point-in-time answers.
+// ModelHistory returns a model's events in order (point-in-time reads use
+// ModelAsOf, which is bounded; this reads the whole history).
 func (s *Service) ModelHistory(ctx context.Context, modelID string) ([]events.Envelope, error) {
 	evs, _, err := s.store.Load(ctx, events.Subject(events.AggModel, modelID), 0)
 	return evs, err
