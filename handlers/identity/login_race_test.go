@@ -271,3 +271,25 @@ func TestLoginRejectionsAreBounded(t *testing.T) {
 	}
 	t.Logf("%d rejections: %d kept, %d bytes (MaxBytes %d); newest at %d", flood+40, info.State.Msgs, info.State.Bytes, maxBytes, last.Sequence)
 }
+
+// A keyed registration retried after its answer was lost (the idempotency
+// record gone with a crash) finds its own user and answers with the
+// sequence where it is stored, so the API's read-your-writes wait still
+// has something to wait for.
+func TestRegisterRetryAnswersWithItsSequence(t *testing.T) {
+	t.Parallel()
+	svc, _ := newTestService(t)
+	meta := events.Meta{Actor: events.SystemActor, IdempotencyKey: "register-retry", Fingerprint: "f"}
+	in := RegisterInput{Email: "retry@example.com", Password: testPassword, Name: "R", Role: authz.RoleViewer}
+	first, seq1, err := svc.Register(t.Context(), meta, in)
+	if err != nil || seq1 == 0 {
+		t.Fatalf("register: %v (seq %d)", err, seq1)
+	}
+	again, seq2, err := svc.Register(t.Context(), meta, in)
+	if err != nil {
+		t.Fatalf("retry: %v", err)
+	}
+	if again.ID != first.ID || seq2 != seq1 {
+		t.Fatalf("retry answered user %s at %d, want %s at %d", again.ID, seq2, first.ID, seq1)
+	}
+}

@@ -126,7 +126,8 @@ func (s *Service) register(ctx context.Context, meta events.Meta, in RegisterInp
 			return err
 		}
 		if meta.IdempotencyKey != "" && es.Taken && es.UserID == userID {
-			return nil // this very command already ran
+			seq = ev // this very command already ran: answer with where it is
+			return nil
 		}
 		us, uv, err := s.users.Load(ctx, userSubj)
 		if err != nil {
@@ -147,8 +148,8 @@ func (s *Service) register(ctx context.Context, meta events.Meta, in RegisterInp
 	if err != nil {
 		return UserState{}, 0, err
 	}
-	u, _, err := s.users.Load(ctx, userSubj)
-	return u, seq, err
+	u, uv, err := s.users.Load(ctx, userSubj)
+	return u, max(seq, uv), err
 }
 
 // BootstrapAdmin creates the configured admin once, ever: a marker subject
