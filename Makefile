@@ -25,6 +25,7 @@ test:
 ## bench: micro-benchmarks of hot paths, then the load command's table
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./internal/bench/
+	$(GO) test -run '^$$' -bench 'EvolveArtifacts|ModelAsOf' -benchmem ./handlers/registry/
 	$(GO) run ./internal/bench/cmd/maestro-bench $(BENCHFLAGS)
 
 ## fuzz: run each fuzz target for a while (seed corpora already run in `make test`)

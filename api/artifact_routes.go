@@ -281,12 +281,9 @@ func (s *Server) getArtifact(w http.ResponseWriter, r *http.Request) error {
 // extension, or else (sniff) from the first 512 bytes of the body, read on
 // the way into the store, never buffered whole.
 func artifactContentType(header, apath string) (ct string, sniff bool, err error) {
-	if len(header) > 255 || !handlers.PlainText(header) {
-		return "", false, problem("validation-failed", "Content-Type must be a valid media type of at most 255 characters")
-	}
 	if header != "" {
 		mt, _, err := mime.ParseMediaType(header)
-		if err != nil {
+		if err != nil || len(header) > 255 || !handlers.PlainText(header) {
 			return "", false, problem("validation-failed", "Content-Type must be a valid media type of at most 255 characters")
 		}
 		if mt != "application/x-www-form-urlencoded" {

@@ -346,10 +346,10 @@ func (s *Server) noteBucketFull(err error) {
 	})
 }
 
-// keepOutcome says whether a response is worth storing for replays. Server
-// errors and throttling never are (transient: a retry runs again). An
-// anonymous request's answer is kept only if it is a success (2xx) or
-// recorded an event (it carries Maestro-Sequence, e.g. a refused login
+// keepOutcome says whether a response below 500 is worth storing for
+// replays (storeOutcome marks server errors failed before asking).
+// Throttling never is (transient: a retry runs again). An anonymous
+// request's answer is kept only if it is a success (2xx) or recorded an event (it carries Maestro-Sequence, e.g. a refused login
 // counted as a failure): refusals that recorded nothing (a malformed body,
 // a failed check) would otherwise let anyone fill the bucket for free, and a
 // retry runs them again at no risk. An authenticated caller's refusals are
@@ -357,7 +357,7 @@ func (s *Server) noteBucketFull(err error) {
 // bucket is bounded, and a key reused for another request after one of them
 // still answers 422 rather than silently running the other request.
 func keepOutcome(b *bufferedResponse, anonymous bool) bool {
-	if b.status >= 500 || b.status == http.StatusTooManyRequests {
+	if b.status == http.StatusTooManyRequests {
 		return false
 	}
 	if !anonymous {
@@ -367,7 +367,8 @@ func keepOutcome(b *bufferedResponse, anonymous bool) bool {
 }
 
 // storeOutcome keeps the response for replays, or releases the key (see
-// keepOutcome) so a retry runs again.
+// keepOutcome) so a retry runs again. A server error leaves a failed record
+// instead, which the retry takes over (see idempotencyRecord.Failed).
 func (s *Server) storeOutcome(kvKey, fingerprint string, started, prior time.Time, credentials, anonymous bool, b *bufferedResponse) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()

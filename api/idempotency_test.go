@@ -551,9 +551,8 @@ func TestVersionRetryAnswersStoredVersion(t *testing.T) {
 	e := testenv.Start(t, testenv.Config(t))
 	admin := e.Admin("root@vretry.test")
 	tok := admin.AccessToken
-	wantStatus(t, send(t, e, "POST", "/api/v1/projects", tok, map[string]string{"name": "vretry"}), http.StatusCreated, "project")
-	wantStatus(t, send(t, e, "POST", "/api/v1/projects/vretry/models", tok, map[string]string{"name": "m"}), http.StatusCreated, "model")
-	const versions = "/api/v1/projects/vretry/models/m/versions"
+	model, _ := raceModel(t, e, tok, "vretry", "m")
+	versions := model + "/versions"
 	keyed := map[string]string{"description": "keyed"}
 	r1 := send(t, e, "POST", versions, tok, keyed, "Idempotency-Key", "version-key")
 	wantStatus(t, r1, http.StatusCreated, "keyed registration")

@@ -177,9 +177,7 @@ func (s *Server) refresh(w http.ResponseWriter, r *http.Request) error {
 // the change is durable and a retry answers once it is visible.
 func (s *Server) awaitRevocation(w http.ResponseWriter, r *http.Request, seq uint64, names ...string) error {
 	w.Header().Set("Maestro-Sequence", strconv.FormatUint(seq, 10))
-	ctx, cancel := context.WithTimeout(r.Context(), s.deps.WaitTimeout)
-	defer cancel()
-	if !s.deps.Waiter.Wait(ctx, seq, names...) {
+	if !s.waitApplied(r.Context(), seq, names...) {
 		return &problemError{code: "revocation-pending", retryAfter: time.Second,
 			detail: "the change is recorded (sequence " + strconv.FormatUint(seq, 10) + ") but not yet in force everywhere; retry the request"}
 	}

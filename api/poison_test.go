@@ -27,10 +27,8 @@ func TestPoisonSignatureAtTheDoor(t *testing.T) {
 	t.Parallel()
 	e := testenv.Start(t, testenv.Config(t))
 	admin := e.Admin("root@poison.test").AccessToken
-	call(t, e, 201, "POST", projectsPath, admin, map[string]any{"name": "Poison"})
-	models := projectsPath + "/poison/models"
-	call(t, e, 201, "POST", models, admin, map[string]any{"name": "m"})
-	vs := models + "/m/versions"
+	model, _ := raceModel(t, e, admin, "Poison", "m")
+	vs := model + "/versions"
 
 	r := call(t, e, 201, "POST", vs, admin, []byte(`{"signature":{"a":"\ud800"}}`))
 	if v := asJSON[api.VersionResponse](t, r); string(v.Signature) != "{\"a\":\"\uFFFD\"}" {
@@ -79,12 +77,10 @@ func TestQuarantineReported(t *testing.T) {
 	t.Parallel()
 	e := testenv.Start(t, testenv.Config(t))
 	admin := e.Admin("root@quarantine.test").AccessToken
-	call(t, e, 201, "POST", projectsPath, admin, map[string]any{"name": "Q"})
-	models := projectsPath + "/q/models"
-	m := asJSON[api.ModelResponse](t, call(t, e, 201, "POST", models, admin, map[string]any{"name": "m"}))
+	model, modelID := raceModel(t, e, admin, "Q", "m")
 
 	poison, err := events.New(events.Meta{Actor: events.Actor{Kind: events.ActorSystem, ID: "test"}}, events.Subject(events.AggModel, uuid.NewString()),
-		events.ModelVersionRegistered, 0, json.RawMessage(fmt.Sprintf(`{"model_id":%q,"version":1,"tags":{},"signature":{"a":1e200000}}`, m.ID)))
+		events.ModelVersionRegistered, 0, json.RawMessage(fmt.Sprintf(`{"model_id":%q,"version":1,"tags":{},"signature":{"a":1e200000}}`, modelID)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -98,7 +94,7 @@ func TestQuarantineReported(t *testing.T) {
 		t.Fatalf("models never passed the poison event %d", seq)
 	}
 
-	r := e.Do("POST", models+"/m/versions", admin, map[string]any{"description": "after"})
+	r := e.Do("POST", model+"/versions", admin, map[string]any{"description": "after"})
 	if r.Status != http.StatusCreated || r.Header.Get("Maestro-Consistency") != "" {
 		t.Fatalf("command after the poison event: %d %v", r.Status, r.Header)
 	}

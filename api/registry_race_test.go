@@ -17,7 +17,7 @@ import (
 // Concurrent registry commands through HTTP: version numbers, alias chains,
 // the single-production rule and project-name uniqueness hold under races.
 
-// raceModel creates a project and a model as u and returns the model's path and id.
+// raceModel creates a project and a model as token's user and returns the model's path and id.
 func raceModel(t *testing.T, e *testenv.Env, token, project, model string) (string, string) {
 	t.Helper()
 	p := asJSON[api.ProjectResponse](t, call(t, e, 201, "POST", projectsPath, token, map[string]any{"name": project}))

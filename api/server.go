@@ -121,7 +121,7 @@ func (s *Server) Routes() []Route { return append([]Route(nil), s.routes...) }
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
 
 func (s *Server) table() []Route {
-	return withAwait(append([]Route{
+	return append([]Route{
 		{Method: "GET", Pattern: "/healthz", Public: true, handle: s.healthz},
 		{Method: "GET", Pattern: "/readyz", Public: true, handle: s.readyz},
 		{Method: "GET", Pattern: "/.well-known/jwks.json", Public: true, handle: s.jwks},
@@ -137,7 +137,7 @@ func (s *Server) table() []Route {
 		{Method: "PATCH", Pattern: "/api/v1/users/{id}", Command: true, Await: identityViews, handle: s.patchUser},
 		{Method: "GET", Pattern: "/api/v1/audit", handle: s.listAudit},
 		{Method: "GET", Pattern: "/api/v1/projections", handle: s.projectionStatus},
-	}, append(awaiting(s.registryRoutes(), registryViews), awaiting(s.artifactRoutes(), registryViews)...)...))
+	}, append(awaiting(s.registryRoutes(), registryViews), awaiting(s.artifactRoutes(), registryViews)...)...)
 }
 
 func (s *Server) router() chi.Router {
@@ -201,9 +201,14 @@ func (s *Server) endpoint(rt Route) http.Handler {
 	if rt.Timeout > 0 {
 		timeout = rt.Timeout
 	}
+	await := slices.Clone(rt.Await)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		ctx, cancel := context.WithTimeout(r.Context(), timeout)
 		defer cancel()
+		if len(await) > 0 {
+			// respondCommand reads the route's Await from here (awaitNames).
+			ctx = context.WithValue(ctx, ctxAwait, await)
+		}
 		r = r.WithContext(ctx)
 		r.Body = http.MaxBytesReader(w, r.Body, limit)
 		h.ServeHTTP(w, r)
@@ -217,6 +222,7 @@ const (
 	ctxPrincipal
 	ctxIdempotency
 	ctxLogPrincipal
+	ctxAwait
 )
 
 func requestID(ctx context.Context) string {
@@ -373,10 +379,7 @@ func (s *Server) respondCommand(w http.ResponseWriter, r *http.Request, status i
 			w.Header().Set("Preference-Applied", "respond-async")
 			status = http.StatusAccepted
 		} else {
-			ctx, cancel := context.WithTimeout(r.Context(), s.deps.WaitTimeout)
-			reached := s.deps.Waiter.Wait(ctx, seq, awaitNames(r)...)
-			cancel()
-			if !reached {
+			if !s.waitApplied(r.Context(), seq, awaitNames(r)...) {
 				w.Header().Set("Maestro-Consistency", "pending")
 				status = http.StatusAccepted
 			}
@@ -427,30 +430,21 @@ func awaiting(routes []Route, names []string) []Route {
 	return routes
 }
 
-type awaitKey struct{}
-
-// withAwait hands each route's Await to respondCommand through the
-// request context, so handlers keep calling respondCommand unchanged.
-func withAwait(routes []Route) []Route {
-	for i, rt := range routes {
-		if len(rt.Await) == 0 || rt.handle == nil {
-			continue
-		}
-		h, names := rt.handle, slices.Clone(rt.Await)
-		routes[i].handle = func(w http.ResponseWriter, r *http.Request) error {
-			return h(w, r.WithContext(context.WithValue(r.Context(), awaitKey{}, names)))
-		}
-	}
-	return routes
-}
-
 // awaitNames is the projections the request's command waits for: its
 // route's Await, or every projection.
 func awaitNames(r *http.Request) []string {
-	if names, ok := r.Context().Value(awaitKey{}).([]string); ok && len(names) > 0 {
+	if names, ok := r.Context().Value(ctxAwait).([]string); ok {
 		return names
 	}
 	return projectionNames()
+}
+
+// waitApplied waits, bounded by WaitTimeout, until the named projections
+// have applied seq, and reports whether they did.
+func (s *Server) waitApplied(ctx context.Context, seq uint64, names ...string) bool {
+	ctx, cancel := context.WithTimeout(ctx, s.deps.WaitTimeout)
+	defer cancel()
+	return s.deps.Waiter.Wait(ctx, seq, names...)
 }
 
 // awaitMinSequence honours a query's minimum sequence (header
@@ -480,9 +474,7 @@ func (s *Server) awaitMinSequence(r *http.Request) error {
 			return problem("validation-failed", "min_sequence "+v+" is beyond the event stream's last sequence "+strconv.FormatUint(last, 10))
 		}
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), s.deps.WaitTimeout)
-	defer cancel()
-	if !s.deps.Waiter.Wait(ctx, seq, projectionNames()...) {
+	if !s.waitApplied(r.Context(), seq, projectionNames()...) {
 		return &problemError{code: "projection-lagging", detail: "the read model has not reached sequence " + v, retryAfter: time.Second}
 	}
 	return nil

@@ -9,6 +9,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/maestro-ml/maestro/internal/durable"
 )
 
 // FS stores blobs as files under a data directory:
@@ -163,13 +165,9 @@ func mkdirSynced(dir string) error {
 	return syncDir(filepath.Dir(dir))
 }
 
+// syncDir makes a directory's new entries durable.
 func syncDir(dir string) error {
-	f, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("artifacts: open %s for sync: %w", dir, err)
-	}
-	defer f.Close()
-	if err := f.Sync(); err != nil {
+	if err := durable.SyncDir(dir); err != nil {
 		return fmt.Errorf("artifacts: sync %s: %w", dir, err)
 	}
 	return nil

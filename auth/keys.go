@@ -16,6 +16,8 @@ import (
 	"path/filepath"
 	"sort"
 	"syscall"
+
+	"github.com/maestro-ml/maestro/internal/durable"
 )
 
 // maxKeyFileSize guards against reading an arbitrarily large file that was
@@ -162,7 +164,9 @@ func createSigningKey(path string) (*SigningKey, error) {
 			return nil, fmt.Errorf("auth: installing signing key %s: %w", path, err)
 		}
 	}
-	syncDir(dir)
+	// Make the new directory entry durable; failure only weakens crash
+	// safety, so it is not reported.
+	_ = durable.SyncDir(dir)
 	return NewSigningKey(priv)
 }
 
@@ -180,15 +184,6 @@ func writeAndSync(f *os.File, data []byte) error {
 		return err
 	}
 	return f.Close()
-}
-
-// syncDir makes the new directory entry durable; failure only weakens crash
-// safety, so it is not reported.
-func syncDir(dir string) {
-	if d, err := os.Open(dir); err == nil {
-		_ = d.Sync()
-		_ = d.Close()
-	}
 }
 
 // KeySet is the active signing key plus public keys that are still accepted

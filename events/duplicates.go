@@ -77,8 +77,7 @@ func (s *Store) FindStored(ctx context.Context, ids, subjects []string, since ti
 		return nil, nil
 	}
 	start := since
-	// This store's stream: the event stream, or the security stream.
-	cons, err := s.js.OrderedConsumer(ctx, s.stream.CachedInfo().Config.Name, jetstream.OrderedConsumerConfig{
+	cons, err := s.js.OrderedConsumer(ctx, s.streamName(), jetstream.OrderedConsumerConfig{
 		FilterSubjects: subjects, DeliverPolicy: jetstream.DeliverByStartTimePolicy, OptStartTime: &start})
 	if err != nil {
 		return nil, fmt.Errorf("find stored events: %w", err)

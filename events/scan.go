@@ -23,7 +23,7 @@ const scanBatchBytes = 4 << 20
 // history is never all in memory. ctx is checked between events.
 func (s *Store) Scan(ctx context.Context, subject string, after uint64, f func(Envelope) (bool, error)) error {
 	for {
-		msgs, err := jetstreamext.GetBatch(ctx, s.js, StreamName, ScanBatch,
+		msgs, err := jetstreamext.GetBatch(ctx, s.js, s.streamName(), ScanBatch,
 			jetstreamext.GetBatchSeq(after+1), jetstreamext.GetBatchSubject(subject), jetstreamext.GetBatchMaxBytes(scanBatchBytes))
 		if err != nil {
 			return fmt.Errorf("scan %s from %d: %w", subject, after+1, err)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"fmt"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -58,10 +57,6 @@ func LoginRejectionsSubject(email string) string {
 // on it: the same append (with expected last subject sequence) and load as
 // the event store, over a stream with limits.
 func OpenSecurityStore(ctx context.Context, nc *nats.Conn, cfg SecurityConfig) (*Store, error) {
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return nil, fmt.Errorf("jetstream: %w", err)
-	}
 	def := DefaultSecurityConfig()
 	if cfg.MaxAge <= 0 {
 		cfg.MaxAge = def.MaxAge
@@ -75,11 +70,7 @@ func OpenSecurityStore(ctx context.Context, nc *nats.Conn, cfg SecurityConfig) (
 	if cfg.Replicas <= 0 {
 		cfg.Replicas = 1
 	}
-	replicas, err := StreamReplicas(ctx, js, SecurityStreamName, cfg.Replicas)
-	if err != nil {
-		return nil, err
-	}
-	stream, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+	return openStream(ctx, nc, jetstream.StreamConfig{
 		Name:              SecurityStreamName,
 		Description:       "Maestro security signals with no aggregate (rejected logins for unknown e-mails); bounded",
 		Subjects:          []string{SecuritySubjectPrefix + ">"},
@@ -91,11 +82,6 @@ func OpenSecurityStore(ctx context.Context, nc *nats.Conn, cfg SecurityConfig) (
 		MaxBytes:          cfg.MaxBytes,
 		MaxMsgSize:        4 << 10,
 		Duplicates:        2 * time.Minute,
-		Replicas:          replicas,
 		AllowDirect:       true,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("create stream %s: %w", SecurityStreamName, ExplainReplicasError(SecurityStreamName, replicas, err))
-	}
-	return &Store{nc: nc, js: js, stream: stream}, nil
+	}, cfg.Replicas, nil)
 }

@@ -49,7 +49,8 @@ type StoreConfig struct {
 	Logger *slog.Logger
 }
 
-// Store appends and loads events on the MAESTRO_EVENTS stream.
+// Store appends and loads events on one stream: MAESTRO_EVENTS (OpenStore)
+// or the bounded MAESTRO_SECURITY (OpenSecurityStore).
 type Store struct {
 	nc     *nats.Conn
 	js     jetstream.JetStream
@@ -58,22 +59,10 @@ type Store struct {
 
 // OpenStore creates or updates the events stream and returns a store on it.
 func OpenStore(ctx context.Context, nc *nats.Conn, cfg StoreConfig) (*Store, error) {
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return nil, fmt.Errorf("jetstream: %w", err)
-	}
 	if cfg.Replicas == 0 {
 		cfg.Replicas = 1
 	}
-	replicas, err := StreamReplicas(ctx, js, StreamName, cfg.Replicas)
-	if err != nil {
-		return nil, err
-	}
-	if replicas != cfg.Replicas && cfg.Logger != nil {
-		cfg.Logger.Info("keeping the event stream's replicas above MAESTRO_NATS_REPLICAS (never lowered)",
-			"stream", StreamName, "replicas", replicas, "configured", cfg.Replicas)
-	}
-	scfg := jetstream.StreamConfig{
+	return openStream(ctx, nc, jetstream.StreamConfig{
 		Name:        StreamName,
 		Description: "Maestro event store: every change, immutable, in order",
 		Subjects:    []string{AllSubjects},
@@ -83,20 +72,41 @@ func OpenStore(ctx context.Context, nc *nats.Conn, cfg StoreConfig) (*Store, err
 		MaxAge:      0,
 		MaxMsgSize:  1 << 20,
 		Duplicates:  2 * time.Minute,
-		Replicas:    replicas,
 		AllowDirect: true,
 		DenyDelete:  true,
 		DenyPurge:   true,
 		// Atomic batches let one command append to several aggregates at
 		// once (e.g. an e-mail reservation and the user it belongs to).
 		AllowAtomicPublish: true,
+	}, cfg.Replicas, cfg.Logger)
+}
+
+// openStream creates or updates the stream scfg describes, with the replicas
+// StreamReplicas gives it for configured, and returns a store on it: every
+// stream a Store works on is opened this one way.
+func openStream(ctx context.Context, nc *nats.Conn, scfg jetstream.StreamConfig, configured int, logger *slog.Logger) (*Store, error) {
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, fmt.Errorf("jetstream: %w", err)
 	}
+	replicas, err := StreamReplicas(ctx, js, scfg.Name, configured)
+	if err != nil {
+		return nil, err
+	}
+	if replicas != configured && logger != nil {
+		logger.Info("keeping the stream's replicas above MAESTRO_NATS_REPLICAS (never lowered)",
+			"stream", scfg.Name, "replicas", replicas, "configured", configured)
+	}
+	scfg.Replicas = replicas
 	stream, err := js.CreateOrUpdateStream(ctx, scfg)
 	if err != nil {
-		return nil, fmt.Errorf("create stream %s: %w", StreamName, ExplainReplicasError(StreamName, replicas, err))
+		return nil, fmt.Errorf("create stream %s: %w", scfg.Name, ExplainReplicasError(scfg.Name, replicas, err))
 	}
 	return &Store{nc: nc, js: js, stream: stream}, nil
 }
+
+// streamName is the name of the stream this store works on.
+func (s *Store) streamName() string { return s.stream.CachedInfo().Config.Name }
 
 // JetStream exposes the JetStream context for consumers and KV buckets.
 func (s *Store) JetStream() jetstream.JetStream { return s.js }

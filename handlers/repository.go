@@ -140,17 +140,10 @@ type Decide[S any] func(state S, version uint64, replay bool) (changes []Change,
 // its earlier attempt stored, never from a new decision JetStream dropped as
 // a duplicate: when the append is a duplicate, or meta.PriorAttempt says an
 // attempt died and its events are found, Update replays the decision on the
-// state that attempt decided on and returns the state right after it.
-func (r *Repository[S]) Update(ctx context.Context, subject string, meta events.Meta,
-	decide func(state S, version uint64) (changes []Change, versions map[string]uint64, err error)) (S, uint64, error) {
-	return r.UpdateWithReplay(ctx, subject, meta, func(state S, version uint64, _ bool) ([]Change, map[string]uint64, error) {
-		return decide(state, version)
-	})
-}
-
-// UpdateWithReplay is Update with a decide that knows when it is replayed
-// (see Decide), so it can skip its checks against other aggregates then.
-func (r *Repository[S]) UpdateWithReplay(ctx context.Context, subject string, meta events.Meta, decide Decide[S]) (S, uint64, error) {
+// state that attempt decided on (decide is called with replay true, so it
+// can skip its checks against other aggregates) and returns the state right
+// after it.
+func (r *Repository[S]) Update(ctx context.Context, subject string, meta events.Meta, decide Decide[S]) (S, uint64, error) {
 	unlock, err := r.locks.lock(ctx, subject)
 	if err != nil {
 		var zero S

@@ -30,13 +30,6 @@ func PlainText(s string) bool {
 	return true
 }
 
-// PlainJSON reports whether raw JSON is free of escaped NULs (\u0000),
-// which jsonb rejects. Raw control bytes cannot appear in valid JSON strings.
-// CanonicalJSON is the stronger check for JSON that becomes event data.
-func PlainJSON(raw []byte) bool {
-	return !bytes.Contains(bytes.ToLower(raw), []byte(`\u0000`))
-}
-
 // MaxJSONDepth bounds the nesting of free-form JSON kept in events. Go's
 // decoder allows 10 000 levels; Postgres parses jsonb recursively under
 // max_stack_depth, which a server may set low enough to refuse far less.

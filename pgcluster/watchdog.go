@@ -4,10 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
-	"slices"
-	"strings"
-	"syscall"
 )
 
 // watchdogScript waits for EOF on stdin, then stops the cluster if it still
@@ -56,16 +52,11 @@ func (c *Cluster) startWatchdog() (*watchdog, error) {
 		return nil, fmt.Errorf("pgcluster: watchdog pipe: %w", err)
 	}
 	defer r.Close()
-	cmd := exec.Command("/bin/sh", "-c", watchdogScript, "maestro-pg-watchdog", c.bins.pgCtl, c.dataDir)
-	cmd.Dir = c.dir
+	// The server binaries' directory, environment, process group and user;
+	// a context that is never cancelled.
+	cmd := c.command(context.Background(), "/bin/sh", "-c", watchdogScript, "maestro-pg-watchdog", c.bins.pgCtl, c.dataDir)
 	cmd.Stdin = r
 	cmd.ExtraFiles = []*os.File{c.lock}
-	cmd.Env = slices.DeleteFunc(os.Environ(), func(kv string) bool { return strings.HasPrefix(kv, "PG") })
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if c.run != nil {
-		cmd.Env = append(slices.DeleteFunc(cmd.Env, func(kv string) bool { return strings.HasPrefix(kv, "HOME=") }), "HOME="+c.run.home)
-		cmd.SysProcAttr.Credential = &syscall.Credential{Uid: c.run.uid, Gid: c.run.gid, Groups: c.run.groups}
-	}
 	if err := cmd.Start(); err != nil {
 		w.Close()
 		return nil, fmt.Errorf("pgcluster: starting the watchdog: %w", err)

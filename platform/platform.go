@@ -225,7 +225,7 @@ func Start(ctx context.Context, cfg Config) (_ *Platform, err error) {
 	if cfg.API {
 		kv, err := p.openIdempotency(ctx)
 		if err != nil {
-			return nil, fmt.Errorf("idempotency bucket: %w", err)
+			return nil, err // api.OpenIdempotency names the bucket
 		}
 		p.API = api.New(api.Deps{Identity: p.Identity, Registry: p.Registry, Blobs: p.Blobs, ArtifactMaxBytes: cfg.ArtifactMaxBytes, Queries: p.Queries, Waiter: p.Waiter, Tokens: tokens, Keys: keys,
 			Idempotency: kv, Logger: p.log, RegistrationOpen: cfg.RegistrationOpen,

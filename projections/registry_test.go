@@ -30,24 +30,9 @@ var registryKeys = map[string]string{
 // dumpRegistry returns every registry table's rows as JSON text in key order.
 func dumpRegistry(t *testing.T, pool *pgxpool.Pool) map[string][]string {
 	t.Helper()
-	ctx, cancel := queryCtx()
-	defer cancel()
 	out := map[string][]string{}
 	for table, key := range registryKeys {
-		rows, err := pool.Query(ctx, fmt.Sprintf("SELECT row_to_json(x)::text FROM %s x ORDER BY %s", table, key))
-		if err != nil {
-			t.Fatal(err)
-		}
-		for rows.Next() {
-			var s string
-			if err := rows.Scan(&s); err != nil {
-				t.Fatal(err)
-			}
-			out[table] = append(out[table], s)
-		}
-		if err := rows.Err(); err != nil {
-			t.Fatal(err)
-		}
+		out[table] = dumpOrdered(t, pool, table, key)
 		if len(out[table]) == 0 {
 			t.Fatalf("%s is empty; the scripted history should fill it", table)
 		}

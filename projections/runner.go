@@ -266,11 +266,11 @@ func (r *Runner) applyBatch(ctx context.Context, expected uint64, batch []events
 	return r.commitBatch(ctx, expected, batch, true)
 }
 
-// quarantined is one event a projection skipped, with why.
+// quarantined is one event a projection skipped, with the class of the
+// failure (what the log names).
 type quarantined struct {
 	e        events.Envelope
 	sqlstate string
-	err      string
 }
 
 // commitBatch is one attempt of applyBatch. With isolate, each event is
@@ -317,18 +317,15 @@ func (r *Runner) commitBatch(ctx context.Context, expected uint64, batch []event
 				decoded = append(decoded, e)
 				continue
 			}
-			q, err := r.quarantine(ctx, tx, e, "", quarantineText(bad))
+			q, err := r.quarantine(ctx, tx, e, bad)
 			if err != nil {
 				return expected, err
 			}
 			skipped = append(skipped, *q)
 		}
 	}
-	if !isolate && len(decoded) > 0 {
-		if err := r.p.Apply(ctx, tx, decoded); err != nil {
-			return expected, fmt.Errorf("apply %s: %w", r.p.Name(), err)
-		}
-	} else if isolate {
+	switch {
+	case isolate:
 		for _, e := range decoded {
 			q, err := r.applyOne(ctx, tx, e)
 			if err != nil {
@@ -337,6 +334,10 @@ func (r *Runner) commitBatch(ctx context.Context, expected uint64, batch []event
 			if q != nil {
 				skipped = append(skipped, *q)
 			}
+		}
+	case len(decoded) > 0:
+		if err := r.p.Apply(ctx, tx, decoded); err != nil {
+			return expected, fmt.Errorf("apply %s: %w", r.p.Name(), err)
 		}
 	}
 	if _, err := tx.Exec(ctx, "UPDATE projection_checkpoints SET last_seq = $2, updated_at = now() WHERE name = $1", r.p.Name(), int64(last)); err != nil {
@@ -383,17 +384,18 @@ func (r *Runner) applyOne(ctx context.Context, tx pgx.Tx, e events.Envelope) (*q
 	if !Undeliverable(applyErr) {
 		return nil, fmt.Errorf("apply %s seq %d: %w", r.p.Name(), e.Sequence, applyErr)
 	}
-	return r.quarantine(ctx, tx, e, sqlState(applyErr), quarantineText(applyErr))
+	return r.quarantine(ctx, tx, e, applyErr)
 }
 
-// quarantine records that the projection skips e. The event's own id, type
-// and subject are cleaned like the error text: a message that is in the
-// quarantine because its headers are broken must not break the insert too.
-func (r *Runner) quarantine(ctx context.Context, tx pgx.Tx, e events.Envelope, sqlstate, text string) (*quarantined, error) {
-	q := &quarantined{e: e, sqlstate: sqlstate, err: text}
+// quarantine records that the projection skips e because of cause. The
+// error text (stored, and printed by the CLI) and the event's own id, type
+// and subject are cleaned alike: a message that is in the quarantine because
+// its headers are broken must not break the insert too.
+func (r *Runner) quarantine(ctx context.Context, tx pgx.Tx, e events.Envelope, cause error) (*quarantined, error) {
+	q := &quarantined{e: e, sqlstate: sqlState(cause)}
 	if _, err := tx.Exec(ctx, `INSERT INTO projection_quarantine (projection, seq, event_id, type, subject, sqlstate, error)
 		VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (projection, seq) DO NOTHING`,
-		r.p.Name(), int64(e.Sequence), plain(e.ID), plain(e.Type), plain(e.Subject), q.sqlstate, q.err); err != nil {
+		r.p.Name(), int64(e.Sequence), plain(e.ID), plain(e.Type), plain(e.Subject), q.sqlstate, plain(cause.Error())); err != nil {
 		return nil, fmt.Errorf("quarantine %s seq %d: %w", r.p.Name(), e.Sequence, err)
 	}
 	return q, nil
@@ -467,11 +469,6 @@ func sqlState(err error) string {
 	}
 	return ""
 }
-
-// quarantineText is the error kept with a quarantined event: valid UTF-8
-// without control characters (it is stored as text and printed by the
-// CLI), at most 500 bytes.
-func quarantineText(err error) string { return plain(err.Error()) }
 
 // plain makes s storable and printable: valid UTF-8, control characters as
 // spaces, at most 500 bytes.

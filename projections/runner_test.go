@@ -205,24 +205,7 @@ func checkpointOf(t *testing.T, pool *pgxpool.Pool, name string) uint64 {
 func dump(t *testing.T, pool *pgxpool.Pool, table string) []string {
 	t.Helper()
 	key := map[string]string{"users": "id", "sessions": "id", "audit_entries": "seq"}[table]
-	ctx, cancel := queryCtx()
-	defer cancel()
-	rows, err := pool.Query(ctx, fmt.Sprintf("SELECT row_to_json(x)::text FROM %s x ORDER BY %s", table, key))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []string
-	for rows.Next() {
-		var s string
-		if err := rows.Scan(&s); err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, s)
-	}
-	if err := rows.Err(); err != nil {
-		t.Fatal(err)
-	}
-	return out
+	return dumpOrdered(t, pool, table, key)
 }
 
 func dumpAll(t *testing.T, pool *pgxpool.Pool) map[string][]string {
@@ -751,7 +734,8 @@ func (l *logRecords) matching(msg string) []map[string]string {
 	return out
 }
 
-// dumpOrdered is dump for any table, ordered by the given columns.
+// dumpOrdered returns a table's rows (or a subquery's, aliased) as JSON
+// text, ordered by the given columns.
 func dumpOrdered(t *testing.T, pool *pgxpool.Pool, table, order string) []string {
 	t.Helper()
 	ctx, cancel := queryCtx()

@@ -112,12 +112,8 @@ func (projStatusCmd) Run(ctx context.Context, c *Common) error {
 	if err != nil {
 		return err
 	}
-	printStatuses(last, st)
-	return nil
-}
-
-func printStatuses(last uint64, st []projections.Status) {
 	writeStatuses(os.Stdout, last, st)
+	return nil
 }
 
 // writeStatuses prints the checkpoints, then, if any projection skipped
@@ -191,7 +187,7 @@ func (r projRebuildCmd) Run(ctx context.Context, c *Common) error {
 		}
 		if done {
 			d := time.Since(start)
-			printStatuses(last, st)
+			writeStatuses(os.Stdout, last, st)
 			fmt.Printf("\nrebuilt %d projections from %d events in %s (%.0f events/s)\n",
 				len(st), last, d.Round(time.Millisecond), float64(last)/d.Seconds())
 			return nil

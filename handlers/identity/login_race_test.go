@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/maestro-ml/maestro/auth"
@@ -26,16 +27,7 @@ func newTestService(t *testing.T) (*Service, *events.Store) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	t.Cleanup(cancel)
-	emb, err := events.StartEmbedded(events.EmbeddedConfig{StoreDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(emb.Shutdown)
-	nc, err := emb.Connect("identity-test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
+	nc := embeddedConn(t, "identity-test")
 	store, err := events.OpenStore(ctx, nc, events.StoreConfig{})
 	if err != nil {
 		t.Fatal(err)
@@ -63,6 +55,23 @@ func newTestService(t *testing.T) (*Service, *events.Store) {
 	svc := NewService(Config{Store: store, Security: security, Tokens: tokens,
 		Hasher: auth.NewHasher(auth.Argon2Params{Memory: 1024, Iterations: 1, Parallelism: 1})})
 	return svc, store
+}
+
+// embeddedConn starts an embedded nats-server in a temporary directory and
+// returns a connection to it, both closed when the test ends.
+func embeddedConn(t *testing.T, name string) *nats.Conn {
+	t.Helper()
+	emb, err := events.StartEmbedded(events.EmbeddedConfig{StoreDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(emb.Shutdown)
+	nc, err := emb.Connect(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	return nc
 }
 
 func registerTest(t *testing.T, svc *Service, email string, role authz.Role) UserState {
@@ -199,18 +208,8 @@ func TestLoginRejectionsAreBounded(t *testing.T) {
 	t.Parallel()
 	svc, _ := newTestService(t)
 	ctx := t.Context()
-	emb, err := events.StartEmbedded(events.EmbeddedConfig{StoreDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(emb.Shutdown)
-	nc, err := emb.Connect("bounded")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
 	const maxBytes, perSubject = 16 << 10, 8
-	security, err := events.OpenSecurityStore(ctx, nc, events.SecurityConfig{MaxBytes: maxBytes, MaxMsgsPerSubject: perSubject})
+	security, err := events.OpenSecurityStore(ctx, embeddedConn(t, "bounded"), events.SecurityConfig{MaxBytes: maxBytes, MaxMsgsPerSubject: perSubject})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,11 +14,7 @@ import (
 // event-sourced membership at the moment of the decision (rule 2); a
 // retry answering from its stored deletion (a replay) was checked then.
 func (s *Service) DeleteVersion(ctx context.Context, meta events.Meta, p authz.Principal, ref, name string, v int) (ModelState, uint64, error) {
-	p, err := s.refresh(ctx, p)
-	if err != nil {
-		return ModelState{}, 0, err
-	}
-	return s.updateModel(ctx, meta, p, ref, name, authz.ModelWrite, func(ps ProjectState, m ModelState, replay bool) ([]handlers.Change, error) {
+	return s.updateModel(ctx, meta, p, ref, name, authz.ModelWrite, func(p authz.Principal, ps ProjectState, m ModelState, replay bool) ([]handlers.Change, error) {
 		return DecideDeleteVersion(m, v, replay || mayPromote(p, ps))
 	})
 }
@@ -27,11 +23,7 @@ func (s *Service) DeleteVersion(ctx context.Context, meta events.Meta, p authz.P
 // Deleting a model with a version in staging or production, or with
 // aliases, also needs VersionPromote, as DeleteVersion does.
 func (s *Service) DeleteModel(ctx context.Context, meta events.Meta, p authz.Principal, ref, name string, del bool) (ModelState, uint64, error) {
-	p, err := s.refresh(ctx, p)
-	if err != nil {
-		return ModelState{}, 0, err
-	}
-	return s.updateModel(ctx, meta, p, ref, name, authz.ModelWrite, func(ps ProjectState, m ModelState, replay bool) ([]handlers.Change, error) {
+	return s.updateModel(ctx, meta, p, ref, name, authz.ModelWrite, func(p authz.Principal, ps ProjectState, m ModelState, replay bool) ([]handlers.Change, error) {
 		return DecideDeleteModel(m, del, replay || mayPromote(p, ps))
 	})
 }

@@ -17,10 +17,7 @@ import (
 // event comes later in the stream and must not be earlier in time.
 func TestEventTimeFollowsStreamOrderAcrossRetries(t *testing.T) {
 	t.Parallel()
-	svcs := newServices(t, 2)
-	ctx := serviceCtx(t)
-	owner := principal(authz.RoleMember)
-	_, m := setupModel(t, svcs[0], owner)
+	svcs, ctx, owner, m := servicesWithModel(t, 2, 0)
 
 	decided, resume := make(chan struct{}), make(chan struct{})
 	done := make(chan error, 1)
@@ -69,13 +66,7 @@ func TestEventTimeFollowsStreamOrderAcrossRetries(t *testing.T) {
 // deciding again would now fail: the alias it deleted is gone.
 func TestPriorAttemptAnswersStoredEvents(t *testing.T) {
 	t.Parallel()
-	svcs := newServices(t, 1)
-	ctx := serviceCtx(t)
-	owner := principal(authz.RoleMember)
-	setupModel(t, svcs[0], owner)
-	if _, _, err := register(svcs[0], ctx, owner, "v1"); err != nil {
-		t.Fatal(err)
-	}
+	svcs, ctx, owner, _ := servicesWithModel(t, 1, 1)
 	setAlias := func(m registry.ModelState) ([]handlers.Change, error) {
 		return registry.DecideSetAlias(m, "champion", 1)
 	}
@@ -132,13 +123,7 @@ func TestPriorAttemptAnswersStoredEvents(t *testing.T) {
 // happened (on 6f70fe2 the replay decided with the current project).
 func TestPriorAttemptDeletionSurvivesRoleChange(t *testing.T) {
 	t.Parallel()
-	svcs := newServices(t, 1)
-	ctx := serviceCtx(t)
-	owner := principal(authz.RoleMember)
-	setupModel(t, svcs[0], owner)
-	if _, _, err := register(svcs[0], ctx, owner, "v1"); err != nil {
-		t.Fatal(err)
-	}
+	svcs, ctx, owner, _ := servicesWithModel(t, 1, 1)
 	if _, _, err := promote(svcs[0], ctx, owner, 1, events.StageProduction, false); err != nil {
 		t.Fatal(err)
 	}

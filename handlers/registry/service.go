@@ -119,7 +119,7 @@ func (s *Service) CreateProject(ctx context.Context, meta events.Meta, p authz.P
 	slugSubj := events.ReservationSubject(events.AggProjectSlug, Slug(name))
 	meta.Now = s.now
 	var existing uint64
-	ps, seq, err := s.projects.UpdateWithReplay(ctx, events.Subject(events.AggProject, id), meta,
+	ps, seq, err := s.projects.Update(ctx, events.Subject(events.AggProject, id), meta,
 		func(ps ProjectState, v uint64, replay bool) ([]handlers.Change, map[string]uint64, error) {
 			if ps.Created || replay {
 				existing = v
@@ -153,7 +153,7 @@ func (s *Service) updateProject(ctx context.Context, meta events.Meta, p authz.P
 		return ps, 0, err
 	}
 	meta.Now = s.now
-	return s.projects.UpdateWithReplay(ctx, events.Subject(events.AggProject, ps.ID), meta,
+	return s.projects.Update(ctx, events.Subject(events.AggProject, ps.ID), meta,
 		func(cur ProjectState, _ uint64, replay bool) ([]handlers.Change, map[string]uint64, error) {
 			// Re-check on the state we decide on: a role may have changed.
 			// (A replay recomputes a stored decision, checked when it was made.)
@@ -248,7 +248,7 @@ func (s *Service) CreateModel(ctx context.Context, meta events.Meta, p authz.Pri
 	nameSubj := events.ReservationSubject(events.AggModelName, ModelNameKey(ps.ID, c.Name))
 	meta.Now = s.now
 	var existing uint64
-	m, seq, err := s.models.UpdateWithReplay(ctx, events.Subject(events.AggModel, c.ModelID), meta,
+	m, seq, err := s.models.Update(ctx, events.Subject(events.AggModel, c.ModelID), meta,
 		func(m ModelState, v uint64, replay bool) ([]handlers.Change, map[string]uint64, error) {
 			if m.Created || replay {
 				existing = v
@@ -282,7 +282,7 @@ func (s *Service) CreateModel(ctx context.Context, meta events.Meta, p authz.Pri
 // goes through it, so none can skip the project check.
 func (s *Service) UpdateModelFunc(ctx context.Context, meta events.Meta, p authz.Principal, ref, name string, action authz.Action,
 	decide func(ProjectState, ModelState) ([]handlers.Change, error)) (ModelState, uint64, error) {
-	return s.updateModel(ctx, meta, p, ref, name, action, func(ps ProjectState, m ModelState, _ bool) ([]handlers.Change, error) {
+	return s.updateModel(ctx, meta, p, ref, name, action, func(_ authz.Principal, ps ProjectState, m ModelState, _ bool) ([]handlers.Change, error) {
 		return decide(ps, m)
 	})
 }
@@ -291,9 +291,10 @@ func (s *Service) UpdateModelFunc(ctx context.Context, meta events.Meta, p authz
 // replayed (handlers.Decide): a decision that also checks the caller's
 // project role (deleting a deployment pointer's target) must not check it
 // again on a replay, since the role may have changed after the command was
-// stored, and the retry must still answer what was stored.
+// stored, and the retry must still answer what was stored. decide gets the
+// caller as refreshed for this command (its current roles).
 func (s *Service) updateModel(ctx context.Context, meta events.Meta, p authz.Principal, ref, name string, action authz.Action,
-	decide func(ps ProjectState, m ModelState, replay bool) ([]handlers.Change, error)) (ModelState, uint64, error) {
+	decide func(p authz.Principal, ps ProjectState, m ModelState, replay bool) ([]handlers.Change, error)) (ModelState, uint64, error) {
 	p, err := s.refresh(ctx, p)
 	if err != nil {
 		return ModelState{}, 0, err
@@ -307,7 +308,7 @@ func (s *Service) updateModel(ctx context.Context, meta events.Meta, p authz.Pri
 		return ModelState{}, 0, err
 	}
 	meta.Now = s.now
-	return s.models.UpdateWithReplay(ctx, events.Subject(events.AggModel, id), meta,
+	return s.models.Update(ctx, events.Subject(events.AggModel, id), meta,
 		func(m ModelState, _ uint64, replay bool) ([]handlers.Change, map[string]uint64, error) {
 			if replay {
 				// Recompute a stored decision (e.g. the version number a
@@ -317,7 +318,7 @@ func (s *Service) updateModel(ctx context.Context, meta events.Meta, p authz.Pri
 				if err != nil {
 					return nil, nil, err
 				}
-				ch, err := decide(cur, m, true)
+				ch, err := decide(p, cur, m, true)
 				return ch, nil, err
 			}
 			cur, err := s.currentProject(ctx, p, ps.ID, action)
@@ -327,7 +328,7 @@ func (s *Service) updateModel(ctx context.Context, meta events.Meta, p authz.Pri
 			if err := notArchived(cur); err != nil {
 				return nil, nil, err
 			}
-			ch, err := decide(cur, m, false)
+			ch, err := decide(p, cur, m, false)
 			return ch, nil, err
 		})
 }

@@ -91,14 +91,28 @@ func promote(svc *registry.Service, ctx context.Context, p authz.Principal, v in
 		})
 }
 
+// servicesWithModel starts n services (newServices) and, through the first,
+// sets up project "vision" with model "resnet" (setupModel) owned by a new
+// member, with versions "v1".."vN" registered.
+func servicesWithModel(t *testing.T, n, versions int) ([]*registry.Service, context.Context, authz.Principal, registry.ModelState) {
+	t.Helper()
+	svcs := newServices(t, n)
+	ctx := serviceCtx(t)
+	owner := principal(authz.RoleMember)
+	_, m := setupModel(t, svcs[0], owner)
+	for i := range versions {
+		if _, _, err := register(svcs[0], ctx, owner, fmt.Sprint("v", i+1)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return svcs, ctx, owner, m
+}
+
 // 50 clients register versions of one model at once, through two processes:
 // every command gets its own version, numbered 1..50 with no gap.
 func TestConcurrentRegisterVersionIsGapless(t *testing.T) {
 	t.Parallel()
-	svcs := newServices(t, 2)
-	ctx := serviceCtx(t)
-	p := principal(authz.RoleMember)
-	_, m := setupModel(t, svcs[0], p)
+	svcs, ctx, p, m := servicesWithModel(t, 2, 0)
 
 	const n = 50
 	// decisions counts decider runs: more runs than commands means appends
@@ -180,17 +194,8 @@ func TestConcurrentRegisterVersionIsGapless(t *testing.T) {
 // history are two live versions in production.
 func TestConcurrentPromotionKeepsOneProductionVersion(t *testing.T) {
 	t.Parallel()
-	svcs := newServices(t, 2)
-	ctx := serviceCtx(t)
-	p := principal(authz.RoleMember)
-	_, m := setupModel(t, svcs[0], p)
-
 	const rounds = 10
-	for i := range 2 * rounds {
-		if _, _, err := register(svcs[0], ctx, p, fmt.Sprint("v", i+1)); err != nil {
-			t.Fatal(err)
-		}
-	}
+	svcs, ctx, p, m := servicesWithModel(t, 2, 2*rounds)
 	for r := range rounds {
 		a, b := 2*r+1, 2*r+2
 		var wg sync.WaitGroup
