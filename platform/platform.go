@@ -82,6 +82,10 @@ type Config struct {
 	// ArtifactMaxBytes bounds one artifact upload.
 	ArtifactMaxBytes int64
 
+	// DebugAddr is MAESTRO_DEBUG_ADDR: a loopback host:port where an admin
+	// listener serves /debug/pprof; empty (the default) opens none.
+	DebugAddr string
+
 	// API and Worker choose the roles of this process (serve runs both).
 	API, Worker bool
 	// Blobs opens the artifact store without the API role (`artifacts gc`).
@@ -113,6 +117,9 @@ type Platform struct {
 
 	httpSrv  *http.Server
 	listener net.Listener
+
+	debugSrv      *http.Server
+	debugListener net.Listener
 	cancel   context.CancelFunc
 	wg       sync.WaitGroup
 	lock     *os.File
@@ -206,6 +213,9 @@ func Start(ctx context.Context, cfg Config) (_ *Platform, err error) {
 
 	rctx, cancel := context.WithCancel(context.Background())
 	p.cancel = cancel
+	if err := p.serveDebug(); err != nil {
+		return nil, err
+	}
 	p.goRun(func() { p.Waiter.Run(rctx) })
 	if cfg.Worker {
 		for _, proj := range projections.All() {
@@ -405,6 +415,9 @@ func (p *Platform) Shutdown(ctx context.Context) {
 		if err := p.httpSrv.Shutdown(ctx); err != nil {
 			p.log.Warn("http shutdown", "err", err)
 		}
+	}
+	if p.debugSrv != nil {
+		_ = p.debugSrv.Close() // a running profile is cut short, not waited for
 	}
 	if p.cancel != nil {
 		p.cancel()

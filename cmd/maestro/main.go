@@ -60,6 +60,7 @@ type ServerFlags struct {
 	AccessTTL       time.Duration `name:"access-token-ttl" env:"MAESTRO_ACCESS_TOKEN_TTL" default:"15m" help:"Access token lifetime (at most 15m)."`
 	RefreshIdle     time.Duration `name:"refresh-idle-ttl" env:"MAESTRO_REFRESH_IDLE_TTL" default:"72h" help:"A refresh token unused this long expires."`
 	ArtifactMax     int64         `name:"artifact-max-bytes" env:"MAESTRO_ARTIFACT_MAX_BYTES" default:"5368709120" help:"Largest artifact upload in bytes (default 5 GiB)."`
+	DebugAddr       string        `name:"debug-addr" env:"MAESTRO_DEBUG_ADDR" help:"Loopback host:port of an admin listener serving /debug/pprof (Go profiles); off when empty."`
 	RefreshAbsolute time.Duration `name:"refresh-absolute-ttl" env:"MAESTRO_REFRESH_ABSOLUTE_TTL" default:"720h" help:"No session lives longer than this."`
 }
 
@@ -103,7 +104,7 @@ var flagEnv = map[string]string{
 	"--http-addr": "MAESTRO_HTTP_ADDR", "--nats-listen": "MAESTRO_NATS_LISTEN", "--nats-sync": "MAESTRO_NATS_SYNC",
 	"--registration": "MAESTRO_REGISTRATION", "--registrations-per-hour": "MAESTRO_REGISTRATIONS_PER_HOUR", "--access-token-ttl": "MAESTRO_ACCESS_TOKEN_TTL",
 	"--refresh-idle-ttl": "MAESTRO_REFRESH_IDLE_TTL", "--refresh-absolute-ttl": "MAESTRO_REFRESH_ABSOLUTE_TTL",
-	"--log-level": "MAESTRO_LOG_LEVEL", "--artifact-max-bytes": "MAESTRO_ARTIFACT_MAX_BYTES", "--s3-tls": "MAESTRO_S3_TLS", "--log-format": "MAESTRO_LOG_FORMAT",
+	"--log-level": "MAESTRO_LOG_LEVEL", "--debug-addr": "MAESTRO_DEBUG_ADDR", "--artifact-max-bytes": "MAESTRO_ARTIFACT_MAX_BYTES", "--s3-tls": "MAESTRO_S3_TLS", "--log-format": "MAESTRO_LOG_FORMAT",
 }
 
 func explainParseError(err error) string {
@@ -175,18 +176,20 @@ func (s *ServerFlags) apply(cfg *platform.Config) error {
 	case "off", "":
 		cfg.NATSListen = ""
 	default:
-		host, _, err := net.SplitHostPort(s.NATSListen)
-		if err != nil {
-			return fmt.Errorf("MAESTRO_NATS_LISTEN (--nats-listen) %q: want host:port or off", s.NATSListen)
-		}
 		// The embedded server is for this machine's subscribers only; a
 		// network-facing broker is a NATS cluster (MAESTRO_NATS_URL).
-		if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
-			return fmt.Errorf("MAESTRO_NATS_LISTEN (--nats-listen) %q: must be a loopback address", s.NATSListen)
+		if err := platform.LoopbackAddr(s.NATSListen); err != nil {
+			return fmt.Errorf("MAESTRO_NATS_LISTEN (--nats-listen) %w (or off)", err)
 		}
 		cfg.NATSListen = s.NATSListen
 	}
 	cfg.SyncAlways = s.NATSSync == "always"
+	if s.DebugAddr != "" {
+		if err := platform.LoopbackAddr(s.DebugAddr); err != nil {
+			return fmt.Errorf("MAESTRO_DEBUG_ADDR (--debug-addr) %w", err)
+		}
+	}
+	cfg.DebugAddr = s.DebugAddr
 	if (s.AdminEmail == "") != (s.AdminPassword == "") {
 		return errors.New("MAESTRO_BOOTSTRAP_ADMIN_EMAIL and MAESTRO_BOOTSTRAP_ADMIN_PASSWORD must be set together")
 	}
