@@ -120,9 +120,9 @@ type Platform struct {
 
 	debugSrv      *http.Server
 	debugListener net.Listener
-	cancel   context.CancelFunc
-	wg       sync.WaitGroup
-	lock     *os.File
+	cancel        context.CancelFunc
+	wg            sync.WaitGroup
+	lock          *os.File
 }
 
 // DefaultConfig is what `maestro serve` uses with no flags or variables.
