@@ -72,6 +72,10 @@ type Options struct {
 	Port int
 	// Logger receives progress messages; may be nil.
 	Logger *slog.Logger
+	// Settings are extra server settings for this start (-c name=value),
+	// e.g. shared_preload_libraries for a benchmark. Names and values must
+	// be plain words: pg_ctl passes them through a shell.
+	Settings map[string]string
 }
 
 // Cluster is a running PostgreSQL cluster started by Start.
@@ -86,6 +90,7 @@ type Cluster struct {
 	log      *slog.Logger
 	lock     *os.File
 	watchdog *watchdog
+	settings string // Options.Settings as -c flags
 
 	stopOnce sync.Once
 	stopErr  error
@@ -173,6 +178,12 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 	// The watchdog stops the server if this process dies without Stop.
 	if c.watchdog, err = c.startWatchdog(); err != nil {
 		return nil, err
+	}
+	for k, v := range opts.Settings {
+		if !plainSetting(k) || !plainSetting(v) {
+			return nil, fmt.Errorf("pgcluster: setting %q = %q: only letters, digits, '_', '.' and ',' are allowed", k, v)
+		}
+		c.settings += fmt.Sprintf(" -c %s=%s", k, v)
 	}
 	if err := c.start(ctx, opts.Port); err != nil {
 		return nil, err
@@ -510,7 +521,7 @@ func (c *Cluster) start(ctx context.Context, port int) error {
 			}
 		}
 		logStart := fileSize(c.logFile)
-		opts := fmt.Sprintf("-p %d -c listen_addresses=127.0.0.1 -c unix_socket_directories=''", p)
+		opts := fmt.Sprintf("-p %d -c listen_addresses=127.0.0.1 -c unix_socket_directories=''", p) + c.settings
 		err := c.pgCtl(ctx, "start", "-w", "-t", strconv.Itoa(int(startTimeout/time.Second)),
 			"-D", c.dataDir, "-l", c.logFile, "-o", opts)
 		if err == nil {
@@ -524,6 +535,11 @@ func (c *Cluster) start(ctx context.Context, port int) error {
 		}
 		return fmt.Errorf("pgcluster: starting PostgreSQL failed: %w; last lines of %s:\n%s", err, c.logFile, tail)
 	}
+}
+
+// plainSetting reports whether s can go through pg_ctl's shell unquoted.
+func plainSetting(s string) bool {
+	return s != "" && strings.Trim(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.,") == ""
 }
 
 // freePort asks the kernel for an unused loopback port. Racy by nature;

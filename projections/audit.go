@@ -1,9 +1,8 @@
 package projections
 
 import (
-	"context"
 	"encoding/json"
-	"fmt"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -19,24 +18,35 @@ func (Audit) Name() string { return "audit" }
 // Tables implements Projection.
 func (Audit) Tables() []string { return []string{"audit_entries"} }
 
-// Apply implements Projection. COPY keeps rebuilds fast; duplicates cannot
-// occur because the runner skips events at or below the checkpoint.
-func (Audit) Apply(ctx context.Context, tx pgx.Tx, evs []events.Envelope) error {
-	rows := make([][]any, 0, len(evs))
-	for _, e := range evs {
+// Queue implements Projection: one INSERT of the whole batch from arrays
+// (unnest), so a rebuild writes hundreds of entries per statement. Duplicates
+// cannot occur because the runner skips events at or below the checkpoint.
+func (Audit) Queue(b *pgx.Batch, evs []events.Envelope) error {
+	if len(evs) == 0 {
+		return nil
+	}
+	n := len(evs)
+	seq := make([]int64, n)
+	times := make([]time.Time, n)
+	cols := make([][]string, 8) // event_id, type, actor, subject, correlation_id, causation_id, summary, data
+	for i := range cols {
+		cols[i] = make([]string, n)
+	}
+	for i, e := range evs {
 		data, err := json.Marshal(events.Redacted(e))
 		if err != nil {
 			return err
 		}
-		rows = append(rows, []any{int64(e.Sequence), e.ID, e.Time, e.Type, e.Actor.String(), e.Subject,
-			e.CorrelationID, e.CausationID, events.Summary(e), data})
+		seq[i], times[i] = int64(e.Sequence), e.Time
+		for j, v := range []string{e.ID, e.Type, e.Actor.String(), e.Subject, e.CorrelationID, e.CausationID, events.Summary(e), string(data)} {
+			cols[j][i] = v
+		}
 	}
-	_, err := tx.CopyFrom(ctx, pgx.Identifier{"audit_entries"},
-		[]string{"seq", "event_id", "time", "type", "actor", "subject", "correlation_id", "causation_id", "summary", "data"},
-		pgx.CopyFromRows(rows))
-	if err != nil {
-		return fmt.Errorf("copy audit entries: %w", err)
-	}
+	b.Queue(`INSERT INTO audit_entries (seq, event_id, time, type, actor, subject, correlation_id, causation_id, summary, data)
+		SELECT s, id, t, ty, a, su, c, ca, sm, d::jsonb
+		FROM unnest($1::bigint[], $2::text[], $3::timestamptz[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[])
+			AS x(s, id, t, ty, a, su, c, ca, sm, d)`,
+		seq, cols[0], times, cols[1], cols[2], cols[3], cols[4], cols[5], cols[6], cols[7])
 	return nil
 }
 

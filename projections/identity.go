@@ -1,8 +1,6 @@
 package projections
 
 import (
-	"context"
-	"fmt"
 
 	"github.com/jackc/pgx/v5"
 
@@ -18,9 +16,8 @@ func (Users) Name() string { return "users" }
 // Tables implements Projection.
 func (Users) Tables() []string { return []string{"users"} }
 
-// Apply implements Projection.
-func (Users) Apply(ctx context.Context, tx pgx.Tx, evs []events.Envelope) error {
-	b := &pgx.Batch{}
+// Queue implements Projection.
+func (Users) Queue(b *pgx.Batch, evs []events.Envelope) error {
 	for _, e := range evs {
 		switch e.Type {
 		case events.UserRegistered:
@@ -45,7 +42,7 @@ func (Users) Apply(ctx context.Context, tx pgx.Tx, evs []events.Envelope) error 
 				d.UserID, e.Type == events.UserReactivated, e.Time, int64(e.Sequence))
 		}
 	}
-	return sendBatch(ctx, tx, b)
+	return nil
 }
 
 // Sessions is the read model the authenticator checks on every request.
@@ -57,9 +54,8 @@ func (Sessions) Name() string { return "sessions" }
 // Tables implements Projection.
 func (Sessions) Tables() []string { return []string{"sessions"} }
 
-// Apply implements Projection.
-func (Sessions) Apply(ctx context.Context, tx pgx.Tx, evs []events.Envelope) error {
-	b := &pgx.Batch{}
+// Queue implements Projection.
+func (Sessions) Queue(b *pgx.Batch, evs []events.Envelope) error {
 	for _, e := range evs {
 		switch e.Type {
 		case events.SessionStarted:
@@ -90,16 +86,6 @@ func (Sessions) Apply(ctx context.Context, tx pgx.Tx, evs []events.Envelope) err
 			b.Queue(`UPDATE sessions SET revoked_at = $2, revoked_reason = $3 WHERE user_id = $1 AND revoked_at IS NULL`,
 				d.UserID, e.Time, events.RevokedUserDisabled)
 		}
-	}
-	return sendBatch(ctx, tx, b)
-}
-
-func sendBatch(ctx context.Context, tx pgx.Tx, b *pgx.Batch) error {
-	if b.Len() == 0 {
-		return nil
-	}
-	if err := tx.SendBatch(ctx, b).Close(); err != nil {
-		return fmt.Errorf("batch: %w", err)
 	}
 	return nil
 }

@@ -1,7 +1,6 @@
 package projections
 
 import (
-	"context"
 	"encoding/json"
 	"strings"
 
@@ -19,9 +18,8 @@ func (Projects) Name() string { return "projects" }
 // Tables implements Projection.
 func (Projects) Tables() []string { return []string{"projects", "project_members"} }
 
-// Apply implements Projection.
-func (Projects) Apply(ctx context.Context, tx pgx.Tx, evs []events.Envelope) error {
-	b := &pgx.Batch{}
+// Queue implements Projection.
+func (Projects) Queue(b *pgx.Batch, evs []events.Envelope) error {
 	for _, e := range evs {
 		switch e.Type {
 		case events.ProjectCreated:
@@ -61,7 +59,7 @@ func (Projects) Apply(ctx context.Context, tx pgx.Tx, evs []events.Envelope) err
 			b.Queue(`UPDATE projects SET updated_at = $2 WHERE id = $1`, d.ProjectID, e.Time)
 		}
 	}
-	return sendBatch(ctx, tx, b)
+	return nil
 }
 
 // Models is the read model of registered models, versions, aliases and artifacts.
@@ -83,9 +81,8 @@ func jsonOrNil[M ~map[string]V, V any](m M) ([]byte, error) {
 	return json.Marshal(m)
 }
 
-// Apply implements Projection.
-func (Models) Apply(ctx context.Context, tx pgx.Tx, evs []events.Envelope) error {
-	b := &pgx.Batch{}
+// Queue implements Projection.
+func (Models) Queue(b *pgx.Batch, evs []events.Envelope) error {
 	for _, e := range evs {
 		if !strings.HasPrefix(e.Type, "maestro.model.") {
 			continue
@@ -103,7 +100,7 @@ func (Models) Apply(ctx context.Context, tx pgx.Tx, evs []events.Envelope) error
 			b.Queue(`UPDATE models SET updated_at = $2, updated_seq = $3 WHERE id = $1`, head.ModelID, e.Time, int64(e.Sequence))
 		}
 	}
-	return sendBatch(ctx, tx, b)
+	return nil
 }
 
 func applyModelEvent(b *pgx.Batch, e events.Envelope) error {

@@ -25,8 +25,10 @@ type Projection interface {
 	Name() string
 	// Tables lists the tables it owns; rebuild truncates them.
 	Tables() []string
-	// Apply writes the effect of events (in stream order) inside tx.
-	Apply(ctx context.Context, tx pgx.Tx, evs []events.Envelope) error
+	// Queue adds to b the statements that apply evs (in stream order). It
+	// only queues, never reads: the runner sends them behind the checkpoint
+	// advance as one pipelined, implicit transaction (one round trip).
+	Queue(b *pgx.Batch, evs []events.Envelope) error
 }
 
 // NotifyChannel is the Postgres channel checkpoints are announced on, so
@@ -51,8 +53,10 @@ type Runner struct {
 	// to crash a worker between commit and acknowledgement.
 	afterCommit func(last uint64) error
 	// lock is the session holding this runner's advisory lock while it is
-	// active (nil when not); every batch checks that it is still there.
-	lock *pgxpool.Conn
+	// active (nil when not), and lockPID its backend pid (0 when not):
+	// every batch checks that this session still holds the lock.
+	lock    *pgxpool.Conn
+	lockPID int32
 	// undecodable holds, by stream sequence, messages of the current batch
 	// whose CloudEvents headers do not parse (only a NATS client with the
 	// platform's credentials can publish one): they are quarantined like
@@ -131,15 +135,16 @@ func (r *Runner) runLocked(ctx context.Context, log *slog.Logger) error {
 	defer conn.Release()
 	var got bool
 	key := lockKey(r.p.Name())
-	if err := conn.QueryRow(ctx, "SELECT pg_try_advisory_lock($1)", key).Scan(&got); err != nil {
+	var pid int32
+	if err := conn.QueryRow(ctx, "SELECT pg_try_advisory_lock($1), pg_backend_pid()", key).Scan(&got, &pid); err != nil {
 		return fmt.Errorf("advisory lock: %w", err)
 	}
 	if !got {
 		return errStandby
 	}
-	r.lock = conn
+	r.lock, r.lockPID = conn, pid
 	defer func() {
-		r.lock = nil
+		r.lock, r.lockPID = nil, 0
 		// Unlock on a fresh context: ctx may be cancelled already.
 		uctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
@@ -273,41 +278,55 @@ type quarantined struct {
 	sqlstate string
 }
 
-// commitBatch is one attempt of applyBatch. With isolate, each event is
-// applied under its own savepoint and one that fails with an undeliverable
-// error is rolled back, recorded in projection_quarantine and skipped, in
-// the transaction that advances the checkpoint: the skip and the checkpoint
-// commit together or not at all. Which events fail depends only on the
-// events before them, so a rebuild quarantines the same ones.
+// advanceSQL moves the checkpoint and announces it, or fails with
+// SQLSTATE MA001 (checkpoint moved) or MA002 (lock lost); see migration
+// 00005. It goes first in every batch, so its row lock orders concurrent
+// writers and its failure undoes the batch.
+const advanceSQL = "SELECT projection_advance($1, $2, $3, $4, $5, $6)"
+
+// queueAdvance queues the checkpoint advance from expected to last.
+func (r *Runner) queueAdvance(b *pgx.Batch, expected, last uint64) {
+	key := lockKey(r.p.Name())
+	b.Queue(advanceSQL, r.p.Name(), int64(expected), int64(last), r.lockPID, int64(uint64(key)>>32), int64(uint32(key)))
+}
+
+// failed classifies a failed batch: a moved checkpoint restarts the
+// runner; a lock no longer held by its session makes it stand by.
+func (r *Runner) failed(ctx context.Context, err error) error {
+	var pgErr *pgconn.PgError
+	switch {
+	case errors.As(err, &pgErr) && pgErr.Code == "MA001":
+		return errRestart
+	case errors.As(err, &pgErr) && pgErr.Code == "MA002":
+		return fmt.Errorf("%w: %w", errLockLost, err)
+	case ctx.Err() != nil:
+		return ctx.Err()
+	}
+	return fmt.Errorf("apply %s: %w", r.p.Name(), err)
+}
+
+// commitBatch is one attempt of applyBatch. Normally it is one round trip:
+// the checkpoint advance, the quarantine rows of undecodable messages and
+// the projection's statements, pipelined as one implicit transaction. With
+// isolate, each event is applied under its own savepoint of an explicit
+// transaction and one that fails with an undeliverable error is rolled
+// back, recorded in projection_quarantine and skipped: the skip and the
+// checkpoint commit together or not at all. Which events fail depends only
+// on the events before them, so a rebuild quarantines the same ones.
 func (r *Runner) commitBatch(ctx context.Context, expected uint64, batch []events.Envelope, isolate bool) (uint64, error) {
-	tx, err := r.pool.Begin(ctx)
-	if err != nil {
-		return expected, fmt.Errorf("begin: %w", err)
-	}
-	defer tx.Rollback(context.Background()) //nolint:errcheck // no-op after commit
-	var cp int64
-	if err := tx.QueryRow(ctx, "SELECT last_seq FROM projection_checkpoints WHERE name = $1 FOR UPDATE", r.p.Name()).Scan(&cp); err != nil {
-		return expected, fmt.Errorf("lock checkpoint: %w", err)
-	}
-	// The lock first: an orphan whose lock is gone must say so, not just
-	// restart because the new holder moved the checkpoint.
-	if err := r.checkLock(ctx); err != nil {
-		return expected, err
-	}
-	if uint64(cp) != expected {
-		return expected, errRestart
-	}
 	fresh := make([]events.Envelope, 0, len(batch))
 	for _, e := range batch {
-		if e.Sequence > uint64(cp) {
+		if e.Sequence > expected {
 			fresh = append(fresh, e)
 		}
 	}
 	if len(fresh) == 0 {
 		return expected, nil
 	}
-	var skipped []quarantined
 	last := fresh[len(fresh)-1].Sequence
+	b := &pgx.Batch{}
+	r.queueAdvance(b, expected, last)
+	var skipped []quarantined
 	decoded := fresh
 	if len(r.undecodable) > 0 {
 		decoded = make([]events.Envelope, 0, len(fresh))
@@ -317,37 +336,37 @@ func (r *Runner) commitBatch(ctx context.Context, expected uint64, batch []event
 				decoded = append(decoded, e)
 				continue
 			}
-			q, err := r.quarantine(ctx, tx, e, bad)
-			if err != nil {
-				return expected, err
-			}
-			skipped = append(skipped, *q)
+			skipped = append(skipped, r.queueQuarantine(b, e, bad))
 		}
 	}
-	switch {
-	case isolate:
+	if !isolate {
+		if err := r.p.Queue(b, decoded); err != nil {
+			return expected, fmt.Errorf("apply %s: %w", r.p.Name(), err)
+		}
+		if err := r.pool.SendBatch(ctx, b).Close(); err != nil {
+			return expected, r.failed(ctx, err)
+		}
+	} else {
+		tx, err := r.pool.Begin(ctx)
+		if err != nil {
+			return expected, r.failed(ctx, fmt.Errorf("begin: %w", err))
+		}
+		defer tx.Rollback(context.Background()) //nolint:errcheck // no-op after commit
+		if err := tx.SendBatch(ctx, b).Close(); err != nil {
+			return expected, r.failed(ctx, err)
+		}
 		for _, e := range decoded {
 			q, err := r.applyOne(ctx, tx, e)
 			if err != nil {
-				return expected, err
+				return expected, r.failed(ctx, err)
 			}
 			if q != nil {
 				skipped = append(skipped, *q)
 			}
 		}
-	case len(decoded) > 0:
-		if err := r.p.Apply(ctx, tx, decoded); err != nil {
-			return expected, fmt.Errorf("apply %s: %w", r.p.Name(), err)
+		if err := tx.Commit(ctx); err != nil {
+			return expected, r.failed(ctx, fmt.Errorf("commit: %w", err))
 		}
-	}
-	if _, err := tx.Exec(ctx, "UPDATE projection_checkpoints SET last_seq = $2, updated_at = now() WHERE name = $1", r.p.Name(), int64(last)); err != nil {
-		return expected, fmt.Errorf("advance checkpoint: %w", err)
-	}
-	if _, err := tx.Exec(ctx, "SELECT pg_notify($1, $2)", NotifyChannel, fmt.Sprintf("%s:%d", r.p.Name(), last)); err != nil {
-		return expected, fmt.Errorf("notify: %w", err)
-	}
-	if err := tx.Commit(ctx); err != nil {
-		return expected, fmt.Errorf("commit: %w", err)
 	}
 	for seq := range r.undecodable {
 		if seq <= last {
@@ -371,7 +390,11 @@ func (r *Runner) applyOne(ctx context.Context, tx pgx.Tx, e events.Envelope) (*q
 	if err != nil {
 		return nil, fmt.Errorf("savepoint: %w", err)
 	}
-	applyErr := r.p.Apply(ctx, sp, []events.Envelope{e})
+	b := &pgx.Batch{}
+	applyErr := r.p.Queue(b, []events.Envelope{e})
+	if applyErr == nil && b.Len() > 0 {
+		applyErr = sp.SendBatch(ctx, b).Close()
+	}
 	if applyErr == nil {
 		if err := sp.Commit(ctx); err != nil {
 			return nil, fmt.Errorf("release savepoint: %w", err)
@@ -384,33 +407,32 @@ func (r *Runner) applyOne(ctx context.Context, tx pgx.Tx, e events.Envelope) (*q
 	if !Undeliverable(applyErr) {
 		return nil, fmt.Errorf("apply %s seq %d: %w", r.p.Name(), e.Sequence, applyErr)
 	}
-	return r.quarantine(ctx, tx, e, applyErr)
-}
-
-// quarantine records that the projection skips e because of cause. The
-// error text (stored, and printed by the CLI) and the event's own id, type
-// and subject are cleaned alike: a message that is in the quarantine because
-// its headers are broken must not break the insert too.
-func (r *Runner) quarantine(ctx context.Context, tx pgx.Tx, e events.Envelope, cause error) (*quarantined, error) {
-	q := &quarantined{e: e, sqlstate: sqlState(cause)}
-	if _, err := tx.Exec(ctx, `INSERT INTO projection_quarantine (projection, seq, event_id, type, subject, sqlstate, error)
-		VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (projection, seq) DO NOTHING`,
-		r.p.Name(), int64(e.Sequence), plain(e.ID), plain(e.Type), plain(e.Subject), q.sqlstate, plain(cause.Error())); err != nil {
+	qb := &pgx.Batch{}
+	q := r.queueQuarantine(qb, e, applyErr)
+	if err := tx.SendBatch(ctx, qb).Close(); err != nil {
 		return nil, fmt.Errorf("quarantine %s seq %d: %w", r.p.Name(), e.Sequence, err)
 	}
-	return q, nil
+	return &q, nil
+}
+
+// queueQuarantine queues the record that the projection skips e because of
+// cause. The error text (stored, and printed by the CLI) and the event's own
+// id, type and subject are cleaned alike: a message that is in the
+// quarantine because its headers are broken must not break the insert too.
+func (r *Runner) queueQuarantine(b *pgx.Batch, e events.Envelope, cause error) quarantined {
+	q := quarantined{e: e, sqlstate: sqlState(cause)}
+	b.Queue(`INSERT INTO projection_quarantine (projection, seq, event_id, type, subject, sqlstate, error)
+		VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (projection, seq) DO NOTHING`,
+		r.p.Name(), int64(e.Sequence), plain(e.ID), plain(e.Type), plain(e.Subject), q.sqlstate, plain(cause.Error()))
+	return q
 }
 
 // checkLock makes sure the session holding the advisory lock is still
-// there: a session-level lock lasts as long as its session, so a session
-// that answers still holds it. In a batch this runs after the checkpoint row
-// is locked: a standby can take the lock over only after the answer, and
-// cannot commit before this transaction ends (it waits for the checkpoint
-// row), so once a new holder has committed, the old one never commits
-// again. A ping is one round trip on an otherwise idle connection; reading
-// pg_locks for the session's pid gives the same guarantee but scans the
-// server's whole lock table on every batch. Runners driven without Run
-// (tests applying batches directly) hold no lock and skip this.
+// there (a session-level lock lasts as long as its session, so a session
+// that answers still holds it). Batches check the lock inside their own
+// transaction (projection_advance); an idle runner pings the session now
+// and then to notice a lost lock and stand by. Runners driven without Run
+// hold no lock and skip this.
 func (r *Runner) checkLock(ctx context.Context) error {
 	if r.lock == nil {
 		return nil

@@ -21,7 +21,7 @@ import (
 )
 
 // Scenarios are the measurement groups, in run order.
-var Scenarios = []string{"append", "visible", "http", "registry", "rebuild", "artifacts"}
+var Scenarios = []string{"serve", "append", "visible", "http", "registry", "rebuild", "artifacts"}
 
 // Config sizes the run. The defaults finish in a few minutes on 2 cores.
 type Config struct {
@@ -36,13 +36,21 @@ type Config struct {
 	ArtifactMiB   int64    // size of the artifact uploaded and downloaded
 	ArtifactS3    bool     // also through S3 (gofakes3 in this process)
 	Only          []string // scenarios to run; empty = all
-	Log           io.Writer
+	// MaestroBin is the binary the serve scenario runs; empty builds
+	// ./cmd/maestro of this module (pass an older build to compare).
+	MaestroBin string
+	// Phase is how long each load phase of the serve scenario runs.
+	Phase time.Duration
+	// ProfileDir, when set, receives the server's CPU and allocation
+	// profiles of each serve phase (from its MAESTRO_DEBUG_ADDR listener).
+	ProfileDir string
+	Log        io.Writer
 }
 
 // DefaultConfig is what `make bench` runs.
 func DefaultConfig() Config {
 	return Config{Appends: 5000, Concurrency: 16, Visible: 1000, RebuildEvents: 100_000, FillWorkers: 8,
-		HTTPClients: 8, HTTPLogins: 2000, HTTPMe: 10_000, ArtifactMiB: 1024, Log: os.Stderr}
+		HTTPClients: 8, HTTPLogins: 2000, HTTPMe: 10_000, ArtifactMiB: 1024, Phase: 10 * time.Second, Log: os.Stderr}
 }
 
 type runner struct {
@@ -92,6 +100,10 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 		return nil
 	}
 	runErr := func() error {
+		// First, on a quiet machine: the goals of the command path.
+		if err := step("serve", func() error { return r.benchServe(ctx) }); err != nil {
+			return err
+		}
 		if err := step("append", func() error { return r.benchAppend(ctx) }); err != nil {
 			return err
 		}

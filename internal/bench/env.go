@@ -63,7 +63,14 @@ func newEnv(ctx context.Context, logf func(string, ...any)) (_ *env, err error) 
 	start := time.Now()
 	sctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
-	c, err := pgcluster.Start(sctx, pgcluster.Options{Dir: filepath.Join(dir, "postgres")})
+	// pg_stat_statements counts the SQL of each command (serve scenario);
+	// a server without the module starts without it.
+	pgDir := filepath.Join(dir, "postgres")
+	c, err := pgcluster.Start(sctx, pgcluster.Options{Dir: pgDir, Settings: map[string]string{"shared_preload_libraries": "pg_stat_statements"}})
+	if err != nil {
+		logf("postgres: no pg_stat_statements (%v); starting without it", err)
+		c, err = pgcluster.Start(sctx, pgcluster.Options{Dir: pgDir})
+	}
 	if err != nil {
 		return nil, err
 	}

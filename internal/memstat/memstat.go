@@ -54,20 +54,27 @@ func (h *HeapPeak) Stop() uint64 {
 // ResetPeakRSS sets VmHWM back to the current RSS (Linux: clear_refs 5), so
 // the next PeakRSS is the caller's own peak. It reports whether that worked;
 // if not, peaks are cumulative since process start.
-func ResetPeakRSS() bool {
-	return os.WriteFile("/proc/self/clear_refs", []byte("5"), 0) == nil
+func ResetPeakRSS() bool { return ResetPeakRSSOf("self") }
+
+// ResetPeakRSSOf is ResetPeakRSS for process pid ("self" or a number).
+func ResetPeakRSSOf(pid string) bool {
+	return os.WriteFile("/proc/"+pid+"/clear_refs", []byte("5"), 0) == nil
 }
 
 // PeakRSS is VmHWM from /proc/self/status in KiB (0 if unavailable).
-func PeakRSS() int64 {
-	f, err := os.Open("/proc/self/status")
+func PeakRSS() int64 { return Status("self", "VmHWM") }
+
+// Status is one "kB" field of /proc/<pid>/status (VmRSS, VmHWM) in KiB, 0
+// if unavailable.
+func Status(pid, field string) int64 {
+	f, err := os.Open("/proc/" + pid + "/status")
 	if err != nil {
 		return 0
 	}
 	defer f.Close()
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "VmHWM:"); ok {
+		if v, ok := strings.CutPrefix(sc.Text(), field+":"); ok {
 			n, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
 			return n
 		}

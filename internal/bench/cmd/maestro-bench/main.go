@@ -17,6 +17,7 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/maestro-ml/maestro/internal/bench"
 )
@@ -33,10 +34,17 @@ func main() {
 	flag.IntVar(&cfg.HTTPMe, "http-me", cfg.HTTPMe, "GET /auth/me requests in total")
 	flag.Int64Var(&cfg.ArtifactMiB, "artifact-mib", cfg.ArtifactMiB, "MiB of the artifact uploaded and downloaded through the HTTP API")
 	flag.BoolVar(&cfg.ArtifactS3, "artifact-s3", cfg.ArtifactS3, "also measure artifacts on S3 (gofakes3 in this process, in memory: about 4× the artifact in RAM)")
+	flag.StringVar(&cfg.MaestroBin, "maestro-bin", "", "maestro binary for the serve scenario (default: build ./cmd/maestro)")
+	flag.DurationVar(&cfg.Phase, "phase", cfg.Phase, "length of each load phase of the serve scenario")
+	flag.StringVar(&cfg.ProfileDir, "profile", "", "directory for the server's CPU and allocation profiles of each serve phase")
 	only := flag.String("only", "", "comma-separated scenarios to run ("+strings.Join(bench.Scenarios, ",")+"); empty = all")
 	flag.Parse()
 	if *only != "" {
 		cfg.Only = strings.Split(*only, ",")
+	}
+	if cfg.Phase < time.Second {
+		fmt.Fprintln(os.Stderr, "maestro-bench: -phase must be at least 1s")
+		os.Exit(2)
 	}
 	for _, v := range []int{cfg.Appends, cfg.Concurrency, cfg.Visible, cfg.RebuildEvents, cfg.FillWorkers, cfg.HTTPClients, cfg.HTTPLogins, cfg.HTTPMe, int(cfg.ArtifactMiB)} {
 		if v <= 0 {
