@@ -209,6 +209,10 @@ func (s *Server) endpoint(rt Route) http.Handler {
 			// respondCommand reads the route's Await from here (awaitNames).
 			ctx = context.WithValue(ctx, ctxAwait, await)
 		}
+		if rt.Command {
+			// The event store notes what the command stored (waitApplied).
+			ctx, _ = events.WithReceipt(ctx)
+		}
 		r = r.WithContext(ctx)
 		r.Body = http.MaxBytesReader(w, r.Body, limit)
 		h.ServeHTTP(w, r)
@@ -440,8 +444,16 @@ func awaitNames(r *http.Request) []string {
 }
 
 // waitApplied waits, bounded by WaitTimeout, until the named projections
-// have applied seq, and reports whether they did.
+// have applied seq, and reports whether they did. For a command whose
+// receipt names the event types it stored, only the named projections that
+// handle one of them are waited for: the others have nothing of the
+// command's to apply, and pass over its events lazily (RunnerConfig.Pass).
 func (s *Server) waitApplied(ctx context.Context, seq uint64, names ...string) bool {
+	if rc, ok := events.ReceiptFrom(ctx); ok {
+		if types := rc.Types(); len(types) > 0 {
+			names = projections.Handling(names, types)
+		}
+	}
 	ctx, cancel := context.WithTimeout(ctx, s.deps.WaitTimeout)
 	defer cancel()
 	return s.deps.Waiter.Wait(ctx, seq, names...)

@@ -2,8 +2,10 @@ package auth
 
 import (
 	"crypto/ed25519"
+	"crypto/sha256"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
@@ -87,7 +89,18 @@ type Tokens struct {
 	keys   *KeySet
 	cfg    TokenConfig
 	parser *jwt.Parser
+
+	// verified remembers access tokens that passed Verify, by the SHA-256
+	// of the token: an Ed25519 check is most of an authenticated request's
+	// CPU, and a client sends the same token for up to AccessTTL. A hit is
+	// only taken before the token's expiry by the same clock; revocation is
+	// the session check's job, not the signature's.
+	mu       sync.Mutex
+	verified map[[sha256.Size]byte]Claims
 }
+
+// verifiedMax bounds the verified-token cache (cleared when full).
+const verifiedMax = 10_000
 
 // NewTokens validates cfg up front so a misconfiguration fails at start-up
 // instead of producing tokens that are too long-lived or unverifiable.
@@ -178,6 +191,32 @@ func (t *Tokens) Issue(kind TokenKind, subject, sessionID string, generation int
 // ErrInvalidToken (and, where one applies, the jwt package's sentinel such
 // as jwt.ErrTokenExpired); the message is for logs only.
 func (t *Tokens) Verify(token string, want TokenKind) (Claims, error) {
+	if want != TokenAccess || len(token) > MaxTokenLength {
+		return t.verify(token, want)
+	}
+	key := sha256.Sum256([]byte(token))
+	now := t.cfg.Now()
+	t.mu.Lock()
+	c, ok := t.verified[key]
+	t.mu.Unlock()
+	if ok && c.ExpiresAt != nil && now.Before(c.ExpiresAt.Time) && (c.NotBefore == nil || !now.Before(c.NotBefore.Time)) {
+		return c, nil
+	}
+	c, err := t.verify(token, want)
+	if err != nil || c.ExpiresAt == nil {
+		return c, err
+	}
+	t.mu.Lock()
+	if t.verified == nil || len(t.verified) >= verifiedMax {
+		t.verified = map[[sha256.Size]byte]Claims{}
+	}
+	t.verified[key] = c
+	t.mu.Unlock()
+	return c, nil
+}
+
+// verify is Verify without the cache.
+func (t *Tokens) verify(token string, want TokenKind) (Claims, error) {
 	wantTyp, ok := want.headerType()
 	if !ok {
 		return Claims{}, fmt.Errorf("%w: caller asked for unknown kind %q", ErrInvalidToken, want)

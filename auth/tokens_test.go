@@ -459,3 +459,33 @@ func TestSigningKeyModeRule(t *testing.T) {
 		}
 	}
 }
+
+// Verified access tokens are remembered (a repeat costs no signature
+// check), but never past their expiry, never for another kind, and never
+// for a token that differs in a single byte.
+func TestVerifyRemembersOnlyWhatItVerified(t *testing.T) {
+	tk, _, clock := newTestTokens(t)
+	s, _, err := tk.Issue(TokenAccess, "user-1", "sess-1", 0, time.Time{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		if c, err := tk.Verify(s, TokenAccess); err != nil || c.Subject != "user-1" || c.SessionID != "sess-1" {
+			t.Fatalf("verify: %+v %v", c, err)
+		}
+	}
+	if len(tk.verified) != 1 {
+		t.Fatalf("%d tokens remembered, want 1", len(tk.verified))
+	}
+	_, err = tk.Verify(s, TokenRefresh)
+	requireInvalid(t, err)
+	bad := []byte(s)
+	bad[len(bad)-2] ^= 1
+	_, err = tk.Verify(string(bad), TokenAccess)
+	requireInvalid(t, err)
+	clock.now = clock.now.Add(10*time.Minute + clockLeeway + time.Second)
+	_, err = tk.Verify(s, TokenAccess)
+	if !errors.Is(err, jwt.ErrTokenExpired) {
+		t.Fatalf("a remembered token verified after its expiry: %v", err)
+	}
+}

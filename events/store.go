@@ -133,6 +133,16 @@ func (s *Store) LastSequence(ctx context.Context) (uint64, error) {
 // of them: the caller must answer from them, since what it appended now was
 // decided again and may differ.
 func (s *Store) Append(ctx context.Context, batch ...Append) (uint64, error) {
+	seq, err := s.appendBatch(ctx, batch)
+	if dup := StoredDuplicate(err); dup != nil {
+		note(ctx, dup, func(e Envelope) string { return e.Type })
+	} else if err == nil {
+		note(ctx, batch, func(a Append) string { return a.Event.Type })
+	}
+	return seq, err
+}
+
+func (s *Store) appendBatch(ctx context.Context, batch []Append) (uint64, error) {
 	switch len(batch) {
 	case 0:
 		return 0, errors.New("events: empty append")

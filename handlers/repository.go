@@ -82,14 +82,7 @@ func (r *Repository[S]) Load(ctx context.Context, subject string) (S, uint64, er
 		}
 	}
 	if len(evs) > 0 {
-		r.mu.Lock()
-		if len(r.cache) >= r.max {
-			clear(r.cache) // crude but bounded; hot aggregates come back quickly
-		}
-		if cur := r.cache[subject]; cur.version < version {
-			r.cache[subject] = versioned[S]{state: state, version: version}
-		}
-		r.mu.Unlock()
+		r.remember(subject, state, version)
 	}
 	return state, version, nil
 }
@@ -163,13 +156,27 @@ func (r *Repository[S]) Update(ctx context.Context, subject string, meta events.
 	var seq uint64
 	var state S
 	var stored []events.Envelope
+	var batch []events.Append
+	optimistic := true
 	err = Retry(ctx, func() error {
-		s, v, err := r.Load(ctx, subject)
+		// The first attempt decides on the cached state without asking the
+		// store for the subject's last sequence: the append's expected
+		// sequence rejects it if the aggregate moved on (rule 2), and only
+		// then is the state reloaded. A refusal or a no-op decided on the
+		// cache is checked against the stored state before it is answered.
+		s, v, verified, err := r.loadForDecide(ctx, subject, optimistic)
 		if err != nil {
 			return err
 		}
-		state = s
+		optimistic = false
 		changes, versions, err := decide(s, v, false)
+		if !verified && (err != nil || len(changes) == 0) {
+			if s, v, err = r.Load(ctx, subject); err != nil {
+				return err
+			}
+			changes, versions, err = decide(s, v, false)
+		}
+		state = s
 		if err != nil || len(changes) == 0 {
 			return err
 		}
@@ -177,7 +184,10 @@ func (r *Repository[S]) Update(ctx context.Context, subject string, meta events.
 			versions = map[string]uint64{}
 		}
 		versions[subject] = v
-		seq, stored, err = CommitStored(ctx, r.store, meta, versions, changes)
+		if batch, err = Build(meta, versions, changes...); err != nil {
+			return err
+		}
+		seq, stored, err = appendStored(ctx, r.store, batch)
 		return err
 	})
 	if err != nil {
@@ -189,8 +199,70 @@ func (r *Repository[S]) Update(ctx context.Context, subject string, meta events.
 	if seq == 0 {
 		return state, seq, nil
 	}
+	if after, ok := r.evolveAppended(state, subject, batch, seq); ok {
+		return after, seq, nil
+	}
 	state, _, err = r.Load(ctx, subject)
 	return state, seq, err
+}
+
+// loadForDecide is the state a decision starts from: with optimistic, the
+// cached state when there is one (verified false: the store was not asked),
+// otherwise Load's.
+func (r *Repository[S]) loadForDecide(ctx context.Context, subject string, optimistic bool) (S, uint64, bool, error) {
+	if optimistic {
+		r.mu.Lock()
+		c, ok := r.cache[subject]
+		r.mu.Unlock()
+		if ok {
+			return c.state, c.version, false, nil
+		}
+	}
+	s, v, err := r.Load(ctx, subject)
+	return s, v, true, err
+}
+
+// evolveAppended folds the events just appended into state, the state they
+// were decided on, and caches the result: no reload from the store. It only
+// does so when the subject's one event is the batch's last, so its stream
+// sequence is the append's (an atomic batch names only its last); the
+// event goes through the codec first, so the state is what a reload would
+// fold (times in UTC, nanoseconds as stored).
+func (r *Repository[S]) evolveAppended(state S, subject string, batch []events.Append, seq uint64) (S, bool) {
+	n := 0
+	for _, a := range batch {
+		if a.Event.Subject == subject {
+			n++
+		}
+	}
+	if n != 1 || batch[len(batch)-1].Event.Subject != subject {
+		return state, false
+	}
+	m := events.ToMsg(batch[len(batch)-1].Event)
+	e, err := events.FromHeaders(m.Subject, m.Header, m.Data, seq)
+	if err != nil {
+		return state, false
+	}
+	if r.clone != nil {
+		state = r.clone(state)
+	}
+	if state, err = r.evolve(state, e); err != nil {
+		return state, false
+	}
+	r.remember(subject, state, seq)
+	return state, true
+}
+
+// remember caches state at version unless a later version is cached.
+func (r *Repository[S]) remember(subject string, state S, version uint64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.cache) >= r.max {
+		clear(r.cache) // crude but bounded; hot aggregates come back quickly
+	}
+	if cur := r.cache[subject]; cur.version < version {
+		r.cache[subject] = versioned[S]{state: state, version: version}
+	}
 }
 
 // priorAttemptSkew widens the search for a dead attempt's events for clock
@@ -311,6 +383,11 @@ func CommitStored(ctx context.Context, store *events.Store, meta events.Meta, ve
 	if err != nil {
 		return 0, nil, err
 	}
+	return appendStored(ctx, store, batch)
+}
+
+// appendStored appends a built batch; see CommitStored.
+func appendStored(ctx context.Context, store *events.Store, batch []events.Append) (uint64, []events.Envelope, error) {
 	seq, err := store.Append(ctx, batch...)
 	if stored := events.StoredDuplicate(err); stored != nil {
 		return seq, stored, nil

@@ -208,8 +208,8 @@ func Start(ctx context.Context, cfg Config) (_ *Platform, err error) {
 			return nil, err
 		}
 	}
-	p.Queries = projections.NewQueries(p.Pool)
 	p.Waiter = projections.NewWaiter(p.Pool)
+	p.Queries = projections.NewQueries(p.Pool).CacheWith(p.Waiter)
 
 	rctx, cancel := context.WithCancel(context.Background())
 	p.cancel = cancel

@@ -1,7 +1,6 @@
 package projections
 
 import (
-
 	"github.com/jackc/pgx/v5"
 
 	"github.com/maestro-ml/maestro/events"
@@ -16,6 +15,21 @@ func (Users) Name() string { return "users" }
 // Tables implements Projection.
 func (Users) Tables() []string { return []string{"users"} }
 
+// Handles implements Projection.
+func (Users) Handles(t string) bool {
+	switch t {
+	case events.UserRegistered, events.UserRoleChanged, events.UserDeactivated, events.UserReactivated:
+		return true
+	}
+	return false
+}
+
+// queueInvalidate announces that rows of kind ("user", "session") id
+// changed (InvalidateChannel), for the read caches (Queries.CacheWith).
+func queueInvalidate(b *pgx.Batch, kind, id string) {
+	b.Queue("SELECT pg_notify($1, $2)", InvalidateChannel, kind+":"+id)
+}
+
 // Queue implements Projection.
 func (Users) Queue(b *pgx.Batch, evs []events.Envelope) error {
 	for _, e := range evs {
@@ -27,12 +41,14 @@ func (Users) Queue(b *pgx.Batch, evs []events.Envelope) error {
 			}
 			b.Queue(`INSERT INTO users (id, email, name, role, active, created_at, updated_at, created_seq, updated_seq)
 				VALUES ($1, $2, $3, $4, true, $5, $5, $6, $6)`, d.UserID, d.Email, d.Name, d.Role, e.Time, int64(e.Sequence))
+			queueInvalidate(b, "user", d.UserID)
 		case events.UserRoleChanged:
 			var d events.UserRoleChangedData
 			if err := e.Decode(&d); err != nil {
 				return err
 			}
 			b.Queue(`UPDATE users SET role = $2, updated_at = $3, updated_seq = $4 WHERE id = $1`, d.UserID, d.To, e.Time, int64(e.Sequence))
+			queueInvalidate(b, "user", d.UserID)
 		case events.UserDeactivated, events.UserReactivated:
 			var d events.UserActivationData
 			if err := e.Decode(&d); err != nil {
@@ -40,6 +56,7 @@ func (Users) Queue(b *pgx.Batch, evs []events.Envelope) error {
 			}
 			b.Queue(`UPDATE users SET active = $2, updated_at = $3, updated_seq = $4 WHERE id = $1`,
 				d.UserID, e.Type == events.UserReactivated, e.Time, int64(e.Sequence))
+			queueInvalidate(b, "user", d.UserID)
 		}
 	}
 	return nil
@@ -53,6 +70,15 @@ func (Sessions) Name() string { return "sessions" }
 
 // Tables implements Projection.
 func (Sessions) Tables() []string { return []string{"sessions"} }
+
+// Handles implements Projection.
+func (Sessions) Handles(t string) bool {
+	switch t {
+	case events.SessionStarted, events.SessionRefreshed, events.SessionRevoked, events.UserDeactivated:
+		return true
+	}
+	return false
+}
 
 // Queue implements Projection.
 func (Sessions) Queue(b *pgx.Batch, evs []events.Envelope) error {
@@ -77,6 +103,7 @@ func (Sessions) Queue(b *pgx.Batch, evs []events.Envelope) error {
 				return err
 			}
 			b.Queue(`UPDATE sessions SET revoked_at = $2, revoked_reason = $3 WHERE id = $1 AND revoked_at IS NULL`, d.SessionID, e.Time, d.Reason)
+			queueInvalidate(b, "session", d.SessionID)
 		case events.UserDeactivated:
 			// Deactivation ends every session of the user at once.
 			var d events.UserActivationData
@@ -85,6 +112,7 @@ func (Sessions) Queue(b *pgx.Batch, evs []events.Envelope) error {
 			}
 			b.Queue(`UPDATE sessions SET revoked_at = $2, revoked_reason = $3 WHERE user_id = $1 AND revoked_at IS NULL`,
 				d.UserID, e.Time, events.RevokedUserDisabled)
+			queueInvalidate(b, "user", d.UserID)
 		}
 	}
 	return nil

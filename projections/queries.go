@@ -19,10 +19,36 @@ import (
 // Queries are the read side the API uses; they read Postgres only.
 type Queries struct {
 	pool *pgxpool.Pool
+	// live, when set, says the Waiter feeding the caches listens; the
+	// caches are bypassed otherwise (nil: no caching).
+	live     func() bool
+	sessions *readCache[SessionPrincipal]
+	users    *readCache[User]
 }
 
 // NewQueries returns queries over pool.
 func NewQueries(pool *pgxpool.Pool) *Queries { return &Queries{pool: pool} }
+
+// CacheWith makes Session and User answer from memory while w listens for
+// the projections' notifications, which drop a cached row in the
+// transaction that changes it (InvalidateChannel). A revoked session is then
+// refused by this process as soon as the revoking request's wait has seen
+// the sessions checkpoint, as without the cache; another API instance
+// refuses it as soon as the notification reaches it (milliseconds).
+func (q *Queries) CacheWith(w *Waiter) *Queries {
+	q.sessions, q.users = newReadCache[SessionPrincipal](), newReadCache[User]()
+	q.live = w.Live
+	w.onInvalidate(func(kind, id string) {
+		q.sessions.invalidate(kind, id)
+		q.users.invalidate(kind, id)
+	}, func() {
+		q.sessions.reset()
+		q.users.reset()
+	})
+	return q
+}
+
+func (q *Queries) caching() bool { return q.live != nil && q.live() }
 
 // ErrNotFound is returned when a row does not exist.
 var ErrNotFound = errors.New("not found")
@@ -41,12 +67,24 @@ type SessionPrincipal struct {
 
 // Session looks up a session and its user.
 func (q *Queries) Session(ctx context.Context, sessionID string) (SessionPrincipal, error) {
+	var gen uint64
+	caching := q.caching()
+	if caching {
+		var p SessionPrincipal
+		var ok bool
+		if p, ok, gen = q.sessions.get(sessionID); ok {
+			return p, nil
+		}
+	}
 	var p SessionPrincipal
 	err := q.pool.QueryRow(ctx, `SELECT u.id, u.email, u.role, u.active, s.revoked_at IS NOT NULL
 		FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.id = $1`, sessionID).
 		Scan(&p.UserID, &p.Email, &p.Role, &p.Active, &p.Revoked)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return p, ErrNotFound
+	}
+	if err == nil && caching {
+		q.sessions.put(sessionID, p.UserID, p, gen)
 	}
 	return p, err
 }
@@ -75,7 +113,20 @@ func scanUser(row pgx.Row) (User, error) {
 
 // User returns one user.
 func (q *Queries) User(ctx context.Context, id string) (User, error) {
-	return scanUser(q.pool.QueryRow(ctx, "SELECT "+userCols+" FROM users WHERE id = $1", id))
+	var gen uint64
+	caching := q.caching()
+	if caching {
+		var u User
+		var ok bool
+		if u, ok, gen = q.users.get(id); ok {
+			return u, nil
+		}
+	}
+	u, err := scanUser(q.pool.QueryRow(ctx, "SELECT "+userCols+" FROM users WHERE id = $1", id))
+	if err == nil && caching {
+		q.users.put(id, id, u, gen)
+	}
+	return u, err
 }
 
 // Page is a list of items and the token of the next page ("" at the end).

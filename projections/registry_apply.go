@@ -18,6 +18,16 @@ func (Projects) Name() string { return "projects" }
 // Tables implements Projection.
 func (Projects) Tables() []string { return []string{"projects", "project_members"} }
 
+// Handles implements Projection.
+func (Projects) Handles(t string) bool {
+	switch t {
+	case events.ProjectCreated, events.ProjectUpdated, events.ProjectArchived, events.ProjectRestored,
+		events.ProjectMemberSet, events.ProjectMemberRemoved:
+		return true
+	}
+	return false
+}
+
 // Queue implements Projection.
 func (Projects) Queue(b *pgx.Batch, evs []events.Envelope) error {
 	for _, e := range evs {
@@ -81,10 +91,13 @@ func jsonOrNil[M ~map[string]V, V any](m M) ([]byte, error) {
 	return json.Marshal(m)
 }
 
+// Handles implements Projection.
+func (Models) Handles(t string) bool { return strings.HasPrefix(t, "maestro.model.") }
+
 // Queue implements Projection.
 func (Models) Queue(b *pgx.Batch, evs []events.Envelope) error {
 	for _, e := range evs {
-		if !strings.HasPrefix(e.Type, "maestro.model.") {
+		if !(Models{}).Handles(e.Type) {
 			continue
 		}
 		var head struct {
@@ -96,7 +109,7 @@ func (Models) Queue(b *pgx.Batch, evs []events.Envelope) error {
 		if err := applyModelEvent(b, e); err != nil {
 			return err
 		}
-		if e.Type != events.ModelCreated {
+		if e.Type != events.ModelCreated && e.Type != events.ModelVersionRegistered {
 			b.Queue(`UPDATE models SET updated_at = $2, updated_seq = $3 WHERE id = $1`, head.ModelID, e.Time, int64(e.Sequence))
 		}
 	}
@@ -145,7 +158,8 @@ func applyModelEvent(b *pgx.Batch, e events.Envelope) error {
 		}
 		b.Queue(`INSERT INTO model_versions (model_id, version, description, tags, source, run_id, metrics, signature, stage, created_at, updated_at)
 			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'none', $9, $9)`, d.ModelID, d.Version, d.Description, tags, d.Source, d.RunID, metrics, sig, e.Time)
-		b.Queue(`UPDATE models SET latest_version = GREATEST(latest_version, $2) WHERE id = $1`, d.ModelID, d.Version)
+		b.Queue(`UPDATE models SET latest_version = GREATEST(latest_version, $2), updated_at = $3, updated_seq = $4 WHERE id = $1`,
+			d.ModelID, d.Version, e.Time, int64(e.Sequence))
 	case events.ModelVersionUpdated:
 		var d events.ModelVersionUpdatedData
 		if err := e.Decode(&d); err != nil {

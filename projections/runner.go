@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"hash/fnv"
 	"log/slog"
+	"math/rand/v2"
+	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -25,6 +27,10 @@ type Projection interface {
 	Name() string
 	// Tables lists the tables it owns; rebuild truncates them.
 	Tables() []string
+	// Handles reports whether events of this type change the read model.
+	// The runner records other events' sequences in batches, and commands
+	// wait only for projections that handle one of their events.
+	Handles(eventType string) bool
 	// Queue adds to b the statements that apply evs (in stream order). It
 	// only queues, never reads: the runner sends them behind the checkpoint
 	// advance as one pipelined, implicit transaction (one round trip).
@@ -40,6 +46,10 @@ type RunnerConfig struct {
 	BatchSize int           // events per transaction at most (default 500)
 	Standby   time.Duration // how often a standby retries the lock (default 2s)
 	Idle      time.Duration // how often an idle runner re-checks its checkpoint (default 1s)
+	// Pass is how long a runner may hold back the checkpoint advance over
+	// events it does not handle (default 20ms), so a busy stream of other
+	// projections' events costs it one statement per Pass, not per event.
+	Pass   time.Duration
 	Logger    *slog.Logger
 }
 
@@ -53,10 +63,11 @@ type Runner struct {
 	// to crash a worker between commit and acknowledgement.
 	afterCommit func(last uint64) error
 	// lock is the session holding this runner's advisory lock while it is
-	// active (nil when not), and lockPID its backend pid (0 when not):
-	// every batch checks that this session still holds the lock.
-	lock    *pgxpool.Conn
-	lockPID int32
+	// active (nil when not). It also holds a second advisory lock on the
+	// random key holder (0 when not active), which every batch probes to
+	// make sure the session is still there (projection_advance).
+	lock   *pgxpool.Conn
+	holder int64
 	// undecodable holds, by stream sequence, messages of the current batch
 	// whose CloudEvents headers do not parse (only a NATS client with the
 	// platform's credentials can publish one): they are quarantined like
@@ -74,6 +85,9 @@ func NewRunner(pool *pgxpool.Pool, store *events.Store, p Projection, cfg Runner
 	}
 	if cfg.Idle <= 0 {
 		cfg.Idle = time.Second
+	}
+	if cfg.Pass <= 0 {
+		cfg.Pass = 20 * time.Millisecond
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -135,23 +149,26 @@ func (r *Runner) runLocked(ctx context.Context, log *slog.Logger) error {
 	defer conn.Release()
 	var got bool
 	key := lockKey(r.p.Name())
-	var pid int32
-	if err := conn.QueryRow(ctx, "SELECT pg_try_advisory_lock($1), pg_backend_pid()", key).Scan(&got, &pid); err != nil {
+	if err := conn.QueryRow(ctx, "SELECT pg_try_advisory_lock($1)", key).Scan(&got); err != nil {
 		return fmt.Errorf("advisory lock: %w", err)
 	}
 	if !got {
 		return errStandby
 	}
-	r.lock, r.lockPID = conn, pid
+	holder := int64(rand.Uint64() | 1) // never 0, which means "no check"
 	defer func() {
-		r.lock, r.lockPID = nil, 0
+		r.lock, r.holder = nil, 0
 		// Unlock on a fresh context: ctx may be cancelled already.
 		uctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		if _, err := conn.Exec(uctx, "SELECT pg_advisory_unlock($1)", key); err != nil {
-			conn.Conn().Close(uctx) // closing the session releases the lock too
+		if _, err := conn.Exec(uctx, "SELECT pg_advisory_unlock($1), pg_advisory_unlock($2)", key, holder); err != nil {
+			conn.Conn().Close(uctx) // closing the session releases the locks too
 		}
 	}()
+	if _, err := conn.Exec(ctx, "SELECT pg_advisory_lock($1)", holder); err != nil {
+		return fmt.Errorf("holder lock: %w", err)
+	}
+	r.lock, r.holder = conn, holder
 	return r.follow(ctx, log)
 }
 
@@ -190,12 +207,41 @@ func (r *Runner) follow(ctx context.Context, log *slog.Logger) error {
 	log.Debug("projection active", "checkpoint", cp)
 	idle := time.NewTicker(r.cfg.Idle)
 	defer idle.Stop()
+	// pos is how far the runner has read: events in (cp, pos] are ones it
+	// does not handle, whose checkpoint advance waits for the pass timer or
+	// rides along with the next batch that does change the read model.
+	pos := cp
+	pass := time.NewTimer(r.cfg.Pass)
+	pass.Stop()
+	var passing <-chan time.Time
 	batch := make([]events.Envelope, 0, r.cfg.BatchSize)
 	for {
 		batch = batch[:0]
 		select {
 		case <-ctx.Done():
+			if pos > cp {
+				// Record the pass before stopping, so a clean stop leaves
+				// no lag behind (still holding the lock).
+				actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+				err := r.advance(actx, cp, pos)
+				cancel()
+				if err != nil && !errors.Is(err, errRestart) {
+					log.Warn("projection could not record its position at stop", "err", err)
+				}
+			}
 			return nil
+		case <-passing:
+			passing = nil
+			if err := r.advance(ctx, cp, pos); err != nil {
+				return err
+			}
+			cp = pos
+			if r.afterCommit != nil {
+				if err := r.afterCommit(cp); err != nil {
+					return err
+				}
+			}
+			continue
 		case <-idle.C:
 			// An idle runner notices a lost lock too.
 			if err := r.checkLock(ctx); err != nil {
@@ -228,15 +274,54 @@ func (r *Runner) follow(ctx context.Context, log *slog.Logger) error {
 				break drain
 			}
 		}
+		if !r.changes(batch, pos) {
+			if last := batch[len(batch)-1].Sequence; last > pos {
+				pos = last
+				if passing == nil {
+					pass.Reset(r.cfg.Pass)
+					passing = pass.C
+				}
+			}
+			continue
+		}
 		if cp, err = r.applyBatch(ctx, cp, batch); err != nil {
 			return err
 		}
+		pos, passing = cp, nil
+		pass.Stop()
 		if r.afterCommit != nil {
 			if err := r.afterCommit(cp); err != nil {
 				return err
 			}
 		}
 	}
+}
+
+// changes reports whether a batch has an event after pos that changes the
+// read model: one the projection handles, or an undecodable message (which
+// is quarantined).
+func (r *Runner) changes(batch []events.Envelope, pos uint64) bool {
+	for _, e := range batch {
+		if e.Sequence <= pos {
+			continue
+		}
+		if _, bad := r.undecodable[e.Sequence]; bad || r.p.Handles(e.Type) {
+			return true
+		}
+	}
+	return false
+}
+
+// advance records that the projection is at last, having nothing to apply
+// in (cp, last].
+func (r *Runner) advance(ctx context.Context, cp, last uint64) error {
+	b := &pgx.Batch{}
+	r.queueAdvance(b, cp, last)
+	r.queueAnnounce(b, last)
+	if err := r.pool.SendBatch(ctx, b).Close(); err != nil {
+		return r.failed(ctx, err)
+	}
+	return nil
 }
 
 func (r *Runner) appendMsg(batch []events.Envelope, m jetstream.Msg) ([]events.Envelope, error) {
@@ -282,12 +367,19 @@ type quarantined struct {
 // SQLSTATE MA001 (checkpoint moved) or MA002 (lock lost); see migration
 // 00005. It goes first in every batch, so its row lock orders concurrent
 // writers and its failure undoes the batch.
-const advanceSQL = "SELECT projection_advance($1, $2, $3, $4, $5, $6)"
+const advanceSQL = "SELECT projection_advance($1, $2, $3, $4)"
 
 // queueAdvance queues the checkpoint advance from expected to last.
 func (r *Runner) queueAdvance(b *pgx.Batch, expected, last uint64) {
-	key := lockKey(r.p.Name())
-	b.Queue(advanceSQL, r.p.Name(), int64(expected), int64(last), r.lockPID, int64(uint64(key)>>32), int64(uint32(key)))
+	b.Queue(advanceSQL, r.p.Name(), int64(expected), int64(last), r.holder)
+}
+
+// queueAnnounce queues the checkpoint's notification (NotifyChannel). It
+// goes last: notifications of one transaction arrive in order, so a Waiter
+// has handled the rows' own (InvalidateChannel) before it wakes the
+// requests waiting for this checkpoint.
+func (r *Runner) queueAnnounce(b *pgx.Batch, last uint64) {
+	b.Queue("SELECT pg_notify($1, $2)", NotifyChannel, r.p.Name()+":"+strconv.FormatUint(last, 10))
 }
 
 // failed classifies a failed batch: a moved checkpoint restarts the
@@ -343,6 +435,7 @@ func (r *Runner) commitBatch(ctx context.Context, expected uint64, batch []event
 		if err := r.p.Queue(b, decoded); err != nil {
 			return expected, fmt.Errorf("apply %s: %w", r.p.Name(), err)
 		}
+		r.queueAnnounce(b, last)
 		if err := r.pool.SendBatch(ctx, b).Close(); err != nil {
 			return expected, r.failed(ctx, err)
 		}
@@ -363,6 +456,11 @@ func (r *Runner) commitBatch(ctx context.Context, expected uint64, batch []event
 			if q != nil {
 				skipped = append(skipped, *q)
 			}
+		}
+		ab := &pgx.Batch{}
+		r.queueAnnounce(ab, last)
+		if err := tx.SendBatch(ctx, ab).Close(); err != nil {
+			return expected, r.failed(ctx, err)
 		}
 		if err := tx.Commit(ctx); err != nil {
 			return expected, r.failed(ctx, fmt.Errorf("commit: %w", err))

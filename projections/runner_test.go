@@ -460,8 +460,11 @@ func TestRunnerCrashBetweenCommitAndAck(t *testing.T) {
 		}
 		cancel()
 		cp := checkpointOf(t, f.pool, p.Name())
-		if commits != 1 || cp == 0 || cp >= last {
-			t.Fatalf("%s: %d commits, checkpoint %d of %d; want one partial batch", p.Name(), commits, cp, last)
+		// The seed is identity events: projects and models handle none of
+		// them and pass over all of them in one checkpoint advance.
+		passes := p.Name() == "projects" || p.Name() == "models"
+		if commits != 1 || cp == 0 || (cp >= last) != passes {
+			t.Fatalf("%s: %d commits, checkpoint %d of %d; want one partial batch (or, passing over events it does not handle, all)", p.Name(), commits, cp, last)
 		}
 	}
 	var partial int64
@@ -532,8 +535,10 @@ func TestTwoRunnersOneActive(t *testing.T) {
 		stops[i] = start(t, r)
 	}
 	waitCaughtUp(t, f.pool, last, "audit")
-	if n := advisoryLocks(t, f.pool); n != 1 {
-		t.Fatalf("%d advisory locks held, want 1", n)
+	// The active runner's session holds two: the projection's and its
+	// holder key (which batches probe).
+	if n := advisoryLocks(t, f.pool); n != 2 {
+		t.Fatalf("%d advisory locks held, want 2 (one active runner)", n)
 	}
 	active := 0
 	if commits[1].Load() > 0 {
@@ -555,7 +560,7 @@ func TestTwoRunnersOneActive(t *testing.T) {
 	if commits[1-active].Load() == 0 {
 		t.Fatal("the standby never took over")
 	}
-	poll(t, 10*time.Second, "one advisory lock", func() bool { return advisoryLocks(t, f.pool) == 1 })
+	poll(t, 10*time.Second, "one runner's advisory locks", func() bool { return advisoryLocks(t, f.pool) == 2 })
 
 	// Only audit ran; check it alone.
 	var count, maxSeq int64

@@ -5,6 +5,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -18,6 +19,14 @@ import (
 type Waiter struct {
 	pool *pgxpool.Pool
 
+	// live is true while the listening connection is up and has read the
+	// checkpoints since it connected; the read caches are used only then.
+	live atomic.Bool
+	// invalidate and reset are the read caches' hooks (see onInvalidate);
+	// set before Run.
+	invalidate func(kind, id string)
+	reset      func()
+
 	mu      sync.Mutex
 	seqs    map[string]uint64
 	changed chan struct{} // closed and replaced on every advance
@@ -27,6 +36,16 @@ type Waiter struct {
 func NewWaiter(pool *pgxpool.Pool) *Waiter {
 	return &Waiter{pool: pool, seqs: map[string]uint64{}, changed: make(chan struct{})}
 }
+
+// onInvalidate sets what to call for each row a projection announces as
+// changed (InvalidateChannel), and when notifications may have been missed
+// (the listening connection was lost or is new). Call it before Run.
+func (w *Waiter) onInvalidate(invalidate func(kind, id string), reset func()) {
+	w.invalidate, w.reset = invalidate, reset
+}
+
+// Live reports whether the waiter listens for notifications right now.
+func (w *Waiter) Live() bool { return w.live.Load() }
 
 func (w *Waiter) set(name string, seq uint64) {
 	w.mu.Lock()
@@ -72,14 +91,24 @@ func (w *Waiter) listen(ctx context.Context) {
 		return
 	}
 	defer func() {
+		w.live.Store(false)
+		if w.reset != nil {
+			w.reset() // what changed from now on goes unannounced
+		}
 		// A LISTENing session must not go back to the pool.
 		conn.Conn().Close(context.Background())
 		conn.Release()
 	}()
-	if _, err := conn.Exec(ctx, "LISTEN "+NotifyChannel); err != nil {
+	if _, err := conn.Exec(ctx, "LISTEN "+NotifyChannel+"; LISTEN "+InvalidateChannel); err != nil {
 		return
 	}
-	_ = w.reload(ctx)
+	if w.reset != nil {
+		w.reset() // rows cached before this connection listened may be stale
+	}
+	if w.reload(ctx) != nil {
+		return
+	}
+	w.live.Store(true)
 	for ctx.Err() == nil {
 		wctx, cancel := context.WithTimeout(ctx, time.Second)
 		n, err := conn.Conn().WaitForNotification(wctx)
@@ -93,8 +122,14 @@ func (w *Waiter) listen(ctx context.Context) {
 			}
 			continue
 		}
-		name, seq, ok := strings.Cut(n.Payload, ":")
-		if v, err := strconv.ParseUint(seq, 10, 64); ok && err == nil {
+		name, rest, ok := strings.Cut(n.Payload, ":")
+		if n.Channel == InvalidateChannel {
+			if w.invalidate != nil {
+				w.invalidate(name, rest)
+			}
+			continue
+		}
+		if v, err := strconv.ParseUint(rest, 10, 64); ok && err == nil {
 			w.set(name, v)
 		}
 	}

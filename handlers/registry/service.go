@@ -78,32 +78,35 @@ func (s *Service) projectID(ctx context.Context, ref string) (string, error) {
 
 // authorizeProject loads the project and checks action against its
 // event-sourced membership. Non-members get NotFound: no existence leak.
-func (s *Service) authorizeProject(ctx context.Context, p authz.Principal, ref string, action authz.Action) (ProjectState, error) {
+// It returns p with its global role as the event store has it (refresh),
+// which the decision that follows must use.
+func (s *Service) authorizeProject(ctx context.Context, p authz.Principal, ref string, action authz.Action) (authz.Principal, ProjectState, error) {
 	p, err := s.refresh(ctx, p)
 	if err != nil {
-		return ProjectState{}, err
+		return p, ProjectState{}, err
 	}
 	id, err := s.projectID(ctx, ref)
 	if err != nil {
-		return ProjectState{}, err
+		return p, ProjectState{}, err
 	}
 	ps, _, err := s.projects.Load(ctx, events.Subject(events.AggProject, id))
 	if err != nil {
-		return ProjectState{}, err
+		return p, ProjectState{}, err
 	}
 	role := ps.RoleOf(p.UserID)
 	if !ps.Created || !authz.Member(p, role) {
-		return ProjectState{}, notFound("project")
+		return p, ProjectState{}, notFound("project")
 	}
 	if !authz.CanInProject(p, role, action) {
-		return ProjectState{}, forbidden("your project role does not allow this")
+		return p, ProjectState{}, forbidden("your project role does not allow this")
 	}
-	return ps, nil
+	return p, ps, nil
 }
 
 // Project returns a project for a principal allowed to read it.
 func (s *Service) Project(ctx context.Context, p authz.Principal, ref string) (ProjectState, error) {
-	return s.authorizeProject(ctx, p, ref, authz.ProjectRead)
+	_, ps, err := s.authorizeProject(ctx, p, ref, authz.ProjectRead)
+	return ps, err
 }
 
 // CreateProject creates a project owned by the caller.
@@ -148,7 +151,7 @@ func (s *Service) CreateProject(ctx context.Context, meta events.Meta, p authz.P
 // updateProject authorizes with action and runs decide on the project.
 func (s *Service) updateProject(ctx context.Context, meta events.Meta, p authz.Principal, ref string, action authz.Action,
 	decide func(ProjectState) ([]handlers.Change, error)) (ProjectState, uint64, error) {
-	ps, err := s.authorizeProject(ctx, p, ref, action)
+	p, ps, err := s.authorizeProject(ctx, p, ref, action)
 	if err != nil {
 		return ps, 0, err
 	}
@@ -222,7 +225,7 @@ func (s *Service) modelID(ctx context.Context, projectID, name string) (string, 
 
 // Model returns a model (deleted ones too) for a principal allowed to read the project.
 func (s *Service) Model(ctx context.Context, p authz.Principal, ref, name string) (ProjectState, ModelState, error) {
-	ps, err := s.authorizeProject(ctx, p, ref, authz.ProjectRead)
+	_, ps, err := s.authorizeProject(ctx, p, ref, authz.ProjectRead)
 	if err != nil {
 		return ps, ModelState{}, err
 	}
@@ -236,11 +239,7 @@ func (s *Service) Model(ctx context.Context, p authz.Principal, ref, name string
 
 // CreateModel registers a new model in a project (editors).
 func (s *Service) CreateModel(ctx context.Context, meta events.Meta, p authz.Principal, ref string, c CreateModel) (ModelState, uint64, error) {
-	p, err := s.refresh(ctx, p)
-	if err != nil {
-		return ModelState{}, 0, err
-	}
-	ps, err := s.authorizeProject(ctx, p, ref, authz.ModelWrite)
+	p, ps, err := s.authorizeProject(ctx, p, ref, authz.ModelWrite)
 	if err != nil {
 		return ModelState{}, 0, err
 	}
@@ -295,11 +294,7 @@ func (s *Service) UpdateModelFunc(ctx context.Context, meta events.Meta, p authz
 // caller as refreshed for this command (its current roles).
 func (s *Service) updateModel(ctx context.Context, meta events.Meta, p authz.Principal, ref, name string, action authz.Action,
 	decide func(p authz.Principal, ps ProjectState, m ModelState, replay bool) ([]handlers.Change, error)) (ModelState, uint64, error) {
-	p, err := s.refresh(ctx, p)
-	if err != nil {
-		return ModelState{}, 0, err
-	}
-	ps, err := s.authorizeProject(ctx, p, ref, action)
+	p, ps, err := s.authorizeProject(ctx, p, ref, action)
 	if err != nil {
 		return ModelState{}, 0, err
 	}
@@ -356,7 +351,7 @@ func (s *Service) currentProject(ctx context.Context, p authz.Principal, project
 // AuthorizeModelWrite checks, before an upload is streamed, that p may write
 // version v's artifacts; it returns the project and model state.
 func (s *Service) AuthorizeModelWrite(ctx context.Context, p authz.Principal, ref, name string, v int) (ProjectState, ModelState, error) {
-	ps, err := s.authorizeProject(ctx, p, ref, authz.ModelWrite)
+	_, ps, err := s.authorizeProject(ctx, p, ref, authz.ModelWrite)
 	if err != nil {
 		return ps, ModelState{}, err
 	}

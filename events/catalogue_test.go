@@ -1,0 +1,61 @@
+package events
+
+import (
+	"go/ast"
+	"go/parser"
+	"go/token"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+var eventType = regexp.MustCompile(`^maestro\.[a-z_.]+\.v[0-9]+$`)
+
+// Every event type constant of this package is in Types (except the
+// security stream's, which is not MAESTRO_EVENTS), exactly once.
+func TestCatalogueIsComplete(t *testing.T) {
+	files, err := filepath.Glob("*.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var declared []string
+	fset := token.NewFileSet()
+	for _, f := range files {
+		if strings.HasSuffix(f, "_test.go") {
+			continue
+		}
+		file, err := parser.ParseFile(fset, f, nil, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ast.Inspect(file, func(n ast.Node) bool {
+			lit, ok := n.(*ast.BasicLit)
+			if !ok || lit.Kind != token.STRING {
+				return true
+			}
+			if v, err := strconv.Unquote(lit.Value); err == nil && eventType.MatchString(v) && !strings.HasPrefix(v, "maestro.security.") {
+				declared = append(declared, v)
+			}
+			return true
+		})
+	}
+	types := Types()
+	for _, d := range declared {
+		if !slices.Contains(types, d) {
+			t.Errorf("event type %s is declared but not in Types()", d)
+		}
+	}
+	seen := map[string]bool{}
+	for _, ty := range types {
+		if seen[ty] {
+			t.Errorf("%s is in Types() twice", ty)
+		}
+		seen[ty] = true
+	}
+	if len(declared) < 20 {
+		t.Fatalf("found only %d event type constants: the scan is broken", len(declared))
+	}
+}

@@ -1,0 +1,120 @@
+package handlers
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"reflect"
+	"testing"
+	"time"
+
+	"github.com/maestro-ml/maestro/events"
+)
+
+// counter is a test aggregate: the values it was incremented to, in order.
+type counter struct {
+	Values []int
+	Last   time.Time
+}
+
+const incremented = "maestro.test.counter.incremented.v1"
+
+func evolveCounter(c counter, e events.Envelope) (counter, error) {
+	var d struct{ N int }
+	if err := json.Unmarshal(e.Data, &d); err != nil {
+		return c, err
+	}
+	c.Values = append(c.Values, d.N)
+	c.Last = e.Time
+	return c, nil
+}
+
+func cloneCounter(c counter) counter {
+	c.Values = append([]int(nil), c.Values...)
+	return c
+}
+
+func newCounterRepo(store *events.Store) *Repository[counter] {
+	return NewRepository(store, evolveCounter, 100).WithClone(cloneCounter)
+}
+
+func testStore(t *testing.T) *events.Store {
+	t.Helper()
+	srv, err := events.StartEmbedded(events.EmbeddedConfig{StoreDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Shutdown)
+	nc, err := srv.Connect("repository-test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	store, err := events.OpenStore(ctx, nc, events.StoreConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return store
+}
+
+var errOdd = errors.New("refused: odd count")
+
+// Two repositories share one subject, as two API instances do: each caches
+// the state it last saw, decides on it without asking the store first, and
+// must still never decide on a stale state.
+func TestUpdateDecidesOnTheCacheButNeverOnAStaleState(t *testing.T) {
+	store := testStore(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	a, b := newCounterRepo(store), newCounterRepo(store)
+	subject := events.Subject("counter", "c1")
+	meta := events.Meta{Actor: events.SystemActor}
+	increment := func(refuseOdd bool) Decide[counter] {
+		return func(c counter, _ uint64, _ bool) ([]Change, map[string]uint64, error) {
+			if refuseOdd && len(c.Values)%2 == 1 {
+				return nil, nil, errOdd
+			}
+			return []Change{{Subject: subject, Type: incremented, Data: map[string]int{"N": len(c.Values) + 1}}}, nil, nil
+		}
+	}
+	mustUpdate := func(r *Repository[counter], refuseOdd bool) counter {
+		t.Helper()
+		c, seq, err := r.Update(ctx, subject, meta, increment(refuseOdd))
+		if err != nil || seq == 0 {
+			t.Fatalf("update: seq %d, %v", seq, err)
+		}
+		return c
+	}
+	mustUpdate(a, false) // a caches [1]
+	mustUpdate(b, false) // b appends 2 behind a's back
+	// a's cache says one value: its optimistic append must be refused by
+	// the expected sequence and decided again on [1 2].
+	if got := mustUpdate(a, false); !reflect.DeepEqual(got.Values, []int{1, 2, 3}) {
+		t.Fatalf("a decided on a stale state: %v", got.Values)
+	}
+	mustUpdate(b, false) // [1 2 3 4]; b's cache is current, a's says 3 values
+	// On a's stale cache (odd) the decision refuses; the store (even) allows
+	// it, so the refusal must not be the answer.
+	if got := mustUpdate(a, true); !reflect.DeepEqual(got.Values, []int{1, 2, 3, 4, 5}) {
+		t.Fatalf("a answered from a stale refusal or state: %v", got.Values)
+	}
+	// A refusal that holds on the stored state is still the answer.
+	if _, _, err := a.Update(ctx, subject, meta, increment(true)); !errors.Is(err, errOdd) {
+		t.Fatalf("refusal on the stored state: %v", err)
+	}
+	// The state Update returns (folded locally from the appended event) is
+	// exactly what a replay from the store folds.
+	got := mustUpdate(b, false)
+	fresh, version, err := newCounterRepo(store).Load(ctx, subject)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got, fresh) {
+		t.Fatalf("Update returned %+v, the store folds %+v", got, fresh)
+	}
+	if c, v, err := b.Load(ctx, subject); err != nil || v != version || !reflect.DeepEqual(c, fresh) {
+		t.Fatalf("b's cache after Update: %+v at %d (%v), want %+v at %d", c, v, err, fresh, version)
+	}
+}
