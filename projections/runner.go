@@ -50,7 +50,7 @@ type RunnerConfig struct {
 	// events it does not handle (default 20ms), so a busy stream of other
 	// projections' events costs it one statement per Pass, not per event.
 	Pass   time.Duration
-	Logger    *slog.Logger
+	Logger *slog.Logger
 }
 
 // Runner applies the event stream to one projection.
