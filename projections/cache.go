@@ -5,10 +5,11 @@ import (
 	"time"
 )
 
-// InvalidateChannel is the Postgres channel on which the users and sessions
-// projections announce changed rows ("user:<id>", "session:<id>") in the
-// transaction that changes them, before the checkpoint's own notification:
-// a Waiter has dropped the cached rows by the time it sees the checkpoint.
+// InvalidateChannel is the Postgres channel on which projections announce
+// changed rows ("user:<id>", "session:<id>", "project:<id>", "model:<id>")
+// in the transaction that changes them, before the checkpoint's own
+// notification: a Waiter has dropped the cached rows by the time it sees
+// the checkpoint, so read-your-writes holds with the caches too.
 const InvalidateChannel = "maestro_invalidate"
 
 // The read cache bounds: how many rows, and how long one is trusted while
@@ -18,23 +19,29 @@ const (
 	cacheTTL = 30 * time.Second
 )
 
-// readCache holds rows the authenticator reads on every request (a
-// session's principal, a user), so a request costs no query. It is only
-// used while its Waiter listens: the projections' notifications drop a row
-// as soon as it changes, and losing the listening connection empties it.
+// readCache holds rows the API reads on nearly every request (a session's
+// principal, a user, a project with the caller's role, a model), so such a
+// request costs no query. It is only used while its Waiter listens: the
+// projections' notifications drop a row as soon as it changes (by the tags
+// it was stored with, e.g. "model:<id>"), and losing the listening
+// connection empties it. Cached values are shared: callers must not modify
+// them (maps included).
 type readCache[V any] struct {
 	mu      sync.Mutex
 	gen     uint64 // bumped by every invalidation, so a racing fill is not kept
 	entries map[string]cached[V]
+	byTag   map[string]map[string]struct{} // tag → keys
 }
 
 type cached[V any] struct {
 	v    V
-	user string // the user the row belongs to ("user:<id>" drops it)
+	tags []string
 	at   time.Time
 }
 
-func newReadCache[V any]() *readCache[V] { return &readCache[V]{entries: map[string]cached[V]{}} }
+func newReadCache[V any]() *readCache[V] {
+	return &readCache[V]{entries: map[string]cached[V]{}, byTag: map[string]map[string]struct{}{}}
+}
 
 // get returns the cached row and the generation a fill must present.
 func (c *readCache[V]) get(key string) (V, bool, uint64) {
@@ -42,14 +49,15 @@ func (c *readCache[V]) get(key string) (V, bool, uint64) {
 	defer c.mu.Unlock()
 	e, ok := c.entries[key]
 	if ok && time.Since(e.at) > cacheTTL {
-		delete(c.entries, key)
+		c.drop(key)
 		ok = false
 	}
 	return e.v, ok, c.gen
 }
 
-// put caches v unless an invalidation happened since gen was read.
-func (c *readCache[V]) put(key, user string, v V, gen uint64) {
+// put caches v under key with its tags, unless an invalidation happened
+// since gen was read.
+func (c *readCache[V]) put(key string, v V, gen uint64, tags ...string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if gen != c.gen {
@@ -57,27 +65,44 @@ func (c *readCache[V]) put(key, user string, v V, gen uint64) {
 	}
 	if len(c.entries) >= cacheMax {
 		clear(c.entries)
+		clear(c.byTag)
 	}
-	c.entries[key] = cached[V]{v: v, user: user, at: time.Now()}
+	c.drop(key)
+	c.entries[key] = cached[V]{v: v, tags: tags, at: time.Now()}
+	for _, t := range tags {
+		keys := c.byTag[t]
+		if keys == nil {
+			keys = map[string]struct{}{}
+			c.byTag[t] = keys
+		}
+		keys[key] = struct{}{}
+	}
 }
 
-// invalidate drops what a notification names: one session's row, or
-// every row of one user.
-func (c *readCache[V]) invalidate(kind, id string) {
+// drop removes key and its tag index entries; c.mu is held.
+func (c *readCache[V]) drop(key string) {
+	e, ok := c.entries[key]
+	if !ok {
+		return
+	}
+	delete(c.entries, key)
+	for _, t := range e.tags {
+		if keys := c.byTag[t]; keys != nil {
+			delete(keys, key)
+			if len(keys) == 0 {
+				delete(c.byTag, t)
+			}
+		}
+	}
+}
+
+// invalidate drops every row stored with tag.
+func (c *readCache[V]) invalidate(tag string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.gen++
-	switch kind {
-	case "session":
-		delete(c.entries, id)
-	case "user":
-		for k, e := range c.entries {
-			if e.user == id {
-				delete(c.entries, k)
-			}
-		}
-	default: // unknown: be safe
-		clear(c.entries)
+	for key := range c.byTag[tag] {
+		c.drop(key)
 	}
 }
 
@@ -86,4 +111,5 @@ func (c *readCache[V]) reset() {
 	defer c.mu.Unlock()
 	c.gen++
 	clear(c.entries)
+	clear(c.byTag)
 }

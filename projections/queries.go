@@ -24,6 +24,8 @@ type Queries struct {
 	live     func() bool
 	sessions *readCache[SessionPrincipal]
 	users    *readCache[User]
+	projects *readCache[Project]
+	models   *readCache[Model]
 }
 
 // NewQueries returns queries over pool.
@@ -37,15 +39,37 @@ func NewQueries(pool *pgxpool.Pool) *Queries { return &Queries{pool: pool} }
 // refuses it as soon as the notification reaches it (milliseconds).
 func (q *Queries) CacheWith(w *Waiter) *Queries {
 	q.sessions, q.users = newReadCache[SessionPrincipal](), newReadCache[User]()
+	q.projects, q.models = newReadCache[Project](), newReadCache[Model]()
 	q.live = w.Live
-	w.onInvalidate(func(kind, id string) {
-		q.sessions.invalidate(kind, id)
-		q.users.invalidate(kind, id)
+	w.onInvalidate(func(tag string) {
+		q.sessions.invalidate(tag)
+		q.users.invalidate(tag)
+		q.projects.invalidate(tag)
+		q.models.invalidate(tag)
 	}, func() {
 		q.sessions.reset()
 		q.users.reset()
+		q.projects.reset()
+		q.models.reset()
 	})
 	return q
+}
+
+// cachedRead answers key from c while the waiter listens, and otherwise
+// (or on a miss) runs read, caching a found row under tags(row).
+func cachedRead[V any](q *Queries, c *readCache[V], key string, read func() (V, error), tags func(V) []string) (V, error) {
+	if !q.caching() {
+		return read()
+	}
+	v, ok, gen := c.get(key)
+	if ok {
+		return v, nil
+	}
+	v, err := read()
+	if err == nil {
+		c.put(key, v, gen, tags(v)...)
+	}
+	return v, err
 }
 
 func (q *Queries) caching() bool { return q.live != nil && q.live() }
@@ -67,26 +91,16 @@ type SessionPrincipal struct {
 
 // Session looks up a session and its user.
 func (q *Queries) Session(ctx context.Context, sessionID string) (SessionPrincipal, error) {
-	var gen uint64
-	caching := q.caching()
-	if caching {
+	return cachedRead(q, q.sessions, sessionID, func() (SessionPrincipal, error) {
 		var p SessionPrincipal
-		var ok bool
-		if p, ok, gen = q.sessions.get(sessionID); ok {
-			return p, nil
+		err := q.pool.QueryRow(ctx, `SELECT u.id, u.email, u.role, u.active, s.revoked_at IS NOT NULL
+			FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.id = $1`, sessionID).
+			Scan(&p.UserID, &p.Email, &p.Role, &p.Active, &p.Revoked)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return p, ErrNotFound
 		}
-	}
-	var p SessionPrincipal
-	err := q.pool.QueryRow(ctx, `SELECT u.id, u.email, u.role, u.active, s.revoked_at IS NOT NULL
-		FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.id = $1`, sessionID).
-		Scan(&p.UserID, &p.Email, &p.Role, &p.Active, &p.Revoked)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return p, ErrNotFound
-	}
-	if err == nil && caching {
-		q.sessions.put(sessionID, p.UserID, p, gen)
-	}
-	return p, err
+		return p, err
+	}, func(p SessionPrincipal) []string { return []string{"session:" + sessionID, "user:" + p.UserID} })
 }
 
 // User is an account as the API shows it.
@@ -113,20 +127,9 @@ func scanUser(row pgx.Row) (User, error) {
 
 // User returns one user.
 func (q *Queries) User(ctx context.Context, id string) (User, error) {
-	var gen uint64
-	caching := q.caching()
-	if caching {
-		var u User
-		var ok bool
-		if u, ok, gen = q.users.get(id); ok {
-			return u, nil
-		}
-	}
-	u, err := scanUser(q.pool.QueryRow(ctx, "SELECT "+userCols+" FROM users WHERE id = $1", id))
-	if err == nil && caching {
-		q.users.put(id, id, u, gen)
-	}
-	return u, err
+	return cachedRead(q, q.users, id, func() (User, error) {
+		return scanUser(q.pool.QueryRow(ctx, "SELECT "+userCols+" FROM users WHERE id = $1", id))
+	}, func(User) []string { return []string{"user:" + id} })
 }
 
 // Page is a list of items and the token of the next page ("" at the end).

@@ -93,8 +93,10 @@ func (q *Queries) ProjectByRef(ctx context.Context, ref, userID string) (Project
 	if !isUUID(userID) {
 		userID = "00000000-0000-0000-0000-000000000000"
 	}
-	return scanProject(q.pool.QueryRow(ctx, `SELECT `+projectCols+` FROM projects p
-		LEFT JOIN project_members m ON m.project_id = p.id AND m.user_id = $2 WHERE `+col+` = $1`, ref, userID))
+	return cachedRead(q, q.projects, ref+"\x00"+userID, func() (Project, error) {
+		return scanProject(q.pool.QueryRow(ctx, `SELECT `+projectCols+` FROM projects p
+			LEFT JOIN project_members m ON m.project_id = p.id AND m.user_id = $2 WHERE `+col+` = $1`, ref, userID))
+	}, func(p Project) []string { return []string{"project:" + p.ID} })
 }
 
 // MemberRole is userID's role in a project, "" if not a member.
@@ -251,9 +253,12 @@ func (q *Queries) ListModels(ctx context.Context, f ModelFilter) (Page[Model], e
 
 // Model returns one model by (case-insensitive) name, deleted ones too.
 func (q *Queries) Model(ctx context.Context, projectID, name string) (Model, error) {
-	m, _, _, err := scanModel(q.pool.QueryRow(ctx, "SELECT "+modelCols+" FROM models m WHERE m.project_id = $1 AND m.name_lower = $2",
-		projectID, strings.ToLower(name)))
-	return m, err
+	lower := strings.ToLower(name)
+	return cachedRead(q, q.models, projectID+"\x00"+lower, func() (Model, error) {
+		m, _, _, err := scanModel(q.pool.QueryRow(ctx, "SELECT "+modelCols+" FROM models m WHERE m.project_id = $1 AND m.name_lower = $2",
+			projectID, lower))
+		return m, err
+	}, func(m Model) []string { return []string{"model:" + m.ID} })
 }
 
 // ModelVersion is one version of a model.

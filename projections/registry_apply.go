@@ -31,6 +31,16 @@ func (Projects) Handles(t string) bool {
 // Queue implements Projection.
 func (Projects) Queue(b *pgx.Batch, evs []events.Envelope) error {
 	for _, e := range evs {
+		if !(Projects{}).Handles(e.Type) {
+			continue
+		}
+		var head struct {
+			ProjectID string `json:"project_id"`
+		}
+		if err := e.Decode(&head); err != nil {
+			return err
+		}
+		queueInvalidate(b, "project", head.ProjectID)
 		switch e.Type {
 		case events.ProjectCreated:
 			var d events.ProjectCreatedData
@@ -109,6 +119,7 @@ func (Models) Queue(b *pgx.Batch, evs []events.Envelope) error {
 		if err := applyModelEvent(b, e); err != nil {
 			return err
 		}
+		queueInvalidate(b, "model", head.ModelID)
 		if e.Type != events.ModelCreated && e.Type != events.ModelVersionRegistered {
 			b.Queue(`UPDATE models SET updated_at = $2, updated_seq = $3 WHERE id = $1`, head.ModelID, e.Time, int64(e.Sequence))
 		}

@@ -24,7 +24,7 @@ type Waiter struct {
 	live atomic.Bool
 	// invalidate and reset are the read caches' hooks (see onInvalidate);
 	// set before Run.
-	invalidate func(kind, id string)
+	invalidate func(tag string)
 	reset      func()
 
 	mu      sync.Mutex
@@ -40,7 +40,7 @@ func NewWaiter(pool *pgxpool.Pool) *Waiter {
 // onInvalidate sets what to call for each row a projection announces as
 // changed (InvalidateChannel), and when notifications may have been missed
 // (the listening connection was lost or is new). Call it before Run.
-func (w *Waiter) onInvalidate(invalidate func(kind, id string), reset func()) {
+func (w *Waiter) onInvalidate(invalidate func(tag string), reset func()) {
 	w.invalidate, w.reset = invalidate, reset
 }
 
@@ -122,13 +122,13 @@ func (w *Waiter) listen(ctx context.Context) {
 			}
 			continue
 		}
-		name, rest, ok := strings.Cut(n.Payload, ":")
 		if n.Channel == InvalidateChannel {
 			if w.invalidate != nil {
-				w.invalidate(name, rest)
+				w.invalidate(n.Payload)
 			}
 			continue
 		}
+		name, rest, ok := strings.Cut(n.Payload, ":")
 		if v, err := strconv.ParseUint(rest, 10, 64); ok && err == nil {
 			w.set(name, v)
 		}
