@@ -83,7 +83,7 @@ type cli struct {
 // with its embedded NATS. It is soft: a bigger live heap is allowed (the
 // runtime then collects more often, bounded at half the CPU), and
 // GOMEMLIMIT overrides it (e.g. GOMEMLIMIT=512MiB for a large deployment).
-const defaultMemoryLimit = 48 << 20
+const defaultMemoryLimit = 40 << 20
 
 func main() {
 	if os.Getenv("GOMEMLIMIT") == "" {
