@@ -311,9 +311,12 @@ func securityHeaders(next http.Handler) http.Handler {
 const maxTokenLen = 4096
 
 // authenticate requires a valid access token whose session is live and
-// whose user is active. The session check reads the sessions projection,
-// which logout and deactivation wait for, so a revoked token fails on every
-// instance as soon as the revoking request has returned.
+// whose user is active. The session check reads the sessions projection
+// (through the read cache, which the projection's notifications empty
+// before the checkpoint logout and deactivation wait for): a revoked token
+// fails on this instance as soon as the revoking request has returned, and
+// on other API instances as soon as the notification reaches them
+// (milliseconds; see docs/ARCHITECTURE.md "Read caches").
 func (s *Server) authenticate(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		deny := func(detail string) {

@@ -21,6 +21,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -208,7 +209,7 @@ func Start(ctx context.Context, cfg Config) (_ *Platform, err error) {
 			return nil, err
 		}
 	}
-	p.Waiter = projections.NewWaiter(p.Pool)
+	p.Waiter = projections.NewWaiter(p.Pool).AskRunners(p.nc)
 	p.Queries = projections.NewQueries(p.Pool).CacheWith(p.Waiter)
 
 	rctx, cancel := context.WithCancel(context.Background())
@@ -354,8 +355,13 @@ func (p *Platform) startPostgres(ctx context.Context) error {
 	// a commit need not wait for its WAL flush. A crash of Postgres can
 	// lose the last few hundred milliseconds of projection commits, each
 	// atomically with its checkpoint, and the runners apply those events
-	// again from the stream (rule 1). It saves a disk flush per batch.
-	pcfg.ConnConfig.RuntimeParams["synchronous_commit"] = "off"
+	// again from the stream (rule 1). It saves a disk flush per batch. (A
+	// SET on connect rather than a startup parameter, which poolers such as
+	// PgBouncer refuse unless told to ignore it.)
+	pcfg.AfterConnect = func(ctx context.Context, c *pgx.Conn) error {
+		_, err := c.Exec(ctx, "SET synchronous_commit = off")
+		return err
+	}
 	if p.Pool, err = pgxpool.NewWithConfig(ctx, pcfg); err != nil {
 		return fmt.Errorf("postgres: %w", err)
 	}

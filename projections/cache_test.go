@@ -2,6 +2,7 @@ package projections
 
 import (
 	"context"
+	"fmt"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -119,6 +120,24 @@ func TestRunnerPassesOverEventsItDoesNotHandle(t *testing.T) {
 	r.afterCommit = func(cp uint64) error { commits <- cp; return nil }
 	stop := start(t, r)
 	unhandled := f.seed(t, 5) // identity events only
+	// A reader waiting for those events need not sit out the pass: the
+	// runner says it has read past them (AskRunners), though its checkpoint
+	// has not moved.
+	w := NewWaiter(f.pool).AskRunners(f.store.Conn())
+	wctx, cancelW := context.WithCancel(ctx)
+	wdone := make(chan struct{})
+	go func() { defer close(wdone); w.Run(wctx) }()
+	t.Cleanup(func() { cancelW(); <-wdone })
+	poll(t, 30*time.Second, "the waiter to listen", w.Live)
+	short, cancelS := context.WithTimeout(ctx, 10*time.Second)
+	reached := w.Wait(short, unhandled, "projects")
+	cancelS()
+	if !reached {
+		t.Fatalf("Wait(%d) on projects timed out though it handles none of those events", unhandled)
+	}
+	if cp := checkpointOf(t, f.pool, "projects"); cp >= unhandled {
+		t.Fatalf("checkpoint %d already at %d: the pass was recorded, not asked for", cp, unhandled)
+	}
 	pid := uuid.NewString()
 	handled := f.append(t, base, [3]any{events.Subject(events.AggProject, pid), events.ProjectCreated,
 		events.ProjectCreatedData{ProjectID: pid, Slug: "p", Name: "P", OwnerID: "u"}})
@@ -144,5 +163,32 @@ func TestRunnerPassesOverEventsItDoesNotHandle(t *testing.T) {
 	poll(t, 30*time.Second, "the pass to be recorded", func() bool { return checkpointOf(t, f.pool, "projects") == last })
 	if events := last - first; uint64(n.Load()) >= events/2 {
 		t.Fatalf("%d commits for %d events the projection does not handle", n.Load(), events)
+	}
+}
+
+// An event whose later statement has an argument pgx cannot encode (here
+// the second archived version of a transition, beyond int4) is quarantined
+// like one whose first statement fails: the isolate path sends statements
+// singly, so the failing one never leaves the client and the connection and
+// savepoint survive.
+func TestPoisonInALaterStatementIsQuarantined(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	ctx := testCtx(t)
+	model := uuid.NewString()
+	subj := events.Subject(events.AggModel, model)
+	f.appendRaw(t, subj, events.ModelCreated, fmt.Sprintf(`{"model_id":%q,"project_id":%q,"name":"m","description":"","tags":{}}`, model, uuid.NewString()))
+	poison := f.appendRaw(t, subj, events.ModelVersionTransition,
+		fmt.Sprintf(`{"model_id":%q,"version":1,"from":"none","to":"production","archived":[{"version":2,"from":"production"},{"version":%d,"from":"production"}]}`, model, int64(1)<<40))
+	last := f.appendRaw(t, subj, events.ModelUpdated, fmt.Sprintf(`{"model_id":%q,"description":"after the poison"}`, model))
+	start(t, NewRunner(f.pool, f.store, Models{}, testRunnerConfig()))
+	waitCaughtUp(t, f.pool, last, "models")
+	var seq int64
+	if err := f.pool.QueryRow(ctx, "SELECT seq FROM projection_quarantine WHERE projection = 'models'").Scan(&seq); err != nil || uint64(seq) != poison {
+		t.Fatalf("quarantine: seq %d (%v), want %d", seq, err, poison)
+	}
+	var desc string
+	if err := f.pool.QueryRow(ctx, "SELECT description FROM models WHERE id = $1", model).Scan(&desc); err != nil || desc != "after the poison" {
+		t.Fatalf("the event after the poison: %q %v", desc, err)
 	}
 }

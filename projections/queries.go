@@ -100,7 +100,9 @@ func (q *Queries) Session(ctx context.Context, sessionID string) (SessionPrincip
 			return p, ErrNotFound
 		}
 		return p, err
-	}, func(p SessionPrincipal) []string { return []string{"session:" + sessionID, "user:" + p.UserID} })
+	}, func(p SessionPrincipal) []string {
+		return []string{"session:" + strings.ToLower(sessionID), "user:" + p.UserID}
+	})
 }
 
 // User is an account as the API shows it.
@@ -127,9 +129,9 @@ func scanUser(row pgx.Row) (User, error) {
 
 // User returns one user.
 func (q *Queries) User(ctx context.Context, id string) (User, error) {
-	return cachedRead(q, q.users, id, func() (User, error) {
+	return cachedRead(q, q.users, strings.ToLower(id), func() (User, error) {
 		return scanUser(q.pool.QueryRow(ctx, "SELECT "+userCols+" FROM users WHERE id = $1", id))
-	}, func(User) []string { return []string{"user:" + id} })
+	}, func(u User) []string { return []string{"user:" + u.ID} })
 }
 
 // Page is a list of items and the token of the next page ("" at the end).

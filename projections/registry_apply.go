@@ -40,7 +40,6 @@ func (Projects) Queue(b *pgx.Batch, evs []events.Envelope) error {
 		if err := e.Decode(&head); err != nil {
 			return err
 		}
-		queueInvalidate(b, "project", head.ProjectID)
 		switch e.Type {
 		case events.ProjectCreated:
 			var d events.ProjectCreatedData
@@ -78,6 +77,7 @@ func (Projects) Queue(b *pgx.Batch, evs []events.Envelope) error {
 			b.Queue(`DELETE FROM project_members WHERE project_id = $1 AND user_id = $2`, d.ProjectID, d.UserID)
 			b.Queue(`UPDATE projects SET updated_at = $2 WHERE id = $1`, d.ProjectID, e.Time)
 		}
+		queueInvalidate(b, "project", head.ProjectID)
 	}
 	return nil
 }

@@ -10,12 +10,14 @@ import (
 	"math/rand/v2"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/maestro-ml/maestro/events"
@@ -36,6 +38,10 @@ type Projection interface {
 	// advance as one pipelined, implicit transaction (one round trip).
 	Queue(b *pgx.Batch, evs []events.Envelope) error
 }
+
+// PositionSubject is the NATS subject on which a projection's active runner
+// answers how far it has read and its checkpoint ("<read>:<checkpoint>").
+func PositionSubject(projection string) string { return "maestro.projections.position." + projection }
 
 // NotifyChannel is the Postgres channel checkpoints are announced on, so
 // API instances waiting for read-your-writes wake at commit.
@@ -68,6 +74,13 @@ type Runner struct {
 	// make sure the session is still there (projection_advance).
 	lock   *pgxpool.Conn
 	holder int64
+	// position is how far the active runner has read (every event up to it
+	// is applied, at or below the checkpoint, or one the projection does not
+	// handle) and its checkpoint. It answers PositionSubject requests, so a
+	// wait for a sequence need not sit out the pass over events the
+	// projection ignores.
+	posMu         sync.Mutex
+	pos, posCheck uint64
 	// undecodable holds, by stream sequence, messages of the current batch
 	// whose CloudEvents headers do not parse (only a NATS client with the
 	// platform's credentials can publish one): they are quarantined like
@@ -169,6 +182,17 @@ func (r *Runner) runLocked(ctx context.Context, log *slog.Logger) error {
 		return fmt.Errorf("holder lock: %w", err)
 	}
 	r.lock, r.holder = conn, holder
+	r.setPosition(0, 0)
+	sub, err := r.store.Conn().Subscribe(PositionSubject(r.p.Name()), func(m *nats.Msg) {
+		r.posMu.Lock()
+		reply := fmt.Sprintf("%d:%d", r.pos, r.posCheck)
+		r.posMu.Unlock()
+		_ = m.Respond([]byte(reply))
+	})
+	if err != nil {
+		return fmt.Errorf("position subscription: %w", err)
+	}
+	defer sub.Unsubscribe() //nolint:errcheck // the connection may be closing
 	return r.follow(ctx, log)
 }
 
@@ -211,6 +235,7 @@ func (r *Runner) follow(ctx context.Context, log *slog.Logger) error {
 	// does not handle, whose checkpoint advance waits for the pass timer or
 	// rides along with the next batch that does change the read model.
 	pos := cp
+	r.setPosition(pos, cp)
 	pass := time.NewTimer(r.cfg.Pass)
 	pass.Stop()
 	var passing <-chan time.Time
@@ -236,6 +261,7 @@ func (r *Runner) follow(ctx context.Context, log *slog.Logger) error {
 				return err
 			}
 			cp = pos
+			r.setPosition(pos, cp)
 			if r.afterCommit != nil {
 				if err := r.afterCommit(cp); err != nil {
 					return err
@@ -277,6 +303,7 @@ func (r *Runner) follow(ctx context.Context, log *slog.Logger) error {
 		if !r.changes(batch, pos) {
 			if last := batch[len(batch)-1].Sequence; last > pos {
 				pos = last
+				r.setPosition(pos, cp)
 				if passing == nil {
 					pass.Reset(r.cfg.Pass)
 					passing = pass.C
@@ -288,6 +315,7 @@ func (r *Runner) follow(ctx context.Context, log *slog.Logger) error {
 			return err
 		}
 		pos, passing = cp, nil
+		r.setPosition(pos, cp)
 		pass.Stop()
 		if r.afterCommit != nil {
 			if err := r.afterCommit(cp); err != nil {
@@ -295,6 +323,13 @@ func (r *Runner) follow(ctx context.Context, log *slog.Logger) error {
 			}
 		}
 	}
+}
+
+// setPosition records how far the runner has read and its checkpoint.
+func (r *Runner) setPosition(pos, cp uint64) {
+	r.posMu.Lock()
+	r.pos, r.posCheck = pos, cp
+	r.posMu.Unlock()
 }
 
 // changes reports whether a batch has an event after pos that changes the
@@ -490,8 +525,15 @@ func (r *Runner) applyOne(ctx context.Context, tx pgx.Tx, e events.Envelope) (*q
 	}
 	b := &pgx.Batch{}
 	applyErr := r.p.Queue(b, []events.Envelope{e})
-	if applyErr == nil && b.Len() > 0 {
-		applyErr = sp.SendBatch(ctx, b).Close()
+	// One statement at a time, not pipelined: an argument pgx cannot encode
+	// in a later statement of a pipeline leaves earlier ones unsynced, and
+	// pgx then closes the connection with the transaction; sent singly, the
+	// failing statement never leaves the client and the savepoint holds.
+	for _, qq := range b.QueuedQueries {
+		if applyErr != nil {
+			break
+		}
+		_, applyErr = sp.Exec(ctx, qq.SQL, qq.Arguments...)
 	}
 	if applyErr == nil {
 		if err := sp.Commit(ctx); err != nil {
@@ -577,8 +619,9 @@ func Undeliverable(err error) bool {
 	}
 	// pgx has no error type for an argument it cannot encode (a version
 	// beyond int4, a malformed uuid); the wording is fixed in
-	// extended_query_builder.go. Nothing reached the server, so the
-	// transaction is intact and the failure is the data's.
+	// extended_query_builder.go. The failure is the data's. (In a pipeline
+	// pgx may have closed the connection over it; the isolate path sends
+	// statements singly, where nothing reaches the server.)
 	return strings.Contains(err.Error(), "failed to encode args[")
 }
 

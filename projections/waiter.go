@@ -2,6 +2,7 @@ package projections
 
 import (
 	"context"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -9,6 +10,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats.go"
 )
 
 // Waiter tells when projections have reached a stream sequence, for
@@ -18,6 +20,8 @@ import (
 // It works the same whether the projections run in this process or another.
 type Waiter struct {
 	pool *pgxpool.Pool
+	// nc, when set, asks runners for their position (PositionSubject).
+	nc *nats.Conn
 
 	// live is true while the listening connection is up and has read the
 	// checkpoints since it connected; the read caches are used only then.
@@ -44,6 +48,15 @@ func (w *Waiter) onInvalidate(invalidate func(tag string), reset func()) {
 	w.invalidate, w.reset = invalidate, reset
 }
 
+// AskRunners lets Wait ask a projection's active runner how far it has
+// read when its checkpoint is behind: a runner may hold back the checkpoint
+// advance over events it does not handle for RunnerConfig.Pass, and a
+// reader waiting for such an event need not wait for that.
+func (w *Waiter) AskRunners(nc *nats.Conn) *Waiter {
+	w.nc = nc
+	return w
+}
+
 // Live reports whether the waiter listens for notifications right now.
 func (w *Waiter) Live() bool { return w.live.Load() }
 
@@ -57,21 +70,43 @@ func (w *Waiter) set(name string, seq uint64) {
 	}
 }
 
+// reload reads every checkpoint from the table. A checkpoint ahead of what
+// the notifications said means some were missed or are still in flight, and
+// with them perhaps the rows' invalidations: the read caches are emptied
+// before anyone waiting for that checkpoint is woken.
 func (w *Waiter) reload(ctx context.Context) error {
 	rows, err := w.pool.Query(ctx, "SELECT name, last_seq FROM projection_checkpoints")
 	if err != nil {
 		return err
 	}
-	defer rows.Close()
+	type checkpoint struct {
+		name string
+		seq  uint64
+	}
+	var cps []checkpoint
 	for rows.Next() {
 		var name string
 		var seq int64
 		if err := rows.Scan(&name, &seq); err != nil {
+			rows.Close()
 			return err
 		}
-		w.set(name, uint64(seq))
+		cps = append(cps, checkpoint{name, uint64(seq)})
 	}
-	return rows.Err()
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	w.mu.Lock()
+	ahead := slices.ContainsFunc(cps, func(c checkpoint) bool { return c.seq > w.seqs[c.name] })
+	w.mu.Unlock()
+	if ahead && w.reset != nil {
+		w.reset()
+	}
+	for _, c := range cps {
+		w.set(c.name, c.seq)
+	}
+	return nil
 }
 
 // Run listens until ctx ends.
@@ -117,7 +152,13 @@ func (w *Waiter) listen(ctx context.Context) {
 			if ctx.Err() != nil || wctx.Err() == nil {
 				return // shut down, or the connection broke
 			}
-			if w.reload(ctx) != nil {
+			// A quiet second: make sure the listening connection is still
+			// there (a silently dropped one would leave the caches trusted
+			// with no invalidation arriving), then catch up on checkpoints.
+			pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			_, err := conn.Exec(pctx, "SELECT 1")
+			cancel()
+			if err != nil || w.reload(ctx) != nil {
 				return
 			}
 			continue
@@ -148,19 +189,64 @@ func (w *Waiter) Reached(seq uint64, names ...string) bool {
 }
 
 // Wait blocks until every named projection reached seq, or ctx ends. It
-// returns false on timeout.
+// returns false on timeout. A projection whose checkpoint is behind counts
+// as reached once its runner says it has read past seq (AskRunners): what it
+// has not applied are events it does not handle.
 func (w *Waiter) Wait(ctx context.Context, seq uint64, names ...string) bool {
+	read := map[string]bool{}
 	for {
 		w.mu.Lock()
 		ch := w.changed
+		behind := make([]string, 0, len(names))
+		for _, n := range names {
+			if w.seqs[n] < seq && !read[n] {
+				behind = append(behind, n)
+			}
+		}
 		w.mu.Unlock()
-		if w.Reached(seq, names...) {
+		if len(behind) == 0 {
 			return true
+		}
+		var retry <-chan time.Time
+		if w.nc != nil {
+			for _, n := range behind {
+				// Trusted only from a runner whose checkpoint is the one
+				// this waiter knows: not from one that has yet to notice a
+				// rebuild's rewind.
+				pos, cp, ok := w.position(ctx, n)
+				w.mu.Lock()
+				known := w.seqs[n]
+				w.mu.Unlock()
+				if ok && cp == known && pos >= seq {
+					read[n] = true
+				}
+			}
+			// Ask again soon: the runner may not have read seq yet.
+			retry = time.After(askAgain)
 		}
 		select {
 		case <-ctx.Done():
 			return false
 		case <-ch:
+		case <-retry:
 		}
 	}
+}
+
+// askAgain is how long Wait waits before asking a runner again.
+const askAgain = 2 * time.Millisecond
+
+// position asks projection's active runner how far it has read and its
+// checkpoint (ok false if no runner answers within a few milliseconds).
+func (w *Waiter) position(ctx context.Context, projection string) (read, checkpoint uint64, ok bool) {
+	ctx, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+	defer cancel()
+	m, err := w.nc.RequestWithContext(ctx, PositionSubject(projection), nil)
+	if err != nil {
+		return 0, 0, false
+	}
+	a, b, found := strings.Cut(string(m.Data), ":")
+	read, err1 := strconv.ParseUint(a, 10, 64)
+	checkpoint, err2 := strconv.ParseUint(b, 10, 64)
+	return read, checkpoint, found && err1 == nil && err2 == nil
 }

@@ -12,7 +12,6 @@ import (
 	"net"
 	"os"
 	"os/signal"
-	"runtime/debug"
 	"strings"
 	"syscall"
 	"time"
@@ -76,19 +75,7 @@ type cli struct {
 	Version     versionCmd     `cmd:"" help:"Print the version."`
 }
 
-// defaultMemoryLimit is the Go runtime's soft memory limit when GOMEMLIMIT
-// is not set. Without one, a login's argon2id buffer (19 MiB, freed at
-// once) leaves the heap goal and the resident set high for minutes; with it
-// the collector returns that memory and `maestro serve` idles near 50 MiB
-// with its embedded NATS. It is soft: a bigger live heap is allowed (the
-// runtime then collects more often, bounded at half the CPU), and
-// GOMEMLIMIT overrides it (e.g. GOMEMLIMIT=512MiB for a large deployment).
-const defaultMemoryLimit = 40 << 20
-
 func main() {
-	if os.Getenv("GOMEMLIMIT") == "" {
-		debug.SetMemoryLimit(defaultMemoryLimit)
-	}
 	var c cli
 	parser := kong.Must(&c, kong.Name("maestro"),
 		kong.Description("Maestro: the ML platform control plane."),
