@@ -15,30 +15,12 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/maestro-ml/maestro/events"
+	"github.com/maestro-ml/maestro/internal/testnats"
 )
 
 // newStore starts an embedded nats-server with its file store in a temp dir
 // and opens the event store on it.
-func newStore(t *testing.T) *events.Store {
-	t.Helper()
-	emb, err := events.StartEmbedded(events.EmbeddedConfig{StoreDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(emb.Shutdown)
-	nc, err := emb.Connect("test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	s, err := events.OpenStore(ctx, nc, events.StoreConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s
-}
+func newStore(t *testing.T) *events.Store { return testnats.Store(t) }
 
 func testCtx(t *testing.T) context.Context {
 	t.Helper()

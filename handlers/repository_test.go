@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/maestro-ml/maestro/events"
+	"github.com/maestro-ml/maestro/internal/testnats"
 )
 
 // counter is a test aggregate: the values it was incremented to, in order.
@@ -38,34 +39,13 @@ func newCounterRepo(store *events.Store) *Repository[counter] {
 	return NewRepository(store, evolveCounter, 100).WithClone(cloneCounter)
 }
 
-func testStore(t *testing.T) *events.Store {
-	t.Helper()
-	srv, err := events.StartEmbedded(events.EmbeddedConfig{StoreDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Shutdown)
-	nc, err := srv.Connect("repository-test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	store, err := events.OpenStore(ctx, nc, events.StoreConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return store
-}
-
 var errOdd = errors.New("refused: odd count")
 
 // Two repositories share one subject, as two API instances do: each caches
 // the state it last saw, decides on it without asking the store first, and
 // must still never decide on a stale state.
 func TestUpdateDecidesOnTheCacheButNeverOnAStaleState(t *testing.T) {
-	store := testStore(t)
+	store := testnats.Store(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	a, b := newCounterRepo(store), newCounterRepo(store)

@@ -23,16 +23,7 @@ func TestReadCacheFollowsTheProjections(t *testing.T) {
 	ctx := testCtx(t)
 	w := NewWaiter(f.pool)
 	q := NewQueries(f.pool).CacheWith(w)
-	wctx, cancel := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		w.Run(wctx)
-	}()
-	t.Cleanup(func() {
-		cancel()
-		<-done
-	})
+	stopWaiter := runWaiter(t, w)
 	for _, p := range []Projection{Users{}, Sessions{}} {
 		start(t, NewRunner(f.pool, f.store, p, testRunnerConfig()))
 	}
@@ -93,8 +84,7 @@ func TestReadCacheFollowsTheProjections(t *testing.T) {
 	}
 
 	// Without the listener the cache is bypassed and emptied.
-	cancel()
-	<-done
+	stopWaiter()
 	if w.Live() {
 		t.Fatal("the waiter says it listens after Run returned")
 	}
@@ -124,10 +114,7 @@ func TestRunnerPassesOverEventsItDoesNotHandle(t *testing.T) {
 	// runner says it has read past them (AskRunners), though its checkpoint
 	// has not moved.
 	w := NewWaiter(f.pool).AskRunners(f.store.Conn())
-	wctx, cancelW := context.WithCancel(ctx)
-	wdone := make(chan struct{})
-	go func() { defer close(wdone); w.Run(wctx) }()
-	t.Cleanup(func() { cancelW(); <-wdone })
+	runWaiter(t, w)
 	poll(t, 30*time.Second, "the waiter to listen", w.Live)
 	short, cancelS := context.WithTimeout(ctx, 10*time.Second)
 	reached := w.Wait(short, unhandled, "projects")
@@ -191,4 +178,21 @@ func TestPoisonInALaterStatementIsQuarantined(t *testing.T) {
 	if err := f.pool.QueryRow(ctx, "SELECT description FROM models WHERE id = $1", model).Scan(&desc); err != nil || desc != "after the poison" {
 		t.Fatalf("the event after the poison: %q %v", desc, err)
 	}
+}
+
+// runWaiter runs w until the test ends or the returned stop is called.
+func runWaiter(t *testing.T, w *Waiter) (stop func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		w.Run(ctx)
+	}()
+	stop = func() {
+		cancel()
+		<-done
+	}
+	t.Cleanup(stop)
+	return stop
 }

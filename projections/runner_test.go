@@ -22,6 +22,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/maestro-ml/maestro/events"
+	"github.com/maestro-ml/maestro/internal/testnats"
 	"github.com/maestro-ml/maestro/internal/testpg"
 )
 
@@ -43,22 +44,7 @@ type wantUser struct {
 
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
-	emb, err := events.StartEmbedded(events.EmbeddedConfig{StoreDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(emb.Shutdown)
-	nc, err := emb.Connect("test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	ctx := testCtx(t)
-	store, err := events.OpenStore(ctx, nc, events.StoreConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &fixture{store: store, pool: newDB(t), want: map[string]wantUser{}}
+	return &fixture{store: testnats.Store(t), pool: newDB(t), want: map[string]wantUser{}}
 }
 
 func newDB(t *testing.T) *pgxpool.Pool {
@@ -636,16 +622,7 @@ func TestWaiter(t *testing.T) {
 	last := f.seed(t, 3)
 	ctx := testCtx(t)
 	w := NewWaiter(f.pool)
-	wctx, cancel := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		w.Run(wctx)
-	}()
-	t.Cleanup(func() {
-		cancel()
-		<-done
-	})
+	runWaiter(t, w)
 
 	short := func(d time.Duration) context.Context {
 		c, cancel := context.WithTimeout(ctx, d)

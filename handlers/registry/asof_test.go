@@ -13,6 +13,7 @@ import (
 
 	"github.com/maestro-ml/maestro/events"
 	"github.com/maestro-ml/maestro/handlers/registry"
+	"github.com/maestro-ml/maestro/internal/testnats"
 )
 
 // Point-in-time reads against a real event store: ModelAsOf (batched reads,
@@ -32,21 +33,8 @@ type asOfFixture struct {
 // another model in between) in atomic batches.
 func newAsOfFixture(tb testing.TB, n int) asOfFixture {
 	tb.Helper()
-	emb, err := events.StartEmbedded(events.EmbeddedConfig{StoreDir: tb.TempDir()})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(emb.Shutdown)
-	nc, err := emb.Connect("asof")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(nc.Close)
 	ctx := context.Background()
-	store, err := events.OpenStore(ctx, nc, events.StoreConfig{})
-	if err != nil {
-		tb.Fatal(err)
-	}
+	store := testnats.Store(tb)
 	f := asOfFixture{store: store, modelID: uuid.NewString()}
 	other := uuid.NewString()
 	base := time.Date(2025, 3, 1, 0, 0, 0, 0, time.UTC)

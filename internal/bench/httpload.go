@@ -115,16 +115,30 @@ type loadResult struct {
 // load runs n requests over `clients` goroutines; client i always acts as
 // user i. It returns the latencies, wall time and non-200 count.
 func load(ctx context.Context, clients, n int, do func(int) (int, error)) (*loadResult, time.Duration, int, error) {
-	var next, bad atomic.Int64
+	var next atomic.Int64
+	res := &loadResult{}
+	res.alloc.start()
+	lat, _, wall, bad, err := drive(ctx, clients, func() bool { return int(next.Add(1)) <= n }, do)
+	res.alloc.stop(n)
+	if err != nil {
+		return nil, 0, 0, err
+	}
+	res.s = *lat
+	return res, wall, bad, nil
+}
+
+// drive runs do from `clients` goroutines while more says so; client i
+// always acts as client i. It returns the latencies, the number of
+// requests, the wall time and how many answered something else than 200.
+func drive(ctx context.Context, clients int, more func() bool, do func(int) (int, error)) (*Samples, int, time.Duration, int, error) {
+	var n, bad atomic.Int64
 	lats := make([]Samples, clients)
 	errs := make([]error, clients)
-	res := &loadResult{}
 	var wg sync.WaitGroup
-	res.alloc.start()
 	start := time.Now()
 	for i := range clients {
 		wg.Go(func() {
-			for int(next.Add(1)) <= n && ctx.Err() == nil {
+			for more() && ctx.Err() == nil {
 				t0 := time.Now()
 				code, err := do(i)
 				if err != nil {
@@ -132,6 +146,7 @@ func load(ctx context.Context, clients, n int, do func(int) (int, error)) (*load
 					return
 				}
 				lats[i].Add(time.Since(t0))
+				n.Add(1)
 				if code != http.StatusOK {
 					bad.Add(1)
 				}
@@ -140,12 +155,12 @@ func load(ctx context.Context, clients, n int, do func(int) (int, error)) (*load
 	}
 	wg.Wait()
 	wall := time.Since(start)
-	res.alloc.stop(n)
+	var all Samples
 	for i := range lats {
 		if errs[i] != nil {
-			return nil, 0, 0, errs[i]
+			return nil, 0, 0, 0, errs[i]
 		}
-		res.s.Merge(&lats[i])
+		all.Merge(&lats[i])
 	}
-	return res, wall, int(bad.Load()), ctx.Err()
+	return &all, int(n.Load()), wall, int(bad.Load()), ctx.Err()
 }

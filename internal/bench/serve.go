@@ -12,7 +12,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -195,43 +194,10 @@ func postgresCPU() time.Duration {
 	return t
 }
 
-// loadFor runs do from `clients` goroutines for d; client i always acts as
-// client i. It returns the latencies, the number of requests, the wall time
-// and how many answered something else than 200.
+// loadFor is drive for d.
 func loadFor(ctx context.Context, clients int, d time.Duration, do func(int) (int, error)) (*Samples, int, time.Duration, int, error) {
-	var n, bad atomic.Int64
-	lats := make([]Samples, clients)
-	errs := make([]error, clients)
-	var wg sync.WaitGroup
-	start := time.Now()
-	end := start.Add(d)
-	for i := range clients {
-		wg.Go(func() {
-			for time.Now().Before(end) && ctx.Err() == nil {
-				t0 := time.Now()
-				code, err := do(i)
-				if err != nil {
-					errs[i] = err
-					return
-				}
-				lats[i].Add(time.Since(t0))
-				n.Add(1)
-				if code != http.StatusOK {
-					bad.Add(1)
-				}
-			}
-		})
-	}
-	wg.Wait()
-	wall := time.Since(start)
-	var all Samples
-	for i := range lats {
-		if errs[i] != nil {
-			return nil, 0, 0, 0, errs[i]
-		}
-		all.Merge(&lats[i])
-	}
-	return &all, int(n.Load()), wall, int(bad.Load()), ctx.Err()
+	end := time.Now().Add(d)
+	return drive(ctx, clients, func() bool { return time.Now().Before(end) }, do)
 }
 
 // statements reads pg_stat_statements of the serve database (nil when the
