@@ -452,14 +452,16 @@ func awaitNames(r *http.Request) []string {
 // handle one of them are waited for: the others have nothing of the
 // command's to apply, and pass over its events lazily (RunnerConfig.Pass).
 func (s *Server) waitApplied(ctx context.Context, seq uint64, names ...string) bool {
+	wait := s.deps.Waiter.WaitRead
 	if rc, ok := events.ReceiptFrom(ctx); ok {
 		if types := rc.Types(); len(types) > 0 {
 			names = projections.Handling(names, types)
+			wait = s.deps.Waiter.Wait // each of them applies seq itself
 		}
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.deps.WaitTimeout)
 	defer cancel()
-	return s.deps.Waiter.Wait(ctx, seq, names...)
+	return wait(ctx, seq, names...)
 }
 
 // awaitMinSequence honours a query's minimum sequence (header

@@ -117,7 +117,7 @@ func TestRunnerPassesOverEventsItDoesNotHandle(t *testing.T) {
 	runWaiter(t, w)
 	poll(t, 30*time.Second, "the waiter to listen", w.Live)
 	short, cancelS := context.WithTimeout(ctx, 10*time.Second)
-	reached := w.Wait(short, unhandled, "projects")
+	reached := w.WaitRead(short, unhandled, "projects")
 	cancelS()
 	if !reached {
 		t.Fatalf("Wait(%d) on projects timed out though it handles none of those events", unhandled)

@@ -189,10 +189,21 @@ func (w *Waiter) Reached(seq uint64, names ...string) bool {
 }
 
 // Wait blocks until every named projection reached seq, or ctx ends. It
-// returns false on timeout. A projection whose checkpoint is behind counts
-// as reached once its runner says it has read past seq (AskRunners): what it
-// has not applied are events it does not handle.
+// returns false on timeout. Commands use it for the projections that
+// handle their events, whose checkpoints reach seq when they apply it.
 func (w *Waiter) Wait(ctx context.Context, seq uint64, names ...string) bool {
+	return w.wait(ctx, seq, false, names...)
+}
+
+// WaitRead is Wait for a reader of a sequence it did not write
+// (Maestro-Min-Sequence): a projection whose checkpoint is behind counts as
+// reached once its runner says it has read past seq (AskRunners), since
+// what it has not applied then are events it does not handle.
+func (w *Waiter) WaitRead(ctx context.Context, seq uint64, names ...string) bool {
+	return w.wait(ctx, seq, w.nc != nil, names...)
+}
+
+func (w *Waiter) wait(ctx context.Context, seq uint64, ask bool, names ...string) bool {
 	read := map[string]bool{}
 	for {
 		w.mu.Lock()
@@ -208,7 +219,7 @@ func (w *Waiter) Wait(ctx context.Context, seq uint64, names ...string) bool {
 			return true
 		}
 		var retry <-chan time.Time
-		if w.nc != nil {
+		if ask {
 			for _, n := range behind {
 				// Trusted only from a runner whose checkpoint is the one
 				// this waiter knows: not from one that has yet to notice a

@@ -35,7 +35,7 @@ func (r *runner) benchHTTP(ctx context.Context, p *platform.Platform, syncOn boo
 		last = max(last, seq)
 	}
 	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	ok := p.Waiter.Wait(wctx, last, projectionNames()...)
+	ok := p.Waiter.WaitRead(wctx, last, projectionNames()...)
 	cancel()
 	if !ok {
 		return fmt.Errorf("http: users not projected: %w", errTimeout)

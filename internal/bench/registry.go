@@ -106,7 +106,7 @@ func registryUser(ctx context.Context, p *platform.Platform, clients int, email 
 		return nil, "", fmt.Errorf("register %s: %w", email, err)
 	}
 	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	ok := p.Waiter.Wait(wctx, seq, projectionNames()...)
+	ok := p.Waiter.WaitRead(wctx, seq, projectionNames()...)
 	cancel()
 	if !ok {
 		return nil, "", fmt.Errorf("registry: user not projected: %w", errTimeout)
