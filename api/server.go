@@ -456,7 +456,10 @@ func (s *Server) waitApplied(ctx context.Context, seq uint64, names ...string) b
 	if rc, ok := events.ReceiptFrom(ctx); ok {
 		if types := rc.Types(); len(types) > 0 {
 			names = projections.Handling(names, types)
-			wait = s.deps.Waiter.Wait // each of them applies seq itself
+			// Each of them applies one of the command's events itself (a
+			// projection that skips the last one may still pass over it
+			// for up to RunnerConfig.Pass: latency, not staleness).
+			wait = s.deps.Waiter.Wait
 		}
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.deps.WaitTimeout)

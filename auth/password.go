@@ -19,6 +19,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -271,9 +272,22 @@ func (h *Hasher) Hash(ctx context.Context, password string) (string, error) {
 // the collector and the background scavenger, that memory stays resident
 // for minutes and raises the next collection's goal, which doubled the idle
 // resident set of `maestro serve` after a single login.
-var returnMemory = time.AfterFunc(time.Duration(math.MaxInt64), debug.FreeOSMemory)
+// It runs at most every returnMemoryEvery: it costs a full collection, and
+// a steady trickle of logins must not pay one each.
+var (
+	returnMemory = time.AfterFunc(time.Duration(math.MaxInt64), func() {
+		lastReturn.Store(time.Now().UnixNano())
+		debug.FreeOSMemory()
+	})
+	lastReturn atomic.Int64
+)
 
-func argon2Done() { returnMemory.Reset(250 * time.Millisecond) }
+const returnMemoryEvery = 5 * time.Second
+
+func argon2Done() {
+	since := time.Duration(time.Now().UnixNano() - lastReturn.Load())
+	returnMemory.Reset(max(250*time.Millisecond, returnMemoryEvery-since))
+}
 
 func encodeHash(m, t uint32, p uint8, salt, key []byte) string {
 	return fmt.Sprintf("$argon2id$v=%d$m=%d,t=%d,p=%d$%s$%s",

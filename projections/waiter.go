@@ -205,6 +205,7 @@ func (w *Waiter) WaitRead(ctx context.Context, seq uint64, names ...string) bool
 
 func (w *Waiter) wait(ctx context.Context, seq uint64, ask bool, names ...string) bool {
 	read := map[string]bool{}
+	pause := firstAskPause
 	for {
 		w.mu.Lock()
 		ch := w.changed
@@ -219,7 +220,8 @@ func (w *Waiter) wait(ctx context.Context, seq uint64, ask bool, names ...string
 			return true
 		}
 		var retry <-chan time.Time
-		if ask {
+		if ask && w.nc.IsConnected() {
+			settled := false
 			for _, n := range behind {
 				// Trusted only from a runner whose checkpoint is the one
 				// this waiter knows: not from one that has yet to notice a
@@ -229,11 +231,17 @@ func (w *Waiter) wait(ctx context.Context, seq uint64, ask bool, names ...string
 				known := w.seqs[n]
 				w.mu.Unlock()
 				if ok && cp == known && pos >= seq {
-					read[n] = true
+					read[n], settled = true, true
 				}
 			}
-			// Ask again soon: the runner may not have read seq yet.
-			retry = time.After(askAgain)
+			if settled {
+				continue // perhaps every projection is there now
+			}
+			// Ask again later, less often each time: the runner may not
+			// have read seq yet, and within a pass the checkpoint arrives
+			// by itself.
+			retry = time.After(pause)
+			pause = min(2*pause, maxAskPause)
 		}
 		select {
 		case <-ctx.Done():
@@ -244,8 +252,12 @@ func (w *Waiter) wait(ctx context.Context, seq uint64, ask bool, names ...string
 	}
 }
 
-// askAgain is how long Wait waits before asking a runner again.
-const askAgain = 2 * time.Millisecond
+// The pauses between asking a runner again: from 2 ms, doubling, up to
+// 16 ms (a pass ends by itself after 20 ms).
+const (
+	firstAskPause = 2 * time.Millisecond
+	maxAskPause   = 16 * time.Millisecond
+)
 
 // position asks projection's active runner how far it has read and its
 // checkpoint (ok false if no runner answers within a few milliseconds).

@@ -238,7 +238,7 @@ func (g artifactsGCCmd) Run(ctx context.Context, c *Common) error {
 	}
 	wctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 	defer cancel()
-	if !p.Waiter.WaitRead(wctx, last, projections.Models{}.Name()) {
+	if !p.Waiter.Wait(wctx, last, projections.Models{}.Name()) {
 		return fmt.Errorf("the models projection did not reach sequence %d; is a worker running?", last)
 	}
 	refs, err := p.Queries.ReferencedDigests(ctx, last)
