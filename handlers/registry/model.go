@@ -8,6 +8,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 	"unicode"
 
@@ -74,24 +75,66 @@ type ModelState struct {
 	Description string
 	Tags        map[string]string
 	Deleted     bool
-	// Versions[i].Version == i+1. Pointers, copied on write: cloning a state
-	// copies one word per version, and evolve replaces a changed version.
+	// Versions[i].Version == i+1. Pointers, copied on write: evolve replaces
+	// a changed version. The array is shared between copies of a state (see
+	// appendVersion and ownVersions), so cloning a state costs nothing per
+	// version and a registration appends in place.
 	Versions  []*VersionState
 	Aliases   map[string]int // alias → version; written in place only by the fold that owns it
 	CreatedAt time.Time
 	UpdatedAt time.Time
 
-	fold         *foldToken // this copy's fold; nil until created or cloned
-	aliasesOwner *foldToken
+	fold          *foldToken // this copy's fold; nil until created or cloned
+	aliasesOwner  *foldToken
+	versionsOwner *foldToken    // the fold that may write Versions' elements in place
+	versionsTail  *versionsTail // shared by every copy using Versions' array
 }
 
-// CloneModel copies what evolve writes in place (the versions slice of
-// pointers; each changed version is itself copied) and starts a new fold, so
-// the alias and artifact maps are copied on their first change: a cached
+// versionsTail counts the slots of a versions array some state uses: a copy
+// whose length is that count may append into the array's spare capacity (and
+// claims the slot), any other copy must not, because a slot beyond its own
+// length may belong to another copy's newer version.
+type versionsTail struct{ used atomic.Int64 }
+
+// appendVersion adds the next version: in place when this copy holds the
+// array's last used slot and there is room, otherwise into a new array
+// this fold owns (amortised O(1) either way for a chain of copies).
+func (s *ModelState) appendVersion(v *VersionState) {
+	n := len(s.Versions)
+	if s.versionsTail != nil && n < cap(s.Versions) && s.versionsTail.used.CompareAndSwap(int64(n), int64(n+1)) {
+		s.Versions = append(s.Versions, v)
+		return
+	}
+	grown := make([]*VersionState, n, max(2*n, 8))
+	copy(grown, s.Versions)
+	s.Versions = append(grown, v)
+	s.versionsTail = &versionsTail{}
+	s.versionsTail.used.Store(int64(n + 1))
+	if s.fold == nil {
+		s.fold = &foldToken{}
+	}
+	s.versionsOwner = s.fold
+}
+
+// ownVersions makes Versions an array this fold may write elements of.
+func (s *ModelState) ownVersions() {
+	if s.fold == nil {
+		s.fold = &foldToken{}
+	}
+	if s.versionsOwner != s.fold {
+		s.Versions = slices.Clone(s.Versions)
+		s.versionsTail = &versionsTail{}
+		s.versionsTail.used.Store(int64(len(s.Versions)))
+		s.versionsOwner = s.fold
+	}
+}
+
+// CloneModel starts a new fold on a copy of s, so the versions array and the
+// alias and artifact maps are copied on their first change (a new version
+// is appended without copying when it can be; see appendVersion): a cached
 // state stays untouched while new events are folded into the copy. Keep a
 // state you still need by folding into its clone, never into it.
 func CloneModel(s ModelState) ModelState {
-	s.Versions = slices.Clone(s.Versions)
 	s.fold = &foldToken{}
 	return s
 }
@@ -149,7 +192,7 @@ func EvolveModel(s ModelState, e events.Envelope) (ModelState, error) {
 		if err := e.Decode(&d); err != nil {
 			return s, err
 		}
-		s.Versions = append(s.Versions, &VersionState{Version: d.Version, Description: d.Description, Tags: d.Tags,
+		s.appendVersion(&VersionState{Version: d.Version, Description: d.Description, Tags: d.Tags,
 			Source: d.Source, RunID: d.RunID, Metrics: d.Metrics, Signature: d.Signature, Stage: events.StageNone,
 			CreatedAt: e.Time, UpdatedAt: e.Time})
 	case events.ModelVersionUpdated:
@@ -227,6 +270,7 @@ func EvolveModel(s ModelState, e events.Envelope) (ModelState, error) {
 
 func (s *ModelState) updateVersion(v int, t time.Time, f func(*VersionState)) {
 	if v >= 1 && v <= len(s.Versions) {
+		s.ownVersions()
 		nv := *s.Versions[v-1]
 		f(&nv)
 		nv.UpdatedAt = t
