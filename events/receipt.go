@@ -46,13 +46,9 @@ func ReceiptFrom(ctx context.Context) (*Receipt, bool) {
 	return rc, ok
 }
 
-// note records stored events on ctx's receipt, if it has one.
-func note[T any](ctx context.Context, evs []T, typeOf func(T) string) {
-	rc, ok := ReceiptFrom(ctx)
-	if !ok {
-		return
-	}
-	for _, e := range evs {
-		rc.add(typeOf(e))
+// note records stored event types on ctx's receipt, if it has one.
+func note(ctx context.Context, types ...string) {
+	if rc, ok := ReceiptFrom(ctx); ok {
+		rc.add(types...)
 	}
 }

@@ -134,10 +134,17 @@ func (s *Store) LastSequence(ctx context.Context) (uint64, error) {
 // decided again and may differ.
 func (s *Store) Append(ctx context.Context, batch ...Append) (uint64, error) {
 	seq, err := s.appendBatch(ctx, batch)
-	if dup := StoredDuplicate(err); dup != nil {
-		note(ctx, dup, func(e Envelope) string { return e.Type })
-	} else if err == nil {
-		note(ctx, batch, func(a Append) string { return a.Event.Type })
+	// What the command stored: the batch, or for a duplicate the earlier
+	// attempt's events (what was decided again may differ).
+	switch stored := StoredDuplicate(err); {
+	case stored != nil:
+		for _, e := range stored {
+			note(ctx, e.Type)
+		}
+	case err == nil:
+		for _, a := range batch {
+			note(ctx, a.Event.Type)
+		}
 	}
 	return seq, err
 }

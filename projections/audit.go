@@ -2,7 +2,6 @@ package projections
 
 import (
 	"encoding/json"
-	"slices"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -52,23 +51,6 @@ func (Audit) Queue(b *pgx.Batch, evs []events.Envelope) error {
 			AS x(s, id, t, ty, a, su, c, ca, sm, d)`,
 		seq, cols[0], times, cols[1], cols[2], cols[3], cols[4], cols[5], cols[6], cols[7])
 	return nil
-}
-
-// Handling is the projections among names that handle at least one of
-// types (unknown names are kept: waiting on them is the caller's choice).
-func Handling(names, types []string) []string {
-	byName := map[string]Projection{}
-	for _, p := range All() {
-		byName[p.Name()] = p
-	}
-	var out []string
-	for _, n := range names {
-		p, ok := byName[n]
-		if !ok || slices.ContainsFunc(types, p.Handles) {
-			out = append(out, n)
-		}
-	}
-	return out
 }
 
 // All is the registry of every projection, in the order they are started.

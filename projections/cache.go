@@ -3,6 +3,8 @@ package projections
 import (
 	"sync"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 )
 
 // InvalidateChannel is the Postgres channel on which projections announce
@@ -11,6 +13,12 @@ import (
 // notification: a Waiter has dropped the cached rows by the time it sees
 // the checkpoint, so read-your-writes holds with the caches too.
 const InvalidateChannel = "maestro_invalidate"
+
+// queueInvalidate announces that the rows tagged kind:id ("user",
+// "session", "project", "model") changed, for the read caches.
+func queueInvalidate(b *pgx.Batch, kind, id string) {
+	b.Queue("SELECT pg_notify($1, $2)", InvalidateChannel, kind+":"+id)
+}
 
 // The read cache bounds: how many rows, and how long one is trusted while
 // notifications flow (a bound on staleness should one ever be missed).

@@ -24,12 +24,6 @@ func (Users) Handles(t string) bool {
 	return false
 }
 
-// queueInvalidate announces that rows of kind ("user", "session") id
-// changed (InvalidateChannel), for the read caches (Queries.CacheWith).
-func queueInvalidate(b *pgx.Batch, kind, id string) {
-	b.Queue("SELECT pg_notify($1, $2)", InvalidateChannel, kind+":"+id)
-}
-
 // Queue implements Projection.
 func (Users) Queue(b *pgx.Batch, evs []events.Envelope) error {
 	for _, e := range evs {

@@ -8,6 +8,7 @@ import (
 	"hash/fnv"
 	"log/slog"
 	"math/rand/v2"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -37,6 +38,23 @@ type Projection interface {
 	// only queues, never reads: the runner sends them behind the checkpoint
 	// advance as one pipelined, implicit transaction (one round trip).
 	Queue(b *pgx.Batch, evs []events.Envelope) error
+}
+
+// Handling is the projections among names that handle at least one of
+// types (unknown names are kept: waiting on them is the caller's choice).
+func Handling(names, types []string) []string {
+	byName := map[string]Projection{}
+	for _, p := range All() {
+		byName[p.Name()] = p
+	}
+	var out []string
+	for _, n := range names {
+		p, ok := byName[n]
+		if !ok || slices.ContainsFunc(types, p.Handles) {
+			out = append(out, n)
+		}
+	}
+	return out
 }
 
 // PositionSubject is the NATS subject on which a projection's active runner
