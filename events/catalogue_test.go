@@ -59,3 +59,32 @@ func TestCatalogueIsComplete(t *testing.T) {
 		t.Fatalf("found only %d event type constants: the scan is broken", len(declared))
 	}
 }
+
+// Every catalogued type names at least one aggregate, and CheckSubject
+// holds a type to its aggregates.
+func TestCheckSubject(t *testing.T) {
+	for _, ty := range Types() {
+		aggs := AggregatesOf(ty)
+		if len(aggs) == 0 {
+			t.Errorf("%s names no aggregate", ty)
+			continue
+		}
+		for _, a := range aggs {
+			if err := CheckSubject(ty, Subject(a, "x")); err != nil {
+				t.Errorf("CheckSubject(%s, %s): %v", ty, a, err)
+			}
+		}
+	}
+	for _, bad := range []struct{ typ, subject string }{
+		{ModelVersionRegistered, Subject(AggProject, "x")},
+		{UserRegistered, Subject(AggSession, "x")},
+		{"maestro.thing.happened.v1", Subject(AggModel, "x")},
+	} {
+		if err := CheckSubject(bad.typ, bad.subject); err == nil {
+			t.Errorf("CheckSubject(%s, %s) = nil, want a refusal", bad.typ, bad.subject)
+		}
+	}
+	if err := CheckSubject(LoginRejected, LoginRejectionsSubject("a@b.c")); err != nil {
+		t.Errorf("a security-stream subject: %v", err)
+	}
+}

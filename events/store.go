@@ -123,6 +123,19 @@ func (s *Store) LastSequence(ctx context.Context) (uint64, error) {
 	return info.State.LastSeq, nil
 }
 
+// NextOn is the sequence of the first event at or after seq whose subject
+// matches filter (wildcards allowed), or 0 when there is none (yet).
+func (s *Store) NextOn(ctx context.Context, seq uint64, filter string) (uint64, error) {
+	m, err := s.stream.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(filter))
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("next event on %s from %d: %w", filter, seq, err)
+	}
+	return m.Sequence, nil
+}
+
 // Append stores events atomically: one event is a plain publish, several are
 // one JetStream atomic batch, so either every event is stored or none is.
 // It returns the stream sequence of the last event.
@@ -304,11 +317,15 @@ func (s *Store) Get(ctx context.Context, seq uint64) (Envelope, error) {
 	return FromHeaders(raw.Subject, raw.Header, raw.Data, raw.Sequence)
 }
 
-// Follow delivers every event with sequence > after, in stream order, to the
+// Follow delivers every event with sequence > after whose subject matches
+// one of filter (every event when filter is empty), in stream order, to the
 // returned ordered consumer. Ordered consumers are ephemeral and recreate
 // themselves on gaps; the checkpoint the caller keeps is the durable part.
-func (s *Store) Follow(ctx context.Context, after uint64) (jetstream.Consumer, error) {
-	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: []string{AllSubjects}}
+func (s *Store) Follow(ctx context.Context, after uint64, filter []string) (jetstream.Consumer, error) {
+	if len(filter) == 0 {
+		filter = []string{AllSubjects}
+	}
+	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: filter}
 	if after > 0 {
 		cfg.DeliverPolicy = jetstream.DeliverByStartSequencePolicy
 		cfg.OptStartSeq = after + 1

@@ -466,7 +466,7 @@ func TestFollowDeliversInOrderAfter(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	cons, err := s.Follow(ctx, 2)
+	cons, err := s.Follow(ctx, 2, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -490,6 +490,63 @@ func TestFollowDeliversInOrderAfter(t *testing.T) {
 		case seq := <-got:
 			if seq != want {
 				t.Fatalf("followed seq %d, want %d", seq, want)
+			}
+		case <-ctx.Done():
+			t.Fatalf("timed out waiting for seq %d", want)
+		}
+	}
+}
+
+// A filtered follow delivers only the matching subjects' events, and NextOn
+// finds the first match at or after a sequence (0 when there is none).
+func TestFollowFilterAndNextOn(t *testing.T) {
+	t.Parallel()
+	s := newStore(t)
+	ctx := testCtx(t)
+	user, other := userSubject(), events.Subject(events.AggModel, "m1")
+	var matching []uint64
+	for i := range 6 {
+		subj := user
+		if i%2 == 1 {
+			subj = other
+		}
+		seq, err := s.Append(ctx, events.Append{Event: roleChanged(t, subj, fmt.Sprint(i)), Expect: events.Any})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if subj == other {
+			matching = append(matching, seq)
+		}
+	}
+	filter := events.Subject(events.AggModel, ">")
+	for _, c := range []struct{ from, want uint64 }{{1, matching[0]}, {matching[0], matching[0]}, {matching[0] + 1, matching[1]}, {matching[2] + 1, 0}} {
+		got, err := s.NextOn(ctx, c.from, filter)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got != c.want {
+			t.Errorf("NextOn(%d) = %d, want %d", c.from, got, c.want)
+		}
+	}
+	cons, err := s.Follow(ctx, 0, []string{filter})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan uint64, 16)
+	cc, err := cons.Consume(func(m jetstream.Msg) {
+		if md, err := m.Metadata(); err == nil {
+			got <- md.Sequence.Stream
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Stop()
+	for _, want := range matching {
+		select {
+		case seq := <-got:
+			if seq != want {
+				t.Fatalf("followed seq %d, want %d (only %s events)", seq, want, filter)
 			}
 		case <-ctx.Done():
 			t.Fatalf("timed out waiting for seq %d", want)

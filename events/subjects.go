@@ -23,6 +23,7 @@ const (
 	AggSession  = "session"
 	AggEmail    = "email"    // reservation subjects for unique e-mail addresses
 	AggSecurity = "security" // security signals with no aggregate of their own
+	AggSystem   = "system"   // markers of one-time platform actions (the bootstrap admin)
 )
 
 // Subject is the subject of one aggregate instance. id must be a single

@@ -72,7 +72,7 @@ type LoginRejectedData struct {
 const AdminBootstrapped = "maestro.system.admin_bootstrapped.v1"
 
 // BootstrapSubject is appended to with expected sequence 0: at most once.
-var BootstrapSubject = Subject("system", "bootstrap-admin")
+var BootstrapSubject = Subject(AggSystem, "bootstrap-admin")
 
 // AdminBootstrappedData names the admin created from configuration.
 type AdminBootstrappedData struct {

@@ -26,6 +26,9 @@ func Build(meta events.Meta, versions map[string]uint64, changes ...Change) ([]e
 	out := make([]events.Append, 0, len(changes))
 	seen := map[string]bool{}
 	for i, c := range changes {
+		if err := events.CheckSubject(c.Type, c.Subject); err != nil {
+			return nil, fmt.Errorf("build: %w", err)
+		}
 		env, err := events.New(meta, c.Subject, c.Type, i, c.Data)
 		if err != nil {
 			return nil, err

@@ -12,13 +12,15 @@ import (
 	"github.com/maestro-ml/maestro/internal/testnats"
 )
 
-// counter is a test aggregate: the values it was incremented to, in order.
+// counter is a test aggregate: the values it was incremented to, in order,
+// recorded as model-updated events on model subjects (Build appends only
+// catalogued types, on their aggregates' subjects).
 type counter struct {
 	Values []int
 	Last   time.Time
 }
 
-const incremented = "maestro.test.counter.incremented.v1"
+const incremented = events.ModelUpdated
 
 func evolveCounter(c counter, e events.Envelope) (counter, error) {
 	var d struct{ N int }
@@ -49,7 +51,7 @@ func TestUpdateDecidesOnTheCacheButNeverOnAStaleState(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	a, b := newCounterRepo(store), newCounterRepo(store)
-	subject := events.Subject("counter", "c1")
+	subject := events.Subject(events.AggModel, "c1")
 	meta := events.Meta{Actor: events.SystemActor}
 	increment := func(refuseOdd bool) Decide[counter] {
 		return func(c counter, _ uint64, _ bool) ([]Change, map[string]uint64, error) {

@@ -18,6 +18,9 @@ func (Audit) Name() string { return "audit" }
 // Tables implements Projection.
 func (Audit) Tables() []string { return []string{"audit_entries"} }
 
+// Aggregates implements Projection: it reads every subject.
+func (Audit) Aggregates() []string { return nil }
+
 // Handles implements Projection: every event is audited.
 func (Audit) Handles(string) bool { return true }
 

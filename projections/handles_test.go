@@ -1,6 +1,7 @@
 package projections
 
 import (
+	"slices"
 	"testing"
 	"time"
 
@@ -23,6 +24,28 @@ func TestHandlesMatchesWhatQueueWrites(t *testing.T) {
 			}
 			if wrote := b.Len() > 0; wrote != p.Handles(ty) {
 				t.Errorf("%s: Handles(%s) = %v, but Queue wrote %d statements", p.Name(), ty, p.Handles(ty), b.Len())
+			}
+		}
+	}
+}
+
+// A runner reads only its projection's aggregates: every aggregate that
+// carries a type the projection handles must be among them, or the
+// projection would never see those events.
+func TestAggregatesCoverHandledTypes(t *testing.T) {
+	for _, p := range All() {
+		read := p.Aggregates()
+		if len(read) == 0 {
+			continue // every subject
+		}
+		for _, ty := range events.Types() {
+			if !p.Handles(ty) {
+				continue
+			}
+			for _, agg := range events.AggregatesOf(ty) {
+				if !slices.Contains(read, agg) {
+					t.Errorf("%s handles %s, appended on %s subjects, but reads only %v", p.Name(), ty, agg, read)
+				}
 			}
 		}
 	}

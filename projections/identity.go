@@ -15,6 +15,9 @@ func (Users) Name() string { return "users" }
 // Tables implements Projection.
 func (Users) Tables() []string { return []string{"users"} }
 
+// Aggregates implements Projection.
+func (Users) Aggregates() []string { return []string{events.AggUser} }
+
 // Handles implements Projection.
 func (Users) Handles(t string) bool {
 	switch t {
@@ -64,6 +67,9 @@ func (Sessions) Name() string { return "sessions" }
 
 // Tables implements Projection.
 func (Sessions) Tables() []string { return []string{"sessions"} }
+
+// Aggregates implements Projection.
+func (Sessions) Aggregates() []string { return []string{events.AggSession, events.AggUser} }
 
 // Handles implements Projection.
 func (Sessions) Handles(t string) bool {

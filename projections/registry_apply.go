@@ -18,6 +18,9 @@ func (Projects) Name() string { return "projects" }
 // Tables implements Projection.
 func (Projects) Tables() []string { return []string{"projects", "project_members"} }
 
+// Aggregates implements Projection.
+func (Projects) Aggregates() []string { return []string{events.AggProject} }
+
 // Handles implements Projection.
 func (Projects) Handles(t string) bool {
 	switch t {
@@ -100,6 +103,9 @@ func jsonOrNil[M ~map[string]V, V any](m M) ([]byte, error) {
 	}
 	return json.Marshal(m)
 }
+
+// Aggregates implements Projection.
+func (Models) Aggregates() []string { return []string{events.AggModel} }
 
 // Handles implements Projection.
 func (Models) Handles(t string) bool { return strings.HasPrefix(t, "maestro.model.") }

@@ -30,6 +30,10 @@ type Projection interface {
 	Name() string
 	// Tables lists the tables it owns; rebuild truncates them.
 	Tables() []string
+	// Aggregates lists the aggregate types whose subjects the projection
+	// reads (its consumer's filter); empty means every subject. It must
+	// cover every aggregate the catalogue lists for the types it handles.
+	Aggregates() []string
 	// Handles reports whether events of this type change the read model.
 	// The runner records other events' sequences in batches, and commands
 	// wait only for projections that handle one of their events.
@@ -83,6 +87,11 @@ type Runner struct {
 	store *events.Store
 	p     Projection
 	cfg   RunnerConfig
+	// filter is the subjects of p's aggregates (nil: every subject). The
+	// consumer delivers only those, so a registration does not wake the
+	// identity projections; the runner learns how far the stream has gone
+	// past its last event from readThrough instead.
+	filter []string
 	// afterCommit, when set, runs after each committed batch; tests use it
 	// to crash a worker between commit and acknowledgement.
 	afterCommit func(last uint64) error
@@ -123,7 +132,11 @@ func NewRunner(pool *pgxpool.Pool, store *events.Store, p Projection, cfg Runner
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Runner{pool: pool, store: store, p: p, cfg: cfg}
+	var filter []string
+	for _, agg := range p.Aggregates() {
+		filter = append(filter, events.Subject(agg, ">"))
+	}
+	return &Runner{pool: pool, store: store, p: p, cfg: cfg, filter: filter}
 }
 
 func lockKey(name string) int64 {
@@ -201,17 +214,51 @@ func (r *Runner) runLocked(ctx context.Context, log *slog.Logger) error {
 	}
 	r.lock, r.holder = conn, holder
 	r.setPosition(0, 0)
-	sub, err := r.store.Conn().Subscribe(PositionSubject(r.p.Name()), func(m *nats.Msg) {
-		r.posMu.Lock()
-		reply := fmt.Sprintf("%d:%d", r.pos, r.posCheck)
-		r.posMu.Unlock()
-		_ = m.Respond([]byte(reply))
-	})
+	sub, err := r.store.Conn().Subscribe(PositionSubject(r.p.Name()), r.answerPosition)
 	if err != nil {
 		return fmt.Errorf("position subscription: %w", err)
 	}
 	defer sub.Unsubscribe() //nolint:errcheck // the connection may be closing
 	return r.follow(ctx, log)
+}
+
+// answerPosition replies to a PositionSubject request with how far the
+// runner has read and its checkpoint ("<read>:<checkpoint>").
+func (r *Runner) answerPosition(m *nats.Msg) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	var cp uint64
+	pos := r.readThrough(ctx, func() uint64 {
+		r.posMu.Lock()
+		defer r.posMu.Unlock()
+		cp = r.posCheck
+		return r.pos
+	})
+	_ = m.Respond([]byte(strconv.FormatUint(pos, 10) + ":" + strconv.FormatUint(cp, 10)))
+}
+
+// readThrough is how far the runner has in fact read, given position (how
+// far it has received): the stream's head when no event on the runner's
+// subjects lies between them, else position. A filtered consumer never sees
+// other aggregates' events, so this is how its position keeps up with the
+// stream. The head is taken first: an event appended after it cannot be
+// skipped. A lookup that fails answers position.
+func (r *Runner) readThrough(ctx context.Context, position func() uint64) uint64 {
+	if len(r.filter) == 0 {
+		return position()
+	}
+	head, err := r.store.LastSequence(ctx)
+	pos := position()
+	if err != nil || head <= pos {
+		return pos
+	}
+	for _, f := range r.filter {
+		next, err := r.store.NextOn(ctx, pos+1, f)
+		if err != nil || (next != 0 && next <= head) {
+			return pos
+		}
+	}
+	return head
 }
 
 func (r *Runner) checkpoint(ctx context.Context) (uint64, error) {
@@ -231,7 +278,7 @@ func (r *Runner) follow(ctx context.Context, log *slog.Logger) error {
 	}
 	cctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	cons, err := r.store.Follow(cctx, cp)
+	cons, err := r.store.Follow(cctx, cp, r.filter)
 	if err != nil {
 		return err
 	}
@@ -262,13 +309,12 @@ func (r *Runner) follow(ctx context.Context, log *slog.Logger) error {
 		batch = batch[:0]
 		select {
 		case <-ctx.Done():
-			if pos > cp {
-				// Record the pass before stopping, so a clean stop leaves
-				// no lag behind (still holding the lock).
-				actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-				err := r.advance(actx, cp, pos)
-				cancel()
-				if err != nil && !errors.Is(err, errRestart) {
+			// Record the pass before stopping, so a clean stop leaves no
+			// lag behind (still holding the lock).
+			actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			defer cancel()
+			if pos = r.readThrough(actx, func() uint64 { return pos }); pos > cp {
+				if err := r.advance(actx, cp, pos); err != nil && !errors.Is(err, errRestart) {
 					log.Warn("projection could not record its position at stop", "err", err)
 				}
 			}
@@ -300,6 +346,16 @@ func (r *Runner) follow(ctx context.Context, log *slog.Logger) error {
 			}
 			if now != cp {
 				return errRestart
+			}
+			// Other aggregates' events never reach a filtered runner: catch
+			// the position up with the stream, and the pass records it.
+			if read := r.readThrough(ctx, func() uint64 { return pos }); read > pos {
+				pos = read
+				r.setPosition(pos, cp)
+				if passing == nil {
+					pass.Reset(r.cfg.Pass)
+					passing = pass.C
+				}
 			}
 			continue
 		case m := <-msgs:
