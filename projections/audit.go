@@ -4,8 +4,6 @@ import (
 	"encoding/json"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-
 	"github.com/maestro-ml/maestro/events"
 )
 
@@ -27,7 +25,7 @@ func (Audit) Handles(string) bool { return true }
 // Queue implements Projection: one INSERT of the whole batch from arrays
 // (unnest), so a rebuild writes hundreds of entries per statement. Duplicates
 // cannot occur because the runner skips events at or below the checkpoint.
-func (Audit) Queue(b *pgx.Batch, evs []events.Envelope) error {
+func (Audit) Queue(b *Batch, evs []events.Envelope) error {
 	if len(evs) == 0 {
 		return nil
 	}

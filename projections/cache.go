@@ -7,18 +7,24 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
-// InvalidateChannel is the Postgres channel on which projections announce
-// changed rows ("user:<id>", "session:<id>", "project:<id>", "model:<id>")
-// in the transaction that changes them, before the checkpoint's own
-// notification: a Waiter has dropped the cached rows by the time it sees
-// the checkpoint, so read-your-writes holds with the caches too.
+// InvalidateChannel is the Postgres channel on which a batch announces the
+// changed rows' tags ("user:<id>", "session:<id>", "project:<id>",
+// "model:<id>") that do not fit in its checkpoint's notification, which
+// carries the others (see Runner.queueAnnounce). Either way the Waiter drops
+// the cached rows before it sees the checkpoint, so read-your-writes holds
+// with the caches too.
 const InvalidateChannel = "maestro_invalidate"
 
-// queueInvalidate announces that the rows tagged kind:id ("user",
-// "session", "project", "model") changed, for the read caches.
-func queueInvalidate(b *pgx.Batch, kind, id string) {
-	b.Queue("SELECT pg_notify($1, $2)", InvalidateChannel, kind+":"+id)
+// Batch is what a projection queues for one transaction: the statements,
+// and the cache tags of the rows they change.
+type Batch struct {
+	pgx.Batch
+	tags []string
 }
+
+// Invalidate records that the rows tagged kind:id ("user", "session",
+// "project", "model") change, for the read caches.
+func (b *Batch) Invalidate(kind, id string) { b.tags = append(b.tags, kind+":"+id) }
 
 // The read cache bounds: how many rows, and how long one is trusted while
 // notifications flow (a bound on staleness should one ever be missed).

@@ -1,8 +1,6 @@
 package projections
 
 import (
-	"github.com/jackc/pgx/v5"
-
 	"github.com/maestro-ml/maestro/events"
 )
 
@@ -28,7 +26,7 @@ func (Users) Handles(t string) bool {
 }
 
 // Queue implements Projection.
-func (Users) Queue(b *pgx.Batch, evs []events.Envelope) error {
+func (Users) Queue(b *Batch, evs []events.Envelope) error {
 	for _, e := range evs {
 		switch e.Type {
 		case events.UserRegistered:
@@ -38,14 +36,14 @@ func (Users) Queue(b *pgx.Batch, evs []events.Envelope) error {
 			}
 			b.Queue(`INSERT INTO users (id, email, name, role, active, created_at, updated_at, created_seq, updated_seq)
 				VALUES ($1, $2, $3, $4, true, $5, $5, $6, $6)`, d.UserID, d.Email, d.Name, d.Role, e.Time, int64(e.Sequence))
-			queueInvalidate(b, "user", d.UserID)
+			b.Invalidate("user", d.UserID)
 		case events.UserRoleChanged:
 			var d events.UserRoleChangedData
 			if err := e.Decode(&d); err != nil {
 				return err
 			}
 			b.Queue(`UPDATE users SET role = $2, updated_at = $3, updated_seq = $4 WHERE id = $1`, d.UserID, d.To, e.Time, int64(e.Sequence))
-			queueInvalidate(b, "user", d.UserID)
+			b.Invalidate("user", d.UserID)
 		case events.UserDeactivated, events.UserReactivated:
 			var d events.UserActivationData
 			if err := e.Decode(&d); err != nil {
@@ -53,7 +51,7 @@ func (Users) Queue(b *pgx.Batch, evs []events.Envelope) error {
 			}
 			b.Queue(`UPDATE users SET active = $2, updated_at = $3, updated_seq = $4 WHERE id = $1`,
 				d.UserID, e.Type == events.UserReactivated, e.Time, int64(e.Sequence))
-			queueInvalidate(b, "user", d.UserID)
+			b.Invalidate("user", d.UserID)
 		}
 	}
 	return nil
@@ -81,7 +79,7 @@ func (Sessions) Handles(t string) bool {
 }
 
 // Queue implements Projection.
-func (Sessions) Queue(b *pgx.Batch, evs []events.Envelope) error {
+func (Sessions) Queue(b *Batch, evs []events.Envelope) error {
 	for _, e := range evs {
 		switch e.Type {
 		case events.SessionStarted:
@@ -103,7 +101,7 @@ func (Sessions) Queue(b *pgx.Batch, evs []events.Envelope) error {
 				return err
 			}
 			b.Queue(`UPDATE sessions SET revoked_at = $2, revoked_reason = $3 WHERE id = $1 AND revoked_at IS NULL`, d.SessionID, e.Time, d.Reason)
-			queueInvalidate(b, "session", d.SessionID)
+			b.Invalidate("session", d.SessionID)
 		case events.UserDeactivated:
 			// Deactivation ends every session of the user at once.
 			var d events.UserActivationData
@@ -112,7 +110,7 @@ func (Sessions) Queue(b *pgx.Batch, evs []events.Envelope) error {
 			}
 			b.Queue(`UPDATE sessions SET revoked_at = $2, revoked_reason = $3 WHERE user_id = $1 AND revoked_at IS NULL`,
 				d.UserID, e.Time, events.RevokedUserDisabled)
-			queueInvalidate(b, "user", d.UserID)
+			b.Invalidate("user", d.UserID)
 		}
 	}
 	return nil

@@ -4,8 +4,6 @@ import (
 	"encoding/json"
 	"strings"
 
-	"github.com/jackc/pgx/v5"
-
 	"github.com/maestro-ml/maestro/events"
 )
 
@@ -32,7 +30,7 @@ func (Projects) Handles(t string) bool {
 }
 
 // Queue implements Projection.
-func (Projects) Queue(b *pgx.Batch, evs []events.Envelope) error {
+func (Projects) Queue(b *Batch, evs []events.Envelope) error {
 	for _, e := range evs {
 		if !(Projects{}).Handles(e.Type) {
 			continue
@@ -80,7 +78,7 @@ func (Projects) Queue(b *pgx.Batch, evs []events.Envelope) error {
 			b.Queue(`DELETE FROM project_members WHERE project_id = $1 AND user_id = $2`, d.ProjectID, d.UserID)
 			b.Queue(`UPDATE projects SET updated_at = $2 WHERE id = $1`, d.ProjectID, e.Time)
 		}
-		queueInvalidate(b, "project", head.ProjectID)
+		b.Invalidate("project", head.ProjectID)
 	}
 	return nil
 }
@@ -111,7 +109,7 @@ func (Models) Aggregates() []string { return []string{events.AggModel} }
 func (Models) Handles(t string) bool { return strings.HasPrefix(t, "maestro.model.") }
 
 // Queue implements Projection.
-func (Models) Queue(b *pgx.Batch, evs []events.Envelope) error {
+func (Models) Queue(b *Batch, evs []events.Envelope) error {
 	for _, e := range evs {
 		if !(Models{}).Handles(e.Type) {
 			continue
@@ -125,7 +123,7 @@ func (Models) Queue(b *pgx.Batch, evs []events.Envelope) error {
 		if err := applyModelEvent(b, e); err != nil {
 			return err
 		}
-		queueInvalidate(b, "model", head.ModelID)
+		b.Invalidate("model", head.ModelID)
 		if e.Type != events.ModelCreated && e.Type != events.ModelVersionRegistered {
 			b.Queue(`UPDATE models SET updated_at = $2, updated_seq = $3 WHERE id = $1`, head.ModelID, e.Time, int64(e.Sequence))
 		}
@@ -133,7 +131,7 @@ func (Models) Queue(b *pgx.Batch, evs []events.Envelope) error {
 	return nil
 }
 
-func applyModelEvent(b *pgx.Batch, e events.Envelope) error {
+func applyModelEvent(b *Batch, e events.Envelope) error {
 	switch e.Type {
 	case events.ModelCreated:
 		var d events.ModelCreatedData

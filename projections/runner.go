@@ -41,7 +41,7 @@ type Projection interface {
 	// Queue adds to b the statements that apply evs (in stream order). It
 	// only queues, never reads: the runner sends them behind the checkpoint
 	// advance as one pipelined, implicit transaction (one round trip).
-	Queue(b *pgx.Batch, evs []events.Envelope) error
+	Queue(b *Batch, evs []events.Envelope) error
 }
 
 // Handling is the projections among names that handle at least one of
@@ -426,7 +426,7 @@ func (r *Runner) changes(batch []events.Envelope, pos uint64) bool {
 func (r *Runner) advance(ctx context.Context, cp, last uint64) error {
 	b := &pgx.Batch{}
 	r.queueAdvance(b, cp, last)
-	r.queueAnnounce(b, last)
+	r.queueAnnounce(b, last, nil)
 	if err := r.pool.SendBatch(ctx, b).Close(); err != nil {
 		return r.failed(ctx, err)
 	}
@@ -474,7 +474,7 @@ type quarantined struct {
 
 // advanceSQL moves the checkpoint and announces it, or fails with
 // SQLSTATE MA001 (checkpoint moved) or MA002 (lock lost); see migration
-// 00005. It goes first in every batch, so its row lock orders concurrent
+// 00005 (one UPDATE since 00006). It goes first in every batch, so its row lock orders concurrent
 // writers and its failure undoes the batch.
 const advanceSQL = "SELECT projection_advance($1, $2, $3, $4)"
 
@@ -483,12 +483,26 @@ func (r *Runner) queueAdvance(b *pgx.Batch, expected, last uint64) {
 	b.Queue(advanceSQL, r.p.Name(), int64(expected), int64(last), r.holder)
 }
 
-// queueAnnounce queues the checkpoint's notification (NotifyChannel). It
-// goes last: notifications of one transaction arrive in order, so a Waiter
-// has handled the rows' own (InvalidateChannel) before it wakes the
-// requests waiting for this checkpoint.
-func (r *Runner) queueAnnounce(b *pgx.Batch, last uint64) {
-	b.Queue("SELECT pg_notify($1, $2)", NotifyChannel, r.p.Name()+":"+strconv.FormatUint(last, 10))
+// maxNotify bounds a notification's payload (PostgreSQL refuses 8000
+// bytes and more).
+const maxNotify = 7900
+
+// queueAnnounce queues the checkpoint's notification (NotifyChannel):
+// "<name>:<last>", then the batch's cache tags, space-separated, as many as
+// fit; the rest go first, each on InvalidateChannel. It goes last:
+// notifications of one transaction arrive in order, and the Waiter drops
+// the tagged rows before it wakes the requests waiting for this checkpoint.
+// One notification per batch, not one per changed row.
+func (r *Runner) queueAnnounce(b *pgx.Batch, last uint64, tags []string) {
+	payload := r.p.Name() + ":" + strconv.FormatUint(last, 10)
+	for _, t := range tags {
+		if len(payload)+1+len(t) > maxNotify {
+			b.Queue("SELECT pg_notify($1, $2)", InvalidateChannel, t)
+			continue
+		}
+		payload += " " + t
+	}
+	b.Queue("SELECT pg_notify($1, $2)", NotifyChannel, payload)
 }
 
 // failed classifies a failed batch: a moved checkpoint restarts the
@@ -525,7 +539,8 @@ func (r *Runner) commitBatch(ctx context.Context, expected uint64, batch []event
 		return expected, nil
 	}
 	last := fresh[len(fresh)-1].Sequence
-	b := &pgx.Batch{}
+	pb := &Batch{}
+	b := &pb.Batch
 	r.queueAdvance(b, expected, last)
 	var skipped []quarantined
 	decoded := fresh
@@ -541,10 +556,10 @@ func (r *Runner) commitBatch(ctx context.Context, expected uint64, batch []event
 		}
 	}
 	if !isolate {
-		if err := r.p.Queue(b, decoded); err != nil {
+		if err := r.p.Queue(pb, decoded); err != nil {
 			return expected, fmt.Errorf("apply %s: %w", r.p.Name(), err)
 		}
-		r.queueAnnounce(b, last)
+		r.queueAnnounce(b, last, pb.tags)
 		if err := r.pool.SendBatch(ctx, b).Close(); err != nil {
 			return expected, r.failed(ctx, err)
 		}
@@ -557,17 +572,19 @@ func (r *Runner) commitBatch(ctx context.Context, expected uint64, batch []event
 		if err := tx.SendBatch(ctx, b).Close(); err != nil {
 			return expected, r.failed(ctx, err)
 		}
+		var tags []string
 		for _, e := range decoded {
-			q, err := r.applyOne(ctx, tx, e)
+			q, applied, err := r.applyOne(ctx, tx, e)
 			if err != nil {
 				return expected, r.failed(ctx, err)
 			}
 			if q != nil {
 				skipped = append(skipped, *q)
 			}
+			tags = append(tags, applied...)
 		}
 		ab := &pgx.Batch{}
-		r.queueAnnounce(ab, last)
+		r.queueAnnounce(ab, last, tags)
 		if err := tx.SendBatch(ctx, ab).Close(); err != nil {
 			return expected, r.failed(ctx, err)
 		}
@@ -589,15 +606,16 @@ func (r *Runner) commitBatch(ctx context.Context, expected uint64, batch []event
 	return last, nil
 }
 
-// applyOne applies one event under a savepoint. An undeliverable failure is
-// rolled back to the savepoint and quarantined (the returned record); any
-// other failure ends the attempt, so the runner retries it later.
-func (r *Runner) applyOne(ctx context.Context, tx pgx.Tx, e events.Envelope) (*quarantined, error) {
+// applyOne applies one event under a savepoint and returns the cache tags
+// of the rows it changed. An undeliverable failure is rolled back to the
+// savepoint and quarantined (the returned record); any other failure ends
+// the attempt, so the runner retries it later.
+func (r *Runner) applyOne(ctx context.Context, tx pgx.Tx, e events.Envelope) (*quarantined, []string, error) {
 	sp, err := tx.Begin(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("savepoint: %w", err)
+		return nil, nil, fmt.Errorf("savepoint: %w", err)
 	}
-	b := &pgx.Batch{}
+	b := &Batch{}
 	applyErr := r.p.Queue(b, []events.Envelope{e})
 	// One statement at a time, not pipelined: an argument pgx cannot encode
 	// in a later statement of a pipeline leaves earlier ones unsynced, and
@@ -611,22 +629,22 @@ func (r *Runner) applyOne(ctx context.Context, tx pgx.Tx, e events.Envelope) (*q
 	}
 	if applyErr == nil {
 		if err := sp.Commit(ctx); err != nil {
-			return nil, fmt.Errorf("release savepoint: %w", err)
+			return nil, nil, fmt.Errorf("release savepoint: %w", err)
 		}
-		return nil, nil
+		return nil, b.tags, nil
 	}
 	if err := sp.Rollback(ctx); err != nil {
-		return nil, fmt.Errorf("rollback to savepoint: %w", err)
+		return nil, nil, fmt.Errorf("rollback to savepoint: %w", err)
 	}
 	if !Undeliverable(applyErr) {
-		return nil, fmt.Errorf("apply %s seq %d: %w", r.p.Name(), e.Sequence, applyErr)
+		return nil, nil, fmt.Errorf("apply %s seq %d: %w", r.p.Name(), e.Sequence, applyErr)
 	}
 	qb := &pgx.Batch{}
 	q := r.queueQuarantine(qb, e, applyErr)
 	if err := tx.SendBatch(ctx, qb).Close(); err != nil {
-		return nil, fmt.Errorf("quarantine %s seq %d: %w", r.p.Name(), e.Sequence, err)
+		return nil, nil, fmt.Errorf("quarantine %s seq %d: %w", r.p.Name(), e.Sequence, err)
 	}
-	return &q, nil
+	return &q, nil, nil
 }
 
 // queueQuarantine queues the record that the projection skips e because of

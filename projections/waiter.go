@@ -169,7 +169,15 @@ func (w *Waiter) listen(ctx context.Context) {
 			}
 			continue
 		}
-		name, rest, ok := strings.Cut(n.Payload, ":")
+		// "<name>:<seq>" and the batch's cache tags (Runner.queueAnnounce):
+		// the rows go before the checkpoint wakes anyone.
+		checkpoint, tags, _ := strings.Cut(n.Payload, " ")
+		for tags != "" && w.invalidate != nil {
+			var tag string
+			tag, tags, _ = strings.Cut(tags, " ")
+			w.invalidate(tag)
+		}
+		name, rest, ok := strings.Cut(checkpoint, ":")
 		if v, err := strconv.ParseUint(rest, 10, 64); ok && err == nil {
 			w.set(name, v)
 		}
