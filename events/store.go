@@ -124,16 +124,41 @@ func (s *Store) LastSequence(ctx context.Context) (uint64, error) {
 }
 
 // NextOn is the sequence of the first event at or after seq whose subject
-// matches filter (wildcards allowed), or 0 when there is none (yet).
+// matches filter (wildcards allowed), or 0 when there is none (yet). It asks
+// the stream's leader ($JS.API.STREAM.MSG.GET), never a direct get: on a
+// replicated stream any replica may answer those, one that lags included,
+// and a caller that took LastSequence (the leader's) first must not be told
+// that an event up to it does not exist.
 func (s *Store) NextOn(ctx context.Context, seq uint64, filter string) (uint64, error) {
-	m, err := s.stream.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(filter))
-	if errors.Is(err, jetstream.ErrMsgNotFound) {
-		return 0, nil
+	req, err := json.Marshal(struct {
+		Seq  uint64 `json:"seq"`
+		Next string `json:"next_by_subj"`
+	}{seq, filter})
+	if err != nil {
+		return 0, err
 	}
+	m, err := s.nc.RequestWithContext(ctx, "$JS.API.STREAM.MSG.GET."+s.streamName(), req)
 	if err != nil {
 		return 0, fmt.Errorf("next event on %s from %d: %w", filter, seq, err)
 	}
-	return m.Sequence, nil
+	var resp struct {
+		Message *struct {
+			Seq uint64 `json:"seq"`
+		} `json:"message"`
+		Error *jetstream.APIError `json:"error"`
+	}
+	if err := json.Unmarshal(m.Data, &resp); err != nil {
+		return 0, fmt.Errorf("next event on %s from %d: %w", filter, seq, err)
+	}
+	switch {
+	case resp.Error != nil && resp.Error.ErrorCode == jetstream.JSErrCodeMessageNotFound:
+		return 0, nil
+	case resp.Error != nil:
+		return 0, fmt.Errorf("next event on %s from %d: %w", filter, seq, resp.Error)
+	case resp.Message == nil:
+		return 0, fmt.Errorf("next event on %s from %d: empty answer", filter, seq)
+	}
+	return resp.Message.Seq, nil
 }
 
 // Append stores events atomically: one event is a plain publish, several are

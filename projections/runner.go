@@ -241,8 +241,10 @@ func (r *Runner) answerPosition(m *nats.Msg) {
 // far it has received): the stream's head when no event on the runner's
 // subjects lies between them, else position. A filtered consumer never sees
 // other aggregates' events, so this is how its position keeps up with the
-// stream. The head is taken first: an event appended after it cannot be
-// skipped. A lookup that fails answers position.
+// stream. The head is taken first, from the stream's leader, and the
+// lookups ask the leader too (Store.NextOn): an event up to the head is
+// there to be found, and one appended after it is not skipped. A lookup
+// that fails answers position.
 func (r *Runner) readThrough(ctx context.Context, position func() uint64) uint64 {
 	if len(r.filter) == 0 {
 		return position()
@@ -374,7 +376,11 @@ func (r *Runner) follow(ctx context.Context, log *slog.Logger) error {
 				break drain
 			}
 		}
-		if !r.changes(batch, pos) {
+		// Events are weighed from the checkpoint, not from pos: pos only
+		// passes over events the projection does not handle, so one it
+		// handles at or below pos would mean reading through was wrong, and
+		// it is applied rather than lost.
+		if !r.changes(batch, cp) {
 			if last := batch[len(batch)-1].Sequence; last > pos {
 				pos = last
 				r.setPosition(pos, cp)
@@ -406,12 +412,12 @@ func (r *Runner) setPosition(pos, cp uint64) {
 	r.posMu.Unlock()
 }
 
-// changes reports whether a batch has an event after pos that changes the
-// read model: one the projection handles, or an undecodable message (which
-// is quarantined).
-func (r *Runner) changes(batch []events.Envelope, pos uint64) bool {
+// changes reports whether a batch has an event after sequence after that
+// changes the read model: one the projection handles, or an undecodable
+// message (which is quarantined).
+func (r *Runner) changes(batch []events.Envelope, after uint64) bool {
 	for _, e := range batch {
-		if e.Sequence <= pos {
+		if e.Sequence <= after {
 			continue
 		}
 		if _, bad := r.undecodable[e.Sequence]; bad || r.p.Handles(e.Type) {

@@ -42,7 +42,8 @@ func NewWaiter(pool *pgxpool.Pool) *Waiter {
 }
 
 // onInvalidate sets what to call for each row a projection announces as
-// changed (InvalidateChannel), and when notifications may have been missed
+// changed (with its checkpoint, or on InvalidateChannel when the tags do not
+// fit in that notification), and when notifications may have been missed
 // (the listening connection was lost or is new). Call it before Run.
 func (w *Waiter) onInvalidate(invalidate func(tag string), reset func()) {
 	w.invalidate, w.reset = invalidate, reset
