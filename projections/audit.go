@@ -19,6 +19,11 @@ func (Audit) Tables() []string { return []string{"audit_entries"} }
 // Aggregates implements Projection: it reads every subject.
 func (Audit) Aggregates() []string { return nil }
 
+// Linger implements Lingering: no command waits for the audit trail, so
+// its runner gathers up to 10 ms of events per transaction (a reader of the
+// trail waits that much longer, at most, for a Maestro-Min-Sequence).
+func (Audit) Linger() time.Duration { return 10 * time.Millisecond }
+
 // Handles implements Projection: every event is audited.
 func (Audit) Handles(string) bool { return true }
 

@@ -44,6 +44,15 @@ type Projection interface {
 	Queue(b *Batch, evs []events.Envelope) error
 }
 
+// Lingering is a projection that no command waits for (the audit trail:
+// a command never reads it back). Its runner, having received an event,
+// waits up to Linger for more before it applies them, so under a steady
+// trickle of commands it commits a batch of several events instead of one
+// transaction per event.
+type Lingering interface {
+	Linger() time.Duration
+}
+
 // Handling is the projections among names that handle at least one of
 // types (unknown names are kept: waiting on them is the caller's choice).
 func Handling(names, types []string) []string {
@@ -306,6 +315,13 @@ func (r *Runner) follow(ctx context.Context, log *slog.Logger) error {
 	pass := time.NewTimer(r.cfg.Pass)
 	pass.Stop()
 	var passing <-chan time.Time
+	var linger time.Duration
+	var lingering *time.Timer
+	if l, ok := r.p.(Lingering); ok && l.Linger() > 0 {
+		linger = l.Linger()
+		lingering = time.NewTimer(linger)
+		lingering.Stop()
+	}
 	batch := make([]events.Envelope, 0, r.cfg.BatchSize)
 	for {
 		batch = batch[:0]
@@ -364,6 +380,23 @@ func (r *Runner) follow(ctx context.Context, log *slog.Logger) error {
 			if batch, err = r.appendMsg(batch, m); err != nil {
 				return err
 			}
+		}
+		if lingering != nil {
+			lingering.Reset(linger)
+		collect:
+			for len(batch) < r.cfg.BatchSize {
+				select {
+				case m := <-msgs:
+					if batch, err = r.appendMsg(batch, m); err != nil {
+						return err
+					}
+				case <-lingering.C:
+					break collect
+				case <-ctx.Done():
+					break collect
+				}
+			}
+			lingering.Stop()
 		}
 	drain:
 		for len(batch) < r.cfg.BatchSize {

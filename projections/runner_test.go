@@ -1149,3 +1149,29 @@ func TestReadThroughStopsAtAPendingEventOfItsOwn(t *testing.T) {
 		t.Errorf("audit readThrough(head %d, pos %d) = %d, want %d: it reads every subject", head, own, got, own)
 	}
 }
+
+// A lingering projection's runner gathers the events of a trickle of
+// commands into one transaction instead of one per event.
+func TestLingeringRunnerBatchesATrickle(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	r := NewRunner(f.pool, f.store, Audit{}, testRunnerConfig())
+	var commits atomic.Int64
+	r.afterCommit = func(uint64) error { commits.Add(1); return nil }
+	start(t, r)
+	first := f.seed(t, 1)
+	waitCaughtUp(t, f.pool, first, "audit")
+	before := commits.Load()
+	uid := uuid.NewString()
+	var last uint64
+	const n = 12
+	for range n {
+		last = f.append(t, base, [3]any{events.Subject(events.AggUser, uid), events.UserLoginFailed,
+			events.UserLoginFailedData{UserID: uid, Reason: "wrong_password"}})
+		time.Sleep(2 * time.Millisecond) // longer than a commit here: without lingering, one each
+	}
+	waitCaughtUp(t, f.pool, last, "audit")
+	if got := commits.Load() - before; got > n/2 {
+		t.Fatalf("%d commits for %d events appended one after another: the runner did not linger", got, n)
+	}
+}
