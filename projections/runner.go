@@ -424,7 +424,16 @@ func (r *Runner) follow(ctx context.Context, log *slog.Logger) error {
 			}
 			continue
 		}
-		if cp, err = r.applyBatch(ctx, cp, batch); err != nil {
+		actx := ctx
+		if ctx.Err() != nil {
+			// Stopping with events in hand (a lingering runner gathers
+			// them for a while): apply them still, so a clean stop leaves
+			// no lag behind.
+			var cancel context.CancelFunc
+			actx, cancel = context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			defer cancel()
+		}
+		if cp, err = r.applyBatch(actx, cp, batch); err != nil {
 			return err
 		}
 		pos, passing = cp, nil
