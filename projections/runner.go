@@ -232,17 +232,24 @@ func (r *Runner) runLocked(ctx context.Context, log *slog.Logger) error {
 }
 
 // answerPosition replies to a PositionSubject request with how far the
-// runner has read and its checkpoint ("<read>:<checkpoint>").
+// runner has read and its checkpoint ("<read>:<checkpoint>"). The request
+// may name the sequence its asker waits for: a runner that has read that
+// far already answers without asking JetStream.
 func (r *Runner) answerPosition(m *nats.Msg) {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	var cp uint64
-	pos := r.readThrough(ctx, func() uint64 {
-		r.posMu.Lock()
-		defer r.posMu.Unlock()
-		cp = r.posCheck
-		return r.pos
-	})
+	want, _ := strconv.ParseUint(string(m.Data), 10, 64)
+	r.posMu.Lock()
+	pos, cp := r.pos, r.posCheck
+	r.posMu.Unlock()
+	if want == 0 || pos < want {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		pos = r.readThrough(ctx, func() uint64 {
+			r.posMu.Lock()
+			defer r.posMu.Unlock()
+			cp = r.posCheck
+			return r.pos
+		})
+	}
 	_ = m.Respond([]byte(strconv.FormatUint(pos, 10) + ":" + strconv.FormatUint(cp, 10)))
 }
 

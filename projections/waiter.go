@@ -235,7 +235,7 @@ func (w *Waiter) wait(ctx context.Context, seq uint64, ask bool, names ...string
 				// Trusted only from a runner whose checkpoint is the one
 				// this waiter knows: not from one that has yet to notice a
 				// rebuild's rewind.
-				pos, cp, ok := w.position(ctx, n)
+				pos, cp, ok := w.position(ctx, n, seq)
 				w.mu.Lock()
 				known := w.seqs[n]
 				w.mu.Unlock()
@@ -268,12 +268,13 @@ const (
 	maxAskPause   = 16 * time.Millisecond
 )
 
-// position asks projection's active runner how far it has read and its
-// checkpoint (ok false if no runner answers within a few milliseconds).
-func (w *Waiter) position(ctx context.Context, projection string) (read, checkpoint uint64, ok bool) {
+// position asks projection's active runner how far it has read (toward
+// want) and its checkpoint (ok false if no runner answers within a few
+// milliseconds).
+func (w *Waiter) position(ctx context.Context, projection string, want uint64) (read, checkpoint uint64, ok bool) {
 	ctx, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
 	defer cancel()
-	m, err := w.nc.RequestWithContext(ctx, PositionSubject(projection), nil)
+	m, err := w.nc.RequestWithContext(ctx, PositionSubject(projection), []byte(strconv.FormatUint(want, 10)))
 	if err != nil {
 		return 0, 0, false
 	}
