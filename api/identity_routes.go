@@ -382,7 +382,7 @@ func (s *Server) listAudit(w http.ResponseWriter, r *http.Request) error {
 			*dst = t
 		}
 	}
-	if err := s.awaitMinSequence(r); err != nil {
+	if err := s.awaitMinSequence(r, projections.Audit{}.Name()); err != nil {
 		return err
 	}
 	page, err := s.deps.Queries.ListAudit(r.Context(), f)

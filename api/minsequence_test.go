@@ -2,10 +2,13 @@ package api_test
 
 import (
 	"net/http"
+	"slices"
 	"strconv"
 	"testing"
 
+	"github.com/maestro-ml/maestro/api"
 	"github.com/maestro-ml/maestro/internal/testenv"
+	"github.com/maestro-ml/maestro/projections"
 )
 
 // A min_sequence beyond the stream's last sequence was never returned to
@@ -43,6 +46,16 @@ func TestMinSequenceBeyondStream(t *testing.T) {
 			r := send(t, e, "GET", "/api/v1/users"+tc.query, admin.AccessToken, nil, headers...)
 			wantStatus(t, r, tc.status, tc.name)
 		})
+	}
+
+	// The audit trail lingers (no command waits for it), but a read of it
+	// with a minimum sequence waits for it: the change is there at once.
+	r = send(t, e, "GET", "/api/v1/audit?min_sequence="+strconv.FormatUint(last, 10), admin.AccessToken, nil)
+	wantStatus(t, r, http.StatusOK, "audit at the last sequence")
+	var page api.AuditPage
+	r.JSON(t, &page)
+	if !slices.ContainsFunc(page.Items, func(a projections.AuditEntry) bool { return a.Sequence == last }) {
+		t.Fatalf("the audit trail read with min_sequence=%d lacks that event: %+v", last, page.Items)
 	}
 }
 

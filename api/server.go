@@ -418,6 +418,19 @@ func projectionNames() []string {
 	return names
 }
 
+// promptProjections is every projection that does not linger
+// (projections.Lingering): what a read with a minimum sequence waits for,
+// unless it reads a lingering one itself (the audit trail).
+func promptProjections() []string {
+	var names []string
+	for _, p := range projections.All() {
+		if _, ok := p.(projections.Lingering); !ok {
+			names = append(names, p.Name())
+		}
+	}
+	return names
+}
+
 // The projections each route family's commands wait for (Route.Await):
 // identity answers are read back from users and the authenticator checks
 // sessions; registry answers from projects (membership) and models. Audit
@@ -470,7 +483,9 @@ func (s *Server) waitApplied(ctx context.Context, seq uint64, names ...string) b
 // awaitMinSequence honours a query's minimum sequence (header
 // Maestro-Min-Sequence or ?min_sequence=): the read waits, bounded, until the
 // projections have applied it, so a client can read its own earlier write.
-func (s *Server) awaitMinSequence(r *http.Request) error {
+// It waits for every projection that does not linger, and for names too
+// (a read of a lingering projection names it).
+func (s *Server) awaitMinSequence(r *http.Request, names ...string) error {
 	v := r.Header.Get("Maestro-Min-Sequence")
 	if q := r.URL.Query().Get("min_sequence"); q != "" {
 		v = q
@@ -485,7 +500,8 @@ func (s *Server) awaitMinSequence(r *http.Request) error {
 	// A sequence the stream has not reached yet was never returned to
 	// anyone: refuse it rather than park the request for the whole wait.
 	// Only above the last sequence: a just-returned sequence may be the last.
-	if !s.deps.Waiter.Reached(seq, projectionNames()...) && s.deps.StreamLastSeq != nil {
+	names = append(promptProjections(), names...)
+	if !s.deps.Waiter.Reached(seq, names...) && s.deps.StreamLastSeq != nil {
 		last, err := s.deps.StreamLastSeq(r.Context())
 		if err != nil {
 			return fmt.Errorf("min_sequence: %w", err)
@@ -494,7 +510,7 @@ func (s *Server) awaitMinSequence(r *http.Request) error {
 			return problem("validation-failed", "min_sequence "+v+" is beyond the event stream's last sequence "+strconv.FormatUint(last, 10))
 		}
 	}
-	if !s.waitApplied(r.Context(), seq, projectionNames()...) {
+	if !s.waitApplied(r.Context(), seq, names...) {
 		return &problemError{code: "projection-lagging", detail: "the read model has not reached sequence " + v, retryAfter: time.Second}
 	}
 	return nil

@@ -137,6 +137,13 @@ func (s *Store) NextOn(ctx context.Context, seq uint64, filter string) (uint64, 
 	if err != nil {
 		return 0, err
 	}
+	if _, ok := ctx.Deadline(); !ok {
+		// A leader election may leave the request unanswered: never wait
+		// for ever (the jetstream package bounds its own calls alike).
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+	}
 	m, err := s.nc.RequestWithContext(ctx, "$JS.API.STREAM.MSG.GET."+s.streamName(), req)
 	if err != nil {
 		return 0, fmt.Errorf("next event on %s from %d: %w", filter, seq, err)

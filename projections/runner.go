@@ -330,20 +330,26 @@ func (r *Runner) follow(ctx context.Context, log *slog.Logger) error {
 		lingering.Stop()
 	}
 	batch := make([]events.Envelope, 0, r.cfg.BatchSize)
+	// stop records the pass before the runner stops, so a clean stop leaves
+	// no lag behind (still holding the lock).
+	stop := func() error {
+		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		if pos = r.readThrough(actx, func() uint64 { return pos }); pos > cp {
+			if err := r.advance(actx, cp, pos); err != nil && !errors.Is(err, errRestart) {
+				log.Warn("projection could not record its position at stop", "err", err)
+			}
+		}
+		return nil
+	}
 	for {
 		batch = batch[:0]
+		if ctx.Err() != nil {
+			return stop() // not one more batch once stopping
+		}
 		select {
 		case <-ctx.Done():
-			// Record the pass before stopping, so a clean stop leaves no
-			// lag behind (still holding the lock).
-			actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-			defer cancel()
-			if pos = r.readThrough(actx, func() uint64 { return pos }); pos > cp {
-				if err := r.advance(actx, cp, pos); err != nil && !errors.Is(err, errRestart) {
-					log.Warn("projection could not record its position at stop", "err", err)
-				}
-			}
-			return nil
+			return stop()
 		case <-passing:
 			passing = nil
 			if err := r.advance(ctx, cp, pos); err != nil {
@@ -431,16 +437,16 @@ func (r *Runner) follow(ctx context.Context, log *slog.Logger) error {
 			}
 			continue
 		}
-		actx := ctx
+		actx, cancel := ctx, context.CancelFunc(func() {})
 		if ctx.Err() != nil {
 			// Stopping with events in hand (a lingering runner gathers
 			// them for a while): apply them still, so a clean stop leaves
 			// no lag behind.
-			var cancel context.CancelFunc
 			actx, cancel = context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-			defer cancel()
 		}
-		if cp, err = r.applyBatch(actx, cp, batch); err != nil {
+		cp, err = r.applyBatch(actx, cp, batch)
+		cancel()
+		if err != nil {
 			return err
 		}
 		pos, passing = cp, nil

@@ -1150,17 +1150,29 @@ func TestReadThroughStopsAtAPendingEventOfItsOwn(t *testing.T) {
 	}
 }
 
+// longLinger is the audit projection lingering for long enough that a
+// test's appends all fall within one linger, whatever the machine's speed.
+type longLinger struct{ Audit }
+
+func (longLinger) Linger() time.Duration { return time.Second }
+
 // A lingering projection's runner gathers the events of a trickle of
 // commands into one transaction instead of one per event.
 func TestLingeringRunnerBatchesATrickle(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t)
-	r := NewRunner(f.pool, f.store, Audit{}, testRunnerConfig())
+	r := NewRunner(f.pool, f.store, longLinger{}, testRunnerConfig())
 	var commits atomic.Int64
 	r.afterCommit = func(uint64) error { commits.Add(1); return nil }
 	start(t, r)
 	first := f.seed(t, 1)
 	waitCaughtUp(t, f.pool, first, "audit")
+	// afterCommit runs after the checkpoint is visible: let the count settle.
+	poll(t, 30*time.Second, "the seed's commits to be counted", func() bool {
+		n := commits.Load()
+		time.Sleep(50 * time.Millisecond)
+		return commits.Load() == n
+	})
 	before := commits.Load()
 	uid := uuid.NewString()
 	var last uint64
@@ -1171,7 +1183,7 @@ func TestLingeringRunnerBatchesATrickle(t *testing.T) {
 		time.Sleep(2 * time.Millisecond) // longer than a commit here: without lingering, one each
 	}
 	waitCaughtUp(t, f.pool, last, "audit")
-	if got := commits.Load() - before; got > n/2 {
+	if got := commits.Load() - before; got > 2 {
 		t.Fatalf("%d commits for %d events appended one after another: the runner did not linger", got, n)
 	}
 }
