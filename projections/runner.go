@@ -533,10 +533,10 @@ type quarantined struct {
 	sqlstate string
 }
 
-// advanceSQL moves the checkpoint and announces it, or fails with
-// SQLSTATE MA001 (checkpoint moved) or MA002 (lock lost); see migration
-// 00005 (one UPDATE since 00006). It goes first in every batch, so its row lock orders concurrent
-// writers and its failure undoes the batch.
+// advanceSQL moves the checkpoint, or fails with SQLSTATE MA001
+// (checkpoint moved) or MA002 (lock lost); see migrations 00005 and 00006
+// (one UPDATE). It goes first in every batch, so its row lock orders
+// concurrent writers and its failure undoes the batch.
 const advanceSQL = "SELECT projection_advance($1, $2, $3, $4)"
 
 // queueAdvance queues the checkpoint advance from expected to last.
