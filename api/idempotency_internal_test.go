@@ -8,29 +8,15 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/maestro-ml/maestro/events"
+	"github.com/maestro-ml/maestro/internal/testnats"
 )
 
 // idempotencyBucketForTest opens the real bucket on an embedded JetStream.
 func idempotencyBucketForTest(t *testing.T) jetstream.KeyValue {
 	t.Helper()
-	srv, err := events.StartEmbedded(events.EmbeddedConfig{StoreDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Shutdown)
-	nc, err := srv.Connect("idempotency-test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	kv, err := OpenIdempotency(ctx, js, 1)
+	kv, err := OpenIdempotency(ctx, testnats.Store(t).JetStream(), 1)
 	if err != nil {
 		t.Fatal(err)
 	}

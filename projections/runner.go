@@ -396,31 +396,14 @@ func (r *Runner) follow(ctx context.Context, log *slog.Logger) error {
 		}
 		if lingering != nil {
 			lingering.Reset(linger)
-		collect:
-			for len(batch) < r.cfg.BatchSize {
-				select {
-				case m := <-msgs:
-					if batch, err = r.appendMsg(batch, m); err != nil {
-						return err
-					}
-				case <-lingering.C:
-					break collect
-				case <-ctx.Done():
-					break collect
-				}
-			}
+			batch, err = r.gather(batch, msgs, lingering.C, ctx.Done())
 			lingering.Stop()
-		}
-	drain:
-		for len(batch) < r.cfg.BatchSize {
-			select {
-			case m := <-msgs:
-				if batch, err = r.appendMsg(batch, m); err != nil {
-					return err
-				}
-			default:
-				break drain
+			if err != nil {
+				return err
 			}
+		}
+		if batch, err = r.gather(batch, msgs, nil, nil); err != nil {
+			return err
 		}
 		// Events are weighed from the checkpoint, not from pos: pos only
 		// passes over events the projection does not handle, so one it
@@ -458,6 +441,34 @@ func (r *Runner) follow(ctx context.Context, log *slog.Logger) error {
 			}
 		}
 	}
+}
+
+// gather adds the messages waiting in msgs to batch, up to the batch size.
+// With until set it also waits for more, until that fires or done closes.
+func (r *Runner) gather(batch []events.Envelope, msgs <-chan jetstream.Msg, until <-chan time.Time, done <-chan struct{}) ([]events.Envelope, error) {
+	for len(batch) < r.cfg.BatchSize {
+		var m jetstream.Msg
+		if until == nil {
+			select {
+			case m = <-msgs:
+			default:
+				return batch, nil
+			}
+		} else {
+			select {
+			case m = <-msgs:
+			case <-until:
+				return batch, nil
+			case <-done:
+				return batch, nil
+			}
+		}
+		var err error
+		if batch, err = r.appendMsg(batch, m); err != nil {
+			return batch, err
+		}
+	}
+	return batch, nil
 }
 
 // setPosition records how far the runner has read and its checkpoint.

@@ -247,8 +247,9 @@ func (w *Waiter) wait(ctx context.Context, seq uint64, ask bool, names ...string
 				continue // perhaps every projection is there now
 			}
 			// Ask again later, less often each time: the runner may not
-			// have read seq yet, and within a pass the checkpoint arrives
-			// by itself.
+			// have read seq yet (or, filtered, not yet found that nothing
+			// of its own lies before it), and the checkpoint may arrive by
+			// itself meanwhile.
 			retry = time.After(pause)
 			pause = min(2*pause, maxAskPause)
 		}
@@ -262,7 +263,7 @@ func (w *Waiter) wait(ctx context.Context, seq uint64, ask bool, names ...string
 }
 
 // The pauses between asking a runner again: from 2 ms, doubling, up to
-// 16 ms (a pass ends by itself after 20 ms).
+// 16 ms (below the 20 ms a pass takes to record itself).
 const (
 	firstAskPause = 2 * time.Millisecond
 	maxAskPause   = 16 * time.Millisecond
