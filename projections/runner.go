@@ -294,7 +294,9 @@ func (r *Runner) follow(ctx context.Context, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	cctx, cancel := context.WithCancel(ctx)
+	// The consumer outlives ctx until follow returns: a clean stop drains
+	// what it delivers (stop, below).
+	cctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancel()
 	cons, err := r.store.Follow(cctx, cp, r.filter)
 	if err != nil {
@@ -330,12 +332,47 @@ func (r *Runner) follow(ctx context.Context, log *slog.Logger) error {
 		lingering.Stop()
 	}
 	batch := make([]events.Envelope, 0, r.cfg.BatchSize)
-	// stop records the pass before the runner stops, so a clean stop leaves
-	// no lag behind (still holding the lock).
+	// drain applies, at a stop, this projection's events that were appended
+	// before it and that the consumer has not handed over yet (a request
+	// answered just before SIGTERM), within actx.
+	drain := func(actx context.Context) error {
+		head, err := r.store.LastSequence(actx)
+		for err == nil && actx.Err() == nil {
+			if pos = max(pos, r.readThrough(actx, func() uint64 { return pos })); pos >= head {
+				return nil
+			}
+			batch = batch[:0]
+			select {
+			case m := <-msgs:
+				if batch, err = r.appendMsg(batch, m); err != nil {
+					return err
+				}
+			case <-actx.Done():
+				return actx.Err()
+			}
+			if batch, err = r.gather(batch, msgs, nil, nil); err != nil {
+				return err
+			}
+			if !r.changes(batch, cp) {
+				pos = max(pos, batch[len(batch)-1].Sequence)
+				continue
+			}
+			if cp, err = r.applyBatch(actx, cp, batch); err == nil {
+				pos = cp
+			}
+		}
+		return err
+	}
+	// stop drains and records the pass before the runner stops, so a clean
+	// stop leaves no lag behind (still holding the lock).
 	stop := func() error {
 		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer cancel()
-		if pos = r.readThrough(actx, func() uint64 { return pos }); pos > cp {
+		if err := drain(actx); err != nil {
+			log.Warn("projection could not apply everything before it stopped", "err", err)
+			return nil
+		}
+		if pos > cp {
 			if err := r.advance(actx, cp, pos); err != nil && !errors.Is(err, errRestart) {
 				log.Warn("projection could not record its position at stop", "err", err)
 			}
