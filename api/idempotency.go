@@ -141,6 +141,11 @@ var credentialRoutes = map[string]bool{"/api/v1/auth/login": true, "/api/v1/auth
 
 const credentialReplayWindow = 2 * time.Minute
 
+// secretRoutes answer with an API token's secret, which must be stored
+// nowhere: their successes are not kept for replays (the key is released),
+// and a retry is refused by the decider, whose token id the key derived.
+var secretRoutes = map[string]bool{"/api/v1/tokens": true, "/api/v1/service-accounts/{id}/tokens": true}
+
 // replayedHeaders are the response headers a replay reproduces.
 var replayedHeaders = []string{"Content-Type", "Maestro-Sequence", "Preference-Applied", "Maestro-Consistency", "Location", "Retry-After", "WWW-Authenticate"}
 
@@ -209,6 +214,9 @@ func (s *Server) idempotent(next http.Handler) http.Handler {
 			// Per session, not per user: a logout replayed from another of the
 			// user's sessions must not answer 204 while leaving that one alive.
 			scope = "user:" + p.UserID + "/session:" + p.SessionID
+			if p.TokenID != "" {
+				scope = "user:" + p.UserID + "/token:" + p.TokenID
+			}
 		}
 		route := chi.RouteContext(r.Context()).RoutePattern()
 		kvKey := digest(scope, r.Method, route, key)
@@ -243,7 +251,14 @@ func (s *Server) idempotent(next http.Handler) http.Handler {
 		if buf.status == 0 {
 			buf.status = http.StatusOK
 		}
-		if claimed {
+		switch {
+		case claimed && secretRoutes[route] && buf.status < 300:
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			if err := s.releaseKey(ctx, kvKey); err != nil {
+				s.deps.Logger.Error("release idempotency key", "err", err)
+			}
+			cancel()
+		case claimed:
 			s.storeOutcome(kvKey, fingerprint, started, prior, credentialRoutes[route], !authenticated, buf)
 		}
 		w.WriteHeader(buf.status)

@@ -19,17 +19,23 @@ import (
 
 // UserResponse is a user as the API returns it.
 type UserResponse struct {
-	ID        string    `json:"id"`
-	Email     string    `json:"email"`
-	Name      string    `json:"name"`
-	Role      string    `json:"role"`
-	Active    bool      `json:"active"`
+	ID     string `json:"id"`
+	Email  string `json:"email"`
+	Name   string `json:"name"`
+	Role   string `json:"role"`
+	Active bool   `json:"active"`
+	// Kind is "user" (a person) or "service_account".
+	Kind      string    `json:"kind"`
 	CreatedAt time.Time `json:"created_at"`
 	UpdatedAt time.Time `json:"updated_at"`
 }
 
 func userFromState(u identity.UserState) UserResponse {
-	return UserResponse{ID: u.ID, Email: u.Email, Name: u.Name, Role: string(u.Role), Active: u.Active,
+	kind := "user"
+	if u.Kind != "" {
+		kind = u.Kind
+	}
+	return UserResponse{ID: u.ID, Email: u.Email, Name: u.Name, Role: string(u.Role), Active: u.Active, Kind: kind,
 		CreatedAt: u.CreatedAt, UpdatedAt: u.UpdatedAt}
 }
 

@@ -95,8 +95,14 @@ func TestOpenAPIDocumentIsValid(t *testing.T) {
 	if bearer == nil || bearer.Value.Type != "http" || bearer.Value.Scheme != "bearer" || bearer.Value.BearerFormat != "JWT" {
 		t.Fatalf("bearerAuth = %+v", bearer)
 	}
-	if len(doc.Security) != 1 || doc.Security[0]["bearerAuth"] == nil {
-		t.Fatalf("global security = %v, want bearerAuth", doc.Security)
+	basic := doc.Components.SecuritySchemes["basicAuth"]
+	if basic == nil || basic.Value.Type != "http" || basic.Value.Scheme != "basic" {
+		t.Fatalf("basicAuth = %+v", basic)
+	}
+	// Either credential, each alone (alternatives, not both at once).
+	if len(doc.Security) != 2 || len(doc.Security[0]) != 1 || doc.Security[0]["bearerAuth"] == nil ||
+		len(doc.Security[1]) != 1 || doc.Security[1]["basicAuth"] == nil {
+		t.Fatalf("global security = %v, want bearerAuth or basicAuth", doc.Security)
 	}
 	problem := doc.Components.Schemas["Problem"].Value
 	for _, f := range []string{"type", "title", "status", "detail", "instance", "request_id"} {
@@ -273,7 +279,7 @@ func TestOpenAPIValidatorRejectsMismatches(t *testing.T) {
 		return out
 	}
 	ct := "application/json"
-	user := `{"id":"0192b3c4-5d6e-7f80-9123-456789abcdef","email":"a@example.com","name":"A","role":"viewer","active":true,` +
+	user := `{"id":"0192b3c4-5d6e-7f80-9123-456789abcdef","email":"a@example.com","name":"A","role":"viewer","active":true,"kind":"user",` +
 		`"created_at":"2025-01-02T03:04:05Z","updated_at":"2025-01-02T03:04:05Z"}`
 	cases := []struct {
 		name   string
@@ -529,6 +535,7 @@ func TestOpenAPIConformance(t *testing.T) {
 	}
 	maps.Copy(want, walkRegistry(t, e, admin.AccessToken))  // registry_test.go
 	maps.Copy(want, walkArtifacts(t, e, admin.AccessToken)) // artifacts_test.go
+	maps.Copy(want, walkTokens(t, e, admin.AccessToken))    // token_test.go
 	doc := loadOpenAPI(t)
 	for _, o := range operations(doc) {
 		codes, ok := want[o.op.OperationID]

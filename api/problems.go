@@ -40,6 +40,7 @@ var problemCatalog = map[string]struct {
 	"project-archived":        {409, "The project is archived"},
 	"last-owner":              {409, "A project must keep at least one owner"},
 	"production-occupied":     {409, "Another version is in production"},
+	"token-exists":            {409, "This Idempotency-Key already created an API token"},
 	"artifact-limit":          {409, "The version holds the most artifacts a version may have"},
 	"concurrent-modification": {409, "The resource changed concurrently"},
 	"request-in-progress":     {409, "A request with this Idempotency-Key is still in progress"},

@@ -17,7 +17,9 @@ import (
 
 // The registry's authorization matrix, generated from the route table:
 // every route under /api/v1/projects × {anonymous, non-member, viewer,
-// editor, approver, owner, admin} × {own project A, foreign project B}.
+// editor, approver, owner, admin, and API tokens: scoped, capped, an
+// admin's scoped, a service account's, revoked} × {own project A, foreign
+// project B}.
 // Members of A hold their roles in A only; the admin is a member of neither.
 // Expected: anonymous 401; whoever may not see the target project 404 with
 // the body a missing project gets; a member whose role is short of the
@@ -178,8 +180,13 @@ type mxPrincipal struct {
 	name   string
 	id     string
 	token  string         // "" = anonymous
-	global string         // global role
+	global string         // global role ("limited" for a scoped or capped API token)
 	rank   map[string]int // project id → role rank (viewer 1 … owner 4)
+	// revoked marks a revoked API token (401 everywhere).
+	revoked bool
+	// sharedActor marks an API token of a principal that also acts through
+	// its session: the audit trail cannot tell their writes apart.
+	sharedActor bool
 }
 
 type matrix struct {
@@ -308,6 +315,28 @@ func TestRegistryAuthorizationMatrix(t *testing.T) {
 	projB := setup("Matrix B", ownerB, spareB, nil)
 	viewer.rank[projA.id], editor.rank[projA.id], approver.rank[projA.id], owner.rank[projA.id] = 1, 2, 3, 4
 	principals := []mxPrincipal{anonymous, nonMember, viewer, editor, approver, owner, admin}
+
+	// API tokens go through the same policy: the owner's token scoped to A
+	// and one capped at viewer, the admin's scoped to A (no admin then), a
+	// service account that is an editor in A, and a revoked token.
+	mint := func(session, path string, body map[string]any) api.APITokenResponse {
+		return asJSON[api.APITokenResponse](t, call(t, e, 201, "POST", path, session, body))
+	}
+	svc := asJSON[api.UserResponse](t, call(t, e, 201, "POST", "/api/v1/service-accounts", adminTk, map[string]any{"name": "matrix bot"}))
+	call(t, e, 200, "PUT", mxProjects+"/"+projA.slug+"/members/"+svc.ID, owner.token, map[string]any{"role": "editor"})
+	revoked := mint(owner.token, "/api/v1/tokens", map[string]any{"name": "revoked"})
+	call(t, e, 204, "DELETE", "/api/v1/tokens/"+revoked.ID, owner.token, nil)
+	principals = append(principals,
+		mxPrincipal{name: "owner's token scoped to A", id: owner.id, global: "limited", rank: map[string]int{projA.id: 4}, sharedActor: true,
+			token: mint(owner.token, "/api/v1/tokens", map[string]any{"name": "scoped", "project": projA.slug}).Token},
+		mxPrincipal{name: "owner's token capped at viewer", id: owner.id, global: "limited", rank: map[string]int{projA.id: 1}, sharedActor: true,
+			token: mint(owner.token, "/api/v1/tokens", map[string]any{"name": "capped", "role": "viewer"}).Token},
+		mxPrincipal{name: "admin's token scoped to A", global: "limited", rank: map[string]int{projA.id: 4}, sharedActor: true,
+			token: mint(adminTk, "/api/v1/tokens", map[string]any{"name": "admin scoped", "project": projA.id}).Token},
+		mxPrincipal{name: "service account's token", id: svc.ID, global: "member", rank: map[string]int{projA.id: 2},
+			token: mint(adminTk, "/api/v1/service-accounts/"+svc.ID+"/tokens", map[string]any{"name": "bot"}).Token},
+		mxPrincipal{name: "revoked token", token: revoked.Token, revoked: true, rank: map[string]int{}},
+	)
 	if _, ok := routes["GET "+mxArtifacts+"/*"]; ok && !projA.hasArtifact {
 		t.Fatal("GET .../artifacts/* is registered but PUT .../artifacts/* is not: the matrix cannot make an artifact fixture")
 	}
@@ -316,7 +345,7 @@ func TestRegistryAuthorizationMatrix(t *testing.T) {
 	// expect is the status class a principal must get (200 stands for 2xx).
 	expect := func(c mxCell, p mxPrincipal, target *mxProject) int {
 		switch {
-		case p.token == "":
+		case p.token == "" || p.revoked:
 			return 401
 		case c.action == mxList:
 			return 200
@@ -464,7 +493,7 @@ func TestRegistryAuthorizationMatrix(t *testing.T) {
 	}
 	subjA, subjB := subjectsOf(projA), subjectsOf(projB)
 	for _, p := range principals {
-		if p.token == "" || p.global == "admin" {
+		if p.token == "" || p.global == "admin" || p.revoked || p.sharedActor {
 			continue
 		}
 		wrote := 0

@@ -158,7 +158,7 @@ func (s *Server) readableProject(r *http.Request) (projections.Project, error) {
 		return projections.Project{}, err
 	}
 	role := authz.ProjectRole(proj.Role)
-	if !authz.Member(p, role) || !authz.CanInProject(p, role, authz.ProjectRead) {
+	if !authz.Member(p, proj.ID, role) || !authz.CanInProject(p, proj.ID, role, authz.ProjectRead) {
 		return projections.Project{}, projectMissing()
 	}
 	return proj, nil
@@ -217,8 +217,9 @@ func (s *Server) listProjects(w http.ResponseWriter, r *http.Request) error {
 	}
 	p, _ := principal(r.Context())
 	// Whoever may see a project without being its member (an admin) lists all.
-	all := authz.Member(p, "")
-	page, err := s.deps.Queries.ListProjects(r.Context(), p.UserID, all, archived, pageTokenParam(r), n)
+	// A project-scoped API token lists its one project, if it may see it.
+	all := authz.SeesAllProjects(p) || (p.Project != "" && p.Role == authz.RoleAdmin)
+	page, err := s.deps.Queries.ListProjects(r.Context(), p.UserID, all, archived, p.Project, pageTokenParam(r), n)
 	if err != nil {
 		return pageError(err)
 	}

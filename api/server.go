@@ -6,6 +6,7 @@ package api
 import (
 	"context"
 	"crypto/rand"
+	"encoding/base64"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -55,6 +56,8 @@ type Deps struct {
 	// RequestTimeout is the deadline of a request's context, and so of its
 	// Postgres and NATS I/O (default 30s; Route.Timeout overrides it).
 	RequestTimeout time.Duration
+	// Now is the clock API token expiry is checked with (default time.Now).
+	Now func() time.Time
 	// SoleInstance says this is the only API process on its event store
 	// (`maestro serve`, which holds the data dir's lock): a pending
 	// idempotency record of another boot was then left by a crash and is
@@ -108,6 +111,9 @@ func New(d Deps) *Server {
 	if d.Logger == nil {
 		d.Logger = slog.New(slog.DiscardHandler)
 	}
+	if d.Now == nil {
+		d.Now = time.Now
+	}
 	s := &Server{deps: d, idem: newIdempotencyState()}
 	s.routes = s.table()
 	s.mux = s.router()
@@ -137,7 +143,7 @@ func (s *Server) table() []Route {
 		{Method: "PATCH", Pattern: "/api/v1/users/{id}", Command: true, Await: identityViews, handle: s.patchUser},
 		{Method: "GET", Pattern: "/api/v1/audit", handle: s.listAudit},
 		{Method: "GET", Pattern: "/api/v1/projections", handle: s.projectionStatus},
-	}, append(awaiting(s.registryRoutes(), registryViews), awaiting(s.artifactRoutes(), registryViews)...)...)
+	}, append(append(s.tokenRoutes(), awaiting(s.registryRoutes(), registryViews)...), awaiting(s.artifactRoutes(), registryViews)...)...)
 }
 
 func (s *Server) router() chi.Router {
@@ -310,50 +316,116 @@ func securityHeaders(next http.Handler) http.Handler {
 
 const maxTokenLen = 4096
 
-// authenticate requires a valid access token whose session is live and
-// whose user is active. The session check reads the sessions projection
-// (through the read cache, which the projection's notifications empty
-// before the checkpoint logout and deactivation wait for): a revoked token
-// fails on this instance as soon as the revoking request has returned, and
-// on other API instances as soon as the notification reaches them
-// (milliseconds; see docs/ARCHITECTURE.md "Read caches").
+// authenticate requires a valid credential: an access token (a JWT) whose
+// session is live and whose user is active, or an API token (mae_…) that is
+// live and whose owner is active, sent as Bearer or, for MLflow clients, as
+// the password of HTTP Basic (any user name). Both checks read projections
+// (through the read caches, which the projections' notifications empty
+// before the checkpoint that logout, revocation and deactivation wait for):
+// a revoked credential fails on this instance as soon as the revoking
+// request has returned, and on other API instances as soon as the
+// notification reaches them (milliseconds; see docs/ARCHITECTURE.md "Read
+// caches").
 func (s *Server) authenticate(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		deny := func(detail string) {
 			writeProblem(w, r, &problemError{code: "unauthenticated", detail: detail})
 		}
-		h := r.Header.Get("Authorization")
-		scheme, token, ok := strings.Cut(h, " ")
-		if !ok || !strings.EqualFold(scheme, "Bearer") || token == "" || len(token) > maxTokenLen {
-			deny("send an access token as Authorization: Bearer <token>")
+		scheme, cred, _ := strings.Cut(r.Header.Get("Authorization"), " ")
+		var p authz.Principal
+		var err error
+		switch {
+		case cred == "" || len(cred) > maxTokenLen:
+			deny("send an access token or an API token as Authorization: Bearer <token>")
 			return
+		case strings.EqualFold(scheme, "Basic"):
+			// MLflow clients send MLFLOW_TRACKING_USERNAME/PASSWORD this
+			// way; the password must be an API token (passwords are for
+			// the login endpoint only, where they are throttled).
+			raw, derr := base64.StdEncoding.DecodeString(cred)
+			_, secret, ok := strings.Cut(string(raw), ":")
+			if derr != nil || !ok || !auth.LooksLikeAPIToken(secret) {
+				deny("HTTP Basic needs an API token (mae_…) as the password")
+				return
+			}
+			p, err = s.tokenPrincipal(r, secret)
+		case !strings.EqualFold(scheme, "Bearer"):
+			deny("send an access token or an API token as Authorization: Bearer <token>")
+			return
+		case strings.HasPrefix(cred, auth.APITokenPrefix):
+			if !auth.LooksLikeAPIToken(cred) {
+				deny("the API token is invalid, expired or revoked")
+				return
+			}
+			p, err = s.tokenPrincipal(r, cred)
+		default:
+			p, err = s.sessionPrincipal(r, cred)
 		}
-		claims, err := s.deps.Tokens.Verify(token, auth.TokenAccess)
 		if err != nil {
-			deny("the access token is invalid or expired")
+			pe, _ := toProblem(err)
+			writeProblem(w, r, pe)
 			return
 		}
-		sp, err := s.deps.Queries.Session(r.Context(), claims.SessionID)
-		if errors.Is(err, projections.ErrNotFound) {
-			// A token minted by a login answered with Prefer: respond-async can
-			// arrive before the sessions projection has it; the event store
-			// is the truth, so ask it rather than refuse a valid session.
-			sp, err = s.sessionFromEvents(r.Context(), claims.SessionID)
-		}
-		if err != nil && !errors.Is(err, projections.ErrNotFound) {
-			writeProblem(w, r, &problemError{code: "unavailable", detail: "cannot check the session right now"})
-			return
-		}
-		if err != nil || sp.Revoked || !sp.Active || sp.UserID != claims.Subject {
-			deny("the session has ended")
-			return
-		}
-		p := authz.Principal{UserID: sp.UserID, SessionID: claims.SessionID, Email: sp.Email, Role: authz.Role(sp.Role)}
 		if who, ok := r.Context().Value(ctxLogPrincipal).(*string); ok {
 			*who = "user:" + p.UserID
+			if p.TokenID != "" {
+				*who += "/token:" + p.TokenID
+			}
 		}
 		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), ctxPrincipal, p)))
 	})
+}
+
+func unauthenticated(detail string) error {
+	return &problemError{code: "unauthenticated", detail: detail}
+}
+
+// sessionPrincipal checks an access token and its session.
+func (s *Server) sessionPrincipal(r *http.Request, token string) (authz.Principal, error) {
+	claims, err := s.deps.Tokens.Verify(token, auth.TokenAccess)
+	if err != nil {
+		return authz.Principal{}, unauthenticated("the access token is invalid or expired")
+	}
+	sp, err := s.deps.Queries.Session(r.Context(), claims.SessionID)
+	if errors.Is(err, projections.ErrNotFound) {
+		// A token minted by a login answered with Prefer: respond-async can
+		// arrive before the sessions projection has it; the event store
+		// is the truth, so ask it rather than refuse a valid session.
+		sp, err = s.sessionFromEvents(r.Context(), claims.SessionID)
+	}
+	if err != nil && !errors.Is(err, projections.ErrNotFound) {
+		return authz.Principal{}, &problemError{code: "unavailable", detail: "cannot check the session right now"}
+	}
+	if err != nil || sp.Revoked || !sp.Active || sp.UserID != claims.Subject {
+		return authz.Principal{}, unauthenticated("the session has ended")
+	}
+	return authz.Principal{UserID: sp.UserID, SessionID: claims.SessionID, Email: sp.Email, Role: authz.Role(sp.Role)}, nil
+}
+
+// tokenPrincipal checks an API token (looked up by the hash of its secret)
+// and its owner, and has its use recorded when it comes from a new address
+// or first in a while (identity.DecideTokenUse): the recording is part of
+// the request, so a use the audit trail cannot show is refused (503).
+func (s *Server) tokenPrincipal(r *http.Request, secret string) (authz.Principal, error) {
+	hash := auth.HashAPIToken(secret)
+	tp, err := s.deps.Queries.TokenByHash(r.Context(), hash)
+	if err != nil && !errors.Is(err, projections.ErrNotFound) {
+		return authz.Principal{}, &problemError{code: "unavailable", detail: "cannot check the API token right now"}
+	}
+	now := s.deps.Now()
+	if err != nil || !auth.SameHash(tp.Hash, hash) || tp.Revoked || !tp.Active ||
+		(!tp.ExpiresAt.IsZero() && !now.Before(tp.ExpiresAt)) {
+		return authz.Principal{}, unauthenticated("the API token is invalid, expired or revoked")
+	}
+	ip := clientIP(r)
+	if !slices.Contains(tp.Addresses, ip) || now.Sub(tp.LastUsed) >= identity.TokenUseInterval {
+		if err := s.deps.Identity.NoteTokenUse(r.Context(), tp.TokenID, ip); err != nil {
+			s.deps.Logger.ErrorContext(r.Context(), "record API token use", "request_id", requestID(r.Context()), "token_id", tp.TokenID, "err", err)
+			return authz.Principal{}, &problemError{code: "unavailable", detail: "cannot record the API token's use right now", retryAfter: time.Second}
+		}
+	}
+	return authz.Principal{UserID: tp.UserID, Email: tp.Email, Role: authz.Role(tp.Role), TokenID: tp.TokenID,
+		Project: tp.ProjectID, Ceiling: authz.ProjectRole(tp.Ceiling)}, nil
 }
 
 // meta is the who-and-why of a command from this request.

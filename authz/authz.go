@@ -23,13 +23,28 @@ func ValidRole(r string) bool {
 	return false
 }
 
-// Principal is an authenticated caller.
+// Principal is an authenticated caller: a user through a login session, or
+// a user (or service account) through an API token.
 type Principal struct {
 	UserID    string
 	SessionID string
 	Email     string
 	Role      Role
+	// TokenID is set when the caller authenticated with an API token; it
+	// then may not manage tokens or service accounts (a stolen token must
+	// not mint itself successors).
+	TokenID string
+	// Project scopes an API token to one project (its id): everywhere else
+	// the caller is a stranger, and it has no global powers.
+	Project string
+	// Ceiling caps an API token's role in every project ("" = none). A
+	// token with a ceiling has no global powers either.
+	Ceiling ProjectRole
 }
+
+// limited reports whether p is a token with a scope or a ceiling: it acts
+// only inside projects, within them.
+func (p Principal) limited() bool { return p.TokenID != "" && (p.Project != "" || p.Ceiling != "") }
 
 // Action is something a principal may do.
 type Action string
@@ -42,7 +57,15 @@ const (
 	UpdateUser  Action = "users:update"
 	ReadAudit   Action = "audit:read"
 	ReadProjSys Action = "projections:read"
+	// ManageTokens is creating, listing and revoking one's own API tokens.
+	ManageTokens Action = "tokens:manage-own"
+	// ManageServiceAccounts is creating service accounts and their tokens,
+	// and revoking anyone's token.
+	ManageServiceAccounts Action = "service-accounts:manage"
 )
+
+// sessionOnly actions need a login session: an API token may not take them.
+var sessionOnly = map[Action]bool{Logout: true, ManageTokens: true, ManageServiceAccounts: true}
 
 // Resource is what an action is applied to; empty for global actions.
 type Resource struct {
@@ -52,14 +75,23 @@ type Resource struct {
 
 // grants lists, per role, the global actions it may take.
 var grants = map[Role]map[Action]bool{
-	RoleViewer: {ReadSelf: true, Logout: true},
-	RoleMember: {ReadSelf: true, Logout: true},
-	RoleAdmin:  {ReadSelf: true, Logout: true, ListUsers: true, UpdateUser: true, ReadAudit: true, ReadProjSys: true},
+	RoleViewer: {ReadSelf: true, Logout: true, ManageTokens: true},
+	RoleMember: {ReadSelf: true, Logout: true, ManageTokens: true},
+	RoleAdmin: {ReadSelf: true, Logout: true, ManageTokens: true, ListUsers: true, UpdateUser: true, ReadAudit: true,
+		ReadProjSys: true, ManageServiceAccounts: true},
 }
 
-// Can reports whether p may take action on r.
+// Can reports whether p may take the global action on r. An API token may
+// do what its owner may, except the session-only actions; a scoped or
+// capped token only reads its owner.
 func Can(p Principal, action Action, r Resource) bool {
 	if p.UserID == "" {
+		return false
+	}
+	if p.TokenID != "" && sessionOnly[action] {
+		return false
+	}
+	if p.limited() && action != ReadSelf {
 		return false
 	}
 	return grants[p.Role][action]

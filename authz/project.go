@@ -44,21 +44,41 @@ func init() {
 	grants[RoleAdmin][CreateProject] = true
 }
 
-// Member reports whether p may see the project at all: a member (any role)
-// or a global admin. Callers answer 404, not 403, to everyone else so a
-// project's existence does not leak.
-func Member(p Principal, role ProjectRole) bool {
-	return p.UserID != "" && (role != "" || p.Role == RoleAdmin)
-}
+// rank orders project roles; "" (not a member) ranks lowest.
+var rank = map[ProjectRole]int{ProjectViewer: 1, ProjectEditor: 2, ProjectApprover: 3, ProjectOwner: 4}
 
-// CanInProject reports whether p, holding role in a project ("" if not a
-// member), may take action there. Global admins act as owners everywhere.
-func CanInProject(p Principal, role ProjectRole, action Action) bool {
-	if p.UserID == "" {
-		return false
+// Effective is the role p acts with in the project with id projectID, where
+// it is a member with role ("" if not a member): global admins act as
+// owners everywhere; a project-scoped token is a stranger outside its
+// project; a token's ceiling caps the role.
+func Effective(p Principal, projectID string, role ProjectRole) ProjectRole {
+	if p.UserID == "" || (p.Project != "" && p.Project != projectID) {
+		return ""
 	}
 	if p.Role == RoleAdmin {
 		role = ProjectOwner
 	}
-	return projectGrants[role][action]
+	if p.Ceiling != "" && rank[role] > rank[p.Ceiling] {
+		role = p.Ceiling
+	}
+	return role
+}
+
+// Member reports whether p may see the project with id projectID at all
+// (where it holds role, "" if not a member). Callers answer 404, not 403,
+// to everyone else so a project's existence does not leak.
+func Member(p Principal, projectID string, role ProjectRole) bool {
+	return Effective(p, projectID, role) != ""
+}
+
+// CanInProject reports whether p, holding role in the project with id
+// projectID ("" if not a member), may take action there.
+func CanInProject(p Principal, projectID string, role ProjectRole, action Action) bool {
+	return projectGrants[Effective(p, projectID, role)][action]
+}
+
+// SeesAllProjects reports whether p may see projects it is not a member of
+// (a global admin through a session or an unlimited token).
+func SeesAllProjects(p Principal) bool {
+	return p.UserID != "" && p.Role == RoleAdmin && !p.limited()
 }

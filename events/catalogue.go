@@ -21,6 +21,7 @@ var catalogue = []struct {
 	{[]string{EmailReserved}, []string{AggEmail}},
 	{[]string{AdminBootstrapped}, []string{AggSystem}},
 	{[]string{SessionStarted, SessionRefreshed, SessionRevoked}, []string{AggSession}},
+	{[]string{TokenCreated, TokenRevoked, TokenUsed}, []string{AggToken}},
 	{[]string{ProjectCreated, ProjectUpdated, ProjectArchived, ProjectRestored, ProjectMemberSet, ProjectMemberRemoved}, []string{AggProject}},
 	{[]string{NameReserved}, []string{AggProjectSlug, AggModelName}},
 	{[]string{ModelCreated, ModelUpdated, ModelDeleted, ModelRestored,

@@ -9,6 +9,9 @@ func Summary(e Envelope) string {
 	case UserRegistered:
 		var d UserRegisteredData
 		if e.Decode(&d) == nil {
+			if d.Kind == KindServiceAccount {
+				return fmt.Sprintf("service account %q (%s) created as %s", d.Name, d.UserID, d.Role)
+			}
 			return fmt.Sprintf("user %s registered as %s (%s)", d.Email, d.Role, d.Source)
 		}
 	case UserRoleChanged:
@@ -57,6 +60,24 @@ func Summary(e Envelope) string {
 		var d SessionRevokedData
 		if e.Decode(&d) == nil {
 			return fmt.Sprintf("session %s revoked (%s)", d.SessionID, d.Reason)
+		}
+	case TokenCreated:
+		var d TokenCreatedData
+		if e.Decode(&d) == nil {
+			return fmt.Sprintf("API token %s (%s…) created for user %s", d.TokenID, d.Prefix, d.UserID)
+		}
+	case TokenRevoked:
+		var d TokenRevokedData
+		if e.Decode(&d) == nil {
+			return fmt.Sprintf("API token %s revoked (%s)", d.TokenID, d.Reason)
+		}
+	case TokenUsed:
+		var d TokenUsedData
+		if e.Decode(&d) == nil {
+			if d.NewAddress {
+				return fmt.Sprintf("API token %s used from new address %s", d.TokenID, d.ClientIP)
+			}
+			return fmt.Sprintf("API token %s used from %s", d.TokenID, d.ClientIP)
 		}
 	default:
 		if s := registrySummary(e); s != "" {
@@ -158,6 +179,7 @@ func registrySummary(e Envelope) string {
 // secretFields are event data fields the audit trail and other readers must not see.
 var secretFields = map[string][]string{
 	UserRegistered: {"password_hash"},
+	TokenCreated:   {"hash"},
 }
 
 // Redacted returns the event data with secret fields removed.

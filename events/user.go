@@ -27,8 +27,14 @@ type UserRegisteredData struct {
 	Name         string `json:"name"`
 	Role         string `json:"role"`
 	PasswordHash string `json:"password_hash"`
-	Source       string `json:"source"` // "self-registration", "admin-cli", "bootstrap"
+	Source       string `json:"source"` // "self-registration", "admin-cli", "bootstrap", "service-account"
+	// Kind is KindServiceAccount for an account that acts only through API
+	// tokens (no e-mail, no password, cannot log in); "" for a person.
+	Kind string `json:"kind,omitempty"`
 }
+
+// KindServiceAccount marks a service account (UserRegisteredData.Kind).
+const KindServiceAccount = "service_account"
 
 // UserRoleChangedData: an admin changed a user's global role.
 type UserRoleChangedData struct {

@@ -240,7 +240,7 @@ func Start(ctx context.Context, cfg Config) (_ *Platform, err error) {
 		}
 		p.API = api.New(api.Deps{Identity: p.Identity, Registry: p.Registry, Blobs: p.Blobs, ArtifactMaxBytes: cfg.ArtifactMaxBytes, Queries: p.Queries, Waiter: p.Waiter, Tokens: tokens, Keys: keys,
 			Idempotency: kv, Logger: p.log, RegistrationOpen: cfg.RegistrationOpen,
-			StreamLastSeq: p.Store.LastSequence, Ready: p.ready,
+			StreamLastSeq: p.Store.LastSequence, Ready: p.ready, Now: cfg.Now,
 			// Embedded NATS lives and dies with this process (data dir locked).
 			SoleInstance: p.lock != nil && cfg.NATSURL == ""})
 		if err := p.serveHTTP(); err != nil {

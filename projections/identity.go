@@ -34,8 +34,12 @@ func (Users) Queue(b *Batch, evs []events.Envelope) error {
 			if err := e.Decode(&d); err != nil {
 				return err
 			}
-			b.Queue(`INSERT INTO users (id, email, name, role, active, created_at, updated_at, created_seq, updated_seq)
-				VALUES ($1, $2, $3, $4, true, $5, $5, $6, $6)`, d.UserID, d.Email, d.Name, d.Role, e.Time, int64(e.Sequence))
+			kind := "user"
+			if d.Kind == events.KindServiceAccount {
+				kind = d.Kind
+			}
+			b.Queue(`INSERT INTO users (id, email, name, role, active, kind, created_at, updated_at, created_seq, updated_seq)
+				VALUES ($1, NULLIF($2, ''), $3, $4, true, $7, $5, $5, $6, $6)`, d.UserID, d.Email, d.Name, d.Role, e.Time, int64(e.Sequence), kind)
 			b.Invalidate("user", d.UserID)
 		case events.UserRoleChanged:
 			var d events.UserRoleChangedData

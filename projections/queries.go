@@ -26,6 +26,7 @@ type Queries struct {
 	users    *readCache[User]
 	projects *readCache[Project]
 	models   *readCache[Model]
+	tokens   *readCache[TokenPrincipal]
 }
 
 // NewQueries returns queries over pool.
@@ -40,17 +41,20 @@ func NewQueries(pool *pgxpool.Pool) *Queries { return &Queries{pool: pool} }
 func (q *Queries) CacheWith(w *Waiter) *Queries {
 	q.sessions, q.users = newReadCache[SessionPrincipal](), newReadCache[User]()
 	q.projects, q.models = newReadCache[Project](), newReadCache[Model]()
+	q.tokens = newReadCache[TokenPrincipal]()
 	q.live = w.Live
 	w.onInvalidate(func(tag string) {
 		q.sessions.invalidate(tag)
 		q.users.invalidate(tag)
 		q.projects.invalidate(tag)
 		q.models.invalidate(tag)
+		q.tokens.invalidate(tag)
 	}, func() {
 		q.sessions.reset()
 		q.users.reset()
 		q.projects.reset()
 		q.models.reset()
+		q.tokens.reset()
 	})
 	return q
 }
@@ -93,7 +97,7 @@ type SessionPrincipal struct {
 func (q *Queries) Session(ctx context.Context, sessionID string) (SessionPrincipal, error) {
 	return cachedRead(q, q.sessions, sessionID, func() (SessionPrincipal, error) {
 		var p SessionPrincipal
-		err := q.pool.QueryRow(ctx, `SELECT u.id, u.email, u.role, u.active, s.revoked_at IS NOT NULL
+		err := q.pool.QueryRow(ctx, `SELECT u.id, coalesce(u.email, ''), u.role, u.active, s.revoked_at IS NOT NULL
 			FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.id = $1`, sessionID).
 			Scan(&p.UserID, &p.Email, &p.Role, &p.Active, &p.Revoked)
 		if errors.Is(err, pgx.ErrNoRows) {
@@ -112,15 +116,17 @@ type User struct {
 	Name      string    `json:"name"`
 	Role      string    `json:"role"`
 	Active    bool      `json:"active"`
+	Kind      string    `json:"kind"` // "user" or "service_account"
 	CreatedAt time.Time `json:"created_at"`
 	UpdatedAt time.Time `json:"updated_at"`
 }
 
-const userCols = "id, email, name, role, active, created_at, updated_at"
+// userCols reads a service account's missing e-mail as "".
+const userCols = "id, coalesce(email, ''), name, role, active, kind, created_at, updated_at"
 
 func scanUser(row pgx.Row) (User, error) {
 	var u User
-	err := row.Scan(&u.ID, &u.Email, &u.Name, &u.Role, &u.Active, &u.CreatedAt, &u.UpdatedAt)
+	err := row.Scan(&u.ID, &u.Email, &u.Name, &u.Role, &u.Active, &u.Kind, &u.CreatedAt, &u.UpdatedAt)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return u, ErrNotFound
 	}
@@ -208,7 +214,7 @@ func (q *Queries) ListUsers(ctx context.Context, pageToken string, limit int) (P
 	for rows.Next() {
 		var u User
 		var seq int64
-		if err := rows.Scan(&u.ID, &u.Email, &u.Name, &u.Role, &u.Active, &u.CreatedAt, &u.UpdatedAt, &seq); err != nil {
+		if err := rows.Scan(&u.ID, &u.Email, &u.Name, &u.Role, &u.Active, &u.Kind, &u.CreatedAt, &u.UpdatedAt, &seq); err != nil {
 			return page, err
 		}
 		if len(page.Items) == limit {

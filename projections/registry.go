@@ -52,8 +52,9 @@ func isUUID(s string) bool {
 }
 
 // ListProjects pages the projects userID belongs to (all of them when all
-// is set, for admins), ordered by slug.
-func (q *Queries) ListProjects(ctx context.Context, userID string, all, includeArchived bool, pageToken string, limit int) (Page[Project], error) {
+// is set, for admins), ordered by slug; only, when set, is the one project
+// id a scoped API token may see.
+func (q *Queries) ListProjects(ctx context.Context, userID string, all, includeArchived bool, only, pageToken string, limit int) (Page[Project], error) {
 	c, err := decodeCursor(pageToken, keyCursor)
 	if err != nil {
 		return Page[Project]{}, err
@@ -63,8 +64,8 @@ func (q *Queries) ListProjects(ctx context.Context, userID string, all, includeA
 		join = "LEFT JOIN"
 	}
 	sql := `SELECT ` + projectCols + ` FROM projects p ` + join + ` project_members m ON m.project_id = p.id AND m.user_id = $1
-		WHERE p.slug > $2 AND ($3 OR NOT p.archived) ORDER BY p.slug LIMIT $4`
-	rows, err := q.pool.Query(ctx, sql, userID, c.Key, includeArchived, limit+1)
+		WHERE p.slug > $2 AND ($3 OR NOT p.archived) AND ($5 = '' OR p.id::text = $5) ORDER BY p.slug LIMIT $4`
+	rows, err := q.pool.Query(ctx, sql, userID, c.Key, includeArchived, limit+1, only)
 	if err != nil {
 		return Page[Project]{}, err
 	}

@@ -262,7 +262,7 @@ func TestRegistryProjections(t *testing.T) {
 		var out []string
 		token := ""
 		for range 20 {
-			page, err := q.ListProjects(ctx, user, all, archived, token, limit)
+			page, err := q.ListProjects(ctx, user, all, archived, "", token, limit)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -132,6 +132,19 @@ func (f *fixture) seed(t *testing.T, n int) uint64 {
 			events.SessionStartedData{SessionID: sid, UserID: id, ClientIP: "10.0.0.2", UserAgent: "test"}})
 		last = f.append(t, at.Add(3*time.Second), [3]any{sessSubj, events.SessionRefreshed,
 			events.SessionRefreshedData{SessionID: sid, UserID: id, Generation: 2}})
+		if i%2 == 0 {
+			tid := uuid.NewString()
+			tokSubj := events.Subject(events.AggToken, tid)
+			f.append(t, at.Add(3*time.Second), [3]any{tokSubj, events.TokenCreated, events.TokenCreatedData{TokenID: tid, UserID: id,
+				Name: "ci", Prefix: "mae_AAAAAAAA", Hash: fmt.Sprintf("%064x", i), ExpiresAt: at.Add(time.Hour).Format(time.RFC3339Nano)}})
+			for j := range 3 {
+				last = f.append(t, at.Add(3*time.Second), [3]any{tokSubj, events.TokenUsed,
+					events.TokenUsedData{TokenID: tid, UserID: id, ClientIP: fmt.Sprintf("10.0.1.%d", j%2), NewAddress: j < 2}})
+			}
+			if i%4 == 0 {
+				last = f.append(t, at.Add(3*time.Second), [3]any{tokSubj, events.TokenRevoked, events.TokenRevokedData{TokenID: tid, UserID: id, Reason: "revoked"}})
+			}
+		}
 		if i%3 == 0 {
 			w.role = "member"
 			last = f.append(t, at.Add(4*time.Second), [3]any{userSubj, events.UserRoleChanged,

@@ -39,6 +39,7 @@ type Service struct {
 	users    *handlers.Repository[UserState]
 	emails   *handlers.Repository[EmailState]
 	sessions *handlers.Repository[SessionState]
+	tokens   *handlers.Repository[TokenState]
 	bootRepo *handlers.Repository[bool]
 	address  *addressThrottle
 	signups  *addressThrottle
@@ -70,6 +71,7 @@ func NewService(cfg Config) *Service {
 		users:    handlers.NewRepository(cfg.Store, EvolveUser, 10000),
 		emails:   handlers.NewRepository(cfg.Store, EvolveEmail, 10000).WithFinal(func(e EmailState) bool { return e.Taken }),
 		sessions: handlers.NewRepository(cfg.Store, EvolveSession, 10000),
+		tokens:   handlers.NewRepository(cfg.Store, EvolveToken, 10000).WithClone(cloneToken),
 		bootRepo: handlers.NewRepository(cfg.Store, func(bool, events.Envelope) (bool, error) { return true, nil }, 1).WithFinal(func(done bool) bool { return done }),
 		address:  newAddressThrottle(cfg.AddressFailuresPerHour, 100000),
 		signups:  newAddressThrottle(cfg.AddressRegistrationsPerHour, 100000),

@@ -22,6 +22,7 @@ type UserState struct {
 	Name          string
 	Role          authz.Role
 	Active        bool
+	Kind          string // events.KindServiceAccount, or "" for a person
 	PasswordHash  string
 	Failures      int       // consecutive failed logins
 	LastFailure   time.Time // time of the latest of them
@@ -39,7 +40,7 @@ func EvolveUser(s UserState, e events.Envelope) (UserState, error) {
 			return s, err
 		}
 		s = UserState{Registered: true, ID: d.UserID, Email: d.Email, Name: d.Name,
-			Role: authz.Role(d.Role), Active: true, PasswordHash: d.PasswordHash, CreatedAt: e.Time, UpdatedAt: e.Time}
+			Role: authz.Role(d.Role), Active: true, Kind: d.Kind, PasswordHash: d.PasswordHash, CreatedAt: e.Time, UpdatedAt: e.Time}
 	case events.UserRoleChanged:
 		var d events.UserRoleChangedData
 		if err := e.Decode(&d); err != nil {
@@ -141,6 +142,11 @@ func DecideUpdateUser(s UserState, c UpdateUser) ([]handlers.Change, error) {
 		}
 		if c.ActorID == s.ID {
 			return nil, handlers.Errorf(handlers.Conflict, "self-modification", "admins cannot change their own role")
+		}
+		if s.Kind == events.KindServiceAccount && *c.Role == authz.RoleAdmin {
+			// Least privilege: a leaked automation credential must not
+			// administer the platform; people do that, signed in.
+			return nil, handlers.Errorf(handlers.Invalid, "validation-failed", "a service account's role is viewer or member")
 		}
 		out = append(out, handlers.Change{Subject: subject, Type: events.UserRoleChanged,
 			Data: events.UserRoleChangedData{UserID: s.ID, From: string(s.Role), To: string(*c.Role)}})

@@ -30,5 +30,5 @@ func (s *Service) DeleteModel(ctx context.Context, meta events.Meta, p authz.Pri
 
 // mayPromote reports whether p may move deployment pointers in the project.
 func mayPromote(p authz.Principal, ps ProjectState) bool {
-	return authz.CanInProject(p, ps.RoleOf(p.UserID), authz.VersionPromote)
+	return authz.CanInProject(p, ps.ID, ps.RoleOf(p.UserID), authz.VersionPromote)
 }

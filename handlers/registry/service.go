@@ -94,10 +94,10 @@ func (s *Service) authorizeProject(ctx context.Context, p authz.Principal, ref s
 		return p, ProjectState{}, err
 	}
 	role := ps.RoleOf(p.UserID)
-	if !ps.Created || !authz.Member(p, role) {
+	if !ps.Created || !authz.Member(p, id, role) {
 		return p, ProjectState{}, notFound("project")
 	}
-	if !authz.CanInProject(p, role, action) {
+	if !authz.CanInProject(p, id, role, action) {
 		return p, ProjectState{}, forbidden("your project role does not allow this")
 	}
 	return p, ps, nil
@@ -160,7 +160,7 @@ func (s *Service) updateProject(ctx context.Context, meta events.Meta, p authz.P
 		func(cur ProjectState, _ uint64, replay bool) ([]handlers.Change, map[string]uint64, error) {
 			// Re-check on the state we decide on: a role may have changed.
 			// (A replay recomputes a stored decision, checked when it was made.)
-			if !replay && !authz.CanInProject(p, cur.RoleOf(p.UserID), action) {
+			if !replay && !authz.CanInProject(p, cur.ID, cur.RoleOf(p.UserID), action) {
 				return nil, nil, forbidden("your project role does not allow this")
 			}
 			ch, err := decide(cur)
@@ -339,10 +339,10 @@ func (s *Service) currentProject(ctx context.Context, p authz.Principal, project
 		return cur, err
 	}
 	role := cur.RoleOf(p.UserID)
-	if !authz.Member(p, role) {
+	if !authz.Member(p, projectID, role) {
 		return cur, notFound("project")
 	}
-	if !authz.CanInProject(p, role, action) {
+	if !authz.CanInProject(p, projectID, role, action) {
 		return cur, forbidden("your project role does not allow this")
 	}
 	return cur, nil

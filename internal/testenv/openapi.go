@@ -72,8 +72,9 @@ func openAPIOptions() *openapi3filter.Options {
 		// An undocumented status is a mismatch, not something to skip.
 		IncludeResponseStatus: true,
 		// Validation is about shapes: the server decides whether a token is
-		// good; the document only says a bearer token must be sent.
-		AuthenticationFunc: bearerPresent,
+		// good; the document only says a bearer token (or HTTP Basic) must
+		// be sent.
+		AuthenticationFunc: credentialPresent,
 		// Never rewrite the (already sent) request with defaults.
 		SkipSettingDefaults: true,
 		SchemaValidationOptions: []openapi3.SchemaValidationOption{
@@ -82,13 +83,17 @@ func openAPIOptions() *openapi3filter.Options {
 	}
 }
 
-func bearerPresent(_ context.Context, in *openapi3filter.AuthenticationInput) error {
-	if in.SecurityScheme == nil || in.SecurityScheme.Type != "http" || !strings.EqualFold(in.SecurityScheme.Scheme, "bearer") {
+func credentialPresent(_ context.Context, in *openapi3filter.AuthenticationInput) error {
+	if in.SecurityScheme == nil || in.SecurityScheme.Type != "http" {
 		return fmt.Errorf("unexpected security scheme %q", in.SecuritySchemeName)
 	}
-	scheme, token, ok := strings.Cut(in.RequestValidationInput.Request.Header.Get("Authorization"), " ")
-	if !ok || !strings.EqualFold(scheme, "Bearer") || token == "" {
-		return errors.New("no Authorization: Bearer token")
+	want := in.SecurityScheme.Scheme
+	if !strings.EqualFold(want, "bearer") && !strings.EqualFold(want, "basic") {
+		return fmt.Errorf("unexpected security scheme %q", in.SecuritySchemeName)
+	}
+	scheme, cred, ok := strings.Cut(in.RequestValidationInput.Request.Header.Get("Authorization"), " ")
+	if !ok || !strings.EqualFold(scheme, want) || cred == "" {
+		return fmt.Errorf("no Authorization: %s credential", want)
 	}
 	return nil
 }
