@@ -27,16 +27,17 @@ const (
 	ProjectManage  Action = "project:manage"  // update, archive, restore, members
 	ModelWrite     Action = "model:write"     // models, versions, artifacts, tags
 	VersionPromote Action = "version:promote" // stage transitions and aliases
+	TrackingWrite  Action = "tracking:write"  // experiments, runs, params, tags, metrics
 )
 
 // projectGrants: viewers read; editors change models, versions, artifacts
-// and tags; approvers also move versions between stages and point aliases;
+// and tags, and track experiments and runs; approvers also move versions between stages and point aliases;
 // owners also manage the project and its members.
 var projectGrants = map[ProjectRole]map[Action]bool{
 	ProjectViewer:   {ProjectRead: true},
-	ProjectEditor:   {ProjectRead: true, ModelWrite: true},
-	ProjectApprover: {ProjectRead: true, ModelWrite: true, VersionPromote: true},
-	ProjectOwner:    {ProjectRead: true, ModelWrite: true, VersionPromote: true, ProjectManage: true},
+	ProjectEditor:   {ProjectRead: true, ModelWrite: true, TrackingWrite: true},
+	ProjectApprover: {ProjectRead: true, ModelWrite: true, TrackingWrite: true, VersionPromote: true},
+	ProjectOwner:    {ProjectRead: true, ModelWrite: true, TrackingWrite: true, VersionPromote: true, ProjectManage: true},
 }
 
 func init() {

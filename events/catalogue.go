@@ -23,10 +23,13 @@ var catalogue = []struct {
 	{[]string{SessionStarted, SessionRefreshed, SessionRevoked}, []string{AggSession}},
 	{[]string{TokenCreated, TokenRevoked, TokenUsed}, []string{AggToken}},
 	{[]string{ProjectCreated, ProjectUpdated, ProjectArchived, ProjectRestored, ProjectMemberSet, ProjectMemberRemoved}, []string{AggProject}},
-	{[]string{NameReserved}, []string{AggProjectSlug, AggModelName}},
+	{[]string{NameReserved}, []string{AggProjectSlug, AggModelName, AggExperimentName}},
+	{[]string{NameReleased}, []string{AggExperimentName}},
 	{[]string{ModelCreated, ModelUpdated, ModelDeleted, ModelRestored,
 		ModelVersionRegistered, ModelVersionUpdated, ModelVersionDeleted, ModelVersionTransition,
 		ModelAliasSet, ModelAliasDeleted, ModelArtifactRecorded}, []string{AggModel}},
+	{[]string{ExperimentCreated, ExperimentRenamed, ExperimentTagsSet, ExperimentTagDeleted, ExperimentDeleted, ExperimentRestored}, []string{AggExperiment}},
+	{[]string{RunCreated, RunUpdated, RunDeleted, RunRestored, RunParamsLogged, RunTagsSet, RunTagDeleted}, []string{AggRun}},
 }
 
 // aggregatesOf indexes the catalogue by type.

@@ -83,6 +83,9 @@ func Summary(e Envelope) string {
 		if s := registrySummary(e); s != "" {
 			return s
 		}
+		if s := trackingSummary(e); s != "" {
+			return s
+		}
 	}
 	return e.Type
 }
@@ -171,6 +174,62 @@ func registrySummary(e Envelope) string {
 		var d ModelArtifactRecordedData
 		if e.Decode(&d) == nil {
 			return fmt.Sprintf("artifact %s of version %d recorded (%s, %d bytes)", d.Path, d.Version, d.Digest, d.Size)
+		}
+	}
+	return ""
+}
+
+// trackingSummary covers experiments and runs.
+func trackingSummary(e Envelope) string {
+	switch e.Type {
+	case ExperimentCreated:
+		var d ExperimentCreatedData
+		if e.Decode(&d) == nil {
+			return fmt.Sprintf("experiment %q created", d.Name)
+		}
+	case ExperimentRenamed:
+		var d ExperimentRenamedData
+		if e.Decode(&d) == nil {
+			return fmt.Sprintf("experiment %q renamed to %q", d.PreviousName, d.Name)
+		}
+	case ExperimentTagsSet, RunTagsSet:
+		var d TagsSetData
+		if e.Decode(&d) == nil {
+			return fmt.Sprintf("%d tag(s) set", len(d.Tags))
+		}
+	case ExperimentTagDeleted, RunTagDeleted:
+		var d TagDeletedData
+		if e.Decode(&d) == nil {
+			return fmt.Sprintf("tag %q deleted", d.Key)
+		}
+	case ExperimentDeleted:
+		return "experiment deleted"
+	case ExperimentRestored:
+		return "experiment restored"
+	case NameReleased:
+		var d NameReleasedData
+		if e.Decode(&d) == nil {
+			return fmt.Sprintf("%s name %q released by %s", d.Kind, d.Name, d.OwnerID)
+		}
+	case RunCreated:
+		var d RunCreatedData
+		if e.Decode(&d) == nil {
+			return fmt.Sprintf("run %q started in experiment %s", d.Name, d.ExperimentID)
+		}
+	case RunUpdated:
+		var d RunUpdatedData
+		if e.Decode(&d) == nil && d.Status != "" {
+			return "run status set to " + d.Status
+		}
+		return "run updated"
+	case RunDeleted:
+		return "run deleted"
+	case RunRestored:
+		return "run restored"
+	case RunParamsLogged:
+		var d RunParamsLoggedData
+		if e.Decode(&d) == nil {
+			return fmt.Sprintf("%d param(s) logged", len(d.Params))
 		}
 	}
 	return ""

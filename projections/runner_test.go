@@ -145,6 +145,28 @@ func (f *fixture) seed(t *testing.T, n int) uint64 {
 				last = f.append(t, at.Add(3*time.Second), [3]any{tokSubj, events.TokenRevoked, events.TokenRevokedData{TokenID: tid, UserID: id, Reason: "revoked"}})
 			}
 		}
+		if i%3 == 1 {
+			// A user's experiment with a run: params, tags, updates, deletion.
+			xid, rid, pid := uuid.NewString(), uuid.NewString(), uuid.NewString()
+			xSubj, rSubj := events.Subject(events.AggExperiment, xid), events.Subject(events.AggRun, rid)
+			f.append(t, at.Add(3*time.Second), [3]any{xSubj, events.ExperimentCreated, events.ExperimentCreatedData{ExperimentID: xid,
+				ProjectID: pid, Name: fmt.Sprint("exp ", i), Tags: map[string]string{"team": "a"}}})
+			f.append(t, at.Add(3*time.Second), [3]any{xSubj, events.ExperimentTagsSet, events.TagsSetData{ID: xid, Tags: map[string]string{"goal": "auc"}}})
+			f.append(t, at.Add(3*time.Second), [3]any{xSubj, events.ExperimentRenamed, events.ExperimentRenamedData{ExperimentID: xid,
+				ProjectID: pid, Name: fmt.Sprint("renamed ", i), PreviousName: fmt.Sprint("exp ", i)}})
+			f.append(t, at.Add(3*time.Second), [3]any{rSubj, events.RunCreated, events.RunCreatedData{RunID: rid, ExperimentID: xid,
+				ProjectID: pid, Name: "r", UserID: id, StartTime: at.UnixMilli(), Tags: map[string]string{"mlflow.runName": "r"}}})
+			f.append(t, at.Add(3*time.Second), [3]any{rSubj, events.RunParamsLogged, events.RunParamsLoggedData{RunID: rid,
+				Params: []events.Param{{Key: "lr", Value: "0.1"}, {Key: "depth", Value: "6"}}}})
+			f.append(t, at.Add(3*time.Second), [3]any{rSubj, events.RunTagsSet, events.TagsSetData{ID: rid, Tags: map[string]string{"k": "v", "gone": "x"}}})
+			f.append(t, at.Add(3*time.Second), [3]any{rSubj, events.RunTagDeleted, events.TagDeletedData{ID: rid, Key: "gone"}})
+			end := at.Add(time.Minute).UnixMilli()
+			last = f.append(t, at.Add(3*time.Second), [3]any{rSubj, events.RunUpdated, events.RunUpdatedData{RunID: rid, Status: "FINISHED", EndTime: &end}})
+			if i%2 == 0 {
+				f.append(t, at.Add(3*time.Second), [3]any{rSubj, events.RunDeleted, events.RunLifecycleData{RunID: rid, ExperimentID: xid}})
+				last = f.append(t, at.Add(3*time.Second), [3]any{xSubj, events.ExperimentDeleted, events.ExperimentLifecycleData{ExperimentID: xid, ProjectID: pid}})
+			}
+		}
 		if i%3 == 0 {
 			w.role = "member"
 			last = f.append(t, at.Add(4*time.Second), [3]any{userSubj, events.UserRoleChanged,
@@ -207,10 +229,17 @@ func dump(t *testing.T, pool *pgxpool.Pool, table string) []string {
 	return dumpOrdered(t, pool, table, key)
 }
 
+// dumpAll is the identity, token and tracking read models (the ones the
+// seed fills) in a stable order.
 func dumpAll(t *testing.T, pool *pgxpool.Pool) map[string][]string {
 	t.Helper()
-	return map[string][]string{"users": dump(t, pool, "users"), "sessions": dump(t, pool, "sessions"),
+	out := map[string][]string{"users": dump(t, pool, "users"), "sessions": dump(t, pool, "sessions"),
 		"audit_entries": dump(t, pool, "audit_entries")}
+	for table, order := range map[string]string{"api_tokens": "id", "experiments": "id", "runs": "id",
+		"run_params": "run_id, key", "run_tags": "run_id, key"} {
+		out[table] = dumpOrdered(t, pool, table, order)
+	}
+	return out
 }
 
 func sameDump(t *testing.T, got, want map[string][]string) {
@@ -590,7 +619,7 @@ func TestResetRebuildsEqualTables(t *testing.T) {
 	if err := Reset(ctx, f.pool); err != nil {
 		t.Fatal(err)
 	}
-	names := []string{"users", "sessions", "audit"}
+	names := []string{"users", "sessions", "audit", "tokens", "experiments", "runs"} // what the seed fills
 	waitCaughtUp(t, ref, last, names...)
 	waitCaughtUp(t, f.pool, last, names...)
 	want := dumpAll(t, ref)

@@ -76,11 +76,12 @@ func (s *Service) projectID(ctx context.Context, ref string) (string, error) {
 	return r.OwnerID, nil
 }
 
-// authorizeProject loads the project and checks action against its
-// event-sourced membership. Non-members get NotFound: no existence leak.
-// It returns p with its global role as the event store has it (refresh),
-// which the decision that follows must use.
-func (s *Service) authorizeProject(ctx context.Context, p authz.Principal, ref string, action authz.Action) (authz.Principal, ProjectState, error) {
+// AuthorizeProject resolves a project reference (slug or id), loads the
+// project and checks action against its event-sourced membership.
+// Non-members get NotFound: no existence leak. It returns p with its global
+// role as the event store has it (refresh), which the decision that follows
+// must use. Other command services (tracking) authorize with it too.
+func (s *Service) AuthorizeProject(ctx context.Context, p authz.Principal, ref string, action authz.Action) (authz.Principal, ProjectState, error) {
 	p, err := s.refresh(ctx, p)
 	if err != nil {
 		return p, ProjectState{}, err
@@ -105,7 +106,7 @@ func (s *Service) authorizeProject(ctx context.Context, p authz.Principal, ref s
 
 // Project returns a project for a principal allowed to read it.
 func (s *Service) Project(ctx context.Context, p authz.Principal, ref string) (ProjectState, error) {
-	_, ps, err := s.authorizeProject(ctx, p, ref, authz.ProjectRead)
+	_, ps, err := s.AuthorizeProject(ctx, p, ref, authz.ProjectRead)
 	return ps, err
 }
 
@@ -151,7 +152,7 @@ func (s *Service) CreateProject(ctx context.Context, meta events.Meta, p authz.P
 // updateProject authorizes with action and runs decide on the project.
 func (s *Service) updateProject(ctx context.Context, meta events.Meta, p authz.Principal, ref string, action authz.Action,
 	decide func(ProjectState) ([]handlers.Change, error)) (ProjectState, uint64, error) {
-	p, ps, err := s.authorizeProject(ctx, p, ref, action)
+	p, ps, err := s.AuthorizeProject(ctx, p, ref, action)
 	if err != nil {
 		return ps, 0, err
 	}
@@ -225,7 +226,7 @@ func (s *Service) modelID(ctx context.Context, projectID, name string) (string, 
 
 // Model returns a model (deleted ones too) for a principal allowed to read the project.
 func (s *Service) Model(ctx context.Context, p authz.Principal, ref, name string) (ProjectState, ModelState, error) {
-	_, ps, err := s.authorizeProject(ctx, p, ref, authz.ProjectRead)
+	_, ps, err := s.AuthorizeProject(ctx, p, ref, authz.ProjectRead)
 	if err != nil {
 		return ps, ModelState{}, err
 	}
@@ -239,7 +240,7 @@ func (s *Service) Model(ctx context.Context, p authz.Principal, ref, name string
 
 // CreateModel registers a new model in a project (editors).
 func (s *Service) CreateModel(ctx context.Context, meta events.Meta, p authz.Principal, ref string, c CreateModel) (ModelState, uint64, error) {
-	p, ps, err := s.authorizeProject(ctx, p, ref, authz.ModelWrite)
+	p, ps, err := s.AuthorizeProject(ctx, p, ref, authz.ModelWrite)
 	if err != nil {
 		return ModelState{}, 0, err
 	}
@@ -253,7 +254,7 @@ func (s *Service) CreateModel(ctx context.Context, meta events.Meta, p authz.Pri
 				existing = v
 				return nil, nil, nil // this very command already ran (same idempotency key and request)
 			}
-			cur, err := s.currentProject(ctx, p, ps.ID, authz.ModelWrite)
+			cur, err := s.CurrentProject(ctx, p, ps.ID, authz.ModelWrite)
 			if err != nil {
 				return nil, nil, err
 			}
@@ -294,7 +295,7 @@ func (s *Service) UpdateModelFunc(ctx context.Context, meta events.Meta, p authz
 // caller as refreshed for this command (its current roles).
 func (s *Service) updateModel(ctx context.Context, meta events.Meta, p authz.Principal, ref, name string, action authz.Action,
 	decide func(p authz.Principal, ps ProjectState, m ModelState, replay bool) ([]handlers.Change, error)) (ModelState, uint64, error) {
-	p, ps, err := s.authorizeProject(ctx, p, ref, action)
+	p, ps, err := s.AuthorizeProject(ctx, p, ref, action)
 	if err != nil {
 		return ModelState{}, 0, err
 	}
@@ -316,7 +317,7 @@ func (s *Service) updateModel(ctx context.Context, meta events.Meta, p authz.Pri
 				ch, err := decide(p, cur, m, true)
 				return ch, nil, err
 			}
-			cur, err := s.currentProject(ctx, p, ps.ID, action)
+			cur, err := s.CurrentProject(ctx, p, ps.ID, action)
 			if err != nil {
 				return nil, nil, err
 			}
@@ -328,12 +329,12 @@ func (s *Service) updateModel(ctx context.Context, meta events.Meta, p authz.Pri
 		})
 }
 
-// currentProject re-reads the project right before a model decision: the
+// CurrentProject re-reads the project right before a model decision: the
 // command may have waited its turn on a busy model (or retried) while an
 // owner removed the caller or archived the project. The model append cannot
 // carry an expectation on the project's subject, so this narrows the window
 // to the decision itself.
-func (s *Service) currentProject(ctx context.Context, p authz.Principal, projectID string, action authz.Action) (ProjectState, error) {
+func (s *Service) CurrentProject(ctx context.Context, p authz.Principal, projectID string, action authz.Action) (ProjectState, error) {
 	cur, _, err := s.projects.Load(ctx, events.Subject(events.AggProject, projectID))
 	if err != nil {
 		return cur, err
@@ -351,7 +352,7 @@ func (s *Service) currentProject(ctx context.Context, p authz.Principal, project
 // AuthorizeModelWrite checks, before an upload is streamed, that p may write
 // version v's artifacts; it returns the project and model state.
 func (s *Service) AuthorizeModelWrite(ctx context.Context, p authz.Principal, ref, name string, v int) (ProjectState, ModelState, error) {
-	_, ps, err := s.authorizeProject(ctx, p, ref, authz.ModelWrite)
+	_, ps, err := s.AuthorizeProject(ctx, p, ref, authz.ModelWrite)
 	if err != nil {
 		return ps, ModelState{}, err
 	}

@@ -1,0 +1,291 @@
+package tracking
+
+import (
+	"context"
+	"time"
+
+	"github.com/maestro-ml/maestro/authz"
+	"github.com/maestro-ml/maestro/events"
+	"github.com/maestro-ml/maestro/handlers"
+	"github.com/maestro-ml/maestro/handlers/registry"
+)
+
+// Service handles tracking commands: authorize on the project (through the
+// registry, the one owner of membership), load the aggregate, decide,
+// append with its version.
+type Service struct {
+	store       *events.Store
+	projects    *registry.Service
+	experiments *handlers.Repository[ExperimentState]
+	runs        *handlers.Repository[RunState]
+	names       *handlers.Repository[ReservationState]
+	now         func() time.Time
+}
+
+// NewService builds the tracking service.
+func NewService(store *events.Store, projects *registry.Service, now func() time.Time) *Service {
+	if now == nil {
+		now = time.Now
+	}
+	return &Service{
+		store:       store,
+		projects:    projects,
+		experiments: handlers.NewRepository(store, EvolveExperiment, 10000).WithClone(CloneExperiment),
+		runs:        handlers.NewRepository(store, EvolveRun, 10000).WithClone(CloneRun),
+		names:       handlers.NewRepository(store, EvolveReservation, 10000),
+		now:         now,
+	}
+}
+
+// CreateExperiment creates an experiment in the project ref.
+func (s *Service) CreateExperiment(ctx context.Context, meta events.Meta, p authz.Principal, ref string, c CreateExperiment) (ExperimentState, uint64, error) {
+	_, ps, err := s.projects.AuthorizeProject(ctx, p, ref, authz.TrackingWrite)
+	if err != nil {
+		return ExperimentState{}, 0, err
+	}
+	if ps.Archived {
+		return ExperimentState{}, 0, handlers.Errorf(handlers.Conflict, "project-archived", "the project is archived; restore it first")
+	}
+	c.ExperimentID = handlers.IDFor(meta, "experiment")
+	c.ProjectID = ps.ID
+	meta.Now = s.now
+	nameSubj := experimentNameSubject(ps.ID, c.Name)
+	var existing uint64
+	x, seq, err := s.experiments.Update(ctx, events.Subject(events.AggExperiment, c.ExperimentID), meta,
+		func(x ExperimentState, v uint64, replay bool) ([]handlers.Change, map[string]uint64, error) {
+			if x.Created || replay {
+				existing = v
+				return nil, nil, nil // this very command already ran
+			}
+			res, rv, err := s.names.Load(ctx, nameSubj)
+			if err != nil {
+				return nil, nil, err
+			}
+			changes, err := DecideCreateExperiment(res, c)
+			return changes, map[string]uint64{nameSubj: rv}, err
+		})
+	if err != nil || seq != 0 {
+		return x, seq, err
+	}
+	if x.ProjectID != ps.ID || x.Name != c.Name {
+		return ExperimentState{}, 0, handlers.Errorf(handlers.Invalid, "idempotency-key-reused",
+			"this Idempotency-Key already created a different experiment")
+	}
+	return x, existing, nil
+}
+
+// Experiment returns an experiment of the project ref that p may read.
+func (s *Service) Experiment(ctx context.Context, p authz.Principal, ref, id string) (ExperimentState, error) {
+	_, ps, err := s.projects.AuthorizeProject(ctx, p, ref, authz.ProjectRead)
+	if err != nil {
+		return ExperimentState{}, err
+	}
+	return s.experiment(ctx, ps.ID, id)
+}
+
+func (s *Service) experiment(ctx context.Context, projectID, id string) (ExperimentState, error) {
+	if !events.ValidToken(id) {
+		return ExperimentState{}, handlers.Errorf(handlers.NotFound, "not-found", "experiment not found")
+	}
+	x, _, err := s.experiments.Load(ctx, events.Subject(events.AggExperiment, id))
+	if err != nil {
+		return x, err
+	}
+	if !x.Created || x.ProjectID != projectID {
+		return ExperimentState{}, handlers.Errorf(handlers.NotFound, "not-found", "experiment not found")
+	}
+	return x, nil
+}
+
+// UpdateExperiment authorizes a tracking write in the project ref and runs
+// decide on the experiment's current state. Every experiment command goes
+// through it; versions may add reservation subjects' expected versions.
+func (s *Service) UpdateExperiment(ctx context.Context, meta events.Meta, p authz.Principal, ref, id string,
+	decide func(ExperimentState) ([]handlers.Change, map[string]uint64, error)) (ExperimentState, uint64, error) {
+	p, ps, err := s.projects.AuthorizeProject(ctx, p, ref, authz.TrackingWrite)
+	if err != nil {
+		return ExperimentState{}, 0, err
+	}
+	if _, err := s.experiment(ctx, ps.ID, id); err != nil {
+		return ExperimentState{}, 0, err
+	}
+	meta.Now = s.now
+	return s.experiments.Update(ctx, events.Subject(events.AggExperiment, id), meta,
+		func(x ExperimentState, _ uint64, replay bool) ([]handlers.Change, map[string]uint64, error) {
+			if !replay {
+				cur, err := s.projects.CurrentProject(ctx, p, ps.ID, authz.TrackingWrite)
+				if err != nil {
+					return nil, nil, err
+				}
+				if cur.Archived {
+					return nil, nil, handlers.Errorf(handlers.Conflict, "project-archived", "the project is archived; restore it first")
+				}
+			}
+			return decide(x)
+		})
+}
+
+// RenameExperiment renames an experiment (names are unique per project).
+func (s *Service) RenameExperiment(ctx context.Context, meta events.Meta, p authz.Principal, ref, id, name string) (ExperimentState, uint64, error) {
+	return s.UpdateExperiment(ctx, meta, p, ref, id, func(x ExperimentState) ([]handlers.Change, map[string]uint64, error) {
+		if name == x.Name {
+			return nil, nil, nil
+		}
+		newSubj, oldSubj := experimentNameSubject(x.ProjectID, name), experimentNameSubject(x.ProjectID, x.Name)
+		res, rv, err := s.names.Load(ctx, newSubj)
+		if err != nil {
+			return nil, nil, err
+		}
+		_, ov, err := s.names.Load(ctx, oldSubj)
+		if err != nil {
+			return nil, nil, err
+		}
+		changes, err := DecideRenameExperiment(x, res, name)
+		return changes, map[string]uint64{newSubj: rv, oldSubj: ov}, err
+	})
+}
+
+// plain adapts a decider without other subjects to UpdateExperiment.
+func plain[S any](decide func(S) ([]handlers.Change, error)) func(S) ([]handlers.Change, map[string]uint64, error) {
+	return func(x S) ([]handlers.Change, map[string]uint64, error) {
+		ch, err := decide(x)
+		return ch, nil, err
+	}
+}
+
+// SetExperimentTags sets tags on an experiment.
+func (s *Service) SetExperimentTags(ctx context.Context, meta events.Meta, p authz.Principal, ref, id string, tags map[string]string) (ExperimentState, uint64, error) {
+	return s.UpdateExperiment(ctx, meta, p, ref, id, plain(func(x ExperimentState) ([]handlers.Change, error) {
+		return DecideSetExperimentTags(x, tags)
+	}))
+}
+
+// DeleteExperimentTag removes an experiment's tag.
+func (s *Service) DeleteExperimentTag(ctx context.Context, meta events.Meta, p authz.Principal, ref, id, key string) (ExperimentState, uint64, error) {
+	return s.UpdateExperiment(ctx, meta, p, ref, id, plain(func(x ExperimentState) ([]handlers.Change, error) {
+		return DecideDeleteExperimentTag(x, key)
+	}))
+}
+
+// DeleteExperiment deletes (del) or restores an experiment.
+func (s *Service) DeleteExperiment(ctx context.Context, meta events.Meta, p authz.Principal, ref, id string, del bool) (ExperimentState, uint64, error) {
+	return s.UpdateExperiment(ctx, meta, p, ref, id, plain(func(x ExperimentState) ([]handlers.Change, error) {
+		return DecideDeleteExperiment(x, del)
+	}))
+}
+
+// CreateRun starts a run in an experiment of the project ref.
+func (s *Service) CreateRun(ctx context.Context, meta events.Meta, p authz.Principal, ref, experimentID string, c CreateRun) (RunState, uint64, error) {
+	p, ps, err := s.projects.AuthorizeProject(ctx, p, ref, authz.TrackingWrite)
+	if err != nil {
+		return RunState{}, 0, err
+	}
+	if ps.Archived {
+		return RunState{}, 0, handlers.Errorf(handlers.Conflict, "project-archived", "the project is archived; restore it first")
+	}
+	if _, err := s.experiment(ctx, ps.ID, experimentID); err != nil {
+		return RunState{}, 0, err
+	}
+	c.RunID = handlers.IDFor(meta, "run")
+	c.UserID = p.UserID
+	meta.Now = s.now
+	var existing uint64
+	r, seq, err := s.runs.Update(ctx, events.Subject(events.AggRun, c.RunID), meta,
+		func(r RunState, v uint64, replay bool) ([]handlers.Change, map[string]uint64, error) {
+			if r.Created || replay {
+				existing = v
+				return nil, nil, nil // this very command already ran
+			}
+			// The experiment as it is now: deleted experiments take no runs.
+			x, err := s.experiment(ctx, ps.ID, experimentID)
+			if err != nil {
+				return nil, nil, err
+			}
+			c.Now = s.now().UnixMilli()
+			changes, err := DecideCreateRun(x, r, c)
+			return changes, nil, err
+		})
+	if err != nil || seq != 0 {
+		return r, seq, err
+	}
+	if r.ExperimentID != experimentID {
+		return RunState{}, 0, handlers.Errorf(handlers.Invalid, "idempotency-key-reused", "this Idempotency-Key already created a different run")
+	}
+	return r, existing, nil
+}
+
+// Run returns a run of the project ref that p may read.
+func (s *Service) Run(ctx context.Context, p authz.Principal, ref, runID string) (RunState, error) {
+	_, ps, err := s.projects.AuthorizeProject(ctx, p, ref, authz.ProjectRead)
+	if err != nil {
+		return RunState{}, err
+	}
+	return s.run(ctx, ps.ID, runID)
+}
+
+func (s *Service) run(ctx context.Context, projectID, runID string) (RunState, error) {
+	if !events.ValidToken(runID) {
+		return RunState{}, handlers.Errorf(handlers.NotFound, "not-found", "run not found")
+	}
+	r, _, err := s.runs.Load(ctx, events.Subject(events.AggRun, runID))
+	if err != nil {
+		return r, err
+	}
+	if !r.Created || r.ProjectID != projectID {
+		return RunState{}, handlers.Errorf(handlers.NotFound, "not-found", "run not found")
+	}
+	return r, nil
+}
+
+// UpdateRunFunc authorizes a tracking write in the project ref and runs
+// decide on the run's current state; every run command goes through it.
+func (s *Service) UpdateRunFunc(ctx context.Context, meta events.Meta, p authz.Principal, ref, runID string,
+	decide func(RunState) ([]handlers.Change, error)) (RunState, uint64, error) {
+	p, ps, err := s.projects.AuthorizeProject(ctx, p, ref, authz.TrackingWrite)
+	if err != nil {
+		return RunState{}, 0, err
+	}
+	if _, err := s.run(ctx, ps.ID, runID); err != nil {
+		return RunState{}, 0, err
+	}
+	meta.Now = s.now
+	return s.runs.Update(ctx, events.Subject(events.AggRun, runID), meta,
+		func(r RunState, _ uint64, replay bool) ([]handlers.Change, map[string]uint64, error) {
+			if !replay {
+				cur, err := s.projects.CurrentProject(ctx, p, ps.ID, authz.TrackingWrite)
+				if err != nil {
+					return nil, nil, err
+				}
+				if cur.Archived {
+					return nil, nil, handlers.Errorf(handlers.Conflict, "project-archived", "the project is archived; restore it first")
+				}
+			}
+			ch, err := decide(r)
+			return ch, nil, err
+		})
+}
+
+// UpdateRun changes a run's status, end time or name.
+func (s *Service) UpdateRun(ctx context.Context, meta events.Meta, p authz.Principal, ref, runID string, c UpdateRun) (RunState, uint64, error) {
+	return s.UpdateRunFunc(ctx, meta, p, ref, runID, func(r RunState) ([]handlers.Change, error) { return DecideUpdateRun(r, c) })
+}
+
+// DeleteRun deletes (del) or restores a run.
+func (s *Service) DeleteRun(ctx context.Context, meta events.Meta, p authz.Principal, ref, runID string, del bool) (RunState, uint64, error) {
+	return s.UpdateRunFunc(ctx, meta, p, ref, runID, func(r RunState) ([]handlers.Change, error) { return DecideDeleteRun(r, del) })
+}
+
+// LogParams logs params on a run (write-once per key).
+func (s *Service) LogParams(ctx context.Context, meta events.Meta, p authz.Principal, ref, runID string, params []events.Param) (RunState, uint64, error) {
+	return s.UpdateRunFunc(ctx, meta, p, ref, runID, func(r RunState) ([]handlers.Change, error) { return DecideLogParams(r, params) })
+}
+
+// SetRunTags sets tags on a run.
+func (s *Service) SetRunTags(ctx context.Context, meta events.Meta, p authz.Principal, ref, runID string, tags map[string]string) (RunState, uint64, error) {
+	return s.UpdateRunFunc(ctx, meta, p, ref, runID, func(r RunState) ([]handlers.Change, error) { return DecideSetRunTags(r, tags) })
+}
+
+// DeleteRunTag removes a run's tag.
+func (s *Service) DeleteRunTag(ctx context.Context, meta events.Meta, p authz.Principal, ref, runID, key string) (RunState, uint64, error) {
+	return s.UpdateRunFunc(ctx, meta, p, ref, runID, func(r RunState) ([]handlers.Change, error) { return DecideDeleteRunTag(r, key) })
+}

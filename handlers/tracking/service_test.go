@@ -1,0 +1,137 @@
+package tracking_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/maestro-ml/maestro/authz"
+	"github.com/maestro-ml/maestro/events"
+	"github.com/maestro-ml/maestro/handlers"
+	"github.com/maestro-ml/maestro/handlers/registry"
+	"github.com/maestro-ml/maestro/handlers/tracking"
+	"github.com/maestro-ml/maestro/internal/testnats"
+)
+
+// The tracking service against a real event store (an embedded nats-server
+// per test), authorizing through the registry's project membership.
+
+func anyUser(context.Context, string) (bool, error) { return true, nil }
+
+func who(role authz.Role) (authz.Principal, events.Meta) {
+	p := authz.Principal{UserID: uuid.NewString(), Role: role}
+	return p, events.Meta{Actor: events.Actor{Kind: events.ActorUser, ID: p.UserID}}
+}
+
+func wantCode(t *testing.T, err error, code string) {
+	t.Helper()
+	var e *handlers.Error
+	if !errors.As(err, &e) || e.Code != code {
+		t.Fatalf("error = %v, want %s", err, code)
+	}
+}
+
+func TestTrackingService(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	store := testnats.Store(t)
+	reg := registry.NewService(store, anyUser, nil, nil)
+	svc := tracking.NewService(store, reg, nil)
+
+	owner, om := who(authz.RoleMember)
+	ps, _, err := reg.CreateProject(ctx, om, owner, "Tracking", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	viewer, vm := who(authz.RoleMember)
+	if _, _, err := reg.SetMember(ctx, om, owner, ps.Slug, viewer.UserID, authz.ProjectViewer); err != nil {
+		t.Fatal(err)
+	}
+	stranger, sm := who(authz.RoleMember)
+
+	x, seq, err := svc.CreateExperiment(ctx, om, owner, ps.Slug, tracking.CreateExperiment{Name: "baseline", Tags: map[string]string{"team": "a"}})
+	if err != nil || seq == 0 || x.Name != "baseline" || x.ProjectID != ps.ID || x.Tags["team"] != "a" {
+		t.Fatalf("create experiment = %+v, %d, %v", x, seq, err)
+	}
+	_, _, err = svc.CreateExperiment(ctx, om, owner, ps.ID, tracking.CreateExperiment{Name: "baseline"})
+	wantCode(t, err, "experiment-exists")
+	_, _, err = svc.CreateExperiment(ctx, vm, viewer, ps.Slug, tracking.CreateExperiment{Name: "viewer's"})
+	wantCode(t, err, "forbidden")
+	_, _, err = svc.CreateExperiment(ctx, sm, stranger, ps.Slug, tracking.CreateExperiment{Name: "stranger's"})
+	wantCode(t, err, "not-found")
+	if _, err := svc.Experiment(ctx, stranger, ps.Slug, x.ID); err == nil {
+		t.Fatal("a stranger reads the experiment")
+	}
+
+	// Rename frees the old name.
+	if x, _, err = svc.RenameExperiment(ctx, om, owner, ps.Slug, x.ID, "baseline v2"); err != nil || x.Name != "baseline v2" {
+		t.Fatalf("rename = %+v, %v", x, err)
+	}
+	if _, _, err := svc.CreateExperiment(ctx, om, owner, ps.Slug, tracking.CreateExperiment{Name: "baseline"}); err != nil {
+		t.Fatalf("the old name is not free after the rename: %v", err)
+	}
+
+	r, _, err := svc.CreateRun(ctx, om, owner, ps.Slug, x.ID, tracking.CreateRun{Name: "first", StartTime: 1_700_000_000_000})
+	if err != nil || r.Name != "first" || r.Tags[tracking.RunNameTag] != "first" || r.Status != tracking.StatusRunning || r.UserID != owner.UserID {
+		t.Fatalf("create run = %+v, %v", r, err)
+	}
+	params := []events.Param{{Key: "lr", Value: "0.1"}, {Key: "depth", Value: "6"}}
+	if r, _, err = svc.LogParams(ctx, om, owner, ps.Slug, r.ID, params); err != nil || r.Params["lr"] != "0.1" {
+		t.Fatalf("log params = %+v, %v", r, err)
+	}
+	if _, seq, err := svc.LogParams(ctx, om, owner, ps.Slug, r.ID, params[:1]); err != nil || seq != 0 {
+		t.Fatalf("the same param again = %d, %v; want a no-op", seq, err)
+	}
+	_, _, err = svc.LogParams(ctx, om, owner, ps.Slug, r.ID, []events.Param{{Key: "lr", Value: "0.2"}})
+	wantCode(t, err, "param-overwrite")
+	_, _, err = svc.LogParams(ctx, vm, viewer, ps.Slug, r.ID, []events.Param{{Key: "x", Value: "1"}})
+	wantCode(t, err, "forbidden")
+
+	end := int64(1_700_000_060_000)
+	if r, _, err = svc.UpdateRun(ctx, om, owner, ps.Slug, r.ID, tracking.UpdateRun{Status: tracking.StatusFinished, EndTime: &end}); err != nil ||
+		r.Status != tracking.StatusFinished || r.EndTime == nil || *r.EndTime != end {
+		t.Fatalf("finish = %+v, %v", r, err)
+	}
+
+	// A deleted experiment takes no runs; a deleted run takes no writes.
+	if _, _, err := svc.DeleteRun(ctx, om, owner, ps.Slug, r.ID, true); err != nil {
+		t.Fatal(err)
+	}
+	_, _, err = svc.SetRunTags(ctx, om, owner, ps.Slug, r.ID, map[string]string{"k": "v"})
+	wantCode(t, err, "run-deleted")
+	if _, _, err := svc.DeleteExperiment(ctx, om, owner, ps.Slug, x.ID, true); err != nil {
+		t.Fatal(err)
+	}
+	_, _, err = svc.CreateRun(ctx, om, owner, ps.Slug, x.ID, tracking.CreateRun{})
+	wantCode(t, err, "experiment-deleted")
+	if _, _, err := svc.DeleteExperiment(ctx, om, owner, ps.Slug, x.ID, false); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := svc.CreateRun(ctx, om, owner, ps.Slug, x.ID, tracking.CreateRun{}); err != nil {
+		t.Fatalf("a run in the restored experiment: %v", err)
+	}
+
+	// A run is found only in its own project.
+	other, _, err := reg.CreateProject(ctx, sm, stranger, "Elsewhere", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := svc.Run(ctx, stranger, other.Slug, r.ID); err == nil {
+		t.Fatal("a run is visible through another project")
+	}
+	// An Idempotency-Key retry answers with the run it created.
+	km := om
+	km.IdempotencyKey, km.Fingerprint = "run-key", "fp"
+	r1, s1, err := svc.CreateRun(ctx, km, owner, ps.Slug, x.ID, tracking.CreateRun{Name: "keyed"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r2, s2, err := svc.CreateRun(ctx, km, owner, ps.Slug, x.ID, tracking.CreateRun{Name: "keyed"})
+	if err != nil || r2.ID != r1.ID || s2 != s1 {
+		t.Fatalf("retried run = %s at %d (%v), first %s at %d", r2.ID, s2, err, r1.ID, s1)
+	}
+}
