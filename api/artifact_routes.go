@@ -50,7 +50,7 @@ func (s *Server) artifactRoutes() []Route {
 		maxBody++
 	}
 	return []Route{
-		{Method: "GET", Pattern: artifactsBase, handle: s.listArtifacts},
+		{Method: "GET", Pattern: artifactsBase, handle: query(s, s.listArtifacts)},
 		// Not a Command route: the body is streamed, never buffered for an
 		// idempotency record; PUT of the same bytes is a no-op by itself.
 		{Method: "PUT", Pattern: artifactsBase + "/*", MaxBody: maxBody, Timeout: artifactTransferTimeout, handle: s.putArtifact},
@@ -213,28 +213,20 @@ func (s *Server) readableVersion(r *http.Request) (projections.Model, int, error
 	return m, v, err
 }
 
-func (s *Server) listArtifacts(w http.ResponseWriter, r *http.Request) error {
-	n, err := pageSize(r)
+func (s *Server) listArtifacts(c *call, q pageQuery) (ArtifactList, error) {
+	m, v, err := s.readableVersion(c.r)
 	if err != nil {
-		return err
+		return ArtifactList{}, err
 	}
-	if err := s.awaitMinSequence(r); err != nil {
-		return err
-	}
-	m, v, err := s.readableVersion(r)
+	page, err := s.deps.Queries.ListArtifacts(c.ctx, m.ID, v, q.token, q.size)
 	if err != nil {
-		return err
+		return ArtifactList{}, pageError(err)
 	}
-	page, err := s.deps.Queries.ListArtifacts(r.Context(), m.ID, v, pageTokenParam(r), n)
-	if err != nil {
-		return pageError(err)
-	}
-	out := ArtifactList{Items: make([]ArtifactResponse, 0, len(page.Items)), NextPageToken: page.NextPageToken}
-	for _, a := range page.Items {
-		out.Items = append(out.Items, ArtifactResponse{Path: a.Path, Digest: a.Digest, Size: a.Size, ContentType: a.ContentType, RecordedAt: apiTime(a.RecordedAt)})
-	}
-	writeJSON(w, http.StatusOK, out)
-	return nil
+	return ArtifactList(pageOf(page, artifactFromProjection)), nil
+}
+
+func artifactFromProjection(a projections.ArtifactEntry) ArtifactResponse {
+	return ArtifactResponse{Path: a.Path, Digest: a.Digest, Size: a.Size, ContentType: a.ContentType, RecordedAt: apiTime(a.RecordedAt)}
 }
 
 func (s *Server) getArtifact(w http.ResponseWriter, r *http.Request) error {

@@ -7,9 +7,6 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/go-chi/chi/v5"
-	"github.com/google/uuid"
-
 	"github.com/maestro-ml/maestro/auth"
 	"github.com/maestro-ml/maestro/authz"
 	"github.com/maestro-ml/maestro/handlers"
@@ -284,13 +281,7 @@ func (s *Server) listUsers(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-func userIDParam(r *http.Request) (string, error) {
-	id := chi.URLParam(r, "id")
-	if _, err := uuid.Parse(id); err != nil || len(id) != 36 {
-		return "", problem("not-found", "user not found")
-	}
-	return id, nil
-}
+func userIDParam(r *http.Request) (string, error) { return pathID(r, "id", "user") }
 
 func (s *Server) getUser(w http.ResponseWriter, r *http.Request) error {
 	if _, err := s.requireAdmin(r, authz.ListUsers); err != nil {

@@ -536,6 +536,7 @@ func TestOpenAPIConformance(t *testing.T) {
 	maps.Copy(want, walkRegistry(t, e, admin.AccessToken))  // registry_test.go
 	maps.Copy(want, walkArtifacts(t, e, admin.AccessToken)) // artifacts_test.go
 	maps.Copy(want, walkTokens(t, e, admin.AccessToken))    // token_test.go
+	maps.Copy(want, walkTracking(t, e, admin.AccessToken))  // tracking_walk_test.go
 	doc := loadOpenAPI(t)
 	for _, o := range operations(doc) {
 		codes, ok := want[o.op.OperationID]

@@ -13,6 +13,7 @@ import (
 	"github.com/maestro-ml/maestro/api"
 	"github.com/maestro-ml/maestro/events"
 	"github.com/maestro-ml/maestro/internal/testenv"
+	"github.com/maestro-ml/maestro/projections"
 )
 
 // The registry's authorization matrix, generated from the route table:
@@ -47,6 +48,8 @@ type mxProject struct {
 	owner          string // token of the member who created it
 	spare          string // user id of a member the member routes act on
 	hasArtifact    bool
+	experiment     string // id of experiment "x" and of a run in it
+	run            string
 }
 
 // mxReq is one request of a cell: path parameters (project, name, version,
@@ -78,6 +81,9 @@ const (
 	mxModel     = mxProj + "/models/{name}"
 	mxVersion   = mxModel + "/versions/{version}"
 	mxArtifacts = mxVersion + "/artifacts"
+	mxExps      = mxProj + "/experiments"
+	mxExp       = mxExps + "/{experiment}"
+	mxRun       = mxProj + "/runs/{run}"
 )
 
 // matrixCells is the table of every registry route: action and request
@@ -172,7 +178,69 @@ func matrixCells() map[string]mxCell {
 		}},
 		"GET " + mxArtifacts + "/*":  {action: mxRead, build: none},
 		"HEAD " + mxArtifacts + "/*": {action: mxRead, build: none},
+
+		// Experiment tracking: tracking:write is the editors' (mxModelWrite's rank).
+		"POST " + mxExps: {action: mxModelWrite, build: func(m *matrix, _ *mxProject) mxReq {
+			return mxReq{body: map[string]any{"name": m.unique("mx experiment")}}
+		}},
+		"GET " + mxExps: {action: mxRead, build: none},
+		"GET " + mxExp:  {action: mxRead, build: none},
+		"PATCH " + mxExp: {action: mxModelWrite, build: func(m *matrix, _ *mxProject) mxReq {
+			return mxReq{body: map[string]any{"tags": map[string]string{"k": m.unique("v")}}}
+		}},
+		"DELETE " + mxExp: {action: mxModelWrite, build: func(m *matrix, p *mxProject) mxReq {
+			return mxReq{params: map[string]string{"experiment": m.experiment(p, false)}}
+		}},
+		"POST " + mxExp + ":restore": {action: mxModelWrite, build: func(m *matrix, p *mxProject) mxReq {
+			return mxReq{params: map[string]string{"experiment": m.experiment(p, true)}}
+		}},
+		"DELETE " + mxExp + "/tags/{key}": {action: mxModelWrite, build: func(m *matrix, p *mxProject) mxReq {
+			m.admin("PATCH", mxProjects+"/"+p.slug+"/experiments/"+p.experiment, map[string]any{"tags": map[string]string{"doomed": "x"}})
+			return mxReq{params: map[string]string{"key": "doomed"}}
+		}},
+		"POST " + mxExp + "/runs": {action: mxModelWrite, build: func(*matrix, *mxProject) mxReq {
+			return mxReq{body: map[string]any{"name": "matrix run"}}
+		}},
+		"GET " + mxExp + "/runs": {action: mxRead, build: none},
+		"GET " + mxRun:           {action: mxRead, build: none},
+		"PATCH " + mxRun: {action: mxModelWrite, build: func(m *matrix, _ *mxProject) mxReq {
+			return mxReq{body: map[string]any{"tags": map[string]string{"k": m.unique("v")}}}
+		}},
+		"DELETE " + mxRun: {action: mxModelWrite, build: func(m *matrix, p *mxProject) mxReq {
+			return mxReq{params: map[string]string{"run": m.run(p, false)}}
+		}},
+		"POST " + mxRun + ":restore": {action: mxModelWrite, build: func(m *matrix, p *mxProject) mxReq {
+			return mxReq{params: map[string]string{"run": m.run(p, true)}}
+		}},
+		"POST " + mxRun + "/params": {action: mxModelWrite, build: func(m *matrix, _ *mxProject) mxReq {
+			return mxReq{body: map[string]any{"params": []map[string]string{{"key": m.unique("p"), "value": "1"}}}}
+		}},
+		"DELETE " + mxRun + "/tags/{key}": {action: mxModelWrite, build: func(m *matrix, p *mxProject) mxReq {
+			m.admin("PATCH", mxProjects+"/"+p.slug+"/runs/"+p.run, map[string]any{"tags": map[string]string{"doomed": "x"}})
+			return mxReq{params: map[string]string{"key": "doomed"}}
+		}},
 	}
+}
+
+// experiment creates, as the admin, an experiment for a cell to delete (or,
+// deleted, to restore) and returns its id.
+func (m *matrix) experiment(p *mxProject, deleted bool) string {
+	m.t.Helper()
+	x := asJSON[projections.Experiment](m.t, m.admin("POST", mxProjects+"/"+p.slug+"/experiments", map[string]any{"name": m.unique("victim")}))
+	if deleted {
+		m.admin("DELETE", mxProjects+"/"+p.slug+"/experiments/"+x.ID, nil)
+	}
+	return x.ID
+}
+
+// run is experiment for runs (in the project's fixture experiment).
+func (m *matrix) run(p *mxProject, deleted bool) string {
+	m.t.Helper()
+	r := asJSON[projections.Run](m.t, m.admin("POST", mxProjects+"/"+p.slug+"/experiments/"+p.experiment+"/runs", map[string]any{}))
+	if deleted {
+		m.admin("DELETE", mxProjects+"/"+p.slug+"/runs/"+r.ID, nil)
+	}
+	return r.ID
 }
 
 // mxPrincipal is a caller of the matrix.
@@ -226,7 +294,7 @@ func mxFill(t *testing.T, pattern string, target *mxProject, byID bool, over map
 		ref = target.id
 	}
 	params := map[string]string{"project": ref, "name": "m", "version": "1", "alias": "champion",
-		"user_id": target.spare, "*": "weights/model.bin"}
+		"user_id": target.spare, "*": "weights/model.bin", "experiment": target.experiment, "run": target.run, "key": "k"}
 	for k, v := range over {
 		params[k] = v
 	}
@@ -304,6 +372,9 @@ func TestRegistryAuthorizationMatrix(t *testing.T) {
 		call(t, e, 201, "POST", pp+"/models/m/versions", own.token, map[string]any{"description": "one"})
 		call(t, e, 201, "POST", pp+"/models/m/versions", own.token, map[string]any{"description": "two"})
 		call(t, e, 200, "PUT", pp+"/models/m/aliases/champion", own.token, map[string]any{"version": 1})
+		x := asJSON[projections.Experiment](t, call(t, e, 201, "POST", pp+"/experiments", own.token, map[string]any{"name": "x"}))
+		f.experiment = x.ID
+		f.run = asJSON[projections.Run](t, call(t, e, 201, "POST", pp+"/experiments/"+x.ID+"/runs", own.token, map[string]any{})).ID
 		if hasArtifactPut {
 			call(t, e, 201, "PUT", pp+"/models/m/versions/1/artifacts/weights/model.bin", own.token, []byte("weights"),
 				"Content-Type", "application/octet-stream")
@@ -510,7 +581,7 @@ func TestRegistryAuthorizationMatrix(t *testing.T) {
 			t.Errorf("%s wrote %d events in the fixture projects; want some = %v", p.name, wrote, wantWrites)
 		}
 	}
-	if cellsRun < 2*7*len(keys) {
+	if cellsRun < 2*len(principals)*len(keys) {
 		t.Fatalf("only %d cells ran for %d routes", cellsRun, len(keys))
 	}
 	t.Logf("matrix: %d routes, %d cells, %d cross-project successes, %s in all", len(keys), cellsRun, crossOK, time.Since(began).Round(time.Millisecond))

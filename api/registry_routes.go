@@ -38,30 +38,30 @@ func (s *Server) registryRoutes() []Route {
 		alias    = model + "/aliases/{alias}"
 	)
 	return []Route{
-		{Method: "POST", Pattern: projects, Command: true, handle: s.createProject},
-		{Method: "GET", Pattern: projects, handle: s.listProjects},
-		{Method: "GET", Pattern: project, handle: s.getProject},
-		{Method: "PATCH", Pattern: project, Command: true, handle: s.updateProject},
-		{Method: "DELETE", Pattern: project, Command: true, handle: s.archiveProject},
-		{Method: "POST", Pattern: project + ":restore", Command: true, handle: s.restoreProject},
-		{Method: "GET", Pattern: project + "/members", handle: s.listMembers},
-		{Method: "PUT", Pattern: project + "/members/{user_id}", Command: true, handle: s.setMember},
-		{Method: "DELETE", Pattern: project + "/members/{user_id}", Command: true, handle: s.removeMember},
-		{Method: "POST", Pattern: models, Command: true, handle: s.createModel},
-		{Method: "GET", Pattern: models, handle: s.listModels},
-		{Method: "GET", Pattern: model, handle: s.getModel},
-		{Method: "PATCH", Pattern: model, Command: true, handle: s.updateModel},
-		{Method: "DELETE", Pattern: model, Command: true, handle: s.deleteModel},
-		{Method: "POST", Pattern: model + ":restore", Command: true, handle: s.restoreModel},
-		{Method: "POST", Pattern: versions, Command: true, handle: s.createVersion},
-		{Method: "GET", Pattern: versions, handle: s.listVersions},
-		{Method: "GET", Pattern: version, handle: s.getVersion},
-		{Method: "PATCH", Pattern: version, Command: true, handle: s.updateVersion},
-		{Method: "DELETE", Pattern: version, Command: true, handle: s.deleteVersion},
-		{Method: "POST", Pattern: version + ":transition", Command: true, handle: s.transitionVersion},
-		{Method: "GET", Pattern: alias, handle: s.getAlias},
-		{Method: "PUT", Pattern: alias, Command: true, handle: s.setAlias},
-		{Method: "DELETE", Pattern: alias, Command: true, handle: s.deleteAlias},
+		{Method: "POST", Pattern: projects, Command: true, handle: command(s, http.StatusCreated, s.createProject)},
+		{Method: "GET", Pattern: projects, handle: query(s, s.listProjects)},
+		{Method: "GET", Pattern: project, handle: query(s, s.getProject)},
+		{Method: "PATCH", Pattern: project, Command: true, handle: command(s, http.StatusOK, s.updateProject)},
+		{Method: "DELETE", Pattern: project, Command: true, handle: commandNoBody(s, http.StatusOK, s.setProjectArchived(true))},
+		{Method: "POST", Pattern: project + ":restore", Command: true, handle: commandNoBody(s, http.StatusOK, s.setProjectArchived(false))},
+		{Method: "GET", Pattern: project + "/members", handle: query(s, s.listMembers)},
+		{Method: "PUT", Pattern: project + "/members/{user_id}", Command: true, handle: command(s, http.StatusOK, s.setMember)},
+		{Method: "DELETE", Pattern: project + "/members/{user_id}", Command: true, handle: commandNoBody(s, http.StatusNoContent, s.removeMember)},
+		{Method: "POST", Pattern: models, Command: true, handle: command(s, http.StatusCreated, s.createModel)},
+		{Method: "GET", Pattern: models, handle: query(s, s.listModels)},
+		{Method: "GET", Pattern: model, handle: query(s, s.getModel)},
+		{Method: "PATCH", Pattern: model, Command: true, handle: command(s, http.StatusOK, s.updateModel)},
+		{Method: "DELETE", Pattern: model, Command: true, handle: commandNoBody(s, http.StatusOK, s.setModelDeleted(true))},
+		{Method: "POST", Pattern: model + ":restore", Command: true, handle: commandNoBody(s, http.StatusOK, s.setModelDeleted(false))},
+		{Method: "POST", Pattern: versions, Command: true, handle: command(s, http.StatusCreated, s.createVersion)},
+		{Method: "GET", Pattern: versions, handle: query(s, s.listVersions)},
+		{Method: "GET", Pattern: version, handle: query(s, s.getVersion)},
+		{Method: "PATCH", Pattern: version, Command: true, handle: command(s, http.StatusOK, s.updateVersion)},
+		{Method: "DELETE", Pattern: version, Command: true, handle: commandNoBody(s, http.StatusOK, s.deleteVersion)},
+		{Method: "POST", Pattern: version + ":transition", Command: true, handle: command(s, http.StatusOK, s.transitionVersion)},
+		{Method: "GET", Pattern: alias, handle: query(s, s.getAlias)},
+		{Method: "PUT", Pattern: alias, Command: true, handle: command(s, http.StatusOK, s.setAlias)},
+		{Method: "DELETE", Pattern: alias, Command: true, handle: commandNoBody(s, http.StatusNoContent, s.deleteAlias)},
 	}
 }
 
@@ -188,165 +188,137 @@ type createProjectRequest struct {
 	Description string `json:"description"`
 }
 
-func (s *Server) createProject(w http.ResponseWriter, r *http.Request) error {
-	var req createProjectRequest
-	if err := decodeJSON(r, &req); err != nil {
-		return err
-	}
-	p, _ := principal(r.Context())
-	ps, seq, err := s.deps.Registry.CreateProject(r.Context(), meta(r), p, req.Name, req.Description)
+func (s *Server) createProject(c *call, req createProjectRequest) (ProjectResponse, uint64, error) {
+	ps, seq, err := s.deps.Registry.CreateProject(c.ctx, c.meta, c.who, req.Name, req.Description)
 	if err != nil {
-		return err
+		return ProjectResponse{}, 0, err
 	}
-	w.Header().Set("Location", "/api/v1/projects/"+ps.Slug)
-	s.respondCommand(w, r, http.StatusCreated, seq, projectFromState(ps, p.UserID))
-	return nil
+	c.locate("/api/v1/projects/" + ps.Slug)
+	return projectFromState(ps, c.who.UserID), seq, nil
 }
 
-func (s *Server) listProjects(w http.ResponseWriter, r *http.Request) error {
-	n, err := pageSize(r)
-	if err != nil {
+// listProjectsQuery is a page of projects, archived ones too if asked.
+type listProjectsQuery struct {
+	pageQuery
+	archived bool
+}
+
+func (q *listProjectsQuery) readParams(r *http.Request) (err error) {
+	if err = q.pageQuery.readParams(r); err != nil {
 		return err
 	}
-	archived, err := boolParam(r, "include_archived")
-	if err != nil {
-		return err
-	}
-	if err := s.awaitMinSequence(r); err != nil {
-		return err
-	}
-	p, _ := principal(r.Context())
+	q.archived, err = boolParam(r, "include_archived")
+	return err
+}
+
+func (s *Server) listProjects(c *call, q listProjectsQuery) (ProjectPage, error) {
+	p := c.who
 	// Whoever may see a project without being its member (an admin) lists all.
 	// A project-scoped API token lists its one project, if it may see it.
 	all := authz.SeesAllProjects(p) || (p.Project != "" && p.Role == authz.RoleAdmin)
-	page, err := s.deps.Queries.ListProjects(r.Context(), p.UserID, all, archived, p.Project, pageTokenParam(r), n)
+	page, err := s.deps.Queries.ListProjects(c.ctx, p.UserID, all, q.archived, p.Project, q.token, q.size)
 	if err != nil {
-		return pageError(err)
+		return ProjectPage{}, pageError(err)
 	}
-	out := ProjectPage{Items: make([]ProjectResponse, 0, len(page.Items)), NextPageToken: page.NextPageToken}
-	for _, it := range page.Items {
-		out.Items = append(out.Items, projectFromProjection(it))
-	}
-	writeJSON(w, http.StatusOK, out)
-	return nil
+	return ProjectPage(pageOf(page, projectFromProjection)), nil
 }
 
-func (s *Server) getProject(w http.ResponseWriter, r *http.Request) error {
-	if err := s.awaitMinSequence(r); err != nil {
-		return err
-	}
-	proj, err := s.readableProject(r)
+func (s *Server) getProject(c *call, _ none) (ProjectResponse, error) {
+	proj, err := s.readableProject(c.r)
 	if err != nil {
-		return err
+		return ProjectResponse{}, err
 	}
-	writeJSON(w, http.StatusOK, projectFromProjection(proj))
-	return nil
+	return projectFromProjection(proj), nil
 }
 
 type updateProjectRequest struct {
 	Description *string `json:"description"`
 }
 
-func (s *Server) updateProject(w http.ResponseWriter, r *http.Request) error {
-	var req updateProjectRequest
-	if err := decodeJSON(r, &req); err != nil {
-		return err
-	}
+func (req *updateProjectRequest) validate() error {
 	if req.Description == nil {
 		return problem("validation-failed", "send description")
 	}
-	p, _ := principal(r.Context())
-	ps, seq, err := s.deps.Registry.UpdateProject(r.Context(), meta(r), p, chi.URLParam(r, "project"), req.Description)
-	if err != nil {
-		return err
-	}
-	s.respondCommand(w, r, http.StatusOK, seq, projectFromState(ps, p.UserID))
 	return nil
 }
 
-func (s *Server) archiveProject(w http.ResponseWriter, r *http.Request) error {
-	return s.setProjectArchived(w, r, true)
-}
-
-func (s *Server) restoreProject(w http.ResponseWriter, r *http.Request) error {
-	return s.setProjectArchived(w, r, false)
-}
-
-func (s *Server) setProjectArchived(w http.ResponseWriter, r *http.Request, archive bool) error {
-	p, _ := principal(r.Context())
-	ps, seq, err := s.deps.Registry.ArchiveProject(r.Context(), meta(r), p, chi.URLParam(r, "project"), archive)
+func (s *Server) updateProject(c *call, req updateProjectRequest) (ProjectResponse, uint64, error) {
+	ps, seq, err := s.deps.Registry.UpdateProject(c.ctx, c.meta, c.who, c.param("project"), req.Description)
 	if err != nil {
-		return err
+		return ProjectResponse{}, 0, err
 	}
-	s.respondCommand(w, r, http.StatusOK, seq, projectFromState(ps, p.UserID))
-	return nil
+	return projectFromState(ps, c.who.UserID), seq, nil
+}
+
+// setProjectArchived is DELETE (archive) and POST :restore of a project.
+func (s *Server) setProjectArchived(archive bool) func(*call, none) (ProjectResponse, uint64, error) {
+	return func(c *call, _ none) (ProjectResponse, uint64, error) {
+		ps, seq, err := s.deps.Registry.ArchiveProject(c.ctx, c.meta, c.who, c.param("project"), archive)
+		if err != nil {
+			return ProjectResponse{}, 0, err
+		}
+		return projectFromState(ps, c.who.UserID), seq, nil
+	}
 }
 
 // ---- members ----
 
-func (s *Server) listMembers(w http.ResponseWriter, r *http.Request) error {
-	if err := s.awaitMinSequence(r); err != nil {
-		return err
-	}
-	proj, err := s.readableProject(r)
+func (s *Server) listMembers(c *call, _ none) (MemberList, error) {
+	proj, err := s.readableProject(c.r)
 	if err != nil {
-		return err
+		return MemberList{}, err
 	}
-	ms, err := s.deps.Queries.ListMembers(r.Context(), proj.ID)
+	ms, err := s.deps.Queries.ListMembers(c.ctx, proj.ID)
 	if err != nil {
-		return err
+		return MemberList{}, err
 	}
 	out := MemberList{Items: make([]MemberResponse, 0, len(ms))}
 	for _, m := range ms {
 		out.Items = append(out.Items, memberFromProjection(m))
 	}
-	writeJSON(w, http.StatusOK, out)
-	return nil
+	return out, nil
 }
 
+// memberRef is {user_id}: the whole input of DELETE, and embedded in that
+// of PUT. Its field is unexported, so a JSON body cannot set it.
+type memberRef struct{ userID string }
+
+func (m *memberRef) readParams(r *http.Request) (err error) {
+	m.userID, err = memberParam(r)
+	return err
+}
+
+// setMemberRequest is PUT .../members/{user_id}: the user, read from the
+// path before the body, and the role.
 type setMemberRequest struct {
+	memberRef
 	Role string `json:"role"`
 }
 
-func (s *Server) setMember(w http.ResponseWriter, r *http.Request) error {
-	userID, err := memberParam(r)
-	if err != nil {
-		return err
-	}
-	var req setMemberRequest
-	if err := decodeJSON(r, &req); err != nil {
-		return err
-	}
+func (req *setMemberRequest) validate() error {
 	if !authz.ValidProjectRole(req.Role) {
 		return problem("validation-failed", "role must be one of owner, editor, approver, viewer")
 	}
-	p, _ := principal(r.Context())
-	ps, seq, err := s.deps.Registry.SetMember(r.Context(), meta(r), p, chi.URLParam(r, "project"), userID, authz.ProjectRole(req.Role))
-	if err != nil {
-		return err
-	}
-	out := MemberResponse{UserID: userID, Role: string(ps.RoleOf(userID))}
-	// E-mail and name are display data from the users read model; the
-	// membership itself is what the command decided.
-	if u, err := s.deps.Queries.User(r.Context(), userID); err == nil {
-		out.Email, out.Name = u.Email, u.Name
-	}
-	s.respondCommand(w, r, http.StatusOK, seq, out)
 	return nil
 }
 
-func (s *Server) removeMember(w http.ResponseWriter, r *http.Request) error {
-	userID, err := memberParam(r)
+func (s *Server) setMember(c *call, req setMemberRequest) (MemberResponse, uint64, error) {
+	ps, seq, err := s.deps.Registry.SetMember(c.ctx, c.meta, c.who, c.param("project"), req.userID, authz.ProjectRole(req.Role))
 	if err != nil {
-		return err
+		return MemberResponse{}, 0, err
 	}
-	p, _ := principal(r.Context())
-	_, seq, err := s.deps.Registry.RemoveMember(r.Context(), meta(r), p, chi.URLParam(r, "project"), userID)
-	if err != nil {
-		return err
+	out := MemberResponse{UserID: req.userID, Role: string(ps.RoleOf(req.userID))}
+	// E-mail and name are display data from the users read model; the
+	// membership itself is what the command decided.
+	if u, err := s.deps.Queries.User(c.ctx, req.userID); err == nil {
+		out.Email, out.Name = u.Email, u.Name
 	}
-	s.respondCommand(w, r, http.StatusNoContent, seq, nil)
-	return nil
+	return out, seq, nil
+}
+
+func (s *Server) removeMember(c *call, req memberRef) (none, uint64, error) {
+	_, seq, err := s.deps.Registry.RemoveMember(c.ctx, c.meta, c.who, c.param("project"), req.userID)
+	return none{}, seq, err
 }
 
 // ---- models ----
@@ -357,20 +329,14 @@ type createModelRequest struct {
 	Tags        map[string]string `json:"tags"`
 }
 
-func (s *Server) createModel(w http.ResponseWriter, r *http.Request) error {
-	var req createModelRequest
-	if err := decodeJSON(r, &req); err != nil {
-		return err
-	}
-	p, _ := principal(r.Context())
-	m, seq, err := s.deps.Registry.CreateModel(r.Context(), meta(r), p, chi.URLParam(r, "project"),
+func (s *Server) createModel(c *call, req createModelRequest) (ModelResponse, uint64, error) {
+	m, seq, err := s.deps.Registry.CreateModel(c.ctx, c.meta, c.who, c.param("project"),
 		registry.CreateModel{Name: req.Name, Description: req.Description, Tags: req.Tags})
 	if err != nil {
-		return err
+		return ModelResponse{}, 0, err
 	}
-	w.Header().Set("Location", modelPath(m))
-	s.respondCommand(w, r, http.StatusCreated, seq, modelFromState(m))
-	return nil
+	c.locate(modelPath(m))
+	return modelFromState(m), seq, nil
 }
 
 func modelPath(m registry.ModelState) string {
@@ -384,7 +350,11 @@ const (
 	maxTagValue   = registry.MaxTagValueLen
 )
 
-func (s *Server) listModels(w http.ResponseWriter, r *http.Request) error {
+// listModelsQuery is the model list's filters; the project comes from the
+// read-side check.
+type listModelsQuery struct{ filter projections.ModelFilter }
+
+func (lq *listModelsQuery) readParams(r *http.Request) error {
 	q := r.URL.Query()
 	n, err := pageSize(r)
 	if err != nil {
@@ -411,52 +381,47 @@ func (s *Server) listModels(w http.ResponseWriter, r *http.Request) error {
 	if f.IncludeDeleted, err = boolParam(r, "include_deleted"); err != nil {
 		return err
 	}
-	if err := s.awaitMinSequence(r); err != nil {
-		return err
-	}
-	proj, err := s.readableProject(r)
-	if err != nil {
-		return err
-	}
-	f.ProjectID = proj.ID
-	page, err := s.deps.Queries.ListModels(r.Context(), f)
-	if err != nil {
-		return pageError(err)
-	}
-	out := ModelPage{Items: make([]ModelResponse, 0, len(page.Items)), NextPageToken: page.NextPageToken}
-	for _, m := range page.Items {
-		out.Items = append(out.Items, modelFromProjection(m))
-	}
-	writeJSON(w, http.StatusOK, out)
+	lq.filter = f
 	return nil
 }
 
-func (s *Server) getModel(w http.ResponseWriter, r *http.Request) error {
-	var asOf time.Time
+func (s *Server) listModels(c *call, q listModelsQuery) (ModelPage, error) {
+	proj, err := s.readableProject(c.r)
+	if err != nil {
+		return ModelPage{}, err
+	}
+	f := q.filter
+	f.ProjectID = proj.ID
+	page, err := s.deps.Queries.ListModels(c.ctx, f)
+	if err != nil {
+		return ModelPage{}, pageError(err)
+	}
+	return ModelPage(pageOf(page, modelFromProjection)), nil
+}
+
+// asOfQuery is ?as_of=, a point in time (zero: now).
+type asOfQuery struct{ asOf time.Time }
+
+func (q *asOfQuery) readParams(r *http.Request) error {
 	if v := r.URL.Query().Get("as_of"); v != "" {
 		t, err := time.Parse(time.RFC3339Nano, v)
 		if err != nil {
 			return problem("validation-failed", "as_of must be an RFC 3339 timestamp")
 		}
-		asOf = t
+		q.asOf = t
 	}
-	if err := s.awaitMinSequence(r); err != nil {
-		return err
-	}
-	m, err := s.readableModel(r)
-	if err != nil {
-		return err
-	}
-	if asOf.IsZero() {
-		writeJSON(w, http.StatusOK, modelFromProjection(m))
-		return nil
-	}
-	out, err := s.modelAsOf(r, m.ID, asOf)
-	if err != nil {
-		return err
-	}
-	writeJSON(w, http.StatusOK, out)
 	return nil
+}
+
+func (s *Server) getModel(c *call, q asOfQuery) (ModelResponse, error) {
+	m, err := s.readableModel(c.r)
+	if err != nil {
+		return ModelResponse{}, err
+	}
+	if q.asOf.IsZero() {
+		return modelFromProjection(m), nil
+	}
+	return s.modelAsOf(c.r, m.ID, q.asOf)
 }
 
 // asOfTimeout bounds one point-in-time read; the fold keeps its progress,
@@ -491,76 +456,63 @@ func (s *Server) modelAsOf(r *http.Request, modelID string, asOf time.Time) (Mod
 	return out, nil
 }
 
+// updateRequest is the body of PATCH on a model.
 type updateRequest struct {
 	Description *string           `json:"description"`
 	Tags        map[string]string `json:"tags"`
 }
 
-func decodeUpdate(r *http.Request) (updateRequest, error) {
-	var req updateRequest
-	if err := decodeJSON(r, &req); err != nil {
-		return req, err
+func (req *updateRequest) validate() error { return checkUpdate(req.Description, req.Tags) }
+
+// checkUpdate refuses a PATCH of a model or a version that changes nothing.
+func checkUpdate(description *string, tags map[string]string) error {
+	if description == nil && tags == nil {
+		return problem("validation-failed", "send description and/or tags")
 	}
-	if req.Description == nil && req.Tags == nil {
-		return req, problem("validation-failed", "send description and/or tags")
-	}
-	return req, nil
+	return nil
 }
 
-// modelCommand runs one model command through the service (which
-// authorizes action in the project and refuses archived projects) and
-// answers with what respond makes of the resulting state.
-func (s *Server) modelCommand(w http.ResponseWriter, r *http.Request, action authz.Action, status int,
-	decide func(registry.ModelState) ([]handlers.Change, error), respond func(registry.ModelState) (any, error)) error {
-	p, _ := principal(r.Context())
-	m, seq, err := s.deps.Registry.UpdateModelFunc(r.Context(), meta(r), p, chi.URLParam(r, "project"), chi.URLParam(r, "name"), action,
+// modelCommand runs one model command through the service, which
+// authorizes action in the project and refuses archived projects.
+func (s *Server) modelCommand(c *call, action authz.Action,
+	decide func(registry.ModelState) ([]handlers.Change, error)) (registry.ModelState, uint64, error) {
+	return s.deps.Registry.UpdateModelFunc(c.ctx, c.meta, c.who, c.param("project"), c.param("name"), action,
 		func(_ registry.ProjectState, m registry.ModelState) ([]handlers.Change, error) { return decide(m) })
-	if err != nil {
-		return err
-	}
-	var body any
-	if respond != nil {
-		if body, err = respond(m); err != nil {
-			return err
-		}
-	}
-	s.respondCommand(w, r, status, seq, body)
-	return nil
 }
 
-func respondModel(m registry.ModelState) (any, error) { return modelFromState(m), nil }
-
-func (s *Server) updateModel(w http.ResponseWriter, r *http.Request) error {
-	req, err := decodeUpdate(r)
-	if err != nil {
-		return err
-	}
-	return s.modelCommand(w, r, authz.ModelWrite, http.StatusOK, func(m registry.ModelState) ([]handlers.Change, error) {
+func (s *Server) updateModel(c *call, req updateRequest) (ModelResponse, uint64, error) {
+	m, seq, err := s.modelCommand(c, authz.ModelWrite, func(m registry.ModelState) ([]handlers.Change, error) {
 		return registry.DecideUpdateModel(m, req.Description, req.Tags)
-	}, respondModel)
-}
-
-func (s *Server) deleteModel(w http.ResponseWriter, r *http.Request) error {
-	return s.setModelDeleted(w, r, true)
-}
-
-func (s *Server) restoreModel(w http.ResponseWriter, r *http.Request) error {
-	return s.setModelDeleted(w, r, false)
-}
-
-// setModelDeleted goes through the service's DeleteModel, which also
-// decides whether the caller may take deployment pointers offline.
-func (s *Server) setModelDeleted(w http.ResponseWriter, r *http.Request, del bool) error {
-	p, _ := principal(r.Context())
-	m, seq, err := s.deps.Registry.DeleteModel(r.Context(), meta(r), p, chi.URLParam(r, "project"), chi.URLParam(r, "name"), del)
+	})
 	if err != nil {
-		return err
+		return ModelResponse{}, 0, err
 	}
-	s.respondCommand(w, r, http.StatusOK, seq, modelFromState(m))
-	return nil
+	return modelFromState(m), seq, nil
+}
+
+// setModelDeleted is DELETE and POST :restore of a model. It goes through
+// the service's DeleteModel, which also decides whether the caller may take
+// deployment pointers offline.
+func (s *Server) setModelDeleted(del bool) func(*call, none) (ModelResponse, uint64, error) {
+	return func(c *call, _ none) (ModelResponse, uint64, error) {
+		m, seq, err := s.deps.Registry.DeleteModel(c.ctx, c.meta, c.who, c.param("project"), c.param("name"), del)
+		if err != nil {
+			return ModelResponse{}, 0, err
+		}
+		return modelFromState(m), seq, nil
+	}
 }
 
 // ---- versions ----
+
+// versionRef is {version}: the whole input of some routes, and embedded
+// in that of others. Its field is unexported, so a JSON body cannot set it.
+type versionRef struct{ version int }
+
+func (v *versionRef) readParams(r *http.Request) (err error) {
+	v.version, err = versionParam(r)
+	return err
+}
 
 type createVersionRequest struct {
 	Description string             `json:"description"`
@@ -571,22 +523,8 @@ type createVersionRequest struct {
 	Signature   json.RawMessage    `json:"signature"`
 }
 
-// respondVersion answers with version v of the resulting state.
-func respondVersion(v int) func(registry.ModelState) (any, error) {
-	return func(m registry.ModelState) (any, error) {
-		ver, ok := m.Version(v)
-		if !ok {
-			return nil, versionMissing()
-		}
-		return versionFromState(m, ver), nil
-	}
-}
-
-func (s *Server) createVersion(w http.ResponseWriter, r *http.Request) error {
-	var req createVersionRequest
-	if err := decodeJSON(r, &req); err != nil {
-		return err
-	}
+// validate also normalises the signature: a JSON null is none at all.
+func (req *createVersionRequest) validate() error {
 	sig := bytes.TrimSpace(req.Signature)
 	if bytes.Equal(sig, []byte("null")) {
 		sig = nil
@@ -594,181 +532,191 @@ func (s *Server) createVersion(w http.ResponseWriter, r *http.Request) error {
 	if len(sig) > 0 && sig[0] != '{' {
 		return problem("validation-failed", "signature must be a JSON object")
 	}
-	c := registry.RegisterVersion{Description: req.Description, Tags: req.Tags, Source: req.Source, RunID: req.RunID,
-		Metrics: req.Metrics, Signature: sig}
+	req.Signature = sig
+	return nil
+}
+
+// versionOf answers with version v of a command's resulting state.
+func versionOf(m registry.ModelState, v int) (VersionResponse, error) {
+	ver, ok := m.Version(v)
+	if !ok {
+		return VersionResponse{}, versionMissing()
+	}
+	return versionFromState(m, ver), nil
+}
+
+// versionCommand is modelCommand answered with version v.
+func (s *Server) versionCommand(c *call, action authz.Action, v int,
+	decide func(registry.ModelState) ([]handlers.Change, error)) (VersionResponse, uint64, error) {
+	m, seq, err := s.modelCommand(c, action, decide)
+	if err != nil {
+		return VersionResponse{}, 0, err
+	}
+	out, err := versionOf(m, v)
+	return out, seq, err
+}
+
+func (s *Server) createVersion(c *call, req createVersionRequest) (VersionResponse, uint64, error) {
+	cmd := registry.RegisterVersion{Description: req.Description, Tags: req.Tags, Source: req.Source, RunID: req.RunID,
+		Metrics: req.Metrics, Signature: req.Signature}
 	// The number is decided on the state the append expected; a retry
 	// after a conflict decides again, so the last decision is the one stored.
 	var registered int
-	return s.modelCommand(w, r, authz.ModelWrite, http.StatusCreated, func(m registry.ModelState) ([]handlers.Change, error) {
+	m, seq, err := s.modelCommand(c, authz.ModelWrite, func(m registry.ModelState) ([]handlers.Change, error) {
 		registered = len(m.Versions) + 1
-		return registry.DecideRegisterVersion(m, c)
-	}, func(m registry.ModelState) (any, error) {
-		w.Header().Set("Location", modelPath(m)+"/versions/"+strconv.Itoa(registered))
-		return respondVersion(registered)(m)
+		return registry.DecideRegisterVersion(m, cmd)
+	})
+	if err != nil {
+		return VersionResponse{}, 0, err
+	}
+	c.locate(modelPath(m) + "/versions/" + strconv.Itoa(registered))
+	out, err := versionOf(m, registered)
+	return out, seq, err
+}
+
+// listVersionsQuery is a page of a model's versions, optionally of one
+// stage, deleted ones too if asked.
+type listVersionsQuery struct {
+	pageQuery
+	stage   string
+	deleted bool
+}
+
+func (q *listVersionsQuery) readParams(r *http.Request) (err error) {
+	if err = q.pageQuery.readParams(r); err != nil {
+		return err
+	}
+	q.stage = r.URL.Query().Get("stage")
+	if q.stage != "" && !registry.ValidStage(q.stage) {
+		return problem("validation-failed", "stage must be one of none, staging, production, archived")
+	}
+	q.deleted, err = boolParam(r, "include_deleted")
+	return err
+}
+
+func (s *Server) listVersions(c *call, q listVersionsQuery) (VersionPage, error) {
+	m, err := s.readableModel(c.r)
+	if err != nil {
+		return VersionPage{}, err
+	}
+	page, err := s.deps.Queries.ListVersions(c.ctx, m.ID, q.stage, q.deleted, q.token, q.size)
+	if err != nil {
+		return VersionPage{}, pageError(err)
+	}
+	return VersionPage(pageOf(page, versionFromProjection)), nil
+}
+
+// readVersion reads version v of a readable model from the read model.
+func (s *Server) readVersion(ctx context.Context, m projections.Model, v int) (VersionResponse, error) {
+	ver, err := s.deps.Queries.Version(ctx, m.ID, v)
+	if errors.Is(err, projections.ErrNotFound) {
+		return VersionResponse{}, versionMissing()
+	}
+	if err != nil {
+		return VersionResponse{}, err
+	}
+	return versionFromProjection(ver), nil
+}
+
+func (s *Server) getVersion(c *call, in versionRef) (VersionResponse, error) {
+	m, err := s.readableModel(c.r)
+	if err != nil {
+		return VersionResponse{}, err
+	}
+	return s.readVersion(c.ctx, m, in.version)
+}
+
+// updateVersionRequest is PATCH on a version: updateRequest's fields, not
+// an embedded updateRequest, which encoding/json would name
+// "updateRequest.description" in the detail of a type error.
+type updateVersionRequest struct {
+	versionRef
+	Description *string           `json:"description"`
+	Tags        map[string]string `json:"tags"`
+}
+
+func (req *updateVersionRequest) validate() error { return checkUpdate(req.Description, req.Tags) }
+
+func (s *Server) updateVersion(c *call, req updateVersionRequest) (VersionResponse, uint64, error) {
+	return s.versionCommand(c, authz.ModelWrite, req.version, func(m registry.ModelState) ([]handlers.Change, error) {
+		return registry.DecideUpdateVersion(m, req.version, req.Description, req.Tags)
 	})
 }
 
-func (s *Server) listVersions(w http.ResponseWriter, r *http.Request) error {
-	n, err := pageSize(r)
-	if err != nil {
-		return err
-	}
-	stage := r.URL.Query().Get("stage")
-	if stage != "" && !registry.ValidStage(stage) {
-		return problem("validation-failed", "stage must be one of none, staging, production, archived")
-	}
-	deleted, err := boolParam(r, "include_deleted")
-	if err != nil {
-		return err
-	}
-	if err := s.awaitMinSequence(r); err != nil {
-		return err
-	}
-	m, err := s.readableModel(r)
-	if err != nil {
-		return err
-	}
-	page, err := s.deps.Queries.ListVersions(r.Context(), m.ID, stage, deleted, pageTokenParam(r), n)
-	if err != nil {
-		return pageError(err)
-	}
-	out := VersionPage{Items: make([]VersionResponse, 0, len(page.Items)), NextPageToken: page.NextPageToken}
-	for _, v := range page.Items {
-		out.Items = append(out.Items, versionFromProjection(v))
-	}
-	writeJSON(w, http.StatusOK, out)
-	return nil
-}
-
-// readVersion answers version v of a readable model from the read model.
-func (s *Server) readVersion(w http.ResponseWriter, r *http.Request, m projections.Model, v int) error {
-	ver, err := s.deps.Queries.Version(r.Context(), m.ID, v)
-	if errors.Is(err, projections.ErrNotFound) {
-		return versionMissing()
-	}
-	if err != nil {
-		return err
-	}
-	writeJSON(w, http.StatusOK, versionFromProjection(ver))
-	return nil
-}
-
-func (s *Server) getVersion(w http.ResponseWriter, r *http.Request) error {
-	v, err := versionParam(r)
-	if err != nil {
-		return err
-	}
-	if err := s.awaitMinSequence(r); err != nil {
-		return err
-	}
-	m, err := s.readableModel(r)
-	if err != nil {
-		return err
-	}
-	return s.readVersion(w, r, m, v)
-}
-
-func (s *Server) updateVersion(w http.ResponseWriter, r *http.Request) error {
-	v, err := versionParam(r)
-	if err != nil {
-		return err
-	}
-	req, err := decodeUpdate(r)
-	if err != nil {
-		return err
-	}
-	return s.modelCommand(w, r, authz.ModelWrite, http.StatusOK, func(m registry.ModelState) ([]handlers.Change, error) {
-		return registry.DecideUpdateVersion(m, v, req.Description, req.Tags)
-	}, respondVersion(v))
-}
-
-func (s *Server) deleteVersion(w http.ResponseWriter, r *http.Request) error {
-	v, err := versionParam(r)
-	if err != nil {
-		return err
-	}
+func (s *Server) deleteVersion(c *call, req versionRef) (VersionResponse, uint64, error) {
 	// The service decides whether the version is a deployment pointer's
 	// target that only an approver may delete.
-	p, _ := principal(r.Context())
-	m, seq, err := s.deps.Registry.DeleteVersion(r.Context(), meta(r), p, chi.URLParam(r, "project"), chi.URLParam(r, "name"), v)
+	m, seq, err := s.deps.Registry.DeleteVersion(c.ctx, c.meta, c.who, c.param("project"), c.param("name"), req.version)
 	if err != nil {
-		return err
+		return VersionResponse{}, 0, err
 	}
-	body, err := respondVersion(v)(m)
-	if err != nil {
-		return err
-	}
-	s.respondCommand(w, r, http.StatusOK, seq, body)
-	return nil
+	out, err := versionOf(m, req.version)
+	return out, seq, err
 }
 
+// transitionRequest is POST ...:transition: {version} and the stage.
 type transitionRequest struct {
+	versionRef
 	Stage           string `json:"stage"`
 	ArchiveExisting bool   `json:"archive_existing"`
 }
 
-func (s *Server) transitionVersion(w http.ResponseWriter, r *http.Request) error {
-	v, err := versionParam(r)
-	if err != nil {
-		return err
-	}
-	var req transitionRequest
-	if err := decodeJSON(r, &req); err != nil {
-		return err
-	}
+func (req *transitionRequest) validate() error {
 	if !registry.ValidStage(req.Stage) {
 		return problem("validation-failed", "stage must be one of "+strings.Join([]string{events.StageNone, events.StageStaging, events.StageProduction, events.StageArchived}, ", "))
 	}
-	return s.modelCommand(w, r, authz.VersionPromote, http.StatusOK, func(m registry.ModelState) ([]handlers.Change, error) {
-		return registry.DecideTransition(m, v, req.Stage, req.ArchiveExisting)
-	}, respondVersion(v))
+	return nil
+}
+
+func (s *Server) transitionVersion(c *call, req transitionRequest) (VersionResponse, uint64, error) {
+	return s.versionCommand(c, authz.VersionPromote, req.version, func(m registry.ModelState) ([]handlers.Change, error) {
+		return registry.DecideTransition(m, req.version, req.Stage, req.ArchiveExisting)
+	})
 }
 
 // ---- aliases ----
 
-func (s *Server) getAlias(w http.ResponseWriter, r *http.Request) error {
-	if err := s.awaitMinSequence(r); err != nil {
-		return err
-	}
-	m, err := s.readableModel(r)
+func (s *Server) getAlias(c *call, _ none) (VersionResponse, error) {
+	m, err := s.readableModel(c.r)
 	if err != nil {
-		return err
+		return VersionResponse{}, err
 	}
-	alias := chi.URLParam(r, "alias")
+	alias := c.param("alias")
 	if !registry.ValidAlias(alias) {
-		return problem("not-found", "alias not found")
+		return VersionResponse{}, problem("not-found", "alias not found")
 	}
-	v, err := s.deps.Queries.AliasVersion(r.Context(), m.ID, alias)
+	v, err := s.deps.Queries.AliasVersion(c.ctx, m.ID, alias)
 	if errors.Is(err, projections.ErrNotFound) {
-		return problem("not-found", "alias not found")
+		return VersionResponse{}, problem("not-found", "alias not found")
 	}
 	if err != nil {
-		return err
+		return VersionResponse{}, err
 	}
-	return s.readVersion(w, r, m, v)
+	return s.readVersion(c.ctx, m, v)
 }
 
 type setAliasRequest struct {
 	Version int `json:"version"`
 }
 
-func (s *Server) setAlias(w http.ResponseWriter, r *http.Request) error {
-	var req setAliasRequest
-	if err := decodeJSON(r, &req); err != nil {
-		return err
-	}
+func (req *setAliasRequest) validate() error {
 	if req.Version < 1 || req.Version > maxVersion {
 		return problem("validation-failed", "version must be a positive version number")
 	}
-	alias := chi.URLParam(r, "alias")
-	return s.modelCommand(w, r, authz.VersionPromote, http.StatusOK, func(m registry.ModelState) ([]handlers.Change, error) {
-		return registry.DecideSetAlias(m, alias, req.Version)
-	}, respondVersion(req.Version))
+	return nil
 }
 
-func (s *Server) deleteAlias(w http.ResponseWriter, r *http.Request) error {
-	alias := chi.URLParam(r, "alias")
-	return s.modelCommand(w, r, authz.VersionPromote, http.StatusNoContent, func(m registry.ModelState) ([]handlers.Change, error) {
+func (s *Server) setAlias(c *call, req setAliasRequest) (VersionResponse, uint64, error) {
+	alias := c.param("alias")
+	return s.versionCommand(c, authz.VersionPromote, req.Version, func(m registry.ModelState) ([]handlers.Change, error) {
+		return registry.DecideSetAlias(m, alias, req.Version)
+	})
+}
+
+func (s *Server) deleteAlias(c *call, _ none) (none, uint64, error) {
+	alias := c.param("alias")
+	_, seq, err := s.modelCommand(c, authz.VersionPromote, func(m registry.ModelState) ([]handlers.Change, error) {
 		return registry.DecideDeleteAlias(m, alias)
-	}, nil)
+	})
+	return none{}, seq, err
 }

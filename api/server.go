@@ -27,6 +27,7 @@ import (
 	"github.com/maestro-ml/maestro/events"
 	"github.com/maestro-ml/maestro/handlers/identity"
 	"github.com/maestro-ml/maestro/handlers/registry"
+	"github.com/maestro-ml/maestro/handlers/tracking"
 	"github.com/maestro-ml/maestro/projections"
 )
 
@@ -34,6 +35,7 @@ import (
 type Deps struct {
 	Identity *identity.Service
 	Registry *registry.Service
+	Tracking *tracking.Service
 	Blobs    artifacts.Store
 	// ArtifactMaxBytes bounds one artifact upload (default 5 GiB).
 	ArtifactMaxBytes int64
@@ -143,7 +145,8 @@ func (s *Server) table() []Route {
 		{Method: "PATCH", Pattern: "/api/v1/users/{id}", Command: true, Await: identityViews, handle: s.patchUser},
 		{Method: "GET", Pattern: "/api/v1/audit", handle: s.listAudit},
 		{Method: "GET", Pattern: "/api/v1/projections", handle: s.projectionStatus},
-	}, append(append(s.tokenRoutes(), awaiting(s.registryRoutes(), registryViews)...), awaiting(s.artifactRoutes(), registryViews)...)...)
+	}, slices.Concat(s.tokenRoutes(), awaiting(s.registryRoutes(), registryViews), awaiting(s.artifactRoutes(), registryViews),
+		awaiting(s.trackingRoutes(), trackingViews))...)
 }
 
 func (s *Server) router() chi.Router {

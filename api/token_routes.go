@@ -101,6 +101,11 @@ func (s *Server) createToken(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	w.Header().Set("Cache-Control", "no-store")
+	// Whatever Prefer says, the answer waits until the token works: its
+	// secret cannot be looked up in the event store (only its hash is
+	// there), so a client using it at once would otherwise get a 401. A wait
+	// that times out still answers (202): the secret exists only here.
+	r.Header.Del("Prefer")
 	s.respondCommand(w, r, http.StatusCreated, seq, APITokenResponse{APIToken: tokenFromState(t), Token: secret})
 	return nil
 }
@@ -141,7 +146,7 @@ func (s *Server) listTokens(w http.ResponseWriter, r *http.Request) error {
 	if err := s.awaitMinSequence(r); err != nil {
 		return err
 	}
-	page, err := s.deps.Queries.ListTokens(r.Context(), owner, live, pageTokenParam(r), n)
+	page, err := s.deps.Queries.ListTokens(r.Context(), owner, live, s.deps.Now(), pageTokenParam(r), n)
 	if err != nil {
 		return pageError(err)
 	}

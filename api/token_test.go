@@ -130,11 +130,15 @@ func TestAPITokenLifecycle(t *testing.T) {
 		callProblem(t, e, 401, "unauthenticated", "GET", "/api/v1/auth/me", "", nil, h...)
 	}
 
-	// Deactivating the owner kills its tokens at once.
+	// Deactivating the owner kills its tokens at once, and for good: a
+	// reactivation does not bring them back (as with sessions).
 	tok2 := createToken(t, e, ada.Token, map[string]any{"name": "second"})
 	call(t, e, 200, "GET", "/api/v1/auth/me", tok2.Token, nil)
 	call(t, e, 200, "PATCH", "/api/v1/users/"+ada.ID, admin, map[string]any{"active": false})
 	callProblem(t, e, 401, "unauthenticated", "GET", "/api/v1/auth/me", tok2.Token, nil)
+	call(t, e, 200, "PATCH", "/api/v1/users/"+ada.ID, admin, map[string]any{"active": true})
+	callProblem(t, e, 401, "unauthenticated", "GET", "/api/v1/auth/me", tok2.Token, nil)
+	callProblem(t, e, 401, "unauthenticated", "POST", "/api/v1/projects", tok2.Token, map[string]any{"name": "Zombie"})
 }
 
 // Creation rules: validation, expiry, and an Idempotency-Key never replays
@@ -201,6 +205,12 @@ func TestServiceAccounts(t *testing.T) {
 	callProblem(t, e, 403, "forbidden", "POST", "/api/v1/service-accounts/"+svc.ID+"/tokens", ada.Token, map[string]any{"name": "x"})
 
 	tok := createToken(t, e, admin, map[string]any{"name": "deploy"}, "/api/v1/service-accounts/"+svc.ID+"/tokens")
+	// With an Idempotency-Key the secret is not kept for replays either.
+	keyed := e.Do("POST", "/api/v1/service-accounts/"+svc.ID+"/tokens", admin, map[string]any{"name": "keyed"}, "Idempotency-Key", "svc-1")
+	again := e.Do("POST", "/api/v1/service-accounts/"+svc.ID+"/tokens", admin, map[string]any{"name": "keyed"}, "Idempotency-Key", "svc-1")
+	if _, err := checkProblem(again, 409, "token-exists"); keyed.Status != 201 || err != nil || strings.Contains(string(again.Body), "mae_") {
+		t.Fatalf("keyed service-account token: %d, then %v %s", keyed.Status, err, again.Body)
+	}
 	if tok.UserID != svc.ID {
 		t.Fatalf("token owner = %s, want the service account %s", tok.UserID, svc.ID)
 	}
@@ -214,7 +224,7 @@ func TestServiceAccounts(t *testing.T) {
 	call(t, e, 200, "PUT", "/api/v1/projects/"+proj.Slug+"/members/"+svc.ID, ada.Token, map[string]any{"role": "editor"})
 	call(t, e, 201, "POST", "/api/v1/projects/"+proj.Slug+"/models", tok.Token, map[string]any{"name": "m"})
 	list := asJSON[api.APITokenPage](t, call(t, e, 200, "GET", "/api/v1/service-accounts/"+svc.ID+"/tokens", admin, nil))
-	if len(list.Items) != 1 || list.Items[0].ID != tok.ID {
+	if len(list.Items) != 2 || list.Items[0].ID != tok.ID {
 		t.Fatalf("service account tokens = %+v", list.Items)
 	}
 	// An admin revokes a service account's token.
@@ -256,10 +266,19 @@ func TestAPITokenScopeAndCeiling(t *testing.T) {
 	callProblem(t, e, 403, "forbidden", "GET", "/api/v1/audit", adminScoped.Token, nil)
 	call(t, e, 200, "GET", "/api/v1/projects/"+a.Slug, adminScoped.Token, nil)
 	callProblem(t, e, 404, "not-found", "GET", "/api/v1/projects/"+b.Slug, adminScoped.Token, nil)
-	// An unlimited admin token is an admin (but still manages no tokens).
+	// An unlimited admin token is an admin, but manages no tokens and
+	// changes no users (a stolen one must not make new admins).
 	adminTok := createToken(t, e, admin, map[string]any{"name": "admin all"})
 	call(t, e, 200, "GET", "/api/v1/users", adminTok.Token, nil)
 	callProblem(t, e, 403, "forbidden", "POST", "/api/v1/service-accounts", adminTok.Token, map[string]any{"name": "x"})
+	callProblem(t, e, 403, "forbidden", "PATCH", "/api/v1/users/"+ada.ID, adminTok.Token, map[string]any{"role": "admin"})
+	// An admin's token with only a ceiling is no admin either: it acts
+	// with the admin's memberships (none here), capped.
+	adminCapped := createToken(t, e, admin, map[string]any{"name": "admin capped", "role": "editor"})
+	callProblem(t, e, 404, "not-found", "GET", "/api/v1/projects/"+b.Slug, adminCapped.Token, nil)
+	if l := asJSON[api.ProjectPage](t, call(t, e, 200, "GET", "/api/v1/projects", adminCapped.Token, nil)); len(l.Items) != 0 {
+		t.Fatalf("an admin's capped token lists %+v", l.Items)
+	}
 	// Losing the membership loses the scoped token's project.
 	owner2 := regUser(e, admin, "owner2@scope.test", "member")
 	call(t, e, 200, "PUT", "/api/v1/projects/"+a.Slug+"/members/"+owner2.ID, ada.Token, map[string]any{"role": "owner"})
@@ -280,7 +299,9 @@ func walkTokens(t *testing.T, e *testenv.Env, admin string) map[string][]int {
 	t.Helper()
 	u := regUser(e, admin, "walk-tokens@example.com", "member")
 	tok := createToken(t, e, u.Token, map[string]any{"name": "walk"})
-	call(t, e, 202, "POST", "/api/v1/tokens", u.Token, map[string]any{"name": "async"}, "Prefer", "respond-async")
+	// Prefer: respond-async is ignored: the token must work when the answer arrives.
+	async := asJSON[api.APITokenResponse](t, call(t, e, 201, "POST", "/api/v1/tokens", u.Token, map[string]any{"name": "async"}, "Prefer", "respond-async"))
+	call(t, e, 200, "GET", "/api/v1/auth/me", async.Token, nil)
 	callProblem(t, e, 400, "validation-failed", "POST", "/api/v1/tokens", u.Token, map[string]any{"name": ""})
 	callProblem(t, e, 401, "unauthenticated", "POST", "/api/v1/tokens", "", map[string]any{"name": "x"})
 	callProblem(t, e, 403, "forbidden", "POST", "/api/v1/tokens", tok.Token, map[string]any{"name": "x"})
@@ -315,7 +336,7 @@ func walkTokens(t *testing.T, e *testenv.Env, admin string) map[string][]int {
 	callProblem(t, e, 403, "forbidden", "GET", svcTokens, u.Token, nil)
 	callProblem(t, e, 404, "not-found", "GET", "/api/v1/service-accounts/"+u.ID+"/tokens", admin, nil)
 	return map[string][]int{
-		"createAPIToken":            {201, 202, 400, 401, 403, 404, 409, 413, 415},
+		"createAPIToken":            {201, 400, 401, 403, 404, 409, 413, 415},
 		"listAPITokens":             {200, 400, 401, 403},
 		"revokeAPIToken":            {204, 401, 403, 404},
 		"createServiceAccount":      {201, 400, 401, 403},

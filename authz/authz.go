@@ -65,7 +65,9 @@ const (
 )
 
 // sessionOnly actions need a login session: an API token may not take them.
-var sessionOnly = map[Action]bool{Logout: true, ManageTokens: true, ManageServiceAccounts: true}
+// Changing users is among them: a stolen admin token must not be able to
+// make (or reactivate) an admin who then mints new credentials.
+var sessionOnly = map[Action]bool{Logout: true, ManageTokens: true, ManageServiceAccounts: true, UpdateUser: true}
 
 // Resource is what an action is applied to; empty for global actions.
 type Resource struct {

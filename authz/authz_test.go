@@ -32,7 +32,7 @@ func TestCanDeniesByDefault(t *testing.T) {
 func TestTokenPrincipals(t *testing.T) {
 	const a, b = "project-a", "project-b"
 	admin := Principal{UserID: "u1", Role: RoleAdmin, TokenID: "t1"}
-	for _, act := range []Action{Logout, ManageTokens, ManageServiceAccounts} {
+	for _, act := range []Action{Logout, ManageTokens, ManageServiceAccounts, UpdateUser} {
 		if Can(admin, act, Resource{}) {
 			t.Errorf("an admin's token may %s", act)
 		}
@@ -65,7 +65,8 @@ func TestTokenPrincipals(t *testing.T) {
 	}{
 		{scoped, a, "", ProjectOwner},
 		{scoped, b, ProjectOwner, ""},
-		{capped, b, "", ProjectEditor},
+		{capped, b, "", ""},                         // an admin's ceiling-only token is no admin
+		{capped, b, ProjectApprover, ProjectEditor}, // but keeps the admin's memberships, capped
 		{Principal{UserID: "u", Role: RoleMember, TokenID: "t", Ceiling: ProjectViewer}, a, ProjectOwner, ProjectViewer},
 		{Principal{UserID: "u", Role: RoleMember, TokenID: "t", Ceiling: ProjectOwner}, a, ProjectEditor, ProjectEditor},
 		{Principal{UserID: "u", Role: RoleMember, TokenID: "t", Project: a, Ceiling: ProjectApprover}, a, ProjectOwner, ProjectApprover},

@@ -50,13 +50,15 @@ var rank = map[ProjectRole]int{ProjectViewer: 1, ProjectEditor: 2, ProjectApprov
 
 // Effective is the role p acts with in the project with id projectID, where
 // it is a member with role ("" if not a member): global admins act as
-// owners everywhere; a project-scoped token is a stranger outside its
-// project; a token's ceiling caps the role.
+// owners everywhere (through a token: an unlimited one, or one scoped to
+// this project; an admin's token with only a ceiling keeps no global
+// power, so it acts with the admin's memberships); a project-scoped token
+// is a stranger outside its project; a token's ceiling caps the role.
 func Effective(p Principal, projectID string, role ProjectRole) ProjectRole {
 	if p.UserID == "" || (p.Project != "" && p.Project != projectID) {
 		return ""
 	}
-	if p.Role == RoleAdmin {
+	if p.Role == RoleAdmin && (!p.limited() || p.Project != "") {
 		role = ProjectOwner
 	}
 	if p.Ceiling != "" && rank[role] > rank[p.Ceiling] {

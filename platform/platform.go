@@ -32,6 +32,7 @@ import (
 	"github.com/maestro-ml/maestro/events"
 	"github.com/maestro-ml/maestro/handlers/identity"
 	"github.com/maestro-ml/maestro/handlers/registry"
+	"github.com/maestro-ml/maestro/handlers/tracking"
 	"github.com/maestro-ml/maestro/internal/durable"
 	"github.com/maestro-ml/maestro/pgcluster"
 	"github.com/maestro-ml/maestro/projections"
@@ -238,7 +239,7 @@ func Start(ctx context.Context, cfg Config) (_ *Platform, err error) {
 		if err != nil {
 			return nil, err // api.OpenIdempotency names the bucket
 		}
-		p.API = api.New(api.Deps{Identity: p.Identity, Registry: p.Registry, Blobs: p.Blobs, ArtifactMaxBytes: cfg.ArtifactMaxBytes, Queries: p.Queries, Waiter: p.Waiter, Tokens: tokens, Keys: keys,
+		p.API = api.New(api.Deps{Identity: p.Identity, Registry: p.Registry, Tracking: tracking.NewService(p.Store, p.Registry, cfg.Now), Blobs: p.Blobs, ArtifactMaxBytes: cfg.ArtifactMaxBytes, Queries: p.Queries, Waiter: p.Waiter, Tokens: tokens, Keys: keys,
 			Idempotency: kv, Logger: p.log, RegistrationOpen: cfg.RegistrationOpen,
 			StreamLastSeq: p.Store.LastSequence, Ready: p.ready, Now: cfg.Now,
 			// Embedded NATS lives and dies with this process (data dir locked).

@@ -53,7 +53,8 @@ func (Users) Queue(b *Batch, evs []events.Envelope) error {
 			if err := e.Decode(&d); err != nil {
 				return err
 			}
-			b.Queue(`UPDATE users SET active = $2, updated_at = $3, updated_seq = $4 WHERE id = $1`,
+			b.Queue(`UPDATE users SET active = $2, updated_at = $3, updated_seq = $4,
+				deactivated_at = CASE WHEN $2 THEN deactivated_at ELSE $3 END WHERE id = $1`,
 				d.UserID, e.Type == events.UserReactivated, e.Time, int64(e.Sequence))
 			b.Invalidate("user", d.UserID)
 		}

@@ -289,6 +289,10 @@ func (r *Runner) checkpoint(ctx context.Context) (uint64, error) {
 	return uint64(cp), err
 }
 
+// stopGrace bounds what a stopping runner still does: the batch in hand,
+// then the drain and the final position.
+const stopGrace = 5 * time.Second
+
 func (r *Runner) follow(ctx context.Context, log *slog.Logger) error {
 	cp, err := r.checkpoint(ctx)
 	if err != nil {
@@ -359,6 +363,7 @@ func (r *Runner) follow(ctx context.Context, log *slog.Logger) error {
 			}
 			if cp, err = r.applyBatch(actx, cp, batch); err == nil {
 				pos = cp
+				r.setPosition(pos, cp)
 			}
 		}
 		return err
@@ -366,7 +371,7 @@ func (r *Runner) follow(ctx context.Context, log *slog.Logger) error {
 	// stop drains and records the pass before the runner stops, so a clean
 	// stop leaves no lag behind (still holding the lock).
 	stop := func() error {
-		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), stopGrace)
 		defer cancel()
 		if err := drain(actx); err != nil {
 			log.Warn("projection could not apply everything before it stopped", "err", err)
@@ -390,6 +395,9 @@ func (r *Runner) follow(ctx context.Context, log *slog.Logger) error {
 		case <-passing:
 			passing = nil
 			if err := r.advance(ctx, cp, pos); err != nil {
+				if ctx.Err() != nil {
+					return stop()
+				}
 				return err
 			}
 			cp = pos
@@ -404,7 +412,7 @@ func (r *Runner) follow(ctx context.Context, log *slog.Logger) error {
 			// An idle runner notices a lost lock too.
 			if err := r.checkLock(ctx); err != nil {
 				if ctx.Err() != nil {
-					return nil
+					return stop()
 				}
 				return err
 			}
@@ -457,16 +465,19 @@ func (r *Runner) follow(ctx context.Context, log *slog.Logger) error {
 			}
 			continue
 		}
-		actx, cancel := ctx, context.CancelFunc(func() {})
-		if ctx.Err() != nil {
-			// Stopping with events in hand (a lingering runner gathers
-			// them for a while): apply them still, so a clean stop leaves
-			// no lag behind.
-			actx, cancel = context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		}
+		// A stop does not cut a batch short (a lingering runner may be
+		// gathering events when it comes): the batch in hand is applied
+		// still, given stopGrace after the stop, so a clean stop leaves no
+		// lag behind.
+		actx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+		release := context.AfterFunc(ctx, func() { time.AfterFunc(stopGrace, cancel) })
 		cp, err = r.applyBatch(actx, cp, batch)
+		release()
 		cancel()
 		if err != nil {
+			if ctx.Err() != nil && !errors.Is(err, errRestart) {
+				return stop()
+			}
 			return err
 		}
 		pos, passing = cp, nil

@@ -105,8 +105,10 @@ func (q *Queries) TokenByHash(ctx context.Context, hash string) (TokenPrincipal,
 		var p TokenPrincipal
 		var project *string
 		var expires, used *time.Time
+		// A token created before its owner's latest deactivation stays
+		// dead after a reactivation, as the write side decides (Actor).
 		err := q.pool.QueryRow(ctx, `SELECT t.id, t.hash, u.id, coalesce(u.email, ''), u.role, u.active, t.project_id::text, t.role,
-				t.expires_at, t.revoked_at IS NOT NULL, t.last_used_at, t.addresses
+				t.expires_at, t.revoked_at IS NOT NULL OR t.created_at <= coalesce(u.deactivated_at, '-infinity'), t.last_used_at, t.addresses
 			FROM api_tokens t JOIN users u ON u.id = t.user_id WHERE t.hash = $1`, hash).
 			Scan(&p.TokenID, &p.Hash, &p.UserID, &p.Email, &p.Role, &p.Active, &project, &p.Ceiling, &expires, &p.Revoked, &used, &p.Addresses)
 		if errors.Is(err, pgx.ErrNoRows) {
@@ -142,17 +144,17 @@ type APIToken struct {
 	LastUsedIP string     `json:"last_used_ip,omitempty"`
 }
 
-// ListTokens pages userID's tokens in creation order, revoked ones too
-// unless live is set.
-func (q *Queries) ListTokens(ctx context.Context, userID string, live bool, pageToken string, limit int) (Page[APIToken], error) {
+// ListTokens pages userID's tokens in creation order, revoked and expired
+// ones too unless live is set.
+func (q *Queries) ListTokens(ctx context.Context, userID string, live bool, now time.Time, pageToken string, limit int) (Page[APIToken], error) {
 	c, err := decodeCursor(pageToken, seqCursor)
 	if err != nil {
 		return Page[APIToken]{}, err
 	}
 	rows, err := q.pool.Query(ctx, `SELECT id, user_id, name, prefix, coalesce(project_id::text, ''), role, created_at, expires_at,
 			revoked_at, last_used_at, last_used_ip, created_seq
-		FROM api_tokens WHERE user_id = $1 AND created_seq > $2 AND (NOT $3 OR revoked_at IS NULL)
-		ORDER BY created_seq LIMIT $4`, userID, c.Seq, live, limit+1)
+		FROM api_tokens WHERE user_id = $1 AND created_seq > $2 AND (NOT $3 OR (revoked_at IS NULL AND (expires_at IS NULL OR expires_at > $5)))
+		ORDER BY created_seq LIMIT $4`, userID, c.Seq, live, limit+1, now)
 	if err != nil {
 		return Page[APIToken]{}, err
 	}

@@ -623,7 +623,9 @@ func (s *Service) UserActive(ctx context.Context, userID string) (bool, error) {
 
 // Actor returns p with its global role as the event store has it (rule 2:
 // the write side decides on event-sourced state, not on the projection the
-// authenticator read). An inactive or unknown user is refused.
+// authenticator read), and for an API token its scope and ceiling from the
+// token's events. An inactive or unknown user, or a revoked, expired or
+// pre-deactivation token, is refused.
 func (s *Service) Actor(ctx context.Context, p authz.Principal) (authz.Principal, error) {
 	if !events.ValidToken(p.UserID) {
 		return p, handlers.Errorf(handlers.Unauthenticated, "unauthenticated", "the session has ended")
@@ -636,5 +638,18 @@ func (s *Service) Actor(ctx context.Context, p authz.Principal) (authz.Principal
 		return p, handlers.Errorf(handlers.Unauthenticated, "unauthenticated", "the session has ended")
 	}
 	p.Role = u.Role
+	if p.TokenID != "" {
+		// An API token's limits and life come from its aggregate too, not
+		// from the row the authenticator read (which a revocation on
+		// another instance may not have reached yet).
+		t, _, err := s.tokens.Load(ctx, events.Subject(events.AggToken, p.TokenID))
+		if err != nil {
+			return p, err
+		}
+		if !t.Created || t.Revoked || t.UserID != u.ID || t.Expired(s.cfg.Now()) || !t.CreatedAt.After(u.DeactivatedAt) {
+			return p, handlers.Errorf(handlers.Unauthenticated, "unauthenticated", "the API token is invalid, expired or revoked")
+		}
+		p.Project, p.Ceiling = t.ProjectID, t.Role
+	}
 	return p, nil
 }

@@ -25,6 +25,11 @@ const (
 	// TokenUseInterval is how often a use from a known address is recorded
 	// (the "last used" a listing shows is at most this old).
 	TokenUseInterval = time.Hour
+	// TokenNewAddressesPerInterval bounds the new-address events of one
+	// token per TokenUseInterval: a holder hopping addresses (an IPv6 /64
+	// has plenty) must not append without end. Beyond it, uses are recorded
+	// hourly like those from known addresses.
+	TokenNewAddressesPerInterval = 10
 )
 
 // TokenState is an API token aggregate folded from its events.
@@ -43,6 +48,9 @@ type TokenState struct {
 	// Addresses are the most recent distinct client addresses, newest last.
 	Addresses  []string
 	LastUsedAt time.Time
+	// RecentNew are the times of the latest new-address uses (at most
+	// TokenNewAddressesPerInterval).
+	RecentNew []time.Time
 }
 
 // Expired reports whether the token has expired at now.
@@ -52,7 +60,7 @@ func (t TokenState) Expired(now time.Time) bool {
 
 // cloneToken copies the slice evolve appends to (cached states are shared).
 func cloneToken(t TokenState) TokenState {
-	t.Addresses = slices.Clone(t.Addresses)
+	t.Addresses, t.RecentNew = slices.Clone(t.Addresses), slices.Clone(t.RecentNew)
 	return t
 }
 
@@ -82,6 +90,12 @@ func EvolveToken(t TokenState, e events.Envelope) (TokenState, error) {
 		}
 		t.LastUsedAt = e.Time
 		t.Addresses = rememberAddress(t.Addresses, d.ClientIP)
+		if d.NewAddress {
+			t.RecentNew = append(t.RecentNew, e.Time)
+			if len(t.RecentNew) > TokenNewAddressesPerInterval {
+				t.RecentNew = t.RecentNew[1:]
+			}
+		}
 	}
 	return t, nil
 }
@@ -154,13 +168,17 @@ func DecideRevokeToken(t TokenState, p authz.Principal) ([]handlers.Change, erro
 		Data: events.TokenRevokedData{TokenID: t.ID, UserID: t.UserID, Reason: "revoked"}}}, nil
 }
 
-// DecideTokenUse records a use from a new address, or the first use after
+// DecideTokenUse records a use from a new address (at most
+// TokenNewAddressesPerInterval an interval), or the first use after
 // TokenUseInterval; nothing otherwise.
 func DecideTokenUse(t TokenState, clientIP string, now time.Time) []handlers.Change {
 	if !t.Created || t.Revoked || clientIP == "" {
 		return nil
 	}
 	known := slices.Contains(t.Addresses, clientIP)
+	if !known && len(t.RecentNew) == TokenNewAddressesPerInterval && now.Sub(t.RecentNew[0]) < TokenUseInterval {
+		known = true // too many new addresses lately: record hourly only
+	}
 	if known && now.Sub(t.LastUsedAt) < TokenUseInterval {
 		return nil
 	}

@@ -139,6 +139,20 @@ func TestDecideTokenUse(t *testing.T) {
 	if len(tok.Addresses) != identity.TokenAddresses || tok.Addresses[len(tok.Addresses)-1] != fmt.Sprintf("10.1.0.%d", identity.TokenAddresses+4) {
 		t.Fatalf("addresses = %v", tok.Addresses)
 	}
+	// New addresses are recorded at most TokenNewAddressesPerInterval times an
+	// interval; then hourly, like known ones.
+	hop := []events.Envelope{tokenCreated(t, t0, uid)}
+	for i := range identity.TokenNewAddressesPerInterval {
+		hop = append(hop, ev(t, t0.Add(time.Duration(i)*time.Minute), tokSubj, events.TokenUsed,
+			events.TokenUsedData{TokenID: tid, UserID: uid, ClientIP: fmt.Sprintf("10.2.0.%d", i), NewAddress: true}))
+	}
+	hopper := fold(t, identity.EvolveToken, hop)
+	if ch := identity.DecideTokenUse(hopper, "10.3.0.1", t0.Add(30*time.Minute)); len(ch) != 0 {
+		t.Fatalf("an address hopper's 11th new address within the hour recorded %v", ch)
+	}
+	if ch := identity.DecideTokenUse(hopper, "10.3.0.1", t0.Add(identity.TokenUseInterval+10*time.Minute)); len(ch) != 1 {
+		t.Fatalf("a new address after the interval = %v", ch)
+	}
 	revoked := fold(t, identity.EvolveToken, append(given, ev(t, t0, tokSubj, events.TokenRevoked, events.TokenRevokedData{TokenID: tid})))
 	if ch := identity.DecideTokenUse(revoked, "10.9.9.9", t0); len(ch) != 0 {
 		t.Fatalf("a revoked token's use recorded %v", ch)

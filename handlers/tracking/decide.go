@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 	"unicode/utf8"
 
 	"github.com/maestro-ml/maestro/events"
@@ -51,19 +52,24 @@ func ValidStatus(s string) bool {
 	return false
 }
 
-// keyPattern is MLflow's key syntax: alphanumerics, underscores, dashes,
+// keyPattern is MLflow's key syntax: alphanumerics (any script, as
+// Python's \w), underscores, dashes, colons,
 // periods, spaces and slashes.
-var keyPattern = regexp.MustCompile(`^[/\w.\- ]+$`)
+var keyPattern = regexp.MustCompile(`^[/\p{L}\p{N}_.\-: ]+$`)
 
 // ValidKey checks a param, tag or metric key: MLflow's syntax and length,
 // and no path traversal (keys become file names in MLflow's file store).
 func ValidKey(kind, key string) error {
-	if key == "" || len(key) > MaxKeyLen || !keyPattern.MatchString(key) {
+	if key == "" || utf8.RuneCountInString(key) > MaxKeyLen || !keyPattern.MatchString(key) {
 		return handlers.Errorf(handlers.Invalid, "validation-failed",
-			"invalid %s key %q: 1 to %d characters of letters, digits, _ - . space and /", kind, truncate(key, 40), MaxKeyLen)
+			"invalid %s key %q: 1 to %d characters of letters, digits, _ - . : space and /", kind, truncate(key, 40), MaxKeyLen)
 	}
-	if key == "." || key == ".." || strings.HasPrefix(key, "/") || strings.Contains(key, "../") || strings.HasSuffix(key, "/..") {
-		return handlers.Errorf(handlers.Invalid, "validation-failed", "invalid %s key %q: no absolute or parent paths", kind, truncate(key, 40))
+	// As MLflow's path_not_unique: a key is a relative path naming one
+	// file, so no empty, "." or ".." segment (no "a//b", "./a", "a/").
+	for seg := range strings.SplitSeq(key, "/") {
+		if seg == "" || seg == "." || seg == ".." {
+			return handlers.Errorf(handlers.Invalid, "validation-failed", "invalid %s key %q: a relative path without empty, . or .. parts", kind, truncate(key, 40))
+		}
 	}
 	return nil
 }
@@ -108,8 +114,8 @@ type ExperimentState struct {
 	ArtifactLocation string
 	Tags             map[string]string
 	Deleted          bool
-	CreatedAt        int64 // ms
-	UpdatedAt        int64 // ms
+	CreatedAt        time.Time
+	UpdatedAt        time.Time
 }
 
 // CloneExperiment copies the map evolve writes into.
@@ -120,7 +126,7 @@ func CloneExperiment(s ExperimentState) ExperimentState {
 
 // EvolveExperiment folds one event into experiment state.
 func EvolveExperiment(s ExperimentState, e events.Envelope) (ExperimentState, error) {
-	at := e.Time.UnixMilli()
+	at := e.Time
 	switch e.Type {
 	case events.ExperimentCreated:
 		var d events.ExperimentCreatedData
@@ -270,7 +276,7 @@ func DecideSetExperimentTags(x ExperimentState, tags map[string]string) ([]handl
 	if len(changed) == 0 {
 		return nil, nil
 	}
-	if len(x.Tags)+len(changed) > MaxTagsPerRun {
+	if len(x.Tags)+newKeys(x.Tags, changed) > MaxTagsPerRun {
 		return nil, handlers.Errorf(handlers.Invalid, "validation-failed", "an experiment holds at most %d tags", MaxTagsPerRun)
 	}
 	return []handlers.Change{{Subject: events.Subject(events.AggExperiment, x.ID), Type: events.ExperimentTagsSet,
@@ -286,6 +292,17 @@ func changedTags(cur, tags map[string]string) map[string]string {
 		}
 	}
 	return out
+}
+
+// newKeys counts the keys of changed that cur does not hold yet.
+func newKeys(cur, changed map[string]string) int {
+	n := 0
+	for k := range changed {
+		if _, ok := cur[k]; !ok {
+			n++
+		}
+	}
+	return n
 }
 
 // DecideDeleteExperimentTag removes a tag; a missing tag is a 404, as in
@@ -426,12 +443,16 @@ func DecideCreateRun(x ExperimentState, r RunState, c CreateRun) ([]handlers.Cha
 	if tags == nil {
 		tags = map[string]string{}
 	}
-	switch tag, ok := tags[RunNameTag]; {
+	tag, ok := tags[RunNameTag]
+	if ok && strings.TrimSpace(tag) == "" {
+		ok = false // a blank tag names nothing
+	}
+	switch {
 	case name == "" && ok:
 		if name, err = checkName("run", tag, false); err != nil {
 			return nil, err
 		}
-	case name != "" && ok && tag != name:
+	case name != "" && ok && strings.TrimSpace(tag) != name:
 		return nil, handlers.Errorf(handlers.Invalid, "validation-failed", "run_name and the %s tag differ", RunNameTag)
 	case name == "":
 		name = generatedRunName(c.RunID)
@@ -452,7 +473,8 @@ func DecideCreateRun(x ExperimentState, r RunState, c CreateRun) ([]handlers.Cha
 // generatedRunName names a run that was given none, as MLflow does (it
 // picks two random words; a stable name from the id serves the same end).
 func generatedRunName(runID string) string {
-	return "run-" + strings.ReplaceAll(runID, "-", "")[:8]
+	id := strings.ReplaceAll(runID, "-", "")
+	return "run-" + id[:min(8, len(id))]
 }
 
 func activeRun(r RunState) error {
@@ -575,19 +597,23 @@ func DecideSetRunTags(r RunState, tags map[string]string) ([]handlers.Change, er
 	if err := CheckTags(tags); err != nil {
 		return nil, err
 	}
-	changed := changedTags(r.Tags, tags)
-	if len(changed) == 0 {
-		return nil, nil
-	}
-	if len(r.Tags)+len(changed) > MaxTagsPerRun {
-		return nil, handlers.Errorf(handlers.Invalid, "validation-failed", "a run holds at most %d tags", MaxTagsPerRun)
-	}
-	out := []handlers.Change{{Subject: events.Subject(events.AggRun, r.ID), Type: events.RunTagsSet, Data: events.TagsSetData{ID: r.ID, Tags: changed}}}
-	if name, ok := changed[RunNameTag]; ok {
+	if name, ok := tags[RunNameTag]; ok {
 		n, err := checkName("run", name, true)
 		if err != nil {
 			return nil, err
 		}
+		tags = maps.Clone(tags)
+		tags[RunNameTag] = n // the tag is the name, trimmed like it
+	}
+	changed := changedTags(r.Tags, tags)
+	if len(changed) == 0 {
+		return nil, nil
+	}
+	if len(r.Tags)+newKeys(r.Tags, changed) > MaxTagsPerRun {
+		return nil, handlers.Errorf(handlers.Invalid, "validation-failed", "a run holds at most %d tags", MaxTagsPerRun)
+	}
+	out := []handlers.Change{{Subject: events.Subject(events.AggRun, r.ID), Type: events.RunTagsSet, Data: events.TagsSetData{ID: r.ID, Tags: changed}}}
+	if n, ok := changed[RunNameTag]; ok && n != r.Name {
 		out = append(out, handlers.Change{Subject: events.Subject(events.AggRun, r.ID), Type: events.RunUpdated,
 			Data: events.RunUpdatedData{RunID: r.ID, Name: &n}})
 	}

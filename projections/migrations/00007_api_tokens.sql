@@ -3,6 +3,9 @@
 -- e-mail (kind 'service_account') and act only through tokens.
 ALTER TABLE users ALTER COLUMN email DROP NOT NULL;
 ALTER TABLE users ADD COLUMN kind text NOT NULL DEFAULT 'user';
+-- The latest deactivation: credentials issued before it stay dead after a
+-- reactivation (sessions are revoked; API tokens are checked against it).
+ALTER TABLE users ADD COLUMN deactivated_at timestamptz;
 
 CREATE TABLE api_tokens (
     id           uuid PRIMARY KEY,
@@ -26,6 +29,7 @@ CREATE INDEX api_tokens_user ON api_tokens (user_id, created_seq);
 
 -- +goose Down
 DROP TABLE api_tokens;
+ALTER TABLE users DROP COLUMN deactivated_at;
 ALTER TABLE users DROP COLUMN kind;
 DELETE FROM users WHERE email IS NULL;
 ALTER TABLE users ALTER COLUMN email SET NOT NULL;

@@ -1,0 +1,226 @@
+package projections
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// Experiment is an experiment as the API shows it.
+type Experiment struct {
+	ID               string            `json:"id"`
+	ProjectID        string            `json:"project_id"`
+	Name             string            `json:"name"`
+	ArtifactLocation string            `json:"artifact_location"`
+	LifecycleStage   string            `json:"lifecycle_stage"` // "active" or "deleted"
+	Tags             map[string]string `json:"tags"`
+	CreatedAt        time.Time         `json:"created_at"`
+	UpdatedAt        time.Time         `json:"updated_at"`
+}
+
+// View selects live, deleted or all experiments and runs (MLflow's ViewType).
+type View string
+
+// Views.
+const (
+	ViewActive  View = "active"
+	ViewDeleted View = "deleted"
+	ViewAll     View = "all"
+)
+
+// viewSQL is the condition on a deleted column for v.
+func viewSQL(v View) string {
+	switch v {
+	case ViewDeleted:
+		return "deleted"
+	case ViewAll:
+		return "true"
+	}
+	return "NOT deleted"
+}
+
+func stage(deleted bool) string {
+	if deleted {
+		return "deleted"
+	}
+	return "active"
+}
+
+const experimentCols = "id, project_id, name, artifact_location, deleted, tags, created_at, updated_at"
+
+func scanExperiment(row pgx.Row, extra ...any) (Experiment, error) {
+	var x Experiment
+	var deleted bool
+	var tags []byte
+	err := row.Scan(append([]any{&x.ID, &x.ProjectID, &x.Name, &x.ArtifactLocation, &deleted, &tags, &x.CreatedAt, &x.UpdatedAt}, extra...)...)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return x, ErrNotFound
+	}
+	if err != nil {
+		return x, err
+	}
+	x.LifecycleStage = stage(deleted)
+	return x, json.Unmarshal(tags, &x.Tags)
+}
+
+// Experiment returns an experiment of the project by id.
+func (q *Queries) Experiment(ctx context.Context, projectID, id string) (Experiment, error) {
+	if !isUUID(id) {
+		return Experiment{}, ErrNotFound
+	}
+	return scanExperiment(q.pool.QueryRow(ctx, "SELECT "+experimentCols+" FROM experiments WHERE project_id = $1 AND id = $2", projectID, id))
+}
+
+// ExperimentByName returns an experiment of the project by its exact name.
+func (q *Queries) ExperimentByName(ctx context.Context, projectID, name string) (Experiment, error) {
+	return scanExperiment(q.pool.QueryRow(ctx, "SELECT "+experimentCols+" FROM experiments WHERE project_id = $1 AND name = $2", projectID, name))
+}
+
+// ListExperiments pages a project's experiments in creation order.
+func (q *Queries) ListExperiments(ctx context.Context, projectID string, view View, pageToken string, limit int) (Page[Experiment], error) {
+	c, err := decodeCursor(pageToken, seqCursor)
+	if err != nil {
+		return Page[Experiment]{}, err
+	}
+	rows, err := q.pool.Query(ctx, "SELECT "+experimentCols+", created_seq FROM experiments WHERE project_id = $1 AND created_seq > $2 AND "+
+		viewSQL(view)+" ORDER BY created_seq LIMIT $3", projectID, c.Seq, limit+1)
+	if err != nil {
+		return Page[Experiment]{}, err
+	}
+	defer rows.Close()
+	page := Page[Experiment]{Items: []Experiment{}}
+	var last int64
+	for rows.Next() {
+		var seq int64
+		x, err := scanExperiment(rows, &seq)
+		if err != nil {
+			return page, err
+		}
+		if len(page.Items) == limit {
+			page.NextPageToken = encodeCursor(cursor{Seq: last})
+			break
+		}
+		page.Items = append(page.Items, x)
+		last = seq
+	}
+	return page, rows.Err()
+}
+
+// Run is a run as the API shows it, with its params and tags. Times are
+// milliseconds since the epoch, as clients send them.
+type Run struct {
+	ID             string            `json:"id"`
+	ExperimentID   string            `json:"experiment_id"`
+	ProjectID      string            `json:"project_id"`
+	Name           string            `json:"name"`
+	UserID         string            `json:"user_id"`
+	Status         string            `json:"status"`
+	StartTime      int64             `json:"start_time"`
+	EndTime        *int64            `json:"end_time,omitempty"`
+	LifecycleStage string            `json:"lifecycle_stage"`
+	Params         map[string]string `json:"params"`
+	Tags           map[string]string `json:"tags"`
+}
+
+const runCols = "id, experiment_id, project_id, name, user_id, status, start_time, end_time, deleted"
+
+func scanRun(row pgx.Row) (Run, error) {
+	var r Run
+	var deleted bool
+	err := row.Scan(&r.ID, &r.ExperimentID, &r.ProjectID, &r.Name, &r.UserID, &r.Status, &r.StartTime, &r.EndTime, &deleted)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return r, ErrNotFound
+	}
+	r.LifecycleStage = stage(deleted)
+	r.Params, r.Tags = map[string]string{}, map[string]string{}
+	return r, err
+}
+
+// Run returns a run of the project with its params and tags.
+func (q *Queries) Run(ctx context.Context, projectID, id string) (Run, error) {
+	if !isUUID(id) {
+		return Run{}, ErrNotFound
+	}
+	r, err := scanRun(q.pool.QueryRow(ctx, "SELECT "+runCols+" FROM runs WHERE project_id = $1 AND id = $2", projectID, id))
+	if err != nil {
+		return r, err
+	}
+	runs := []Run{r}
+	err = q.runDetails(ctx, runs)
+	return runs[0], err
+}
+
+// runDetails fills the params and tags of runs in two queries.
+func (q *Queries) runDetails(ctx context.Context, runs []Run) error {
+	if len(runs) == 0 {
+		return nil
+	}
+	ids := make([]string, len(runs))
+	at := make(map[string]int, len(runs))
+	for i, r := range runs {
+		ids[i], at[r.ID] = r.ID, i
+	}
+	for _, t := range []struct {
+		table string
+		into  func(*Run) map[string]string
+	}{{"run_params", func(r *Run) map[string]string { return r.Params }}, {"run_tags", func(r *Run) map[string]string { return r.Tags }}} {
+		rows, err := q.pool.Query(ctx, "SELECT run_id, key, value FROM "+t.table+" WHERE run_id = ANY($1::uuid[])", ids)
+		if err != nil {
+			return err
+		}
+		for rows.Next() {
+			var id, k, v string
+			if err := rows.Scan(&id, &k, &v); err != nil {
+				rows.Close()
+				return err
+			}
+			t.into(&runs[at[id]])[k] = v
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// ListRuns pages an experiment's runs, newest start first.
+func (q *Queries) ListRuns(ctx context.Context, projectID, experimentID string, view View, pageToken string, limit int) (Page[Run], error) {
+	c, err := decodeCursor(pageToken, seqIDCursor)
+	if err != nil {
+		return Page[Run]{}, err
+	}
+	after := "true"
+	args := []any{projectID, experimentID, limit + 1}
+	if pageToken != "" {
+		after = "(start_time, id) < ($4, $5::uuid)"
+		args = append(args, c.Seq, c.ID)
+	}
+	rows, err := q.pool.Query(ctx, "SELECT "+runCols+" FROM runs WHERE project_id = $1 AND experiment_id = $2 AND "+viewSQL(view)+
+		" AND "+after+" ORDER BY start_time DESC, id DESC LIMIT $3", args...)
+	if err != nil {
+		return Page[Run]{}, err
+	}
+	page := Page[Run]{Items: []Run{}}
+	for rows.Next() {
+		r, err := scanRun(rows)
+		if err != nil {
+			rows.Close()
+			return page, err
+		}
+		if len(page.Items) == limit {
+			last := page.Items[limit-1]
+			page.NextPageToken = encodeCursor(cursor{Seq: last.StartTime, ID: last.ID})
+			break
+		}
+		page.Items = append(page.Items, r)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return page, err
+	}
+	return page, q.runDetails(ctx, page.Items)
+}
