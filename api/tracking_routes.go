@@ -32,21 +32,21 @@ func (s *Server) trackingRoutes() []Route {
 		run         = runs + "/{run}"
 	)
 	return []Route{
-		{Method: "POST", Pattern: experiments, Command: true, MaxBody: trackingMaxBody, handle: s.createExperiment},
-		{Method: "GET", Pattern: experiments, handle: s.listExperiments},
-		{Method: "GET", Pattern: experiment, handle: s.getExperiment},
-		{Method: "PATCH", Pattern: experiment, Command: true, MaxBody: trackingMaxBody, handle: s.updateExperiment},
-		{Method: "DELETE", Pattern: experiment, Command: true, handle: s.deleteExperiment(true)},
-		{Method: "POST", Pattern: experiment + ":restore", Command: true, handle: s.deleteExperiment(false)},
-		{Method: "DELETE", Pattern: experiment + "/tags/{key}", Command: true, handle: s.deleteExperimentTag},
-		{Method: "POST", Pattern: experiment + "/runs", Command: true, MaxBody: trackingMaxBody, handle: s.createRun},
-		{Method: "GET", Pattern: experiment + "/runs", handle: s.listRuns},
-		{Method: "GET", Pattern: run, handle: s.getRun},
-		{Method: "PATCH", Pattern: run, Command: true, MaxBody: trackingMaxBody, handle: s.updateRun},
-		{Method: "DELETE", Pattern: run, Command: true, handle: s.deleteRun(true)},
-		{Method: "POST", Pattern: run + ":restore", Command: true, handle: s.deleteRun(false)},
-		{Method: "POST", Pattern: run + "/params", Command: true, MaxBody: trackingMaxBody, handle: s.logParams},
-		{Method: "DELETE", Pattern: run + "/tags/{key}", Command: true, handle: s.deleteRunTag},
+		{Method: "POST", Pattern: experiments, Command: true, MaxBody: trackingMaxBody, handle: command(s, http.StatusCreated, s.createExperiment)},
+		{Method: "GET", Pattern: experiments, handle: query(s, s.listExperiments)},
+		{Method: "GET", Pattern: experiment, handle: query(s, s.getExperiment)},
+		{Method: "PATCH", Pattern: experiment, Command: true, MaxBody: trackingMaxBody, handle: command(s, http.StatusOK, s.updateExperiment)},
+		{Method: "DELETE", Pattern: experiment, Command: true, handle: commandNoBody(s, http.StatusNoContent, s.deleteExperiment)},
+		{Method: "POST", Pattern: experiment + ":restore", Command: true, handle: commandNoBody(s, http.StatusOK, s.restoreExperiment)},
+		{Method: "DELETE", Pattern: experiment + "/tags/{key}", Command: true, handle: commandNoBody(s, http.StatusNoContent, s.deleteExperimentTag)},
+		{Method: "POST", Pattern: experiment + "/runs", Command: true, MaxBody: trackingMaxBody, handle: command(s, http.StatusCreated, s.createRun)},
+		{Method: "GET", Pattern: experiment + "/runs", handle: query(s, s.listRuns)},
+		{Method: "GET", Pattern: run, handle: query(s, s.getRun)},
+		{Method: "PATCH", Pattern: run, Command: true, MaxBody: trackingMaxBody, handle: command(s, http.StatusOK, s.updateRun)},
+		{Method: "DELETE", Pattern: run, Command: true, handle: commandNoBody(s, http.StatusNoContent, s.deleteRun)},
+		{Method: "POST", Pattern: run + ":restore", Command: true, handle: commandNoBody(s, http.StatusOK, s.restoreRun)},
+		{Method: "POST", Pattern: run + "/params", Command: true, MaxBody: trackingMaxBody, handle: command(s, http.StatusOK, s.logParams)},
+		{Method: "DELETE", Pattern: run + "/tags/{key}", Command: true, handle: commandNoBody(s, http.StatusNoContent, s.deleteRunTag)},
 	}
 }
 
@@ -72,17 +72,6 @@ func lifecycle(deleted bool) string {
 	return "active"
 }
 
-// viewParam is ?view= (active, deleted or all; default active).
-func viewParam(r *http.Request) (projections.View, error) {
-	switch v := projections.View(r.URL.Query().Get("view")); v {
-	case "":
-		return projections.ViewActive, nil
-	case projections.ViewActive, projections.ViewDeleted, projections.ViewAll:
-		return v, nil
-	}
-	return "", problem("validation-failed", "view must be active, deleted or all")
-}
-
 // pathID is a uuid path parameter in its canonical (lower-case) form, as
 // subjects and rows hold it; anything else is the 404 of a missing one.
 func pathID(r *http.Request, name, what string) (string, error) {
@@ -94,6 +83,75 @@ func pathID(r *http.Request, name, what string) (string, error) {
 	return u.String(), nil
 }
 
+// ---- inputs ----
+
+// experimentRef is {experiment}; runRef is {run}; tagRef adds {key}.
+type experimentRef struct{ experiment string }
+
+func (x *experimentRef) readParams(r *http.Request) (err error) {
+	x.experiment, err = pathID(r, "experiment", "experiment")
+	return err
+}
+
+type runRef struct{ run string }
+
+func (x *runRef) readParams(r *http.Request) (err error) {
+	x.run, err = pathID(r, "run", "run")
+	return err
+}
+
+type tagKey struct{ key string }
+
+func (k *tagKey) readParams(r *http.Request) error {
+	k.key = chi.URLParam(r, "key")
+	return tracking.ValidKey("tag", k.key)
+}
+
+type experimentTagRef struct {
+	experimentRef
+	tagKey
+}
+
+func (x *experimentTagRef) readParams(r *http.Request) error {
+	if err := x.experimentRef.readParams(r); err != nil {
+		return err
+	}
+	return x.tagKey.readParams(r)
+}
+
+type runTagRef struct {
+	runRef
+	tagKey
+}
+
+func (x *runTagRef) readParams(r *http.Request) error {
+	if err := x.runRef.readParams(r); err != nil {
+		return err
+	}
+	return x.tagKey.readParams(r)
+}
+
+// listQuery is a list's paging and ?view= (active, deleted or all).
+type listQuery struct {
+	pageQuery
+	view projections.View
+}
+
+func (q *listQuery) readParams(r *http.Request) error {
+	if err := q.pageQuery.readParams(r); err != nil {
+		return err
+	}
+	switch v := projections.View(r.URL.Query().Get("view")); v {
+	case "":
+		q.view = projections.ViewActive
+	case projections.ViewActive, projections.ViewDeleted, projections.ViewAll:
+		q.view = v
+	default:
+		return problem("validation-failed", "view must be active, deleted or all")
+	}
+	return nil
+}
+
 // ---- experiments ----
 
 type createExperimentRequest struct {
@@ -102,411 +160,267 @@ type createExperimentRequest struct {
 	Tags             map[string]string `json:"tags"`
 }
 
-func (s *Server) createExperiment(w http.ResponseWriter, r *http.Request) error {
-	ref, err := projectRef(r)
-	if err != nil {
-		return err
-	}
-	var req createExperimentRequest
-	if err := decodeJSON(r, &req); err != nil {
-		return err
-	}
-	p, _ := principal(r.Context())
-	x, seq, err := s.deps.Tracking.CreateExperiment(r.Context(), meta(r), p, ref,
+func (s *Server) createExperiment(c *call, req createExperimentRequest) (projections.Experiment, uint64, error) {
+	x, seq, err := s.deps.Tracking.CreateExperiment(c.ctx, c.meta, c.who, c.param("project"),
 		tracking.CreateExperiment{Name: req.Name, ArtifactLocation: req.ArtifactLocation, Tags: req.Tags})
 	if err != nil {
-		return err
+		return projections.Experiment{}, 0, err
 	}
-	w.Header().Set("Location", "/api/v1/projects/"+ref+"/experiments/"+x.ID)
-	s.respondCommand(w, r, http.StatusCreated, seq, experimentFromState(x))
-	return nil
+	c.locate("/api/v1/projects/" + x.ProjectID + "/experiments/" + x.ID)
+	return experimentFromState(x), seq, nil
 }
 
 // ExperimentPage is a page of experiments.
 type ExperimentPage = projections.Page[projections.Experiment]
 
-func (s *Server) listExperiments(w http.ResponseWriter, r *http.Request) error {
-	n, err := pageSize(r)
-	if err != nil {
-		return err
-	}
-	view, err := viewParam(r)
-	if err != nil {
-		return err
-	}
-	if err := s.awaitMinSequence(r); err != nil {
-		return err
-	}
-	proj, err := s.readableProject(r)
-	if err != nil {
-		return err
-	}
-	if name := r.URL.Query().Get("name"); name != "" {
-		// Get by name: a page of at most one.
-		page := ExperimentPage{Items: []projections.Experiment{}}
-		x, err := s.deps.Queries.ExperimentByName(r.Context(), proj.ID, name)
-		if err != nil && !errors.Is(err, projections.ErrNotFound) {
-			return err
-		}
-		if err == nil && (view == projections.ViewAll || x.LifecycleStage == string(view)) {
-			page.Items = append(page.Items, x)
-		}
-		writeJSON(w, http.StatusOK, page)
-		return nil
-	}
-	page, err := s.deps.Queries.ListExperiments(r.Context(), proj.ID, view, pageTokenParam(r), n)
-	if err != nil {
-		return pageError(err)
-	}
-	writeJSON(w, http.StatusOK, page)
-	return nil
+type listExperimentsQuery struct {
+	listQuery
+	name string
 }
 
-// readableExperiment is readableProject plus {experiment}.
-func (s *Server) readableExperiment(r *http.Request) (projections.Project, projections.Experiment, error) {
-	proj, err := s.readableProject(r)
+func (q *listExperimentsQuery) readParams(r *http.Request) error {
+	q.name = r.URL.Query().Get("name")
+	if len(q.name) > tracking.MaxNameLen*4 {
+		return problem("validation-failed", "name is too long")
+	}
+	return q.listQuery.readParams(r)
+}
+
+func (s *Server) listExperiments(c *call, q listExperimentsQuery) (ExperimentPage, error) {
+	proj, err := s.readableProject(c.r)
+	if err != nil {
+		return ExperimentPage{}, err
+	}
+	if q.name == "" {
+		page, err := s.deps.Queries.ListExperiments(c.ctx, proj.ID, q.view, q.token, q.size)
+		return page, pageError(err)
+	}
+	// Get by name: a page of at most one.
+	page := ExperimentPage{Items: []projections.Experiment{}}
+	x, err := s.deps.Queries.ExperimentByName(c.ctx, proj.ID, q.name)
+	if err != nil && !errors.Is(err, projections.ErrNotFound) {
+		return page, err
+	}
+	if err == nil && (q.view == projections.ViewAll || x.LifecycleStage == string(q.view)) {
+		page.Items = append(page.Items, x)
+	}
+	return page, nil
+}
+
+// readableExperiment is readableProject plus the experiment, in it.
+func (s *Server) readableExperiment(c *call, id string) (projections.Project, projections.Experiment, error) {
+	proj, err := s.readableProject(c.r)
 	if err != nil {
 		return proj, projections.Experiment{}, err
 	}
-	id, err := pathID(r, "experiment", "experiment")
-	if err != nil {
-		return proj, projections.Experiment{}, err
-	}
-	x, err := s.deps.Queries.Experiment(r.Context(), proj.ID, id)
+	x, err := s.deps.Queries.Experiment(c.ctx, proj.ID, id)
 	if errors.Is(err, projections.ErrNotFound) {
 		return proj, x, problem("not-found", "experiment not found")
 	}
 	return proj, x, err
 }
 
-func (s *Server) getExperiment(w http.ResponseWriter, r *http.Request) error {
-	if err := s.awaitMinSequence(r); err != nil {
-		return err
-	}
-	_, x, err := s.readableExperiment(r)
-	if err != nil {
-		return err
-	}
-	writeJSON(w, http.StatusOK, x)
-	return nil
+func (s *Server) getExperiment(c *call, ref experimentRef) (projections.Experiment, error) {
+	_, x, err := s.readableExperiment(c, ref.experiment)
+	return x, err
 }
 
 type updateExperimentRequest struct {
+	experimentRef
 	Name *string           `json:"name"`
 	Tags map[string]string `json:"tags"`
 }
 
-func (s *Server) updateExperiment(w http.ResponseWriter, r *http.Request) error {
-	ref, err := projectRef(r)
-	if err != nil {
-		return err
-	}
-	id, err := pathID(r, "experiment", "experiment")
-	if err != nil {
-		return err
-	}
-	var req updateExperimentRequest
-	if err := decodeJSON(r, &req); err != nil {
-		return err
-	}
+// validate checks both parts before either is applied: a bad tag must not
+// leave the rename done.
+func (req *updateExperimentRequest) validate() error {
 	if req.Name == nil && req.Tags == nil {
 		return problem("validation-failed", "send name and/or tags")
 	}
-	// Both parts are checked before either is applied: a bad tag must not
-	// leave the rename done.
-	if err := tracking.CheckTags(req.Tags); err != nil {
-		return err
-	}
-	p, _ := principal(r.Context())
+	return tracking.CheckTags(req.Tags)
+}
+
+func (s *Server) updateExperiment(c *call, req updateExperimentRequest) (projections.Experiment, uint64, error) {
+	ref, id := c.param("project"), req.experiment
 	var x tracking.ExperimentState
 	var seq uint64
+	var err error
 	if req.Name != nil {
-		if x, seq, err = s.deps.Tracking.RenameExperiment(r.Context(), meta(r), p, ref, id, *req.Name); err != nil {
-			return err
+		if x, seq, err = s.deps.Tracking.RenameExperiment(c.ctx, c.meta, c.who, ref, id, *req.Name); err != nil {
+			return projections.Experiment{}, 0, err
 		}
 	}
 	if req.Tags != nil {
 		var tseq uint64
-		if x, tseq, err = s.deps.Tracking.SetExperimentTags(r.Context(), meta(r), p, ref, id, req.Tags); err != nil {
-			return err
+		if x, tseq, err = s.deps.Tracking.SetExperimentTags(c.ctx, c.meta, c.who, ref, id, req.Tags); err != nil {
+			return projections.Experiment{}, 0, err
 		}
 		seq = max(seq, tseq)
 	}
 	if seq == 0 { // nothing changed: answer with the current state
-		if x, err = s.deps.Tracking.Experiment(r.Context(), p, ref, id); err != nil {
-			return err
+		if x, err = s.deps.Tracking.Experiment(c.ctx, c.who, ref, id); err != nil {
+			return projections.Experiment{}, 0, err
 		}
 	}
-	s.respondCommand(w, r, http.StatusOK, seq, experimentFromState(x))
-	return nil
+	return experimentFromState(x), seq, nil
 }
 
-func (s *Server) deleteExperiment(del bool) func(w http.ResponseWriter, r *http.Request) error {
-	return func(w http.ResponseWriter, r *http.Request) error {
-		ref, err := projectRef(r)
-		if err != nil {
-			return err
-		}
-		id, err := pathID(r, "experiment", "experiment")
-		if err != nil {
-			return err
-		}
-		p, _ := principal(r.Context())
-		x, seq, err := s.deps.Tracking.DeleteExperiment(r.Context(), meta(r), p, ref, id, del)
-		if err != nil {
-			return err
-		}
-		if del {
-			s.respondCommand(w, r, http.StatusNoContent, seq, nil)
-			return nil
-		}
-		s.respondCommand(w, r, http.StatusOK, seq, experimentFromState(x))
-		return nil
-	}
+func (s *Server) deleteExperiment(c *call, ref experimentRef) (none, uint64, error) {
+	_, seq, err := s.deps.Tracking.DeleteExperiment(c.ctx, c.meta, c.who, c.param("project"), ref.experiment, true)
+	return none{}, seq, err
 }
 
-func tagKeyParam(r *http.Request) (string, error) {
-	key := chi.URLParam(r, "key")
-	if err := tracking.ValidKey("tag", key); err != nil {
-		return "", err
-	}
-	return key, nil
+func (s *Server) restoreExperiment(c *call, ref experimentRef) (projections.Experiment, uint64, error) {
+	x, seq, err := s.deps.Tracking.DeleteExperiment(c.ctx, c.meta, c.who, c.param("project"), ref.experiment, false)
+	return experimentFromState(x), seq, err
 }
 
-func (s *Server) deleteExperimentTag(w http.ResponseWriter, r *http.Request) error {
-	ref, err := projectRef(r)
-	if err != nil {
-		return err
-	}
-	id, err := pathID(r, "experiment", "experiment")
-	if err != nil {
-		return err
-	}
-	key, err := tagKeyParam(r)
-	if err != nil {
-		return err
-	}
-	p, _ := principal(r.Context())
-	_, seq, err := s.deps.Tracking.DeleteExperimentTag(r.Context(), meta(r), p, ref, id, key)
-	if err != nil {
-		return err
-	}
-	s.respondCommand(w, r, http.StatusNoContent, seq, nil)
-	return nil
+func (s *Server) deleteExperimentTag(c *call, ref experimentTagRef) (none, uint64, error) {
+	_, seq, err := s.deps.Tracking.DeleteExperimentTag(c.ctx, c.meta, c.who, c.param("project"), ref.experiment, ref.key)
+	return none{}, seq, err
 }
 
 // ---- runs ----
 
 type createRunRequest struct {
+	experimentRef
 	Name      string            `json:"name"`
 	StartTime int64             `json:"start_time"`
 	Tags      map[string]string `json:"tags"`
 }
 
-func (s *Server) createRun(w http.ResponseWriter, r *http.Request) error {
-	ref, err := projectRef(r)
-	if err != nil {
-		return err
-	}
-	xid, err := pathID(r, "experiment", "experiment")
-	if err != nil {
-		return err
-	}
-	var req createRunRequest
-	if err := decodeJSON(r, &req); err != nil {
-		return err
-	}
-	p, _ := principal(r.Context())
-	run, seq, err := s.deps.Tracking.CreateRun(r.Context(), meta(r), p, ref, xid,
+func (s *Server) createRun(c *call, req createRunRequest) (projections.Run, uint64, error) {
+	run, seq, err := s.deps.Tracking.CreateRun(c.ctx, c.meta, c.who, c.param("project"), req.experiment,
 		tracking.CreateRun{Name: req.Name, StartTime: req.StartTime, Tags: req.Tags})
 	if err != nil {
-		return err
+		return projections.Run{}, 0, err
 	}
-	w.Header().Set("Location", "/api/v1/projects/"+ref+"/runs/"+run.ID)
-	s.respondCommand(w, r, http.StatusCreated, seq, runFromState(run))
-	return nil
+	c.locate("/api/v1/projects/" + run.ProjectID + "/runs/" + run.ID)
+	return runFromState(run), seq, nil
 }
 
 // RunPage is a page of runs.
 type RunPage = projections.Page[projections.Run]
 
-func (s *Server) listRuns(w http.ResponseWriter, r *http.Request) error {
-	n, err := pageSize(r)
-	if err != nil {
-		return err
-	}
-	view, err := viewParam(r)
-	if err != nil {
-		return err
-	}
-	if err := s.awaitMinSequence(r); err != nil {
-		return err
-	}
-	proj, x, err := s.readableExperiment(r)
-	if err != nil {
-		return err
-	}
-	page, err := s.deps.Queries.ListRuns(r.Context(), proj.ID, x.ID, view, pageTokenParam(r), n)
-	if err != nil {
-		return pageError(err)
-	}
-	writeJSON(w, http.StatusOK, page)
-	return nil
+type listRunsQuery struct {
+	experimentRef
+	listQuery
 }
 
-func (s *Server) getRun(w http.ResponseWriter, r *http.Request) error {
-	if err := s.awaitMinSequence(r); err != nil {
+func (q *listRunsQuery) readParams(r *http.Request) error {
+	if err := q.experimentRef.readParams(r); err != nil {
 		return err
 	}
-	proj, err := s.readableProject(r)
+	return q.listQuery.readParams(r)
+}
+
+func (s *Server) listRuns(c *call, q listRunsQuery) (RunPage, error) {
+	proj, x, err := s.readableExperiment(c, q.experiment)
 	if err != nil {
-		return err
+		return RunPage{}, err
 	}
-	id, err := pathID(r, "run", "run")
+	page, err := s.deps.Queries.ListRuns(c.ctx, proj.ID, x.ID, q.view, q.token, q.size)
+	return page, pageError(err)
+}
+
+func (s *Server) getRun(c *call, ref runRef) (projections.Run, error) {
+	proj, err := s.readableProject(c.r)
 	if err != nil {
-		return err
+		return projections.Run{}, err
 	}
-	run, err := s.deps.Queries.Run(r.Context(), proj.ID, id)
+	run, err := s.deps.Queries.Run(c.ctx, proj.ID, ref.run)
 	if errors.Is(err, projections.ErrNotFound) {
-		return problem("not-found", "run not found")
+		return run, problem("not-found", "run not found")
 	}
-	if err != nil {
-		return err
-	}
-	writeJSON(w, http.StatusOK, run)
-	return nil
+	return run, err
 }
 
 type updateRunRequest struct {
+	runRef
 	Status  string            `json:"status"`
 	EndTime *int64            `json:"end_time"`
 	Name    *string           `json:"name"`
 	Tags    map[string]string `json:"tags"`
 }
 
-func (s *Server) updateRun(w http.ResponseWriter, r *http.Request) error {
-	ref, err := projectRef(r)
-	if err != nil {
-		return err
-	}
-	id, err := pathID(r, "run", "run")
-	if err != nil {
-		return err
-	}
-	var req updateRunRequest
-	if err := decodeJSON(r, &req); err != nil {
-		return err
-	}
+// validate checks every part before any is applied.
+func (req *updateRunRequest) validate() error {
 	if req.Status == "" && req.EndTime == nil && req.Name == nil && req.Tags == nil {
 		return problem("validation-failed", "send status, end_time, name and/or tags")
-	}
-	if err := tracking.CheckTags(req.Tags); err != nil {
-		return err
 	}
 	if req.Status != "" && !tracking.ValidStatus(req.Status) {
 		return problem("validation-failed", "status must be one of RUNNING, SCHEDULED, FINISHED, FAILED, KILLED")
 	}
-	p, _ := principal(r.Context())
+	return tracking.CheckTags(req.Tags)
+}
+
+func (s *Server) updateRun(c *call, req updateRunRequest) (projections.Run, uint64, error) {
+	ref, id := c.param("project"), req.run
 	var run tracking.RunState
 	var seq uint64
+	var err error
 	if req.Status != "" || req.EndTime != nil || req.Name != nil {
-		if run, seq, err = s.deps.Tracking.UpdateRun(r.Context(), meta(r), p, ref, id,
+		if run, seq, err = s.deps.Tracking.UpdateRun(c.ctx, c.meta, c.who, ref, id,
 			tracking.UpdateRun{Status: req.Status, EndTime: req.EndTime, Name: req.Name}); err != nil {
-			return err
+			return projections.Run{}, 0, err
 		}
 	}
 	if req.Tags != nil {
 		var tseq uint64
-		if run, tseq, err = s.deps.Tracking.SetRunTags(r.Context(), meta(r), p, ref, id, req.Tags); err != nil {
-			return err
+		if run, tseq, err = s.deps.Tracking.SetRunTags(c.ctx, c.meta, c.who, ref, id, req.Tags); err != nil {
+			return projections.Run{}, 0, err
 		}
 		seq = max(seq, tseq)
 	}
-	if seq == 0 {
-		if run, err = s.deps.Tracking.Run(r.Context(), p, ref, id); err != nil {
-			return err
-		}
-	}
-	s.respondCommand(w, r, http.StatusOK, seq, runFromState(run))
-	return nil
+	return s.runAnswer(c, id, run, seq)
 }
 
-func (s *Server) deleteRun(del bool) func(w http.ResponseWriter, r *http.Request) error {
-	return func(w http.ResponseWriter, r *http.Request) error {
-		ref, err := projectRef(r)
-		if err != nil {
-			return err
+// runAnswer is a run command's answer: the run as the command left it, or
+// as it is when the command changed nothing.
+func (s *Server) runAnswer(c *call, id string, run tracking.RunState, seq uint64) (projections.Run, uint64, error) {
+	if seq == 0 {
+		var err error
+		if run, err = s.deps.Tracking.Run(c.ctx, c.who, c.param("project"), id); err != nil {
+			return projections.Run{}, 0, err
 		}
-		id, err := pathID(r, "run", "run")
-		if err != nil {
-			return err
-		}
-		p, _ := principal(r.Context())
-		run, seq, err := s.deps.Tracking.DeleteRun(r.Context(), meta(r), p, ref, id, del)
-		if err != nil {
-			return err
-		}
-		if del {
-			s.respondCommand(w, r, http.StatusNoContent, seq, nil)
-			return nil
-		}
-		s.respondCommand(w, r, http.StatusOK, seq, runFromState(run))
-		return nil
 	}
+	return runFromState(run), seq, nil
+}
+
+func (s *Server) deleteRun(c *call, ref runRef) (none, uint64, error) {
+	_, seq, err := s.deps.Tracking.DeleteRun(c.ctx, c.meta, c.who, c.param("project"), ref.run, true)
+	return none{}, seq, err
+}
+
+func (s *Server) restoreRun(c *call, ref runRef) (projections.Run, uint64, error) {
+	run, seq, err := s.deps.Tracking.DeleteRun(c.ctx, c.meta, c.who, c.param("project"), ref.run, false)
+	if err != nil {
+		return projections.Run{}, 0, err
+	}
+	return s.runAnswer(c, ref.run, run, seq)
 }
 
 type logParamsRequest struct {
+	runRef
 	Params []events.Param `json:"params"`
 }
 
-func (s *Server) logParams(w http.ResponseWriter, r *http.Request) error {
-	ref, err := projectRef(r)
-	if err != nil {
-		return err
-	}
-	id, err := pathID(r, "run", "run")
-	if err != nil {
-		return err
-	}
-	var req logParamsRequest
-	if err := decodeJSON(r, &req); err != nil {
-		return err
-	}
+func (req *logParamsRequest) validate() error {
 	if len(req.Params) == 0 {
 		return problem("validation-failed", "send at least one param")
 	}
-	p, _ := principal(r.Context())
-	run, seq, err := s.deps.Tracking.LogParams(r.Context(), meta(r), p, ref, id, req.Params)
-	if err != nil {
-		return err
-	}
-	if seq == 0 {
-		if run, err = s.deps.Tracking.Run(r.Context(), p, ref, id); err != nil {
-			return err
-		}
-	}
-	s.respondCommand(w, r, http.StatusOK, seq, runFromState(run))
 	return nil
 }
 
-func (s *Server) deleteRunTag(w http.ResponseWriter, r *http.Request) error {
-	ref, err := projectRef(r)
+func (s *Server) logParams(c *call, req logParamsRequest) (projections.Run, uint64, error) {
+	run, seq, err := s.deps.Tracking.LogParams(c.ctx, c.meta, c.who, c.param("project"), req.run, req.Params)
 	if err != nil {
-		return err
+		return projections.Run{}, 0, err
 	}
-	id, err := pathID(r, "run", "run")
-	if err != nil {
-		return err
-	}
-	key, err := tagKeyParam(r)
-	if err != nil {
-		return err
-	}
-	p, _ := principal(r.Context())
-	_, seq, err := s.deps.Tracking.DeleteRunTag(r.Context(), meta(r), p, ref, id, key)
-	if err != nil {
-		return err
-	}
-	s.respondCommand(w, r, http.StatusNoContent, seq, nil)
-	return nil
+	return s.runAnswer(c, req.run, run, seq)
+}
+
+func (s *Server) deleteRunTag(c *call, ref runTagRef) (none, uint64, error) {
+	_, seq, err := s.deps.Tracking.DeleteRunTag(c.ctx, c.meta, c.who, c.param("project"), ref.run, ref.key)
+	return none{}, seq, err
 }

@@ -59,7 +59,7 @@ func walkTracking(t *testing.T, e *testenv.Env, admin string) map[string][]int {
 	xs := pp + "/experiments"
 	r := call(t, e, 201, "POST", xs, editor.Token, map[string]any{"name": "walk", "artifact_location": "s3://bucket/walk", "tags": map[string]string{"team": "risk"}})
 	x := asJSON[projections.Experiment](t, r)
-	if x.Name != "walk" || x.LifecycleStage != "active" || x.Tags["team"] != "risk" || r.Header.Get("Location") != xs+"/"+x.ID {
+	if x.Name != "walk" || x.LifecycleStage != "active" || x.Tags["team"] != "risk" || r.Header.Get("Location") != projectsPath+"/"+proj.ID+"/experiments/"+x.ID {
 		t.Fatalf("created experiment: %s (Location %q)", r.Body, r.Header.Get("Location"))
 	}
 	xp := xs + "/" + x.ID
@@ -182,7 +182,7 @@ func walkTracking(t *testing.T, e *testenv.Env, admin string) map[string][]int {
 	r = call(t, e, 201, "POST", runs, editor.Token, map[string]any{"name": "first", "start_time": 1_700_000_000_000, "tags": map[string]string{"data": "2025-01"}})
 	run := asJSON[projections.Run](t, r)
 	rp := pp + "/runs/" + run.ID
-	if run.Name != "first" || run.Status != "RUNNING" || run.Tags["mlflow.runName"] != "first" || run.ExperimentID != x.ID || r.Header.Get("Location") != rp {
+	if run.Name != "first" || run.Status != "RUNNING" || run.Tags["mlflow.runName"] != "first" || run.ExperimentID != x.ID || r.Header.Get("Location") != projectsPath+"/"+proj.ID+"/runs/"+run.ID {
 		t.Fatalf("created run: %s (Location %q)", r.Body, r.Header.Get("Location"))
 	}
 	second := asJSON[projections.Run](t, call(t, e, 201, "POST", runs, editor.Token, map[string]any{}))

@@ -44,7 +44,7 @@ func (s *Service) CreateExperiment(ctx context.Context, meta events.Meta, p auth
 		return ExperimentState{}, 0, err
 	}
 	if ps.Archived {
-		return ExperimentState{}, 0, handlers.Errorf(handlers.Conflict, "project-archived", "the project is archived; restore it first")
+		return ExperimentState{}, 0, archived()
 	}
 	c.ExperimentID = handlers.IDFor(meta, "experiment")
 	c.ProjectID = ps.ID
@@ -102,27 +102,42 @@ func (s *Service) experiment(ctx context.Context, projectID, id string) (Experim
 // through it; versions may add reservation subjects' expected versions.
 func (s *Service) UpdateExperiment(ctx context.Context, meta events.Meta, p authz.Principal, ref, id string,
 	decide func(ExperimentState) ([]handlers.Change, map[string]uint64, error)) (ExperimentState, uint64, error) {
+	return update(ctx, s, meta, p, ref, s.experiments, events.Subject(events.AggExperiment, id),
+		func(projectID string) error { _, err := s.experiment(ctx, projectID, id); return err }, decide)
+}
+
+// update is every experiment and run command: authorize a tracking write
+// in the project ref, check the aggregate is the project's (exists), and
+// decide on its current state, re-checking the project right before (the
+// command may have waited its turn while an owner removed the caller or
+// archived the project).
+func update[S any](ctx context.Context, s *Service, meta events.Meta, p authz.Principal, ref string, repo *handlers.Repository[S],
+	subject string, exists func(projectID string) error, decide func(S) ([]handlers.Change, map[string]uint64, error)) (S, uint64, error) {
+	var zero S
 	p, ps, err := s.projects.AuthorizeProject(ctx, p, ref, authz.TrackingWrite)
 	if err != nil {
-		return ExperimentState{}, 0, err
+		return zero, 0, err
 	}
-	if _, err := s.experiment(ctx, ps.ID, id); err != nil {
-		return ExperimentState{}, 0, err
+	if err := exists(ps.ID); err != nil {
+		return zero, 0, err
 	}
 	meta.Now = s.now
-	return s.experiments.Update(ctx, events.Subject(events.AggExperiment, id), meta,
-		func(x ExperimentState, _ uint64, replay bool) ([]handlers.Change, map[string]uint64, error) {
-			if !replay {
-				cur, err := s.projects.CurrentProject(ctx, p, ps.ID, authz.TrackingWrite)
-				if err != nil {
-					return nil, nil, err
-				}
-				if cur.Archived {
-					return nil, nil, handlers.Errorf(handlers.Conflict, "project-archived", "the project is archived; restore it first")
-				}
+	return repo.Update(ctx, subject, meta, func(cur S, _ uint64, replay bool) ([]handlers.Change, map[string]uint64, error) {
+		if !replay {
+			proj, err := s.projects.CurrentProject(ctx, p, ps.ID, authz.TrackingWrite)
+			if err != nil {
+				return nil, nil, err
 			}
-			return decide(x)
-		})
+			if proj.Archived {
+				return nil, nil, archived()
+			}
+		}
+		return decide(cur)
+	})
+}
+
+func archived() error {
+	return handlers.Errorf(handlers.Conflict, "project-archived", "the project is archived; restore it first")
 }
 
 // RenameExperiment renames an experiment (names are unique per project).
@@ -145,7 +160,7 @@ func (s *Service) RenameExperiment(ctx context.Context, meta events.Meta, p auth
 	})
 }
 
-// plain adapts a decider without other subjects to UpdateExperiment.
+// plain adapts a decider without other subjects to update.
 func plain[S any](decide func(S) ([]handlers.Change, error)) func(S) ([]handlers.Change, map[string]uint64, error) {
 	return func(x S) ([]handlers.Change, map[string]uint64, error) {
 		ch, err := decide(x)
@@ -181,7 +196,7 @@ func (s *Service) CreateRun(ctx context.Context, meta events.Meta, p authz.Princ
 		return RunState{}, 0, err
 	}
 	if ps.Archived {
-		return RunState{}, 0, handlers.Errorf(handlers.Conflict, "project-archived", "the project is archived; restore it first")
+		return RunState{}, 0, archived()
 	}
 	if _, err := s.experiment(ctx, ps.ID, experimentID); err != nil {
 		return RunState{}, 0, err
@@ -241,28 +256,8 @@ func (s *Service) run(ctx context.Context, projectID, runID string) (RunState, e
 // decide on the run's current state; every run command goes through it.
 func (s *Service) UpdateRunFunc(ctx context.Context, meta events.Meta, p authz.Principal, ref, runID string,
 	decide func(RunState) ([]handlers.Change, error)) (RunState, uint64, error) {
-	p, ps, err := s.projects.AuthorizeProject(ctx, p, ref, authz.TrackingWrite)
-	if err != nil {
-		return RunState{}, 0, err
-	}
-	if _, err := s.run(ctx, ps.ID, runID); err != nil {
-		return RunState{}, 0, err
-	}
-	meta.Now = s.now
-	return s.runs.Update(ctx, events.Subject(events.AggRun, runID), meta,
-		func(r RunState, _ uint64, replay bool) ([]handlers.Change, map[string]uint64, error) {
-			if !replay {
-				cur, err := s.projects.CurrentProject(ctx, p, ps.ID, authz.TrackingWrite)
-				if err != nil {
-					return nil, nil, err
-				}
-				if cur.Archived {
-					return nil, nil, handlers.Errorf(handlers.Conflict, "project-archived", "the project is archived; restore it first")
-				}
-			}
-			ch, err := decide(r)
-			return ch, nil, err
-		})
+	return update(ctx, s, meta, p, ref, s.runs, events.Subject(events.AggRun, runID),
+		func(projectID string) error { _, err := s.run(ctx, projectID, runID); return err }, plain(decide))
 }
 
 // UpdateRun changes a run's status, end time or name.
