@@ -4,11 +4,13 @@ import (
 	"errors"
 	"maps"
 	"net/http"
+	"net/url"
 
 	"github.com/go-chi/chi/v5"
 	"github.com/google/uuid"
 
 	"github.com/maestro-ml/maestro/events"
+	"github.com/maestro-ml/maestro/handlers"
 	"github.com/maestro-ml/maestro/handlers/tracking"
 	"github.com/maestro-ml/maestro/projections"
 )
@@ -19,7 +21,8 @@ import (
 // same read-side check as the registry's (readableProject).
 
 // trackingMaxBody admits 100 tags of 8,000 bytes or 100 params of 6,000
-// (MLflow's limits) with room for JSON escaping.
+// (MLflow's limits) with room for JSON escaping; what does not fit in one
+// event after all is refused by handlers.Build (MaxEventData).
 const trackingMaxBody = 2 << 20
 
 var trackingViews = []string{projections.Projects{}.Name(), projections.Experiments{}.Name(), projections.Runs{}.Name()}
@@ -102,8 +105,14 @@ func (x *runRef) readParams(r *http.Request) (err error) {
 
 type tagKey struct{ key string }
 
+// readParams reads {key} unescaped: a key may hold "/", which a client
+// sends as %2F (chi matches the escaped path and passes it on as sent).
 func (k *tagKey) readParams(r *http.Request) error {
-	k.key = chi.URLParam(r, "key")
+	key, err := url.PathUnescape(chi.URLParam(r, "key"))
+	if err != nil {
+		return problem("validation-failed", "the tag key is not a valid escaped path segment")
+	}
+	k.key = key
 	return tracking.ValidKey("tag", k.key)
 }
 
@@ -180,8 +189,8 @@ type listExperimentsQuery struct {
 
 func (q *listExperimentsQuery) readParams(r *http.Request) error {
 	q.name = r.URL.Query().Get("name")
-	if len(q.name) > tracking.MaxNameLen*4 {
-		return problem("validation-failed", "name is too long")
+	if len(q.name) > tracking.MaxNameLen*4 || !handlers.PlainText(q.name) {
+		return problem("validation-failed", "name must be at most 500 characters of text")
 	}
 	return q.listQuery.readParams(r)
 }
@@ -231,36 +240,18 @@ type updateExperimentRequest struct {
 	Tags map[string]string `json:"tags"`
 }
 
-// validate checks both parts before either is applied: a bad tag must not
-// leave the rename done.
 func (req *updateExperimentRequest) validate() error {
 	if req.Name == nil && req.Tags == nil {
 		return problem("validation-failed", "send name and/or tags")
 	}
-	return tracking.CheckTags(req.Tags)
+	return nil
 }
 
 func (s *Server) updateExperiment(c *call, req updateExperimentRequest) (projections.Experiment, uint64, error) {
 	ref, id := c.param("project"), req.experiment
-	var x tracking.ExperimentState
-	var seq uint64
-	var err error
-	if req.Name != nil {
-		if x, seq, err = s.deps.Tracking.RenameExperiment(c.ctx, c.meta, c.who, ref, id, *req.Name); err != nil {
-			return projections.Experiment{}, 0, err
-		}
-	}
-	if req.Tags != nil {
-		var tseq uint64
-		if x, tseq, err = s.deps.Tracking.SetExperimentTags(c.ctx, c.meta, c.who, ref, id, req.Tags); err != nil {
-			return projections.Experiment{}, 0, err
-		}
-		seq = max(seq, tseq)
-	}
-	if seq == 0 { // nothing changed: answer with the current state
-		if x, err = s.deps.Tracking.Experiment(c.ctx, c.who, ref, id); err != nil {
-			return projections.Experiment{}, 0, err
-		}
+	x, seq, err := s.deps.Tracking.UpdateExperiment(c.ctx, c.meta, c.who, ref, id, tracking.UpdateExperiment{Name: req.Name, Tags: req.Tags})
+	if err != nil {
+		return projections.Experiment{}, 0, err
 	}
 	return experimentFromState(x), seq, nil
 }
@@ -343,36 +334,20 @@ type updateRunRequest struct {
 	Tags    map[string]string `json:"tags"`
 }
 
-// validate checks every part before any is applied.
 func (req *updateRunRequest) validate() error {
 	if req.Status == "" && req.EndTime == nil && req.Name == nil && req.Tags == nil {
 		return problem("validation-failed", "send status, end_time, name and/or tags")
 	}
-	if req.Status != "" && !tracking.ValidStatus(req.Status) {
-		return problem("validation-failed", "status must be one of RUNNING, SCHEDULED, FINISHED, FAILED, KILLED")
-	}
-	return tracking.CheckTags(req.Tags)
+	return nil
 }
 
 func (s *Server) updateRun(c *call, req updateRunRequest) (projections.Run, uint64, error) {
-	ref, id := c.param("project"), req.run
-	var run tracking.RunState
-	var seq uint64
-	var err error
-	if req.Status != "" || req.EndTime != nil || req.Name != nil {
-		if run, seq, err = s.deps.Tracking.UpdateRun(c.ctx, c.meta, c.who, ref, id,
-			tracking.UpdateRun{Status: req.Status, EndTime: req.EndTime, Name: req.Name}); err != nil {
-			return projections.Run{}, 0, err
-		}
+	run, seq, err := s.deps.Tracking.UpdateRun(c.ctx, c.meta, c.who, c.param("project"), req.run,
+		tracking.UpdateRun{Status: req.Status, EndTime: req.EndTime, Name: req.Name, Tags: req.Tags})
+	if err != nil {
+		return projections.Run{}, 0, err
 	}
-	if req.Tags != nil {
-		var tseq uint64
-		if run, tseq, err = s.deps.Tracking.SetRunTags(c.ctx, c.meta, c.who, ref, id, req.Tags); err != nil {
-			return projections.Run{}, 0, err
-		}
-		seq = max(seq, tseq)
-	}
-	return s.runAnswer(c, id, run, seq)
+	return s.runAnswer(c, req.run, run, seq)
 }
 
 // runAnswer is a run command's answer: the run as the command left it, or

@@ -133,6 +133,29 @@ func TestTrackingFlow(t *testing.T) {
 		t.Fatalf("paged %d runs, want 5", seen)
 	}
 
+	// One PATCH is one command: with an Idempotency-Key, its retry answers
+	// the same; a refused part leaves the rest unapplied.
+	r2 := asJSON[projections.Run](t, call(t, e, 201, "POST", xPath+"/runs", ada.Token, map[string]any{}))
+	r2Path := base + "/runs/" + r2.ID
+	patch := map[string]any{"status": "KILLED", "tags": map[string]string{"why": "oom", "data/split": "a"}}
+	first := call(t, e, 200, "PATCH", r2Path, ada.Token, patch, "Idempotency-Key", "kill-1")
+	again := call(t, e, 200, "PATCH", r2Path, ada.Token, patch, "Idempotency-Key", "kill-1")
+	if string(first.Body) != string(again.Body) {
+		t.Fatalf("retry answered %s, first %s", again.Body, first.Body)
+	}
+	callProblem(t, e, 400, "validation-failed", "PATCH", r2Path, ada.Token,
+		map[string]any{"status": "FAILED", "tags": map[string]string{"mlflow.runName": " "}})
+	if got := asJSON[projections.Run](t, call(t, e, 200, "GET", r2Path, ada.Token, nil)); got.Status != "KILLED" {
+		t.Fatalf("a refused PATCH changed the status to %s", got.Status)
+	}
+	// A key with "/" is deleted through its escaped form.
+	call(t, e, 204, "DELETE", r2Path+"/tags/data%2Fsplit", ada.Token, nil)
+	if got := asJSON[projections.Run](t, call(t, e, 200, "GET", r2Path, ada.Token, nil)); got.Tags["data/split"] != "" || got.Tags["why"] != "oom" {
+		t.Fatalf("tags after deleting data/split: %v", got.Tags)
+	}
+	callProblem(t, e, 400, "validation-failed", "GET", base+"/experiments?name=a%00b", ada.Token, nil)
+	callProblem(t, e, 400, "validation-failed", "POST", base+"/experiments", ada.Token, map[string]any{"name": "padded "})
+
 	// A viewer reads but does not write; a stranger sees nothing.
 	viewer := regUser(e, admin, "viewer@tracking.test", "member")
 	call(t, e, 200, "PUT", base+"/members/"+viewer.ID, ada.Token, map[string]any{"role": "viewer"})

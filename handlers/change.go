@@ -16,6 +16,10 @@ type Change struct {
 	Data    any
 }
 
+// MaxEventData bounds an event's encoded data: the stream takes messages of
+// up to 1 MiB (events.OpenStore), headers included.
+const MaxEventData = 1<<20 - 16<<10
+
 // Build wraps changes in envelopes carrying meta and the expected version
 // of each subject (subjects missing from versions are appended unchecked).
 func Build(meta events.Meta, versions map[string]uint64, changes ...Change) ([]events.Append, error) {
@@ -32,6 +36,12 @@ func Build(meta events.Meta, versions map[string]uint64, changes ...Change) ([]e
 		env, err := events.New(meta, c.Subject, c.Type, i, c.Data)
 		if err != nil {
 			return nil, err
+		}
+		if len(env.Data) > MaxEventData {
+			// Within every field's limit, a request can still encode larger
+			// than the stream takes one message (JSON escaping): refuse it
+			// as the client's, not fail on the append.
+			return nil, Errorf(Invalid, "validation-failed", "the change is too large: %d bytes encoded, at most %d", len(env.Data), MaxEventData)
 		}
 		expect, ok := versions[c.Subject]
 		if !ok || seen[c.Subject] {

@@ -30,6 +30,9 @@ const (
 	// the cost of folding it); MLflow has no such limit, nobody comes near it.
 	MaxParamsPerRun = 10_000
 	MaxTagsPerRun   = 1_000
+	// MaxRunBytes bounds the keys and values of a run's params and tags
+	// together: what a run's state (and a cache of runs) may weigh.
+	MaxRunBytes = 4 << 20
 	// RunNameTag mirrors a run's name (MLflow's reserved tag).
 	RunNameTag = "mlflow.runName"
 )
@@ -81,10 +84,18 @@ func truncate(s string, n int) string {
 	return s[:n] + "…"
 }
 
+// checkName refuses a name with surrounding whitespace rather than trim
+// it: the name is a lookup key (get-by-name, the reservation), and a client
+// that sent "x " must not find "x" missing and then collide with it.
 func checkName(kind, name string, required bool) (string, error) {
-	name = strings.TrimSpace(name)
+	if !required && strings.TrimSpace(name) == "" {
+		return "", nil // a blank optional name is no name
+	}
 	if (required && name == "") || utf8.RuneCountInString(name) > MaxNameLen || !handlers.PlainText(name) || strings.ContainsAny(name, "\r\n") {
 		return "", handlers.Errorf(handlers.Invalid, "validation-failed", "%s name must be 1 to %d characters on one line", kind, MaxNameLen)
+	}
+	if name != strings.TrimSpace(name) {
+		return "", handlers.Errorf(handlers.Invalid, "validation-failed", "%s name must not start or end with whitespace", kind)
 	}
 	return name, nil
 }
@@ -261,6 +272,34 @@ func DecideRenameExperiment(x ExperimentState, newName ReservationState, name st
 		{Subject: events.Subject(events.AggExperiment, x.ID), Type: events.ExperimentRenamed,
 			Data: events.ExperimentRenamedData{ExperimentID: x.ID, ProjectID: x.ProjectID, Name: n, PreviousName: x.Name}},
 	}, nil
+}
+
+// UpdateExperiment renames an experiment and/or sets its tags (nil:
+// unchanged), as one command: all of it is applied or none.
+type UpdateExperiment struct {
+	Name *string
+	Tags map[string]string
+}
+
+// DecideUpdateExperiment decides a rename (on the new name's reservation)
+// and a tag change together.
+func DecideUpdateExperiment(x ExperimentState, newName ReservationState, c UpdateExperiment) ([]handlers.Change, error) {
+	var out []handlers.Change
+	if c.Name != nil {
+		ch, err := DecideRenameExperiment(x, newName, *c.Name)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, ch...)
+	}
+	if c.Tags != nil {
+		ch, err := DecideSetExperimentTags(x, c.Tags)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, ch...)
+	}
+	return out, nil
 }
 
 // DecideSetExperimentTags sets tags on an active experiment (a no-op when
@@ -487,15 +526,19 @@ func activeRun(r RunState) error {
 	return nil
 }
 
-// UpdateRun changes a run's status, end time or name (nil: unchanged).
+// UpdateRun changes a run's status, end time, name or tags (nil or empty:
+// unchanged). It is one command, so one request's changes are applied all
+// together or not at all.
 type UpdateRun struct {
 	Status  string
 	EndTime *int64
 	Name    *string
+	Tags    map[string]string
 }
 
-// DecideUpdateRun updates an active run; a new name also sets the
-// mlflow.runName tag.
+// DecideUpdateRun updates an active run. The name and the mlflow.runName
+// tag are one thing: setting either sets both (a request giving both must
+// give them equal).
 func DecideUpdateRun(r RunState, c UpdateRun) ([]handlers.Change, error) {
 	if err := activeRun(r); err != nil {
 		return nil, err
@@ -515,22 +558,50 @@ func DecideUpdateRun(r RunState, c UpdateRun) ([]handlers.Change, error) {
 			d.EndTime = c.EndTime
 		}
 	}
-	var out []handlers.Change
+	if err := CheckTags(c.Tags); err != nil {
+		return nil, err
+	}
+	tags := c.Tags
+	if tag, ok := tags[RunNameTag]; ok {
+		if _, err := checkName("run", tag, true); err != nil {
+			return nil, err
+		}
+	}
 	if c.Name != nil {
 		name, err := checkName("run", *c.Name, false)
 		if err != nil {
 			return nil, err
 		}
-		if name != "" && name != r.Name {
-			d.Name = &name
-			out = append(out, handlers.Change{Subject: events.Subject(events.AggRun, r.ID), Type: events.RunTagsSet,
-				Data: events.TagsSetData{ID: r.ID, Tags: map[string]string{RunNameTag: name}}})
+		if tag, ok := tags[RunNameTag]; ok && name != "" && tag != name {
+			return nil, handlers.Errorf(handlers.Invalid, "validation-failed", "name and the %s tag differ", RunNameTag)
+		}
+		if name != "" {
+			tags = maps.Clone(tags)
+			if tags == nil {
+				tags = map[string]string{}
+			}
+			tags[RunNameTag] = name
 		}
 	}
-	if d.Status == "" && d.EndTime == nil && d.Name == nil {
-		return nil, nil
+	changed := changedTags(r.Tags, tags)
+	if len(r.Tags)+newKeys(r.Tags, changed) > MaxTagsPerRun {
+		return nil, handlers.Errorf(handlers.Invalid, "validation-failed", "a run holds at most %d tags", MaxTagsPerRun)
 	}
-	return append([]handlers.Change{{Subject: events.Subject(events.AggRun, r.ID), Type: events.RunUpdated, Data: d}}, out...), nil
+	if err := fits(r, changed); err != nil { // an overwrite counted whole: a safe overestimate
+		return nil, err
+	}
+	if name, ok := changed[RunNameTag]; ok && name != r.Name {
+		d.Name = &name
+	}
+	var out []handlers.Change
+	if d.Status != "" || d.EndTime != nil || d.Name != nil {
+		out = append(out, handlers.Change{Subject: events.Subject(events.AggRun, r.ID), Type: events.RunUpdated, Data: d})
+	}
+	if len(changed) > 0 {
+		out = append(out, handlers.Change{Subject: events.Subject(events.AggRun, r.ID), Type: events.RunTagsSet,
+			Data: events.TagsSetData{ID: r.ID, Tags: changed}})
+	}
+	return out, nil
 }
 
 // DecideLogParams logs params on an active run: write-once per key, as in
@@ -574,8 +645,38 @@ func DecideLogParams(r RunState, params []events.Param) ([]handlers.Change, erro
 	if len(r.Params)+len(fresh) > MaxParamsPerRun {
 		return nil, handlers.Errorf(handlers.Invalid, "validation-failed", "a run holds at most %d params", MaxParamsPerRun)
 	}
+	added := make(map[string]string, len(fresh))
+	for _, p := range fresh {
+		added[p.Key] = p.Value
+	}
+	if err := fits(r, added); err != nil {
+		return nil, err
+	}
 	return []handlers.Change{{Subject: events.Subject(events.AggRun, r.ID), Type: events.RunParamsLogged,
 		Data: events.RunParamsLoggedData{RunID: r.ID, Params: fresh}}}, nil
+}
+
+// runBytes is the weight of a run's params and tags (MaxRunBytes).
+func runBytes(r RunState) int {
+	n := 0
+	for _, m := range []map[string]string{r.Params, r.Tags} {
+		for k, v := range m {
+			n += len(k) + len(v)
+		}
+	}
+	return n
+}
+
+// fits refuses changes that would take a run beyond MaxRunBytes.
+func fits(r RunState, add map[string]string) error {
+	n := runBytes(r)
+	for k, v := range add {
+		n += len(k) + len(v)
+	}
+	if n > MaxRunBytes {
+		return handlers.Errorf(handlers.Invalid, "validation-failed", "a run holds at most %d bytes of params and tags", MaxRunBytes)
+	}
+	return nil
 }
 
 // indexed prefixes a validation error's detail with the item's index.
@@ -591,33 +692,7 @@ func indexed(err error, i int) error {
 // DecideSetRunTags sets tags on an active run; setting mlflow.runName also
 // renames the run.
 func DecideSetRunTags(r RunState, tags map[string]string) ([]handlers.Change, error) {
-	if err := activeRun(r); err != nil {
-		return nil, err
-	}
-	if err := CheckTags(tags); err != nil {
-		return nil, err
-	}
-	if name, ok := tags[RunNameTag]; ok {
-		n, err := checkName("run", name, true)
-		if err != nil {
-			return nil, err
-		}
-		tags = maps.Clone(tags)
-		tags[RunNameTag] = n // the tag is the name, trimmed like it
-	}
-	changed := changedTags(r.Tags, tags)
-	if len(changed) == 0 {
-		return nil, nil
-	}
-	if len(r.Tags)+newKeys(r.Tags, changed) > MaxTagsPerRun {
-		return nil, handlers.Errorf(handlers.Invalid, "validation-failed", "a run holds at most %d tags", MaxTagsPerRun)
-	}
-	out := []handlers.Change{{Subject: events.Subject(events.AggRun, r.ID), Type: events.RunTagsSet, Data: events.TagsSetData{ID: r.ID, Tags: changed}}}
-	if n, ok := changed[RunNameTag]; ok && n != r.Name {
-		out = append(out, handlers.Change{Subject: events.Subject(events.AggRun, r.ID), Type: events.RunUpdated,
-			Data: events.RunUpdatedData{RunID: r.ID, Name: &n}})
-	}
-	return out, nil
+	return DecideUpdateRun(r, UpdateRun{Tags: tags})
 }
 
 // DecideDeleteRunTag removes a tag from an active run (404 if absent).

@@ -1,6 +1,7 @@
 package tracking_test
 
 import (
+	"fmt"
 	"maps"
 	"reflect"
 	"strconv"
@@ -368,7 +369,7 @@ func TestDecideCreateExperiment(t *testing.T) {
 		err      wantErr
 	}{
 		{name: "fresh", cmdName: "exp", want: ok("exp", nil, "")},
-		{name: "name trimmed", cmdName: "  exp \t", want: ok("exp", nil, "")},
+		{name: "padded name refused, not trimmed", cmdName: "  exp \t", err: invalid},
 		{name: "inner spaces kept", cmdName: "my  exp", want: ok("my  exp", nil, "")},
 		{name: "slashes allowed in names", cmdName: "/Users/ada/exp", want: ok("/Users/ada/exp", nil, "")},
 		{name: "tags and artifact location", cmdName: "exp", tags: tags, artifact: "s3://bucket/x",
@@ -378,7 +379,7 @@ func TestDecideCreateExperiment(t *testing.T) {
 		{name: "name released earlier", given: []events.Envelope{reserved(t, "exp", other), released(t, "exp", other)},
 			cmdName: "exp", want: ok("exp", nil, "")},
 		{name: "name taken", given: []events.Envelope{reserved(t, "exp", other)}, cmdName: "exp", err: expExists},
-		{name: "name taken, given padded", given: []events.Envelope{reserved(t, "exp", other)}, cmdName: " exp ", err: expExists},
+		{name: "padded form of a taken name refused", given: []events.Envelope{reserved(t, "exp", other)}, cmdName: " exp ", err: invalid},
 		{name: "empty name", cmdName: "", err: invalid},
 		{name: "blank name", cmdName: " \t ", err: invalid},
 		{name: "name of 501 runes", cmdName: strings.Repeat("é", tracking.MaxNameLen+1), err: invalid},
@@ -406,7 +407,7 @@ func TestDecideCreateExperiment(t *testing.T) {
 func TestDecideCreateExperimentReplay(t *testing.T) {
 	t.Parallel()
 	got, err := tracking.DecideCreateExperiment(tracking.ReservationState{}, tracking.CreateExperiment{
-		ExperimentID: xid, ProjectID: pid, Name: " exp ", ArtifactLocation: "s3://b", Tags: map[string]string{"a": "1"}})
+		ExperimentID: xid, ProjectID: pid, Name: "exp", ArtifactLocation: "s3://b", Tags: map[string]string{"a": "1"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -446,7 +447,7 @@ func TestDecideRenameExperiment(t *testing.T) {
 		err       wantErr
 	}{
 		{name: "rename", given: active, newName: "new", want: renamed("exp", "new")},
-		{name: "new name trimmed", given: active, newName: "  new  ", want: renamed("exp", "new")},
+		{name: "padded new name refused", given: active, newName: "  new  ", err: invalid},
 		{name: "case change is a rename", given: active, newName: "Exp", want: renamed("exp", "Exp")},
 		{name: "after an earlier rename the current name is released", given: cat(active, []events.Envelope{expRenamed(t, "exp", "mid")}),
 			newName: "new", want: renamed("mid", "new")},
@@ -455,7 +456,7 @@ func TestDecideRenameExperiment(t *testing.T) {
 		{name: "restored experiment", given: cat(active, []events.Envelope{expDeleted(t), expRestored(t)}), newName: "new",
 			want: renamed("exp", "new")},
 		{name: "no-op: same name", given: active, newName: "exp", want: noChanges},
-		{name: "no-op: same name padded", given: active, newName: " exp ", want: noChanges},
+		{name: "same name padded refused", given: active, newName: " exp ", err: invalid},
 		{name: "no-op: same name even though reserved (by itself)", given: active,
 			nameGiven: []events.Envelope{reserved(t, "exp", xid)}, newName: "exp", want: noChanges},
 		{name: "name taken", given: active, nameGiven: []events.Envelope{reserved(t, "new", other)}, newName: "new", err: expExists},
@@ -683,16 +684,13 @@ func TestDecideCreateRun(t *testing.T) {
 	}{
 		{name: "name only sets the tag", expGiven: active, cmd: tracking.CreateRun{Name: "train", StartTime: 5},
 			want: created("train", 5, map[string]string{rn: "train"})},
-		{name: "name trimmed", expGiven: active, cmd: tracking.CreateRun{Name: "  train  ", StartTime: 5},
-			want: created("train", 5, map[string]string{rn: "train"})},
+		{name: "padded name refused", expGiven: active, cmd: tracking.CreateRun{Name: "  train  ", StartTime: 5}, err: invalid},
 		{name: "tag only sets the name", expGiven: active, cmd: tracking.CreateRun{Tags: map[string]string{rn: "train", "a": "1"}, StartTime: 5},
 			want: created("train", 5, map[string]string{rn: "train", "a": "1"})},
-		{name: "tag only, padded: both trimmed", expGiven: active, cmd: tracking.CreateRun{Tags: map[string]string{rn: " train "}, StartTime: 5},
-			want: created("train", 5, map[string]string{rn: "train"})},
+		{name: "tag only, padded: refused", expGiven: active, cmd: tracking.CreateRun{Tags: map[string]string{rn: " train "}, StartTime: 5}, err: invalid},
 		{name: "both equal", expGiven: active, cmd: tracking.CreateRun{Name: "train", Tags: map[string]string{rn: "train"}, StartTime: 5},
 			want: created("train", 5, map[string]string{rn: "train"})},
-		{name: "both equal after trimming the name", expGiven: active, cmd: tracking.CreateRun{Name: " train ", Tags: map[string]string{rn: "train"}, StartTime: 5},
-			want: created("train", 5, map[string]string{rn: "train"})},
+		{name: "padded name with the plain tag refused", expGiven: active, cmd: tracking.CreateRun{Name: " train ", Tags: map[string]string{rn: "train"}, StartTime: 5}, err: invalid},
 		{name: "both different", expGiven: active, cmd: tracking.CreateRun{Name: "train", Tags: map[string]string{rn: "eval"}}, err: invalid},
 		{name: "neither: generated from the id", expGiven: active, cmd: tracking.CreateRun{StartTime: 5, Tags: map[string]string{"a": "1"}},
 			want: created("run-abcdef01", 5, map[string]string{rn: "run-abcdef01", "a": "1"})},
@@ -795,8 +793,7 @@ func TestDecideUpdateRun(t *testing.T) {
 			want: []handlers.Change{runUpdatedChange(events.RunUpdatedData{Status: tracking.StatusRunning})}},
 		{name: "rename also sets the name tag", given: running, cmd: tracking.UpdateRun{Name: strp("eval")},
 			want: []handlers.Change{runUpdatedChange(events.RunUpdatedData{Name: strp("eval")}), runTagsChange(map[string]string{rn: "eval"})}},
-		{name: "rename trimmed", given: running, cmd: tracking.UpdateRun{Name: strp("  eval ")},
-			want: []handlers.Change{runUpdatedChange(events.RunUpdatedData{Name: strp("eval")}), runTagsChange(map[string]string{rn: "eval"})}},
+		{name: "padded rename refused", given: running, cmd: tracking.UpdateRun{Name: strp("  eval ")}, err: invalid},
 		{name: "everything at once", given: running, cmd: tracking.UpdateRun{Status: tracking.StatusFinished, EndTime: i64p(5), Name: strp("eval")},
 			want: []handlers.Change{
 				runUpdatedChange(events.RunUpdatedData{Status: tracking.StatusFinished, EndTime: i64p(5), Name: strp("eval")}),
@@ -808,7 +805,7 @@ func TestDecideUpdateRun(t *testing.T) {
 		{name: "no-op: same status", given: running, cmd: tracking.UpdateRun{Status: tracking.StatusRunning}, want: noChanges},
 		{name: "no-op: same status and end time", given: finished, cmd: tracking.UpdateRun{Status: tracking.StatusFinished, EndTime: i64p(2000)}, want: noChanges},
 		{name: "no-op: same name", given: running, cmd: tracking.UpdateRun{Name: strp("train")}, want: noChanges},
-		{name: "no-op: same name padded", given: running, cmd: tracking.UpdateRun{Name: strp(" train ")}, want: noChanges},
+		{name: "same name padded refused", given: running, cmd: tracking.UpdateRun{Name: strp(" train ")}, err: invalid},
 		{name: "no-op: blank name is no name", given: running, cmd: tracking.UpdateRun{Name: strp("  ")}, want: noChanges},
 		{name: "invalid status", given: running, cmd: tracking.UpdateRun{Status: "DONE"}, err: invalid},
 		{name: "status is case-sensitive", given: running, cmd: tracking.UpdateRun{Status: "finished"}, err: invalid},
@@ -945,10 +942,10 @@ func TestDecideSetRunTags(t *testing.T) {
 		{name: "only changed tags", given: running, tags: map[string]string{"a": "1", "b": "2"}, want: []handlers.Change{runTagsChange(map[string]string{"b": "2"})}},
 		{name: "overwrite", given: running, tags: map[string]string{"a": "9"}, want: []handlers.Change{runTagsChange(map[string]string{"a": "9"})}},
 		{name: "the name tag renames the run", given: running, tags: map[string]string{rn: "eval", "a": "2"},
-			want: []handlers.Change{runTagsChange(map[string]string{rn: "eval", "a": "2"}), runUpdatedChange(events.RunUpdatedData{Name: strp("eval")})}},
+			want: []handlers.Change{runUpdatedChange(events.RunUpdatedData{Name: strp("eval")}), runTagsChange(map[string]string{rn: "eval", "a": "2"})}},
 		{name: "the name tag after an UpdateRun rename", given: cat(running, []events.Envelope{runUpdated(t, events.RunUpdatedData{Name: strp("mid")}),
 			runTagsSet(t, map[string]string{rn: "mid"})}), tags: map[string]string{rn: "train"},
-			want: []handlers.Change{runTagsChange(map[string]string{rn: "train"}), runUpdatedChange(events.RunUpdatedData{Name: strp("train")})}},
+			want: []handlers.Change{runUpdatedChange(events.RunUpdatedData{Name: strp("train")}), runTagsChange(map[string]string{rn: "train"})}},
 		{name: "set again after deletion", given: cat(running, []events.Envelope{runTagDeleted(t, "a")}), tags: map[string]string{"a": "1"},
 			want: []handlers.Change{runTagsChange(map[string]string{"a": "1"})}},
 		{name: "no-op: all equal", given: running, tags: map[string]string{"a": "1", rn: "train"}, want: noChanges},
@@ -1169,17 +1166,11 @@ func TestBlankRunNameTagGivesGeneratedName(t *testing.T) {
 	}
 }
 
-func TestSetRunTagsTrimsTheNameTag(t *testing.T) {
+func TestSetRunTagsRefusesAPaddedNameTag(t *testing.T) {
 	t.Parallel()
 	r := fold(t, tracking.EvolveRun, []events.Envelope{runCreated(t, "train", nil)})
-	got, err := tracking.DecideSetRunTags(r, map[string]string{rn: "  eval  "})
-	if err != nil {
-		return // refusing is fine too
-	}
-	r = fold(t, tracking.EvolveRun, cat([]events.Envelope{runCreated(t, "train", nil)}, replay(t, t0, got)))
-	if r.Name != r.Tags[rn] {
-		t.Fatalf("name %q, tag %q", r.Name, r.Tags[rn])
-	}
+	_, err := tracking.DecideSetRunTags(r, map[string]string{rn: "  eval  "})
+	checkErr(t, err, invalid)
 }
 
 func TestKeysMustBeUniquePaths(t *testing.T) {
@@ -1200,4 +1191,32 @@ func TestGeneratedRunNameOfShortID(t *testing.T) {
 	}()
 	x := fold(t, tracking.EvolveExperiment, experimentGiven(t))
 	_, _ = tracking.DecideCreateRun(x, tracking.RunState{}, tracking.CreateRun{RunID: "abc", StartTime: 1})
+}
+
+// One request, one decision: a run update whose tags are refused changes
+// nothing else either; a run's params and tags are bounded in bytes.
+func TestDecideUpdateRunAllOrNothing(t *testing.T) {
+	t.Parallel()
+	r := fold(t, tracking.EvolveRun, []events.Envelope{runCreated(t, "train", nil)})
+	for name, c := range map[string]tracking.UpdateRun{
+		"blank name tag":       {Status: tracking.StatusKilled, Tags: map[string]string{rn: " "}},
+		"name and tag differ":  {Status: tracking.StatusKilled, Name: strp("a"), Tags: map[string]string{rn: "b"}},
+		"bad tag key":          {EndTime: i64p(5), Tags: map[string]string{"../x": "1"}},
+		"padded name with tag": {Status: tracking.StatusKilled, Name: strp(" a"), Tags: map[string]string{"k": "v"}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			got, err := tracking.DecideUpdateRun(r, c)
+			if err == nil || len(got) != 0 {
+				t.Fatalf("changes %v, err %v; want a refusal and nothing", got, err)
+			}
+		})
+	}
+	big := tracking.RunState{Created: true, ID: rid, Params: map[string]string{}, Tags: map[string]string{}}
+	for i := range tracking.MaxRunBytes / 6000 {
+		big.Params[fmt.Sprint("p", i)] = strings.Repeat("v", 6000)
+	}
+	_, err := tracking.DecideLogParams(big, []events.Param{{Key: "one more", Value: strings.Repeat("v", 6000)}})
+	checkErr(t, err, invalid)
+	_, err = tracking.DecideSetRunTags(big, map[string]string{"t": strings.Repeat("v", 8000)})
+	checkErr(t, err, invalid)
 }

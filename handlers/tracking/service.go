@@ -97,11 +97,12 @@ func (s *Service) experiment(ctx context.Context, projectID, id string) (Experim
 	return x, nil
 }
 
-// UpdateExperiment authorizes a tracking write in the project ref and runs
-// decide on the experiment's current state. Every experiment command goes
-// through it; versions may add reservation subjects' expected versions.
-func (s *Service) UpdateExperiment(ctx context.Context, meta events.Meta, p authz.Principal, ref, id string,
-	decide func(ExperimentState) ([]handlers.Change, map[string]uint64, error)) (ExperimentState, uint64, error) {
+// updateExperiment authorizes a tracking write in the project ref and runs
+// decide on the experiment's current state (replay: see handlers.Decide).
+// Every experiment command goes through it; versions may add reservation
+// subjects' expected versions.
+func (s *Service) updateExperiment(ctx context.Context, meta events.Meta, p authz.Principal, ref, id string,
+	decide func(x ExperimentState, replay bool) ([]handlers.Change, map[string]uint64, error)) (ExperimentState, uint64, error) {
 	return update(ctx, s, meta, p, ref, s.experiments, events.Subject(events.AggExperiment, id),
 		func(projectID string) error { _, err := s.experiment(ctx, projectID, id); return err }, decide)
 }
@@ -112,7 +113,7 @@ func (s *Service) UpdateExperiment(ctx context.Context, meta events.Meta, p auth
 // command may have waited its turn while an owner removed the caller or
 // archived the project).
 func update[S any](ctx context.Context, s *Service, meta events.Meta, p authz.Principal, ref string, repo *handlers.Repository[S],
-	subject string, exists func(projectID string) error, decide func(S) ([]handlers.Change, map[string]uint64, error)) (S, uint64, error) {
+	subject string, exists func(projectID string) error, decide func(S, bool) ([]handlers.Change, map[string]uint64, error)) (S, uint64, error) {
 	var zero S
 	p, ps, err := s.projects.AuthorizeProject(ctx, p, ref, authz.TrackingWrite)
 	if err != nil {
@@ -132,7 +133,7 @@ func update[S any](ctx context.Context, s *Service, meta events.Meta, p authz.Pr
 				return nil, nil, archived()
 			}
 		}
-		return decide(cur)
+		return decide(cur, replay)
 	})
 }
 
@@ -140,29 +141,41 @@ func archived() error {
 	return handlers.Errorf(handlers.Conflict, "project-archived", "the project is archived; restore it first")
 }
 
-// RenameExperiment renames an experiment (names are unique per project).
-func (s *Service) RenameExperiment(ctx context.Context, meta events.Meta, p authz.Principal, ref, id, name string) (ExperimentState, uint64, error) {
-	return s.UpdateExperiment(ctx, meta, p, ref, id, func(x ExperimentState) ([]handlers.Change, map[string]uint64, error) {
-		if name == x.Name {
-			return nil, nil, nil
+// UpdateExperiment renames an experiment and/or sets its tags, as one
+// command. A retry of a rename whose first attempt was stored decides
+// again as that attempt did, when the new name was free (its reservation
+// is the attempt's own now).
+func (s *Service) UpdateExperiment(ctx context.Context, meta events.Meta, p authz.Principal, ref, id string, c UpdateExperiment) (ExperimentState, uint64, error) {
+	return s.updateExperiment(ctx, meta, p, ref, id, func(x ExperimentState, replay bool) ([]handlers.Change, map[string]uint64, error) {
+		if c.Name == nil || *c.Name == x.Name {
+			ch, err := DecideUpdateExperiment(x, ReservationState{}, c)
+			return ch, nil, err
 		}
-		newSubj, oldSubj := experimentNameSubject(x.ProjectID, name), experimentNameSubject(x.ProjectID, x.Name)
-		res, rv, err := s.names.Load(ctx, newSubj)
-		if err != nil {
-			return nil, nil, err
+		newSubj, oldSubj := experimentNameSubject(x.ProjectID, *c.Name), experimentNameSubject(x.ProjectID, x.Name)
+		var res ReservationState
+		var rv, ov uint64
+		if !replay {
+			var err error
+			if res, rv, err = s.names.Load(ctx, newSubj); err != nil {
+				return nil, nil, err
+			}
+			if _, ov, err = s.names.Load(ctx, oldSubj); err != nil {
+				return nil, nil, err
+			}
 		}
-		_, ov, err := s.names.Load(ctx, oldSubj)
-		if err != nil {
-			return nil, nil, err
-		}
-		changes, err := DecideRenameExperiment(x, res, name)
-		return changes, map[string]uint64{newSubj: rv, oldSubj: ov}, err
+		ch, err := DecideUpdateExperiment(x, res, c)
+		return ch, map[string]uint64{newSubj: rv, oldSubj: ov}, err
 	})
 }
 
+// RenameExperiment renames an experiment (names are unique per project).
+func (s *Service) RenameExperiment(ctx context.Context, meta events.Meta, p authz.Principal, ref, id, name string) (ExperimentState, uint64, error) {
+	return s.UpdateExperiment(ctx, meta, p, ref, id, UpdateExperiment{Name: &name})
+}
+
 // plain adapts a decider without other subjects to update.
-func plain[S any](decide func(S) ([]handlers.Change, error)) func(S) ([]handlers.Change, map[string]uint64, error) {
-	return func(x S) ([]handlers.Change, map[string]uint64, error) {
+func plain[S any](decide func(S) ([]handlers.Change, error)) func(S, bool) ([]handlers.Change, map[string]uint64, error) {
+	return func(x S, _ bool) ([]handlers.Change, map[string]uint64, error) {
 		ch, err := decide(x)
 		return ch, nil, err
 	}
@@ -170,21 +183,19 @@ func plain[S any](decide func(S) ([]handlers.Change, error)) func(S) ([]handlers
 
 // SetExperimentTags sets tags on an experiment.
 func (s *Service) SetExperimentTags(ctx context.Context, meta events.Meta, p authz.Principal, ref, id string, tags map[string]string) (ExperimentState, uint64, error) {
-	return s.UpdateExperiment(ctx, meta, p, ref, id, plain(func(x ExperimentState) ([]handlers.Change, error) {
-		return DecideSetExperimentTags(x, tags)
-	}))
+	return s.UpdateExperiment(ctx, meta, p, ref, id, UpdateExperiment{Tags: tags})
 }
 
 // DeleteExperimentTag removes an experiment's tag.
 func (s *Service) DeleteExperimentTag(ctx context.Context, meta events.Meta, p authz.Principal, ref, id, key string) (ExperimentState, uint64, error) {
-	return s.UpdateExperiment(ctx, meta, p, ref, id, plain(func(x ExperimentState) ([]handlers.Change, error) {
+	return s.updateExperiment(ctx, meta, p, ref, id, plain(func(x ExperimentState) ([]handlers.Change, error) {
 		return DecideDeleteExperimentTag(x, key)
 	}))
 }
 
 // DeleteExperiment deletes (del) or restores an experiment.
 func (s *Service) DeleteExperiment(ctx context.Context, meta events.Meta, p authz.Principal, ref, id string, del bool) (ExperimentState, uint64, error) {
-	return s.UpdateExperiment(ctx, meta, p, ref, id, plain(func(x ExperimentState) ([]handlers.Change, error) {
+	return s.updateExperiment(ctx, meta, p, ref, id, plain(func(x ExperimentState) ([]handlers.Change, error) {
 		return DecideDeleteExperiment(x, del)
 	}))
 }
@@ -211,7 +222,15 @@ func (s *Service) CreateRun(ctx context.Context, meta events.Meta, p authz.Princ
 				existing = v
 				return nil, nil, nil // this very command already ran
 			}
-			// The experiment as it is now: deleted experiments take no runs.
+			// The project and the experiment as they are now: archived
+			// projects and deleted experiments take no runs.
+			proj, err := s.projects.CurrentProject(ctx, p, ps.ID, authz.TrackingWrite)
+			if err != nil {
+				return nil, nil, err
+			}
+			if proj.Archived {
+				return nil, nil, archived()
+			}
 			x, err := s.experiment(ctx, ps.ID, experimentID)
 			if err != nil {
 				return nil, nil, err

@@ -29,7 +29,7 @@ CREATE TABLE runs (
     created_seq   bigint NOT NULL,
     updated_seq   bigint NOT NULL
 );
-CREATE INDEX runs_experiment ON runs (experiment_id, start_time DESC, id);
+CREATE INDEX runs_experiment ON runs (experiment_id, start_time DESC, id DESC);
 
 CREATE TABLE run_params (
     run_id uuid NOT NULL,
