@@ -10,32 +10,6 @@ import (
 	"github.com/maestro-ml/maestro/projections"
 )
 
-// trackingHuge is one byte over the tracking routes' body limit (2 MiB; the
-// other routes' 64 KiB limit is what huge exceeds).
-var trackingHuge = bytes.Repeat([]byte(" "), 2<<20+1)
-
-// trackingCommandErrors is commandErrors for the tracking routes: the routes
-// with a body allow 2 MiB, so their 413 needs a bigger body.
-func trackingCommandErrors(t *testing.T, e *testenv.Env, token, method, path, missing string, body any, key string) []int {
-	t.Helper()
-	codes := []int{401, 400, 413, 422}
-	callProblem(t, e, 401, "unauthenticated", method, path, "", body)
-	callProblem(t, e, 400, "invalid-idempotency-key", method, path, token, body, "Idempotency-Key", "bad key")
-	tooBig := huge
-	if body != nil {
-		tooBig = trackingHuge
-		callProblem(t, e, 415, "unsupported-media-type", method, path, token, []byte(`{}`), "Content-Type", "text/plain")
-		codes = append(codes, 415)
-	}
-	callProblem(t, e, 413, "payload-too-large", method, path, token, tooBig, "Idempotency-Key", key+"-huge")
-	first := e.Do(method, missing, token, body, "Idempotency-Key", key)
-	if first.Status < 400 || first.Status > 499 {
-		t.Fatalf("%s %s (to set up a key reuse): %d %s, want a 4xx", method, missing, first.Status, first.Body)
-	}
-	callProblem(t, e, 422, "idempotency-key-reused", method, path, token, body, "Idempotency-Key", key)
-	return codes
-}
-
 // walkTracking exercises every experiment-tracking route's success and main
 // errors and returns, per operation, the statuses it provoked
 // (TestOpenAPIConformance checks them against the document; the Observe of e
@@ -75,7 +49,7 @@ func walkTracking(t *testing.T, e *testenv.Env, admin string) map[string][]int {
 	callProblem(t, e, 403, "forbidden", "POST", xs, viewer.Token, map[string]any{"name": "x"})
 	callProblem(t, e, 404, "not-found", "POST", xs, outsider.Token, map[string]any{"name": "x"})
 	add("createExperiment", 201, 202, 400, 403, 404, 409)
-	add("createExperiment", trackingCommandErrors(t, e, editor.Token, "POST", xs, projectsPath+"/nope/experiments", map[string]any{"name": "k"}, "trk-cx")...)
+	add("createExperiment", commandErrors(t, e, editor.Token, "POST", xs, projectsPath+"/nope/experiments", map[string]any{"name": "k"}, "trk-cx")...)
 
 	// A second experiment to delete and restore.
 	doomed := asJSON[projections.Experiment](t, call(t, e, 201, "POST", xs, editor.Token, map[string]any{"name": "doomed"}))
@@ -128,7 +102,7 @@ func walkTracking(t *testing.T, e *testenv.Env, admin string) map[string][]int {
 	callProblem(t, e, 404, "not-found", "PATCH", xp, outsider.Token, map[string]any{"name": "x"})
 	callProblem(t, e, 409, "experiment-exists", "PATCH", xp, editor.Token, map[string]any{"name": "keyed"})
 	add("updateExperiment", 200, 202, 400, 403, 404, 409)
-	add("updateExperiment", trackingCommandErrors(t, e, editor.Token, "PATCH", xp, xs+"/"+missingID, map[string]any{"name": "k"}, "trk-ux")...)
+	add("updateExperiment", commandErrors(t, e, editor.Token, "PATCH", xp, xs+"/"+missingID, map[string]any{"name": "k"}, "trk-ux")...)
 
 	call(t, e, 204, "DELETE", xp+"/tags/team", editor.Token, nil)
 	callProblem(t, e, 404, "not-found", "DELETE", xp+"/tags/team", editor.Token, nil)
@@ -138,7 +112,7 @@ func walkTracking(t *testing.T, e *testenv.Env, admin string) map[string][]int {
 	call(t, e, 200, "PATCH", xp, editor.Token, map[string]any{"tags": map[string]string{"tmp": "1"}})
 	call(t, e, 202, "DELETE", xp+"/tags/tmp", editor.Token, nil, async...)
 	add("deleteExperimentTag", 202, 204, 400, 403, 404)
-	add("deleteExperimentTag", trackingCommandErrors(t, e, editor.Token, "DELETE", xp+"/tags/goal", xp+"/tags/nope", nil, "trk-dxt")...)
+	add("deleteExperimentTag", commandErrors(t, e, editor.Token, "DELETE", xp+"/tags/goal", xp+"/tags/nope", nil, "trk-dxt")...)
 
 	// Experiments: delete and restore.
 	if r = call(t, e, 204, "DELETE", dp, editor.Token, nil); r.Header.Get("Maestro-Sequence") == "" {
@@ -173,9 +147,9 @@ func walkTracking(t *testing.T, e *testenv.Env, admin string) map[string][]int {
 	call(t, e, 202, "DELETE", dp, editor.Token, nil, async...)
 	call(t, e, 202, "POST", dp+":restore", editor.Token, nil, async...)
 	add("deleteExperiment", 202, 204, 403, 404)
-	add("deleteExperiment", trackingCommandErrors(t, e, editor.Token, "DELETE", dp, xs+"/"+missingID, nil, "trk-dx")...)
+	add("deleteExperiment", commandErrors(t, e, editor.Token, "DELETE", dp, xs+"/"+missingID, nil, "trk-dx")...)
 	add("restoreExperiment", 200, 202, 403, 404)
-	add("restoreExperiment", trackingCommandErrors(t, e, editor.Token, "POST", dp+":restore", xs+"/"+missingID+":restore", nil, "trk-rx")...)
+	add("restoreExperiment", commandErrors(t, e, editor.Token, "POST", dp+":restore", xs+"/"+missingID+":restore", nil, "trk-rx")...)
 
 	// Runs: create.
 	runs := xp + "/runs"
@@ -197,7 +171,7 @@ func walkTracking(t *testing.T, e *testenv.Env, admin string) map[string][]int {
 	callProblem(t, e, 404, "not-found", "POST", xs+"/"+missingID+"/runs", editor.Token, map[string]any{})
 	callProblem(t, e, 404, "not-found", "POST", runs, outsider.Token, map[string]any{})
 	add("createRun", 201, 202, 400, 403, 404)
-	add("createRun", trackingCommandErrors(t, e, editor.Token, "POST", runs, xs+"/"+missingID+"/runs", map[string]any{}, "trk-cr")...)
+	add("createRun", commandErrors(t, e, editor.Token, "POST", runs, xs+"/"+missingID+"/runs", map[string]any{}, "trk-cr")...)
 
 	// Runs: read.
 	r = call(t, e, 200, "GET", runs+"?max_results=1", viewer.Token, nil)
@@ -238,7 +212,7 @@ func walkTracking(t *testing.T, e *testenv.Env, admin string) map[string][]int {
 	callProblem(t, e, 404, "not-found", "PATCH", pp+"/runs/"+missingID, editor.Token, map[string]any{"status": "KILLED"})
 	callProblem(t, e, 404, "not-found", "PATCH", rp, outsider.Token, map[string]any{"status": "KILLED"})
 	add("updateRun", 200, 202, 400, 403, 404)
-	add("updateRun", trackingCommandErrors(t, e, editor.Token, "PATCH", rp, pp+"/runs/"+missingID, map[string]any{"status": "KILLED"}, "trk-ur")...)
+	add("updateRun", commandErrors(t, e, editor.Token, "PATCH", rp, pp+"/runs/"+missingID, map[string]any{"status": "KILLED"}, "trk-ur")...)
 
 	params := map[string]any{"params": []map[string]string{{"key": "lr", "value": "0.1"}, {"key": "max depth", "value": "6"}}}
 	if got := asJSON[projections.Run](t, call(t, e, 200, "POST", rp+"/params", editor.Token, params)); got.Params["lr"] != "0.1" || got.Params["max depth"] != "6" {
@@ -256,7 +230,7 @@ func walkTracking(t *testing.T, e *testenv.Env, admin string) map[string][]int {
 	callProblem(t, e, 404, "not-found", "POST", pp+"/runs/"+missingID+"/params", editor.Token, params)
 	callProblem(t, e, 404, "not-found", "POST", rp+"/params", outsider.Token, params)
 	add("logRunParams", 200, 202, 400, 403, 404)
-	add("logRunParams", trackingCommandErrors(t, e, editor.Token, "POST", rp+"/params", pp+"/runs/"+missingID+"/params", params, "trk-lp")...)
+	add("logRunParams", commandErrors(t, e, editor.Token, "POST", rp+"/params", pp+"/runs/"+missingID+"/params", params, "trk-lp")...)
 
 	call(t, e, 204, "DELETE", rp+"/tags/stage", editor.Token, nil)
 	callProblem(t, e, 404, "not-found", "DELETE", rp+"/tags/stage", editor.Token, nil)
@@ -266,7 +240,7 @@ func walkTracking(t *testing.T, e *testenv.Env, admin string) map[string][]int {
 	call(t, e, 200, "PATCH", rp, editor.Token, map[string]any{"tags": map[string]string{"tmp": "1"}})
 	call(t, e, 202, "DELETE", rp+"/tags/tmp", editor.Token, nil, async...)
 	add("deleteRunTag", 202, 204, 400, 403, 404)
-	add("deleteRunTag", trackingCommandErrors(t, e, editor.Token, "DELETE", rp+"/tags/data", rp+"/tags/nope", nil, "trk-drt")...)
+	add("deleteRunTag", commandErrors(t, e, editor.Token, "DELETE", rp+"/tags/data", rp+"/tags/nope", nil, "trk-drt")...)
 
 	// Runs: delete and restore.
 	sp := pp + "/runs/" + second.ID
@@ -295,9 +269,9 @@ func walkTracking(t *testing.T, e *testenv.Env, admin string) map[string][]int {
 	call(t, e, 202, "DELETE", sp, editor.Token, nil, async...)
 	call(t, e, 202, "POST", sp+":restore", editor.Token, nil, async...)
 	add("deleteRun", 202, 204, 403, 404)
-	add("deleteRun", trackingCommandErrors(t, e, editor.Token, "DELETE", sp, pp+"/runs/"+missingID, nil, "trk-dr")...)
+	add("deleteRun", commandErrors(t, e, editor.Token, "DELETE", sp, pp+"/runs/"+missingID, nil, "trk-dr")...)
 	add("restoreRun", 200, 202, 403, 404)
-	add("restoreRun", trackingCommandErrors(t, e, editor.Token, "POST", sp+":restore", pp+"/runs/"+missingID+":restore", nil, "trk-rr")...)
+	add("restoreRun", commandErrors(t, e, editor.Token, "POST", sp+":restore", pp+"/runs/"+missingID+":restore", nil, "trk-rr")...)
 
 	// An archived project refuses every tracking command and stays readable.
 	call(t, e, 200, "DELETE", pp, admin, nil)
