@@ -679,11 +679,14 @@ func fits(r RunState, add map[string]string) error {
 	return nil
 }
 
-// indexed prefixes a validation error's detail with the item's index.
-func indexed(err error, i int) error {
+// indexed prefixes a validation error's detail with the param's index.
+func indexed(err error, i int) error { return indexedAs("params", err, i) }
+
+// indexedAs prefixes a validation error's detail with list[i].
+func indexedAs(list string, err error, i int) error {
 	if e, ok := handlers.AsError(err); ok {
 		c := *e
-		c.Detail = "params[" + strconv.Itoa(i) + "]: " + c.Detail
+		c.Detail = list + "[" + strconv.Itoa(i) + "]: " + c.Detail
 		return &c
 	}
 	return err
@@ -733,4 +736,40 @@ func SortedParams(m map[string]string) []events.Param {
 		out = append(out, events.Param{Key: k, Value: m[k]})
 	}
 	return out
+}
+
+// MaxMetricsPerCall bounds one metric logging request (Maestro's batch
+// API; MLflow's log-batch allows 1,000).
+const MaxMetricsPerCall = 10_000
+
+// Metric is one point to log.
+type Metric struct {
+	Key       string
+	Value     events.MetricValue
+	Step      int64
+	Timestamp int64 // ms since the epoch
+}
+
+// DecideLogMetrics logs points on an active run: one message on the run's
+// metrics subject (MAESTRO_METRICS), points grouped by key in the order
+// sent. A refused point is named by its index and nothing is logged.
+func DecideLogMetrics(r RunState, metrics []Metric) ([]handlers.Change, error) {
+	if err := activeRun(r); err != nil {
+		return nil, err
+	}
+	if len(metrics) == 0 || len(metrics) > MaxMetricsPerCall {
+		return nil, handlers.Errorf(handlers.Invalid, "validation-failed", "send 1 to %d metric points", MaxMetricsPerCall)
+	}
+	byKey := map[string][]events.MetricPoint{}
+	for i, m := range metrics {
+		if err := ValidKey("metric", m.Key); err != nil {
+			return nil, indexedAs("metrics", err, i)
+		}
+		if m.Timestamp < 0 {
+			return nil, handlers.Errorf(handlers.Invalid, "validation-failed", "metrics[%d]: timestamp must be milliseconds since the epoch", i)
+		}
+		byKey[m.Key] = append(byKey[m.Key], events.MetricPoint{Value: m.Value, Step: m.Step, Timestamp: m.Timestamp})
+	}
+	return []handlers.Change{{Subject: events.MetricsSubject(r.ID), Type: events.MetricsLogged,
+		Data: events.MetricsLoggedData{RunID: r.ID, ExperimentID: r.ExperimentID, ProjectID: r.ProjectID, Metrics: byKey}}}, nil
 }

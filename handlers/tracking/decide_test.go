@@ -1220,3 +1220,27 @@ func TestDecideUpdateRunAllOrNothing(t *testing.T) {
 	_, err = tracking.DecideSetRunTags(big, map[string]string{"t": strings.Repeat("v", 8000)})
 	checkErr(t, err, invalid)
 }
+
+func TestDecideLogMetrics(t *testing.T) {
+	t.Parallel()
+	r := fold(t, tracking.EvolveRun, []events.Envelope{runCreated(t, "train", nil)})
+	got, err := tracking.DecideLogMetrics(r, []tracking.Metric{{Key: "loss", Value: 1, Step: 0, Timestamp: 5},
+		{Key: "acc", Value: 0.5, Step: 0, Timestamp: 5}, {Key: "loss", Value: 0.5, Step: 1, Timestamp: 6}})
+	if err != nil || len(got) != 1 || got[0].Subject != events.MetricsSubject(rid) || got[0].Type != events.MetricsLogged {
+		t.Fatalf("changes %+v, %v", got, err)
+	}
+	d := got[0].Data.(events.MetricsLoggedData)
+	if len(d.Metrics["loss"]) != 2 || d.Metrics["loss"][1] != (events.MetricPoint{Value: 0.5, Step: 1, Timestamp: 6}) || len(d.Metrics["acc"]) != 1 {
+		t.Fatalf("grouped = %+v", d.Metrics)
+	}
+	_, err = tracking.DecideLogMetrics(r, []tracking.Metric{{Key: "ok", Timestamp: 1}, {Key: "a//b", Timestamp: 1}})
+	if d := detail(t, err); !strings.HasPrefix(d, "metrics[1]: ") {
+		t.Fatalf("detail %q does not name the index", d)
+	}
+	_, err = tracking.DecideLogMetrics(r, []tracking.Metric{{Key: "ok", Timestamp: -1}})
+	checkErr(t, err, invalid)
+	_, err = tracking.DecideLogMetrics(r, nil)
+	checkErr(t, err, invalid)
+	_, err = tracking.DecideLogMetrics(r, make([]tracking.Metric, tracking.MaxMetricsPerCall+1))
+	checkErr(t, err, invalid)
+}

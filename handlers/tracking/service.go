@@ -2,6 +2,7 @@ package tracking
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/maestro-ml/maestro/authz"
@@ -20,6 +21,15 @@ type Service struct {
 	runs        *handlers.Repository[RunState]
 	names       *handlers.Repository[ReservationState]
 	now         func() time.Time
+	// metrics is MAESTRO_METRICS (events.OpenMetricsStore); nil refuses
+	// metric logging.
+	metrics *events.Store
+}
+
+// WithMetrics sets the metrics store (MAESTRO_METRICS).
+func (s *Service) WithMetrics(store *events.Store) *Service {
+	s.metrics = store
+	return s
 }
 
 // NewService builds the tracking service.
@@ -302,4 +312,33 @@ func (s *Service) SetRunTags(ctx context.Context, meta events.Meta, p authz.Prin
 // DeleteRunTag removes a run's tag.
 func (s *Service) DeleteRunTag(ctx context.Context, meta events.Meta, p authz.Principal, ref, runID, key string) (RunState, uint64, error) {
 	return s.UpdateRunFunc(ctx, meta, p, ref, runID, func(r RunState) ([]handlers.Change, error) { return DecideDeleteRunTag(r, key) })
+}
+
+// LogMetrics logs metric points on a run: decided on the run's aggregate
+// (active, in the project), appended to the run's subject of the metrics
+// stream and acknowledged once durable. seq is the metrics stream's.
+func (s *Service) LogMetrics(ctx context.Context, meta events.Meta, p authz.Principal, ref, runID string, metrics []Metric) (uint64, error) {
+	if s.metrics == nil {
+		return 0, errors.New("tracking: no metrics store")
+	}
+	_, ps, err := s.projects.AuthorizeProject(ctx, p, ref, authz.TrackingWrite)
+	if err != nil {
+		return 0, err
+	}
+	if ps.Archived {
+		return 0, archived()
+	}
+	r, err := s.run(ctx, ps.ID, runID)
+	if err != nil {
+		return 0, err
+	}
+	changes, err := DecideLogMetrics(r, metrics)
+	if err != nil {
+		return 0, err
+	}
+	meta.Time = s.now()
+	// No expected version: points do not decide anything, and a retry
+	// with the same Idempotency-Key is dropped by the duplicate window.
+	seq, _, err := handlers.CommitStored(ctx, s.metrics, meta, nil, changes)
+	return seq, err
 }

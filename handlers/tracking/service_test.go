@@ -3,6 +3,7 @@ package tracking_test
 import (
 	"context"
 	"errors"
+	"math"
 	"testing"
 	"time"
 
@@ -134,4 +135,63 @@ func TestTrackingService(t *testing.T) {
 	if err != nil || r2.ID != r1.ID || s2 != s1 {
 		t.Fatalf("retried run = %s at %d (%v), first %s at %d", r2.ID, s2, err, r1.ID, s1)
 	}
+}
+
+// Metric points go to the run's subject of MAESTRO_METRICS, one message per
+// request, after the same checks as every run write.
+func TestLogMetrics(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	store := testnats.Store(t)
+	metrics, err := events.OpenMetricsStore(ctx, store.Conn(), events.MetricsConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := registry.NewService(store, anyUser, nil, nil)
+	svc := tracking.NewService(store, reg, nil).WithMetrics(metrics)
+	owner, om := who(authz.RoleMember)
+	ps, _, err := reg.CreateProject(ctx, om, owner, "Metrics", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	x, _, err := svc.CreateExperiment(ctx, om, owner, ps.Slug, tracking.CreateExperiment{Name: "m"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, _, err := svc.CreateRun(ctx, om, owner, ps.Slug, x.ID, tracking.CreateRun{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	points := []tracking.Metric{{Key: "loss", Value: 0.5, Step: 1, Timestamp: 1}, {Key: "acc", Value: 0.9, Step: 1, Timestamp: 1},
+		{Key: "loss", Value: events.MetricValue(math.NaN()), Step: 2, Timestamp: 2}}
+	seq, err := svc.LogMetrics(ctx, om, owner, ps.Slug, r.ID, points)
+	if err != nil || seq != 1 {
+		t.Fatalf("log metrics = %d, %v", seq, err)
+	}
+	stored, _, err := metrics.Load(ctx, events.MetricsSubject(r.ID), 0)
+	if err != nil || len(stored) != 1 || stored[0].Type != events.MetricsLogged {
+		t.Fatalf("stored = %+v, %v", stored, err)
+	}
+	var d events.MetricsLoggedData
+	if err := stored[0].Decode(&d); err != nil {
+		t.Fatal(err)
+	}
+	if len(d.Metrics["loss"]) != 2 || !math.IsNaN(float64(d.Metrics["loss"][1].Value)) || d.Metrics["acc"][0].Value != 0.9 || d.ProjectID != ps.ID {
+		t.Fatalf("stored points = %+v", d)
+	}
+	// A refused point logs nothing; a deleted run takes none.
+	_, err = svc.LogMetrics(ctx, om, owner, ps.Slug, r.ID, []tracking.Metric{{Key: "ok", Value: 1}, {Key: "../bad", Value: 1}})
+	wantCode(t, err, "validation-failed")
+	if last, _ := metrics.LastSequence(ctx); last != 1 {
+		t.Fatalf("a refused request appended: last sequence %d", last)
+	}
+	if _, _, err := svc.DeleteRun(ctx, om, owner, ps.Slug, r.ID, true); err != nil {
+		t.Fatal(err)
+	}
+	_, err = svc.LogMetrics(ctx, om, owner, ps.Slug, r.ID, points)
+	wantCode(t, err, "run-deleted")
+	stranger, sm := who(authz.RoleMember)
+	_, err = svc.LogMetrics(ctx, sm, stranger, ps.Slug, r.ID, points)
+	wantCode(t, err, "not-found")
 }
