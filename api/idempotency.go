@@ -147,7 +147,7 @@ const credentialReplayWindow = 2 * time.Minute
 var secretRoutes = map[string]bool{"/api/v1/tokens": true, "/api/v1/service-accounts/{id}/tokens": true}
 
 // replayedHeaders are the response headers a replay reproduces.
-var replayedHeaders = []string{"Content-Type", "Maestro-Sequence", "Preference-Applied", "Maestro-Consistency", "Location", "Retry-After", "WWW-Authenticate"}
+var replayedHeaders = []string{"Content-Type", "Maestro-Sequence", "Maestro-Metrics-Sequence", "Preference-Applied", "Maestro-Consistency", "Location", "Retry-After", "WWW-Authenticate"}
 
 const pendingTakeover = 30 * time.Second
 

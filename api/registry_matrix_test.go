@@ -215,6 +215,12 @@ func matrixCells() map[string]mxCell {
 		"POST " + mxRun + "/params": {action: mxModelWrite, build: func(m *matrix, _ *mxProject) mxReq {
 			return mxReq{body: map[string]any{"params": []map[string]string{{"key": m.unique("p"), "value": "1"}}}}
 		}},
+		"POST " + mxRun + "/metrics": {action: mxModelWrite, build: func(m *matrix, _ *mxProject) mxReq {
+			return mxReq{body: map[string]any{"metrics": []map[string]any{{"key": "loss", "value": 0.5, "step": m.next(), "timestamp": 1}}}}
+		}},
+		"GET " + mxRun + "/metrics/{key}": {action: mxRead, build: func(*matrix, *mxProject) mxReq {
+			return mxReq{params: map[string]string{"key": "loss"}}
+		}},
 		"DELETE " + mxRun + "/tags/{key}": {action: mxModelWrite, build: func(m *matrix, p *mxProject) mxReq {
 			m.admin("PATCH", mxProjects+"/"+p.slug+"/runs/"+p.run, map[string]any{"tags": map[string]string{"doomed": "x"}})
 			return mxReq{params: map[string]string{"key": "doomed"}}

@@ -5,6 +5,7 @@ import (
 	"maps"
 	"net/http"
 	"net/url"
+	"strconv"
 
 	"github.com/go-chi/chi/v5"
 	"github.com/google/uuid"
@@ -50,6 +51,8 @@ func (s *Server) trackingRoutes() []Route {
 		{Method: "POST", Pattern: run + ":restore", Command: true, handle: commandNoBody(s, http.StatusOK, s.restoreRun)},
 		{Method: "POST", Pattern: run + "/params", Command: true, MaxBody: trackingMaxBody, handle: command(s, http.StatusOK, s.logParams)},
 		{Method: "DELETE", Pattern: run + "/tags/{key}", Command: true, handle: commandNoBody(s, http.StatusNoContent, s.deleteRunTag)},
+		{Method: "POST", Pattern: run + "/metrics", Command: true, MaxBody: metricsMaxBody, Await: []string{projections.Metrics{}.Name()}, handle: s.logMetrics},
+		{Method: "GET", Pattern: run + "/metrics/{key}", handle: query(s, s.metricHistory)},
 	}
 }
 
@@ -398,4 +401,105 @@ func (s *Server) logParams(c *call, req logParamsRequest) (projections.Run, uint
 func (s *Server) deleteRunTag(c *call, ref runTagRef) (none, uint64, error) {
 	_, seq, err := s.deps.Tracking.DeleteRunTag(c.ctx, c.meta, c.who, c.param("project"), ref.run, ref.key)
 	return none{}, seq, err
+}
+
+// ---- metrics ----
+
+// metricsMaxBody admits 10,000 points with long keys.
+const metricsMaxBody = 4 << 20
+
+type metricPointRequest struct {
+	Key       string              `json:"key"`
+	Value     *events.MetricValue `json:"value"` // required: a missing value is not 0
+	Step      int64               `json:"step"`
+	Timestamp int64               `json:"timestamp"`
+}
+
+type logMetricsRequest struct {
+	Metrics []metricPointRequest `json:"metrics"`
+}
+
+// MetricsLogged is the answer to a metric logging request.
+type MetricsLogged struct {
+	RunID  string `json:"run_id"`
+	Logged int    `json:"logged"`
+}
+
+// logMetrics appends a request's points to the metrics stream. Its
+// sequence is the metrics stream's, so it is reported as
+// Maestro-Metrics-Sequence (Maestro-Sequence and min_sequence are the event
+// stream's); unless the client prefers async, the answer waits until the
+// points are readable.
+func (s *Server) logMetrics(w http.ResponseWriter, r *http.Request) error {
+	var ref runRef
+	if err := ref.readParams(r); err != nil {
+		return err
+	}
+	var req logMetricsRequest
+	if err := decodeJSON(r, &req); err != nil {
+		return err
+	}
+	c := newCall(w, r)
+	points := make([]tracking.Metric, len(req.Metrics))
+	for i, m := range req.Metrics {
+		if m.Value == nil {
+			return problem("validation-failed", "metrics["+strconv.Itoa(i)+"]: value is required")
+		}
+		points[i] = tracking.Metric{Key: m.Key, Value: *m.Value, Step: m.Step, Timestamp: m.Timestamp}
+	}
+	seq, err := s.deps.Tracking.LogMetrics(c.ctx, c.meta, c.who, c.param("project"), ref.run, points)
+	if err != nil {
+		return err
+	}
+	status := http.StatusOK
+	w.Header().Set("Maestro-Metrics-Sequence", strconv.FormatUint(seq, 10))
+	switch {
+	case preferAsync(r):
+		w.Header().Set("Preference-Applied", "respond-async")
+		status = http.StatusAccepted
+	case !s.waitApplied(r.Context(), seq, projections.Metrics{}.Name()):
+		w.Header().Set("Maestro-Consistency", "pending")
+		status = http.StatusAccepted
+	}
+	writeJSON(w, status, MetricsLogged{RunID: ref.run, Logged: len(points)})
+	return nil
+}
+
+type metricKeyRef struct {
+	runRef
+	key string
+}
+
+func (m *metricKeyRef) readParams(r *http.Request) error {
+	if err := m.runRef.readParams(r); err != nil {
+		return err
+	}
+	key, err := url.PathUnescape(chi.URLParam(r, "key"))
+	if err != nil {
+		return problem("validation-failed", "the metric key is not a valid escaped path segment")
+	}
+	m.key = key
+	return tracking.ValidKey("metric", key)
+}
+
+// MetricHistory is a run's series of one key.
+type MetricHistory struct {
+	Key    string                    `json:"key"`
+	Points []projections.MetricPoint `json:"points"`
+	// Truncated says the series has more than projections.MaxHistory points.
+	Truncated bool `json:"truncated"`
+}
+
+func (s *Server) metricHistory(c *call, ref metricKeyRef) (MetricHistory, error) {
+	proj, err := s.readableProject(c.r)
+	if err != nil {
+		return MetricHistory{}, err
+	}
+	if _, err := s.deps.Queries.Run(c.ctx, proj.ID, ref.run); errors.Is(err, projections.ErrNotFound) {
+		return MetricHistory{}, problem("not-found", "run not found")
+	} else if err != nil {
+		return MetricHistory{}, err
+	}
+	points, truncated, err := s.deps.Queries.MetricHistory(c.ctx, ref.run, ref.key)
+	return MetricHistory{Key: ref.key, Points: points, Truncated: truncated}, err
 }

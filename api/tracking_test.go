@@ -1,6 +1,7 @@
 package api_test
 
 import (
+	"math"
 	"net/url"
 	"strings"
 	"testing"
@@ -155,6 +156,35 @@ func TestTrackingFlow(t *testing.T) {
 	}
 	callProblem(t, e, 400, "validation-failed", "GET", base+"/experiments?name=a%00b", ada.Token, nil)
 	callProblem(t, e, 400, "validation-failed", "POST", base+"/experiments", ada.Token, map[string]any{"name": "padded "})
+
+	// Metrics: logged in one request, readable when the answer arrives,
+	// NaN and ±Inf included; a refused point logs nothing.
+	points := []map[string]any{
+		{"key": "loss", "value": 0.5, "step": 1, "timestamp": 1_700_000_000_000},
+		{"key": "loss", "value": "NaN", "step": 2, "timestamp": 1_700_000_000_100},
+		{"key": "loss", "value": "-Infinity", "step": 3, "timestamp": 1_700_000_000_200},
+		{"key": "train/acc", "value": 0.75, "step": 1, "timestamp": 1_700_000_000_000},
+	}
+	lr := call(t, e, 200, "POST", r2Path+"/metrics", ada.Token, map[string]any{"metrics": points})
+	if lr.Header.Get("Maestro-Metrics-Sequence") == "" || lr.Header.Get("Maestro-Sequence") != "" {
+		t.Fatalf("metrics answer headers: %v", lr.Header)
+	}
+	hist := asJSON[api.MetricHistory](t, call(t, e, 200, "GET", r2Path+"/metrics/loss", ada.Token, nil))
+	if len(hist.Points) != 3 || hist.Points[0].Value != 0.5 || !math.IsNaN(float64(hist.Points[1].Value)) ||
+		!math.IsInf(float64(hist.Points[2].Value), -1) || hist.Points[2].Step != 3 {
+		t.Fatalf("history = %+v", hist)
+	}
+	if h := asJSON[api.MetricHistory](t, call(t, e, 200, "GET", r2Path+"/metrics/train%2Facc", ada.Token, nil)); len(h.Points) != 1 {
+		t.Fatalf("train/acc history = %+v", h)
+	}
+	p = callProblemBody(t, e, 400, "validation-failed", "POST", r2Path+"/metrics", ada.Token,
+		map[string]any{"metrics": []map[string]any{{"key": "ok", "value": 1, "timestamp": 1}, {"key": "bad//key", "value": 1, "timestamp": 1}}})
+	if !strings.HasPrefix(p.Detail, "metrics[1]") {
+		t.Fatalf("detail %q", p.Detail)
+	}
+	if h := asJSON[api.MetricHistory](t, call(t, e, 200, "GET", r2Path+"/metrics/ok", ada.Token, nil)); len(h.Points) != 0 {
+		t.Fatalf("a refused request logged %+v", h.Points)
+	}
 
 	// A viewer reads but does not write; a stranger sees nothing.
 	viewer := regUser(e, admin, "viewer@tracking.test", "member")

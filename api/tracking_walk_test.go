@@ -2,7 +2,9 @@ package api_test
 
 import (
 	"bytes"
+	"math"
 	"net/url"
+	"strings"
 	"testing"
 
 	"github.com/maestro-ml/maestro/api"
@@ -232,6 +234,76 @@ func walkTracking(t *testing.T, e *testenv.Env, admin string) map[string][]int {
 	add("logRunParams", 200, 202, 400, 403, 404)
 	add("logRunParams", commandErrors(t, e, editor.Token, "POST", rp+"/params", pp+"/runs/"+missingID+"/params", params, "trk-lp")...)
 
+	// Metrics: logged in one request (NaN, ±Inf and a number in a string
+	// included), readable in the history when the answer arrives. The
+	// answer's sequence is the metrics stream's (Maestro-Metrics-Sequence),
+	// never Maestro-Sequence.
+	mp := rp + "/metrics"
+	points := map[string]any{"metrics": []map[string]any{
+		{"key": "loss", "value": 0.5, "step": 1, "timestamp": 1_700_000_000_000},
+		{"key": "loss", "value": "NaN", "step": 2, "timestamp": 1_700_000_000_100},
+		{"key": "loss", "value": "Infinity", "step": 3, "timestamp": 1_700_000_000_200},
+		{"key": "loss", "value": "-Infinity", "step": 4, "timestamp": 1_700_000_000_300},
+		{"key": "loss", "value": "0.25", "timestamp": 1_700_000_000_400},
+		{"key": "train/acc", "value": 0.75, "step": 1, "timestamp": 1_700_000_000_000},
+	}}
+	r = call(t, e, 200, "POST", mp, editor.Token, points, "Idempotency-Key", "trk-lm-1")
+	if got := asJSON[api.MetricsLogged](t, r); got.RunID != run.ID || got.Logged != 6 || r.Header.Get("Maestro-Metrics-Sequence") == "" || r.Header.Get("Maestro-Sequence") != "" {
+		t.Fatalf("logged metrics: %s (%v)", r.Body, r.Header)
+	}
+	if again := call(t, e, 200, "POST", mp, editor.Token, points, "Idempotency-Key", "trk-lm-1"); again.Header.Get("Idempotent-Replayed") != "true" ||
+		again.Header.Get("Maestro-Metrics-Sequence") != r.Header.Get("Maestro-Metrics-Sequence") || !bytes.Equal(again.Body, r.Body) {
+		t.Fatalf("replayed metrics: %v %s", again.Header, again.Body)
+	}
+	if ar := call(t, e, 202, "POST", mp, editor.Token, map[string]any{"metrics": []map[string]any{{"key": "async", "value": 1, "timestamp": 1}}}, async...); ar.Header.Get("Preference-Applied") != "respond-async" || ar.Header.Get("Maestro-Metrics-Sequence") == "" {
+		t.Fatalf("async metrics: %v", ar.Header)
+	}
+	if p := callProblemBody(t, e, 400, "validation-failed", "POST", mp, editor.Token,
+		map[string]any{"metrics": []map[string]any{{"key": "ok", "value": 1, "timestamp": 1}, {"key": "bad//key", "value": 1, "timestamp": 1}}}); !strings.HasPrefix(p.Detail, "metrics[1]") {
+		t.Fatalf("bad key detail %q", p.Detail)
+	}
+	if p := callProblemBody(t, e, 400, "validation-failed", "POST", mp, editor.Token,
+		map[string]any{"metrics": []map[string]any{{"key": "ok", "value": 1, "timestamp": -1}}}); !strings.HasPrefix(p.Detail, "metrics[0]") {
+		t.Fatalf("bad timestamp detail %q", p.Detail)
+	}
+	callProblem(t, e, 400, "validation-failed", "POST", mp, editor.Token, map[string]any{"metrics": []map[string]any{}})
+	callProblem(t, e, 400, "malformed-json", "POST", mp, editor.Token, map[string]any{"metrics": []map[string]any{{"key": "ok", "value": "fast"}}})
+	callProblem(t, e, 400, "malformed-json", "POST", mp, editor.Token, map[string]any{"metrics": []map[string]any{{"key": "ok", "value": 1, "run_id": run.ID}}})
+	callProblem(t, e, 403, "forbidden", "POST", mp, viewer.Token, points)
+	callProblem(t, e, 404, "not-found", "POST", pp+"/runs/"+missingID+"/metrics", editor.Token, points)
+	callProblem(t, e, 404, "not-found", "POST", mp, outsider.Token, points)
+	add("logRunMetrics", 200, 202, 400, 403, 404)
+	// The errors every command shares (commandErrors, with a body over this
+	// route's 4 MiB limit rather than the 2 MiB of huge).
+	call(t, e, 401, "POST", mp, "", points)
+	callProblem(t, e, 400, "invalid-idempotency-key", "POST", mp, editor.Token, points, "Idempotency-Key", "bad key")
+	callProblem(t, e, 413, "payload-too-large", "POST", mp, editor.Token, bytes.Repeat([]byte(" "), 4<<20+1), "Idempotency-Key", "trk-lm-huge")
+	callProblem(t, e, 415, "unsupported-media-type", "POST", mp, editor.Token, []byte(`{}`), "Content-Type", "text/plain")
+	call(t, e, 404, "POST", pp+"/runs/"+missingID+"/metrics", editor.Token, points, "Idempotency-Key", "trk-lm-2")
+	callProblem(t, e, 422, "idempotency-key-reused", "POST", mp, editor.Token, points, "Idempotency-Key", "trk-lm-2")
+	add("logRunMetrics", 400, 401, 413, 415, 422)
+
+	hp := mp + "/"
+	if h := asJSON[api.MetricHistory](t, call(t, e, 200, "GET", hp+"loss", viewer.Token, nil)); h.Key != "loss" || h.Truncated || len(h.Points) != 5 ||
+		h.Points[0].Step != 0 || h.Points[0].Value != 0.25 || h.Points[1].Value != 0.5 || !math.IsNaN(float64(h.Points[2].Value)) ||
+		!math.IsInf(float64(h.Points[3].Value), 1) || !math.IsInf(float64(h.Points[4].Value), -1) || h.Points[4].Timestamp != 1_700_000_000_300 {
+		t.Fatalf("loss history: %+v", h)
+	}
+	if h := asJSON[api.MetricHistory](t, call(t, e, 200, "GET", hp+"train%2Facc", viewer.Token, nil, "Maestro-Min-Sequence", "1")); h.Key != "train/acc" || len(h.Points) != 1 || h.Points[0].Key != "train/acc" {
+		t.Fatalf("train/acc history: %+v", h)
+	}
+	if h := asJSON[api.MetricHistory](t, call(t, e, 200, "GET", hp+"never%20logged?min_sequence=1", viewer.Token, nil)); len(h.Points) != 0 || h.Truncated {
+		t.Fatalf("history of a key never logged: %+v", h)
+	}
+	callProblem(t, e, 400, "validation-failed", "GET", hp+"bad*key", viewer.Token, nil)
+	callProblem(t, e, 400, "validation-failed", "GET", hp+"a%2F..%2Fb", viewer.Token, nil)
+	callProblem(t, e, 400, "validation-failed", "GET", hp+"loss?min_sequence=x", viewer.Token, nil)
+	callProblem(t, e, 401, "unauthenticated", "GET", hp+"loss", "", nil)
+	callProblem(t, e, 404, "not-found", "GET", pp+"/runs/"+missingID+"/metrics/loss", viewer.Token, nil)
+	callProblem(t, e, 404, "not-found", "GET", pp+"/runs/not-a-uuid/metrics/loss", viewer.Token, nil)
+	callProblem(t, e, 404, "not-found", "GET", hp+"loss", outsider.Token, nil)
+	add("getMetricHistory", 200, 400, 401, 404)
+
 	call(t, e, 204, "DELETE", rp+"/tags/stage", editor.Token, nil)
 	callProblem(t, e, 404, "not-found", "DELETE", rp+"/tags/stage", editor.Token, nil)
 	callProblem(t, e, 404, "not-found", "DELETE", pp+"/runs/"+missingID+"/tags/data", editor.Token, nil)
@@ -254,9 +326,11 @@ func walkTracking(t *testing.T, e *testenv.Env, admin string) map[string][]int {
 	callProblem(t, e, 409, "run-deleted", "PATCH", sp, editor.Token, map[string]any{"status": "KILLED"})
 	callProblem(t, e, 409, "run-deleted", "POST", sp+"/params", editor.Token, params)
 	callProblem(t, e, 409, "run-deleted", "DELETE", sp+"/tags/mlflow.runName", editor.Token, nil)
+	callProblem(t, e, 409, "run-deleted", "POST", sp+"/metrics", editor.Token, points)
 	add("updateRun", 409)
 	add("logRunParams", 409)
 	add("deleteRunTag", 409)
+	add("logRunMetrics", 409)
 	callProblem(t, e, 403, "forbidden", "DELETE", sp, viewer.Token, nil)
 	callProblem(t, e, 404, "not-found", "DELETE", pp+"/runs/"+missingID, editor.Token, nil)
 	callProblem(t, e, 404, "not-found", "DELETE", sp, outsider.Token, nil)
@@ -290,11 +364,13 @@ func walkTracking(t *testing.T, e *testenv.Env, admin string) map[string][]int {
 		{"restoreRun", "POST", rp + ":restore", nil},
 		{"logRunParams", "POST", rp + "/params", map[string]any{"params": []map[string]string{{"key": "late", "value": "1"}}}},
 		{"deleteRunTag", "DELETE", rp + "/tags/data", nil},
+		{"logRunMetrics", "POST", mp, points},
 	} {
 		callProblem(t, e, 409, "project-archived", c.method, c.path, editor.Token, c.body)
 		add(c.op, 409)
 	}
 	call(t, e, 200, "GET", rp, viewer.Token, nil)
+	call(t, e, 200, "GET", hp+"loss", viewer.Token, nil)
 	call(t, e, 200, "POST", pp+":restore", admin, nil)
 	return want
 }

@@ -354,15 +354,14 @@ func (s *Store) Get(ctx context.Context, seq uint64) (Envelope, error) {
 // returned ordered consumer. Ordered consumers are ephemeral and recreate
 // themselves on gaps; the checkpoint the caller keeps is the durable part.
 func (s *Store) Follow(ctx context.Context, after uint64, filter []string) (jetstream.Consumer, error) {
-	if len(filter) == 0 {
-		filter = []string{AllSubjects}
-	}
+	// No filter: every subject of this store's stream (MAESTRO_EVENTS, or
+	// MAESTRO_METRICS for the metrics projection).
 	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: filter}
 	if after > 0 {
 		cfg.DeliverPolicy = jetstream.DeliverByStartSequencePolicy
 		cfg.OptStartSeq = after + 1
 	}
-	c, err := s.js.OrderedConsumer(ctx, StreamName, cfg)
+	c, err := s.js.OrderedConsumer(ctx, s.streamName(), cfg)
 	if err != nil {
 		return nil, fmt.Errorf("follow from %d: %w", after, err)
 	}

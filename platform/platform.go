@@ -106,8 +106,10 @@ type Platform struct {
 	nc       *nats.Conn
 	cluster  *pgcluster.Cluster
 	// Pool is the Postgres pool of the projections.
-	Pool     *pgxpool.Pool
-	Store    *events.Store
+	Pool  *pgxpool.Pool
+	Store *events.Store
+	// Metrics is MAESTRO_METRICS, the stream of metric points.
+	Metrics  *events.Store
 	Identity *identity.Service
 	Registry *registry.Service
 	Blobs    artifacts.Store
@@ -224,6 +226,10 @@ func Start(ctx context.Context, cfg Config) (_ *Platform, err error) {
 			r := projections.NewRunner(p.Pool, p.Store, proj, projections.RunnerConfig{Logger: p.log})
 			p.goRun(func() { _ = r.Run(rctx) })
 		}
+		for _, proj := range projections.Telemetry() {
+			r := projections.NewRunner(p.Pool, p.Metrics, proj, projections.RunnerConfig{Logger: p.log})
+			p.goRun(func() { _ = r.Run(rctx) })
+		}
 	}
 	if cfg.BootstrapAdminEmail != "" {
 		created, err := p.Identity.BootstrapAdmin(ctx, cfg.BootstrapAdminEmail, cfg.BootstrapAdminPassword)
@@ -239,7 +245,7 @@ func Start(ctx context.Context, cfg Config) (_ *Platform, err error) {
 		if err != nil {
 			return nil, err // api.OpenIdempotency names the bucket
 		}
-		p.API = api.New(api.Deps{Identity: p.Identity, Registry: p.Registry, Tracking: tracking.NewService(p.Store, p.Registry, cfg.Now), Blobs: p.Blobs, ArtifactMaxBytes: cfg.ArtifactMaxBytes, Queries: p.Queries, Waiter: p.Waiter, Tokens: tokens, Keys: keys,
+		p.API = api.New(api.Deps{Identity: p.Identity, Registry: p.Registry, Tracking: tracking.NewService(p.Store, p.Registry, cfg.Now).WithMetrics(p.Metrics), Blobs: p.Blobs, ArtifactMaxBytes: cfg.ArtifactMaxBytes, Queries: p.Queries, Waiter: p.Waiter, Tokens: tokens, Keys: keys,
 			Idempotency: kv, Logger: p.log, RegistrationOpen: cfg.RegistrationOpen,
 			StreamLastSeq: p.Store.LastSequence, Ready: p.ready, Now: cfg.Now,
 			// Embedded NATS lives and dies with this process (data dir locked).
@@ -292,6 +298,9 @@ func (p *Platform) startNATS(ctx context.Context) error {
 		return fmt.Errorf("stream %s: %w", events.StreamName, err)
 	}
 	p.replicas = s.CachedInfo().Config.Replicas
+	if p.Metrics, err = events.OpenMetricsStore(ctx, p.nc, events.MetricsConfig{Replicas: p.configuredReplicas()}); err != nil {
+		return err
+	}
 	return nil
 }
 

@@ -3,6 +3,7 @@ package projections
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -99,7 +100,7 @@ func quarantineCounts(ctx context.Context, pool *pgxpool.Pool) (map[string]int64
 func Reset(ctx context.Context, pool *pgxpool.Pool) error {
 	return pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
 		tables := []string{"projection_quarantine"}
-		for _, p := range All() {
+		for _, p := range slices.Concat(All(), Telemetry()) {
 			tables = append(tables, p.Tables()...)
 			if _, err := tx.Exec(ctx, `INSERT INTO projection_checkpoints (name, last_seq) VALUES ($1, 0)
 				ON CONFLICT (name) DO UPDATE SET last_seq = 0, updated_at = now()`, p.Name()); err != nil {

@@ -1,0 +1,77 @@
+package projections
+
+import (
+	"math"
+	"testing"
+
+	"github.com/google/uuid"
+
+	"github.com/maestro-ml/maestro/events"
+)
+
+// The metrics projection follows MAESTRO_METRICS (its own sequences): full
+// history, the latest point per key by step, timestamp, value (NaN above
+// every number), and a rebuild gives the same tables.
+func TestMetricsProjection(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	ctx := testCtx(t)
+	ms, err := events.OpenMetricsStore(ctx, f.store.Conn(), events.MetricsConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	run := uuid.NewString()
+	log := func(points map[string][]events.MetricPoint) uint64 {
+		t.Helper()
+		e, err := events.New(events.Meta{Actor: events.SystemActor, Time: base}, events.MetricsSubject(run), events.MetricsLogged, 0,
+			events.MetricsLoggedData{RunID: run, Metrics: points})
+		if err != nil {
+			t.Fatal(err)
+		}
+		seq, err := ms.Append(ctx, events.Append{Event: e, Expect: events.Any})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return seq
+	}
+	log(map[string][]events.MetricPoint{"loss": {{Value: 1, Step: 1, Timestamp: 1}, {Value: 0.5, Step: 2, Timestamp: 2}},
+		"acc": {{Value: 0.1, Step: 1, Timestamp: 1}}})
+	last := log(map[string][]events.MetricPoint{"loss": {{Value: events.MetricValue(math.NaN()), Step: 2, Timestamp: 2},
+		{Value: 0.2, Step: 1, Timestamp: 5}}, "acc": {{Value: events.MetricValue(math.Inf(-1)), Step: 0, Timestamp: 9}}})
+	start(t, NewRunner(f.pool, ms, Metrics{}, testRunnerConfig()))
+	waitCaughtUp(t, f.pool, last, "metrics")
+
+	latest := func(key string) (int64, float64) {
+		t.Helper()
+		var step int64
+		var v float64
+		if err := f.pool.QueryRow(ctx, "SELECT step, value FROM latest_metrics WHERE run_id = $1 AND key = $2", run, key).Scan(&step, &v); err != nil {
+			t.Fatal(err)
+		}
+		return step, v
+	}
+	if step, v := latest("loss"); step != 2 || !math.IsNaN(v) {
+		t.Fatalf("latest loss = step %d, %v; want NaN at step 2 (NaN ranks above 0.5 at the same step and time)", step, v)
+	}
+	if step, v := latest("acc"); step != 1 || v != 0.1 {
+		t.Fatalf("latest acc = step %d, %v; want 0.1 at step 1 (a lower step never wins)", step, v)
+	}
+	q := NewQueries(f.pool)
+	hist, truncated, err := q.MetricHistory(ctx, run, "loss")
+	if err != nil || truncated || len(hist) != 4 || hist[0].Step != 1 || hist[0].Value != 1 || hist[1].Value != 0.2 {
+		t.Fatalf("history = %+v, %v, %v", hist, truncated, err)
+	}
+
+	dumpMetrics := func() map[string][]string {
+		return map[string][]string{
+			"metrics":        dumpOrdered(t, f.pool, "metrics", "run_id, key, seq, step, ts, value"),
+			"latest_metrics": dumpOrdered(t, f.pool, "latest_metrics", "run_id, key"),
+		}
+	}
+	before := dumpMetrics()
+	if err := Reset(ctx, f.pool); err != nil {
+		t.Fatal(err)
+	}
+	waitCaughtUp(t, f.pool, last, "metrics")
+	sameDump(t, dumpMetrics(), before)
+}
