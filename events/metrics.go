@@ -3,9 +3,11 @@ package events
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -53,6 +55,8 @@ func (v MetricValue) MarshalJSON() ([]byte, error) {
 
 // UnmarshalJSON implements json.Unmarshaler: a number, or one of the three
 // strings (a number in a string too, as protobuf's JSON mapping allows).
+// It is on the ingest path (10,000 points a request), so a plain number is
+// parsed directly rather than through the reflective decoder.
 func (v *MetricValue) UnmarshalJSON(b []byte) error {
 	if len(b) > 0 && b[0] == '"' {
 		var s string
@@ -67,20 +71,40 @@ func (v *MetricValue) UnmarshalJSON(b []byte) error {
 		case "-Infinity":
 			*v = MetricValue(math.Inf(-1))
 		default:
-			f, err := strconv.ParseFloat(s, 64)
-			if err != nil || math.IsNaN(f) || math.IsInf(f, 0) {
+			f, err := parseJSONNumber(s)
+			if err != nil {
 				return fmt.Errorf("metric value %q is not a number", s)
 			}
 			*v = MetricValue(f)
 		}
 		return nil
 	}
-	var f float64
-	if err := json.Unmarshal(b, &f); err != nil {
-		return fmt.Errorf("metric value: %w", err)
+	f, err := parseJSONNumber(string(b))
+	if err != nil {
+		return fmt.Errorf("metric value %s is not a number", b)
 	}
 	*v = MetricValue(f)
 	return nil
+}
+
+// parseJSONNumber parses a JSON number (RFC 8259: no hex, no "Inf", no
+// underscores, no leading "+"), finite.
+func parseJSONNumber(s string) (float64, error) {
+	if s == "" || s[0] == '+' {
+		return 0, errors.New("not a number")
+	}
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c >= '0' && c <= '9', c == '-', c == '+', c == '.', c == 'e', c == 'E':
+		default:
+			return 0, errors.New("not a number")
+		}
+	}
+	f, err := strconv.ParseFloat(s, 64)
+	if err != nil || math.IsInf(f, 0) {
+		return 0, errors.New("not a number")
+	}
+	return f, nil
 }
 
 // MetricPoint is one point of a series: value at step and timestamp (ms
@@ -92,25 +116,39 @@ type MetricPoint struct {
 	Timestamp int64
 }
 
-// MarshalJSON implements json.Marshaler.
+// MarshalJSON implements json.Marshaler (by hand: the ingest path).
 func (p MetricPoint) MarshalJSON() ([]byte, error) {
-	return json.Marshal([3]any{p.Value, p.Step, p.Timestamp})
+	b := make([]byte, 0, 48)
+	b = append(b, '[')
+	v, _ := p.Value.MarshalJSON()
+	b = append(b, v...)
+	b = append(b, ',')
+	b = strconv.AppendInt(b, p.Step, 10)
+	b = append(b, ',')
+	b = strconv.AppendInt(b, p.Timestamp, 10)
+	return append(b, ']'), nil
 }
 
-// UnmarshalJSON implements json.Unmarshaler.
+// UnmarshalJSON implements json.Unmarshaler: [value, step, timestamp],
+// parsed by hand (the projection decodes every point of every request).
 func (p *MetricPoint) UnmarshalJSON(b []byte) error {
-	var raw []json.RawMessage
-	if err := json.Unmarshal(b, &raw); err != nil || len(raw) != 3 {
-		return fmt.Errorf("metric point: want [value, step, timestamp]")
+	s := strings.TrimSpace(string(b))
+	if len(s) < 2 || s[0] != '[' || s[len(s)-1] != ']' {
+		return errors.New("metric point: want [value, step, timestamp]")
 	}
-	if err := json.Unmarshal(raw[0], &p.Value); err != nil {
+	parts := strings.Split(s[1:len(s)-1], ",")
+	if len(parts) != 3 {
+		return errors.New("metric point: want [value, step, timestamp]")
+	}
+	if err := p.Value.UnmarshalJSON([]byte(strings.TrimSpace(parts[0]))); err != nil {
 		return err
 	}
-	if err := json.Unmarshal(raw[1], &p.Step); err != nil {
-		return fmt.Errorf("metric step: %w", err)
+	var err error
+	if p.Step, err = strconv.ParseInt(strings.TrimSpace(parts[1]), 10, 64); err != nil {
+		return fmt.Errorf("metric step %q is not an integer", parts[1])
 	}
-	if err := json.Unmarshal(raw[2], &p.Timestamp); err != nil {
-		return fmt.Errorf("metric timestamp: %w", err)
+	if p.Timestamp, err = strconv.ParseInt(strings.TrimSpace(parts[2]), 10, 64); err != nil {
+		return fmt.Errorf("metric timestamp %q is not an integer", parts[2])
 	}
 	return nil
 }

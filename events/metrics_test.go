@@ -32,7 +32,7 @@ func TestMetricValueJSON(t *testing.T) {
 	if err := json.Unmarshal([]byte(`"2.5"`), &v); err != nil || v != 2.5 {
 		t.Errorf(`"2.5" = %v, %v`, v, err)
 	}
-	for _, bad := range []string{`"abc"`, `1e400`, `"1e400"`, `null x`, `true`, `"nan"`, `{}`} {
+	for _, bad := range []string{`"abc"`, `1e400`, `"1e400"`, `null x`, `true`, `"nan"`, `{}`, `0x10`, `"0x10"`, `Infinity`, `+1`, `"+1"`, `1_000`, `-`, `1.2.3`, ``} {
 		if err := json.Unmarshal([]byte(bad), &v); err == nil {
 			t.Errorf("accepted %s", bad)
 		}
@@ -59,7 +59,11 @@ func TestMetricPointJSON(t *testing.T) {
 	if len(p) != 2 || p[0] != (MetricPoint{0.5, 1, 1700000000000}) || !math.IsNaN(float64(p[1].Value)) || p[1].Step != 2 {
 		t.Fatalf("decoded %+v", p)
 	}
-	for _, bad := range []string{`[1,2]`, `[1,2,3,4]`, `[1,"x",3]`, `[1,2,3.5]`, `{}`} {
+	var spaced MetricPoint
+	if err := json.Unmarshal([]byte(` [ 0.5 , 2 , 3 ] `), &spaced); err != nil || spaced != (MetricPoint{0.5, 2, 3}) {
+		t.Errorf("spaced point = %+v, %v", spaced, err)
+	}
+	for _, bad := range []string{`[1,2]`, `[1,2,3,4]`, `[1,"x",3]`, `[1,2,3.5]`, `{}`, `[NaN,1,1]`, `["1,2",1,1]`, `[1,2,1e3]`} {
 		var q MetricPoint
 		if err := json.Unmarshal([]byte(bad), &q); err == nil {
 			t.Errorf("point %s accepted", bad)

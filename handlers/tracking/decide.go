@@ -762,8 +762,10 @@ func DecideLogMetrics(r RunState, metrics []Metric) ([]handlers.Change, error) {
 	}
 	byKey := map[string][]events.MetricPoint{}
 	for i, m := range metrics {
-		if err := ValidKey("metric", m.Key); err != nil {
-			return nil, indexedAs("metrics", err, i)
+		if _, seen := byKey[m.Key]; !seen { // a series' key is checked once, not per point
+			if err := ValidKey("metric", m.Key); err != nil {
+				return nil, indexedAs("metrics", err, i)
+			}
 		}
 		if m.Timestamp < 0 {
 			return nil, handlers.Errorf(handlers.Invalid, "validation-failed", "metrics[%d]: timestamp must be milliseconds since the epoch", i)
