@@ -467,12 +467,23 @@ func (s *Server) logMetrics(w http.ResponseWriter, r *http.Request) error {
 
 type metricKeyRef struct {
 	runRef
-	key string
+	key       string
+	maxPoints int // 0: the whole series
 }
+
+// MaxSampledPoints bounds ?max_points= of a metric history.
+const MaxSampledPoints = 100_000
 
 func (m *metricKeyRef) readParams(r *http.Request) error {
 	if err := m.runRef.readParams(r); err != nil {
 		return err
+	}
+	if v := r.URL.Query().Get("max_points"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 4 || n > MaxSampledPoints {
+			return problem("validation-failed", "max_points must be between 4 and "+strconv.Itoa(MaxSampledPoints))
+		}
+		m.maxPoints = n
 	}
 	key, err := url.PathUnescape(chi.URLParam(r, "key"))
 	if err != nil {
@@ -499,6 +510,10 @@ func (s *Server) metricHistory(c *call, ref metricKeyRef) (MetricHistory, error)
 		return MetricHistory{}, problem("not-found", "run not found")
 	} else if err != nil {
 		return MetricHistory{}, err
+	}
+	if ref.maxPoints > 0 {
+		points, err := s.deps.Queries.MetricHistorySampled(c.ctx, ref.run, ref.key, ref.maxPoints)
+		return MetricHistory{Key: ref.key, Points: points}, err
 	}
 	points, truncated, err := s.deps.Queries.MetricHistory(c.ctx, ref.run, ref.key)
 	return MetricHistory{Key: ref.key, Points: points, Truncated: truncated}, err

@@ -174,6 +174,10 @@ func TestTrackingFlow(t *testing.T) {
 		!math.IsInf(float64(hist.Points[2].Value), -1) || hist.Points[2].Step != 3 {
 		t.Fatalf("history = %+v", hist)
 	}
+	if h := asJSON[api.MetricHistory](t, call(t, e, 200, "GET", r2Path+"/metrics/loss?max_points=4", ada.Token, nil)); len(h.Points) != 3 {
+		t.Fatalf("sampled history of a short series = %+v", h)
+	}
+	callProblem(t, e, 400, "validation-failed", "GET", r2Path+"/metrics/loss?max_points=2", ada.Token, nil)
 	if h := asJSON[api.MetricHistory](t, call(t, e, 200, "GET", r2Path+"/metrics/train%2Facc", ada.Token, nil)); len(h.Points) != 1 {
 		t.Fatalf("train/acc history = %+v", h)
 	}

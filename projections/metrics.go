@@ -130,3 +130,39 @@ func (q *Queries) MetricHistory(ctx context.Context, runID, key string) (points 
 	}
 	return points, false, rows.Err()
 }
+
+// MetricHistorySampled returns a run's series of key downsampled to at most
+// maxPoints points for a chart: the series is cut into maxPoints/4 buckets
+// of consecutive points, and each bucket keeps its first, last, lowest and
+// highest point (NaN counts as the highest, as Postgres orders float8), in
+// series order. A series of at most maxPoints points comes back whole.
+func (q *Queries) MetricHistorySampled(ctx context.Context, runID, key string, maxPoints int) ([]MetricPoint, error) {
+	buckets := max(maxPoints/4, 1)
+	rows, err := q.pool.Query(ctx, `WITH s AS (
+			SELECT step, ts, value, row_number() OVER (ORDER BY step, ts, seq) - 1 AS i, count(*) OVER () AS n
+			FROM metrics WHERE run_id = $1 AND key = $2),
+		b AS (SELECT step, ts, value, i, n, CASE WHEN n <= $3 THEN i ELSE i * $4 / n END AS bucket FROM s),
+		r AS (SELECT step, ts, value, i,
+				row_number() OVER (PARTITION BY bucket ORDER BY i) AS first,
+				row_number() OVER (PARTITION BY bucket ORDER BY i DESC) AS last,
+				row_number() OVER (PARTITION BY bucket ORDER BY value, i) AS low,
+				row_number() OVER (PARTITION BY bucket ORDER BY value DESC, i) AS high
+			FROM b)
+		SELECT step, ts, value FROM r WHERE first = 1 OR last = 1 OR low = 1 OR high = 1 ORDER BY i`,
+		runID, key, int64(maxPoints), int64(buckets))
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	points := []MetricPoint{}
+	for rows.Next() {
+		p := MetricPoint{Key: key}
+		var v float64
+		if err := rows.Scan(&p.Step, &p.Timestamp, &v); err != nil {
+			return nil, err
+		}
+		p.Value = events.MetricValue(v)
+		points = append(points, p)
+	}
+	return points, rows.Err()
+}

@@ -75,3 +75,61 @@ func TestMetricsProjection(t *testing.T) {
 	waitCaughtUp(t, f.pool, last, "metrics")
 	sameDump(t, dumpMetrics(), before)
 }
+
+// Downsampling keeps each bucket's first, last, lowest and highest point,
+// in series order, and never more than max_points.
+func TestMetricHistorySampled(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	ctx := testCtx(t)
+	ms, err := events.OpenMetricsStore(ctx, f.store.Conn(), events.MetricsConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	run := uuid.NewString()
+	var points []events.MetricPoint
+	for i := range 1000 {
+		v := math.Sin(float64(i) / 50)
+		if i == 500 {
+			v = 42 // a spike a chart must not lose
+		}
+		points = append(points, events.MetricPoint{Value: events.MetricValue(v), Step: int64(i), Timestamp: int64(i)})
+	}
+	e, err := events.New(events.Meta{Actor: events.SystemActor, Time: base}, events.MetricsSubject(run), events.MetricsLogged, 0,
+		events.MetricsLoggedData{RunID: run, Metrics: map[string][]events.MetricPoint{"wave": points}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	last, err := ms.Append(ctx, events.Append{Event: e, Expect: events.Any})
+	if err != nil {
+		t.Fatal(err)
+	}
+	start(t, NewRunner(f.pool, ms, Metrics{}, testRunnerConfig()))
+	waitCaughtUp(t, f.pool, last, "metrics")
+	q := NewQueries(f.pool)
+
+	got, err := q.MetricHistorySampled(ctx, run, "wave", 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) > 100 || len(got) < 50 {
+		t.Fatalf("%d points for max_points 100", len(got))
+	}
+	if got[0].Step != 0 || got[len(got)-1].Step != 999 {
+		t.Fatalf("first and last of the series lost: %d … %d", got[0].Step, got[len(got)-1].Step)
+	}
+	spike := false
+	for i, p := range got {
+		if i > 0 && p.Step <= got[i-1].Step {
+			t.Fatalf("out of order at %d: %d after %d", i, p.Step, got[i-1].Step)
+		}
+		spike = spike || p.Value == 42
+	}
+	if !spike {
+		t.Fatal("the spike was lost")
+	}
+	whole, err := q.MetricHistorySampled(ctx, run, "wave", 5000)
+	if err != nil || len(whole) != 1000 {
+		t.Fatalf("a series under max_points came back with %d points, %v", len(whole), err)
+	}
+}
