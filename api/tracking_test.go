@@ -178,6 +178,10 @@ func TestTrackingFlow(t *testing.T) {
 		t.Fatalf("sampled history of a short series = %+v", h)
 	}
 	callProblem(t, e, 400, "validation-failed", "GET", r2Path+"/metrics/loss?max_points=2", ada.Token, nil)
+	withMetrics := asJSON[projections.Run](t, call(t, e, 200, "GET", r2Path, ada.Token, nil))
+	if l := withMetrics.Metrics["loss"]; l.Step != 3 || !math.IsInf(float64(l.Value), -1) || withMetrics.Metrics["train/acc"].Value != 0.75 {
+		t.Fatalf("latest metrics in the run = %+v", withMetrics.Metrics)
+	}
 	if h := asJSON[api.MetricHistory](t, call(t, e, 200, "GET", r2Path+"/metrics/train%2Facc", ada.Token, nil)); len(h.Points) != 1 {
 		t.Fatalf("train/acc history = %+v", h)
 	}

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/maestro-ml/maestro/events"
 )
 
 // Experiment is an experiment as the API shows it.
@@ -123,6 +125,16 @@ type Run struct {
 	LifecycleStage string            `json:"lifecycle_stage"`
 	Params         map[string]string `json:"params"`
 	Tags           map[string]string `json:"tags"`
+	// Metrics is the latest point of each metric (read answers only; a
+	// command's answer, from the write side, has none).
+	Metrics map[string]LatestMetric `json:"metrics,omitempty"`
+}
+
+// LatestMetric is a run's latest point of one metric (latest_metrics).
+type LatestMetric struct {
+	Value     events.MetricValue `json:"value"`
+	Step      int64              `json:"step"`
+	Timestamp int64              `json:"timestamp"`
 }
 
 const runCols = "id, experiment_id, project_id, name, user_id, status, start_time, end_time, deleted"
@@ -153,7 +165,8 @@ func (q *Queries) Run(ctx context.Context, projectID, id string) (Run, error) {
 	return runs[0], err
 }
 
-// runDetails fills the params and tags of runs in two queries.
+// runDetails fills the params, tags and latest metrics of runs in three
+// queries.
 func (q *Queries) runDetails(ctx context.Context, runs []Run) error {
 	if len(runs) == 0 {
 		return nil
@@ -184,7 +197,26 @@ func (q *Queries) runDetails(ctx context.Context, runs []Run) error {
 			return err
 		}
 	}
-	return nil
+	rows, err := q.pool.Query(ctx, "SELECT run_id, key, value, step, ts FROM latest_metrics WHERE run_id = ANY($1::uuid[])", ids)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id, k string
+		var m LatestMetric
+		var v float64
+		if err := rows.Scan(&id, &k, &v, &m.Step, &m.Timestamp); err != nil {
+			return err
+		}
+		m.Value = events.MetricValue(v)
+		r := &runs[at[id]]
+		if r.Metrics == nil {
+			r.Metrics = map[string]LatestMetric{}
+		}
+		r.Metrics[k] = m
+	}
+	return rows.Err()
 }
 
 // ListRuns pages an experiment's runs, newest start first.
