@@ -455,8 +455,15 @@ func clientIP(r *http.Request) string {
 // A wait that times out answers 202: the change is durable but not yet
 // visible.
 func (s *Server) respondCommand(w http.ResponseWriter, r *http.Request, status int, seq uint64, body any) {
+	s.respondSequence(w, r, status, "Maestro-Sequence", seq, body)
+}
+
+// respondSequence is respondCommand for a sequence of any stream, reported
+// in header (the metrics stream's is Maestro-Metrics-Sequence: min_sequence
+// and Maestro-Sequence are the event stream's).
+func (s *Server) respondSequence(w http.ResponseWriter, r *http.Request, status int, header string, seq uint64, body any) {
 	if seq > 0 {
-		w.Header().Set("Maestro-Sequence", strconv.FormatUint(seq, 10))
+		w.Header().Set(header, strconv.FormatUint(seq, 10))
 		if preferAsync(r) {
 			w.Header().Set("Preference-Applied", "respond-async")
 			status = http.StatusAccepted

@@ -62,20 +62,13 @@ func experimentFromState(x tracking.ExperimentState) projections.Experiment {
 		tags = map[string]string{}
 	}
 	return projections.Experiment{ID: x.ID, ProjectID: x.ProjectID, Name: x.Name, ArtifactLocation: x.ArtifactLocation,
-		LifecycleStage: lifecycle(x.Deleted), Tags: tags, CreatedAt: apiTime(x.CreatedAt), UpdatedAt: apiTime(x.UpdatedAt)}
+		LifecycleStage: projections.LifecycleStage(x.Deleted), Tags: tags, CreatedAt: apiTime(x.CreatedAt), UpdatedAt: apiTime(x.UpdatedAt)}
 }
 
 func runFromState(r tracking.RunState) projections.Run {
 	return projections.Run{ID: r.ID, ExperimentID: r.ExperimentID, ProjectID: r.ProjectID, Name: r.Name, UserID: r.UserID,
-		Status: r.Status, StartTime: r.StartTime, EndTime: r.EndTime, LifecycleStage: lifecycle(r.Deleted),
+		Status: r.Status, StartTime: r.StartTime, EndTime: r.EndTime, LifecycleStage: projections.LifecycleStage(r.Deleted),
 		Params: maps.Clone(r.Params), Tags: maps.Clone(r.Tags)}
-}
-
-func lifecycle(deleted bool) string {
-	if deleted {
-		return "deleted"
-	}
-	return "active"
 }
 
 // pathID is a uuid path parameter in its canonical (lower-case) form, as
@@ -108,15 +101,20 @@ func (x *runRef) readParams(r *http.Request) (err error) {
 
 type tagKey struct{ key string }
 
-// readParams reads {key} unescaped: a key may hold "/", which a client
-// sends as %2F (chi matches the escaped path and passes it on as sent).
-func (k *tagKey) readParams(r *http.Request) error {
+func (k *tagKey) readParams(r *http.Request) (err error) {
+	k.key, err = keyParam(r, "tag")
+	return err
+}
+
+// keyParam reads {key} (a tag or metric key) unescaped: a key may hold "/",
+// which a client sends as %2F (chi matches the escaped path and passes it
+// on as sent).
+func keyParam(r *http.Request, kind string) (string, error) {
 	key, err := url.PathUnescape(chi.URLParam(r, "key"))
 	if err != nil {
-		return problem("validation-failed", "the tag key is not a valid escaped path segment")
+		return "", problem("validation-failed", "the "+kind+" key is not a valid escaped path segment")
 	}
-	k.key = key
-	return tracking.ValidKey("tag", k.key)
+	return key, tracking.ValidKey(kind, key)
 }
 
 type experimentTagRef struct {
@@ -427,9 +425,8 @@ type MetricsLogged struct {
 
 // logMetrics appends a request's points to the metrics stream. Its
 // sequence is the metrics stream's, so it is reported as
-// Maestro-Metrics-Sequence (Maestro-Sequence and min_sequence are the event
-// stream's); unless the client prefers async, the answer waits until the
-// points are readable.
+// Maestro-Metrics-Sequence; unless the client prefers async, the answer
+// waits until the route's projection (metrics) makes the points readable.
 func (s *Server) logMetrics(w http.ResponseWriter, r *http.Request) error {
 	var ref runRef
 	if err := ref.readParams(r); err != nil {
@@ -451,17 +448,7 @@ func (s *Server) logMetrics(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	status := http.StatusOK
-	w.Header().Set("Maestro-Metrics-Sequence", strconv.FormatUint(seq, 10))
-	switch {
-	case preferAsync(r):
-		w.Header().Set("Preference-Applied", "respond-async")
-		status = http.StatusAccepted
-	case !s.waitApplied(r.Context(), seq, projections.Metrics{}.Name()):
-		w.Header().Set("Maestro-Consistency", "pending")
-		status = http.StatusAccepted
-	}
-	writeJSON(w, status, MetricsLogged{RunID: ref.run, Logged: len(points)})
+	s.respondSequence(w, r, http.StatusOK, "Maestro-Metrics-Sequence", seq, MetricsLogged{RunID: ref.run, Logged: len(points)})
 	return nil
 }
 
@@ -485,12 +472,9 @@ func (m *metricKeyRef) readParams(r *http.Request) error {
 		}
 		m.maxPoints = n
 	}
-	key, err := url.PathUnescape(chi.URLParam(r, "key"))
-	if err != nil {
-		return problem("validation-failed", "the metric key is not a valid escaped path segment")
-	}
-	m.key = key
-	return tracking.ValidKey("metric", key)
+	var err error
+	m.key, err = keyParam(r, "metric")
+	return err
 }
 
 // MetricHistory is a run's series of one key.

@@ -14,26 +14,8 @@ import (
 // every number), and a rebuild gives the same tables.
 func TestMetricsProjection(t *testing.T) {
 	t.Parallel()
-	f := newFixture(t)
+	f, ms, run, log := metricsFixture(t)
 	ctx := testCtx(t)
-	ms, err := events.OpenMetricsStore(ctx, f.store.Conn(), events.MetricsConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	run := uuid.NewString()
-	log := func(points map[string][]events.MetricPoint) uint64 {
-		t.Helper()
-		e, err := events.New(events.Meta{Actor: events.SystemActor, Time: base}, events.MetricsSubject(run), events.MetricsLogged, 0,
-			events.MetricsLoggedData{RunID: run, Metrics: points})
-		if err != nil {
-			t.Fatal(err)
-		}
-		seq, err := ms.Append(ctx, events.Append{Event: e, Expect: events.Any})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return seq
-	}
 	log(map[string][]events.MetricPoint{"loss": {{Value: 1, Step: 1, Timestamp: 1}, {Value: 0.5, Step: 2, Timestamp: 2}},
 		"acc": {{Value: 0.1, Step: 1, Timestamp: 1}}})
 	last := log(map[string][]events.MetricPoint{"loss": {{Value: events.MetricValue(math.NaN()), Step: 2, Timestamp: 2},
@@ -80,13 +62,8 @@ func TestMetricsProjection(t *testing.T) {
 // in series order, and never more than max_points.
 func TestMetricHistorySampled(t *testing.T) {
 	t.Parallel()
-	f := newFixture(t)
+	f, ms, run, log := metricsFixture(t)
 	ctx := testCtx(t)
-	ms, err := events.OpenMetricsStore(ctx, f.store.Conn(), events.MetricsConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	run := uuid.NewString()
 	var points []events.MetricPoint
 	for i := range 1000 {
 		v := math.Sin(float64(i) / 50)
@@ -95,15 +72,7 @@ func TestMetricHistorySampled(t *testing.T) {
 		}
 		points = append(points, events.MetricPoint{Value: events.MetricValue(v), Step: int64(i), Timestamp: int64(i)})
 	}
-	e, err := events.New(events.Meta{Actor: events.SystemActor, Time: base}, events.MetricsSubject(run), events.MetricsLogged, 0,
-		events.MetricsLoggedData{RunID: run, Metrics: map[string][]events.MetricPoint{"wave": points}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	last, err := ms.Append(ctx, events.Append{Event: e, Expect: events.Any})
-	if err != nil {
-		t.Fatal(err)
-	}
+	last := log(map[string][]events.MetricPoint{"wave": points})
 	start(t, NewRunner(f.pool, ms, Metrics{}, testRunnerConfig()))
 	waitCaughtUp(t, f.pool, last, "metrics")
 	q := NewQueries(f.pool)
@@ -132,4 +101,31 @@ func TestMetricHistorySampled(t *testing.T) {
 	if err != nil || len(whole) != 1000 {
 		t.Fatalf("a series under max_points came back with %d points, %v", len(whole), err)
 	}
+}
+
+// metricsFixture is a fixture with MAESTRO_METRICS, a run id, and log,
+// which appends one request's points for that run and returns its sequence.
+func metricsFixture(t *testing.T) (*fixture, *events.Store, string, func(map[string][]events.MetricPoint) uint64) {
+	t.Helper()
+	f := newFixture(t)
+	ctx := testCtx(t)
+	ms, err := events.OpenMetricsStore(ctx, f.store.Conn(), events.MetricsConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	run := uuid.NewString()
+	log := func(points map[string][]events.MetricPoint) uint64 {
+		t.Helper()
+		e, err := events.New(events.Meta{Actor: events.SystemActor, Time: base}, events.MetricsSubject(run), events.MetricsLogged, 0,
+			events.MetricsLoggedData{RunID: run, Metrics: points})
+		if err != nil {
+			t.Fatal(err)
+		}
+		seq, err := ms.Append(ctx, events.Append{Event: e, Expect: events.Any})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return seq
+	}
+	return f, ms, run, log
 }

@@ -44,7 +44,8 @@ func viewSQL(v View) string {
 	return "NOT deleted"
 }
 
-func stage(deleted bool) string {
+// LifecycleStage is MLflow's lifecycle_stage of an experiment or run.
+func LifecycleStage(deleted bool) string {
 	if deleted {
 		return "deleted"
 	}
@@ -64,7 +65,7 @@ func scanExperiment(row pgx.Row, extra ...any) (Experiment, error) {
 	if err != nil {
 		return x, err
 	}
-	x.LifecycleStage = stage(deleted)
+	x.LifecycleStage = LifecycleStage(deleted)
 	return x, json.Unmarshal(tags, &x.Tags)
 }
 
@@ -146,7 +147,7 @@ func scanRun(row pgx.Row) (Run, error) {
 	if errors.Is(err, pgx.ErrNoRows) {
 		return r, ErrNotFound
 	}
-	r.LifecycleStage = stage(deleted)
+	r.LifecycleStage = LifecycleStage(deleted)
 	r.Params, r.Tags = map[string]string{}, map[string]string{}
 	return r, err
 }

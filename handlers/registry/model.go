@@ -298,7 +298,7 @@ type CreateModel struct {
 
 // DecideCreateModel reserves the name in the project and creates the model.
 func DecideCreateModel(p ProjectState, res ReservationState, c CreateModel) ([]handlers.Change, error) {
-	if err := notArchived(p); err != nil {
+	if err := NotArchived(p); err != nil {
 		return nil, err
 	}
 	if !ValidModelName(c.Name) {

@@ -190,7 +190,9 @@ func DecideCreateProject(res ReservationState, c CreateProject) ([]handlers.Chan
 
 func projectSubject(s ProjectState) string { return events.Subject(events.AggProject, s.ID) }
 
-func notArchived(s ProjectState) error {
+// NotArchived refuses a change in an archived project (other command
+// services, tracking, refuse with it too).
+func NotArchived(s ProjectState) error {
 	if s.Archived {
 		return handlers.Errorf(handlers.Conflict, "project-archived", "the project is archived; restore it first")
 	}
@@ -199,7 +201,7 @@ func notArchived(s ProjectState) error {
 
 // DecideUpdateProject changes the description.
 func DecideUpdateProject(s ProjectState, description *string) ([]handlers.Change, error) {
-	if err := notArchived(s); err != nil {
+	if err := NotArchived(s); err != nil {
 		return nil, err
 	}
 	if description == nil || *description == s.Description {
@@ -236,7 +238,7 @@ func owners(m map[string]authz.ProjectRole) int {
 
 // DecideSetMember adds a member or changes their role, keeping an owner.
 func DecideSetMember(s ProjectState, userID string, role authz.ProjectRole) ([]handlers.Change, error) {
-	if err := notArchived(s); err != nil {
+	if err := NotArchived(s); err != nil {
 		return nil, err
 	}
 	if !authz.ValidProjectRole(string(role)) {
@@ -255,7 +257,7 @@ func DecideSetMember(s ProjectState, userID string, role authz.ProjectRole) ([]h
 
 // DecideRemoveMember removes a member, keeping an owner.
 func DecideRemoveMember(s ProjectState, userID string) ([]handlers.Change, error) {
-	if err := notArchived(s); err != nil {
+	if err := NotArchived(s); err != nil {
 		return nil, err
 	}
 	prev, ok := s.Members[userID]

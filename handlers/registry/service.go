@@ -321,7 +321,7 @@ func (s *Service) updateModel(ctx context.Context, meta events.Meta, p authz.Pri
 			if err != nil {
 				return nil, nil, err
 			}
-			if err := notArchived(cur); err != nil {
+			if err := NotArchived(cur); err != nil {
 				return nil, nil, err
 			}
 			ch, err := decide(p, cur, m, false)
@@ -356,7 +356,7 @@ func (s *Service) AuthorizeModelWrite(ctx context.Context, p authz.Principal, re
 	if err != nil {
 		return ps, ModelState{}, err
 	}
-	if err := notArchived(ps); err != nil {
+	if err := NotArchived(ps); err != nil {
 		return ps, ModelState{}, err
 	}
 	id, err := s.modelID(ctx, ps.ID, name)

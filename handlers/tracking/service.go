@@ -53,8 +53,8 @@ func (s *Service) CreateExperiment(ctx context.Context, meta events.Meta, p auth
 	if err != nil {
 		return ExperimentState{}, 0, err
 	}
-	if ps.Archived {
-		return ExperimentState{}, 0, archived()
+	if err := registry.NotArchived(ps); err != nil {
+		return ExperimentState{}, 0, err
 	}
 	c.ExperimentID = handlers.IDFor(meta, "experiment")
 	c.ProjectID = ps.ID
@@ -139,16 +139,12 @@ func update[S any](ctx context.Context, s *Service, meta events.Meta, p authz.Pr
 			if err != nil {
 				return nil, nil, err
 			}
-			if proj.Archived {
-				return nil, nil, archived()
+			if err := registry.NotArchived(proj); err != nil {
+				return nil, nil, err
 			}
 		}
 		return decide(cur, replay)
 	})
-}
-
-func archived() error {
-	return handlers.Errorf(handlers.Conflict, "project-archived", "the project is archived; restore it first")
 }
 
 // UpdateExperiment renames an experiment and/or sets its tags, as one
@@ -216,8 +212,8 @@ func (s *Service) CreateRun(ctx context.Context, meta events.Meta, p authz.Princ
 	if err != nil {
 		return RunState{}, 0, err
 	}
-	if ps.Archived {
-		return RunState{}, 0, archived()
+	if err := registry.NotArchived(ps); err != nil {
+		return RunState{}, 0, err
 	}
 	if _, err := s.experiment(ctx, ps.ID, experimentID); err != nil {
 		return RunState{}, 0, err
@@ -238,8 +234,8 @@ func (s *Service) CreateRun(ctx context.Context, meta events.Meta, p authz.Princ
 			if err != nil {
 				return nil, nil, err
 			}
-			if proj.Archived {
-				return nil, nil, archived()
+			if err := registry.NotArchived(proj); err != nil {
+				return nil, nil, err
 			}
 			x, err := s.experiment(ctx, ps.ID, experimentID)
 			if err != nil {
@@ -325,8 +321,8 @@ func (s *Service) LogMetrics(ctx context.Context, meta events.Meta, p authz.Prin
 	if err != nil {
 		return 0, err
 	}
-	if ps.Archived {
-		return 0, archived()
+	if err := registry.NotArchived(ps); err != nil {
+		return 0, err
 	}
 	r, err := s.run(ctx, ps.ID, runID)
 	if err != nil {
@@ -335,6 +331,18 @@ func (s *Service) LogMetrics(ctx context.Context, meta events.Meta, p authz.Prin
 	changes, err := DecideLogMetrics(r, metrics)
 	if err != nil {
 		return 0, err
+	}
+	subj := events.MetricsSubject(r.ID)
+	if !meta.PriorAttempt.IsZero() && meta.Derived() {
+		// A retry of a request whose first attempt died: its points may be
+		// stored already, beyond the duplicate window; answer with them.
+		stored, err := s.metrics.FindStored(ctx, handlers.DerivedIDs(meta, subj), []string{subj}, meta.PriorAttempt.Add(-time.Minute))
+		if err != nil {
+			return 0, err
+		}
+		if len(stored) > 0 {
+			return stored[len(stored)-1].Sequence, nil
+		}
 	}
 	meta.Time = s.now()
 	// No expected version: points do not decide anything, and a retry

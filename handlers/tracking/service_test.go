@@ -186,6 +186,21 @@ func TestLogMetrics(t *testing.T) {
 	if last, _ := metrics.LastSequence(ctx); last != 1 {
 		t.Fatalf("a refused request appended: last sequence %d", last)
 	}
+	// A retried request (same Idempotency-Key; its first answer lost) gets
+	// the stored outcome, not a second copy of the points.
+	km := om
+	km.IdempotencyKey, km.Fingerprint = "points-1", "fp"
+	first, err := svc.LogMetrics(ctx, km, owner, ps.Slug, r.ID, points)
+	if err != nil {
+		t.Fatal(err)
+	}
+	km.PriorAttempt = time.Now()
+	if again, err := svc.LogMetrics(ctx, km, owner, ps.Slug, r.ID, points); err != nil || again != first {
+		t.Fatalf("retry = %d, %v; first %d", again, err, first)
+	}
+	if last, _ := metrics.LastSequence(ctx); last != first {
+		t.Fatalf("the retry appended: last %d, first %d", last, first)
+	}
 	if _, _, err := svc.DeleteRun(ctx, om, owner, ps.Slug, r.ID, true); err != nil {
 		t.Fatal(err)
 	}

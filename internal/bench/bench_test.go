@@ -3,13 +3,16 @@ package bench
 import (
 	"crypto/ed25519"
 	"crypto/rand"
+	"fmt"
 	"testing"
 	"time"
 
 	"github.com/maestro-ml/maestro/auth"
 	"github.com/maestro-ml/maestro/events"
+	"github.com/maestro-ml/maestro/handlers"
 	"github.com/maestro-ml/maestro/handlers/identity"
 	"github.com/maestro-ml/maestro/handlers/registry"
+	"github.com/maestro-ml/maestro/handlers/tracking"
 )
 
 // The codec runs on every append (ToMsg) and every event a projection or a
@@ -210,6 +213,32 @@ func BenchmarkAPITokenCheck(b *testing.B) {
 	for b.Loop() {
 		if !auth.LooksLikeAPIToken(tok.Secret) || !auth.SameHash(auth.HashAPIToken(tok.Secret), tok.Hash) {
 			b.Fatal("token refused")
+		}
+	}
+}
+
+// BenchmarkMetricBatch10000 is the CPU of one 10,000-point logging request
+// outside HTTP: deciding it (key checks, grouping), encoding the event and
+// decoding it again as the metrics projection does.
+func BenchmarkMetricBatch10000(b *testing.B) {
+	run := tracking.RunState{Created: true, ID: "11111111-1111-4111-8111-111111111111", Params: map[string]string{}, Tags: map[string]string{}}
+	points := make([]tracking.Metric, 10_000)
+	for i := range points {
+		points[i] = tracking.Metric{Key: fmt.Sprint("train/m", i%10), Value: events.MetricValue(float64(i) * 0.001), Step: int64(i), Timestamp: 1_700_000_000_000 + int64(i)}
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		changes, err := tracking.DecideLogMetrics(run, points)
+		if err != nil {
+			b.Fatal(err)
+		}
+		batch, err := handlers.Build(events.Meta{Actor: events.SystemActor, Time: time.Unix(0, 0)}, nil, changes...)
+		if err != nil {
+			b.Fatal(err)
+		}
+		var d events.MetricsLoggedData
+		if err := batch[0].Event.Decode(&d); err != nil || len(d.Metrics) != 10 {
+			b.Fatalf("decoded %d series, %v", len(d.Metrics), err)
 		}
 	}
 }
