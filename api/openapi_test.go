@@ -216,6 +216,9 @@ func TestOpenAPICoversRouteTable(t *testing.T) {
 	e := testenv.Start(t, testenv.Config(t))
 	inTable := map[string]api.Route{}
 	for _, r := range e.P.API.Routes() {
+		if r.MLflow {
+			continue // MLflow's API, described by MLflow's protos (docs/MLFLOW_REFERENCE.md)
+		}
 		spec := api.SpecPath(r.Pattern)
 		key := r.Method + " " + spec
 		inTable[key] = r

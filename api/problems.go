@@ -78,6 +78,9 @@ type problemError struct {
 	code       string
 	detail     string
 	retryAfter time.Duration
+	// mlflow is the MLflow error code an MLflow route answers with, when
+	// the problem type alone does not say (see mlflowCodes).
+	mlflow string
 }
 
 func (e *problemError) Error() string { return e.code + ": " + e.detail }
@@ -115,6 +118,10 @@ func toProblem(err error) (*problemError, bool) {
 }
 
 func writeProblem(w http.ResponseWriter, r *http.Request, pe *problemError) {
+	if isMLflow(r) {
+		writeMLflowError(w, r, pe)
+		return
+	}
 	c, ok := problemCatalog[pe.code]
 	if !ok {
 		c = problemCatalog["internal"]

@@ -76,16 +76,6 @@ func isCanonicalUUID(s string) bool {
 	return err == nil && id.String() == s
 }
 
-// projectRef is {project}: a slug or a project id, as the write side
-// resolves it (so reads and commands accept exactly the same references).
-func projectRef(r *http.Request) (string, error) {
-	ref := chi.URLParam(r, "project")
-	if !registry.ValidSlug(ref) && !isCanonicalUUID(ref) {
-		return "", projectMissing()
-	}
-	return ref, nil
-}
-
 func modelNameParam(r *http.Request) (string, error) {
 	name := chi.URLParam(r, "name")
 	if !registry.ValidModelName(name) {
@@ -145,9 +135,16 @@ func textParam(q url.Values, name string, max int) (string, error) {
 // readableProject resolves {project} in the read model and checks that the
 // caller may read it; a non-member gets the same 404 as a missing project.
 func (s *Server) readableProject(r *http.Request) (projections.Project, error) {
-	ref, err := projectRef(r)
-	if err != nil {
-		return projections.Project{}, err
+	return s.readableProjectRef(r, chi.URLParam(r, "project"))
+}
+
+// readableProjectRef is readableProject of the project ref (a slug or an
+// id, as the write side resolves it, so reads and commands accept exactly
+// the same references), for a request that names it some other way
+// (MLflow's bare paths).
+func (s *Server) readableProjectRef(r *http.Request, ref string) (projections.Project, error) {
+	if !registry.ValidSlug(ref) && !isCanonicalUUID(ref) {
+		return projections.Project{}, projectMissing()
 	}
 	p, _ := principal(r.Context())
 	proj, err := s.deps.Queries.ProjectByRef(r.Context(), ref, p.UserID)

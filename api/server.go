@@ -85,7 +85,10 @@ type Route struct {
 	MaxBody int64
 	// Timeout overrides Deps.RequestTimeout (artifact transfers).
 	Timeout time.Duration
-	handle  func(w http.ResponseWriter, r *http.Request) error
+	// MLflow routes are the MLflow REST façade (api/mlflow.go): their
+	// errors are MLflow's {error_code, message}, not problem+json.
+	MLflow bool
+	handle func(w http.ResponseWriter, r *http.Request) error
 }
 
 // Server is the HTTP handler of the API.
@@ -146,13 +149,18 @@ func (s *Server) table() []Route {
 		{Method: "GET", Pattern: "/api/v1/audit", handle: s.listAudit},
 		{Method: "GET", Pattern: "/api/v1/projections", handle: s.projectionStatus},
 	}, slices.Concat(s.tokenRoutes(), awaiting(s.registryRoutes(), registryViews), awaiting(s.artifactRoutes(), registryViews),
-		awaiting(s.trackingRoutes(), trackingViews))...)
+		awaiting(s.trackingRoutes(), trackingViews), awaiting(s.mlflowRoutes(), trackingViews))...)
 }
 
 func (s *Server) router() chi.Router {
 	m := chi.NewRouter()
 	m.Use(s.requestLog, s.recoverer, securityHeaders)
 	m.NotFound(func(w http.ResponseWriter, r *http.Request) {
+		if mlflowPath.MatchString(r.URL.Path) {
+			r = r.WithContext(context.WithValue(r.Context(), ctxMLflow, true))
+			writeProblem(w, r, &problemError{code: "not-found", detail: "no such endpoint: " + r.Method + " " + r.URL.Path, mlflow: "ENDPOINT_NOT_FOUND"})
+			return
+		}
 		writeProblem(w, r, &problemError{code: "not-found", detail: "no such route"})
 	})
 	m.MethodNotAllowed(func(w http.ResponseWriter, r *http.Request) {
@@ -166,6 +174,11 @@ func (s *Server) router() chi.Router {
 			}
 		}
 		w.Header().Set("Allow", strings.Join(allowed, ", "))
+		if mlflowPath.MatchString(r.URL.Path) {
+			// MLflow's Python client falls back to another method only on
+			// ENDPOINT_NOT_FOUND (get-latest-versions: POST, then GET).
+			r = r.WithContext(context.WithValue(r.Context(), ctxMLflow, true))
+		}
 		writeProblem(w, r, &problemError{code: "method-not-allowed", detail: r.Method + " is not supported here"})
 	})
 	for _, rt := range s.routes {
@@ -218,6 +231,9 @@ func (s *Server) endpoint(rt Route) http.Handler {
 			// respondCommand reads the route's Await from here (awaitNames).
 			ctx = context.WithValue(ctx, ctxAwait, await)
 		}
+		if rt.MLflow {
+			ctx = context.WithValue(ctx, ctxMLflow, true)
+		}
 		if rt.Command {
 			// The event store notes what the command stored (waitApplied).
 			ctx, _ = events.WithReceipt(ctx)
@@ -236,6 +252,7 @@ const (
 	ctxIdempotency
 	ctxLogPrincipal
 	ctxAwait
+	ctxMLflow
 )
 
 func requestID(ctx context.Context) string {
