@@ -390,24 +390,26 @@ func (s *Server) listAudit(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// ProjectionStatus is the body of GET /projections.
+// ProjectionStatus is the body of GET /projections: each stream's last
+// sequence and each projection's progress in the stream it follows.
 type ProjectionStatus struct {
-	StreamLastSeq uint64               `json:"stream_last_seq"`
-	Projections   []projections.Status `json:"projections"`
+	StreamLastSeq        uint64               `json:"stream_last_seq"`
+	MetricsStreamLastSeq uint64               `json:"metrics_stream_last_seq"`
+	Projections          []projections.Status `json:"projections"`
 }
 
 func (s *Server) projectionStatus(w http.ResponseWriter, r *http.Request) error {
 	if _, err := s.requireAdmin(r, authz.ReadProjSys); err != nil {
 		return err
 	}
-	last, err := s.deps.StreamLastSeq(r.Context())
+	heads, err := s.deps.Heads(r.Context())
 	if err != nil {
 		return err
 	}
-	st, err := s.deps.Queries.Statuses(r.Context(), last)
+	st, err := s.deps.Queries.Statuses(r.Context(), heads)
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, ProjectionStatus{StreamLastSeq: last, Projections: st})
+	writeJSON(w, http.StatusOK, ProjectionStatus{StreamLastSeq: heads.Events, MetricsStreamLastSeq: heads.Metrics, Projections: st})
 	return nil
 }

@@ -47,6 +47,8 @@ type Deps struct {
 	Logger           *slog.Logger
 	// StreamLastSeq is the event stream's last sequence.
 	StreamLastSeq func(ctx context.Context) (uint64, error)
+	// Heads is the last sequence of every stream projections follow.
+	Heads func(ctx context.Context) (projections.Heads, error)
 	// Ready reports whether dependencies (Postgres, NATS) are reachable.
 	Ready func(ctx context.Context) error
 	// RegistrationOpen allows POST /auth/register.

@@ -247,7 +247,7 @@ func Start(ctx context.Context, cfg Config) (_ *Platform, err error) {
 		}
 		p.API = api.New(api.Deps{Identity: p.Identity, Registry: p.Registry, Tracking: tracking.NewService(p.Store, p.Registry, cfg.Now).WithMetrics(p.Metrics), Blobs: p.Blobs, ArtifactMaxBytes: cfg.ArtifactMaxBytes, Queries: p.Queries, Waiter: p.Waiter, Tokens: tokens, Keys: keys,
 			Idempotency: kv, Logger: p.log, RegistrationOpen: cfg.RegistrationOpen,
-			StreamLastSeq: p.Store.LastSequence, Ready: p.ready, Now: cfg.Now,
+			StreamLastSeq: p.Store.LastSequence, Heads: p.Heads, Ready: p.ready, Now: cfg.Now,
 			// Embedded NATS lives and dies with this process (data dir locked).
 			SoleInstance: p.lock != nil && cfg.NATSURL == ""})
 		if err := p.serveHTTP(); err != nil {
@@ -332,6 +332,19 @@ func (p *Platform) openIdempotency(ctx context.Context) (jetstream.KeyValue, err
 		return nil, events.ExplainReplicasError(stream, replicas, err)
 	}
 	return kv, nil
+}
+
+// Heads is the last sequence of each stream the projections follow.
+func (p *Platform) Heads(ctx context.Context) (projections.Heads, error) {
+	events, err := p.Store.LastSequence(ctx)
+	if err != nil {
+		return projections.Heads{}, err
+	}
+	metrics, err := p.Metrics.LastSequence(ctx)
+	if err != nil {
+		return projections.Heads{}, err
+	}
+	return projections.Heads{Events: events, Metrics: metrics}, nil
 }
 
 // EventReplicas is the replica count of the event stream as opened.

@@ -67,13 +67,15 @@ func caughtUp(t *testing.T, e *testenv.Env, token string) uint64 {
 			t.Fatalf("projections: %d %s", r.Status, r.Body)
 		}
 		var st struct {
-			StreamLastSeq uint64               `json:"stream_last_seq"`
-			Projections   []projections.Status `json:"projections"`
+			StreamLastSeq        uint64               `json:"stream_last_seq"`
+			MetricsStreamLastSeq uint64               `json:"metrics_stream_last_seq"`
+			Projections          []projections.Status `json:"projections"`
 		}
 		r.JSON(t, &st)
 		lagging := len(st.Projections) == 0
 		for _, p := range st.Projections {
-			if p.Lag > 0 || p.LastSeq != st.StreamLastSeq {
+			head := map[string]uint64{"events": st.StreamLastSeq, "metrics": st.MetricsStreamLastSeq}[p.Stream]
+			if p.Lag > 0 || p.LastSeq != head {
 				lagging = true
 			}
 		}

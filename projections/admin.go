@@ -13,7 +13,10 @@ import (
 
 // Status is one projection's progress.
 type Status struct {
-	Name      string    `json:"name"`
+	Name string `json:"name"`
+	// Stream is the stream it follows: "events" (MAESTRO_EVENTS) or
+	// "metrics" (MAESTRO_METRICS); LastSeq and Lag count in it.
+	Stream    string    `json:"stream"`
 	LastSeq   uint64    `json:"last_seq"`
 	Lag       uint64    `json:"lag"`
 	UpdatedAt time.Time `json:"updated_at"`
@@ -35,16 +38,36 @@ type QuarantinedEvent struct {
 	QuarantinedAt time.Time `json:"quarantined_at"`
 }
 
-// Statuses reports every projection's checkpoint, lag behind streamLast and
-// quarantined events.
-func Statuses(ctx context.Context, pool *pgxpool.Pool, streamLast uint64) ([]Status, error) {
+// Heads is the last sequence of each stream projections follow.
+type Heads struct {
+	Events  uint64 // MAESTRO_EVENTS
+	Metrics uint64 // MAESTRO_METRICS
+}
+
+// Statuses reports every projection's checkpoint, lag behind its stream's
+// head and quarantined events: the event stream's projections (All), then
+// the telemetry ones (Telemetry).
+func Statuses(ctx context.Context, pool *pgxpool.Pool, heads Heads) ([]Status, error) {
 	counts, err := quarantineCounts(ctx, pool)
 	if err != nil {
 		return nil, err
 	}
-	out := make([]Status, 0, len(All()))
+	type followed struct {
+		p      Projection
+		stream string
+		head   uint64
+	}
+	var ps []followed
 	for _, p := range All() {
-		s := Status{Name: p.Name(), Quarantined: counts[p.Name()]}
+		ps = append(ps, followed{p, "events", heads.Events})
+	}
+	for _, p := range Telemetry() {
+		ps = append(ps, followed{p, "metrics", heads.Metrics})
+	}
+	out := make([]Status, 0, len(ps))
+	for _, f := range ps {
+		p, streamLast := f.p, f.head
+		s := Status{Name: p.Name(), Stream: f.stream, Quarantined: counts[p.Name()]}
 		var seq int64
 		err := pool.QueryRow(ctx, "SELECT last_seq, updated_at FROM projection_checkpoints WHERE name = $1", p.Name()).Scan(&seq, &s.UpdatedAt)
 		if err != nil && err != pgx.ErrNoRows {
@@ -121,8 +144,8 @@ func Reset(ctx context.Context, pool *pgxpool.Pool) error {
 
 // Statuses reports every projection's checkpoint, lag behind streamLast and
 // quarantined events.
-func (q *Queries) Statuses(ctx context.Context, streamLast uint64) ([]Status, error) {
-	return Statuses(ctx, q.pool, streamLast)
+func (q *Queries) Statuses(ctx context.Context, heads Heads) ([]Status, error) {
+	return Statuses(ctx, q.pool, heads)
 }
 
 // Quarantined counts the quarantined events of each projection that has any.

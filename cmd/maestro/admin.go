@@ -104,31 +104,32 @@ func (projStatusCmd) Run(ctx context.Context, c *Common) error {
 		return err
 	}
 	defer shutdown(p)
-	last, err := p.Store.LastSequence(ctx)
+	heads, err := p.Heads(ctx)
 	if err != nil {
 		return err
 	}
-	st, err := p.Queries.Statuses(ctx, last)
+	st, err := p.Queries.Statuses(ctx, heads)
 	if err != nil {
 		return err
 	}
-	writeStatuses(os.Stdout, last, st)
+	writeStatuses(os.Stdout, heads, st)
 	return nil
 }
 
 // writeStatuses prints the checkpoints, then, if any projection skipped
 // events it cannot store, one line per such projection: how many and the
 // latest (sequence, type, SQLSTATE, error; the data is in the stream).
-func writeStatuses(out io.Writer, last uint64, st []projections.Status) {
+func writeStatuses(out io.Writer, heads projections.Heads, st []projections.Status) {
 	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-	fmt.Fprintf(w, "stream last sequence\t%d\n\nPROJECTION\tCHECKPOINT\tLAG\tUPDATED\n", last)
+	fmt.Fprintf(w, "events stream last sequence\t%d\nmetrics stream last sequence\t%d\n\nPROJECTION\tSTREAM\tCHECKPOINT\tLAG\tUPDATED\n",
+		heads.Events, heads.Metrics)
 	quarantined := false
 	for _, s := range st {
 		upd := "-"
 		if !s.UpdatedAt.IsZero() {
 			upd = s.UpdatedAt.Format(time.RFC3339)
 		}
-		fmt.Fprintf(w, "%s\t%d\t%d\t%s\n", s.Name, s.LastSeq, s.Lag, upd)
+		fmt.Fprintf(w, "%s\t%s\t%d\t%d\t%s\n", s.Name, s.Stream, s.LastSeq, s.Lag, upd)
 		quarantined = quarantined || s.Quarantined > 0
 	}
 	w.Flush()
@@ -165,7 +166,7 @@ func (r projRebuildCmd) Run(ctx context.Context, c *Common) error {
 		return err
 	}
 	defer shutdown(p)
-	last, err := p.Store.LastSequence(ctx)
+	heads, err := p.Heads(ctx)
 	if err != nil {
 		return err
 	}
@@ -177,23 +178,24 @@ func (r projRebuildCmd) Run(ctx context.Context, c *Common) error {
 	// pre-reset value must not end the wait early.
 	deadline := time.Now().Add(r.Timeout)
 	for {
-		st, err := p.Queries.Statuses(ctx, last)
+		st, err := p.Queries.Statuses(ctx, heads)
 		if err != nil {
 			return err
 		}
 		done := true
 		for _, s := range st {
-			done = done && s.LastSeq >= last
+			done = done && s.Lag == 0
 		}
 		if done {
 			d := time.Since(start)
-			writeStatuses(os.Stdout, last, st)
-			fmt.Printf("\nrebuilt %d projections from %d events in %s (%.0f events/s)\n",
-				len(st), last, d.Round(time.Millisecond), float64(last)/d.Seconds())
+			writeStatuses(os.Stdout, heads, st)
+			n := heads.Events + heads.Metrics
+			fmt.Printf("\nrebuilt %d projections from %d events and %d metric batches in %s (%.0f messages/s)\n",
+				len(st), heads.Events, heads.Metrics, d.Round(time.Millisecond), float64(n)/d.Seconds())
 			return nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("rebuild did not reach sequence %d within %s", last, r.Timeout)
+			return fmt.Errorf("rebuild did not reach event sequence %d and metrics sequence %d within %s", heads.Events, heads.Metrics, r.Timeout)
 		}
 		select {
 		case <-ctx.Done():

@@ -20,7 +20,7 @@ func TestStatusPrintsQuarantine(t *testing.T) {
 			Seq: 8, EventID: "e8", Type: "maestro.model.version.registered.v1", SQLState: "22003", Error: "value overflows numeric format"}},
 	}
 	var out bytes.Buffer
-	writeStatuses(&out, 9, st)
+	writeStatuses(&out, projections.Heads{Events: 9}, st)
 	var line string
 	for _, l := range strings.Split(out.String(), "\n") {
 		if f := strings.Fields(l); len(f) > 0 && f[0] == "models" && len(f) > 4 {
@@ -35,7 +35,7 @@ func TestStatusPrintsQuarantine(t *testing.T) {
 
 	out.Reset()
 	st[1].Quarantined, st[1].LastQuarantined = 0, nil
-	writeStatuses(&out, 9, st)
+	writeStatuses(&out, projections.Heads{Events: 9}, st)
 	if strings.Contains(out.String(), "QUARANTINED") {
 		t.Fatalf("a quarantine section without quarantined events:\n%s", out.String())
 	}
