@@ -6,7 +6,7 @@ GO ?= go
 export GOTOOLCHAIN ?= go1.26.10
 BIN := bin/maestro
 
-.PHONY: all build run test bench vet lint fuzz vulncheck clean
+.PHONY: all build run test npm-deps bench vet lint fuzz vulncheck clean
 
 all: build
 
@@ -17,15 +17,32 @@ build:
 run: build
 	./$(BIN) serve --log-format text
 
-## test: vet + every test (starts its own PostgreSQL and NATS; needs PostgreSQL server binaries)
-test:
+## test: vet + every test (starts its own PostgreSQL and NATS; needs PostgreSQL server binaries, Node.js and npm)
+test: npm-deps
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout 30m ./...
+
+# The npm mlflow client that api/mlflow_npm_test.go drives, pinned by its
+# package-lock.json; installed with npm ci when node_modules is missing or
+# older than package.json or the lock file.
+NPM_DIR := api/testdata/mlflow-npm
+
+## npm-deps: install the npm mlflow client the api tests run (needs Node.js and npm)
+npm-deps: $(NPM_DIR)/node_modules/.package-lock.json
+
+$(NPM_DIR)/node_modules/.package-lock.json: $(NPM_DIR)/package.json $(NPM_DIR)/package-lock.json
+	@command -v npm >/dev/null 2>&1 || { echo "make: npm is needed for the MLflow npm client test (apt-get install nodejs npm)" >&2; exit 1; }
+	npm ci --prefix $(NPM_DIR) --no-audit --no-fund
+	@touch $@
 
 ## bench: micro-benchmarks of hot paths, then the load command's table
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./internal/bench/
+	$(GO) test -run '^$$' -bench 'MetricsBody' -benchmem ./api/
+	$(GO) test -run '^$$' -bench 'MetricsQueue' -benchmem ./projections/
 	$(GO) test -run '^$$' -bench 'EvolveArtifacts|ModelAsOf' -benchmem ./handlers/registry/
+	# Run search over 100,000 runs (filled through the projections first, ~3 min; MAESTRO_BENCH_SEARCH_DATABASE_URL keeps them)
+	$(GO) test -run '^$$' -bench SearchRuns -benchtime 200x -timeout 60m ./projections/
 	$(GO) run ./internal/bench/cmd/maestro-bench $(BENCHFLAGS)
 
 ## fuzz: run each fuzz target for a while (seed corpora already run in `make test`)
@@ -36,8 +53,11 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzIdempotencyKey -fuzztime 30s ./api/
 	$(GO) test -run '^$$' -fuzz FuzzVersionBody -fuzztime 30s ./api/
 	$(GO) test -run '^$$' -fuzz FuzzCommandText -fuzztime 30s ./api/
+	$(GO) test -run '^$$' -fuzz FuzzMetricsBody -fuzztime 30s ./api/
+	$(GO) test -run '^$$' -fuzz FuzzDecodeMetricsLogged -fuzztime 30s ./events/
 	$(GO) test -run '^$$' -fuzz FuzzCanonicalJSON -fuzztime 30s ./handlers/
 	$(GO) test -run '^$$' -fuzz FuzzDecodeCursor -fuzztime 30s ./projections/
+	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime 30s ./filter/
 	$(GO) test -run '^$$' -fuzz FuzzNormalizeEmail -fuzztime 30s ./handlers/identity/
 
 lint:

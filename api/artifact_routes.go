@@ -43,6 +43,12 @@ func SpecPath(pattern string) string {
 }
 
 func (s *Server) artifactRoutes() []Route {
+	return s.artifactRouteSet(artifactsBase, query(s, s.listArtifacts), s.putArtifact, s.getArtifact)
+}
+
+// artifactRouteSet is the four routes of an owner of artifacts (a model
+// version, a run) under base: the list, and PUT, GET and HEAD of base/*.
+func (s *Server) artifactRouteSet(base string, list, put, get routeHandler) []Route {
 	// The body limit sits one byte above the artifact limit so that the
 	// store, not the MaxBytesReader, is what notices an oversized upload.
 	maxBody := s.deps.ArtifactMaxBytes
@@ -50,18 +56,18 @@ func (s *Server) artifactRoutes() []Route {
 		maxBody++
 	}
 	return []Route{
-		{Method: "GET", Pattern: artifactsBase, handle: query(s, s.listArtifacts)},
+		{Method: "GET", Pattern: base, handle: list},
 		// Not a Command route: the body is streamed, never buffered for an
 		// idempotency record; PUT of the same bytes is a no-op by itself.
-		{Method: "PUT", Pattern: artifactsBase + "/*", MaxBody: maxBody, Timeout: artifactTransferTimeout, handle: s.putArtifact},
-		{Method: "GET", Pattern: artifactsBase + "/*", Timeout: artifactTransferTimeout, handle: s.getArtifact},
+		{Method: "PUT", Pattern: base + "/*", MaxBody: maxBody, Timeout: artifactTransferTimeout, handle: put},
+		{Method: "GET", Pattern: base + "/*", Timeout: artifactTransferTimeout, handle: get},
 		// HEAD tells size and digest without the bytes (http.ServeContent
 		// answers HEAD without a body).
-		{Method: "HEAD", Pattern: artifactsBase + "/*", Timeout: artifactTransferTimeout, handle: s.getArtifact},
+		{Method: "HEAD", Pattern: base + "/*", Timeout: artifactTransferTimeout, handle: get},
 	}
 }
 
-// ArtifactResponse is one artifact of a model version.
+// ArtifactResponse is one artifact of a model version or a run.
 type ArtifactResponse struct {
 	Path        string    `json:"path"`
 	Digest      string    `json:"digest"`
@@ -70,7 +76,8 @@ type ArtifactResponse struct {
 	RecordedAt  time.Time `json:"recorded_at"`
 }
 
-// ArtifactList is the body of GET .../artifacts: a page in path order.
+// ArtifactList is the body of GET .../artifacts (a run's without ?path=):
+// a page in path order.
 type ArtifactList struct {
 	Items         []ArtifactResponse `json:"items"`
 	NextPageToken string             `json:"next_page_token,omitempty"`
@@ -124,26 +131,70 @@ func (s *Server) putArtifact(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	project, name := chi.URLParam(r, "project"), chi.URLParam(r, "name")
+	p, _ := principal(r.Context())
+	return s.uploadArtifact(w, r, func() error {
+		_, _, err := s.deps.Registry.AuthorizeModelWrite(r.Context(), p, project, name, v)
+		return err
+	}, func(art registry.Artifact) (registry.Artifact, bool, uint64, error) {
+		existed := false
+		m, seq, err := s.deps.Registry.UpdateModelFunc(r.Context(), meta(r), p, project, name, authz.ModelWrite,
+			func(_ registry.ProjectState, m registry.ModelState) ([]handlers.Change, error) {
+				ver, _ := m.Version(v)
+				_, existed = ver.Artifacts[art.Path]
+				return registry.DecideRecordArtifact(m, v, art)
+			})
+		if err != nil {
+			return registry.Artifact{}, false, 0, err
+		}
+		ver, _ := m.Version(v)
+		return ver.Artifacts[art.Path], existed, seq, nil
+	})
+}
+
+// uploadArtifact is an artifact PUT, of a model version's or a run's: the
+// body is streamed into the content-addressed store (hashed, size-limited,
+// checked against Content-Digest, its type sniffed if need be), then
+// record appends the event naming it and returns the artifact as recorded,
+// whether the path held one before, and the sequence. authorize runs
+// before a byte is read: nobody may fill the store unasked.
+func (s *Server) uploadArtifact(w http.ResponseWriter, r *http.Request, authorize func() error,
+	record func(registry.Artifact) (rec registry.Artifact, existed bool, seq uint64, err error)) error {
 	apath, err := artifactPathParam(r)
 	if err != nil {
 		return err
 	}
-	want, err := contentDigest(r.Header.Get("Content-Digest"))
+	rec, existed, seq, err := s.storeArtifact(w, r, apath, authorize, record)
 	if err != nil {
 		return err
+	}
+	status := http.StatusCreated
+	if existed {
+		status = http.StatusOK
+	}
+	s.respondCommand(w, r, status, seq, ArtifactResponse{Path: rec.Path, Digest: rec.Digest, Size: rec.Size,
+		ContentType: rec.ContentType, RecordedAt: apiTime(rec.RecordedAt)})
+	return nil
+}
+
+// storeArtifact is uploadArtifact up to the answer, for the upload of
+// apath (the MLflow artifact proxy answers in its own way).
+func (s *Server) storeArtifact(w http.ResponseWriter, r *http.Request, apath string, authorize func() error,
+	record func(registry.Artifact) (rec registry.Artifact, existed bool, seq uint64, err error)) (registry.Artifact, bool, uint64, error) {
+	want, err := contentDigest(r.Header.Get("Content-Digest"))
+	if err != nil {
+		return registry.Artifact{}, false, 0, err
 	}
 	ct, sniff, err := artifactContentType(r.Header.Get("Content-Type"), apath)
 	if err != nil {
-		return err
+		return registry.Artifact{}, false, 0, err
 	}
-	p, _ := principal(r.Context())
-	// Authorize before reading a byte: nobody may fill the store unasked.
-	if _, _, err := s.deps.Registry.AuthorizeModelWrite(r.Context(), p, chi.URLParam(r, "project"), chi.URLParam(r, "name"), v); err != nil {
-		return err
+	if err := authorize(); err != nil {
+		return registry.Artifact{}, false, 0, err
 	}
 	// A declared length over the limit is refused without reading a byte.
 	if r.ContentLength > s.deps.ArtifactMaxBytes {
-		return problem("payload-too-large", "the artifact exceeds the configured maximum size")
+		return registry.Artifact{}, false, 0, problem("payload-too-large", "the artifact exceeds the configured maximum size")
 	}
 	rc := http.NewResponseController(w)
 	_ = rc.SetReadDeadline(time.Now().Add(artifactTransferTimeout))
@@ -160,40 +211,21 @@ func (s *Server) putArtifact(w http.ResponseWriter, r *http.Request) error {
 	switch {
 	case err == nil:
 	case errors.Is(err, artifacts.ErrTooLarge), errors.As(err, &mbe):
-		return problem("payload-too-large", "the artifact exceeds the configured maximum size")
+		return registry.Artifact{}, false, 0, problem("payload-too-large", "the artifact exceeds the configured maximum size")
 	case errors.Is(err, artifacts.ErrDigestMismatch):
-		return problem("digest-mismatch", "the uploaded bytes do not match Content-Digest; nothing was stored")
+		return registry.Artifact{}, false, 0, problem("digest-mismatch", "the uploaded bytes do not match Content-Digest; nothing was stored")
 	case body.err != nil:
 		// The client went away mid-body (or sent a broken chunked body):
 		// its problem, not a server fault, and it will most likely never
 		// read this answer.
-		return problem("validation-failed", "the upload ended before the body was complete; nothing was stored")
+		return registry.Artifact{}, false, 0, problem("validation-failed", "the upload ended before the body was complete; nothing was stored")
 	default:
-		return err
+		return registry.Artifact{}, false, 0, err
 	}
 	if head != nil {
 		ct = head.contentType()
 	}
-	art := registry.Artifact{Path: apath, Digest: string(digest), Size: size, ContentType: ct}
-	existed := false
-	m, seq, err := s.deps.Registry.UpdateModelFunc(r.Context(), meta(r), p, chi.URLParam(r, "project"), chi.URLParam(r, "name"), authz.ModelWrite,
-		func(_ registry.ProjectState, m registry.ModelState) ([]handlers.Change, error) {
-			ver, _ := m.Version(v)
-			_, existed = ver.Artifacts[apath]
-			return registry.DecideRecordArtifact(m, v, art)
-		})
-	if err != nil {
-		return err
-	}
-	ver, _ := m.Version(v)
-	rec := ver.Artifacts[apath]
-	status := http.StatusCreated
-	if existed {
-		status = http.StatusOK
-	}
-	s.respondCommand(w, r, status, seq, ArtifactResponse{Path: rec.Path, Digest: rec.Digest, Size: rec.Size,
-		ContentType: rec.ContentType, RecordedAt: apiTime(rec.RecordedAt)})
-	return nil
+	return record(registry.Artifact{Path: apath, Digest: string(digest), Size: size, ContentType: ct})
 }
 
 // readableVersion resolves a live version of a readable model.
@@ -230,6 +262,21 @@ func artifactFromProjection(a projections.ArtifactEntry) ArtifactResponse {
 }
 
 func (s *Server) getArtifact(w http.ResponseWriter, r *http.Request) error {
+	return s.downloadArtifact(w, r, func(apath string) (projections.ArtifactEntry, error) {
+		m, v, err := s.readableVersion(r)
+		if err != nil {
+			return projections.ArtifactEntry{}, err
+		}
+		return s.deps.Queries.Artifact(r.Context(), m.ID, v, apath)
+	})
+}
+
+// downloadArtifact is an artifact GET or HEAD, of a model version's or a
+// run's: find resolves the readable owner and looks the path up in the
+// read model (ErrNotFound: the path holds nothing), and the blob is served
+// by http.ServeContent (Range, ETag = digest, conditional requests) as an
+// attachment in a sandbox.
+func (s *Server) downloadArtifact(w http.ResponseWriter, r *http.Request, find func(apath string) (projections.ArtifactEntry, error)) error {
 	if err := s.awaitMinSequence(r); err != nil {
 		return err
 	}
@@ -237,11 +284,7 @@ func (s *Server) getArtifact(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	m, v, err := s.readableVersion(r)
-	if err != nil {
-		return err
-	}
-	a, err := s.deps.Queries.Artifact(r.Context(), m.ID, v, apath)
+	a, err := find(apath)
 	if errors.Is(err, projections.ErrNotFound) {
 		return problem("not-found", "artifact not found")
 	}

@@ -722,23 +722,90 @@ func walkArtifacts(t *testing.T, e *testenv.Env, admin string) map[string][]int 
 	a := &artEnv{e: e}
 	a.setup(t, "walk")
 	pp := projectsPath + "/walk"
-	path := a.base + "/weights.bin"
-	data := randomBytes(9, 4096)
-	etag := `"` + string(digestOf(data)) + `"`
+	w := artifactWalk{t: t, e: e, base: a.base, editor: a.editor.Token, viewer: a.viewer.Token, outsider: a.outsider.Token}
 
-	call(t, e, 201, "PUT", path, a.editor.Token, data, octets()...)
-	call(t, e, 200, "PUT", path, a.editor.Token, data, octets()...)
-	call(t, e, 202, "PUT", a.base+"/async.bin", a.editor.Token, data[:10], octets("Prefer", "respond-async")...)
-	call(t, e, 201, "PUT", a.base+"/nested/dir/file.txt", a.editor.Token, []byte("hello"), "Content-Type", "text/plain; charset=utf-8")
-	callProblem(t, e, 400, "validation-failed", "PUT", a.base+"/..", a.editor.Token, data, octets()...)
+	add("putModelArtifact", w.puts()...)
+	call(t, e, 200, "DELETE", pp, a.owner.Token, nil)
+	callProblem(t, e, 409, "project-archived", "PUT", w.path(), a.editor.Token, []byte("late"), octets()...)
+	call(t, e, 200, "POST", pp+":restore", a.owner.Token, nil)
+	add("putModelArtifact", 409)
+
+	r := call(t, e, 200, "GET", a.base, a.viewer.Token, nil)
+	if l := asJSON[api.ArtifactList](t, r); len(l.Items) != 3 || l.Items[0].Path != "async.bin" || l.Items[1].Path != "nested/dir/file.txt" {
+		t.Fatalf("artifacts: %s", r.Body)
+	}
+	call(t, e, 400, "GET", a.base+"?min_sequence=x", a.viewer.Token, nil)
+	call(t, e, 401, "GET", a.base, "", nil)
+	call(t, e, 404, "GET", a.base, a.outsider.Token, nil)
+	call(t, e, 404, "GET", pp+"/models/weights/versions/7/artifacts", a.viewer.Token, nil)
+	add("listModelArtifacts", 200, 400, 401, 404)
+
+	add("getModelArtifact", w.gets()...)
+	add("headModelArtifact", w.heads()...)
+	return want
+}
+
+// artifactWalk is what the walks of a version's and a run's artifact
+// routes share (TestOpenAPIConformance): uploads to base/* and their
+// refusals, leaving weights.bin, async.bin and nested/dir/file.txt, then
+// downloads of them; each step returns the statuses it provoked.
+type artifactWalk struct {
+	t                        *testing.T
+	e                        *testenv.Env
+	base                     string
+	editor, viewer, outsider string // tokens
+}
+
+func (w artifactWalk) path() string { return w.base + "/weights.bin" }
+
+func (w artifactWalk) data() []byte { return randomBytes(9, 4096) }
+
+func (w artifactWalk) puts() []int {
+	t, e, path, data := w.t, w.e, w.path(), w.data()
+	call(t, e, 201, "PUT", path, w.editor, data, octets()...)
+	call(t, e, 200, "PUT", path, w.editor, data, octets()...)
+	call(t, e, 202, "PUT", w.base+"/async.bin", w.editor, data[:10], octets("Prefer", "respond-async")...)
+	call(t, e, 201, "PUT", w.base+"/nested/dir/file.txt", w.editor, []byte("hello"), "Content-Type", "text/plain; charset=utf-8")
+	callProblem(t, e, 400, "validation-failed", "PUT", w.base+"/..", w.editor, data, octets()...)
 	call(t, e, 401, "PUT", path, "", data, octets()...)
-	callProblem(t, e, 403, "forbidden", "PUT", path, a.viewer.Token, data, octets()...)
-	callProblem(t, e, 404, "not-found", "PUT", path, a.outsider.Token, data, octets()...)
-	callProblem(t, e, 422, "digest-mismatch", "PUT", path, a.editor.Token, data, octets("Content-Digest", contentDigest(data[1:]))...)
-	// 413: a declared length over the limit (5 GiB here), never sent.
+	callProblem(t, e, 403, "forbidden", "PUT", path, w.viewer, data, octets()...)
+	callProblem(t, e, 404, "not-found", "PUT", path, w.outsider, data, octets()...)
+	callProblem(t, e, 422, "digest-mismatch", "PUT", path, w.editor, data, octets("Content-Digest", contentDigest(data[1:]))...)
+	putDeclaredTooLarge(t, e, path, w.editor)
+	return []int{200, 201, 202, 400, 401, 403, 404, 413, 422}
+}
+
+func (w artifactWalk) gets() []int {
+	t, e, path := w.t, w.e, w.path()
+	etag := `"` + string(digestOf(w.data())) + `"`
+	call(t, e, 200, "GET", path, w.viewer, nil)
+	call(t, e, 200, "GET", w.base+"/nested/dir/file.txt", w.viewer, nil)
+	call(t, e, 206, "GET", path, w.viewer, nil, "Range", "bytes=0-99")
+	call(t, e, 206, "GET", path, w.viewer, nil, "Range", "bytes=0-9,20-29") // multipart/byteranges
+	call(t, e, 304, "GET", path, w.viewer, nil, "If-None-Match", etag)
+	callProblem(t, e, 400, "validation-failed", "GET", w.base+"/a//b", w.viewer, nil)
+	call(t, e, 401, "GET", path, "", nil)
+	callProblem(t, e, 404, "not-found", "GET", w.base+"/nope.bin", w.viewer, nil)
+	callProblem(t, e, 412, "precondition-failed", "GET", path, w.viewer, nil, "If-Match", `"sha256:x"`)
+	callProblem(t, e, 416, "range-not-satisfiable", "GET", path, w.viewer, nil, "Range", "bytes=99999-")
+	return []int{200, 206, 304, 400, 401, 404, 412, 416}
+}
+
+func (w artifactWalk) heads() []int {
+	t, e, path := w.t, w.e, w.path()
+	call(t, e, 200, "HEAD", path, w.viewer, nil)
+	call(t, e, 401, "HEAD", path, "", nil)
+	call(t, e, 404, "HEAD", w.base+"/nope.bin", w.viewer, nil)
+	return []int{200, 401, 404}
+}
+
+// putDeclaredTooLarge PUTs an artifact declaring a length over the limit
+// (5 GiB here) and expects 413 before a byte is sent (Expect: 100-continue).
+func putDeclaredTooLarge(t *testing.T, e *testenv.Env, path, token string) {
+	t.Helper()
 	req, _ := http.NewRequest("PUT", e.URL+path, io.LimitReader(zeros{}, 6<<30))
 	req.ContentLength = 6 << 30
-	req.Header.Set("Authorization", "Bearer "+a.editor.Token)
+	req.Header.Set("Authorization", "Bearer "+token)
 	req.Header.Set("Content-Type", "application/octet-stream")
 	req.Header.Set("Expect", "100-continue")
 	resp, err := rawClient.Do(req)
@@ -752,38 +819,6 @@ func walkArtifacts(t *testing.T, e *testenv.Env, admin string) map[string][]int 
 	if _, err := checkProblem(testenv.Response{Status: resp.StatusCode, Header: resp.Header, Body: out}, 413, "payload-too-large"); err != nil {
 		t.Fatal(err)
 	}
-	call(t, e, 200, "DELETE", pp, a.owner.Token, nil)
-	callProblem(t, e, 409, "project-archived", "PUT", path, a.editor.Token, data, octets()...)
-	call(t, e, 200, "POST", pp+":restore", a.owner.Token, nil)
-	add("putModelArtifact", 200, 201, 202, 400, 401, 403, 404, 409, 413, 422)
-
-	r := call(t, e, 200, "GET", a.base, a.viewer.Token, nil)
-	if l := asJSON[api.ArtifactList](t, r); len(l.Items) != 3 || l.Items[0].Path != "async.bin" || l.Items[1].Path != "nested/dir/file.txt" {
-		t.Fatalf("artifacts: %s", r.Body)
-	}
-	call(t, e, 400, "GET", a.base+"?min_sequence=x", a.viewer.Token, nil)
-	call(t, e, 401, "GET", a.base, "", nil)
-	call(t, e, 404, "GET", a.base, a.outsider.Token, nil)
-	call(t, e, 404, "GET", pp+"/models/weights/versions/7/artifacts", a.viewer.Token, nil)
-	add("listModelArtifacts", 200, 400, 401, 404)
-
-	call(t, e, 200, "GET", path, a.viewer.Token, nil)
-	call(t, e, 200, "GET", a.base+"/nested/dir/file.txt", a.viewer.Token, nil)
-	call(t, e, 206, "GET", path, a.viewer.Token, nil, "Range", "bytes=0-99")
-	call(t, e, 206, "GET", path, a.viewer.Token, nil, "Range", "bytes=0-9,20-29") // multipart/byteranges
-	call(t, e, 304, "GET", path, a.viewer.Token, nil, "If-None-Match", etag)
-	callProblem(t, e, 400, "validation-failed", "GET", a.base+"/a//b", a.viewer.Token, nil)
-	call(t, e, 401, "GET", path, "", nil)
-	callProblem(t, e, 404, "not-found", "GET", a.base+"/nope.bin", a.viewer.Token, nil)
-	callProblem(t, e, 412, "precondition-failed", "GET", path, a.viewer.Token, nil, "If-Match", `"sha256:x"`)
-	callProblem(t, e, 416, "range-not-satisfiable", "GET", path, a.viewer.Token, nil, "Range", "bytes=99999-")
-	add("getModelArtifact", 200, 206, 304, 400, 401, 404, 412, 416)
-
-	call(t, e, 200, "HEAD", path, a.viewer.Token, nil)
-	call(t, e, 401, "HEAD", path, "", nil)
-	call(t, e, 404, "HEAD", a.base+"/nope.bin", a.viewer.Token, nil)
-	add("headModelArtifact", 200, 401, 404)
-	return want
 }
 
 // The document names chi's wildcard {path}, one segment for an OpenAPI

@@ -13,11 +13,25 @@ import (
 // unknown fields and trailing data are rejected, and the body is already
 // bounded by the size-limit middleware.
 func decodeJSON(r *http.Request, v any) error {
+	if err := jsonContent(r); err != nil {
+		return err
+	}
+	return decodeStrict(r.Body, v)
+}
+
+// jsonContent refuses a body that is not application/json.
+func jsonContent(r *http.Request) error {
 	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
 	if err != nil || mt != "application/json" {
 		return problem("unsupported-media-type", "send the body as application/json")
 	}
-	dec := json.NewDecoder(r.Body)
+	return nil
+}
+
+// decodeStrict is decodeJSON after the Content-Type check: one JSON object
+// from body into v, unknown fields and trailing data refused.
+func decodeStrict(body io.Reader, v any) error {
+	dec := json.NewDecoder(body)
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
 		var mbe *http.MaxBytesError

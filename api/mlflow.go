@@ -13,6 +13,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/maestro-ml/maestro/events"
 )
@@ -44,6 +45,7 @@ type mlflowRPC struct {
 	command      bool
 	await        []string
 	maxBody      int64
+	timeout      time.Duration
 	handle       routeHandler
 }
 
@@ -52,11 +54,12 @@ func (s *Server) mlflowRoutes() []Route {
 	var rpcs []mlflowRPC
 	rpcs = append(rpcs, s.mlflowTrackingRPCs()...)
 	rpcs = append(rpcs, s.mlflowRegistryRPCs()...)
+	rpcs = append(rpcs, s.mlflowArtifactRPCs()...)
 	var out []Route
 	for _, rpc := range rpcs {
 		for _, prefix := range mlflowPrefixes {
 			out = append(out, Route{Method: rpc.method, Pattern: prefix + rpc.path, Command: rpc.command,
-				Await: rpc.await, MaxBody: rpc.maxBody, MLflow: true, handle: rpc.handle})
+				Await: rpc.await, MaxBody: rpc.maxBody, Timeout: rpc.timeout, MLflow: true, handle: rpc.handle})
 		}
 	}
 	return out

@@ -536,10 +536,12 @@ func TestOpenAPIConformance(t *testing.T) {
 		"listAuditEntries":    {200, 400, 401, 403},
 		"getProjectionStatus": {200, 401, 403},
 	}
-	maps.Copy(want, walkRegistry(t, e, admin.AccessToken))  // registry_test.go
-	maps.Copy(want, walkArtifacts(t, e, admin.AccessToken)) // artifacts_test.go
-	maps.Copy(want, walkTokens(t, e, admin.AccessToken))    // token_test.go
-	maps.Copy(want, walkTracking(t, e, admin.AccessToken))  // tracking_walk_test.go
+	maps.Copy(want, walkRegistry(t, e, admin.AccessToken))     // registry_test.go
+	maps.Copy(want, walkArtifacts(t, e, admin.AccessToken))    // artifacts_test.go
+	maps.Copy(want, walkTokens(t, e, admin.AccessToken))       // token_test.go
+	maps.Copy(want, walkTracking(t, e, admin.AccessToken))     // tracking_walk_test.go
+	maps.Copy(want, walkRunArtifacts(t, e, admin.AccessToken)) // run_artifacts_test.go
+	maps.Copy(want, walkRunSearch(t, e, admin.AccessToken))    // run_search_test.go
 	doc := loadOpenAPI(t)
 	for _, o := range operations(doc) {
 		codes, ok := want[o.op.OperationID]

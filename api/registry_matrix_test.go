@@ -84,6 +84,7 @@ const (
 	mxExps      = mxProj + "/experiments"
 	mxExp       = mxExps + "/{experiment}"
 	mxRun       = mxProj + "/runs/{run}"
+	mxRunArts   = mxRun + "/artifacts"
 )
 
 // matrixCells is the table of every registry route: action and request
@@ -91,6 +92,12 @@ const (
 // entry here fails the test, so no new route escapes the matrix.
 func matrixCells() map[string]mxCell {
 	none := func(*matrix, *mxProject) mxReq { return mxReq{} }
+	// upload is an artifact PUT (a version's or a run's) of a new path.
+	upload := func(m *matrix, _ *mxProject) mxReq {
+		n := m.next()
+		return mxReq{params: map[string]string{"*": fmt.Sprintf("uploads/%d.bin", n)},
+			body: []byte(fmt.Sprintf("matrix artifact %d", n)), headers: []string{"Content-Type", "application/octet-stream"}}
+	}
 	return map[string]mxCell{
 		"POST " + mxProjects: {action: mxCreateProject, build: func(m *matrix, _ *mxProject) mxReq {
 			return mxReq{body: map[string]any{"name": m.unique("mx project")}}
@@ -170,12 +177,8 @@ func matrixCells() map[string]mxCell {
 			m.admin("PUT", mxProjects+"/"+p.slug+"/models/m/aliases/doomed", map[string]any{"version": 1})
 			return mxReq{params: map[string]string{"alias": "doomed"}}
 		}},
-		"GET " + mxArtifacts: {action: mxRead, build: none},
-		"PUT " + mxArtifacts + "/*": {action: mxModelWrite, build: func(m *matrix, _ *mxProject) mxReq {
-			n := m.next()
-			return mxReq{params: map[string]string{"*": fmt.Sprintf("uploads/%d.bin", n)},
-				body: []byte(fmt.Sprintf("matrix artifact %d", n)), headers: []string{"Content-Type", "application/octet-stream"}}
-		}},
+		"GET " + mxArtifacts:         {action: mxRead, build: none},
+		"PUT " + mxArtifacts + "/*":  {action: mxModelWrite, build: upload},
 		"GET " + mxArtifacts + "/*":  {action: mxRead, build: none},
 		"HEAD " + mxArtifacts + "/*": {action: mxRead, build: none},
 
@@ -221,6 +224,15 @@ func matrixCells() map[string]mxCell {
 		"GET " + mxRun + "/metrics/{key}": {action: mxRead, build: func(*matrix, *mxProject) mxReq {
 			return mxReq{params: map[string]string{"key": "loss"}}
 		}},
+		// Run search is a query: viewers and up, of the target's experiment.
+		"POST " + mxProj + "/runs:search": {action: mxRead, build: func(_ *matrix, p *mxProject) mxReq {
+			return mxReq{body: map[string]any{"experiment_ids": []string{p.experiment}, "filter": "attributes.status = 'RUNNING'",
+				"order_by": []string{"start_time DESC"}}}
+		}},
+		"GET " + mxRunArts:         {action: mxRead, build: none},
+		"PUT " + mxRunArts + "/*":  {action: mxModelWrite, build: upload},
+		"GET " + mxRunArts + "/*":  {action: mxRead, build: none},
+		"HEAD " + mxRunArts + "/*": {action: mxRead, build: none},
 		"DELETE " + mxRun + "/tags/{key}": {action: mxModelWrite, build: func(m *matrix, p *mxProject) mxReq {
 			m.admin("PATCH", mxProjects+"/"+p.slug+"/runs/"+p.run, map[string]any{"tags": map[string]string{"doomed": "x"}})
 			return mxReq{params: map[string]string{"key": "doomed"}}
@@ -385,6 +397,10 @@ func TestRegistryAuthorizationMatrix(t *testing.T) {
 			call(t, e, 201, "PUT", pp+"/models/m/versions/1/artifacts/weights/model.bin", own.token, []byte("weights"),
 				"Content-Type", "application/octet-stream")
 			f.hasArtifact = true
+		}
+		if _, ok := routes["PUT "+mxRunArts+"/*"]; ok {
+			call(t, e, 201, "PUT", pp+"/runs/"+f.run+"/artifacts/weights/model.bin", own.token, []byte("run weights"),
+				"Content-Type", "application/octet-stream")
 		}
 		return f
 	}

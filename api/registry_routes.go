@@ -473,7 +473,14 @@ func checkUpdate(description *string, tags map[string]string) error {
 // authorizes action in the project and refuses archived projects.
 func (s *Server) modelCommand(c *call, action authz.Action,
 	decide func(registry.ModelState) ([]handlers.Change, error)) (registry.ModelState, uint64, error) {
-	return s.deps.Registry.UpdateModelFunc(c.ctx, c.meta, c.who, c.param("project"), c.param("name"), action,
+	return s.modelCommandAt(c, c.param("project"), c.param("name"), action, decide)
+}
+
+// modelCommandAt is modelCommand for a request that names the project and
+// the model some other way (MLflow's: a body field, a scoped token).
+func (s *Server) modelCommandAt(c *call, project, name string, action authz.Action,
+	decide func(registry.ModelState) ([]handlers.Change, error)) (registry.ModelState, uint64, error) {
+	return s.deps.Registry.UpdateModelFunc(c.ctx, c.meta, c.who, project, name, action,
 		func(_ registry.ProjectState, m registry.ModelState) ([]handlers.Change, error) { return decide(m) })
 }
 
@@ -556,13 +563,7 @@ func (s *Server) versionCommand(c *call, action authz.Action, v int,
 func (s *Server) createVersion(c *call, req createVersionRequest) (VersionResponse, uint64, error) {
 	cmd := registry.RegisterVersion{Description: req.Description, Tags: req.Tags, Source: req.Source, RunID: req.RunID,
 		Metrics: req.Metrics, Signature: req.Signature}
-	// The number is decided on the state the append expected; a retry
-	// after a conflict decides again, so the last decision is the one stored.
-	var registered int
-	m, seq, err := s.modelCommand(c, authz.ModelWrite, func(m registry.ModelState) ([]handlers.Change, error) {
-		registered = len(m.Versions) + 1
-		return registry.DecideRegisterVersion(m, cmd)
-	})
+	m, registered, seq, err := s.deps.Registry.RegisterVersion(c.ctx, c.meta, c.who, c.param("project"), c.param("name"), cmd)
 	if err != nil {
 		return VersionResponse{}, 0, err
 	}

@@ -250,8 +250,14 @@ func walkRegistry(t *testing.T, e *testenv.Env, admin string) map[string][]int {
 
 	// Versions.
 	vs := m + "/versions"
+	// Version 1 is made from a run of the project (lineage).
+	type idOnly struct {
+		ID string `json:"id"`
+	}
+	xid := asJSON[idOnly](t, call(t, e, 201, "POST", pp+"/experiments", editor.Token, map[string]any{"name": "churn"})).ID
+	runID := asJSON[idOnly](t, call(t, e, 201, "POST", pp+"/experiments/"+xid+"/runs", editor.Token, map[string]any{})).ID
 	vbody := map[string]any{"description": "first", "tags": map[string]string{"data": "2025-01"}, "source": "s3://models/churn/1",
-		"run_id": "run-1", "metrics": map[string]float64{"auc": 0.91, "loss": 0.2}, "signature": map[string]any{"inputs": []any{"age", "spend"}}}
+		"run_id": runID, "metrics": map[string]float64{"auc": 0.91, "loss": 0.2}, "signature": map[string]any{"inputs": []any{"age", "spend"}}}
 	r = call(t, e, 201, "POST", vs, editor.Token, vbody)
 	v1 := asJSON[api.VersionResponse](t, r)
 	if v1.Version != 1 || v1.Stage != "none" || v1.Metrics["auc"] != 0.91 || r.Header.Get("Location") != "/api/v1/projects/"+proj.ID+"/models/Churn/versions/1" {

@@ -151,7 +151,7 @@ func (s *Server) table() []Route {
 		{Method: "GET", Pattern: "/api/v1/audit", handle: s.listAudit},
 		{Method: "GET", Pattern: "/api/v1/projections", handle: s.projectionStatus},
 	}, slices.Concat(s.tokenRoutes(), awaiting(s.registryRoutes(), registryViews), awaiting(s.artifactRoutes(), registryViews),
-		awaiting(s.trackingRoutes(), trackingViews), awaiting(s.mlflowRoutes(), trackingViews))...)
+		awaiting(s.trackingRoutes(), trackingViews), awaiting(s.runArtifactRoutes(), trackingViews), awaiting(s.mlflowRoutes(), trackingViews))...)
 }
 
 func (s *Server) router() chi.Router {

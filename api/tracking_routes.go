@@ -1,6 +1,7 @@
 package api
 
 import (
+	"encoding/json"
 	"errors"
 	"maps"
 	"net/http"
@@ -45,6 +46,7 @@ func (s *Server) trackingRoutes() []Route {
 		{Method: "DELETE", Pattern: experiment + "/tags/{key}", Command: true, handle: commandNoBody(s, http.StatusNoContent, s.deleteExperimentTag)},
 		{Method: "POST", Pattern: experiment + "/runs", Command: true, MaxBody: trackingMaxBody, handle: command(s, http.StatusCreated, s.createRun)},
 		{Method: "GET", Pattern: experiment + "/runs", handle: query(s, s.listRuns)},
+		{Method: "POST", Pattern: runs + ":search", MaxBody: runSearchMaxBody, handle: query(s, s.searchRuns)},
 		{Method: "GET", Pattern: run, handle: query(s, s.getRun)},
 		{Method: "PATCH", Pattern: run, Command: true, MaxBody: trackingMaxBody, handle: command(s, http.StatusOK, s.updateRun)},
 		{Method: "DELETE", Pattern: run, Command: true, handle: commandNoBody(s, http.StatusNoContent, s.deleteRun)},
@@ -52,7 +54,7 @@ func (s *Server) trackingRoutes() []Route {
 		{Method: "POST", Pattern: run + "/params", Command: true, MaxBody: trackingMaxBody, handle: command(s, http.StatusOK, s.logParams)},
 		{Method: "DELETE", Pattern: run + "/tags/{key}", Command: true, handle: commandNoBody(s, http.StatusNoContent, s.deleteRunTag)},
 		{Method: "POST", Pattern: run + "/metrics", Command: true, MaxBody: metricsMaxBody, Await: []string{projections.Metrics{}.Name()}, handle: s.logMetrics},
-		{Method: "GET", Pattern: run + "/metrics/{key}", handle: query(s, s.metricHistory)},
+		{Method: "GET", Pattern: run + "/metrics/{key}", handle: s.metricHistory},
 	}
 }
 
@@ -68,7 +70,7 @@ func experimentFromState(x tracking.ExperimentState) projections.Experiment {
 func runFromState(r tracking.RunState) projections.Run {
 	return projections.Run{ID: r.ID, ExperimentID: r.ExperimentID, ProjectID: r.ProjectID, Name: r.Name, UserID: r.UserID,
 		Status: r.Status, StartTime: r.StartTime, EndTime: r.EndTime, LifecycleStage: projections.LifecycleStage(r.Deleted),
-		Params: maps.Clone(r.Params), Tags: maps.Clone(r.Tags)}
+		Params: maps.Clone(r.Params), Tags: maps.Clone(r.Tags), ArtifactURI: projections.RunArtifactsURI(r.ProjectID, r.ID)}
 }
 
 // pathID is a uuid path parameter in its canonical (lower-case) form, as
@@ -185,13 +187,20 @@ type ExperimentPage = projections.Page[projections.Experiment]
 
 type listExperimentsQuery struct {
 	listQuery
-	name string
+	name   string
+	search experimentSearchQuery // ?filter= and ?order_by= (run_search_routes.go)
 }
 
 func (q *listExperimentsQuery) readParams(r *http.Request) error {
 	q.name = r.URL.Query().Get("name")
 	if len(q.name) > tracking.MaxNameLen*4 || !handlers.PlainText(q.name) {
 		return problem("validation-failed", "name must be at most 500 characters of text")
+	}
+	if err := q.search.readParams(r); err != nil {
+		return err
+	}
+	if q.name != "" && q.search.set {
+		return problem("validation-failed", "name cannot be combined with filter or order_by (filter on name instead)")
 	}
 	return q.listQuery.readParams(r)
 }
@@ -200,6 +209,9 @@ func (s *Server) listExperiments(c *call, q listExperimentsQuery) (ExperimentPag
 	proj, err := s.readableProject(c.r)
 	if err != nil {
 		return ExperimentPage{}, err
+	}
+	if q.search.set {
+		return s.searchExperiments(c, proj.ID, q.search, q.view, q.token, q.size)
 	}
 	if q.name == "" {
 		page, err := s.deps.Queries.ListExperiments(c.ctx, proj.ID, q.view, q.token, q.size)
@@ -432,18 +444,11 @@ func (s *Server) logMetrics(w http.ResponseWriter, r *http.Request) error {
 	if err := ref.readParams(r); err != nil {
 		return err
 	}
-	var req logMetricsRequest
-	if err := decodeJSON(r, &req); err != nil {
+	points, err := decodeMetricsBody(r)
+	if err != nil {
 		return err
 	}
 	c := newCall(w, r)
-	points := make([]tracking.Metric, len(req.Metrics))
-	for i, m := range req.Metrics {
-		if m.Value == nil {
-			return problem("validation-failed", "metrics["+strconv.Itoa(i)+"]: value is required")
-		}
-		points[i] = tracking.Metric{Key: m.Key, Value: *m.Value, Step: m.Step, Timestamp: m.Timestamp}
-	}
 	seq, err := s.deps.Tracking.LogMetrics(c.ctx, c.meta, c.who, c.param("project"), ref.run, points)
 	if err != nil {
 		return err
@@ -477,28 +482,107 @@ func (m *metricKeyRef) readParams(r *http.Request) error {
 	return err
 }
 
-// MetricHistory is a run's series of one key.
+// MetricHistory is a run's series of one key (the answer of GET
+// …/metrics/{key}, which writes it as it reads it: see metricHistory).
 type MetricHistory struct {
 	Key    string                    `json:"key"`
 	Points []projections.MetricPoint `json:"points"`
-	// Truncated says the series has more than projections.MaxHistory points.
+	// Truncated is false: the whole series is answered. (It said that a
+	// series had more than 100,000 points when the answer stopped there.)
 	Truncated bool `json:"truncated"`
 }
 
-func (s *Server) metricHistory(c *call, ref metricKeyRef) (MetricHistory, error) {
-	proj, err := s.readableProject(c.r)
+// metricHistory answers a run's series of one key, whole or downsampled
+// (max_points). The whole series of any length is one answer, written as
+// the points are read (projections.EachMetricPoint) in bounded memory, not
+// pages: a chart or an export wants all of it, each page of a cursor would
+// re-read the chunk headers before it, and a page token over points with
+// equal positions needs the chunk's sequence and index, which a client
+// has no use for. (MLflow's get-history pages, through
+// MetricHistoryPage.) Errors before the first 64 KiB are written are
+// problems as usual; after that the connection is cut, so a client never
+// mistakes a broken answer for a short series.
+func (s *Server) metricHistory(w http.ResponseWriter, r *http.Request) error {
+	var ref metricKeyRef
+	if err := ref.readParams(r); err != nil {
+		return err
+	}
+	if err := s.awaitMinSequence(r); err != nil {
+		return err
+	}
+	proj, err := s.readableProject(r)
 	if err != nil {
-		return MetricHistory{}, err
+		return err
 	}
-	if _, err := s.deps.Queries.Run(c.ctx, proj.ID, ref.run); errors.Is(err, projections.ErrNotFound) {
-		return MetricHistory{}, problem("not-found", "run not found")
+	if _, err := s.deps.Queries.Run(r.Context(), proj.ID, ref.run); errors.Is(err, projections.ErrNotFound) {
+		return problem("not-found", "run not found")
 	} else if err != nil {
-		return MetricHistory{}, err
+		return err
 	}
+	out := newHistoryWriter(w, ref.key)
 	if ref.maxPoints > 0 {
-		points, err := s.deps.Queries.MetricHistorySampled(c.ctx, ref.run, ref.key, ref.maxPoints)
-		return MetricHistory{Key: ref.key, Points: points}, err
+		err = s.deps.Queries.EachMetricPointSampled(r.Context(), ref.run, ref.key, ref.maxPoints, out.point)
+	} else {
+		err = s.deps.Queries.EachMetricPoint(r.Context(), ref.run, ref.key, out.point)
 	}
-	points, truncated, err := s.deps.Queries.MetricHistory(c.ctx, ref.run, ref.key)
-	return MetricHistory{Key: ref.key, Points: points, Truncated: truncated}, err
+	if err == nil {
+		err = out.finish()
+	}
+	if err != nil && out.started {
+		s.deps.Logger.ErrorContext(r.Context(), "metric history cut short", "request_id", requestID(r.Context()), "err", err)
+		panic(http.ErrAbortHandler)
+	}
+	return err
+}
+
+// historyWriter writes a MetricHistory as its points come: the JSON
+// json.Encoder would write for it, flushed every 64 KiB.
+type historyWriter struct {
+	w       http.ResponseWriter
+	buf     []byte
+	prefix  []byte // {"key":<key>,"value":
+	n       int
+	started bool
+}
+
+const historyFlush = 64 << 10
+
+func newHistoryWriter(w http.ResponseWriter, key string) *historyWriter {
+	k, _ := json.Marshal(key)
+	h := &historyWriter{w: w, buf: make([]byte, 0, historyFlush+256)}
+	h.prefix = append(append(append(h.prefix, `{"key":`...), k...), `,"value":`...)
+	h.buf = append(append(append(h.buf, `{"key":`...), k...), `,"points":[`...)
+	return h
+}
+
+func (h *historyWriter) point(p projections.MetricPoint) error {
+	if h.n > 0 {
+		h.buf = append(h.buf, ',')
+	}
+	h.n++
+	h.buf = p.Value.AppendJSON(append(h.buf, h.prefix...))
+	h.buf = strconv.AppendInt(append(h.buf, `,"step":`...), p.Step, 10)
+	h.buf = strconv.AppendInt(append(h.buf, `,"timestamp":`...), p.Timestamp, 10)
+	h.buf = append(h.buf, '}')
+	if len(h.buf) >= historyFlush {
+		return h.flush()
+	}
+	return nil
+}
+
+func (h *historyWriter) flush() error {
+	if !h.started {
+		h.started = true
+		h.w.Header().Set("Content-Type", "application/json")
+		h.w.Header().Set("Cache-Control", "no-store")
+		h.w.WriteHeader(http.StatusOK)
+	}
+	_, err := h.w.Write(h.buf)
+	h.buf = h.buf[:0]
+	return err
+}
+
+func (h *historyWriter) finish() error {
+	h.buf = append(h.buf, "],\"truncated\":false}\n"...)
+	return h.flush()
 }

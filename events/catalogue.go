@@ -25,11 +25,12 @@ var catalogue = []struct {
 	{[]string{ProjectCreated, ProjectUpdated, ProjectArchived, ProjectRestored, ProjectMemberSet, ProjectMemberRemoved}, []string{AggProject}},
 	{[]string{NameReserved}, []string{AggProjectSlug, AggModelName, AggExperimentName}},
 	{[]string{NameReleased}, []string{AggExperimentName}},
-	{[]string{ModelCreated, ModelUpdated, ModelDeleted, ModelRestored,
+	{[]string{ModelCreated, ModelUpdated, ModelDeleted, ModelRestored, ModelRenamed,
 		ModelVersionRegistered, ModelVersionUpdated, ModelVersionDeleted, ModelVersionTransition,
 		ModelAliasSet, ModelAliasDeleted, ModelArtifactRecorded}, []string{AggModel}},
 	{[]string{ExperimentCreated, ExperimentRenamed, ExperimentTagsSet, ExperimentTagDeleted, ExperimentDeleted, ExperimentRestored}, []string{AggExperiment}},
-	{[]string{RunCreated, RunUpdated, RunDeleted, RunRestored, RunParamsLogged, RunTagsSet, RunTagDeleted}, []string{AggRun}},
+	{[]string{RunCreated, RunUpdated, RunDeleted, RunRestored, RunParamsLogged, RunTagsSet, RunTagDeleted, RunArtifactRecorded,
+		RunInputsLogged}, []string{AggRun}},
 }
 
 // aggregatesOf indexes the catalogue by type.

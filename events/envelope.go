@@ -104,12 +104,25 @@ func DerivedID(m Meta, subject string, index int) string {
 // idNamespace scopes deterministic event ids derived from idempotency keys.
 var idNamespace = uuid.MustParse("6f1d2c4e-3a5b-4c7d-9e8f-0a1b2c3d4e5f")
 
+// jsonAppender is event data that encodes itself, to exactly the bytes
+// json.Marshal would produce, without reflection and without
+// encoding/json's pass over a Marshaler's output (metric points: 10,000 a
+// request).
+type jsonAppender interface {
+	AppendJSON(b []byte) []byte
+}
+
 // New builds an envelope for an event of type typ with data on subject.
 // index distinguishes events of one command when ids are deterministic.
 func New(m Meta, subject, typ string, index int, data any) (Envelope, error) {
-	raw, err := json.Marshal(data)
-	if err != nil {
-		return Envelope{}, fmt.Errorf("encode %s: %w", typ, err)
+	var raw []byte
+	if a, ok := data.(jsonAppender); ok {
+		raw = a.AppendJSON(nil)
+	} else {
+		var err error
+		if raw, err = json.Marshal(data); err != nil {
+			return Envelope{}, fmt.Errorf("encode %s: %w", typ, err)
+		}
 	}
 	id := DerivedID(m, subject, index)
 	if id == "" {

@@ -12,6 +12,7 @@ const (
 	ModelUpdated           = "maestro.model.updated.v1"
 	ModelDeleted           = "maestro.model.deleted.v1"
 	ModelRestored          = "maestro.model.restored.v1"
+	ModelRenamed           = "maestro.model.renamed.v1"
 	ModelVersionRegistered = "maestro.model.version.registered.v1"
 	ModelVersionUpdated    = "maestro.model.version.updated.v1"
 	ModelVersionDeleted    = "maestro.model.version.deleted.v1"
@@ -49,6 +50,16 @@ type ModelUpdatedData struct {
 type ModelLifecycleData struct {
 	ModelID   string `json:"model_id"`
 	ProjectID string `json:"project_id"`
+}
+
+// ModelRenamedData: the model's name changed. Names are never released: the
+// old one stays reserved by this model (only it may take it back), so a
+// name that once resolved to a model never resolves to another one.
+type ModelRenamedData struct {
+	ModelID      string `json:"model_id"`
+	ProjectID    string `json:"project_id"`
+	Name         string `json:"name"`
+	PreviousName string `json:"previous_name"`
 }
 
 // ModelVersionRegisteredData: version Version of the model.

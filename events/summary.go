@@ -133,6 +133,11 @@ func registrySummary(e Envelope) string {
 		return "model deleted"
 	case ModelRestored:
 		return "model restored"
+	case ModelRenamed:
+		var d ModelRenamedData
+		if e.Decode(&d) == nil {
+			return fmt.Sprintf("model %s renamed to %s", d.PreviousName, d.Name)
+		}
 	case ModelVersionRegistered:
 		var d ModelVersionRegisteredData
 		if e.Decode(&d) == nil {
@@ -230,6 +235,16 @@ func trackingSummary(e Envelope) string {
 		var d RunParamsLoggedData
 		if e.Decode(&d) == nil {
 			return fmt.Sprintf("%d param(s) logged", len(d.Params))
+		}
+	case RunArtifactRecorded:
+		var d RunArtifactRecordedData
+		if e.Decode(&d) == nil {
+			return fmt.Sprintf("run artifact %s recorded (%s, %d bytes)", d.Path, d.Digest, d.Size)
+		}
+	case RunInputsLogged:
+		var d RunInputsLoggedData
+		if e.Decode(&d) == nil {
+			return fmt.Sprintf("%d dataset input(s) logged", len(d.Inputs))
 		}
 	}
 	return ""

@@ -19,6 +19,12 @@ const (
 	RunParamsLogged = "maestro.run.params_logged.v1"
 	RunTagsSet      = "maestro.run.tags_set.v1"
 	RunTagDeleted   = "maestro.run.tag_deleted.v1"
+	// RunArtifactRecorded names a stored blob as the file at a path of the
+	// run's artifacts (a later record for the same path replaces it).
+	RunArtifactRecorded = "maestro.run.artifact_recorded.v1"
+	// RunInputsLogged records datasets a run used (MLflow's log-inputs),
+	// each new to the run by name and digest.
+	RunInputsLogged = "maestro.run.inputs_logged.v1"
 
 	// NameReleased frees a reserved name (an experiment's old name after a
 	// rename), so a later reservation may take it again.
@@ -105,6 +111,36 @@ type Param struct {
 type RunParamsLoggedData struct {
 	RunID  string  `json:"run_id"`
 	Params []Param `json:"params"`
+}
+
+// RunArtifactRecordedData: the blob stored at Digest is the run's artifact
+// at Path, as ModelArtifactRecordedData is a model version's.
+type RunArtifactRecordedData struct {
+	RunID       string `json:"run_id"`
+	Path        string `json:"path"`
+	Digest      string `json:"digest"`
+	Size        int64  `json:"size"`
+	ContentType string `json:"content_type"`
+}
+
+// DatasetInput is a dataset a run used, as MLflow's DatasetInput: the
+// dataset (name, digest, source type, source, optional schema and profile,
+// all text as the client sent it) and the input's tags, in order (MLflow's
+// mlflow.data.context says how it was used, e.g. "training").
+type DatasetInput struct {
+	Name       string  `json:"name"`
+	Digest     string  `json:"digest"`
+	SourceType string  `json:"source_type"`
+	Source     string  `json:"source"`
+	Schema     string  `json:"schema,omitempty"`
+	Profile    string  `json:"profile,omitempty"`
+	Tags       []Param `json:"tags,omitempty"`
+}
+
+// RunInputsLoggedData: datasets a run used, in the order sent.
+type RunInputsLoggedData struct {
+	RunID  string         `json:"run_id"`
+	Inputs []DatasetInput `json:"inputs"`
 }
 
 // NameReleasedData: a reserved name is free again.

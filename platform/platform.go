@@ -112,6 +112,7 @@ type Platform struct {
 	Metrics  *events.Store
 	Identity *identity.Service
 	Registry *registry.Service
+	Tracking *tracking.Service
 	Blobs    artifacts.Store
 	Waiter   *projections.Waiter
 	Queries  *projections.Queries
@@ -207,6 +208,10 @@ func Start(ctx context.Context, cfg Config) (_ *Platform, err error) {
 	p.Identity = identity.NewService(identity.Config{Store: p.Store, Security: security, Hasher: auth.NewHasher(cfg.Argon2), Tokens: tokens,
 		Now: cfg.Now, Throttle: cfg.Throttle, Sessions: cfg.Sessions, AddressRegistrationsPerHour: cfg.RegistrationsPerHour})
 	p.Registry = registry.NewService(p.Store, p.Identity.UserActive, p.Identity.Actor, cfg.Now)
+	p.Tracking = tracking.NewService(p.Store, p.Registry, cfg.Now).WithMetrics(p.Metrics)
+	// Lineage: a model version names the run it was made from, which the
+	// registry checks on the run's own events through tracking.
+	p.Registry.WithRuns(p.Tracking.RunInProject)
 	if cfg.API || cfg.Blobs {
 		if p.Blobs, err = openBlobs(ctx, cfg); err != nil {
 			return nil, err
@@ -245,7 +250,7 @@ func Start(ctx context.Context, cfg Config) (_ *Platform, err error) {
 		if err != nil {
 			return nil, err // api.OpenIdempotency names the bucket
 		}
-		p.API = api.New(api.Deps{Identity: p.Identity, Registry: p.Registry, Tracking: tracking.NewService(p.Store, p.Registry, cfg.Now).WithMetrics(p.Metrics), Blobs: p.Blobs, ArtifactMaxBytes: cfg.ArtifactMaxBytes, Queries: p.Queries, Waiter: p.Waiter, Tokens: tokens, Keys: keys,
+		p.API = api.New(api.Deps{Identity: p.Identity, Registry: p.Registry, Tracking: p.Tracking, Blobs: p.Blobs, ArtifactMaxBytes: cfg.ArtifactMaxBytes, Queries: p.Queries, Waiter: p.Waiter, Tokens: tokens, Keys: keys,
 			Idempotency: kv, Logger: p.log, RegistrationOpen: cfg.RegistrationOpen,
 			StreamLastSeq: p.Store.LastSequence, Heads: p.Heads, Ready: p.ready, Now: cfg.Now,
 			// Embedded NATS lives and dies with this process (data dir locked).

@@ -340,9 +340,11 @@ func (q *Queries) AliasVersion(ctx context.Context, modelID, alias string) (int,
 	return v, err
 }
 
-// ArtifactEntry is one recorded artifact of a version.
+// ArtifactEntry is one recorded artifact of a version or a run, or (IsDir,
+// in a directory listing) a directory of them: then Path alone says which.
 type ArtifactEntry struct {
 	Path        string
+	IsDir       bool
 	Digest      string
 	Size        int64
 	ContentType string
@@ -352,63 +354,44 @@ type ArtifactEntry struct {
 // ListArtifacts pages a version's artifacts in path order (bytewise: the
 // column is COLLATE "C", so the primary key serves both order and cursor).
 func (q *Queries) ListArtifacts(ctx context.Context, modelID string, version int, pageToken string, limit int) (Page[ArtifactEntry], error) {
-	c, err := decodeCursor(pageToken, keyCursor)
-	if err != nil {
-		return Page[ArtifactEntry]{}, err
-	}
-	rows, err := q.pool.Query(ctx, `SELECT path, digest, size, content_type, recorded_at FROM model_artifacts
-		WHERE model_id = $1 AND version = $2 AND path > $3 ORDER BY path LIMIT $4`, modelID, version, c.Key, limit+1)
-	if err != nil {
-		return Page[ArtifactEntry]{}, err
-	}
-	defer rows.Close()
-	page := Page[ArtifactEntry]{Items: []ArtifactEntry{}}
-	for rows.Next() {
-		var a ArtifactEntry
-		if err := rows.Scan(&a.Path, &a.Digest, &a.Size, &a.ContentType, &a.RecordedAt); err != nil {
-			return page, err
-		}
-		if len(page.Items) == limit {
-			page.NextPageToken = encodeCursor(cursor{Key: page.Items[limit-1].Path})
-			break
-		}
-		page.Items = append(page.Items, a)
-	}
-	return page, rows.Err()
+	return q.artifactPage(ctx, pageToken, limit, `SELECT path, path, false, digest, size, content_type, recorded_at FROM model_artifacts
+		WHERE model_id = $3 AND version = $4 AND path > $1 ORDER BY path LIMIT $2`, modelID, version)
 }
 
 // Artifact returns one artifact of a version.
 func (q *Queries) Artifact(ctx context.Context, modelID string, version int, path string) (ArtifactEntry, error) {
-	var a ArtifactEntry
-	err := q.pool.QueryRow(ctx, `SELECT path, digest, size, content_type, recorded_at FROM model_artifacts
-		WHERE model_id = $1 AND version = $2 AND path = $3`, modelID, version, path).Scan(&a.Path, &a.Digest, &a.Size, &a.ContentType, &a.RecordedAt)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return a, ErrNotFound
-	}
-	return a, err
+	return scanArtifact(q.pool.QueryRow(ctx, `SELECT path, digest, size, content_type, recorded_at FROM model_artifacts
+		WHERE model_id = $1 AND version = $2 AND path = $3`, modelID, version, path))
 }
 
 // ErrBehind means a projection has not reached the sequence asked for.
 var ErrBehind = errors.New("projection has not caught up")
 
+// ArtifactProjections are the projections that record artifacts (model
+// versions', runs'): what GC must wait for before it judges a blob unused.
+func ArtifactProjections() []string { return []string{Models{}.Name(), Runs{}.Name()} }
+
 // ReferencedDigests returns every digest a recorded artifact points at (of
-// any version, deleted or not: deletions are reversible), read in one
-// snapshot that also proves the models projection had applied minSeq. A
-// rebuild truncating the table mid-way cannot make a live blob look unused.
+// any version or run, deleted or not: deletions are reversible), read in
+// one snapshot that also proves the artifact projections had applied
+// minSeq. A rebuild truncating the tables mid-way cannot make a live blob
+// look unused.
 func (q *Queries) ReferencedDigests(ctx context.Context, minSeq uint64) (map[string]bool, error) {
 	tx, err := q.pool.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
 	if err != nil {
 		return nil, err
 	}
 	defer tx.Rollback(ctx) //nolint:errcheck // read-only
-	var cp int64
-	if err := tx.QueryRow(ctx, `SELECT last_seq FROM projection_checkpoints WHERE name = $1`, Models{}.Name()).Scan(&cp); err != nil {
-		return nil, fmt.Errorf("models checkpoint: %w", err)
+	for _, name := range ArtifactProjections() {
+		var cp int64
+		if err := tx.QueryRow(ctx, `SELECT last_seq FROM projection_checkpoints WHERE name = $1`, name).Scan(&cp); err != nil {
+			return nil, fmt.Errorf("%s checkpoint: %w", name, err)
+		}
+		if uint64(cp) < minSeq {
+			return nil, fmt.Errorf("%s projection at %d, need %d: %w", name, cp, minSeq, ErrBehind)
+		}
 	}
-	if uint64(cp) < minSeq {
-		return nil, fmt.Errorf("models projection at %d, need %d: %w", cp, minSeq, ErrBehind)
-	}
-	rows, err := tx.Query(ctx, `SELECT DISTINCT digest FROM model_artifacts`)
+	rows, err := tx.Query(ctx, `SELECT digest FROM model_artifacts UNION SELECT digest FROM run_artifacts`)
 	if err != nil {
 		return nil, err
 	}

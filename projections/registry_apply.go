@@ -151,6 +151,12 @@ func applyModelEvent(b *Batch, e events.Envelope) error {
 			return err
 		}
 		b.Queue(`UPDATE models SET description = COALESCE($2, description), tags = COALESCE($3::jsonb, tags) WHERE id = $1`, d.ModelID, d.Description, tags)
+	case events.ModelRenamed:
+		var d events.ModelRenamedData
+		if err := e.Decode(&d); err != nil {
+			return err
+		}
+		b.Queue(`UPDATE models SET name = $2, name_lower = $3 WHERE id = $1`, d.ModelID, d.Name, strings.ToLower(d.Name))
 	case events.ModelDeleted, events.ModelRestored:
 		var d events.ModelLifecycleData
 		if err := e.Decode(&d); err != nil {

@@ -175,12 +175,14 @@ func TestRegistryProjections(t *testing.T) {
 	})
 	want["gamma"].tags = vision
 
-	// Versions of resnet, their stages, aliases and artifacts.
+	// Versions of resnet, their stages, aliases and artifacts; version v
+	// names run runOf(v) (the service finds runs; here the decider is told).
+	runOf := func(v int) string { return fmt.Sprintf("00000000-0000-4000-8000-%012d", v) }
 	sig := json.RawMessage(`{"inputs": [{"name": "x", "type": "float"}]}`)
 	for v := 1; v <= 7; v++ {
 		modelCmd(p1, "resnet", authz.ModelWrite, func(m registry.ModelState) ([]handlers.Change, error) {
 			c := registry.RegisterVersion{Description: fmt.Sprint("version ", v), Tags: map[string]string{"n": fmt.Sprint(v)},
-				Source: fmt.Sprint("s3://runs/", v), RunID: fmt.Sprint("run-", v), Metrics: map[string]float64{"acc": 0.5 + float64(v)/100}}
+				Source: fmt.Sprint("s3://runs/", v), RunID: runOf(v), RunFound: true, Metrics: map[string]float64{"acc": 0.5 + float64(v)/100}}
 			if v == 1 {
 				c.Signature = sig
 			}
@@ -526,7 +528,7 @@ func TestRegistryProjections(t *testing.T) {
 		}
 		if got.ModelID != resnet.ID || got.Version != v || got.Description != w.desc || got.Stage != w.stage || got.Deleted != w.deleted ||
 			!maps.Equal(got.Tags, w.tags) || len(got.Aliases) != len(w.aliases) || len(w.aliases) > 0 && !slices.Equal(got.Aliases, w.aliases) ||
-			got.Source != fmt.Sprint("s3://runs/", v) || got.RunID != fmt.Sprint("run-", v) ||
+			got.Source != fmt.Sprint("s3://runs/", v) || got.RunID != runOf(v) ||
 			!maps.Equal(got.Metrics, map[string]float64{"acc": 0.5 + float64(v)/100}) {
 			t.Errorf("version %d = %+v, want %+v", v, got, w)
 		}

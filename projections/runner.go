@@ -53,6 +53,15 @@ type Lingering interface {
 	Linger() time.Duration
 }
 
+// Weighty is a projection whose events are large (metric points: a
+// 10,000-point request is about 400 KB of data). Its runner reads at most
+// BatchBytes of event data ahead of it and applies a batch once it holds
+// that much, rather than up to BatchSize events: 500 such events would be
+// hundreds of megabytes in one transaction.
+type Weighty interface {
+	BatchBytes() int
+}
+
 // Handling is the projections among names that handle at least one of
 // types (unknown names are kept: waiting on them is the caller's choice).
 func Handling(names, types []string) []string {
@@ -122,6 +131,9 @@ type Runner struct {
 	// platform's credentials can publish one): they are quarantined like
 	// events a projection cannot store, never retried for ever.
 	undecodable map[uint64]error
+	// batchBytes bounds the event data a batch gathers and the consumer
+	// reads ahead (Weighty; 0: BatchSize alone bounds a batch).
+	batchBytes int
 }
 
 // NewRunner returns a runner for p.
@@ -145,7 +157,11 @@ func NewRunner(pool *pgxpool.Pool, store *events.Store, p Projection, cfg Runner
 	for _, agg := range p.Aggregates() {
 		filter = append(filter, events.Subject(agg, ">"))
 	}
-	return &Runner{pool: pool, store: store, p: p, cfg: cfg, filter: filter}
+	r := &Runner{pool: pool, store: store, p: p, cfg: cfg, filter: filter}
+	if w, ok := p.(Weighty); ok {
+		r.batchBytes = w.BatchBytes()
+	}
+	return r
 }
 
 func lockKey(name string) int64 {
@@ -307,12 +323,16 @@ func (r *Runner) follow(ctx context.Context, log *slog.Logger) error {
 		return err
 	}
 	msgs := make(chan jetstream.Msg, r.cfg.BatchSize)
+	var pull []jetstream.PullConsumeOpt
+	if r.batchBytes > 0 {
+		pull = append(pull, jetstream.PullMaxBytes(r.batchBytes))
+	}
 	cc, err := cons.Consume(func(m jetstream.Msg) {
 		select {
 		case msgs <- m:
 		case <-cctx.Done():
 		}
-	})
+	}, pull...)
 	if err != nil {
 		return fmt.Errorf("consume: %w", err)
 	}
@@ -494,7 +514,11 @@ func (r *Runner) follow(ctx context.Context, log *slog.Logger) error {
 // gather adds the messages waiting in msgs to batch, up to the batch size.
 // With until set it also waits for more, until that fires or done closes.
 func (r *Runner) gather(batch []events.Envelope, msgs <-chan jetstream.Msg, until <-chan time.Time, done <-chan struct{}) ([]events.Envelope, error) {
-	for len(batch) < r.cfg.BatchSize {
+	size := 0
+	for _, e := range batch {
+		size += len(e.Data)
+	}
+	for len(batch) < r.cfg.BatchSize && (r.batchBytes == 0 || size < r.batchBytes) {
 		var m jetstream.Msg
 		if until == nil {
 			select {
@@ -515,6 +539,7 @@ func (r *Runner) gather(batch []events.Envelope, msgs <-chan jetstream.Msg, unti
 		if batch, err = r.appendMsg(batch, m); err != nil {
 			return batch, err
 		}
+		size += len(batch[len(batch)-1].Data)
 	}
 	return batch, nil
 }

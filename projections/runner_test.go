@@ -160,6 +160,13 @@ func (f *fixture) seed(t *testing.T, n int) uint64 {
 				Params: []events.Param{{Key: "lr", Value: "0.1"}, {Key: "depth", Value: "6"}}}})
 			f.append(t, at.Add(3*time.Second), [3]any{rSubj, events.RunTagsSet, events.TagsSetData{ID: rid, Tags: map[string]string{"k": "v", "gone": "x"}}})
 			f.append(t, at.Add(3*time.Second), [3]any{rSubj, events.RunTagDeleted, events.TagDeletedData{ID: rid, Key: "gone"}})
+			for j, d := range []string{"a", "b"} { // recorded, then replaced
+				f.append(t, at.Add(3*time.Second), [3]any{rSubj, events.RunArtifactRecorded, events.RunArtifactRecordedData{RunID: rid,
+					Path: "model/weights.bin", Digest: "sha256:" + strings.Repeat(d, 64), Size: int64(j + 1), ContentType: "application/octet-stream"}})
+			}
+			f.append(t, at.Add(3*time.Second), [3]any{rSubj, events.RunInputsLogged, events.RunInputsLoggedData{RunID: rid,
+				Inputs: []events.DatasetInput{{Name: "train", Digest: "d1", SourceType: "local", Source: "{}", Tags: []events.Param{{Key: "mlflow.data.context", Value: "training"}}},
+					{Name: "eval", Digest: "d2", SourceType: "local", Source: "{}", Schema: `{"a": 1}`}}}})
 			end := at.Add(time.Minute).UnixMilli()
 			last = f.append(t, at.Add(3*time.Second), [3]any{rSubj, events.RunUpdated, events.RunUpdatedData{RunID: rid, Status: "FINISHED", EndTime: &end}})
 			if i%2 == 0 {
@@ -236,7 +243,7 @@ func dumpAll(t *testing.T, pool *pgxpool.Pool) map[string][]string {
 	out := map[string][]string{"users": dump(t, pool, "users"), "sessions": dump(t, pool, "sessions"),
 		"audit_entries": dump(t, pool, "audit_entries")}
 	for table, order := range map[string]string{"api_tokens": "id", "experiments": "id", "runs": "id",
-		"run_params": "run_id, key", "run_tags": "run_id, key"} {
+		"run_params": "run_id, key", "run_tags": "run_id, key", "run_artifacts": "run_id, path", "run_inputs": "run_id, name, digest"} {
 		out[table] = dumpOrdered(t, pool, table, order)
 	}
 	return out

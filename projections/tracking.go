@@ -72,15 +72,17 @@ func (Experiments) Queue(b *Batch, evs []events.Envelope) error {
 	return nil
 }
 
-// Runs is the read model of runs with their params and tags (metrics have
-// their own stream and tables).
+// Runs is the read model of runs with their params, tags and artifacts
+// (metrics have their own stream and tables).
 type Runs struct{}
 
 // Name implements Projection.
 func (Runs) Name() string { return "runs" }
 
 // Tables implements Projection.
-func (Runs) Tables() []string { return []string{"runs", "run_params", "run_tags"} }
+func (Runs) Tables() []string {
+	return []string{"runs", "run_params", "run_tags", "run_artifacts", "run_inputs"}
+}
 
 // Aggregates implements Projection.
 func (Runs) Aggregates() []string { return []string{events.AggRun} }
@@ -89,7 +91,7 @@ func (Runs) Aggregates() []string { return []string{events.AggRun} }
 func (Runs) Handles(t string) bool {
 	switch t {
 	case events.RunCreated, events.RunUpdated, events.RunDeleted, events.RunRestored, events.RunParamsLogged,
-		events.RunTagsSet, events.RunTagDeleted:
+		events.RunTagsSet, events.RunTagDeleted, events.RunArtifactRecorded, events.RunInputsLogged:
 		return true
 	}
 	return false
@@ -149,6 +151,32 @@ func (Runs) Queue(b *Batch, evs []events.Envelope) error {
 			}
 			b.Queue(`DELETE FROM run_tags WHERE run_id = $1 AND key = $2`, d.ID, d.Key)
 			b.Queue(`UPDATE runs SET updated_seq = $2 WHERE id = $1`, d.ID, seq)
+		case events.RunArtifactRecorded:
+			var d events.RunArtifactRecordedData
+			if err := e.Decode(&d); err != nil {
+				return err
+			}
+			b.Queue(`INSERT INTO run_artifacts (run_id, path, digest, size, content_type, recorded_at) VALUES ($1, $2, $3, $4, $5, $6)
+				ON CONFLICT (run_id, path) DO UPDATE SET digest = EXCLUDED.digest, size = EXCLUDED.size,
+				content_type = EXCLUDED.content_type, recorded_at = EXCLUDED.recorded_at`, d.RunID, d.Path, d.Digest, d.Size, d.ContentType, e.Time)
+			b.Queue(`UPDATE runs SET updated_seq = $2 WHERE id = $1`, d.RunID, seq)
+		case events.RunInputsLogged:
+			var d events.RunInputsLoggedData
+			if err := e.Decode(&d); err != nil {
+				return err
+			}
+			for i, in := range d.Inputs {
+				tags := in.Tags
+				if tags == nil {
+					tags = []events.Param{}
+				}
+				// New to the run is decided on its aggregate; DO NOTHING only
+				// keeps a replayed batch from failing.
+				b.Queue(`INSERT INTO run_inputs (run_id, name, digest, source_type, source, schema, profile, tags, seq, position)
+					VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (run_id, name, digest) DO NOTHING`,
+					d.RunID, in.Name, in.Digest, in.SourceType, in.Source, in.Schema, in.Profile, tags, seq, i)
+			}
+			b.Queue(`UPDATE runs SET updated_seq = $2 WHERE id = $1`, d.RunID, seq)
 		}
 	}
 	return nil

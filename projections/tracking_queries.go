@@ -129,6 +129,21 @@ type Run struct {
 	// Metrics is the latest point of each metric (read answers only; a
 	// command's answer, from the write side, has none).
 	Metrics map[string]LatestMetric `json:"metrics,omitempty"`
+	// ArtifactURI is where the run's artifacts are served (RunArtifactsURI).
+	ArtifactURI string `json:"artifact_uri"`
+	// ModelVersions are the live model versions registered from the run
+	// (lineage; read answers only, like Metrics), by model name and number.
+	ModelVersions []RunModelVersion `json:"model_versions,omitempty"`
+	// Inputs are the datasets the run used, in the order logged (read
+	// answers only, like Metrics).
+	Inputs []events.DatasetInput `json:"inputs,omitempty"`
+}
+
+// RunModelVersion is a model version made from a run: the model's name
+// and the version's number.
+type RunModelVersion struct {
+	Model   string `json:"model"`
+	Version int    `json:"version"`
 }
 
 // LatestMetric is a run's latest point of one metric (latest_metrics).
@@ -149,6 +164,7 @@ func scanRun(row pgx.Row) (Run, error) {
 	}
 	r.LifecycleStage = LifecycleStage(deleted)
 	r.Params, r.Tags = map[string]string{}, map[string]string{}
+	r.ArtifactURI = RunArtifactsURI(r.ProjectID, r.ID)
 	return r, err
 }
 
@@ -166,8 +182,8 @@ func (q *Queries) Run(ctx context.Context, projectID, id string) (Run, error) {
 	return runs[0], err
 }
 
-// runDetails fills the params, tags and latest metrics of runs in three
-// queries.
+// runDetails fills the params, tags, latest metrics, model versions and
+// dataset inputs of runs in five queries.
 func (q *Queries) runDetails(ctx context.Context, runs []Run) error {
 	if len(runs) == 0 {
 		return nil
@@ -197,6 +213,12 @@ func (q *Queries) runDetails(ctx context.Context, runs []Run) error {
 		if err := rows.Err(); err != nil {
 			return err
 		}
+	}
+	if err := q.runModelVersions(ctx, runs, ids, at); err != nil {
+		return err
+	}
+	if err := q.runInputs(ctx, runs, ids, at); err != nil {
+		return err
 	}
 	rows, err := q.pool.Query(ctx, "SELECT run_id, key, value, step, ts FROM latest_metrics WHERE run_id = ANY($1::uuid[])", ids)
 	if err != nil {
@@ -256,4 +278,51 @@ func (q *Queries) ListRuns(ctx context.Context, projectID, experimentID string, 
 		return page, err
 	}
 	return page, q.runDetails(ctx, page.Items)
+}
+
+// runModelVersions fills the lineage of runs (ids, at: their ids and
+// indexes): the versions registered from each, through the registry's read
+// model (the version event carries run_id), so a rebuild of the models
+// projection reproduces it. Deleted versions, and the versions of deleted
+// models, disappear from every read, here too; a version names a run of
+// its own project (the write side checks it), and only those are listed.
+func (q *Queries) runModelVersions(ctx context.Context, runs []Run, ids []string, at map[string]int) error {
+	rows, err := q.pool.Query(ctx, `SELECT v.run_id, m.name, v.version FROM model_versions v JOIN models m ON m.id = v.model_id
+		JOIN runs r ON r.id::text = v.run_id AND r.project_id = m.project_id
+		WHERE v.run_id = ANY($1::text[]) AND NOT v.deleted AND NOT m.deleted ORDER BY m.name_lower, m.name, v.version`, ids)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id string
+		var mv RunModelVersion
+		if err := rows.Scan(&id, &mv.Model, &mv.Version); err != nil {
+			return err
+		}
+		r := &runs[at[id]]
+		r.ModelVersions = append(r.ModelVersions, mv)
+	}
+	return rows.Err()
+}
+
+// runInputs fills the dataset inputs of runs (ids, at: their ids and
+// indexes), in the order they were logged.
+func (q *Queries) runInputs(ctx context.Context, runs []Run, ids []string, at map[string]int) error {
+	rows, err := q.pool.Query(ctx, `SELECT run_id, name, digest, source_type, source, schema, profile, tags FROM run_inputs
+		WHERE run_id = ANY($1::uuid[]) ORDER BY seq, position`, ids)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id string
+		var in events.DatasetInput
+		if err := rows.Scan(&id, &in.Name, &in.Digest, &in.SourceType, &in.Source, &in.Schema, &in.Profile, &in.Tags); err != nil {
+			return err
+		}
+		r := &runs[at[id]]
+		r.Inputs = append(r.Inputs, in)
+	}
+	return rows.Err()
 }

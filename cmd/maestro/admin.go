@@ -232,16 +232,17 @@ func (g artifactsGCCmd) Run(ctx context.Context, c *Common) error {
 		return err
 	}
 	defer shutdown(p)
-	// The models projection must have every artifact event before we judge
-	// a blob unreferenced; the references are then read in one snapshot.
+	// The projections recording artifacts (models, runs) must have every
+	// artifact event before we judge a blob unreferenced; the references
+	// are then read in one snapshot.
 	last, err := p.Store.LastSequence(ctx)
 	if err != nil {
 		return err
 	}
 	wctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 	defer cancel()
-	if !p.Waiter.Wait(wctx, last, projections.Models{}.Name()) {
-		return fmt.Errorf("the models projection did not reach sequence %d; is a worker running?", last)
+	if !p.Waiter.Wait(wctx, last, projections.ArtifactProjections()...) {
+		return fmt.Errorf("the %s projections did not reach sequence %d; is a worker running?", strings.Join(projections.ArtifactProjections(), " and "), last)
 	}
 	refs, err := p.Queries.ReferencedDigests(ctx, last)
 	if err != nil {

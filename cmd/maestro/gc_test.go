@@ -45,6 +45,14 @@ func TestArtifactsGC(t *testing.T) {
 	do(201, "POST", "/api/v1/projects/gc/models/m/versions", map[string]any{})
 	kept := []byte("referenced weights")
 	do(201, "PUT", "/api/v1/projects/gc/models/m/versions/1/artifacts/w.bin", kept, "Content-Type", "application/octet-stream")
+	// A run's artifact is a reference too.
+	var x, run struct {
+		ID string `json:"id"`
+	}
+	e.Do("POST", "/api/v1/projects/gc/experiments", admin, map[string]any{"name": "x"}).JSON(t, &x)
+	e.Do("POST", "/api/v1/projects/gc/experiments/"+x.ID+"/runs", admin, map[string]any{}).JSON(t, &run)
+	runKept := []byte("referenced run output")
+	do(201, "PUT", "/api/v1/projects/gc/runs/"+run.ID+"/artifacts/out.bin", runKept, "Content-Type", "application/octet-stream")
 
 	// Unreferenced blobs, as a crashed upload leaves them: stored, no event.
 	put := func(b []byte) artifacts.Digest {
@@ -55,12 +63,12 @@ func TestArtifactsGC(t *testing.T) {
 		}
 		return d
 	}
-	referenced, stale, fresh := put(kept), put([]byte("orphan from yesterday")), put([]byte("orphan being recorded"))
+	referenced, runReferenced, stale, fresh := put(kept), put(runKept), put([]byte("orphan from yesterday")), put([]byte("orphan being recorded"))
 	blobFile := func(d artifacts.Digest) string {
 		return filepath.Join(cfg.DataDir, "artifacts", "blobs", "sha256", d.Hex()[:2], d.Hex())
 	}
 	old := time.Now().Add(-2 * time.Hour)
-	for _, d := range []artifacts.Digest{referenced, stale} {
+	for _, d := range []artifacts.Digest{referenced, runReferenced, stale} {
 		if err := os.Chtimes(blobFile(d), old, old); err != nil {
 			t.Fatal(err)
 		}
@@ -81,7 +89,7 @@ func TestArtifactsGC(t *testing.T) {
 	}
 	left := func(want ...artifacts.Digest) {
 		t.Helper()
-		for _, d := range []artifacts.Digest{referenced, stale, fresh} {
+		for _, d := range []artifacts.Digest{referenced, runReferenced, stale, fresh} {
 			_, err := os.Stat(blobFile(d))
 			if exists, wanted := err == nil, slices.Contains(want, d); exists != wanted {
 				t.Errorf("blob %s exists = %v, want %v", d, exists, wanted)
@@ -97,12 +105,12 @@ func TestArtifactsGC(t *testing.T) {
 	}
 	staleSize, freshSize := size(stale), size(fresh)
 
-	gc("scanned 3 blobs: would delete 2 ("+strconv.FormatInt(staleSize+freshSize, 10)+" bytes), kept 1", "--grace", "0s", "--dry-run")
-	left(referenced, stale, fresh)
-	gc("scanned 3 blobs: deleted 1 ("+strconv.FormatInt(staleSize, 10)+" bytes), kept 2", "--grace", "1h")
-	left(referenced, fresh)
-	gc("scanned 2 blobs: deleted 1 ("+strconv.FormatInt(freshSize, 10)+" bytes), kept 1", "--grace", "0s")
-	left(referenced)
-	gc("scanned 1 blobs: deleted 0 (0 bytes), kept 1", "--grace", "0s")
-	left(referenced)
+	gc("scanned 4 blobs: would delete 2 ("+strconv.FormatInt(staleSize+freshSize, 10)+" bytes), kept 2", "--grace", "0s", "--dry-run")
+	left(referenced, runReferenced, stale, fresh)
+	gc("scanned 4 blobs: deleted 1 ("+strconv.FormatInt(staleSize, 10)+" bytes), kept 3", "--grace", "1h")
+	left(referenced, runReferenced, fresh)
+	gc("scanned 3 blobs: deleted 1 ("+strconv.FormatInt(freshSize, 10)+" bytes), kept 2", "--grace", "0s")
+	left(referenced, runReferenced)
+	gc("scanned 2 blobs: deleted 0 (0 bytes), kept 2", "--grace", "0s")
+	left(referenced, runReferenced)
 }

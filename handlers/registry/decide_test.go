@@ -27,6 +27,7 @@ const (
 	owner   = "11111111-1111-4111-8111-111111111111"
 	alice   = "22222222-2222-4222-8222-222222222222"
 	bob     = "33333333-3333-4333-8333-333333333333"
+	runID   = "cccccccc-cccc-4ccc-8ccc-cccccccccccc"
 )
 
 var (
@@ -586,8 +587,11 @@ func TestDecideRegisterVersion(t *testing.T) {
 		return m
 	}
 	sig := func(n int) json.RawMessage { return json.RawMessage(`"` + strings.Repeat("s", n-2) + `"`) }
-	full := registry.RegisterVersion{Description: "d", Tags: map[string]string{"a": "b"}, Source: "s3://b/k", RunID: "run-1",
+	full := registry.RegisterVersion{Description: "d", Tags: map[string]string{"a": "b"}, Source: "s3://b/k", RunID: runID, RunFound: true,
 		Metrics: metrics(200), Signature: sig(registry.MaxSignatureLen)}
+	withRun := func(source, run string) []handlers.Change {
+		return reg(1, registry.RegisterVersion{Source: source, RunID: run})
+	}
 	cases := []struct {
 		name  string
 		given []events.Envelope
@@ -605,6 +609,24 @@ func TestDecideRegisterVersion(t *testing.T) {
 		{name: "signature over 64 KiB", given: withVersions(t, 0), cmd: registry.RegisterVersion{Signature: sig(registry.MaxSignatureLen + 1)}, err: invalid},
 		{name: "source too long", given: withVersions(t, 0), cmd: registry.RegisterVersion{Source: strings.Repeat("s", 2049)}, err: invalid},
 		{name: "run id too long", given: withVersions(t, 0), cmd: registry.RegisterVersion{RunID: strings.Repeat("r", 257)}, err: invalid},
+		// Lineage: a named run must have been found by the service; the
+		// event names it in its canonical form.
+		{name: "a run the service found", given: withVersions(t, 0), cmd: registry.RegisterVersion{RunID: runID, RunFound: true}, want: withRun("", runID)},
+		{name: "a run not found", given: withVersions(t, 0), cmd: registry.RegisterVersion{RunID: runID}, err: invalid},
+		{name: "a run id that is no uuid", given: withVersions(t, 0), cmd: registry.RegisterVersion{RunID: "run-1", RunFound: true}, err: invalid},
+		{name: "MLflow's 32-digit run id", given: withVersions(t, 0), cmd: registry.RegisterVersion{RunID: strings.ReplaceAll(strings.ToUpper(runID), "-", ""), RunFound: true},
+			want: withRun("", runID)},
+		{name: "a runs:/ source names the run", given: withVersions(t, 0), cmd: registry.RegisterVersion{Source: "runs:/" + runID + "/model", RunFound: true},
+			want: withRun("runs:/"+runID+"/model", runID)},
+		{name: "a runs:/ source of a run not found", given: withVersions(t, 0), cmd: registry.RegisterVersion{Source: "runs:/" + runID + "/model"}, err: invalid},
+		{name: "a runs:/ source and the same run_id", given: withVersions(t, 0), cmd: registry.RegisterVersion{Source: "runs:/" + runID, RunID: runID, RunFound: true},
+			want: withRun("runs:/"+runID, runID)},
+		{name: "a runs:/ source and another run_id", given: withVersions(t, 0),
+			cmd: registry.RegisterVersion{Source: "runs:/" + runID + "/m", RunID: "00000000-0000-4000-8000-000000000001", RunFound: true}, err: invalid},
+		{name: "a runs:/ source without a run", given: withVersions(t, 0), cmd: registry.RegisterVersion{Source: "runs://model", RunFound: true}, err: invalid},
+		{name: "a runs:/ source escaping the run", given: withVersions(t, 0), cmd: registry.RegisterVersion{Source: "runs:/" + runID + "/../x", RunFound: true}, err: invalid},
+		{name: "a source that is no runs:/ names no run", given: withVersions(t, 0), cmd: registry.RegisterVersion{Source: "s3://b/runs:/x"},
+			want: withRun("s3://b/runs:/x", "")},
 		{name: "51 tags", given: withVersions(t, 0), cmd: registry.RegisterVersion{Tags: nTags(51)}, err: invalid},
 		{name: "description too long", given: withVersions(t, 0), cmd: registry.RegisterVersion{Description: strings.Repeat("d", 5001)}, err: invalid},
 	}

@@ -12,6 +12,8 @@ import (
 	"time"
 	"unicode"
 
+	"github.com/google/uuid"
+
 	"github.com/maestro-ml/maestro/events"
 	"github.com/maestro-ml/maestro/handlers"
 )
@@ -187,6 +189,12 @@ func EvolveModel(s ModelState, e events.Envelope) (ModelState, error) {
 		s.Deleted = true
 	case events.ModelRestored:
 		s.Deleted = false
+	case events.ModelRenamed:
+		var d events.ModelRenamedData
+		if err := e.Decode(&d); err != nil {
+			return s, err
+		}
+		s.Name = d.Name
 	case events.ModelVersionRegistered:
 		var d events.ModelVersionRegisteredData
 		if err := e.Decode(&d); err != nil {
@@ -432,6 +440,59 @@ type RegisterVersion struct {
 	RunID       string
 	Metrics     map[string]float64
 	Signature   json.RawMessage
+	// RunFound is the service's finding (Service.RegisterVersion) that the
+	// run the registration names (LineageRun) is a run of the model's
+	// project, as the run's own events say. Without it a named run is
+	// refused: the decider cannot look, and must not take a client's word.
+	RunFound bool
+}
+
+// runsScheme starts MLflow's name of a run's artifact, runs:/<run_id>/<path>.
+const runsScheme = "runs:/"
+
+func noSuchRun() error { return invalid("run_id: no such run in this project") }
+
+// LineageRun is the run a registration names: run_id, or the run of a
+// source in MLflow's form runs:/<run_id>/<artifact path> (with both, they
+// must agree), "" for none. It comes back canonical (lower-case,
+// hyphenated), as run subjects and rows hold it; MLflow's 32-hex-digit
+// form is accepted. An id that is no uuid names no run: the same refusal
+// as a missing run or one of another project, so nothing tells them apart.
+func LineageRun(source, runID string) (string, error) {
+	var fromSource string
+	if len(source) >= len(runsScheme) && strings.EqualFold(source[:len(runsScheme)], runsScheme) {
+		id, path, _ := strings.Cut(source[len(runsScheme):], "/")
+		if id == "" {
+			return "", invalid("source: a runs:/ source is runs:/<run_id>/<artifact path>")
+		}
+		if path = strings.TrimSuffix(path, "/"); path != "" && !ValidArtifactPath(path) {
+			return "", invalid("source: the artifact path of a runs:/ source must be a relative path without '.', '..' or empty segments")
+		}
+		var ok bool
+		if fromSource, ok = canonicalRunID(id); !ok {
+			return "", noSuchRun()
+		}
+	}
+	if runID == "" {
+		return fromSource, nil
+	}
+	id, ok := canonicalRunID(runID)
+	if !ok {
+		return "", noSuchRun()
+	}
+	if fromSource != "" && fromSource != id {
+		return "", invalid("run_id %s is not the run of source %q", id, source)
+	}
+	return id, nil
+}
+
+// canonicalRunID accepts a uuid hyphenated (36 characters) or not (32).
+func canonicalRunID(s string) (string, bool) {
+	if len(s) != 36 && len(s) != 32 {
+		return "", false
+	}
+	id, err := uuid.Parse(s)
+	return id.String(), err == nil
 }
 
 // DecideRegisterVersion adds version len+1: numbers are gapless and unique
@@ -451,6 +512,13 @@ func DecideRegisterVersion(s ModelState, c RegisterVersion) ([]handlers.Change, 
 	}
 	if err := checkText("run_id", c.RunID, MaxRunIDLen, false); err != nil {
 		return nil, err
+	}
+	run, err := LineageRun(c.Source, c.RunID)
+	if err != nil {
+		return nil, err
+	}
+	if run != "" && !c.RunFound {
+		return nil, noSuchRun()
 	}
 	if len(c.Metrics) > MaxMetrics {
 		return nil, invalid("at most %d metrics", MaxMetrics)
@@ -490,7 +558,7 @@ func DecideRegisterVersion(s ModelState, c RegisterVersion) ([]handlers.Change, 
 	}
 	return []handlers.Change{{Subject: modelSubject(s), Type: events.ModelVersionRegistered,
 		Data: events.ModelVersionRegisteredData{ModelID: s.ID, Version: len(s.Versions) + 1, Description: c.Description,
-			Tags: tags, Source: c.Source, RunID: c.RunID, Metrics: c.Metrics, Signature: c.Signature}}}, nil
+			Tags: tags, Source: c.Source, RunID: run, Metrics: c.Metrics, Signature: c.Signature}}}, nil
 }
 
 func liveVersion(s ModelState, v int) (VersionState, error) {
@@ -645,6 +713,34 @@ func ValidArtifactPath(p string) bool {
 	return true
 }
 
+// ErrArtifactPath is the refusal of a path ValidArtifactPath does not accept.
+func ErrArtifactPath() error {
+	return invalid("artifact path must be a relative path of printable UTF-8 without '.', '..' or empty segments")
+}
+
+// RecordableArtifact is the rule every owner of artifacts (a model version,
+// a run) records one by: a valid path and content type, at most limit
+// distinct paths (what names the owner in the refusal, e.g. "version 3";
+// replacing an existing path is always allowed), and nothing to record
+// when the path already holds the same bytes (PUT is idempotent).
+func RecordableArtifact(what string, held map[string]Artifact, a Artifact, limit int) (changed bool, err error) {
+	if !ValidArtifactPath(a.Path) {
+		return false, ErrArtifactPath()
+	}
+	if len(a.ContentType) > 255 || !handlers.PlainText(a.ContentType) {
+		return false, invalid("artifact content type must be plain text of at most 255 bytes")
+	}
+	cur, exists := held[a.Path]
+	if exists && cur.Digest == a.Digest && cur.Size == a.Size && cur.ContentType == a.ContentType {
+		return false, nil
+	}
+	if !exists && len(held) >= limit {
+		return false, handlers.Errorf(handlers.Conflict, "artifact-limit",
+			"%s already has %d artifacts, the most it may have; replace an existing path instead", what, len(held))
+	}
+	return true, nil
+}
+
 // DecideRecordArtifact records a stored blob as a version's artifact. A
 // version holds at most MaxArtifactsPerVersion paths; replacing an existing
 // path is always allowed.
@@ -653,19 +749,8 @@ func DecideRecordArtifact(s ModelState, v int, a Artifact) ([]handlers.Change, e
 	if err != nil {
 		return nil, err
 	}
-	if !ValidArtifactPath(a.Path) {
-		return nil, invalid("artifact path must be a relative path of printable UTF-8 without '.', '..' or empty segments")
-	}
-	if len(a.ContentType) > 255 || !handlers.PlainText(a.ContentType) {
-		return nil, invalid("artifact content type must be plain text of at most 255 bytes")
-	}
-	cur, exists := ver.Artifacts[a.Path]
-	if exists && cur.Digest == a.Digest && cur.Size == a.Size && cur.ContentType == a.ContentType {
-		return nil, nil // the same bytes again: PUT is idempotent
-	}
-	if !exists && len(ver.Artifacts) >= MaxArtifactsPerVersion {
-		return nil, handlers.Errorf(handlers.Conflict, "artifact-limit",
-			"version %d already has %d artifacts, the most a version may have; replace an existing path or register a new version", v, len(ver.Artifacts))
+	if changed, err := RecordableArtifact(fmt.Sprintf("version %d", v), ver.Artifacts, a, MaxArtifactsPerVersion); !changed {
+		return nil, err
 	}
 	return []handlers.Change{{Subject: modelSubject(s), Type: events.ModelArtifactRecorded,
 		Data: events.ModelArtifactRecordedData{ModelID: s.ID, Version: v, Path: a.Path, Digest: a.Digest, Size: a.Size, ContentType: a.ContentType}}}, nil

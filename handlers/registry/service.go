@@ -20,6 +20,12 @@ type UserLookup func(ctx context.Context, userID string) (bool, error)
 // projection the authenticator read.
 type ActorLookup func(ctx context.Context, p authz.Principal) (authz.Principal, error)
 
+// RunLookup tells whether runID is a run of project projectID (deleted or
+// not), from the tracking write side: the run's event-sourced aggregate.
+// Tracking builds on the registry, so the registry cannot import it; the
+// platform wires one in (WithRuns).
+type RunLookup func(ctx context.Context, projectID, runID string) (bool, error)
+
 // Service handles project and model commands.
 type Service struct {
 	now      func() time.Time
@@ -29,7 +35,16 @@ type Service struct {
 	names    *handlers.Repository[ReservationState]
 	userOK   UserLookup
 	actor    ActorLookup
-	asOf     asOfCache // point-in-time folds (asof.go); the zero value is ready
+	// runs finds the runs registrations name; nil where there is no
+	// tracking, so no run exists and a registration naming one is refused.
+	runs RunLookup
+	asOf asOfCache // point-in-time folds (asof.go); the zero value is ready
+}
+
+// WithRuns sets how registrations find the runs they name (lineage).
+func (s *Service) WithRuns(runs RunLookup) *Service {
+	s.runs = runs
+	return s
 }
 
 // NewService builds the registry service.
@@ -209,7 +224,10 @@ func (s *Service) RemoveMember(ctx context.Context, meta events.Meta, p authz.Pr
 	})
 }
 
-// modelID resolves a model name in a project through its reservation.
+// modelID resolves a model name in a project through its reservation. A
+// renamed model keeps its old names reserved, so the id found is the one
+// model the name ever named; whoever loads it checks that it still bears
+// the name (ModelState.named), since a rename may have come since.
 func (s *Service) modelID(ctx context.Context, projectID, name string) (string, error) {
 	if !ValidModelName(name) {
 		return "", modelMissing()
@@ -235,6 +253,9 @@ func (s *Service) Model(ctx context.Context, p authz.Principal, ref, name string
 		return ps, ModelState{}, err
 	}
 	m, _, err := s.models.Load(ctx, events.Subject(events.AggModel, id))
+	if err == nil && !m.named(name) {
+		return ps, ModelState{}, modelMissing()
+	}
 	return ps, m, err
 }
 
@@ -295,6 +316,18 @@ func (s *Service) UpdateModelFunc(ctx context.Context, meta events.Meta, p authz
 // caller as refreshed for this command (its current roles).
 func (s *Service) updateModel(ctx context.Context, meta events.Meta, p authz.Principal, ref, name string, action authz.Action,
 	decide func(p authz.Principal, ps ProjectState, m ModelState, replay bool) ([]handlers.Change, error)) (ModelState, uint64, error) {
+	return s.updateModelWith(ctx, meta, p, ref, name, action,
+		func(p authz.Principal, ps ProjectState, m ModelState, replay bool) ([]handlers.Change, map[string]uint64, error) {
+			ch, err := decide(p, ps, m, replay)
+			return ch, nil, err
+		})
+}
+
+// updateModelWith is updateModel for a decision that also appends on other
+// subjects (a rename's name reservation): decide returns their expected
+// versions too.
+func (s *Service) updateModelWith(ctx context.Context, meta events.Meta, p authz.Principal, ref, name string, action authz.Action,
+	decide func(p authz.Principal, ps ProjectState, m ModelState, replay bool) ([]handlers.Change, map[string]uint64, error)) (ModelState, uint64, error) {
 	p, ps, err := s.AuthorizeProject(ctx, p, ref, action)
 	if err != nil {
 		return ModelState{}, 0, err
@@ -314,8 +347,10 @@ func (s *Service) updateModel(ctx context.Context, meta events.Meta, p authz.Pri
 				if err != nil {
 					return nil, nil, err
 				}
-				ch, err := decide(p, cur, m, true)
-				return ch, nil, err
+				return decide(p, cur, m, true)
+			}
+			if !m.named(name) {
+				return nil, nil, modelMissing() // renamed since the name was resolved
 			}
 			cur, err := s.CurrentProject(ctx, p, ps.ID, action)
 			if err != nil {
@@ -324,9 +359,38 @@ func (s *Service) updateModel(ctx context.Context, meta events.Meta, p authz.Pri
 			if err := NotArchived(cur); err != nil {
 				return nil, nil, err
 			}
-			ch, err := decide(p, cur, m, false)
-			return ch, nil, err
+			return decide(p, cur, m, false)
 		})
+}
+
+// RegisterVersion registers the next version of a model (editors) and
+// returns the model, the version's number and the sequence. A version made
+// from a run names it (run_id, or a runs:/ source): the run must be one of
+// the project's, found on its own events (rule 2), right before deciding.
+// A deleted run qualifies, as in MLflow: it is still readable and may be
+// restored, and lineage records what produced the model.
+func (s *Service) RegisterVersion(ctx context.Context, meta events.Meta, p authz.Principal, ref, name string, c RegisterVersion) (ModelState, int, uint64, error) {
+	var registered int
+	m, seq, err := s.updateModel(ctx, meta, p, ref, name, authz.ModelWrite,
+		func(_ authz.Principal, ps ProjectState, m ModelState, replay bool) ([]handlers.Change, error) {
+			// The number is decided on the state the append expects; a retry
+			// after a conflict decides again, so the last decision is stored.
+			registered = len(m.Versions) + 1
+			cmd := c
+			run, err := LineageRun(c.Source, c.RunID)
+			if err != nil || run == "" {
+				return DecideRegisterVersion(m, cmd)
+			}
+			// A replay recomputes a stored decision: its run was found then.
+			cmd.RunFound = replay
+			if !replay && s.runs != nil {
+				if cmd.RunFound, err = s.runs(ctx, ps.ID, run); err != nil {
+					return nil, err
+				}
+			}
+			return DecideRegisterVersion(m, cmd)
+		})
+	return m, registered, seq, err
 }
 
 // CurrentProject re-reads the project right before a model decision: the
@@ -366,6 +430,9 @@ func (s *Service) AuthorizeModelWrite(ctx context.Context, p authz.Principal, re
 	m, _, err := s.models.Load(ctx, events.Subject(events.AggModel, id))
 	if err != nil {
 		return ps, m, err
+	}
+	if !m.named(name) {
+		return ps, m, modelMissing()
 	}
 	if _, err := liveVersion(m, v); err != nil {
 		return ps, m, err

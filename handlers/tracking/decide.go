@@ -16,6 +16,7 @@ import (
 
 	"github.com/maestro-ml/maestro/events"
 	"github.com/maestro-ml/maestro/handlers"
+	"github.com/maestro-ml/maestro/handlers/registry"
 )
 
 // Limits (MLflow's where it documents one).
@@ -35,6 +36,10 @@ const (
 	MaxRunBytes = 4 << 20
 	// RunNameTag mirrors a run's name (MLflow's reserved tag).
 	RunNameTag = "mlflow.runName"
+	// MaxArtifactsPerRun bounds a run's distinct artifact paths, as
+	// registry.MaxArtifactsPerVersion does a version's: the write side keeps
+	// them all in the run's state.
+	MaxArtifactsPerRun = 10_000
 )
 
 // Run statuses (MLflow's RunStatus).
@@ -358,7 +363,8 @@ func DecideDeleteExperimentTag(x ExperimentState, key string) ([]handlers.Change
 }
 
 // DecideDeleteExperiment deletes (del) or restores an experiment; doing it
-// twice is a no-op. Its runs stay as they are (MLflow hides them with it).
+// twice is a no-op. Its runs keep their own lifecycle; while it is deleted
+// they take no writes (Service.liveExperiment), as MLflow's deleted runs.
 func DecideDeleteExperiment(x ExperimentState, del bool) ([]handlers.Change, error) {
 	if !x.Created {
 		return nil, handlers.Errorf(handlers.NotFound, "not-found", "experiment not found")
@@ -388,11 +394,17 @@ type RunState struct {
 	Deleted      bool
 	Params       map[string]string
 	Tags         map[string]string
+	// Artifacts maps path → the artifact recorded there (nil until the
+	// first one).
+	Artifacts map[string]registry.Artifact
+	// Inputs holds the datasets the run used, by InputKey (nil until the
+	// first): only what deduplicates them, the rest is in the events.
+	Inputs map[string]bool
 }
 
 // CloneRun copies the maps evolve writes into.
 func CloneRun(s RunState) RunState {
-	s.Params, s.Tags = maps.Clone(s.Params), maps.Clone(s.Tags)
+	s.Params, s.Tags, s.Artifacts, s.Inputs = maps.Clone(s.Params), maps.Clone(s.Tags), maps.Clone(s.Artifacts), maps.Clone(s.Inputs)
 	return s
 }
 
@@ -448,6 +460,26 @@ func EvolveRun(s RunState, e events.Envelope) (RunState, error) {
 			return s, err
 		}
 		delete(s.Tags, d.Key)
+	case events.RunArtifactRecorded:
+		var d events.RunArtifactRecordedData
+		if err := e.Decode(&d); err != nil {
+			return s, err
+		}
+		if s.Artifacts == nil {
+			s.Artifacts = map[string]registry.Artifact{}
+		}
+		s.Artifacts[d.Path] = registry.Artifact{Path: d.Path, Digest: d.Digest, Size: d.Size, ContentType: d.ContentType, RecordedAt: e.Time}
+	case events.RunInputsLogged:
+		var d events.RunInputsLoggedData
+		if err := e.Decode(&d); err != nil {
+			return s, err
+		}
+		if s.Inputs == nil {
+			s.Inputs = map[string]bool{}
+		}
+		for _, in := range d.Inputs {
+			s.Inputs[InputKey(in)] = true
+		}
 	}
 	return s, nil
 }
@@ -729,6 +761,21 @@ func DecideDeleteRun(r RunState, del bool) ([]handlers.Change, error) {
 		Data: events.RunLifecycleData{RunID: r.ID, ExperimentID: r.ExperimentID}}}, nil
 }
 
+// DecideRecordRunArtifact records a stored blob as the run's artifact at
+// a.Path, by the rules of a model version's (registry.RecordableArtifact):
+// the same bytes again change nothing, a run holds at most
+// MaxArtifactsPerRun paths, and a deleted run takes none.
+func DecideRecordRunArtifact(r RunState, a registry.Artifact) ([]handlers.Change, error) {
+	if err := activeRun(r); err != nil {
+		return nil, err
+	}
+	if changed, err := registry.RecordableArtifact("the run", r.Artifacts, a, MaxArtifactsPerRun); !changed {
+		return nil, err
+	}
+	return []handlers.Change{{Subject: events.Subject(events.AggRun, r.ID), Type: events.RunArtifactRecorded,
+		Data: events.RunArtifactRecordedData{RunID: r.ID, Path: a.Path, Digest: a.Digest, Size: a.Size, ContentType: a.ContentType}}}, nil
+}
+
 // SortedParams returns params ordered by key (stable answers).
 func SortedParams(m map[string]string) []events.Param {
 	out := make([]events.Param, 0, len(m))
@@ -760,9 +807,10 @@ func DecideLogMetrics(r RunState, metrics []Metric) ([]handlers.Change, error) {
 	if len(metrics) == 0 || len(metrics) > MaxMetricsPerCall {
 		return nil, handlers.Errorf(handlers.Invalid, "validation-failed", "send 1 to %d metric points", MaxMetricsPerCall)
 	}
-	byKey := map[string][]events.MetricPoint{}
+	counts := map[string]int{}
 	for i, m := range metrics {
-		if _, seen := byKey[m.Key]; !seen { // a series' key is checked once, not per point
+		n, seen := counts[m.Key]
+		if !seen { // a series' key is checked once, not per point
 			if err := ValidKey("metric", m.Key); err != nil {
 				return nil, indexedAs("metrics", err, i)
 			}
@@ -770,6 +818,15 @@ func DecideLogMetrics(r RunState, metrics []Metric) ([]handlers.Change, error) {
 		if m.Timestamp < 0 {
 			return nil, handlers.Errorf(handlers.Invalid, "validation-failed", "metrics[%d]: timestamp must be milliseconds since the epoch", i)
 		}
+		counts[m.Key] = n + 1
+	}
+	// The series share one array, cut to their counts: no growing.
+	all := make([]events.MetricPoint, len(metrics))
+	byKey := make(map[string][]events.MetricPoint, len(counts))
+	for k, n := range counts {
+		byKey[k], all = all[:0:n], all[n:]
+	}
+	for _, m := range metrics {
 		byKey[m.Key] = append(byKey[m.Key], events.MetricPoint{Value: m.Value, Step: m.Step, Timestamp: m.Timestamp})
 	}
 	return []handlers.Change{{Subject: events.MetricsSubject(r.ID), Type: events.MetricsLogged,

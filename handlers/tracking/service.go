@@ -277,12 +277,97 @@ func (s *Service) run(ctx context.Context, projectID, runID string) (RunState, e
 	return r, nil
 }
 
+// RunInProject tells whether runID is a run of project projectID (deleted
+// or not), on the run's own events: the registry's RunLookup, which the
+// platform wires in so that a model version can name the run it came from.
+func (s *Service) RunInProject(ctx context.Context, projectID, runID string) (bool, error) {
+	_, err := s.run(ctx, projectID, runID)
+	if e, ok := handlers.AsError(err); ok && e.Kind == handlers.NotFound {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+// AuthorizeArtifactWrite checks, before an upload is streamed, that p may
+// record artifacts of the run: a tracking write in a project that is not
+// archived, on a run of it that is not deleted.
+func (s *Service) AuthorizeArtifactWrite(ctx context.Context, p authz.Principal, ref, runID string) error {
+	_, err := s.writableRun(ctx, p, ref, runID)
+	return err
+}
+
+// writableRun authorizes a tracking write in the project ref (not
+// archived) and returns the run, which must be active in an active
+// experiment: the checks of a run write that is not decided in the run's
+// turn (an upload before its bytes are read, metric points).
+func (s *Service) writableRun(ctx context.Context, p authz.Principal, ref, runID string) (RunState, error) {
+	_, ps, err := s.projects.AuthorizeProject(ctx, p, ref, authz.TrackingWrite)
+	if err != nil {
+		return RunState{}, err
+	}
+	if err := registry.NotArchived(ps); err != nil {
+		return RunState{}, err
+	}
+	r, err := s.run(ctx, ps.ID, runID)
+	if err != nil {
+		return RunState{}, err
+	}
+	if err := activeRun(r); err != nil {
+		return RunState{}, err
+	}
+	return r, s.liveExperiment(ctx, r)
+}
+
+// liveExperiment refuses a write to a run whose experiment is deleted,
+// decided on the experiment's events. MLflow deletes an experiment's runs
+// with it (and restores them with it); Maestro keeps each run's own
+// lifecycle and treats the runs of a deleted experiment as deleted for
+// writes until the experiment is restored.
+func (s *Service) liveExperiment(ctx context.Context, r RunState) error {
+	x, _, err := s.experiments.Load(ctx, events.Subject(events.AggExperiment, r.ExperimentID))
+	if err != nil {
+		return err
+	}
+	if x.Deleted {
+		return handlers.Errorf(handlers.Conflict, "experiment-deleted", "the run's experiment %s is deleted; restore it first", x.ID)
+	}
+	return nil
+}
+
+// RecordArtifact records a stored blob as the run's artifact at a.Path;
+// replaced says the path held one already (these bytes, or others now
+// replaced).
+func (s *Service) RecordArtifact(ctx context.Context, meta events.Meta, p authz.Principal, ref, runID string, a registry.Artifact) (r RunState, replaced bool, seq uint64, err error) {
+	r, seq, err = s.UpdateRunFunc(ctx, meta, p, ref, runID, func(r RunState) ([]handlers.Change, error) {
+		_, replaced = r.Artifacts[a.Path]
+		return DecideRecordRunArtifact(r, a)
+	})
+	return r, replaced, seq, err
+}
+
 // UpdateRunFunc authorizes a tracking write in the project ref and runs
 // decide on the run's current state; every run command goes through it.
 func (s *Service) UpdateRunFunc(ctx context.Context, meta events.Meta, p authz.Principal, ref, runID string,
 	decide func(RunState) ([]handlers.Change, error)) (RunState, uint64, error) {
+	return s.updateRun(ctx, meta, p, ref, runID, true, decide)
+}
+
+// updateRun is UpdateRunFunc; live says the run's experiment must be
+// active (liveExperiment), which every run command but a delete requires:
+// deleting a run of a deleted experiment changes nothing it could use.
+func (s *Service) updateRun(ctx context.Context, meta events.Meta, p authz.Principal, ref, runID string, live bool,
+	decide func(RunState) ([]handlers.Change, error)) (RunState, uint64, error) {
 	return update(ctx, s, meta, p, ref, s.runs, events.Subject(events.AggRun, runID),
-		func(projectID string) error { _, err := s.run(ctx, projectID, runID); return err }, plain(decide))
+		func(projectID string) error { _, err := s.run(ctx, projectID, runID); return err },
+		func(r RunState, replay bool) ([]handlers.Change, map[string]uint64, error) {
+			if live && !replay && r.Created {
+				if err := s.liveExperiment(ctx, r); err != nil {
+					return nil, nil, err
+				}
+			}
+			ch, err := decide(r)
+			return ch, nil, err
+		})
 }
 
 // UpdateRun changes a run's status, end time or name.
@@ -292,7 +377,7 @@ func (s *Service) UpdateRun(ctx context.Context, meta events.Meta, p authz.Princ
 
 // DeleteRun deletes (del) or restores a run.
 func (s *Service) DeleteRun(ctx context.Context, meta events.Meta, p authz.Principal, ref, runID string, del bool) (RunState, uint64, error) {
-	return s.UpdateRunFunc(ctx, meta, p, ref, runID, func(r RunState) ([]handlers.Change, error) { return DecideDeleteRun(r, del) })
+	return s.updateRun(ctx, meta, p, ref, runID, !del, func(r RunState) ([]handlers.Change, error) { return DecideDeleteRun(r, del) })
 }
 
 // LogParams logs params on a run (write-once per key).
@@ -311,20 +396,14 @@ func (s *Service) DeleteRunTag(ctx context.Context, meta events.Meta, p authz.Pr
 }
 
 // LogMetrics logs metric points on a run: decided on the run's aggregate
-// (active, in the project), appended to the run's subject of the metrics
-// stream and acknowledged once durable. seq is the metrics stream's.
+// (active, in the project, its experiment active), appended to the run's
+// subject of the metrics stream and acknowledged once durable. seq is the
+// metrics stream's.
 func (s *Service) LogMetrics(ctx context.Context, meta events.Meta, p authz.Principal, ref, runID string, metrics []Metric) (uint64, error) {
 	if s.metrics == nil {
 		return 0, errors.New("tracking: no metrics store")
 	}
-	_, ps, err := s.projects.AuthorizeProject(ctx, p, ref, authz.TrackingWrite)
-	if err != nil {
-		return 0, err
-	}
-	if err := registry.NotArchived(ps); err != nil {
-		return 0, err
-	}
-	r, err := s.run(ctx, ps.ID, runID)
+	r, err := s.writableRun(ctx, p, ref, runID)
 	if err != nil {
 		return 0, err
 	}
@@ -332,7 +411,13 @@ func (s *Service) LogMetrics(ctx context.Context, meta events.Meta, p authz.Prin
 	if err != nil {
 		return 0, err
 	}
-	subj := events.MetricsSubject(r.ID)
+	return s.appendMetrics(ctx, meta, r.ID, changes)
+}
+
+// appendMetrics appends decided points (DecideLogMetrics) to the run's
+// subject of the metrics stream.
+func (s *Service) appendMetrics(ctx context.Context, meta events.Meta, runID string, changes []handlers.Change) (uint64, error) {
+	subj := events.MetricsSubject(runID)
 	if !meta.PriorAttempt.IsZero() && meta.Derived() {
 		// A retry of a request whose first attempt died: its points may be
 		// stored already, beyond the duplicate window; answer with them.

@@ -35,13 +35,19 @@ func wantCode(t *testing.T, err error, code string) {
 	}
 }
 
-func TestTrackingService(t *testing.T) {
-	t.Parallel()
+// services is a registry and a tracking service on a fresh event store,
+// and a context that ends with the test (at most a minute).
+func services(t *testing.T) (context.Context, *registry.Service, *tracking.Service) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
+	t.Cleanup(cancel)
 	store := testnats.Store(t)
 	reg := registry.NewService(store, anyUser, nil, nil)
-	svc := tracking.NewService(store, reg, nil)
+	return ctx, reg, tracking.NewService(store, reg, nil)
+}
+
+func TestTrackingService(t *testing.T) {
+	t.Parallel()
+	ctx, reg, svc := services(t)
 
 	owner, om := who(authz.RoleMember)
 	ps, _, err := reg.CreateProject(ctx, om, owner, "Tracking", "")
@@ -151,18 +157,7 @@ func TestLogMetrics(t *testing.T) {
 	reg := registry.NewService(store, anyUser, nil, nil)
 	svc := tracking.NewService(store, reg, nil).WithMetrics(metrics)
 	owner, om := who(authz.RoleMember)
-	ps, _, err := reg.CreateProject(ctx, om, owner, "Metrics", "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	x, _, err := svc.CreateExperiment(ctx, om, owner, ps.Slug, tracking.CreateExperiment{Name: "m"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	r, _, err := svc.CreateRun(ctx, om, owner, ps.Slug, x.ID, tracking.CreateRun{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	ps, r := projectWithRun(ctx, t, reg, svc, owner, om, "Metrics")
 	points := []tracking.Metric{{Key: "loss", Value: 0.5, Step: 1, Timestamp: 1}, {Key: "acc", Value: 0.9, Step: 1, Timestamp: 1},
 		{Key: "loss", Value: events.MetricValue(math.NaN()), Step: 2, Timestamp: 2}}
 	seq, err := svc.LogMetrics(ctx, om, owner, ps.Slug, r.ID, points)

@@ -21,7 +21,7 @@ import (
 )
 
 // Scenarios are the measurement groups, in run order.
-var Scenarios = []string{"serve", "append", "visible", "http", "registry", "rebuild", "artifacts"}
+var Scenarios = []string{"serve", "tracking", "append", "visible", "http", "registry", "rebuild", "artifacts"}
 
 // Config sizes the run. The defaults finish in a few minutes on 2 cores.
 type Config struct {
@@ -57,6 +57,7 @@ type runner struct {
 	cfg  Config
 	env  *env
 	rows []Row
+	bin  string // the maestro binary of the serve scenarios, once built
 }
 
 func (r *runner) logf(format string, args ...any) {
@@ -102,6 +103,9 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 	runErr := func() error {
 		// First, on a quiet machine: the goals of the command path.
 		if err := step("serve", func() error { return r.benchServe(ctx) }); err != nil {
+			return err
+		}
+		if err := step("tracking", func() error { return r.benchTracking(ctx) }); err != nil {
 			return err
 		}
 		if err := step("append", func() error { return r.benchAppend(ctx) }); err != nil {

@@ -236,8 +236,8 @@ func BenchmarkMetricBatch10000(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		var d events.MetricsLoggedData
-		if err := batch[0].Event.Decode(&d); err != nil || len(d.Metrics) != 10 {
+		d, err := events.DecodeMetricsLogged(batch[0].Event.Data)
+		if err != nil || len(d.Metrics) != 10 {
 			b.Fatalf("decoded %d series, %v", len(d.Metrics), err)
 		}
 	}

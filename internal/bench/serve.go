@@ -37,6 +37,7 @@ const (
 // serveProc is `maestro serve` running as its own process, as users run it:
 // its CPU time and memory are the server's alone, not the load generator's.
 type serveProc struct {
+	args     []string // the command line, for restart
 	cmd      *exec.Cmd
 	pid      string
 	base     string // API base URL
@@ -45,6 +46,9 @@ type serveProc struct {
 	exited   chan struct{}
 	waitErr  error
 	database string
+	// postmaster is the pid of the Postgres cluster serving database
+	// (postgresCPU), found once.
+	postmaster string
 }
 
 func freeLoopbackPort() (int, error) {
@@ -61,6 +65,9 @@ func (r *runner) maestroBinary(ctx context.Context) (string, error) {
 	if r.cfg.MaestroBin != "" {
 		return r.cfg.MaestroBin, nil
 	}
+	if r.bin != "" {
+		return r.bin, nil
+	}
 	out, err := exec.CommandContext(ctx, "go", "env", "GOMOD").Output()
 	if err != nil || strings.TrimSpace(string(out)) == "" || strings.TrimSpace(string(out)) == os.DevNull {
 		return "", fmt.Errorf("serve: find the module to build maestro (run from the repository, or pass -maestro-bin): %v", err)
@@ -71,6 +78,7 @@ func (r *runner) maestroBinary(ctx context.Context) (string, error) {
 	if b, err := build.CombinedOutput(); err != nil {
 		return "", fmt.Errorf("serve: go build ./cmd/maestro: %v\n%s", err, b)
 	}
+	r.bin = bin
 	return bin, nil
 }
 
@@ -92,28 +100,39 @@ func (r *runner) startServe(ctx context.Context, bin string) (*serveProc, error)
 		return nil, err
 	}
 	s := &serveProc{base: fmt.Sprintf("http://127.0.0.1:%d", httpPort), debug: fmt.Sprintf("http://127.0.0.1:%d", debugPort),
-		logFile: filepath.Join(dir, "serve.log"), exited: make(chan struct{}), database: db}
-	logf, err := os.Create(s.logFile)
-	if err != nil {
-		return nil, err
-	}
+		logFile: filepath.Join(dir, "serve.log"), database: db}
 	// The production defaults (fsync before ack, JSON request log at info),
 	// with Postgres and the addresses given.
-	s.cmd = exec.Command(bin, "serve", "--data-dir", filepath.Join(dir, "data"),
+	s.args = []string{bin, "serve", "--data-dir", filepath.Join(dir, "data"),
 		"--http-addr", fmt.Sprintf("127.0.0.1:%d", httpPort), "--nats-listen", "off",
-		"--debug-addr", fmt.Sprintf("127.0.0.1:%d", debugPort))
-	s.cmd.Env = append(os.Environ(), "MAESTRO_DATABASE_URL="+db,
+		"--debug-addr", fmt.Sprintf("127.0.0.1:%d", debugPort)}
+	if err := s.launch(ctx); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// launch starts the process and waits until it is ready.
+func (s *serveProc) launch(ctx context.Context) error {
+	logf, err := os.OpenFile(s.logFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return err
+	}
+	s.exited = make(chan struct{})
+	s.cmd = exec.Command(s.args[0], s.args[1:]...)
+	s.cmd.Env = append(os.Environ(), "MAESTRO_DATABASE_URL="+s.database,
 		"MAESTRO_BOOTSTRAP_ADMIN_EMAIL="+serveAdmin, "MAESTRO_BOOTSTRAP_ADMIN_PASSWORD="+benchPassword)
 	s.cmd.Stdout, s.cmd.Stderr = logf, logf
 	if err := s.cmd.Start(); err != nil {
 		logf.Close()
-		return nil, fmt.Errorf("serve: start %s: %w", bin, err)
+		return fmt.Errorf("serve: start %s: %w", s.args[0], err)
 	}
 	s.pid = strconv.Itoa(s.cmd.Process.Pid)
+	exited := s.exited
 	go func() {
 		s.waitErr = s.cmd.Wait()
 		logf.Close()
-		close(s.exited)
+		close(exited)
 	}()
 	deadline := time.Now().Add(2 * time.Minute)
 	for {
@@ -121,22 +140,29 @@ func (r *runner) startServe(ctx context.Context, bin string) (*serveProc, error)
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
-				return s, nil
+				return nil
 			}
 		}
 		select {
 		case <-s.exited:
-			return nil, fmt.Errorf("serve: exited during start (%v); log %s:\n%s", s.waitErr, s.logFile, tail(s.logFile))
+			return fmt.Errorf("serve: exited during start (%v); log %s:\n%s", s.waitErr, s.logFile, tail(s.logFile))
 		case <-ctx.Done():
 			s.stop()
-			return nil, ctx.Err()
+			return ctx.Err()
 		case <-time.After(50 * time.Millisecond): // polling readiness, bounded by deadline
 		}
 		if time.Now().After(deadline) {
 			s.stop()
-			return nil, fmt.Errorf("serve: not ready after 2 minutes; log:\n%s", tail(s.logFile))
+			return fmt.Errorf("serve: not ready after 2 minutes; log:\n%s", tail(s.logFile))
 		}
 	}
+}
+
+// restart stops the server and starts it again on the same data and
+// database (a fresh process: its memory is what it does from now on).
+func (s *serveProc) restart(ctx context.Context) error {
+	s.stop()
+	return s.launch(ctx)
 }
 
 const serveAdmin = "serve-admin@example.com"
@@ -179,19 +205,68 @@ func cpuOf(pid string) time.Duration {
 	return time.Duration(ut+st) * 10 * time.Millisecond // CLK_TCK is 100 on Linux
 }
 
-// postgresCPU sums the CPU time of every process named postgres.
-func postgresCPU() time.Duration {
+// postgresCPU sums the CPU time of the server's Postgres cluster: its
+// postmaster and the postmaster's children (backends, walwriter,
+// checkpointer…). Other clusters on the machine (tests running beside the
+// bench) are not counted. Without the postmaster (serve not started yet)
+// it is every process named postgres.
+func (s *serveProc) postgresCPU() time.Duration {
+	if s.postmaster == "" {
+		if pm, err := postmasterOf(s.database); err == nil {
+			s.postmaster = pm
+		}
+	}
 	ents, _ := os.ReadDir("/proc")
 	var t time.Duration
 	for _, e := range ents {
 		if _, err := strconv.Atoi(e.Name()); err != nil {
 			continue
 		}
-		if c, _ := os.ReadFile("/proc/" + e.Name() + "/comm"); strings.TrimSpace(string(c)) == "postgres" {
+		if c, _ := os.ReadFile("/proc/" + e.Name() + "/comm"); strings.TrimSpace(string(c)) != "postgres" {
+			continue
+		}
+		if s.postmaster == "" || e.Name() == s.postmaster || parentOf(e.Name()) == s.postmaster {
 			t += cpuOf(e.Name())
 		}
 	}
 	return t
+}
+
+// postmasterOf finds the postmaster of the cluster serving db: the parent
+// of a backend of a connection to it.
+func postmasterOf(db string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, db)
+	if err != nil {
+		return "", err
+	}
+	defer conn.Close(ctx)
+	var pid int
+	if err := conn.QueryRow(ctx, "SELECT pg_backend_pid()").Scan(&pid); err != nil {
+		return "", err
+	}
+	if pm := parentOf(strconv.Itoa(pid)); pm != "" {
+		return pm, nil
+	}
+	return "", fmt.Errorf("no parent of backend %d", pid)
+}
+
+// parentOf is a process's parent pid ("" when unknown).
+func parentOf(pid string) string {
+	b, err := os.ReadFile("/proc/" + pid + "/stat")
+	if err != nil {
+		return ""
+	}
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return ""
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 2 {
+		return ""
+	}
+	return f[1]
 }
 
 // loadFor is drive for d.
@@ -402,10 +477,10 @@ func (r *runner) benchServe(ctx context.Context) error {
 		var wall, cpu, pgCPU time.Duration
 		stmts.reset(ctx)
 		err := r.profile(ctx, s, fmt.Sprintf("%s-c%d", profileName(name), clients), phase, func() error {
-			cpu0, pg0 := cpuOf(s.pid), postgresCPU()
+			cpu0, pg0 := cpuOf(s.pid), s.postgresCPU()
 			var err error
 			lat, n, wall, bad, err = loadFor(ctx, clients, phase, do)
-			cpu, pgCPU = cpuOf(s.pid)-cpu0, postgresCPU()-pg0
+			cpu, pgCPU = cpuOf(s.pid)-cpu0, s.postgresCPU()-pg0
 			return err
 		})
 		if err != nil {
