@@ -54,6 +54,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzVersionBody -fuzztime 30s ./api/
 	$(GO) test -run '^$$' -fuzz FuzzCommandText -fuzztime 30s ./api/
 	$(GO) test -run '^$$' -fuzz FuzzMetricsBody -fuzztime 30s ./api/
+	$(GO) test -run '^$$' -fuzz FuzzMLflowDecode -fuzztime 30s ./api/
 	$(GO) test -run '^$$' -fuzz FuzzDecodeMetricsLogged -fuzztime 30s ./events/
 	$(GO) test -run '^$$' -fuzz FuzzCanonicalJSON -fuzztime 30s ./handlers/
 	$(GO) test -run '^$$' -fuzz FuzzDecodeCursor -fuzztime 30s ./projections/

@@ -96,7 +96,7 @@ func artifactPathParam(r *http.Request) (string, error) {
 		}
 	}
 	if !registry.ValidArtifactPath(p) {
-		return "", problem("validation-failed", "artifact path must be a relative path of printable UTF-8 without '.', '..' or empty segments")
+		return "", registry.ErrArtifactPath()
 	}
 	return p, nil
 }

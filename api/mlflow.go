@@ -211,14 +211,9 @@ func mlflowProject(c *call) (string, error) {
 // clients accept no other success status).
 func mlflowHandler[Req, Resp any](s *Server, do func(c *call, req Req) (Resp, error)) routeHandler {
 	return func(w http.ResponseWriter, r *http.Request) error {
-		var req Req
-		if err := mlflowDecode(r, &req); err != nil {
+		req, err := mlflowRequest[Req](r)
+		if err != nil {
 			return err
-		}
-		if v, ok := any(&req).(validator); ok {
-			if err := v.validate(); err != nil {
-				return err
-			}
 		}
 		resp, err := do(newCall(w, r), req)
 		if err != nil {
@@ -227,6 +222,20 @@ func mlflowHandler[Req, Resp any](s *Server, do func(c *call, req Req) (Resp, er
 		writeJSON(w, http.StatusOK, resp)
 		return nil
 	}
+}
+
+// mlflowRequest decodes an MLflow request (mlflowDecode) and checks it
+// (its validate, if it has one): what mlflowHandler does before the RPC.
+func mlflowRequest[Req any](r *http.Request) (Req, error) {
+	var req Req
+	if err := mlflowDecode(r, &req); err != nil {
+		return req, err
+	}
+	var err error
+	if v, ok := any(&req).(validator); ok {
+		err = v.validate() // it may normalise req: read req after it
+	}
+	return req, err
 }
 
 // settle is read-your-writes for an MLflow command (rule 5): it reports seq
@@ -345,19 +354,42 @@ type fieldError struct{ value, want string }
 
 func (e *fieldError) Error() string { return e.value + ": want " + e.want }
 
-// mlInt64 is an int64 field: a JSON number without fraction, or a decimal
-// string (protobuf's JSON mapping; GET parameters are strings).
+// mlScalar is a JSON scalar as MLflow's parser (protobuf's JSON mapping)
+// reads it: a string's contents (quoted), or a number's or literal's text.
+// null is a field left unset (set false): protobuf's parser clears a field
+// given as null, and encoding/json expects an Unmarshaler to take null as
+// a no-op.
+func mlScalar(b []byte) (s string, quoted, set bool, err error) {
+	if string(b) == "null" {
+		return "", false, false, nil
+	}
+	if len(b) > 0 && b[0] == '"' {
+		err = json.Unmarshal(b, &s)
+		return s, true, err == nil, err
+	}
+	return string(b), false, true, nil
+}
+
+// mlInt64 is an int64 field: a decimal string (protobuf's JSON mapping;
+// GET parameters are strings), or a JSON number that is an integer, also
+// in float form (1e3, 5.0: Python's json reads them as floats, which
+// protobuf accepts as integers). 1.5, and the string "1e3", are refused.
 type mlInt64 int64
 
 // UnmarshalJSON implements json.Unmarshaler.
 func (n *mlInt64) UnmarshalJSON(b []byte) error {
-	s := string(b)
-	if len(b) > 0 && b[0] == '"' {
-		if err := json.Unmarshal(b, &s); err != nil {
-			return err
-		}
+	s, quoted, set, err := mlScalar(b)
+	if err != nil || !set {
+		return err
 	}
 	v, err := strconv.ParseInt(s, 10, 64)
+	if err != nil && !quoted {
+		// An integral JSON number in float form, within int64's range
+		// (±2^63: float64 holds both bounds exactly).
+		if f, ferr := strconv.ParseFloat(s, 64); ferr == nil && f == math.Trunc(f) && f >= math.MinInt64 && f < math.MaxInt64 {
+			v, err = int64(f), nil
+		}
+	}
 	if err != nil {
 		return &fieldError{value: string(b), want: "an integer"}
 	}
@@ -365,24 +397,30 @@ func (n *mlInt64) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
+// mlStringOrInteger reads a JSON string, or an integer kept as its
+// digits: ids (experiment_id, which clients may send as a number) and
+// enums (by name or number).
+func mlStringOrInteger(b []byte, want string) (string, bool, error) {
+	s, quoted, set, err := mlScalar(b)
+	if err != nil || !set || quoted {
+		return s, set, err
+	}
+	if _, err := strconv.ParseInt(s, 10, 64); err != nil {
+		return "", false, &fieldError{value: string(b), want: want}
+	}
+	return s, true, nil
+}
+
 // mlID is an id MLflow clients may send as a number (experiment_id).
 type mlID string
 
 // UnmarshalJSON implements json.Unmarshaler.
 func (id *mlID) UnmarshalJSON(b []byte) error {
-	if len(b) > 0 && b[0] == '"' {
-		var s string
-		if err := json.Unmarshal(b, &s); err != nil {
-			return err
-		}
+	s, set, err := mlStringOrInteger(b, "a string")
+	if set {
 		*id = mlID(s)
-		return nil
 	}
-	if _, err := strconv.ParseInt(string(b), 10, 64); err != nil {
-		return &fieldError{value: string(b), want: "a string"}
-	}
-	*id = mlID(b)
-	return nil
+	return err
 }
 
 // mlBool is a bool field; GET parameters carry "true" or "false" (any case).
@@ -390,11 +428,9 @@ type mlBool bool
 
 // UnmarshalJSON implements json.Unmarshaler.
 func (v *mlBool) UnmarshalJSON(b []byte) error {
-	s := string(b)
-	if len(b) > 0 && b[0] == '"' {
-		if err := json.Unmarshal(b, &s); err != nil {
-			return err
-		}
+	s, _, set, err := mlScalar(b)
+	if err != nil || !set {
+		return err
 	}
 	switch strings.ToLower(s) {
 	case "true":
@@ -451,19 +487,11 @@ type mlEnum string
 
 // UnmarshalJSON implements json.Unmarshaler.
 func (e *mlEnum) UnmarshalJSON(b []byte) error {
-	if len(b) > 0 && b[0] == '"' {
-		var s string
-		if err := json.Unmarshal(b, &s); err != nil {
-			return err
-		}
+	s, set, err := mlStringOrInteger(b, "an enum name or number")
+	if set {
 		*e = mlEnum(s)
-		return nil
 	}
-	if _, err := strconv.Atoi(string(b)); err != nil {
-		return &fieldError{value: string(b), want: "an enum name or number"}
-	}
-	*e = mlEnum(b)
-	return nil
+	return err
 }
 
 // of resolves the enum against names (in proto order, numbered from 1);

@@ -1,7 +1,6 @@
 package api
 
 import (
-	"errors"
 	"math"
 	"net/http"
 	"path"
@@ -147,12 +146,15 @@ func (s *Server) proxyRun(c *call, proj projections.Project, t proxyTarget) (pro
 	return run, err
 }
 
-// proxyModel is the readable, live model a proxy path names.
-func (s *Server) proxyModel(c *call, proj projections.Project, t proxyTarget) (projections.Model, error) {
-	m, err := s.deps.Queries.Model(c.ctx, proj.ID, t.model)
-	if errors.Is(err, projections.ErrNotFound) || (err == nil && m.Deleted) {
-		return m, mlflowProblem("RESOURCE_DOES_NOT_EXIST", "Registered Model with name="+t.model+" not found")
+// proxyVersion is the live model version a proxy path names (of a
+// readable project): a deleted model or version is gone for MLflow
+// clients, its files too.
+func (s *Server) proxyVersion(c *call, proj projections.Project, t proxyTarget) (projections.Model, error) {
+	m, err := s.mlflowLiveModel(c, proj, t.model)
+	if err != nil {
+		return m, err
 	}
+	_, err = s.mlflowVersionOf(c, m, t.version)
 	return m, err
 }
 
@@ -183,7 +185,7 @@ func (s *Server) mlProxyList(c *call, req mlProxyListRequest) (mlProxyListRespon
 	}
 	var entries []projections.ArtifactEntry
 	if t.model != "" {
-		m, err := s.proxyModel(c, proj, t)
+		m, err := s.proxyVersion(c, proj, t)
 		if err != nil {
 			return mlProxyListResponse{}, err
 		}
@@ -216,7 +218,7 @@ func (s *Server) mlProxyDownload(w http.ResponseWriter, r *http.Request) error {
 			return projections.ArtifactEntry{}, err
 		}
 		if t.model != "" {
-			m, err := s.proxyModel(c, proj, t)
+			m, err := s.proxyVersion(c, proj, t)
 			if err != nil {
 				return projections.ArtifactEntry{}, err
 			}

@@ -17,16 +17,9 @@ import (
 // model version made from the run's model downloads through the proxy too.
 func TestMLflowArtifactProxy(t *testing.T) {
 	t.Parallel()
-	e := testenv.Start(t, testenv.Config(t))
-	admin := e.Admin("root@mlart.test").AccessToken
-	ana := regUser(e, admin, "ana@mlart.test", "member")
-	viewer := regUser(e, admin, "viewer@mlart.test", "viewer")
-	proj := asJSON[api.ProjectResponse](t, call(t, e, 201, "POST", projectsPath, ana.Token, map[string]any{"name": "Art Demo"}))
-	call(t, e, 200, "PUT", projectsPath+"/"+proj.Slug+"/members/"+viewer.ID, ana.Token, map[string]any{"role": "viewer"})
-	tok := createToken(t, e, ana.Token, map[string]any{"name": "mlflow"}).Token
-	viewerTok := createToken(t, e, viewer.Token, map[string]any{"name": "viewer"}).Token
-	uri := "/mlflow/" + proj.Slug
-	py := mlflowClient{t: t, e: e, base: uri, auth: basicAuth(tok)}
+	m := newMLflowProject(t, "mlart.test", "Art Demo")
+	e, ana, proj, tok, viewerTok, py := m.e, m.ana, m.proj, m.tok, m.viewerTok, m.py
+	uri := py.base
 
 	var created struct {
 		ExperimentID string `json:"experiment_id"`
@@ -149,5 +142,17 @@ func TestMLflowArtifactProxy(t *testing.T) {
 	if err := checkMLflowError(e.Do("GET", proxy+"/models/nope/versions/1/artifacts/model/model.pkl", "", nil, "Authorization", basicAuth(tok)),
 		404, "RESOURCE_DOES_NOT_EXIST"); err != nil {
 		t.Error(err)
+	}
+	// A deleted version is gone for MLflow clients, and its files with it
+	// (they stay on Maestro's API: deletions are reversible).
+	py.ok("DELETE", "model-versions/delete", map[string]any{"name": "churn", "version": "1"}, nil)
+	for _, r := range []testenv.Response{
+		e.Do("GET", proxy+"?"+url.Values{"path": {vroot}}.Encode(), "", nil, "Authorization", basicAuth(tok)),
+		e.Do("GET", proxy+"/"+vroot+"/model/model.pkl", "", nil, "Authorization", basicAuth(tok)),
+		e.Do("GET", proxy+"/models/churn/versions/2/artifacts/model/model.pkl", "", nil, "Authorization", basicAuth(tok)),
+	} {
+		if err := checkMLflowError(r, 404, "RESOURCE_DOES_NOT_EXIST"); err != nil {
+			t.Error(err)
+		}
 	}
 }

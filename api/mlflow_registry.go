@@ -549,13 +549,18 @@ func (s *Server) mlflowTransition(c *call, req mlflowTransitionRequest) (mlflowV
 // ---- queries ----
 
 // mlflowReadModel reads a registered model of the request's project from
-// the read model, as the caller may see it; a deleted one is missing, as
-// in MLflow.
+// the read model, as the caller may see it (mlflowLiveModel).
 func (s *Server) mlflowReadModel(c *call, name string) (projections.Model, error) {
 	proj, err := s.mlflowReadable(c)
 	if err != nil {
 		return projections.Model{}, err
 	}
+	return s.mlflowLiveModel(c, proj, name)
+}
+
+// mlflowLiveModel reads the registered model name of a project read
+// before; a deleted one is missing, as in MLflow.
+func (s *Server) mlflowLiveModel(c *call, proj projections.Project, name string) (projections.Model, error) {
 	if !registry.ValidModelName(name) {
 		return projections.Model{}, modelNotFound(name)
 	}

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/google/uuid"
 
@@ -449,11 +450,23 @@ func (s *Server) mlGetExperimentByName(c *call, req mlGetExperimentByNameRequest
 	if err != nil {
 		return mlExperimentResponse{}, err
 	}
+	missing := mlflowProblem("RESOURCE_DOES_NOT_EXIST", "Could not find experiment with name '"+req.ExperimentName+"'")
+	if !possibleExperimentName(req.ExperimentName) {
+		// No experiment has it, and Postgres refuses NUL in a parameter.
+		return mlExperimentResponse{}, missing
+	}
 	x, err := s.deps.Queries.ExperimentByName(c.ctx, proj.ID, req.ExperimentName)
 	if errors.Is(err, projections.ErrNotFound) {
-		return mlExperimentResponse{}, mlflowProblem("RESOURCE_DOES_NOT_EXIST", "Could not find experiment with name '"+req.ExperimentName+"'")
+		return mlExperimentResponse{}, missing
 	}
 	return mlExperimentResponse{Experiment: mlflowExperimentOf(x)}, err
+}
+
+// possibleExperimentName says whether an experiment could be named name:
+// text (tracking's names are) of at most tracking.MaxNameLen characters.
+// A name that fails is looked up nowhere.
+func possibleExperimentName(name string) bool {
+	return utf8.RuneCountInString(name) <= tracking.MaxNameLen && handlers.PlainText(name)
 }
 
 type mlSearchExperimentsRequest struct {
@@ -602,22 +615,32 @@ func (s *Server) mlflowRunRow(c *call, proj projections.Project, id string) (pro
 	if err != nil {
 		return run, err
 	}
-	return run, s.mlflowLifecycles(c, proj, &run)
+	return run, s.mlflowLifecycles(c, proj, map[string]bool{}, &run)
 }
 
-// mlflowLifecycles marks deleted the runs whose experiment is deleted, with
-// one read per experiment among them.
-func (s *Server) mlflowLifecycles(c *call, proj projections.Project, runs ...*projections.Run) error {
-	deleted := map[string]bool{}
+// mlflowExperimentDeleted says whether the project's experiment id is
+// deleted (a missing one is not), remembered in known: one read per
+// experiment.
+func (s *Server) mlflowExperimentDeleted(c *call, proj projections.Project, id string, known map[string]bool) (bool, error) {
+	d, ok := known[id]
+	if !ok {
+		x, err := s.deps.Queries.Experiment(c.ctx, proj.ID, id)
+		if err != nil && !errors.Is(err, projections.ErrNotFound) {
+			return false, err
+		}
+		d = x.LifecycleStage == "deleted"
+		known[id] = d
+	}
+	return d, nil
+}
+
+// mlflowLifecycles marks deleted the runs whose experiment is deleted;
+// known remembers the experiments read (mlflowExperimentDeleted).
+func (s *Server) mlflowLifecycles(c *call, proj projections.Project, known map[string]bool, runs ...*projections.Run) error {
 	for _, r := range runs {
-		d, ok := deleted[r.ExperimentID]
-		if !ok {
-			x, err := s.deps.Queries.Experiment(c.ctx, proj.ID, r.ExperimentID)
-			if err != nil && !errors.Is(err, projections.ErrNotFound) {
-				return err
-			}
-			d = x.LifecycleStage == "deleted"
-			deleted[r.ExperimentID] = d
+		d, err := s.mlflowExperimentDeleted(c, proj, r.ExperimentID, known)
+		if err != nil {
+			return err
 		}
 		if d {
 			r.LifecycleStage = "deleted"
@@ -700,26 +723,54 @@ type mlRunsResponse struct {
 
 // mlSearchRuns searches the runs of the experiments named (as MLflow, none
 // named finds none; "0" is the Default experiment, and finds none while
-// there is no Default).
+// there is no Default). The runs of a deleted experiment are deleted, as
+// MLflow has them (mlflowRunRow), whatever their own lifecycle: an
+// ACTIVE_ONLY search leaves deleted experiments out, and a DELETED_ONLY
+// search takes all their runs (searching live experiments too, it keeps
+// the deleted runs of a search of all, so its pages may be short).
 func (s *Server) mlSearchRuns(c *call, req mlSearchRunsRequest) (mlRunsResponse, error) {
 	proj, view, size, err := s.mlflowSearch(c, "run_view_type", req.RunViewType, req.MaxResults)
 	if err != nil {
 		return mlRunsResponse{}, err
 	}
-	ids := make([]string, 0, len(req.ExperimentIDs))
-	for _, id := range req.ExperimentIDs {
-		if string(id) != defaultExperimentID {
-			ids = append(ids, mlflowUUID(string(id)))
-			continue
+	// SearchRuns refuses more too; this refuses them before one read each.
+	if len(req.ExperimentIDs) > projections.MaxSearchExperiments {
+		return mlRunsResponse{}, mlflowProblem("INVALID_PARAMETER_VALUE", "experiment_ids: at most "+
+			strconv.Itoa(projections.MaxSearchExperiments)+" experiments per search")
+	}
+	known := map[string]bool{} // experiment id → deleted
+	var live, dead []string
+	for _, mid := range req.ExperimentIDs {
+		id := mlflowUUID(string(mid))
+		if string(mid) == defaultExperimentID {
+			x, err := s.deps.Queries.ExperimentByName(c.ctx, proj.ID, tracking.DefaultExperimentName)
+			if errors.Is(err, projections.ErrNotFound) {
+				continue
+			}
+			if err != nil {
+				return mlRunsResponse{}, err
+			}
+			id = x.ID
 		}
-		x, err := s.deps.Queries.ExperimentByName(c.ctx, proj.ID, tracking.DefaultExperimentName)
-		if errors.Is(err, projections.ErrNotFound) {
-			continue
-		}
+		d, err := s.mlflowExperimentDeleted(c, proj, id, known)
 		if err != nil {
 			return mlRunsResponse{}, err
 		}
-		ids = append(ids, x.ID)
+		if d {
+			dead = append(dead, id)
+		} else {
+			live = append(live, id)
+		}
+	}
+	ids, keepDeletedOnly := slices.Concat(live, dead), false
+	switch {
+	case len(dead) == 0 || view == projections.ViewAll:
+	case view == projections.ViewActive:
+		ids = live
+	case len(live) == 0:
+		view = projections.ViewAll
+	default:
+		view, keepDeletedOnly = projections.ViewAll, true
 	}
 	if len(ids) == 0 {
 		return mlRunsResponse{}, nil
@@ -736,12 +787,14 @@ func (s *Server) mlSearchRuns(c *call, req mlSearchRunsRequest) (mlRunsResponse,
 	for i := range page.Items {
 		runs[i] = &page.Items[i]
 	}
-	if err := s.mlflowLifecycles(c, proj, runs...); err != nil {
+	if err := s.mlflowLifecycles(c, proj, known, runs...); err != nil {
 		return mlRunsResponse{}, err
 	}
 	out := mlRunsResponse{NextPageToken: page.NextPageToken}
 	for _, r := range page.Items {
-		out.Runs = append(out.Runs, mlflowRunOf(r))
+		if !keepDeletedOnly || r.LifecycleStage == "deleted" {
+			out.Runs = append(out.Runs, mlflowRunOf(r))
+		}
 	}
 	return out, nil
 }
@@ -931,6 +984,11 @@ func (s *Server) mlMetricHistory(c *call, req mlMetricHistoryRequest) (mlMetricH
 	}
 	if err != nil {
 		return mlMetricHistoryResponse{}, err
+	}
+	if tracking.ValidKey("metric", req.MetricKey) != nil {
+		// No point can have been logged under it (and Postgres refuses
+		// NUL in a parameter): the empty history of a key never logged.
+		return mlMetricHistoryResponse{}, nil
 	}
 	page, err := s.deps.Queries.MetricHistoryPage(c.ctx, run.ID, req.MetricKey, req.PageToken, size)
 	if err != nil {

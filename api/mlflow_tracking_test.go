@@ -101,6 +101,34 @@ func (m mlflowClient) fail(status int, code, method, rpc string, body any) strin
 	return e.Message
 }
 
+// mlflowProject is what the MLflow tracking tests start from: a project
+// owned by ana (a member) with a viewer, an API token of each, and ana's
+// MLflow client on the project's tracking URI.
+type mlflowProject struct {
+	e              *testenv.Env
+	ana, viewer    regClient
+	proj           api.ProjectResponse
+	tok, viewerTok string
+	// py is MLFLOW_TRACKING_URI=http://host/mlflow/<project> with ana's
+	// token as MLFLOW_TRACKING_PASSWORD (HTTP Basic, any user name).
+	py mlflowClient
+}
+
+// newMLflowProject starts a server with an mlflowProject; domain names the
+// test's users (ana@domain), name the project.
+func newMLflowProject(t *testing.T, domain, name string) mlflowProject {
+	t.Helper()
+	e := testenv.Start(t, testenv.Config(t))
+	admin := e.Admin("root@" + domain).AccessToken
+	m := mlflowProject{e: e, ana: regUser(e, admin, "ana@"+domain, "member"), viewer: regUser(e, admin, "viewer@"+domain, "viewer")}
+	m.proj = asJSON[api.ProjectResponse](t, call(t, e, 201, "POST", projectsPath, m.ana.Token, map[string]any{"name": name}))
+	call(t, e, 200, "PUT", projectsPath+"/"+m.proj.Slug+"/members/"+m.viewer.ID, m.ana.Token, map[string]any{"role": "viewer"})
+	m.tok = createToken(t, e, m.ana.Token, map[string]any{"name": "mlflow"}).Token
+	m.viewerTok = createToken(t, e, m.viewer.Token, map[string]any{"name": "viewer"}).Token
+	m.py = mlflowClient{t: t, e: e, base: "/mlflow/" + m.proj.Slug, auth: basicAuth(m.tok)}
+	return m
+}
+
 func bearer(token string) string { return "Bearer " + token }
 func basicAuth(token string) string {
 	return basic(token)[1]
@@ -113,19 +141,9 @@ func basicAuth(token string) string {
 // through Maestro's own API.
 func TestMLflowTrackingREST(t *testing.T) {
 	t.Parallel()
-	e := testenv.Start(t, testenv.Config(t))
-	admin := e.Admin("root@mlflow.test").AccessToken
-	ana := regUser(e, admin, "ana@mlflow.test", "member")
-	viewer := regUser(e, admin, "viewer@mlflow.test", "viewer")
-	proj := asJSON[api.ProjectResponse](t, call(t, e, 201, "POST", projectsPath, ana.Token, map[string]any{"name": "MLflow Demo"}))
-	call(t, e, 200, "PUT", projectsPath+"/"+proj.Slug+"/members/"+viewer.ID, ana.Token, map[string]any{"role": "viewer"})
-	tok := createToken(t, e, ana.Token, map[string]any{"name": "mlflow"}).Token
+	m := newMLflowProject(t, "mlflow.test", "MLflow Demo")
+	e, ana, proj, tok, viewerTok, py := m.e, m.ana, m.proj, m.tok, m.viewerTok, m.py
 	scoped := createToken(t, e, ana.Token, map[string]any{"name": "mlflow scoped", "project": proj.Slug}).Token
-	viewerTok := createToken(t, e, viewer.Token, map[string]any{"name": "viewer"}).Token
-
-	// MLFLOW_TRACKING_URI=http://host/mlflow/<project>, with the token as
-	// MLFLOW_TRACKING_PASSWORD (HTTP Basic, any user name).
-	py := mlflowClient{t: t, e: e, base: "/mlflow/" + proj.Slug, auth: basicAuth(tok)}
 
 	// mlflow.set_experiment("demo"): get-by-name (404), create, get.
 	msg := py.fail(404, "RESOURCE_DOES_NOT_EXIST", "GET", "experiments/get-by-name", url.Values{"experiment_name": {"demo"}})

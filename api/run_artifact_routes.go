@@ -1,7 +1,6 @@
 package api
 
 import (
-	"errors"
 	"net/http"
 	"strings"
 
@@ -24,18 +23,19 @@ func (s *Server) runArtifactRoutes() []Route {
 	return s.artifactRouteSet(runArtifactsBase, query(s, s.listRunArtifacts), s.putRunArtifact, s.getRunArtifact)
 }
 
-// readableRun resolves {project} and the run id in the read model; a run
-// of another project, or of one the caller may not read, is a 404.
-func (s *Server) readableRun(r *http.Request, id string) (projections.Project, projections.Run, error) {
+// readableRun resolves {project} in the read model and checks that the run
+// id is one of its runs; a run of another project, or of one the caller
+// may not read, is a 404.
+func (s *Server) readableRun(r *http.Request, id string) (projections.Project, error) {
 	proj, err := s.readableProject(r)
 	if err != nil {
-		return proj, projections.Run{}, err
+		return proj, err
 	}
-	run, err := s.deps.Queries.Run(r.Context(), proj.ID, id)
-	if errors.Is(err, projections.ErrNotFound) {
-		return proj, run, problem("not-found", "run not found")
+	found, err := s.deps.Queries.RunInProject(r.Context(), proj.ID, id)
+	if err == nil && !found {
+		err = problem("not-found", "run not found")
 	}
-	return proj, run, err
+	return proj, err
 }
 
 func (s *Server) putRunArtifact(w http.ResponseWriter, r *http.Request) error {
@@ -59,7 +59,7 @@ func (s *Server) getRunArtifact(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	return s.downloadArtifact(w, r, func(apath string) (projections.ArtifactEntry, error) {
-		proj, _, err := s.readableRun(r, ref.run)
+		proj, err := s.readableRun(r, ref.run)
 		if err != nil {
 			return projections.ArtifactEntry{}, err
 		}
@@ -112,18 +112,18 @@ type FileInfo struct {
 // listRunArtifacts answers an ArtifactList (every file, like a version's
 // list) or, with ?path=, an ArtifactDirectory.
 func (s *Server) listRunArtifacts(c *call, q runArtifactsQuery) (any, error) {
-	proj, run, err := s.readableRun(c.r, q.run)
+	proj, err := s.readableRun(c.r, q.run)
 	if err != nil {
 		return nil, err
 	}
 	if !q.listDir {
-		page, err := s.deps.Queries.ListRunArtifacts(c.ctx, proj.ID, run.ID, q.token, q.size)
+		page, err := s.deps.Queries.ListRunArtifacts(c.ctx, proj.ID, q.run, q.token, q.size)
 		if err != nil {
 			return nil, pageError(err)
 		}
 		return ArtifactList(pageOf(page, artifactFromProjection)), nil
 	}
-	page, err := s.deps.Queries.RunArtifactDirPage(c.ctx, proj.ID, run.ID, q.dir, q.token, q.size)
+	page, err := s.deps.Queries.RunArtifactDirPage(c.ctx, proj.ID, q.run, q.dir, q.token, q.size)
 	if err != nil {
 		return nil, pageError(err)
 	}

@@ -174,6 +174,12 @@ func TestRegistryProjections(t *testing.T) {
 		return registry.DecideUpdateModel(m, nil, vision)
 	})
 	want["gamma"].tags = vision
+	// A rename: the row follows it (and a rebuild gives it again).
+	omega, seq, err := svc.RenameModel(ctx, meta(p0), p0, cv.Slug, "zeta", "Omega")
+	noErr("rename zeta", seq, err)
+	want["omega"] = want["zeta"]
+	want["omega"].name, want["omega"].seq = "Omega", seq
+	delete(want, "zeta")
 
 	// Versions of resnet, their stages, aliases and artifacts; version v
 	// names run runOf(v) (the service finds runs; here the decider is told).
@@ -369,6 +375,12 @@ func TestRegistryProjections(t *testing.T) {
 	}
 	if _, err := q.Model(ctx, cv.ID, "nope"); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("missing model: %v", err)
+	}
+	if m, err := q.Model(ctx, cv.ID, "OMEGA"); err != nil || m.ID != omega.ID || m.Name != "Omega" {
+		t.Fatalf("renamed model: %+v, %v", m, err)
+	}
+	if _, err := q.Model(ctx, cv.ID, "zeta"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("a renamed model's old name: %v", err)
 	}
 	if m, err := q.Model(ctx, nlp.ID, "alpha"); err != nil || m.ProjectID != nlp.ID {
 		t.Fatalf("alpha of the other project: %+v, %v", m, err)

@@ -62,6 +62,18 @@ func scanArtifact(row pgx.Row) (ArtifactEntry, error) {
 	return a, err
 }
 
+// RunInProject reports whether id is a run (deleted or not) of the
+// project: the check of an artifact read, which needs nothing else of the
+// run (Run also reads its params, tags, metrics, lineage and inputs).
+func (q *Queries) RunInProject(ctx context.Context, projectID, id string) (bool, error) {
+	if !isUUID(id) || !isUUID(projectID) {
+		return false, nil
+	}
+	var found bool
+	err := q.pool.QueryRow(ctx, `SELECT `+runOfProject("$1", "$2"), id, projectID).Scan(&found)
+	return found, err
+}
+
 // runOfProject keeps a run's artifacts to a run of the project the caller
 // named: run and project are the placeholders of their ids.
 func runOfProject(run, project string) string {

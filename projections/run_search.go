@@ -657,9 +657,9 @@ func (p *runPlan) segmentSQL(seg int, after []sortValue, limit int) (string, sql
 	}
 	switch p.view {
 	case ViewDeleted:
-		where = append(where, "r.deleted")
+		where = append(where, "(r.deleted OR r.experiment_deleted)")
 	case ViewActive:
-		where = append(where, "NOT r.deleted")
+		where = append(where, "NOT (r.deleted OR r.experiment_deleted)")
 	}
 	if p.candidates != nil {
 		where = append(where, "r.id = ANY("+args.add(p.candidates)+"::uuid[])")
@@ -704,7 +704,7 @@ func (p *runPlan) segmentSQL(seg int, after []sortValue, limit int) (string, sql
 	if after != nil {
 		where = append(where, afterSQL(levels, after, &args))
 	}
-	sql := "SELECT r." + strings.ReplaceAll(runCols, ", ", ", r.") + ", " + selectSQL(levels) + " FROM " + from.String() + " WHERE " + strings.Join(where, " AND ") +
+	sql := "SELECT " + runColumns("r.") + ", " + selectSQL(levels) + " FROM " + from.String() + " WHERE " + strings.Join(where, " AND ") +
 		" ORDER BY " + orderSQL(levels) + " LIMIT " + args.add(limit)
 	return sql, args, true
 }
@@ -726,8 +726,9 @@ func textPrefix(col string) string {
 // the index instead: it lists the runs matching one comparison, up to
 // probeCap. If a probe comes back under the cap, the runs the selective
 // probes listed in common are the only candidates, and the page is read
-// from them by primary key; a comparison matching more leaves the ordered
-// scan, which then meets a match every few rows, to the planner.
+// from them by primary key (when that is cheaper than the ordered scan:
+// probe); a comparison matching more is left to the ordered scan, which
+// then meets a match every few rows (exists).
 const (
 	probeCap  = 2000
 	maxProbes = 4

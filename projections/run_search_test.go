@@ -725,3 +725,51 @@ func TestSearchExperiments(t *testing.T) {
 		}
 	}
 }
+
+// A run of a deleted experiment reads as deleted (MLflow deletes an
+// experiment's runs with it): the views and lifecycle_stage follow the
+// experiment, and its restore brings back each run as it was (a run
+// deleted on its own stays deleted).
+func TestRunsOfDeletedExperimentReadDeleted(t *testing.T) {
+	t.Parallel()
+	s, a, b, _ := trackingFixture(t)
+	lifecycle := func(exp events.ExperimentLifecycleData, typ string) {
+		s.f.append(t, base, [3]any{events.Subject(events.AggExperiment, exp.ExperimentID), typ, exp})
+		s.sync(t)
+	}
+	both := []string{a, b}
+	views := func() (active, deleted []string) {
+		t.Helper()
+		var err error
+		if active, err = s.search(t, RunSearch{ExperimentIDs: both, OrderBy: []string{"attributes.start_time"}}); err != nil {
+			t.Fatal(err)
+		}
+		if deleted, err = s.search(t, RunSearch{ExperimentIDs: both, View: ViewDeleted, OrderBy: []string{"attributes.start_time"}}); err != nil {
+			t.Fatal(err)
+		}
+		return active, deleted
+	}
+	active, deleted := views()
+	if !slices.Equal(active, []string{"alpha", "beta", "gamma", "delta", "zeta"}) || !slices.Equal(deleted, []string{"eps"}) {
+		t.Fatalf("before: active %v, deleted %v", active, deleted)
+	}
+	lifecycle(events.ExperimentLifecycleData{ExperimentID: a, ProjectID: s.project}, events.ExperimentDeleted)
+	active, deleted = views()
+	if !slices.Equal(active, []string{"zeta"}) || !slices.Equal(deleted, []string{"alpha", "beta", "gamma", "delta", "eps"}) {
+		t.Fatalf("experiment deleted: active %v, deleted %v", active, deleted)
+	}
+	ctx := testCtx(t)
+	r, err := s.q.Run(ctx, s.project, s.ids["alpha"])
+	if err != nil || r.LifecycleStage != "deleted" {
+		t.Fatalf("run of a deleted experiment: %+v %v", r, err)
+	}
+	page, err := s.q.ListRuns(ctx, s.project, a, ViewActive, "", 100)
+	if err != nil || len(page.Items) != 0 {
+		t.Fatalf("active list of a deleted experiment: %+v %v", page, err)
+	}
+	lifecycle(events.ExperimentLifecycleData{ExperimentID: a, ProjectID: s.project}, events.ExperimentRestored)
+	active, deleted = views()
+	if !slices.Equal(active, []string{"alpha", "beta", "gamma", "delta", "zeta"}) || !slices.Equal(deleted, []string{"eps"}) {
+		t.Fatalf("restored: active %v, deleted %v", active, deleted)
+	}
+}

@@ -84,14 +84,15 @@ func (Runs) Tables() []string {
 	return []string{"runs", "run_params", "run_tags", "run_artifacts", "run_inputs"}
 }
 
-// Aggregates implements Projection.
-func (Runs) Aggregates() []string { return []string{events.AggRun} }
+// Aggregates implements Projection: runs, and their experiments' deletion.
+func (Runs) Aggregates() []string { return []string{events.AggRun, events.AggExperiment} }
 
 // Handles implements Projection.
 func (Runs) Handles(t string) bool {
 	switch t {
 	case events.RunCreated, events.RunUpdated, events.RunDeleted, events.RunRestored, events.RunParamsLogged,
-		events.RunTagsSet, events.RunTagDeleted, events.RunArtifactRecorded, events.RunInputsLogged:
+		events.RunTagsSet, events.RunTagDeleted, events.RunArtifactRecorded, events.RunInputsLogged,
+		events.ExperimentDeleted, events.ExperimentRestored:
 		return true
 	}
 	return false
@@ -123,6 +124,14 @@ func (Runs) Queue(b *Batch, evs []events.Envelope) error {
 				return err
 			}
 			b.Queue(`UPDATE runs SET deleted = $2, updated_seq = $3 WHERE id = $1`, d.RunID, e.Type == events.RunDeleted, seq)
+		case events.ExperimentDeleted, events.ExperimentRestored:
+			// Its runs read as deleted while it is (they keep their own
+			// deleted flag, which a restore brings back).
+			var d events.ExperimentLifecycleData
+			if err := e.Decode(&d); err != nil {
+				return err
+			}
+			b.Queue(`UPDATE runs SET experiment_deleted = $2 WHERE experiment_id = $1`, d.ExperimentID, e.Type == events.ExperimentDeleted)
 		case events.RunParamsLogged:
 			var d events.RunParamsLoggedData
 			if err := e.Decode(&d); err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -153,7 +154,30 @@ type LatestMetric struct {
 	Timestamp int64              `json:"timestamp"`
 }
 
-const runCols = "id, experiment_id, project_id, name, user_id, status, start_time, end_time, deleted"
+// runCols are a run's columns (runColumns without a table alias).
+var runCols = runColumns("")
+
+// runColumns are a run's columns, each qualified by alias ("r." or ""):
+// its lifecycle reads deleted when the run or its experiment is deleted
+// (MLflow deletes an experiment's runs with it).
+func runColumns(alias string) string {
+	return strings.NewReplacer("@", alias).Replace("@id, @experiment_id, @project_id, @name, @user_id, @status, @start_time, @end_time, " +
+		"(@deleted OR @experiment_deleted)")
+}
+
+// runDeleted is whether a run reads as deleted.
+const runDeleted = "(deleted OR experiment_deleted)"
+
+// runViewSQL is the condition of view v on runs.
+func runViewSQL(v View) string {
+	switch v {
+	case ViewDeleted:
+		return runDeleted
+	case ViewAll:
+		return "true"
+	}
+	return "NOT " + runDeleted
+}
 
 func scanRun(row pgx.Row) (Run, error) {
 	var r Run
@@ -254,7 +278,7 @@ func (q *Queries) ListRuns(ctx context.Context, projectID, experimentID string, 
 		after = "(start_time, id) < ($4, $5::uuid)"
 		args = append(args, c.Seq, c.ID)
 	}
-	rows, err := q.pool.Query(ctx, "SELECT "+runCols+" FROM runs WHERE project_id = $1 AND experiment_id = $2 AND "+viewSQL(view)+
+	rows, err := q.pool.Query(ctx, "SELECT "+runCols+" FROM runs WHERE project_id = $1 AND experiment_id = $2 AND "+runViewSQL(view)+
 		" AND "+after+" ORDER BY start_time DESC, id DESC LIMIT $3", args...)
 	if err != nil {
 		return Page[Run]{}, err
@@ -280,6 +304,19 @@ func (q *Queries) ListRuns(ctx context.Context, projectID, experimentID string, 
 	return page, q.runDetails(ctx, page.Items)
 }
 
+// runModelVersionsSQL lists the live versions naming the runs $1 (ids as
+// text) with their models' names. Both tables are reached through an
+// index: the condition that run_id is not empty repeats the predicate of
+// the partial index model_versions_run (a generic plan of run_id = ANY($1)
+// alone cannot use it, since nothing proves the array holds no empty
+// string), and r.id = ANY($1) lets the runs be read by primary key
+// (r.id::text = v.run_id alone made every run read scan the whole runs
+// table). TestRunLineageUsesIndexes checks the plan.
+const runModelVersionsSQL = `SELECT v.run_id, m.name, v.version FROM model_versions v JOIN models m ON m.id = v.model_id
+	JOIN runs r ON r.id::text = v.run_id AND r.project_id = m.project_id
+	WHERE v.run_id = ANY($1::text[]) AND v.run_id <> '' AND r.id = ANY($1::uuid[]) AND NOT v.deleted AND NOT m.deleted
+	ORDER BY m.name_lower, m.name, v.version`
+
 // runModelVersions fills the lineage of runs (ids, at: their ids and
 // indexes): the versions registered from each, through the registry's read
 // model (the version event carries run_id), so a rebuild of the models
@@ -287,9 +324,7 @@ func (q *Queries) ListRuns(ctx context.Context, projectID, experimentID string, 
 // models, disappear from every read, here too; a version names a run of
 // its own project (the write side checks it), and only those are listed.
 func (q *Queries) runModelVersions(ctx context.Context, runs []Run, ids []string, at map[string]int) error {
-	rows, err := q.pool.Query(ctx, `SELECT v.run_id, m.name, v.version FROM model_versions v JOIN models m ON m.id = v.model_id
-		JOIN runs r ON r.id::text = v.run_id AND r.project_id = m.project_id
-		WHERE v.run_id = ANY($1::text[]) AND NOT v.deleted AND NOT m.deleted ORDER BY m.name_lower, m.name, v.version`, ids)
+	rows, err := q.pool.Query(ctx, runModelVersionsSQL, ids)
 	if err != nil {
 		return err
 	}

@@ -86,6 +86,11 @@ type ModelState struct {
 	CreatedAt time.Time
 	UpdatedAt time.Time
 
+	// held is every name the model has borne (lower case, as reservations
+	// key them): its names stay reserved by it, so a rename to one of them
+	// reserves nothing. Replaced, never written in place (renames are rare).
+	held map[string]bool
+
 	fold          *foldToken // this copy's fold; nil until created or cloned
 	aliasesOwner  *foldToken
 	versionsOwner *foldToken    // the fold that may write Versions' elements in place
@@ -173,7 +178,8 @@ func EvolveModel(s ModelState, e events.Envelope) (ModelState, error) {
 		}
 		fold := &foldToken{}
 		return ModelState{Created: true, ID: d.ModelID, ProjectID: d.ProjectID, Name: d.Name, Description: d.Description,
-			Tags: d.Tags, Aliases: map[string]int{}, CreatedAt: e.Time, UpdatedAt: e.Time, fold: fold, aliasesOwner: fold}, nil
+			Tags: d.Tags, Aliases: map[string]int{}, CreatedAt: e.Time, UpdatedAt: e.Time, held: map[string]bool{strings.ToLower(d.Name): true},
+			fold: fold, aliasesOwner: fold}, nil
 	case events.ModelUpdated:
 		var d events.ModelUpdatedData
 		if err := e.Decode(&d); err != nil {
@@ -195,6 +201,10 @@ func EvolveModel(s ModelState, e events.Envelope) (ModelState, error) {
 			return s, err
 		}
 		s.Name = d.Name
+		held := make(map[string]bool, len(s.held)+1)
+		maps.Copy(held, s.held)
+		held[strings.ToLower(d.Name)] = true
+		s.held = held
 	case events.ModelVersionRegistered:
 		var d events.ModelVersionRegisteredData
 		if err := e.Decode(&d); err != nil {

@@ -34,13 +34,18 @@ func TestDecideRenameModel(t *testing.T) {
 		want  []handlers.Change
 		err   wantErr
 	}{
-		// The model's event comes first: its id must not depend on the reservation.
-		{name: "rename", model: live, to: "vit", want: []handlers.Change{renamed("resnet", "vit"), reserve("vit")}},
+		// The model's event comes last, as in every batch of an aggregate
+		// and its reservations (the command answers the batch's sequence).
+		{name: "rename", model: live, to: "vit", want: []handlers.Change{reserve("vit"), renamed("resnet", "vit")}},
 		{name: "same name", model: live, res: res("resnet", modelID), to: "resnet"},
 		{name: "change of case: the reservation is the model's", model: live, res: res("resnet", modelID), to: "ResNet",
 			want: []handlers.Change{renamed("resnet", "ResNet")}},
 		{name: "back to an old name of its own", model: renamedBack, res: res("resnet", modelID), to: "resnet",
 			want: []handlers.Change{renamed("vit", "resnet")}},
+		// Whether to reserve is decided on the model's own names, so a
+		// replay, which does not look at the reservation, decides the same.
+		{name: "back to an old name, the reservation unread", model: renamedBack, to: "RESNET",
+			want: []handlers.Change{renamed("vit", "RESNET")}},
 		{name: "another model's name", model: live, res: res("vit", "other"), to: "vit", err: modelExists},
 		{name: "invalid name", model: live, to: "vit net", err: invalid},
 		{name: "empty name", model: live, to: "", err: invalid},

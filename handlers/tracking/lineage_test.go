@@ -2,10 +2,12 @@ package tracking_test
 
 import (
 	"context"
+	"strings"
 	"testing"
 
 	"github.com/maestro-ml/maestro/authz"
 	"github.com/maestro-ml/maestro/events"
+	"github.com/maestro-ml/maestro/handlers"
 	"github.com/maestro-ml/maestro/handlers/registry"
 	"github.com/maestro-ml/maestro/handlers/tracking"
 )
@@ -78,4 +80,74 @@ func projectWithRun(ctx context.Context, t *testing.T, reg *registry.Service, sv
 		t.Fatal(err)
 	}
 	return ps, r
+}
+
+// Every run write but a delete is refused while the run's experiment is
+// deleted (decided on the experiment's events), artifacts and dataset
+// inputs too, and works again once it is restored.
+func TestRunWritesWaitForTheExperiment(t *testing.T) {
+	t.Parallel()
+	ctx, reg, svc := services(t)
+	owner, om := who(authz.RoleMember)
+	ps, run := projectWithRun(ctx, t, reg, svc, owner, om, "Paused")
+	art := registry.Artifact{Path: "model.bin", Digest: "sha256:" + strings.Repeat("a", 64), Size: 1, ContentType: "application/octet-stream"}
+	input := []events.DatasetInput{{Name: "train", Digest: "d1", SourceType: "local", Source: "{}"}}
+	writes := map[string]func() error{
+		"params": func() error {
+			_, _, err := svc.LogParams(ctx, om, owner, ps.Slug, run.ID, []events.Param{{Key: "lr", Value: "0.1"}})
+			return err
+		},
+		"tags": func() error {
+			_, _, err := svc.SetRunTags(ctx, om, owner, ps.Slug, run.ID, map[string]string{"k": "v"})
+			return err
+		},
+		"update": func() error {
+			_, _, err := svc.UpdateRun(ctx, om, owner, ps.Slug, run.ID, tracking.UpdateRun{Name: new("renamed")})
+			return err
+		},
+		"batch": func() error {
+			_, _, _, err := svc.LogBatch(ctx, om, owner, ps.Slug, run.ID, tracking.Batch{Tags: map[string]string{"b": "1"}})
+			return err
+		},
+		"inputs": func() error {
+			_, _, err := svc.LogInputs(ctx, om, owner, ps.Slug, run.ID, input)
+			return err
+		},
+		"artifact check": func() error { return svc.AuthorizeArtifactWrite(ctx, owner, ps.Slug, run.ID) },
+		"artifact": func() error {
+			_, _, _, err := svc.RecordArtifact(ctx, om, owner, ps.Slug, run.ID, art)
+			return err
+		},
+	}
+	if _, _, err := svc.DeleteExperiment(ctx, om, owner, ps.Slug, run.ExperimentID, true); err != nil {
+		t.Fatal(err)
+	}
+	for name, write := range writes {
+		if err := write(); err == nil {
+			t.Errorf("%s in a deleted experiment succeeded", name)
+		} else if e, ok := handlers.AsError(err); !ok || e.Code != "experiment-deleted" {
+			t.Errorf("%s in a deleted experiment: %v, want experiment-deleted", name, err)
+		}
+	}
+	// Deleting the run stays possible; restoring it waits for the experiment.
+	if _, _, err := svc.DeleteRun(ctx, om, owner, ps.Slug, run.ID, true); err != nil {
+		t.Fatalf("delete a run of a deleted experiment: %v", err)
+	}
+	_, _, err := svc.DeleteRun(ctx, om, owner, ps.Slug, run.ID, false)
+	wantCode(t, err, "experiment-deleted")
+	if _, _, err := svc.DeleteExperiment(ctx, om, owner, ps.Slug, run.ExperimentID, false); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := svc.DeleteRun(ctx, om, owner, ps.Slug, run.ID, false); err != nil {
+		t.Fatal(err)
+	}
+	for name, write := range writes {
+		if err := write(); err != nil {
+			t.Errorf("%s once the experiment is restored: %v", name, err)
+		}
+	}
+	r, err := svc.Run(ctx, owner, ps.Slug, run.ID)
+	if err != nil || r.Artifacts[art.Path].Digest != art.Digest || len(r.Inputs) != 1 || r.Params["lr"] != "0.1" {
+		t.Fatalf("the run after its writes: %+v, %v", r, err)
+	}
 }

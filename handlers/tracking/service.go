@@ -290,7 +290,8 @@ func (s *Service) RunInProject(ctx context.Context, projectID, runID string) (bo
 
 // AuthorizeArtifactWrite checks, before an upload is streamed, that p may
 // record artifacts of the run: a tracking write in a project that is not
-// archived, on a run of it that is not deleted.
+// archived, on a run of it that is not deleted, in an experiment that is
+// not deleted (writableRun).
 func (s *Service) AuthorizeArtifactWrite(ctx context.Context, p authz.Principal, ref, runID string) error {
 	_, err := s.writableRun(ctx, p, ref, runID)
 	return err
@@ -346,7 +347,9 @@ func (s *Service) RecordArtifact(ctx context.Context, meta events.Meta, p authz.
 }
 
 // UpdateRunFunc authorizes a tracking write in the project ref and runs
-// decide on the run's current state; every run command goes through it.
+// decide on the run's current state, in an experiment that is not deleted;
+// every run command decided on the run goes through it (a delete through
+// updateRun, without the experiment check).
 func (s *Service) UpdateRunFunc(ctx context.Context, meta events.Meta, p authz.Principal, ref, runID string,
 	decide func(RunState) ([]handlers.Change, error)) (RunState, uint64, error) {
 	return s.updateRun(ctx, meta, p, ref, runID, true, decide)

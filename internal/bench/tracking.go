@@ -199,9 +199,9 @@ func (t *trackingBench) ingest(ctx context.Context, async bool) error {
 	}
 	bufs := make([][]byte, trackClients)
 	steps := make([]int64, trackClients)
-	var lastSeq atomic.Uint64
-	var lastAck atomic.Int64 // unix ns of the answer of the highest sequence
 	var ackMu sync.Mutex
+	var lastSeq uint64    // the highest sequence answered
+	var lastAck time.Time // when it was
 	var accepted atomic.Int64
 	do := func(i int) (int, error) {
 		// The body is built per request (a few ms of the load generator's
@@ -212,11 +212,10 @@ func (t *trackingBench) ingest(ctx context.Context, async bool) error {
 		if err != nil {
 			return code, err
 		}
-		now := time.Now().UnixNano()
+		now := time.Now()
 		ackMu.Lock()
-		if seq > lastSeq.Load() {
-			lastSeq.Store(seq)
-			lastAck.Store(now)
+		if seq > lastSeq {
+			lastSeq, lastAck = seq, now
 		}
 		ackMu.Unlock()
 		if code == http.StatusAccepted {
@@ -260,12 +259,12 @@ func (t *trackingBench) ingest(ctx context.Context, async bool) error {
 	if !async {
 		return nil
 	}
-	lag, err := t.searchable(ctx, lastSeq.Load(), time.Unix(0, lastAck.Load()))
+	lag, err := t.searchable(ctx, lastSeq, lastAck)
 	if err != nil {
 		return err
 	}
 	t.r.add(Row{Name: "tracking: metrics searchable after the last acknowledged request", N: 1, Total: lag, Allocs: -1, Bytes: -1,
-		Note: fmt.Sprintf("from the answer of metrics sequence %d until the metrics projection's checkpoint reaches it (GET /api/v1/projections, polled every 5 ms)", lastSeq.Load())})
+		Note: fmt.Sprintf("from the answer of metrics sequence %d until the metrics projection's checkpoint reaches it (GET /api/v1/projections, polled every 5 ms)", lastSeq)})
 	return nil
 }
 
@@ -296,7 +295,8 @@ func (t *trackingBench) searchable(ctx context.Context, seq uint64, ack time.Tim
 }
 
 // history logs one trackHistory-point series (through the API, async,
-// then waits until it is projected) and reads it whole and downsampled.
+// then waits until it is projected) and reads it whole and downsampled
+// from a restarted server (rows after it run on that fresh process).
 func (t *trackingBench) history(ctx context.Context) error {
 	run := t.runs[len(t.runs)-1]
 	path := t.runPath(run)
@@ -366,7 +366,13 @@ func (t *trackingBench) history(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		t.r.add(Row{Name: q.name, N: lat.Len(), Total: lat.Sum(), Lat: lat, Rate: float64(points) * float64(lat.Len()) / lat.Sum().Seconds(), Unit: "points/s",
+		// The rate is of the series' points read: those answered for the
+		// whole series, all of them for a downsampled one.
+		read := points
+		if q.query != "" {
+			read = trackHistory
+		}
+		t.r.add(Row{Name: q.name, N: lat.Len(), Total: lat.Sum(), Lat: lat, Rate: float64(read) * float64(lat.Len()) / lat.Sum().Seconds(), Unit: "points read/s",
 			Allocs: -1, Bytes: -1, PeakRSS: peak, Note: fmt.Sprintf("one client, sequential; %d points, %.1f MiB answered; peak RSS is the server's over these reads (restarted after the ingest)", points, float64(size)/(1<<20))})
 	}
 	return nil
