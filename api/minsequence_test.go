@@ -78,3 +78,28 @@ func TestMinSequenceLagging(t *testing.T) {
 	wantProblem(t, lag, http.StatusServiceUnavailable, "projection-lagging")
 	retryAfter(t, lag)
 }
+
+// min_metrics_sequence: a read waits until the metrics projection has
+// applied a metric logging answer's Maestro-Metrics-Sequence, and a
+// sequence beyond the metrics stream is refused at once.
+func TestMinMetricsSequence(t *testing.T) {
+	t.Parallel()
+	e := testenv.Start(t, testenv.Config(t))
+	admin := e.Admin("root@minmetrics.test").AccessToken
+	proj := asJSON[api.ProjectResponse](t, call(t, e, 201, "POST", projectsPath, admin, map[string]any{"name": "Min Metrics"}))
+	base := projectsPath + "/" + proj.Slug
+	x := asJSON[projections.Experiment](t, call(t, e, 201, "POST", base+"/experiments", admin, map[string]any{"name": "x"}))
+	run := asJSON[projections.Run](t, call(t, e, 201, "POST", base+"/experiments/"+x.ID+"/runs", admin, map[string]any{"name": "r"}))
+	r := call(t, e, 202, "POST", base+"/runs/"+run.ID+"/metrics", admin, map[string]any{"metrics": []map[string]any{
+		{"key": "loss", "value": 0.5, "step": 1, "timestamp": 1}}}, "Prefer", "respond-async")
+	seq := r.Header.Get("Maestro-Metrics-Sequence")
+	if seq == "" {
+		t.Fatalf("no Maestro-Metrics-Sequence: %v", r.Header)
+	}
+	got := asJSON[projections.Run](t, call(t, e, 200, "GET", base+"/runs/"+run.ID+"?min_metrics_sequence="+seq, admin, nil))
+	if m, ok := got.Metrics["loss"]; !ok || m.Value != 0.5 {
+		t.Fatalf("run read at min_metrics_sequence %s: %+v", seq, got.Metrics)
+	}
+	wantProblem(t, e.Do("GET", base+"/runs/"+run.ID+"?min_metrics_sequence=999999", admin, nil), 400, "validation-failed")
+	wantProblem(t, e.Do("GET", base+"/runs/"+run.ID, admin, nil, "Maestro-Min-Metrics-Sequence", "x"), 400, "validation-failed")
+}

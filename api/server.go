@@ -581,14 +581,32 @@ func (s *Server) waitApplied(ctx context.Context, seq uint64, names ...string) b
 	return wait(ctx, seq, names...)
 }
 
-// awaitMinSequence honours a query's minimum sequence (header
-// Maestro-Min-Sequence or ?min_sequence=): the read waits, bounded, until the
-// projections have applied it, so a client can read its own earlier write.
-// It waits for every projection that does not linger, and for names too
-// (a read of a lingering projection names it).
+// awaitMinSequence honours a query's minimum sequences: the event
+// stream's (header Maestro-Min-Sequence or ?min_sequence=) and the metrics
+// stream's (Maestro-Min-Metrics-Sequence or ?min_metrics_sequence=, which
+// the metrics logging answers report). The read waits, bounded, until the
+// projections have applied them, so a client can read its own earlier
+// write. For the event stream it waits for every projection that does not
+// linger, and for names too (a read of a lingering projection names it);
+// for the metrics stream, for the metrics projection.
 func (s *Server) awaitMinSequence(r *http.Request, names ...string) error {
-	v := r.Header.Get("Maestro-Min-Sequence")
-	if q := r.URL.Query().Get("min_sequence"); q != "" {
+	err := s.awaitStream(r, "Maestro-Min-Sequence", "min_sequence", "event", append(promptProjections(), names...),
+		func(ctx context.Context) (uint64, error) { return s.deps.StreamLastSeq(ctx) })
+	if err != nil {
+		return err
+	}
+	return s.awaitStream(r, "Maestro-Min-Metrics-Sequence", "min_metrics_sequence", "metrics", []string{projections.Metrics{}.Name()},
+		func(ctx context.Context) (uint64, error) {
+			h, err := s.deps.Heads(ctx)
+			return h.Metrics, err
+		})
+}
+
+// awaitStream is awaitMinSequence of one stream: its header and query
+// parameter, the projections that follow it, and its last sequence.
+func (s *Server) awaitStream(r *http.Request, header, param, stream string, names []string, last func(context.Context) (uint64, error)) error {
+	v := r.Header.Get(header)
+	if q := r.URL.Query().Get(param); q != "" {
 		v = q
 	}
 	if v == "" {
@@ -596,23 +614,22 @@ func (s *Server) awaitMinSequence(r *http.Request, names ...string) error {
 	}
 	seq, err := strconv.ParseUint(v, 10, 64)
 	if err != nil {
-		return problem("validation-failed", "min_sequence must be a non-negative integer")
+		return problem("validation-failed", param+" must be a non-negative integer")
 	}
 	// A sequence the stream has not reached yet was never returned to
 	// anyone: refuse it rather than park the request for the whole wait.
 	// Only above the last sequence: a just-returned sequence may be the last.
-	names = append(promptProjections(), names...)
-	if !s.deps.Waiter.Reached(seq, names...) && s.deps.StreamLastSeq != nil {
-		last, err := s.deps.StreamLastSeq(r.Context())
+	if !s.deps.Waiter.Reached(seq, names...) && s.deps.StreamLastSeq != nil && s.deps.Heads != nil {
+		head, err := last(r.Context())
 		if err != nil {
-			return fmt.Errorf("min_sequence: %w", err)
+			return fmt.Errorf("%s: %w", param, err)
 		}
-		if seq > last {
-			return problem("validation-failed", "min_sequence "+v+" is beyond the event stream's last sequence "+strconv.FormatUint(last, 10))
+		if seq > head {
+			return problem("validation-failed", param+" "+v+" is beyond the "+stream+" stream's last sequence "+strconv.FormatUint(head, 10))
 		}
 	}
 	if !s.waitApplied(r.Context(), seq, names...) {
-		return &problemError{code: "projection-lagging", detail: "the read model has not reached sequence " + v, retryAfter: time.Second}
+		return &problemError{code: "projection-lagging", detail: "the read model has not reached " + stream + " sequence " + v, retryAfter: time.Second}
 	}
 	return nil
 }
