@@ -192,7 +192,8 @@ func TestMLflowNullIsUnset(t *testing.T) {
 // Names and keys no experiment or metric can have (NUL, which Postgres
 // refuses in a query parameter; over-long; outside MLflow's key syntax)
 // are found nowhere, as MLflow answers for what does not exist, instead of
-// failing inside the query.
+// failing inside the query; and a search's list of experiments is bounded
+// before it is resolved.
 func TestMLflowLookupsOfImpossibleNames(t *testing.T) {
 	t.Parallel()
 	m := newMLflowProject(t, "mlnames.test", "Impossible Names")
@@ -210,6 +211,15 @@ func TestMLflowLookupsOfImpossibleNames(t *testing.T) {
 	}
 	// The run is still checked first.
 	py.fail(404, "RESOURCE_DOES_NOT_EXIST", "GET", "metrics/get-history", url.Values{"run_id": {"00000000-0000-4000-8000-000000000000"}, "metric_key": {"\u0000"}})
+
+	// A search names at most 100 experiments, refused before any is looked
+	// up.
+	zeros := make([]string, 101)
+	for i := range zeros {
+		zeros[i] = "0"
+	}
+	py.fail(400, "INVALID_PARAMETER_VALUE", "POST", "runs/search", map[string]any{"experiment_ids": zeros})
+	py.ok("POST", "runs/search", map[string]any{"experiment_ids": zeros[:100]}, nil)
 }
 
 // MLflow deletes an experiment's runs with it: searches show a deleted

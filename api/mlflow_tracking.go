@@ -604,49 +604,15 @@ func (s *Server) mlCreateRun(c *call, req mlCreateRunRequest) (mlRunResponse, er
 	return mlRunResponse{Run: mlflowRunOf(runFromState(run))}, nil
 }
 
-// mlflowRunRow reads a run of the project, shown as MLflow shows it: a run
-// of a deleted experiment is deleted too (MLflow deletes the runs with
-// their experiment).
+// mlflowRunRow reads a run of the project. A run of a deleted experiment
+// reads as deleted (the runs read model has it so, as MLflow deletes the
+// runs with their experiment).
 func (s *Server) mlflowRunRow(c *call, proj projections.Project, id string) (projections.Run, error) {
 	run, err := s.deps.Queries.Run(c.ctx, proj.ID, mlflowUUID(id))
 	if errors.Is(err, projections.ErrNotFound) {
 		return run, runMissing(id)
 	}
-	if err != nil {
-		return run, err
-	}
-	return run, s.mlflowLifecycles(c, proj, map[string]bool{}, &run)
-}
-
-// mlflowExperimentDeleted says whether the project's experiment id is
-// deleted (a missing one is not), remembered in known: one read per
-// experiment.
-func (s *Server) mlflowExperimentDeleted(c *call, proj projections.Project, id string, known map[string]bool) (bool, error) {
-	d, ok := known[id]
-	if !ok {
-		x, err := s.deps.Queries.Experiment(c.ctx, proj.ID, id)
-		if err != nil && !errors.Is(err, projections.ErrNotFound) {
-			return false, err
-		}
-		d = x.LifecycleStage == "deleted"
-		known[id] = d
-	}
-	return d, nil
-}
-
-// mlflowLifecycles marks deleted the runs whose experiment is deleted;
-// known remembers the experiments read (mlflowExperimentDeleted).
-func (s *Server) mlflowLifecycles(c *call, proj projections.Project, known map[string]bool, runs ...*projections.Run) error {
-	for _, r := range runs {
-		d, err := s.mlflowExperimentDeleted(c, proj, r.ExperimentID, known)
-		if err != nil {
-			return err
-		}
-		if d {
-			r.LifecycleStage = "deleted"
-		}
-	}
-	return nil
+	return run, err
 }
 
 func (s *Server) mlGetRun(c *call, req mlflowRunRef) (mlRunResponse, error) {
@@ -723,54 +689,33 @@ type mlRunsResponse struct {
 
 // mlSearchRuns searches the runs of the experiments named (as MLflow, none
 // named finds none; "0" is the Default experiment, and finds none while
-// there is no Default). The runs of a deleted experiment are deleted, as
-// MLflow has them (mlflowRunRow), whatever their own lifecycle: an
-// ACTIVE_ONLY search leaves deleted experiments out, and a DELETED_ONLY
-// search takes all their runs (searching live experiments too, it keeps
-// the deleted runs of a search of all, so its pages may be short).
+// there is no Default). The runs of a deleted experiment are deleted runs
+// in every view (the runs read model has them so).
 func (s *Server) mlSearchRuns(c *call, req mlSearchRunsRequest) (mlRunsResponse, error) {
 	proj, view, size, err := s.mlflowSearch(c, "run_view_type", req.RunViewType, req.MaxResults)
 	if err != nil {
 		return mlRunsResponse{}, err
 	}
-	// SearchRuns refuses more too; this refuses them before one read each.
+	// SearchRuns refuses more too; this refuses them before anything is
+	// read for them.
 	if len(req.ExperimentIDs) > projections.MaxSearchExperiments {
 		return mlRunsResponse{}, mlflowProblem("INVALID_PARAMETER_VALUE", "experiment_ids: at most "+
 			strconv.Itoa(projections.MaxSearchExperiments)+" experiments per search")
 	}
-	known := map[string]bool{} // experiment id → deleted
-	var live, dead []string
-	for _, mid := range req.ExperimentIDs {
-		id := mlflowUUID(string(mid))
-		if string(mid) == defaultExperimentID {
-			x, err := s.deps.Queries.ExperimentByName(c.ctx, proj.ID, tracking.DefaultExperimentName)
-			if errors.Is(err, projections.ErrNotFound) {
-				continue
-			}
-			if err != nil {
-				return mlRunsResponse{}, err
-			}
-			id = x.ID
+	ids := make([]string, 0, len(req.ExperimentIDs))
+	for _, id := range slices.Compact(slices.Sorted(slices.Values(req.ExperimentIDs))) {
+		if string(id) != defaultExperimentID {
+			ids = append(ids, mlflowUUID(string(id)))
+			continue
 		}
-		d, err := s.mlflowExperimentDeleted(c, proj, id, known)
+		x, err := s.deps.Queries.ExperimentByName(c.ctx, proj.ID, tracking.DefaultExperimentName)
+		if errors.Is(err, projections.ErrNotFound) {
+			continue
+		}
 		if err != nil {
 			return mlRunsResponse{}, err
 		}
-		if d {
-			dead = append(dead, id)
-		} else {
-			live = append(live, id)
-		}
-	}
-	ids, keepDeletedOnly := slices.Concat(live, dead), false
-	switch {
-	case len(dead) == 0 || view == projections.ViewAll:
-	case view == projections.ViewActive:
-		ids = live
-	case len(live) == 0:
-		view = projections.ViewAll
-	default:
-		view, keepDeletedOnly = projections.ViewAll, true
+		ids = append(ids, x.ID)
 	}
 	if len(ids) == 0 {
 		return mlRunsResponse{}, nil
@@ -783,18 +728,9 @@ func (s *Server) mlSearchRuns(c *call, req mlSearchRunsRequest) (mlRunsResponse,
 	if err != nil {
 		return mlRunsResponse{}, mlflowSearchError(err)
 	}
-	runs := make([]*projections.Run, len(page.Items))
-	for i := range page.Items {
-		runs[i] = &page.Items[i]
-	}
-	if err := s.mlflowLifecycles(c, proj, known, runs...); err != nil {
-		return mlRunsResponse{}, err
-	}
 	out := mlRunsResponse{NextPageToken: page.NextPageToken}
 	for _, r := range page.Items {
-		if !keepDeletedOnly || r.LifecycleStage == "deleted" {
-			out.Runs = append(out.Runs, mlflowRunOf(r))
-		}
+		out.Runs = append(out.Runs, mlflowRunOf(r))
 	}
 	return out, nil
 }
