@@ -63,6 +63,8 @@ func (r *runner) benchTracking(ctx context.Context) error {
 	for _, row := range []func(context.Context) error{
 		func(ctx context.Context) error { return t.ingest(ctx, false) },
 		func(ctx context.Context) error { return t.ingest(ctx, true) },
+		t.mlflowLogBatch,
+		t.mlflowCreateRun,
 		t.history,
 	} {
 		if err := row(ctx); err != nil {
@@ -375,5 +377,84 @@ func (t *trackingBench) history(ctx context.Context) error {
 		t.r.add(Row{Name: q.name, N: lat.Len(), Total: lat.Sum(), Lat: lat, Rate: float64(read) * float64(lat.Len()) / lat.Sum().Seconds(), Unit: "points read/s",
 			Allocs: -1, Bytes: -1, PeakRSS: peak, Note: fmt.Sprintf("one client, sequential; %d points, %.1f MiB answered; peak RSS is the server's over these reads (restarted after the ingest)", points, float64(size)/(1<<20))})
 	}
+	return nil
+}
+
+// mlflowBatch is the points per MLflow log-batch request (MLflow's limit).
+const mlflowBatch = 1000
+
+// mlflowPath is an MLflow RPC under the project's tracking URI.
+func (t *trackingBench) mlflowPath(rpc string) string {
+	return "/mlflow/" + t.project + "/api/2.0/mlflow/" + rpc
+}
+
+// mlflowLogBatch logs mlflowBatch-point runs/log-batch requests (MLflow's
+// wire shape: run_id, metrics with key, value, timestamp, step) from
+// trackClients clients, each to its own run, for a phase.
+func (t *trackingBench) mlflowLogBatch(ctx context.Context) error {
+	keys := make([]string, trackKeys)
+	for i := range keys {
+		keys[i] = fmt.Sprintf("mlflow/metric_%d", i)
+	}
+	points, bufs := make([][]byte, trackClients), make([][]byte, trackClients)
+	steps := make([]int64, trackClients)
+	do := func(i int) (int, uint64, error) {
+		// {"metrics":[...]} with the run id in front: MLflow's shape.
+		points[i] = metricsBody(points[i][:0], keys, steps[i], mlflowBatch)
+		bufs[i] = append(append(bufs[i][:0], `{"run_id":"`+t.runs[i]+`",`...), points[i][1:]...)
+		steps[i] += mlflowBatch / trackKeys
+		return t.user.post(ctx, t.mlflowPath("runs/log-batch"), bufs[i])
+	}
+	return t.load(ctx, "mlflow-log-batch", do, func(n int, wall time.Duration) Row {
+		return Row{Name: fmt.Sprintf("tracking: MLflow runs/log-batch (%d metrics), %d clients", mlflowBatch, trackClients),
+			Rate: float64(n) / wall.Seconds(), Unit: "req/s",
+			Note: fmt.Sprintf("%.0f points/s; each answer waits until its points are readable", float64(n*mlflowBatch)/wall.Seconds())}
+	})
+}
+
+// mlflowCreateRun creates runs through MLflow's runs/create from
+// trackClients clients for a phase.
+func (t *trackingBench) mlflowCreateRun(ctx context.Context) error {
+	var seq atomic.Int64
+	do := func(int) (int, uint64, error) {
+		n := seq.Add(1)
+		body := fmt.Sprintf(`{"experiment_id":%q,"start_time":%d,"run_name":"bench-%d","tags":[{"key":"mlflow.user","value":"bench"}]}`,
+			t.exp, 1_700_000_000_000+n, n)
+		return t.user.post(ctx, t.mlflowPath("runs/create"), []byte(body))
+	}
+	return t.load(ctx, "mlflow-runs-create", do, func(n int, wall time.Duration) Row {
+		return Row{Name: fmt.Sprintf("tracking: MLflow runs/create, %d clients", trackClients), Rate: float64(n) / wall.Seconds(), Unit: "req/s",
+			Note: "each answer waits until the run is readable"}
+	})
+}
+
+// load runs do from trackClients clients for a phase and adds the row
+// that row makes of it, with the server's CPU per request.
+func (t *trackingBench) load(ctx context.Context, name string, do func(int) (int, uint64, error), row func(n int, wall time.Duration) Row) error {
+	cpu0 := cpuOf(t.s.pid)
+	var lat *Samples
+	var n, bad int
+	var wall time.Duration
+	err := t.r.profile(ctx, t.s, name, t.r.cfg.Phase, func() error {
+		var err error
+		lat, n, wall, bad, err = loadFor(ctx, trackClients, t.r.cfg.Phase, func(i int) (int, error) {
+			code, _, err := do(i)
+			if code == http.StatusAccepted {
+				code = http.StatusOK // stored; the read-your-writes wait ran out
+			}
+			return code, err
+		})
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	r := row(n, wall)
+	r.Fsync, r.N, r.Total, r.Lat, r.Allocs, r.Bytes = "on", n, wall, lat, -1, -1
+	r.Note += fmt.Sprintf("; server CPU %.2f ms/request", float64(cpuOf(t.s.pid)-cpu0)/float64(time.Millisecond)/float64(max(n, 1)))
+	if bad > 0 {
+		r.Note += fmt.Sprintf("; %d answered otherwise than expected", bad)
+	}
+	t.r.add(r)
 	return nil
 }
