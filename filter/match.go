@@ -59,24 +59,12 @@ func compareFloat(x float64, op Op, y float64) bool {
 	if math.IsNaN(x) || math.IsNaN(y) {
 		return op == Ne
 	}
-	switch op {
-	case Eq:
-		return x == y
-	case Ne:
-		return x != y
-	case Lt:
-		return x < y
-	case Le:
-		return x <= y
-	case Gt:
-		return x > y
-	case Ge:
-		return x >= y
-	}
-	return false
+	return compare(x, op, y)
 }
 
-func compareInt(x int64, op Op, y int64) bool {
+func compareInt(x int64, op Op, y int64) bool { return compare(x, op, y) }
+
+func compare[T int64 | float64](x T, op Op, y T) bool {
 	switch op {
 	case Eq:
 		return x == y

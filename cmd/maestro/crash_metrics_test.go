@@ -334,34 +334,11 @@ func metricsCrashCycle(t *testing.T, bin, dataDir string, env []string, p *serve
 		cycle, len(ledger.answers), len(unanswered), n, hit, lastAtRestart)
 
 	// Resend every unanswered batch as a client would: same key, body and
-	// token, again after a 409 request-in-progress (honouring Retry-After).
-	retried := make([]metricsAnswer, len(unanswered))
-	inProgress := 0
-	for i, mb := range unanswered {
-		wg.Go(func() {
-			stop := time.Now().Add(45 * time.Second)
-			for {
-				a, err := sendBatch(c, p.url, m, mb)
-				if err != nil {
-					t.Errorf("retry %s: %v", mb.idempotencyKey(), err)
-					return
-				}
-				if a.status == http.StatusConflict && time.Now().Before(stop) {
-					mu.Lock()
-					inProgress++
-					mu.Unlock()
-					time.Sleep(time.Second) // the Retry-After the 409 names
-					continue
-				}
-				retried[i] = a
-				return
-			}
-		})
-	}
-	wg.Wait()
-	if inProgress > 0 {
-		t.Errorf("%d retries answered 409 request-in-progress: the restarted sole instance must take over its dead predecessor's pending keys at once", inProgress)
-	}
+	// token.
+	retried := resendAll(t, len(unanswered), func(i int) (metricsAnswer, int, error) {
+		a, err := sendBatch(c, p.url, m, unanswered[i])
+		return a, a.status, err
+	})
 	for i, mb := range unanswered {
 		a := retried[i]
 		if !a.logged() {

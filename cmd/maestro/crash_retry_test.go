@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -231,34 +232,12 @@ func crashCycle(t *testing.T, bin, dataDir string, env []string, p *serveProc, c
 	t.Logf("crash %d: %d answered so far; %d unanswered, of which %d were stored", cycle, len(answered), len(unanswered), storedUnanswered)
 
 	// Resend every unanswered request as a client would: same key, body and
-	// token, again after a 409 request-in-progress (honouring Retry-After).
-	retried := make([]crashAnswer, len(unanswered))
-	inProgress := 0
-	for i, r := range unanswered {
-		wg.Go(func() {
-			stop := time.Now().Add(45 * time.Second)
-			for {
-				a, err := crashDo(c, "POST", versions, token, r.key, map[string]string{"description": r.desc})
-				if err != nil {
-					t.Errorf("retry %s: %v", r.key, err)
-					return
-				}
-				if a.status == http.StatusConflict && time.Now().Before(stop) {
-					mu.Lock()
-					inProgress++
-					mu.Unlock()
-					time.Sleep(time.Second) // the Retry-After the 409 names
-					continue
-				}
-				retried[i] = a
-				return
-			}
-		})
-	}
-	wg.Wait()
-	if inProgress > 0 {
-		t.Errorf("%d retries answered 409 request-in-progress: the restarted sole instance must take over its dead predecessor's pending keys at once", inProgress)
-	}
+	// token.
+	retried := resendAll(t, len(unanswered), func(i int) (crashAnswer, int, error) {
+		r := unanswered[i]
+		a, err := crashDo(c, "POST", versions, token, r.key, map[string]string{"description": r.desc})
+		return a, a.status, err
+	})
 	for i, r := range unanswered {
 		a := retried[i]
 		if !registered(a) {
@@ -274,6 +253,42 @@ func crashCycle(t *testing.T, bin, dataDir string, env []string, p *serveProc, c
 		}
 	}
 	return p, storedUnanswered, maxSeq
+}
+
+// resendAll resends n requests at once as clients would after a crash,
+// again after a 409 request-in-progress (honouring its Retry-After of 1 s,
+// for up to 45 s), and returns the last answers. The restarted sole
+// instance must take over its dead predecessor's pending keys at once, so
+// any 409 is an error.
+func resendAll[A any](t *testing.T, n int, send func(i int) (answer A, status int, err error)) []A {
+	t.Helper()
+	out := make([]A, n)
+	var inProgress atomic.Int64
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			stop := time.Now().Add(45 * time.Second)
+			for {
+				a, status, err := send(i)
+				if err != nil {
+					t.Errorf("retry %d: %v", i, err)
+					return
+				}
+				if status == http.StatusConflict && time.Now().Before(stop) {
+					inProgress.Add(1)
+					time.Sleep(time.Second) // the Retry-After the 409 names
+					continue
+				}
+				out[i] = a
+				return
+			}
+		})
+	}
+	wg.Wait()
+	if k := inProgress.Load(); k > 0 {
+		t.Errorf("%d retries answered 409 request-in-progress: the restarted sole instance must take over its dead predecessor's pending keys at once", k)
+	}
+	return out
 }
 
 // listDescriptions reads every version of the model once the read side has
