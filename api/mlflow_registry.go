@@ -223,8 +223,10 @@ func mlflowRefusal(err error, name string, version int) error {
 		// MLflow allows several versions in Production; Maestro keeps at
 		// most one (its deployment pointer), so MLflow's default
 		// archive_existing_versions=false is refused when one is there.
-		return mlflowProblem("RESOURCE_CONFLICT", "Maestro keeps at most one version of a model in Production: "+
-			"transition with archive_existing_versions=true to archive the current one in the same step ("+he.Detail+")")
+		// The detail's advice names Maestro's field; keep only its fact.
+		occupied, _, _ := strings.Cut(he.Detail, ";")
+		return mlflowProblem("RESOURCE_CONFLICT", "Maestro keeps at most one version of a model in Production ("+occupied+
+			"): transition with archive_existing_versions=true to archive it in the same step")
 	}
 	return err
 }
