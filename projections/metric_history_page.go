@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"math"
 
 	"github.com/jackc/pgx/v5"
 )
@@ -28,10 +29,12 @@ func historyHash(runID, key string) string {
 	return base64.RawURLEncoding.EncodeToString(h[:9])
 }
 
+// decodeHistoryCursor refuses a cursor no page wrote, an index beyond
+// int32 included (the SQL sort compares it as an integer: it would wrap).
 func decodeHistoryCursor(token, hash string) (historyCursor, error) {
 	var c historyCursor
 	b, err := base64.RawURLEncoding.DecodeString(token)
-	if len(token) > 512 || err != nil || json.Unmarshal(b, &c) != nil || c.Hash != hash || c.Seq < 1 || c.Idx < 0 {
+	if len(token) > 512 || err != nil || json.Unmarshal(b, &c) != nil || c.Hash != hash || c.Seq < 1 || c.Idx < 0 || c.Idx > math.MaxInt32 {
 		return historyCursor{}, ErrBadPageToken
 	}
 	return c, nil

@@ -2,11 +2,14 @@ package projections
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/jackc/pgx/v5"
@@ -364,6 +367,47 @@ func TestMetricsPoisonQuarantined(t *testing.T) {
 	}
 }
 
+// Two spellings of one run id in one batch (Postgres reads both as the
+// same uuid) are one series: the latest_metrics upsert must not meet its
+// row twice (SQLSTATE 21000, which is not a data error: the runner would
+// retry the batch for ever), and a run id that is no uuid is undecodable.
+func TestMetricsRunIDSpellings(t *testing.T) {
+	t.Parallel()
+	f, _, run, _ := metricsFixture(t)
+	ctx := testCtx(t)
+	env := func(seq uint64, runID string, p events.MetricPoint) events.Envelope {
+		e, err := events.New(events.Meta{Actor: events.SystemActor, Time: base}, events.MetricsSubject(run), events.MetricsLogged, 0,
+			events.MetricsLoggedData{RunID: runID, Metrics: map[string][]events.MetricPoint{"k": {p}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.Sequence = seq
+		return e
+	}
+	b := &Batch{}
+	if err := (Metrics{}).Queue(b, []events.Envelope{
+		env(1, run, events.MetricPoint{Value: 1, Step: 1, Timestamp: 1}),
+		env(2, strings.ToUpper(run), events.MetricPoint{Value: 2, Step: 2, Timestamp: 2}),
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.pool.SendBatch(ctx, &b.Batch).Close(); err != nil {
+		t.Fatalf("one batch with two spellings of a run id: %v", err)
+	}
+	var step int64
+	var v float64
+	if err := f.pool.QueryRow(ctx, "SELECT step, value FROM latest_metrics WHERE run_id = $1 AND key = 'k'", run).Scan(&step, &v); err != nil || step != 2 || v != 2 {
+		t.Fatalf("latest = step %d, %v (%v); want 2 at step 2", step, v, err)
+	}
+	hist, _, err := NewQueries(f.pool).MetricHistory(ctx, run, "k")
+	if err != nil || len(hist) != 2 {
+		t.Fatalf("history: %+v, %v", hist, err)
+	}
+	if err := (Metrics{}).Queue(&Batch{}, []events.Envelope{env(3, "not-a-uuid", events.MetricPoint{})}); !errors.Is(err, ErrUndecodable) {
+		t.Fatalf("a run id that is no uuid: %v, want ErrUndecodable", err)
+	}
+}
+
 // metricsFixture is a fixture with MAESTRO_METRICS, a run id, and log,
 // which appends one request's points for that run and returns its sequence.
 func metricsFixture(t *testing.T) (*fixture, *events.Store, string, func(map[string][]events.MetricPoint) uint64) {
@@ -470,4 +514,23 @@ func BenchmarkMetricHistory1M(b *testing.B) {
 			}
 		}
 	})
+}
+
+// A tampered page token is refused, an index that would wrap in the SQL
+// sort's int32 comparison included.
+func TestHistoryCursorTampered(t *testing.T) {
+	t.Parallel()
+	h := historyHash("r", "k")
+	tok := func(c historyCursor) string {
+		b, _ := json.Marshal(c)
+		return base64.RawURLEncoding.EncodeToString(b)
+	}
+	if _, err := decodeHistoryCursor(tok(historyCursor{Hash: h, Seq: 1, Idx: math.MaxInt32}), h); err != nil {
+		t.Fatalf("a valid cursor: %v", err)
+	}
+	for _, c := range []historyCursor{{Hash: h, Seq: 1, Idx: math.MaxInt32 + 1}, {Hash: h, Seq: 1, Idx: -1}, {Hash: h, Seq: 0}, {Hash: "x", Seq: 1}} {
+		if _, err := decodeHistoryCursor(tok(c), h); err != ErrBadPageToken {
+			t.Errorf("%+v: %v, want ErrBadPageToken", c, err)
+		}
+	}
 }

@@ -54,10 +54,11 @@ type Lingering interface {
 }
 
 // Weighty is a projection whose events are large (metric points: a
-// 10,000-point request is about 400 KB of data). Its runner reads at most
-// BatchBytes of event data ahead of it and applies a batch once it holds
-// that much, rather than up to BatchSize events: 500 such events would be
-// hundreds of megabytes in one transaction.
+// 10,000-point request is about 400 KB of data). Its runner keeps at most
+// BatchBytes of event data waiting for it (and pulls at most as much from
+// the server at a time) and applies a batch once it holds that much,
+// rather than up to BatchSize events: 500 such events would be hundreds
+// of megabytes in one transaction, or in the read-ahead channel.
 type Weighty interface {
 	BatchBytes() int
 }
@@ -134,6 +135,54 @@ type Runner struct {
 	// batchBytes bounds the event data a batch gathers and the consumer
 	// reads ahead (Weighty; 0: BatchSize alone bounds a batch).
 	batchBytes int
+	// ahead bounds the bytes of messages delivered but not yet taken into
+	// a batch (Weighty): the channel alone bounds them by count, and
+	// BatchSize messages of up to 1 MiB each are hundreds of megabytes.
+	ahead *readAhead
+}
+
+// readAhead bounds the bytes of the messages waiting in a runner's
+// channel. One goroutine acquires (the consumer's callback, which delivers
+// one message at a time); the runner releases as it takes them.
+type readAhead struct {
+	mu            sync.Mutex
+	limit, queued int
+	freed         chan struct{} // a release since the waiter last looked
+}
+
+func newReadAhead(limit int) *readAhead {
+	return &readAhead{limit: limit, freed: make(chan struct{}, 1)}
+}
+
+// acquire waits until n more bytes fit (a message larger than the limit
+// waits for an empty queue) or done closes (false).
+func (g *readAhead) acquire(n int, done <-chan struct{}) bool {
+	n = min(n, g.limit)
+	for {
+		g.mu.Lock()
+		if g.queued+n <= g.limit {
+			g.queued += n
+			g.mu.Unlock()
+			return true
+		}
+		g.mu.Unlock()
+		select {
+		case <-g.freed:
+		case <-done:
+			return false
+		}
+	}
+}
+
+// release returns the n bytes of a message taken from the channel.
+func (g *readAhead) release(n int) {
+	g.mu.Lock()
+	g.queued -= min(n, g.limit)
+	g.mu.Unlock()
+	select {
+	case g.freed <- struct{}{}:
+	default:
+	}
 }
 
 // NewRunner returns a runner for p.
@@ -324,10 +373,16 @@ func (r *Runner) follow(ctx context.Context, log *slog.Logger) error {
 	}
 	msgs := make(chan jetstream.Msg, r.cfg.BatchSize)
 	var pull []jetstream.PullConsumeOpt
+	ahead := (*readAhead)(nil)
 	if r.batchBytes > 0 {
 		pull = append(pull, jetstream.PullMaxBytes(r.batchBytes))
+		ahead = newReadAhead(r.batchBytes)
 	}
+	r.ahead = ahead
 	cc, err := cons.Consume(func(m jetstream.Msg) {
+		if ahead != nil && !ahead.acquire(len(m.Data()), cctx.Done()) {
+			return
+		}
 		select {
 		case msgs <- m:
 		case <-cctx.Done():
@@ -579,6 +634,9 @@ func (r *Runner) advance(ctx context.Context, cp, last uint64) error {
 }
 
 func (r *Runner) appendMsg(batch []events.Envelope, m jetstream.Msg) ([]events.Envelope, error) {
+	if r.ahead != nil {
+		r.ahead.release(len(m.Data()))
+	}
 	meta, err := m.Metadata()
 	if err != nil {
 		return batch, fmt.Errorf("message metadata: %w", err)

@@ -1240,3 +1240,48 @@ func TestLingeringRunnerBatchesATrickle(t *testing.T) {
 		t.Fatalf("%d commits for %d events appended one after another: the runner did not linger", got, n)
 	}
 }
+
+// A Weighty runner's read-ahead is bounded by bytes, not only by the
+// channel's count of messages: the consumer's callback waits once the
+// messages not yet taken hold the limit, and goes on as they are taken.
+func TestReadAheadBoundsBytes(t *testing.T) {
+	t.Parallel()
+	g := newReadAhead(1000)
+	never := make(chan struct{})
+	if !g.acquire(600, never) || !g.acquire(400, never) {
+		t.Fatal("acquire within the limit waited")
+	}
+	got := make(chan bool, 1)
+	go func() { got <- g.acquire(5000, never) }() // larger than the limit: waits for an empty queue
+	select {
+	case <-got:
+		t.Fatal("acquire beyond the limit did not wait")
+	case <-time.After(50 * time.Millisecond):
+	}
+	g.release(600)
+	select {
+	case <-got:
+		t.Fatal("an oversized message went in beside 400 bytes")
+	case <-time.After(50 * time.Millisecond):
+	}
+	g.release(400)
+	select {
+	case ok := <-got:
+		if !ok {
+			t.Fatal("acquire failed")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("acquire never woke after the queue emptied")
+	}
+	done := make(chan struct{})
+	go func() { got <- g.acquire(1, done) }()
+	close(done)
+	select {
+	case ok := <-got:
+		if ok {
+			t.Fatal("acquire on a full queue succeeded after done")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("acquire ignored done")
+	}
+}
