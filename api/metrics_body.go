@@ -23,10 +23,11 @@ import (
 // about 700 KB, read whole before it is parsed, as json.Decoder does.
 var metricsBodies = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 
-// decodeMetricsBody reads a metric logging request's body into points.
-func decodeMetricsBody(r *http.Request) ([]tracking.Metric, error) {
+// decodeMetricsBody reads a metric logging request's body: its points, and
+// the params and tags a batch may carry too (those take the strict path).
+func decodeMetricsBody(r *http.Request) (tracking.Batch, error) {
 	if err := jsonContent(r); err != nil {
-		return nil, err
+		return tracking.Batch{}, err
 	}
 	buf := metricsBodies.Get().(*bytes.Buffer)
 	buf.Reset()
@@ -34,31 +35,31 @@ func decodeMetricsBody(r *http.Request) ([]tracking.Metric, error) {
 	if _, err := buf.ReadFrom(r.Body); err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
-			return nil, err
+			return tracking.Batch{}, err
 		}
-		return nil, problem("malformed-json", jsonErrorDetail(err))
+		return tracking.Batch{}, problem("malformed-json", jsonErrorDetail(err))
 	}
 	if points, ok := parseMetricsBody(buf.Bytes()); ok {
-		return points, nil
+		return tracking.Batch{Metrics: points}, nil
 	}
 	return decodeMetricsStrict(buf.Bytes())
 }
 
 // decodeMetricsStrict is the route's decoding through encoding/json: the
 // reference the fast path must agree with, and the one that words errors.
-func decodeMetricsStrict(body []byte) ([]tracking.Metric, error) {
+func decodeMetricsStrict(body []byte) (tracking.Batch, error) {
 	var req logMetricsRequest
 	if err := decodeStrict(bytes.NewReader(body), &req); err != nil {
-		return nil, err
+		return tracking.Batch{}, err
 	}
 	points := make([]tracking.Metric, len(req.Metrics))
 	for i, m := range req.Metrics {
 		if m.Value == nil {
-			return nil, problem("validation-failed", "metrics["+strconv.Itoa(i)+"]: value is required")
+			return tracking.Batch{}, problem("validation-failed", "metrics["+strconv.Itoa(i)+"]: value is required")
 		}
 		points[i] = tracking.Metric{Key: m.Key, Value: *m.Value, Step: m.Step, Timestamp: m.Timestamp}
 	}
-	return points, nil
+	return tracking.Batch{Metrics: points, Params: req.Params, Tags: req.Tags}, nil
 }
 
 // Fields of a point, as bits of the set parseMetricsBody has seen.

@@ -425,14 +425,20 @@ type metricPointRequest struct {
 	Timestamp int64               `json:"timestamp"`
 }
 
+// logMetricsRequest is a batch: metric points, and params and tags too
+// (one decision on the run; nothing of a refused batch is stored).
 type logMetricsRequest struct {
 	Metrics []metricPointRequest `json:"metrics"`
+	Params  []events.Param       `json:"params"`
+	Tags    map[string]string    `json:"tags"`
 }
 
 // MetricsLogged is the answer to a metric logging request.
 type MetricsLogged struct {
 	RunID  string `json:"run_id"`
-	Logged int    `json:"logged"`
+	Logged int    `json:"logged"` // metric points
+	Params int    `json:"params"` // params and tags the batch carried
+	Tags   int    `json:"tags"`
 }
 
 // logMetrics appends a request's points to the metrics stream. Its
@@ -444,16 +450,35 @@ func (s *Server) logMetrics(w http.ResponseWriter, r *http.Request) error {
 	if err := ref.readParams(r); err != nil {
 		return err
 	}
-	points, err := decodeMetricsBody(r)
+	b, err := decodeMetricsBody(r)
 	if err != nil {
 		return err
 	}
 	c := newCall(w, r)
-	seq, err := s.deps.Tracking.LogMetrics(c.ctx, c.meta, c.who, c.param("project"), ref.run, points)
+	var seq, mseq uint64
+	if len(b.Params) == 0 && len(b.Tags) == 0 {
+		mseq, err = s.deps.Tracking.LogMetrics(c.ctx, c.meta, c.who, c.param("project"), ref.run, b.Metrics)
+	} else {
+		_, seq, mseq, err = s.deps.Tracking.LogBatch(c.ctx, c.meta, c.who, c.param("project"), ref.run, b)
+	}
 	if err != nil {
 		return err
 	}
-	s.respondSequence(w, r, http.StatusOK, "Maestro-Metrics-Sequence", seq, MetricsLogged{RunID: ref.run, Logged: len(points)})
+	// The params and tags are on the event stream: their sequence is
+	// Maestro-Sequence, and the answer waits for the runs projection too.
+	status := http.StatusOK
+	if seq > 0 {
+		w.Header().Set("Maestro-Sequence", strconv.FormatUint(seq, 10))
+		if preferAsync(r) {
+			w.Header().Set("Preference-Applied", "respond-async")
+			status = http.StatusAccepted
+		} else if !s.waitApplied(c.ctx, seq, projections.Runs{}.Name()) {
+			w.Header().Set("Maestro-Consistency", "pending")
+			status = http.StatusAccepted
+		}
+	}
+	s.respondSequence(w, r, status, "Maestro-Metrics-Sequence", mseq,
+		MetricsLogged{RunID: ref.run, Logged: len(b.Metrics), Params: len(b.Params), Tags: len(b.Tags)})
 	return nil
 }
 
