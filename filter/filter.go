@@ -34,7 +34,7 @@ import (
 // cannot make a query arbitrarily large.
 const (
 	MaxFilterBytes = 4096 // bytes of a filter string
-	MaxClauses     = 50   // comparisons joined by AND
+	MaxClauses     = 20   // comparisons joined by AND: each is a subquery to plan (50 with 10 order keys took Postgres 1.6 s to plan; 20, 0.35 s)
 	MaxListItems   = 1000 // strings in one IN list
 )
 

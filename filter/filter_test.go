@@ -207,7 +207,7 @@ func TestParseInvalid(t *testing.T) {
 		{Runs, "tags.a = 'x' AND tags.b = \x00", 27, "NUL"},
 		{Runs, "tags.é = '\xff'", 11, "not valid UTF-8"},
 		{Runs, long, utf8.RuneCountInString(long[:MaxFilterBytes]) + 1, "longer than 4096 bytes"},
-		{Runs, many, MaxClauses*18 + 1, "at most 50 comparisons"},
+		{Runs, many, MaxClauses*18 + 1, "at most 20 comparisons"},
 		{Runs, bigList, 12 + 4*MaxListItems, "at most 1000 strings"},
 		{Experiments, "metrics.a > 1", 1, "invalid entity type 'metrics'"},
 		{Experiments, "run.x = 'a'", 1, "invalid entity type 'run'"},
