@@ -5,17 +5,22 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"maps"
 	"math"
 	"mime"
 	"net/http"
 	"net/url"
 	"reflect"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/maestro-ml/maestro/events"
+	"github.com/maestro-ml/maestro/filter"
+	"github.com/maestro-ml/maestro/handlers"
+	"github.com/maestro-ml/maestro/projections"
 )
 
 // The MLflow REST 2.0 façade: MLflow's paths, request and response shapes
@@ -157,6 +162,35 @@ func missingParam(name string) error {
 		"See the API docs for more information about request parameters.")
 }
 
+// mlflowRequired is MLflow's refusal of a request without the field name.
+func mlflowRequired(name, value string) error {
+	if value == "" {
+		return missingParam(name)
+	}
+	return nil
+}
+
+// mlflowMissing gives the service's refusal of a missing experiment or run
+// MLflow's message (what names the kind: "experiment" or "run").
+func mlflowMissing(err error, what string, missing error) error {
+	if e, ok := handlers.AsError(err); ok && e.Kind == handlers.NotFound && e.Detail == what+" not found" {
+		return missing
+	}
+	return err
+}
+
+// mlflowSearchError maps a search's refusals to MLflow's.
+func mlflowSearchError(err error) error {
+	var fe *filter.Error
+	switch {
+	case errors.As(err, &fe):
+		return mlflowProblem("INVALID_PARAMETER_VALUE", fe.Error())
+	case errors.Is(err, projections.ErrInvalidSearch):
+		return mlflowProblem("INVALID_PARAMETER_VALUE", err.Error())
+	}
+	return pageError(err)
+}
+
 // isMLflow says whether the request is on an MLflow route: its errors are
 // MLflow's error body, not problem+json.
 func isMLflow(r *http.Request) bool {
@@ -202,6 +236,15 @@ func mlflowProject(c *call) (string, error) {
 	}
 	return "", mlflowProblem("BAD_REQUEST", "the /api/2.0/mlflow paths need an API token scoped to a project; "+
 		"otherwise use the project's tracking URI, http://HOST/mlflow/{project}")
+}
+
+// mlflowReadable is readableProjectRef of the request's project.
+func (s *Server) mlflowReadable(c *call) (projections.Project, error) {
+	ref, err := mlflowProject(c)
+	if err != nil {
+		return projections.Project{}, err
+	}
+	return s.readableProjectRef(c.r, ref)
 }
 
 // ---- requests ----
@@ -507,4 +550,47 @@ func (e mlEnum) of(field string, names []string, def string) (string, error) {
 	}
 	return "", mlflowProblem("INVALID_PARAMETER_VALUE", "Invalid value "+strconv.Quote(string(e))+" for parameter '"+field+
 		"' supplied: it must be one of "+strings.Join(names, ", ")+".")
+}
+
+// ---- tags and params (tracking's and the registry's) ----
+
+// mlflowKV is a tag or param: {key, value}.
+type mlflowKV struct {
+	Key   string `json:"key"`
+	Value string `json:"value"`
+}
+
+func mlflowKVs(m map[string]string) []mlflowKV {
+	out := make([]mlflowKV, 0, len(m))
+	for _, k := range slices.Sorted(maps.Keys(m)) {
+		out = append(out, mlflowKV{Key: k, Value: m[k]})
+	}
+	return out
+}
+
+// mlflowTagIn is a tag or param in a request (mlflowKV's shape); the key
+// is required (mlflowKeys).
+type mlflowTagIn = mlflowKV
+
+// mlflowKeys refuses a tag or param without a key (list names the field).
+func mlflowKeys(list string, tags []mlflowTagIn) error {
+	for i, t := range tags {
+		if t.Key == "" {
+			return missingParam(list + "[" + strconv.Itoa(i) + "].key")
+		}
+	}
+	return nil
+}
+
+// mlflowTagMap checks the keys of tags (mlflowKeys) and maps them, the
+// last value of a key winning, as MLflow applies them.
+func mlflowTagMap(list string, tags []mlflowTagIn) (map[string]string, error) {
+	if err := mlflowKeys(list, tags); err != nil || tags == nil {
+		return nil, err
+	}
+	m := make(map[string]string, len(tags))
+	for _, t := range tags {
+		m[t.Key] = t.Value
+	}
+	return m, nil
 }

@@ -233,14 +233,6 @@ func mlflowRefusal(err error, name string, version int) error {
 
 // ---- requests ----
 
-// mlflowRequired is MLflow's refusal of a request without the field name.
-func mlflowRequired(name, value string) error {
-	if value == "" {
-		return missingParam(name)
-	}
-	return nil
-}
-
 // mlflowName is the registered model a request names.
 type mlflowName struct {
 	Name string `json:"name"`

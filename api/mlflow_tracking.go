@@ -13,7 +13,6 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/maestro-ml/maestro/events"
-	"github.com/maestro-ml/maestro/filter"
 	"github.com/maestro-ml/maestro/handlers"
 	"github.com/maestro-ml/maestro/handlers/tracking"
 	"github.com/maestro-ml/maestro/projections"
@@ -69,12 +68,6 @@ func (s *Server) mlflowTrackingRPCs() []mlflowRPC {
 }
 
 // ---- shapes (service.proto) ----
-
-// mlflowKV is a tag or param: {key, value}.
-type mlflowKV struct {
-	Key   string `json:"key"`
-	Value string `json:"value"`
-}
 
 // MLflowExperiment is MLflow's Experiment.
 type MLflowExperiment struct {
@@ -138,14 +131,6 @@ type MLflowRun struct {
 	Inputs MLflowRunInputs `json:"inputs"`
 }
 
-func mlflowKVs(m map[string]string) []mlflowKV {
-	out := make([]mlflowKV, 0, len(m))
-	for _, k := range slices.Sorted(maps.Keys(m)) {
-		out = append(out, mlflowKV{Key: k, Value: m[k]})
-	}
-	return out
-}
-
 func mlflowExperimentOf(x projections.Experiment) MLflowExperiment {
 	loc := x.ArtifactLocation
 	if loc == "" {
@@ -204,24 +189,6 @@ func experimentMissing(id string) error {
 
 func runMissing(id string) error {
 	return mlflowProblem("RESOURCE_DOES_NOT_EXIST", "Run with id="+id+" not found")
-}
-
-// mlflowMissing gives the service's refusal of a missing experiment or run
-// MLflow's message (what names the kind: "experiment" or "run").
-func mlflowMissing(err error, what string, missing error) error {
-	if e, ok := handlers.AsError(err); ok && e.Kind == handlers.NotFound && e.Detail == what+" not found" {
-		return missing
-	}
-	return err
-}
-
-// mlflowReadable is readableProjectRef of the request's project.
-func (s *Server) mlflowReadable(c *call) (projections.Project, error) {
-	ref, err := mlflowProject(c)
-	if err != nil {
-		return projections.Project{}, err
-	}
-	return s.readableProjectRef(c.r, ref)
 }
 
 // mlflowExperimentRow reads an experiment of the project by its MLflow id.
@@ -286,35 +253,6 @@ func (s *Server) mlflowRunCommand(c *call, id string, do func(ref, id string) (u
 
 // ---- requests ----
 
-// mlflowTagIn is a tag or param in a request; the key is required.
-type mlflowTagIn struct {
-	Key   string `json:"key"`
-	Value string `json:"value"`
-}
-
-// mlflowKeys refuses a tag or param without a key (list names the field).
-func mlflowKeys(list string, tags []mlflowTagIn) error {
-	for i, t := range tags {
-		if t.Key == "" {
-			return missingParam(list + "[" + strconv.Itoa(i) + "].key")
-		}
-	}
-	return nil
-}
-
-// mlflowTagMap checks the keys of tags (mlflowKeys) and maps them, the
-// last value of a key winning, as MLflow applies them.
-func mlflowTagMap(list string, tags []mlflowTagIn) (map[string]string, error) {
-	if err := mlflowKeys(list, tags); err != nil || tags == nil {
-		return nil, err
-	}
-	m := make(map[string]string, len(tags))
-	for _, t := range tags {
-		m[t.Key] = t.Value
-	}
-	return m, nil
-}
-
 // mlflowRunRef is run_id, or the deprecated run_uuid older clients send.
 type mlflowRunRef struct {
 	RunID   string `json:"run_id"`
@@ -372,18 +310,6 @@ func (s *Server) mlflowSearch(c *call, field string, viewType mlEnum, maxResults
 	}
 	proj, err := s.mlflowReadable(c)
 	return proj, view, size, err
-}
-
-// mlflowSearchError maps a search's refusals to MLflow's.
-func mlflowSearchError(err error) error {
-	var fe *filter.Error
-	switch {
-	case errors.As(err, &fe):
-		return mlflowProblem("INVALID_PARAMETER_VALUE", fe.Error())
-	case errors.Is(err, projections.ErrInvalidSearch):
-		return mlflowProblem("INVALID_PARAMETER_VALUE", err.Error())
-	}
-	return pageError(err)
 }
 
 // ---- experiments ----
@@ -914,10 +840,7 @@ func (s *Server) mlMetricHistory(c *call, req mlMetricHistoryRequest) (mlMetricH
 	if err != nil {
 		return mlMetricHistoryResponse{}, err
 	}
-	run, err := s.deps.Queries.Run(c.ctx, proj.ID, mlflowUUID(req.id()))
-	if errors.Is(err, projections.ErrNotFound) {
-		return mlMetricHistoryResponse{}, runMissing(req.id())
-	}
+	run, err := s.mlflowRunRow(c, proj, req.id())
 	if err != nil {
 		return mlMetricHistoryResponse{}, err
 	}

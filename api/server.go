@@ -481,23 +481,38 @@ func (s *Server) respondCommand(w http.ResponseWriter, r *http.Request, status i
 // in header (the metrics stream's is Maestro-Metrics-Sequence: min_sequence
 // and Maestro-Sequence are the event stream's).
 func (s *Server) respondSequence(w http.ResponseWriter, r *http.Request, status int, header string, seq uint64, body any) {
-	if seq > 0 {
-		w.Header().Set(header, strconv.FormatUint(seq, 10))
-		if preferAsync(r) {
-			w.Header().Set("Preference-Applied", "respond-async")
-			status = http.StatusAccepted
-		} else {
-			if !s.waitApplied(r.Context(), seq, awaitNames(r)...) {
-				w.Header().Set("Maestro-Consistency", "pending")
-				status = http.StatusAccepted
-			}
-		}
+	if s.awaitSequence(w, r, header, seq) {
+		status = http.StatusAccepted
 	}
 	if body == nil {
 		w.WriteHeader(status)
 		return
 	}
 	writeJSON(w, status, body)
+}
+
+// awaitSequence is respondSequence's read-your-writes: it reports seq (if
+// any) in header and, unless the client prefers async, waits until names
+// (the route's projections when none are given) have applied it. It says
+// whether the answer is 202: async, or a wait that ran out
+// (Maestro-Consistency: pending).
+func (s *Server) awaitSequence(w http.ResponseWriter, r *http.Request, header string, seq uint64, names ...string) bool {
+	if seq == 0 {
+		return false
+	}
+	w.Header().Set(header, strconv.FormatUint(seq, 10))
+	if preferAsync(r) {
+		w.Header().Set("Preference-Applied", "respond-async")
+		return true
+	}
+	if len(names) == 0 {
+		names = awaitNames(r)
+	}
+	if !s.waitApplied(r.Context(), seq, names...) {
+		w.Header().Set("Maestro-Consistency", "pending")
+		return true
+	}
+	return false
 }
 
 func preferAsync(r *http.Request) bool {

@@ -22,17 +22,18 @@ var tokenViews = []string{projections.Tokens{}.Name(), projections.Users{}.Name(
 
 func (s *Server) tokenRoutes() []Route {
 	return []Route{
-		{Method: "POST", Pattern: "/api/v1/tokens", Command: true, Await: tokenViews, handle: s.createToken},
+		{Method: "POST", Pattern: "/api/v1/tokens", Command: true, Await: tokenViews, handle: command(s, http.StatusCreated, s.createToken)},
 		{Method: "GET", Pattern: "/api/v1/tokens", handle: s.listTokens},
 		{Method: "DELETE", Pattern: "/api/v1/tokens/{id}", Command: true, Await: tokenViews, handle: s.revokeToken},
-		{Method: "POST", Pattern: "/api/v1/service-accounts", Command: true, Await: tokenViews, handle: s.createServiceAccount},
-		{Method: "POST", Pattern: "/api/v1/service-accounts/{id}/tokens", Command: true, Await: tokenViews, handle: s.createToken},
+		{Method: "POST", Pattern: "/api/v1/service-accounts", Command: true, Await: tokenViews, handle: command(s, http.StatusCreated, s.createServiceAccount)},
+		{Method: "POST", Pattern: "/api/v1/service-accounts/{id}/tokens", Command: true, Await: tokenViews, handle: command(s, http.StatusCreated, s.createToken)},
 		{Method: "GET", Pattern: "/api/v1/service-accounts/{id}/tokens", handle: s.listTokens},
 	}
 }
 
 type createTokenRequest struct {
-	Name string `json:"name"`
+	account string // {id} of the service-account routes, "" elsewhere
+	Name    string `json:"name"`
 	// Project is a project slug or id: the token works only there.
 	Project string `json:"project"`
 	// Role is a project-role ceiling: viewer, editor, approver or owner.
@@ -68,46 +69,45 @@ func serviceAccountParam(r *http.Request) (string, error) {
 	return id, nil
 }
 
-func (s *Server) createToken(w http.ResponseWriter, r *http.Request) error {
-	account, err := serviceAccountParam(r)
-	if err != nil {
-		return err
+func (req *createTokenRequest) readParams(r *http.Request) (err error) {
+	req.account, err = serviceAccountParam(r)
+	return err
+}
+
+func (req *createTokenRequest) validate() error {
+	if req.Project != "" && (len(req.Project) > 200 || !handlers.PlainText(req.Project)) {
+		return problem("validation-failed", "project must be a project slug or id")
 	}
-	var req createTokenRequest
-	if err := decodeJSON(r, &req); err != nil {
-		return err
-	}
-	p, _ := principal(r.Context())
-	in := identity.CreateTokenInput{Name: req.Name, Role: authz.ProjectRole(req.Role), ServiceAccount: account}
+	return nil
+}
+
+func (s *Server) createToken(c *call, req createTokenRequest) (APITokenResponse, uint64, error) {
+	in := identity.CreateTokenInput{Name: req.Name, Role: authz.ProjectRole(req.Role), ServiceAccount: req.account}
 	if req.ExpiresAt != nil {
 		in.ExpiresAt = *req.ExpiresAt
 	}
 	if req.Project != "" {
-		if len(req.Project) > 200 || !handlers.PlainText(req.Project) {
-			return problem("validation-failed", "project must be a project slug or id")
-		}
 		// The project must exist and the token's owner must see it: the
 		// caller for an own token; an admin creating a service account's
 		// token sees every project, and the account's membership decides
 		// what the token may do there.
-		ps, err := s.deps.Registry.Project(r.Context(), p, req.Project)
+		ps, err := s.deps.Registry.Project(c.ctx, c.who, req.Project)
 		if err != nil {
-			return err
+			return APITokenResponse{}, 0, err
 		}
 		in.ProjectID = ps.ID
 	}
-	t, secret, seq, err := s.deps.Identity.CreateToken(r.Context(), meta(r), p, in)
+	t, secret, seq, err := s.deps.Identity.CreateToken(c.ctx, c.meta, c.who, in)
 	if err != nil {
-		return err
+		return APITokenResponse{}, 0, err
 	}
-	w.Header().Set("Cache-Control", "no-store")
+	c.w.Header().Set("Cache-Control", "no-store")
 	// Whatever Prefer says, the answer waits until the token works: its
 	// secret cannot be looked up in the event store (only its hash is
 	// there), so a client using it at once would otherwise get a 401. A wait
 	// that times out still answers (202): the secret exists only here.
-	r.Header.Del("Prefer")
-	s.respondCommand(w, r, http.StatusCreated, seq, APITokenResponse{APIToken: tokenFromState(t), Token: secret})
-	return nil
+	c.r.Header.Del("Prefer")
+	return APITokenResponse{APIToken: tokenFromState(t), Token: secret}, seq, nil
 }
 
 // APITokenPage is a page of API tokens.
@@ -178,20 +178,14 @@ type createServiceAccountRequest struct {
 	Role string `json:"role"`
 }
 
-func (s *Server) createServiceAccount(w http.ResponseWriter, r *http.Request) error {
-	var req createServiceAccountRequest
-	if err := decodeJSON(r, &req); err != nil {
-		return err
-	}
+func (s *Server) createServiceAccount(c *call, req createServiceAccountRequest) (UserResponse, uint64, error) {
 	if req.Role == "" {
 		req.Role = string(authz.RoleMember)
 	}
-	p, _ := principal(r.Context())
-	u, seq, err := s.deps.Identity.CreateServiceAccount(r.Context(), meta(r), p, req.Name, authz.Role(req.Role))
+	u, seq, err := s.deps.Identity.CreateServiceAccount(c.ctx, c.meta, c.who, req.Name, authz.Role(req.Role))
 	if err != nil {
-		return err
+		return UserResponse{}, 0, err
 	}
-	w.Header().Set("Location", "/api/v1/users/"+u.ID)
-	s.respondCommand(w, r, http.StatusCreated, seq, userFromState(u))
-	return nil
+	c.locate("/api/v1/users/" + u.ID)
+	return userFromState(u), seq, nil
 }

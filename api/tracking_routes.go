@@ -327,16 +327,22 @@ func (s *Server) listRuns(c *call, q listRunsQuery) (RunPage, error) {
 	return page, pageError(err)
 }
 
-func (s *Server) getRun(c *call, ref runRef) (projections.Run, error) {
-	proj, err := s.readableProject(c.r)
+// readableRunRow is readableProject plus the run, in it (readableRun
+// only checks that it is there).
+func (s *Server) readableRunRow(r *http.Request, id string) (projections.Run, error) {
+	proj, err := s.readableProject(r)
 	if err != nil {
 		return projections.Run{}, err
 	}
-	run, err := s.deps.Queries.Run(c.ctx, proj.ID, ref.run)
+	run, err := s.deps.Queries.Run(r.Context(), proj.ID, id)
 	if errors.Is(err, projections.ErrNotFound) {
 		return run, problem("not-found", "run not found")
 	}
 	return run, err
+}
+
+func (s *Server) getRun(c *call, ref runRef) (projections.Run, error) {
+	return s.readableRunRow(c.r, ref.run)
 }
 
 type updateRunRequest struct {
@@ -467,15 +473,8 @@ func (s *Server) logMetrics(w http.ResponseWriter, r *http.Request) error {
 	// The params and tags are on the event stream: their sequence is
 	// Maestro-Sequence, and the answer waits for the runs projection too.
 	status := http.StatusOK
-	if seq > 0 {
-		w.Header().Set("Maestro-Sequence", strconv.FormatUint(seq, 10))
-		if preferAsync(r) {
-			w.Header().Set("Preference-Applied", "respond-async")
-			status = http.StatusAccepted
-		} else if !s.waitApplied(c.ctx, seq, projections.Runs{}.Name()) {
-			w.Header().Set("Maestro-Consistency", "pending")
-			status = http.StatusAccepted
-		}
+	if s.awaitSequence(w, r, "Maestro-Sequence", seq, projections.Runs{}.Name()) {
+		status = http.StatusAccepted
 	}
 	s.respondSequence(w, r, status, "Maestro-Metrics-Sequence", mseq,
 		MetricsLogged{RunID: ref.run, Logged: len(b.Metrics), Params: len(b.Params), Tags: len(b.Tags)})
@@ -535,16 +534,11 @@ func (s *Server) metricHistory(w http.ResponseWriter, r *http.Request) error {
 	if err := s.awaitMinSequence(r); err != nil {
 		return err
 	}
-	proj, err := s.readableProject(r)
-	if err != nil {
-		return err
-	}
-	if _, err := s.deps.Queries.Run(r.Context(), proj.ID, ref.run); errors.Is(err, projections.ErrNotFound) {
-		return problem("not-found", "run not found")
-	} else if err != nil {
+	if _, err := s.readableRunRow(r, ref.run); err != nil {
 		return err
 	}
 	out := newHistoryWriter(w, ref.key)
+	var err error
 	if ref.maxPoints > 0 {
 		err = s.deps.Queries.EachMetricPointSampled(r.Context(), ref.run, ref.key, ref.maxPoints, out.point)
 	} else {

@@ -370,12 +370,7 @@ func (s *jsonScan) number() (text []byte, integer, ok bool) {
 	integer = true
 	if j < len(b) && b[j] == '.' {
 		integer = false
-		j++
-		k := j
-		for j < len(b) && b[j] >= '0' && b[j] <= '9' {
-			j++
-		}
-		if j == k {
+		if j = digits(b, j+1); j < 0 {
 			return nil, false, false
 		}
 	}
@@ -385,16 +380,25 @@ func (s *jsonScan) number() (text []byte, integer, ok bool) {
 		if j < len(b) && (b[j] == '+' || b[j] == '-') {
 			j++
 		}
-		k := j
-		for j < len(b) && b[j] >= '0' && b[j] <= '9' {
-			j++
-		}
-		if j == k {
+		if j = digits(b, j); j < 0 {
 			return nil, false, false
 		}
 	}
 	text, s.i = b[s.i:j], j
 	return text, integer, true
+}
+
+// digits skips the run of at least one digit at b[j:] and returns where it
+// ends, or -1 when there is none (a fraction or exponent without digits).
+func digits(b []byte, j int) int {
+	k := j
+	for j < len(b) && b[j] >= '0' && b[j] <= '9' {
+		j++
+	}
+	if j == k {
+		return -1
+	}
+	return j
 }
 
 // int64 consumes an integer that fits an int64, as encoding/json decodes

@@ -54,7 +54,11 @@ type searchEntity struct {
 	tags   string            // the jsonb column of tags.<key>
 	attrs  map[string]string // filterable attribute → SQL
 	levels map[string]func(desc bool) sortLevel
-	ties   []filter.OrderKey // appended unless ordered already
+	// defaults is the order when a search names none.
+	defaults []filter.OrderKey
+	ties     []filter.OrderKey // appended unless ordered already
+	// hash is what else binds a page token to its search (a view).
+	hash []string
 }
 
 // msLevel orders by a timestamptz column in ms, as MLflow's timestamps.
@@ -137,6 +141,9 @@ func entitySearch[T any](ctx context.Context, q *Queries, projectID string, s Re
 	for i, o := range order {
 		orderText[i] = o.String()
 	}
+	if len(order) == 0 {
+		order = slices.Clone(ent.defaults)
+	}
 	for _, t := range ent.ties {
 		if !slices.ContainsFunc(order, func(o filter.OrderKey) bool { return o.Key == t.Key }) {
 			order = append(order, t)
@@ -146,7 +153,7 @@ func entitySearch[T any](ctx context.Context, q *Queries, projectID string, s Re
 	for i, o := range order {
 		levels[i] = ent.levels[o.Key](o.Desc)
 	}
-	hash := searchHash(ent.kind.Name(), projectID, expr.String(), strings.Join(orderText, "\x00"))
+	hash := searchHash(append([]string{ent.kind.Name(), projectID, expr.String(), strings.Join(orderText, "\x00")}, ent.hash...)...)
 	var after []sortValue
 	if s.PageToken != "" {
 		if _, after, err = decodeSearchToken(s.PageToken, hash, func(seg int) []sortLevel {
@@ -191,27 +198,54 @@ func entitySearch[T any](ctx context.Context, q *Queries, projectID string, s Re
 }
 
 // sortScan receives a row's sort values (selectSQL's rank and value
-// columns) and gives them back as sortValues for a page token. Values scan
-// into any, so the levels' SQL types must be those of the token's values:
-// bigint (int64), text (string), float8 (float64).
+// columns) and gives them back as sortValues for a page token: each
+// value scans into its level's kind (float64, int64, or string for text
+// and uuid), nil where NULL, and counts only where the level has a value
+// and the row's rank is 0 (present).
 type sortScan struct {
-	dest  []any
-	ranks []int32
-	vals  []any
+	levels []sortLevel
+	dest   []any
+	ranks  []int32
+	vals   []any // **float64, **int64 or **string
 }
 
 func newSortScan(levels []sortLevel) *sortScan {
-	s := &sortScan{ranks: make([]int32, len(levels)), vals: make([]any, len(levels))}
-	for i := range levels {
-		s.dest = append(s.dest, &s.ranks[i], &s.vals[i])
+	s := &sortScan{levels: levels, ranks: make([]int32, len(levels)), vals: make([]any, len(levels))}
+	for i, l := range levels {
+		switch l.kind {
+		case floatValue:
+			s.vals[i] = new(*float64)
+		case intValue:
+			s.vals[i] = new(*int64)
+		default:
+			s.vals[i] = new(*string)
+		}
+		s.dest = append(s.dest, &s.ranks[i], s.vals[i])
 	}
 	return s
 }
 
 func (s *sortScan) values() []sortValue {
 	out := make([]sortValue, len(s.ranks))
-	for i := range out {
-		out[i] = sortValue{rank: int(s.ranks[i]), v: s.vals[i]}
+	for i, l := range s.levels {
+		out[i].rank = int(s.ranks[i])
+		if l.value == "" || out[i].rank != 0 {
+			continue
+		}
+		switch v := s.vals[i].(type) {
+		case **float64:
+			if *v != nil {
+				out[i].v = **v
+			}
+		case **int64:
+			if *v != nil {
+				out[i].v = **v
+			}
+		case **string:
+			if *v != nil {
+				out[i].v = **v
+			}
+		}
 	}
 	return out
 }

@@ -986,59 +986,17 @@ func searchSegment(ctx context.Context, tx pgx.Tx, sql string, args []any, level
 	var runs []Run
 	var keys [][]sortValue
 	for rows.Next() {
-		ranks := make([]int32, len(levels))
-		vals := make([]any, len(levels))
-		extra := make([]any, 0, 2*len(levels))
-		for i, l := range levels {
-			switch l.kind {
-			case floatValue:
-				vals[i] = new(*float64)
-			case intValue:
-				vals[i] = new(*int64)
-			default:
-				vals[i] = new(*string)
-			}
-			extra = append(extra, &ranks[i], vals[i])
-		}
-		r, err := scanRun(withExtra{rows, extra})
+		sv := newSortScan(levels)
+		r, err := scanRun(extraRow{rows, sv.dest})
 		if err != nil {
 			return nil, nil, err
 		}
-		key := make([]sortValue, len(levels))
-		for i, l := range levels {
-			key[i].rank = int(ranks[i])
-			if l.value == "" || key[i].rank != 0 {
-				continue
-			}
-			switch v := vals[i].(type) {
-			case **float64:
-				if *v != nil {
-					key[i].v = **v
-				}
-			case **int64:
-				if *v != nil {
-					key[i].v = **v
-				}
-			case **string:
-				if *v != nil {
-					key[i].v = **v
-				}
-			}
-		}
+		key := sv.values()
 		runs = append(runs, r)
 		keys = append(keys, key)
 	}
 	return runs, keys, rows.Err()
 }
-
-// withExtra is a row whose columns after those its reader scans go to
-// extra (the sort values after scanRun's columns).
-type withExtra struct {
-	pgx.Row
-	extra []any
-}
-
-func (w withExtra) Scan(dest ...any) error { return w.Row.Scan(append(dest, w.extra...)...) }
 
 // ---- experiments ----
 
@@ -1062,112 +1020,31 @@ func msSQL(col string) string { return "floor(extract(epoch FROM " + col + ") * 
 // filter, in s's order (keyset paging, as SearchRuns). Errors as
 // SearchRuns'.
 func (q *Queries) SearchExperiments(ctx context.Context, projectID string, s ExperimentSearch) (Page[Experiment], error) {
-	limit, err := searchLimit(s.MaxResults)
-	if err != nil {
-		return Page[Experiment]{}, err
-	}
-	expr, err := filter.Parse(filter.Experiments, s.Filter)
-	if err != nil {
-		return Page[Experiment]{}, err
-	}
-	order, err := filter.ParseOrderBy(filter.Experiments, s.OrderBy)
-	if err != nil {
-		return Page[Experiment]{}, err
-	}
-	if !isUUID(projectID) {
-		return Page[Experiment]{}, ErrNotFound
-	}
 	view := normalView(s.View)
-	var levels []sortLevel
-	orderText := make([]string, len(order))
-	for i, o := range order {
-		orderText[i] = o.String()
-		levels = append(levels, experimentLevel(o.Key, o.Desc))
-	}
-	if len(order) == 0 {
-		levels = append(levels, experimentLevel("creation_time", true))
-	}
-	levels = append(levels, sortLevel{value: "id", kind: uuidValue})
-	hash := searchHash("experiments", projectID, expr.String(), strings.Join(orderText, "\x00"), string(view))
-	var after []sortValue
-	if s.PageToken != "" {
-		_, after, err = decodeSearchToken(s.PageToken, hash, func(seg int) []sortLevel {
-			if seg != 0 {
-				return nil
-			}
-			return levels
-		})
-		if err != nil {
-			return Page[Experiment]{}, err
-		}
-	}
-	var args sqlArgs
-	where := []string{"project_id = " + args.add(projectID), viewSQL(view)}
-	for _, c := range expr.Clauses {
-		var col string
-		switch {
-		case c.Type == filter.Tag:
-			col = "tags ->> " + args.add(c.Key)
-		case c.Key == "name":
-			col = "name"
-		default: // creation_time, last_update_time
-			col = msSQL(map[string]string{"creation_time": "created_at", "last_update_time": "updated_at"}[c.Key])
-		}
-		var v any = c.Value.Text
-		if c.Value.Kind == filter.Number {
-			v = c.Value.Num
-			if n, ok := c.Value.Int(); ok {
-				v = n
-			} else {
-				col += "::float8"
-			}
-		}
-		where = append(where, col+" "+sqlOps[c.Op]+" "+args.add(v))
-	}
-	if after != nil {
-		where = append(where, afterSQL(levels, after, &args))
-	}
-	rows, err := q.pool.Query(ctx, "SELECT "+experimentCols+", "+selectSQL(levels)+" FROM experiments WHERE "+strings.Join(where, " AND ")+
-		" ORDER BY "+orderSQL(levels)+" LIMIT "+args.add(limit+1), args...)
-	if err != nil {
-		return Page[Experiment]{}, err
-	}
-	defer rows.Close()
-	page := Page[Experiment]{Items: []Experiment{}}
-	var last []sortValue
-	for rows.Next() {
-		key := make([]sortValue, len(levels))
-		ranks := make([]int32, len(levels))
-		extra := make([]any, 0, 2*len(levels))
-		for i, l := range levels {
-			extra = append(extra, &ranks[i])
-			if l.kind == intValue {
-				key[i].v = new(int64)
-			} else {
-				key[i].v = new(string)
-			}
-			extra = append(extra, key[i].v)
-		}
-		x, err := scanExperiment(rows, extra...)
-		if err != nil {
-			return page, err
-		}
-		for i := range key {
-			switch v := key[i].v.(type) {
-			case *int64:
-				key[i].v = *v
-			case *string:
-				key[i].v = *v
-			}
-		}
-		if len(page.Items) == limit {
-			page.NextPageToken = encodeSearchToken(hash, 0, levels, last)
-			break
-		}
-		page.Items = append(page.Items, x)
-		last = key
-	}
-	return page, rows.Err()
+	ent := experiments
+	ent.where += " AND " + viewSQL(view)
+	ent.hash = []string{string(view)}
+	return entitySearch(ctx, q, projectID, RegistrySearch{Filter: s.Filter, OrderBy: s.OrderBy, MaxResults: s.MaxResults, PageToken: s.PageToken}, ent,
+		func(row pgx.Row, sort []any) (Experiment, error) { return scanExperiment(row, sort...) })
+}
+
+// experiments is experiment search's entity: by default newest first,
+// ties by id.
+var experiments = searchEntity{
+	kind:  filter.Experiments,
+	from:  "experiments",
+	where: "project_id = $1",
+	cols:  experimentCols,
+	tags:  "tags",
+	attrs: map[string]string{"name": "name", "creation_time": msSQL("created_at"), "last_update_time": msSQL("updated_at")},
+	levels: map[string]func(bool) sortLevel{
+		"name":             func(desc bool) sortLevel { return experimentLevel("name", desc) },
+		"experiment_id":    func(desc bool) sortLevel { return experimentLevel("experiment_id", desc) },
+		"creation_time":    func(desc bool) sortLevel { return experimentLevel("creation_time", desc) },
+		"last_update_time": func(desc bool) sortLevel { return experimentLevel("last_update_time", desc) },
+	},
+	defaults: []filter.OrderKey{{Type: filter.Attribute, Key: "creation_time", Desc: true}},
+	ties:     []filter.OrderKey{{Type: filter.Attribute, Key: "experiment_id"}},
 }
 
 // experimentLevel is the sort level of an experiment attribute.

@@ -3,6 +3,7 @@ package projections
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"time"
 
@@ -46,7 +47,9 @@ func (Tokens) Queue(b *Batch, evs []events.Envelope) error {
 			if d.ExpiresAt != "" {
 				at, err := time.Parse(time.RFC3339Nano, d.ExpiresAt)
 				if err != nil {
-					return err
+					// Not JSON's error: say it is the data's, or the event
+					// would be retried for ever rather than quarantined.
+					return fmt.Errorf("%w: %s data (seq %d): expires_at: %v", ErrUndecodable, e.Type, e.Sequence, err)
 				}
 				expires = &at
 			}

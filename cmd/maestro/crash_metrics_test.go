@@ -156,22 +156,7 @@ func TestCrashRetryMetrics(t *testing.T) {
 		t.Skip("starts the binary and a managed PostgreSQL four times")
 	}
 	start := time.Now()
-	bin := buildBinary(t)
-	dataDir := serveDataDir(t)
-	env := []string{"MAESTRO_BOOTSTRAP_ADMIN_EMAIL=root@crash.test", "MAESTRO_BOOTSTRAP_ADMIN_PASSWORD=bootstrap password 1"}
-	p := startServe(t, bin, dataDir, env...)
-	c := &http.Client{Timeout: 30 * time.Second}
-
-	st, body := post(t, p.url+"/api/v1/auth/login", map[string]string{"email": "root@crash.test", "password": "bootstrap password 1"})
-	if st != http.StatusOK {
-		t.Fatalf("login: %d %s", st, body)
-	}
-	var tok struct {
-		AccessToken string `json:"access_token"`
-	}
-	if err := json.Unmarshal(body, &tok); err != nil {
-		t.Fatal(err)
-	}
+	bin, dataDir, env, p, c, tok := startCrashServe(t)
 	m := metricsTarget{project: "crashm", token: tok.AccessToken}
 	a, err := crashDo(c, "POST", p.url+"/api/v1/projects", m.token, "", map[string]string{"name": m.project})
 	if err != nil || a.status != http.StatusCreated {

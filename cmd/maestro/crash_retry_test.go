@@ -76,22 +76,7 @@ func TestCrashRetryAnswersStoredVersion(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts the binary and a managed PostgreSQL twice")
 	}
-	bin := buildBinary(t)
-	dataDir := serveDataDir(t)
-	env := []string{"MAESTRO_BOOTSTRAP_ADMIN_EMAIL=root@crash.test", "MAESTRO_BOOTSTRAP_ADMIN_PASSWORD=bootstrap password 1"}
-	p := startServe(t, bin, dataDir, env...)
-	c := &http.Client{Timeout: 30 * time.Second}
-
-	st, body := post(t, p.url+"/api/v1/auth/login", map[string]string{"email": "root@crash.test", "password": "bootstrap password 1"})
-	if st != http.StatusOK {
-		t.Fatalf("login: %d %s", st, body)
-	}
-	var tok struct {
-		AccessToken string `json:"access_token"`
-	}
-	if err := json.Unmarshal(body, &tok); err != nil {
-		t.Fatal(err)
-	}
+	bin, dataDir, env, p, c, tok := startCrashServe(t)
 	a, err := crashDo(c, "POST", p.url+"/api/v1/projects", tok.AccessToken, "", map[string]string{"name": "crash"})
 	if err != nil || a.status != http.StatusCreated {
 		t.Fatalf("create project: %v %+v", err, a)
@@ -147,6 +132,31 @@ func TestCrashRetryAnswersStoredVersion(t *testing.T) {
 		t.Errorf("%d requests stored, %d answered", len(stored), len(answered))
 	}
 	p.stop(t)
+}
+
+// crashToken is the bootstrap admin's login answer.
+type crashToken struct {
+	AccessToken string `json:"access_token"`
+}
+
+// startCrashServe builds the binary and starts `maestro serve` on a fresh
+// data dir with a bootstrap admin, logged in: what every crash test starts
+// from (the binary, data dir and env serve again after each kill).
+func startCrashServe(t *testing.T) (bin, dataDir string, env []string, p *serveProc, c *http.Client, tok crashToken) {
+	t.Helper()
+	bin = buildBinary(t)
+	dataDir = serveDataDir(t)
+	env = []string{"MAESTRO_BOOTSTRAP_ADMIN_EMAIL=root@crash.test", "MAESTRO_BOOTSTRAP_ADMIN_PASSWORD=bootstrap password 1"}
+	p = startServe(t, bin, dataDir, env...)
+	c = &http.Client{Timeout: 30 * time.Second}
+	st, body := post(t, p.url+"/api/v1/auth/login", map[string]string{"email": "root@crash.test", "password": "bootstrap password 1"})
+	if st != http.StatusOK {
+		t.Fatalf("login: %d %s", st, body)
+	}
+	if err := json.Unmarshal(body, &tok); err != nil {
+		t.Fatal(err)
+	}
+	return bin, dataDir, env, p, c, tok
 }
 
 // registered reports whether a registration answer says the version is

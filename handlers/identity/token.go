@@ -128,8 +128,7 @@ func DecideCreateToken(t TokenState, c CreateToken) ([]handlers.Change, error) {
 	if t.Created {
 		// The id is derived from an Idempotency-Key: the key created a
 		// token already, whose secret was shown once and is stored nowhere.
-		return nil, handlers.Errorf(handlers.Conflict, "token-exists",
-			"this Idempotency-Key already created token %s, whose secret was shown once; revoke it and create another with a new key", t.ID)
+		return nil, tokenExists(t.ID)
 	}
 	if !c.Owner.Registered || !c.Owner.Active {
 		return nil, handlers.Errorf(handlers.NotFound, "not-found", "user not found")
@@ -153,6 +152,13 @@ func DecideCreateToken(t TokenState, c CreateToken) ([]handlers.Change, error) {
 		d.ExpiresAt = c.ExpiresAt.UTC().Format(time.RFC3339Nano)
 	}
 	return []handlers.Change{{Subject: events.Subject(events.AggToken, c.TokenID), Type: events.TokenCreated, Data: d}}, nil
+}
+
+// tokenExists refuses a retried token creation: its token's secret was
+// shown once and is stored nowhere, so the retry cannot answer with it.
+func tokenExists(id string) error {
+	return handlers.Errorf(handlers.Conflict, "token-exists",
+		"this Idempotency-Key already created token %s, whose secret was shown once; revoke it and create another with a new key", id)
 }
 
 // DecideRevokeToken revokes a token; revoking it twice is a no-op. Its
@@ -221,41 +227,29 @@ func (s *Service) CreateToken(ctx context.Context, meta events.Meta, p authz.Pri
 	now := s.cfg.Now()
 	meta.Time = now
 	id := handlers.IDFor(meta, "token")
-	subj := events.Subject(events.AggToken, id)
 	secret := auth.NewAPIToken()
-	var seq uint64
-	err = handlers.Retry(ctx, func() error {
-		u, _, err := s.users.Load(ctx, events.Subject(events.AggUser, owner))
-		if err != nil {
-			return err
-		}
-		if in.ServiceAccount != "" && u.Kind != events.KindServiceAccount {
-			return handlers.Errorf(handlers.NotFound, "not-found", "service account not found")
-		}
-		t, tv, err := s.tokens.Load(ctx, subj)
-		if err != nil {
-			return err
-		}
-		changes, err := DecideCreateToken(t, CreateToken{TokenID: id, Owner: u, Name: in.Name, Secret: secret,
-			ProjectID: in.ProjectID, Role: in.Role, ExpiresAt: in.ExpiresAt, Now: now})
-		if err != nil {
-			return err
-		}
-		var stored []events.Envelope
-		seq, stored, err = handlers.CommitStored(ctx, s.cfg.Store, meta, map[string]uint64{subj: tv}, changes)
-		if err == nil && stored != nil {
-			// A retry within JetStream's duplicate window: the first
-			// attempt's token exists with another secret.
-			return handlers.Errorf(handlers.Conflict, "token-exists",
-				"this Idempotency-Key already created token %s, whose secret was shown once; revoke it and create another with a new key", id)
-		}
-		return err
-	})
+	t, seq, err := s.tokens.Update(ctx, events.Subject(events.AggToken, id), meta,
+		func(t TokenState, _ uint64, replay bool) ([]handlers.Change, map[string]uint64, error) {
+			if replay {
+				// An earlier attempt of this command stored its token, with
+				// another secret (shown once, stored nowhere).
+				return nil, nil, tokenExists(id)
+			}
+			u, _, err := s.users.Load(ctx, events.Subject(events.AggUser, owner))
+			if err != nil {
+				return nil, nil, err
+			}
+			if in.ServiceAccount != "" && u.Kind != events.KindServiceAccount {
+				return nil, nil, handlers.Errorf(handlers.NotFound, "not-found", "service account not found")
+			}
+			changes, err := DecideCreateToken(t, CreateToken{TokenID: id, Owner: u, Name: in.Name, Secret: secret,
+				ProjectID: in.ProjectID, Role: in.Role, ExpiresAt: in.ExpiresAt, Now: now})
+			return changes, nil, err
+		})
 	if err != nil {
 		return TokenState{}, "", 0, err
 	}
-	t, _, err := s.tokens.Load(ctx, subj)
-	return t, secret.Secret, seq, err
+	return t, secret.Secret, seq, nil
 }
 
 // RevokeToken revokes a token at once. seq is the revocation, or the
@@ -335,31 +329,22 @@ func (s *Service) CreateServiceAccount(ctx context.Context, meta events.Meta, p 
 	if role == authz.RoleAdmin {
 		return UserState{}, 0, handlers.Errorf(handlers.Invalid, "validation-failed", "a service account's role is viewer or member")
 	}
-	meta.Time = s.cfg.Now()
+	meta.Now = s.cfg.Now
 	id := handlers.IDFor(meta, "service-account")
-	subj := events.Subject(events.AggUser, id)
-	var seq uint64
-	err = handlers.Retry(ctx, func() error {
-		u, uv, err := s.users.Load(ctx, subj)
-		if err != nil {
-			return err
-		}
-		if u.Registered && meta.IdempotencyKey != "" {
-			seq = uv // this very command already ran
-			return nil
-		}
-		changes, err := DecideCreateServiceAccount(u, id, name, role)
-		if err != nil {
-			return err
-		}
-		seq, err = s.append(ctx, meta, map[string]uint64{subj: uv}, changes)
-		return err
-	})
+	var existing uint64
+	u, seq, err := s.users.Update(ctx, events.Subject(events.AggUser, id), meta,
+		func(u UserState, v uint64, replay bool) ([]handlers.Change, map[string]uint64, error) {
+			if replay || (u.Registered && meta.IdempotencyKey != "") {
+				existing = v
+				return nil, nil, nil // this very command already ran
+			}
+			changes, err := DecideCreateServiceAccount(u, id, name, role)
+			return changes, nil, err
+		})
 	if err != nil {
 		return UserState{}, 0, err
 	}
-	u, uv, err := s.users.Load(ctx, subj)
-	return u, max(seq, uv), err
+	return u, max(seq, existing), nil
 }
 
 // DecideCreateServiceAccount creates a service account user.
