@@ -37,8 +37,15 @@ func TestRequestDeadline(t *testing.T) {
 		t.Errorf("transfer route: deadline in %v, want about %v", left, artifactTransferTimeout)
 	}
 
-	// The artifact transfer routes, and only they, carry the long deadline.
+	// The artifact transfer routes, and only they, carry the long deadline
+	// (and the job log, which a client may follow for a day).
 	for _, rt := range s.Routes() {
+		if strings.HasSuffix(rt.Pattern, "/jobs/{job}/logs") {
+			if rt.Timeout != logFollowTimeout {
+				t.Errorf("%s %s: Timeout %v, want %v", rt.Method, rt.Pattern, rt.Timeout, logFollowTimeout)
+			}
+			continue
+		}
 		long := strings.HasSuffix(rt.Pattern, "/*") // the artifact transfers, of every family
 		if long != (rt.Timeout == artifactTransferTimeout) || (!long && rt.Timeout != 0) {
 			t.Errorf("%s %s: Timeout %v", rt.Method, rt.Pattern, rt.Timeout)

@@ -132,6 +132,7 @@ var mlflowCodes = map[string]string{
 	"last-owner":              "RESOURCE_CONFLICT",
 	"production-occupied":     "RESOURCE_CONFLICT",
 	"artifact-limit":          "RESOURCE_CONFLICT",
+	"job-ended":               "RESOURCE_CONFLICT",
 	"concurrent-modification": "RESOURCE_CONFLICT",
 	"request-in-progress":     "RESOURCE_CONFLICT",
 	"precondition-failed":     "RESOURCE_CONFLICT",

@@ -542,6 +542,7 @@ func TestOpenAPIConformance(t *testing.T) {
 	maps.Copy(want, walkTracking(t, e, admin.AccessToken))     // tracking_walk_test.go
 	maps.Copy(want, walkRunArtifacts(t, e, admin.AccessToken)) // run_artifacts_test.go
 	maps.Copy(want, walkRunSearch(t, e, admin.AccessToken))    // run_search_test.go
+	maps.Copy(want, walkJobs(t, e, admin.AccessToken))         // jobs_test.go
 	doc := loadOpenAPI(t)
 	for _, o := range operations(doc) {
 		codes, ok := want[o.op.OperationID]

@@ -47,6 +47,7 @@ var problemCatalog = map[string]struct {
 	"param-overwrite":         {400, "A param is written once per run"},
 	"token-exists":            {409, "This Idempotency-Key already created an API token"},
 	"artifact-limit":          {409, "The version or run holds the most artifacts it may have"},
+	"job-ended":               {409, "The job has already ended"},
 	"concurrent-modification": {409, "The resource changed concurrently"},
 	"request-in-progress":     {409, "A request with this Idempotency-Key is still in progress"},
 	"precondition-failed":     {412, "A precondition of the request does not hold"},

@@ -26,6 +26,7 @@ import (
 	"github.com/maestro-ml/maestro/authz"
 	"github.com/maestro-ml/maestro/events"
 	"github.com/maestro-ml/maestro/handlers/identity"
+	"github.com/maestro-ml/maestro/handlers/jobs"
 	"github.com/maestro-ml/maestro/handlers/registry"
 	"github.com/maestro-ml/maestro/handlers/tracking"
 	"github.com/maestro-ml/maestro/projections"
@@ -36,7 +37,16 @@ type Deps struct {
 	Identity *identity.Service
 	Registry *registry.Service
 	Tracking *tracking.Service
-	Blobs    artifacts.Store
+	// Jobs submits and cancels training jobs.
+	Jobs *jobs.Service
+	// JobLogs is the JetStream of the job log stream (runner.ReadLogs).
+	JobLogs jetstream.JetStream
+	// Metrics serves the Prometheus metrics at /metrics (nil: not served).
+	Metrics http.Handler
+	// MetricsToken, when set, is a bearer token that may read /metrics
+	// (a scraper's credential; admins may read it with their own).
+	MetricsToken string
+	Blobs        artifacts.Store
 	// ArtifactMaxBytes bounds one artifact upload (default 5 GiB).
 	ArtifactMaxBytes int64
 	Queries          *projections.Queries
@@ -90,7 +100,10 @@ type Route struct {
 	// MLflow routes are the MLflow REST façade (api/mlflow.go): their
 	// errors are MLflow's {error_code, message}, not problem+json.
 	MLflow bool
-	handle func(w http.ResponseWriter, r *http.Request) error
+	// ScrapeToken routes also admit Deps.MetricsToken as a bearer token
+	// (api/metrics_route.go), besides the credentials every route takes.
+	ScrapeToken bool
+	handle      func(w http.ResponseWriter, r *http.Request) error
 }
 
 // Server is the HTTP handler of the API.
@@ -99,6 +112,8 @@ type Server struct {
 	routes []Route
 	mux    chi.Router
 	idem   *idempotencyState
+	// streams ends the log follows in progress on shutdown (EndStreams).
+	streams streamSet
 }
 
 // New builds the API server.
@@ -151,7 +166,8 @@ func (s *Server) table() []Route {
 		{Method: "GET", Pattern: "/api/v1/audit", handle: s.listAudit},
 		{Method: "GET", Pattern: "/api/v1/projections", handle: s.projectionStatus},
 	}, slices.Concat(s.tokenRoutes(), awaiting(s.registryRoutes(), registryViews), awaiting(s.artifactRoutes(), registryViews),
-		awaiting(s.trackingRoutes(), trackingViews), awaiting(s.runArtifactRoutes(), trackingViews), awaiting(s.mlflowRoutes(), trackingViews))...)
+		awaiting(s.trackingRoutes(), trackingViews), awaiting(s.runArtifactRoutes(), trackingViews), awaiting(s.mlflowRoutes(), trackingViews),
+		awaiting(s.jobRoutes(), jobViews), s.metricsRoutes())...)
 }
 
 func (s *Server) router() chi.Router {
@@ -212,7 +228,11 @@ func (s *Server) endpoint(rt Route) http.Handler {
 		h = s.idempotent(h)
 	}
 	if !rt.Public {
-		h = s.authenticate(h)
+		authed := s.authenticate(h)
+		if rt.ScrapeToken {
+			authed = s.acceptScrapeToken(h, authed)
+		}
+		h = authed
 	}
 	limit := s.deps.MaxBodyBytes
 	if rt.MaxBody > 0 {

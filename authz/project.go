@@ -28,16 +28,17 @@ const (
 	ModelWrite     Action = "model:write"     // models, versions, artifacts, tags
 	VersionPromote Action = "version:promote" // stage transitions and aliases
 	TrackingWrite  Action = "tracking:write"  // experiments, runs, params, tags, metrics
+	JobRun         Action = "job:run"         // submit and cancel training jobs
 )
 
 // projectGrants: viewers read; editors change models, versions, artifacts
-// and tags, and track experiments and runs; approvers also move versions between stages and point aliases;
+// and tags, track experiments and runs, and submit and cancel jobs; approvers also move versions between stages and point aliases;
 // owners also manage the project and its members.
 var projectGrants = map[ProjectRole]map[Action]bool{
 	ProjectViewer:   {ProjectRead: true},
-	ProjectEditor:   {ProjectRead: true, ModelWrite: true, TrackingWrite: true},
-	ProjectApprover: {ProjectRead: true, ModelWrite: true, TrackingWrite: true, VersionPromote: true},
-	ProjectOwner:    {ProjectRead: true, ModelWrite: true, TrackingWrite: true, VersionPromote: true, ProjectManage: true},
+	ProjectEditor:   {ProjectRead: true, ModelWrite: true, TrackingWrite: true, JobRun: true},
+	ProjectApprover: {ProjectRead: true, ModelWrite: true, TrackingWrite: true, JobRun: true, VersionPromote: true},
+	ProjectOwner:    {ProjectRead: true, ModelWrite: true, TrackingWrite: true, JobRun: true, VersionPromote: true, ProjectManage: true},
 }
 
 func init() {

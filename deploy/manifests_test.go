@@ -20,6 +20,7 @@ import (
 	"go.yaml.in/yaml/v3"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	sigsyaml "sigs.k8s.io/yaml"
 )
@@ -46,6 +47,10 @@ type manifests struct {
 	statefulSets map[string]*appsv1.StatefulSet
 	services     map[string]*corev1.Service
 	configMaps   map[string]*corev1.ConfigMap
+	// RBAC objects by namespace/name (runner-rbac.yaml is namespaced).
+	serviceAccounts map[string]*corev1.ServiceAccount
+	roles           map[string]*rbacv1.Role
+	roleBindings    map[string]*rbacv1.RoleBinding
 }
 
 // decodeStrict decodes every YAML document of path into its typed object.
@@ -73,6 +78,12 @@ func decodeStrict(t *testing.T, m *manifests, path string) {
 			obj = &corev1.Service{}
 		case "v1/ConfigMap":
 			obj = &corev1.ConfigMap{}
+		case "v1/ServiceAccount":
+			obj = &corev1.ServiceAccount{}
+		case "rbac.authorization.k8s.io/v1/Role":
+			obj = &rbacv1.Role{}
+		case "rbac.authorization.k8s.io/v1/RoleBinding":
+			obj = &rbacv1.RoleBinding{}
 		default:
 			t.Fatalf("%s document %d: unexpected %s %s", path, i, tm.APIVersion, tm.Kind)
 		}
@@ -88,6 +99,12 @@ func decodeStrict(t *testing.T, m *manifests, path string) {
 			m.services[o.Name] = o
 		case *corev1.ConfigMap:
 			m.configMaps[o.Name] = o
+		case *corev1.ServiceAccount:
+			m.serviceAccounts[o.Namespace+"/"+o.Name] = o
+		case *rbacv1.Role:
+			m.roles[o.Namespace+"/"+o.Name] = o
+		case *rbacv1.RoleBinding:
+			m.roleBindings[o.Namespace+"/"+o.Name] = o
 		}
 	}
 }
@@ -105,7 +122,8 @@ func stripComments(doc string) string {
 func loadManifests(t *testing.T) *manifests {
 	t.Helper()
 	m := &manifests{deployments: map[string]*appsv1.Deployment{}, statefulSets: map[string]*appsv1.StatefulSet{},
-		services: map[string]*corev1.Service{}, configMaps: map[string]*corev1.ConfigMap{}}
+		services: map[string]*corev1.Service{}, configMaps: map[string]*corev1.ConfigMap{},
+		serviceAccounts: map[string]*corev1.ServiceAccount{}, roles: map[string]*rbacv1.Role{}, roleBindings: map[string]*rbacv1.RoleBinding{}}
 	files, err := filepath.Glob(filepath.Join("k8s", "*.yaml"))
 	if err != nil || len(files) == 0 {
 		t.Fatalf("no manifests in deploy/k8s: %v", err)
@@ -273,6 +291,35 @@ func TestKubernetesManifests(t *testing.T) {
 	}
 	if svc := m.services["maestro-api"]; svc == nil || svc.Spec.Selector["role"] != "api" {
 		t.Error("Service maestro-api must select the api pods")
+	}
+}
+
+// Every RoleBinding binds an existing Role in its namespace to existing
+// ServiceAccounts, and no rule grants wildcards. (Which verbs the runner's
+// Role holds is checked against the executor's calls in runner/.)
+func TestRBACManifests(t *testing.T) {
+	m := loadManifests(t)
+	if len(m.roleBindings) == 0 {
+		t.Fatal("no RoleBinding (runner-rbac.yaml)")
+	}
+	for key, rb := range m.roleBindings {
+		if rb.RoleRef.Kind != "Role" || m.roles[rb.Namespace+"/"+rb.RoleRef.Name] == nil {
+			t.Errorf("RoleBinding %s: no Role %s in its namespace", key, rb.RoleRef.Name)
+		}
+		for _, s := range rb.Subjects {
+			if s.Kind != "ServiceAccount" || m.serviceAccounts[s.Namespace+"/"+s.Name] == nil {
+				t.Errorf("RoleBinding %s: subject %s %s/%s is not a ServiceAccount defined here", key, s.Kind, s.Namespace, s.Name)
+			}
+		}
+	}
+	for key, r := range m.roles {
+		for _, rule := range r.Rules {
+			for _, list := range [][]string{rule.APIGroups, rule.Resources, rule.Verbs} {
+				if slices.Contains(list, "*") {
+					t.Errorf("Role %s grants a wildcard: %+v", key, rule)
+				}
+			}
+		}
 	}
 }
 

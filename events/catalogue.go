@@ -31,6 +31,7 @@ var catalogue = []struct {
 	{[]string{ExperimentCreated, ExperimentRenamed, ExperimentTagsSet, ExperimentTagDeleted, ExperimentDeleted, ExperimentRestored}, []string{AggExperiment}},
 	{[]string{RunCreated, RunUpdated, RunDeleted, RunRestored, RunParamsLogged, RunTagsSet, RunTagDeleted, RunArtifactRecorded,
 		RunInputsLogged}, []string{AggRun}},
+	{[]string{JobSubmitted, JobAttemptStarted, JobCancelRequested, JobAttemptEnded, JobRequeued, JobEnded}, []string{AggJob}},
 }
 
 // aggregatesOf indexes the catalogue by type.

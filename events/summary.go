@@ -246,6 +246,33 @@ func trackingSummary(e Envelope) string {
 		if e.Decode(&d) == nil {
 			return fmt.Sprintf("%d dataset input(s) logged", len(d.Inputs))
 		}
+	case JobSubmitted:
+		var d JobSubmittedData
+		if e.Decode(&d) == nil {
+			return fmt.Sprintf("job %q queued for run %s", d.Name, d.RunID)
+		}
+	case JobAttemptStarted:
+		var d JobAttemptStartedData
+		if e.Decode(&d) == nil {
+			return fmt.Sprintf("attempt %d started on runner %s (%s)", d.Attempt, d.RunnerID, d.Executor)
+		}
+	case JobCancelRequested:
+		return "cancellation requested"
+	case JobAttemptEnded:
+		var d JobAttemptEndedData
+		if e.Decode(&d) == nil {
+			return fmt.Sprintf("attempt %d ended: %s %s", d.Attempt, d.Outcome, d.Reason)
+		}
+	case JobRequeued:
+		var d JobRequeuedData
+		if e.Decode(&d) == nil {
+			return fmt.Sprintf("requeued for attempt %d: %s", d.Attempt, d.Reason)
+		}
+	case JobEnded:
+		var d JobEndedData
+		if e.Decode(&d) == nil {
+			return fmt.Sprintf("job %s: %s", d.State, d.Reason)
+		}
 	}
 	return ""
 }

@@ -132,7 +132,7 @@ func TestNATSReplicas(t *testing.T) {
 func TestWorkerOpensNoArtifactStore(t *testing.T) {
 	t.Parallel()
 	cfg := testenv.Config(t)
-	cfg.API = false
+	cfg.API, cfg.Runner = false, false
 	blocker := filepath.Join(t.TempDir(), "not-a-dir")
 	if err := os.WriteFile(blocker, nil, 0o600); err != nil {
 		t.Fatal(err)

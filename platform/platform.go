@@ -25,17 +25,22 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/maestro-ml/maestro/api"
 	"github.com/maestro-ml/maestro/artifacts"
 	"github.com/maestro-ml/maestro/auth"
 	"github.com/maestro-ml/maestro/events"
+	"github.com/maestro-ml/maestro/handlers/flows"
 	"github.com/maestro-ml/maestro/handlers/identity"
+	"github.com/maestro-ml/maestro/handlers/jobs"
 	"github.com/maestro-ml/maestro/handlers/registry"
 	"github.com/maestro-ml/maestro/handlers/tracking"
 	"github.com/maestro-ml/maestro/internal/durable"
 	"github.com/maestro-ml/maestro/pgcluster"
 	"github.com/maestro-ml/maestro/projections"
+	"github.com/maestro-ml/maestro/runner"
 )
 
 // Config is everything Maestro can be told; cmd/maestro fills it from flags
@@ -88,14 +93,48 @@ type Config struct {
 	// listener serves /debug/pprof; empty (the default) opens none.
 	DebugAddr string
 
-	// API and Worker choose the roles of this process (serve runs both).
-	API, Worker bool
+	// API, Worker and Runner choose the roles of this process (serve runs
+	// all three).
+	API, Worker, Runner bool
+	// Jobs configures training jobs (the runner role and the reactions).
+	Jobs JobsConfig
+	// MetricsToken is MAESTRO_METRICS_TOKEN: a bearer token a Prometheus
+	// scraper may read /metrics with ("" = admins only).
+	MetricsToken string
 	// Blobs opens the artifact store without the API role (`artifacts gc`).
 	// The API always opens it; a worker never needs it.
 	Blobs bool
 
 	Logger *slog.Logger
 	Now    func() time.Time // tests move time; nil = time.Now
+}
+
+// JobsConfig configures training jobs.
+type JobsConfig struct {
+	// Slots is how many attempts the runner runs at once (MAESTRO_RUNNER_SLOTS, default 4).
+	Slots int
+	// RunnerID names this runner (MAESTRO_RUNNER_ID; default host name + random).
+	RunnerID string
+	// Executor is "local" (default) or "kubernetes" (MAESTRO_RUNNER_EXECUTOR).
+	Executor string
+	// Kubernetes configures the kubernetes executor.
+	Kubernetes runner.KubernetesConfig
+	// Kubeconfig is the kubeconfig file ("" = in-cluster configuration).
+	Kubeconfig string
+	// Lease is how long a claim holds without heartbeats (MAESTRO_JOB_LEASE, default 15s).
+	Lease time.Duration
+	// Grace is the time between SIGTERM and SIGKILL (MAESTRO_JOB_GRACE, default 10s).
+	Grace time.Duration
+	// LogLimit bounds the log bytes kept per attempt (MAESTRO_JOB_LOG_LIMIT, default 10 MiB).
+	LogLimit int64
+	// PublicURL is the API's base URL as jobs reach it (MAESTRO_PUBLIC_URL;
+	// default this process's listener).
+	PublicURL string
+	// WorkDir holds attempts' directories (default DataDir/jobs).
+	WorkDir string
+	// SecretsDir holds files the runner resolves secret://NAME from
+	// (MAESTRO_SECRETS_DIR), besides MAESTRO_SECRET_<NAME> variables.
+	SecretsDir string
 }
 
 // Platform is a running Maestro.
@@ -113,6 +152,7 @@ type Platform struct {
 	Identity *identity.Service
 	Registry *registry.Service
 	Tracking *tracking.Service
+	Jobs     *jobs.Service
 	Blobs    artifacts.Store
 	Waiter   *projections.Waiter
 	Queries  *projections.Queries
@@ -122,6 +162,12 @@ type Platform struct {
 
 	httpSrv  *http.Server
 	listener net.Listener
+
+	// Runner is the job runner of the runner role (nil otherwise).
+	Runner     *runner.Runner
+	reactions  *flows.Router
+	metrics    *prometheus.Registry
+	jobMetrics *runner.Metrics
 
 	debugSrv      *http.Server
 	debugListener net.Listener
@@ -136,7 +182,7 @@ func DefaultConfig() Config {
 		DataDir: ".maestro", HTTPAddr: "127.0.0.1:8080", NATSListen: "127.0.0.1:4222",
 		SyncAlways: true, RegistrationOpen: true, TokenIssuer: "maestro", TokenAudience: "maestro-api",
 		AccessTTL: 15 * time.Minute, ArtifactMaxBytes: 5 << 30, Sessions: identity.DefaultSessionPolicy(), Throttle: identity.DefaultThrottle(),
-		API: true, Worker: true,
+		API: true, Worker: true, Runner: true,
 	}
 }
 
@@ -212,13 +258,20 @@ func Start(ctx context.Context, cfg Config) (_ *Platform, err error) {
 	// Lineage: a model version names the run it was made from, which the
 	// registry checks on the run's own events through tracking.
 	p.Registry.WithRuns(p.Tracking.RunInProject)
-	if cfg.API || cfg.Blobs {
+	p.Jobs = jobs.NewService(p.Store, p.Registry, p.Tracking, cfg.Now)
+	if _, err := runner.OpenLogStream(ctx, p.Store.JetStream(), p.configuredReplicas()); err != nil {
+		return nil, err
+	}
+	if cfg.API || cfg.Blobs || cfg.Runner {
 		if p.Blobs, err = openBlobs(ctx, cfg); err != nil {
 			return nil, err
 		}
 	}
 	p.Waiter = projections.NewWaiter(p.Pool).AskRunners(p.nc)
 	p.Queries = projections.NewQueries(p.Pool).CacheWith(p.Waiter)
+	p.metrics = prometheus.NewRegistry()
+	p.metrics.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	p.jobMetrics = runner.NewMetrics(p.metrics, p.Queries.JobCounts)
 
 	rctx, cancel := context.WithCancel(context.Background())
 	p.cancel = cancel
@@ -250,7 +303,7 @@ func Start(ctx context.Context, cfg Config) (_ *Platform, err error) {
 		if err != nil {
 			return nil, err // api.OpenIdempotency names the bucket
 		}
-		p.API = api.New(api.Deps{Identity: p.Identity, Registry: p.Registry, Tracking: p.Tracking, Blobs: p.Blobs, ArtifactMaxBytes: cfg.ArtifactMaxBytes, Queries: p.Queries, Waiter: p.Waiter, Tokens: tokens, Keys: keys,
+		p.API = api.New(api.Deps{Identity: p.Identity, Registry: p.Registry, Tracking: p.Tracking, Jobs: p.Jobs, JobLogs: p.Store.JetStream(), Metrics: p.metricsHandler(), MetricsToken: cfg.MetricsToken, Blobs: p.Blobs, ArtifactMaxBytes: cfg.ArtifactMaxBytes, Queries: p.Queries, Waiter: p.Waiter, Tokens: tokens, Keys: keys,
 			Idempotency: kv, Logger: p.log, RegistrationOpen: cfg.RegistrationOpen,
 			StreamLastSeq: p.Store.LastSequence, Heads: p.Heads, Ready: p.ready, Now: cfg.Now,
 			// Embedded NATS lives and dies with this process (data dir locked).
@@ -258,6 +311,9 @@ func Start(ctx context.Context, cfg Config) (_ *Platform, err error) {
 		if err := p.serveHTTP(); err != nil {
 			return nil, err
 		}
+	}
+	if err := p.startJobs(ctx); err != nil {
+		return nil, err
 	}
 	return p, nil
 }
@@ -414,6 +470,8 @@ func (p *Platform) serveHTTP() error {
 		MaxHeaderBytes:    32 << 10,
 		ErrorLog:          slog.NewLogLogger(p.log.Handler(), slog.LevelWarn),
 	}
+	// Log follows (server-sent events) end at shutdown instead of holding it.
+	p.httpSrv.RegisterOnShutdown(p.API.EndStreams)
 	p.goRun(func() {
 		if err := p.httpSrv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			p.log.Error("http server", "err", err)
@@ -451,6 +509,14 @@ func (p *Platform) NATSClientURL() string {
 // Shutdown drains HTTP requests, stops the projection runners after their
 // current batch, then closes NATS and stops the managed Postgres.
 func (p *Platform) Shutdown(ctx context.Context) {
+	if p.Runner != nil {
+		p.Runner.Close() // its attempts stop and are recorded as lost
+	}
+	if p.reactions != nil {
+		if err := p.reactions.Close(); err != nil {
+			p.log.Warn("reactions shutdown", "err", err)
+		}
+	}
 	if p.httpSrv != nil {
 		if err := p.httpSrv.Shutdown(ctx); err != nil {
 			p.log.Warn("http shutdown", "err", err)

@@ -61,5 +61,5 @@ func (Audit) Queue(b *Batch, evs []events.Envelope) error {
 
 // All is the registry of every projection, in the order they are started.
 func All() []Projection {
-	return []Projection{Users{}, Sessions{}, Tokens{}, Audit{}, Projects{}, Models{}, Experiments{}, Runs{}}
+	return []Projection{Users{}, Sessions{}, Tokens{}, Audit{}, Projects{}, Models{}, Experiments{}, Runs{}, Jobs{}}
 }

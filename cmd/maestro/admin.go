@@ -31,7 +31,7 @@ func attach(ctx context.Context, c *Common, worker bool) (*platform.Platform, er
 // (artifacts gc opens the artifact store).
 func attachConfig(c *Common, worker bool) (platform.Config, error) {
 	cfg := c.config()
-	cfg.API = false
+	cfg.API, cfg.Runner = false, false
 	cfg.Worker = worker
 	cfg.NATSListen = ""
 	if cfg.NATSURL == "" || cfg.DatabaseURL == "" {

@@ -22,6 +22,7 @@ import (
 	"github.com/maestro-ml/maestro/handlers/identity"
 	"github.com/maestro-ml/maestro/pgcluster"
 	"github.com/maestro-ml/maestro/platform"
+	"github.com/maestro-ml/maestro/runner"
 )
 
 var version = "dev"
@@ -62,13 +63,47 @@ type ServerFlags struct {
 	ArtifactMax     int64         `name:"artifact-max-bytes" env:"MAESTRO_ARTIFACT_MAX_BYTES" default:"5368709120" help:"Largest artifact upload in bytes (default 5 GiB)."`
 	DebugAddr       string        `name:"debug-addr" env:"MAESTRO_DEBUG_ADDR" help:"Loopback host:port of an admin listener serving /debug/pprof (Go profiles); off when empty."`
 	RefreshAbsolute time.Duration `name:"refresh-absolute-ttl" env:"MAESTRO_REFRESH_ABSOLUTE_TTL" default:"720h" help:"No session lives longer than this."`
+	MetricsToken    string        `name:"metrics-token" env:"MAESTRO_METRICS_TOKEN" hidden:"" help:"Bearer token a Prometheus scraper may read /metrics with (admins always may); variable only in practice."`
+}
+
+// RunnerFlags configure the job runner (serve, runner) and the job
+// reactions (serve, worker).
+type RunnerFlags struct {
+	Slots      int           `name:"runner-slots" env:"MAESTRO_RUNNER_SLOTS" default:"4" help:"Job attempts this runner runs at once."`
+	RunnerID   string        `name:"runner-id" env:"MAESTRO_RUNNER_ID" help:"Name of this runner in job attempts (default: host name and a random suffix)."`
+	Executor   string        `name:"runner-executor" env:"MAESTRO_RUNNER_EXECUTOR" enum:"local,kubernetes" default:"local" help:"Where attempts run: local processes or Kubernetes Jobs."`
+	Namespace  string        `name:"kube-namespace" env:"MAESTRO_KUBE_NAMESPACE" default:"maestro-jobs" help:"Namespace of the Kubernetes Jobs (kubernetes executor)."`
+	Image      string        `name:"kube-image" env:"MAESTRO_KUBE_IMAGE" help:"Image of jobs that name none (kubernetes executor)."`
+	Kubeconfig string        `name:"kubeconfig" env:"MAESTRO_KUBECONFIG" help:"Kubeconfig file (default: the in-cluster service account)."`
+	Lease      time.Duration `name:"job-lease" env:"MAESTRO_JOB_LEASE" default:"15s" help:"A claimed job whose runner sends no heartbeat this long is lost and retried."`
+	Grace      time.Duration `name:"job-grace" env:"MAESTRO_JOB_GRACE" default:"10s" help:"Time between SIGTERM and SIGKILL when a job is cancelled or times out."`
+	LogLimit   int64         `name:"job-log-limit" env:"MAESTRO_JOB_LOG_LIMIT" default:"10485760" help:"Log bytes kept per attempt; lines beyond are dropped and counted."`
+	PublicURL  string        `name:"public-url" env:"MAESTRO_PUBLIC_URL" help:"The API's base URL as jobs reach it (MLFLOW_TRACKING_URI); default this process's listener."`
+	SecretsDir string        `name:"secrets-dir" env:"MAESTRO_SECRETS_DIR" help:"Directory of files the runner resolves secret://NAME env values from (besides MAESTRO_SECRET_<NAME> variables)."`
+}
+
+func (f RunnerFlags) apply(cfg *platform.Config) error {
+	if f.Slots < 1 || f.Slots > 256 {
+		return fmt.Errorf("MAESTRO_RUNNER_SLOTS (--runner-slots) %d: must be between 1 and 256", f.Slots)
+	}
+	if f.Lease < time.Second {
+		return fmt.Errorf("MAESTRO_JOB_LEASE (--job-lease) %s: must be at least 1s", f.Lease)
+	}
+	if f.Grace < 0 || f.LogLimit < 1 {
+		return errors.New("MAESTRO_JOB_GRACE must not be negative and MAESTRO_JOB_LOG_LIMIT must be at least 1")
+	}
+	cfg.Jobs = platform.JobsConfig{Slots: f.Slots, RunnerID: f.RunnerID, Executor: f.Executor, Kubeconfig: f.Kubeconfig,
+		Kubernetes: runner.KubernetesConfig{Namespace: f.Namespace, DefaultImage: f.Image}, Lease: f.Lease, Grace: f.Grace,
+		LogLimit: f.LogLimit, PublicURL: f.PublicURL, SecretsDir: f.SecretsDir}
+	return nil
 }
 
 type cli struct {
 	Common
 	Serve       serveCmd       `cmd:"" default:"withargs" help:"Run the whole platform in one process (embedded NATS, managed PostgreSQL, projections, API)."`
 	API         apiCmd         `cmd:"" name:"api" help:"Run only the HTTP API (scale-out; needs MAESTRO_NATS_URL and MAESTRO_DATABASE_URL)."`
-	Worker      workerCmd      `cmd:"" help:"Run only the projection workers (scale-out; needs MAESTRO_NATS_URL and MAESTRO_DATABASE_URL)."`
+	Worker      workerCmd      `cmd:"" help:"Run only the projection workers and reactions (scale-out; needs MAESTRO_NATS_URL and MAESTRO_DATABASE_URL)."`
+	Runner      runnerCmd      `cmd:"" help:"Run only a job runner (scale-out; needs MAESTRO_NATS_URL, MAESTRO_DATABASE_URL and MAESTRO_PUBLIC_URL)."`
 	Admin       adminCmd       `cmd:"" help:"Administer users."`
 	Artifacts   artifactsCmd   `cmd:"" help:"Maintain the artifact store."`
 	Projections projectionsCmd `cmd:"" help:"Inspect and rebuild projections."`
@@ -212,16 +247,21 @@ func (s *ServerFlags) apply(cfg *platform.Config) error {
 		return errors.New("MAESTRO_ARTIFACT_MAX_BYTES (--artifact-max-bytes) must be at least 1")
 	}
 	cfg.ArtifactMaxBytes = s.ArtifactMax
+	cfg.MetricsToken = s.MetricsToken
 	return nil
 }
 
 type serveCmd struct {
 	ServerFlags
+	RunnerFlags
 }
 
 func (s *serveCmd) Run(ctx context.Context, c *Common) error {
 	cfg := c.config()
-	if err := s.apply(&cfg); err != nil {
+	if err := s.ServerFlags.apply(&cfg); err != nil {
+		return err
+	}
+	if err := s.RunnerFlags.apply(&cfg); err != nil {
 		return err
 	}
 	return run(ctx, cfg, os.Stdout)
@@ -255,18 +295,44 @@ func (a *apiCmd) Run(ctx context.Context, c *Common) error {
 	if err := a.apply(&cfg); err != nil {
 		return err
 	}
-	cfg.Worker = false
+	cfg.Worker, cfg.Runner = false, false
 	return run(ctx, cfg, os.Stdout)
 }
 
-type workerCmd struct{}
+type workerCmd struct {
+	Lease time.Duration `name:"job-lease" env:"MAESTRO_JOB_LEASE" default:"15s" help:"A claimed job whose runner sends no heartbeat this long is lost and retried."`
+}
 
-func (workerCmd) Run(ctx context.Context, c *Common) error {
+func (w workerCmd) Run(ctx context.Context, c *Common) error {
 	if err := requireExternal(c, "worker"); err != nil {
 		return err
 	}
 	cfg := c.config()
-	cfg.API = false // and so no artifact store: projections never touch blobs
+	cfg.API, cfg.Runner = false, false // and so no artifact store: projections never touch blobs
+	cfg.Jobs.Lease = w.Lease
+	return run(ctx, cfg, os.Stdout)
+}
+
+type runnerCmd struct {
+	RunnerFlags
+}
+
+func (r *runnerCmd) Run(ctx context.Context, c *Common) error {
+	if err := requireExternal(c, "runner"); err != nil {
+		return err
+	}
+	if r.PublicURL == "" {
+		return errors.New("maestro runner needs MAESTRO_PUBLIC_URL: the API's base URL as the jobs it runs reach it")
+	}
+	if c.S3Endpoint == "" && c.ArtifactDir == "" {
+		return errors.New("maestro runner needs the artifact store the API uses, to fetch job artifacts and keep job logs: " +
+			"MAESTRO_S3_* (or MAESTRO_ARTIFACT_DIR for a directory the API shares on this machine)")
+	}
+	cfg := c.config()
+	if err := r.RunnerFlags.apply(&cfg); err != nil {
+		return err
+	}
+	cfg.API, cfg.Worker = false, false
 	return run(ctx, cfg, os.Stdout)
 }
 

@@ -363,3 +363,53 @@ func DecideCreateServiceAccount(u UserState, id, name string, role authz.Role) (
 		Data: events.UserRegisteredData{UserID: id, Name: name, Role: string(role), Source: "service-account",
 			Kind: events.KindServiceAccount}}}, nil
 }
+
+// IssueJobToken creates the API token a job's attempt runs with (its
+// MLFLOW_TRACKING_TOKEN): owned by the job's submitter, scoped to the job's
+// project, capped at editor, expiring at expiresAt as a backstop to its
+// revocation when the attempt ends (RevokeJobToken). tokenID is the one the
+// claim recorded; the secret is returned once, to the runner, and stored
+// nowhere.
+func (s *Service) IssueJobToken(ctx context.Context, meta events.Meta, owner, projectID, tokenID, name string, expiresAt time.Time) (string, error) {
+	if !events.ValidToken(owner) || !events.ValidToken(tokenID) {
+		return "", handlers.Errorf(handlers.NotFound, "not-found", "user not found")
+	}
+	now := s.cfg.Now()
+	meta.Time = now
+	secret := auth.NewAPIToken()
+	_, _, err := s.tokens.Update(ctx, events.Subject(events.AggToken, tokenID), meta,
+		func(t TokenState, _ uint64, replay bool) ([]handlers.Change, map[string]uint64, error) {
+			if replay {
+				return nil, nil, tokenExists(tokenID)
+			}
+			u, _, err := s.users.Load(ctx, events.Subject(events.AggUser, owner))
+			if err != nil {
+				return nil, nil, err
+			}
+			changes, err := DecideCreateToken(t, CreateToken{TokenID: tokenID, Owner: u, Name: name, Secret: secret,
+				ProjectID: projectID, Role: authz.ProjectEditor, ExpiresAt: expiresAt, Now: now})
+			return changes, nil, err
+		})
+	if err != nil {
+		return "", err
+	}
+	return secret.Secret, nil
+}
+
+// RevokeJobToken revokes the token of a job's attempt once the attempt has
+// ended (a no-op when it is revoked already or was never issued).
+func (s *Service) RevokeJobToken(ctx context.Context, meta events.Meta, tokenID string) error {
+	if !events.ValidToken(tokenID) {
+		return nil
+	}
+	meta.Now = s.cfg.Now
+	_, _, err := s.tokens.Update(ctx, events.Subject(events.AggToken, tokenID), meta,
+		func(t TokenState, _ uint64, _ bool) ([]handlers.Change, map[string]uint64, error) {
+			if !t.Created || t.Revoked {
+				return nil, nil, nil
+			}
+			return []handlers.Change{{Subject: events.Subject(events.AggToken, tokenID), Type: events.TokenRevoked,
+				Data: events.TokenRevokedData{TokenID: tokenID, UserID: t.UserID, Reason: "job attempt ended"}}}, nil, nil
+		})
+	return err
+}

@@ -492,10 +492,16 @@ type CreateRun struct {
 	StartTime int64 // ms; 0 = now
 	Tags      map[string]string
 	Now       int64 // ms
+	// Status, when set, is the status the run starts in (a job's run is
+	// SCHEDULED until its job runs); "" = RUNNING.
+	Status string
+	// Params are logged with the run's creation (a job's params).
+	Params []events.Param
 }
 
 // DecideCreateRun starts a run in an active experiment. The name and the
-// mlflow.runName tag mirror each other: either one gives both.
+// mlflow.runName tag mirror each other: either one gives both. A status
+// and params, when given, are recorded in the same append.
 func DecideCreateRun(x ExperimentState, r RunState, c CreateRun) ([]handlers.Change, error) {
 	if err := activeExperiment(x); err != nil {
 		return nil, err
@@ -536,9 +542,25 @@ func DecideCreateRun(x ExperimentState, r RunState, c CreateRun) ([]handlers.Cha
 	if start < 0 {
 		return nil, handlers.Errorf(handlers.Invalid, "validation-failed", "start_time must be milliseconds since the epoch")
 	}
-	return []handlers.Change{{Subject: events.Subject(events.AggRun, c.RunID), Type: events.RunCreated,
+	changes := []handlers.Change{{Subject: events.Subject(events.AggRun, c.RunID), Type: events.RunCreated,
 		Data: events.RunCreatedData{RunID: c.RunID, ExperimentID: x.ID, ProjectID: x.ProjectID, Name: name, UserID: c.UserID,
-			StartTime: start, Tags: tags}}}, nil
+			StartTime: start, Tags: tags}}}
+	created := RunState{Created: true, ID: c.RunID, ExperimentID: x.ID, ProjectID: x.ProjectID, Name: name, Status: StatusRunning, Tags: tags}
+	if c.Status != "" && c.Status != created.Status {
+		more, err := DecideUpdateRun(created, UpdateRun{Status: c.Status})
+		if err != nil {
+			return nil, err
+		}
+		changes = append(changes, more...)
+	}
+	if len(c.Params) > 0 {
+		more, err := DecideLogParams(created, c.Params)
+		if err != nil {
+			return nil, err
+		}
+		changes = append(changes, more...)
+	}
+	return changes, nil
 }
 
 // generatedRunName names a run that was given none, as MLflow does (it

@@ -1,8 +1,9 @@
 // Package bench is Maestro's load harness: it starts real components (a
 // private Postgres, embedded NATS with JetStream, whole platforms) and
 // measures the hot paths — appends with and without fsync, command to
-// read-model visibility, projection rebuilds, and the HTTP API — printing
-// one markdown table (CONVENTIONS.md "Benchmarks", ARCHITECTURE.md rule 9).
+// read-model visibility, projection rebuilds, the HTTP API, training jobs'
+// dispatch — printing one markdown table (CONVENTIONS.md "Benchmarks",
+// ARCHITECTURE.md rule 9).
 // The cmd/maestro-bench program runs it; `make bench` runs that.
 package bench
 
@@ -21,7 +22,7 @@ import (
 )
 
 // Scenarios are the measurement groups, in run order.
-var Scenarios = []string{"serve", "tracking", "append", "visible", "http", "registry", "rebuild", "artifacts"}
+var Scenarios = []string{"serve", "tracking", "append", "visible", "http", "registry", "jobs", "rebuild", "artifacts"}
 
 // Config sizes the run. The defaults finish in a few minutes on 2 cores.
 type Config struct {
@@ -134,6 +135,9 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 			}
 		}
 		if err := step("registry", func() error { return r.benchRegistry(ctx) }); err != nil {
+			return err
+		}
+		if err := step("jobs", func() error { return r.benchJobs(ctx) }); err != nil {
 			return err
 		}
 		if err := step("rebuild", func() error { return r.benchRebuild(ctx) }); err != nil {

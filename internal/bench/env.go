@@ -144,6 +144,7 @@ func (e *env) startPlatform(ctx context.Context, syncAlways, api, worker bool, m
 	cfg.Argon2 = fastArgon2
 	cfg.SyncAlways = syncAlways
 	cfg.API, cfg.Worker = api, worker
+	cfg.Runner = false // only the jobs scenario runs one (a mod)
 	for _, m := range mods {
 		m(&cfg)
 	}

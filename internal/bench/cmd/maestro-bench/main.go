@@ -1,9 +1,10 @@
 // Command maestro-bench measures Maestro's hot paths on this machine and
 // prints a markdown table: append latency with and without fsync,
 // command → projection-visible latency, projection rebuild throughput,
-// HTTP login / me under concurrent clients, and artifact upload/download
-// throughput through the HTTP API. It starts everything it needs
-// (a private Postgres, unless MAESTRO_BENCH_DATABASE_URL is set, and
+// HTTP login / me under concurrent clients, artifact upload/download
+// throughput through the HTTP API, and training jobs of a no-op program
+// (queue → start, throughput, overhead per job). It starts everything it
+// needs (a private Postgres, unless MAESTRO_BENCH_DATABASE_URL is set, and
 // embedded NATS) in a temporary directory and removes it afterwards.
 //
 //	go run ./internal/bench/cmd/maestro-bench [flags]

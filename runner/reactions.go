@@ -1,0 +1,184 @@
+package runner
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/maestro-ml/maestro/events"
+	"github.com/maestro-ml/maestro/handlers/flows"
+	"github.com/maestro-ml/maestro/handlers/identity"
+	"github.com/maestro-ml/maestro/handlers/jobs"
+	"github.com/maestro-ml/maestro/handlers/tracking"
+)
+
+// Reactions are the process managers of jobs that run in the worker role
+// (the runner's own, dispatch, runs where jobs run):
+//
+//   - job-runs: the job's run follows the job (SCHEDULED, RUNNING, then
+//     FINISHED, FAILED or KILLED with its end time), an attempt's API token
+//     is revoked as soon as the attempt ends, and the job metrics observe
+//     waits, run times and outcomes;
+//   - job-leases: every started attempt is watched until it ends; when its
+//     runner stopped renewing the lease, the attempt is recorded as lost
+//     (and the job retried or failed by DecideEndAttempt). The watch is a
+//     timer made of the event itself: it stays unacknowledged and is
+//     redelivered every check interval, so it survives restarts.
+type Reactions struct {
+	Jobs     *jobs.Service
+	Tracking *tracking.Service
+	Identity *identity.Service
+	Leases   jetstream.KeyValue
+	Metrics  *Metrics
+	// Lease is the lease of an attempt whose runner never heartbeat
+	// (default 15s); a heartbeat carries the runner's own.
+	Lease time.Duration
+	Now   func() time.Time
+}
+
+// Register adds the reactions to router.
+func (x *Reactions) Register(router *flows.Router) error {
+	if x.Lease <= 0 {
+		x.Lease = 15 * time.Second
+	}
+	if x.Now == nil {
+		x.Now = time.Now
+	}
+	subjects := []string{events.Subject(events.AggJob, ">")}
+	if err := router.Handle(flows.Consumer{Name: "job-runs", Subjects: subjects}, x.followRun); err != nil {
+		return err
+	}
+	return router.Handle(flows.Consumer{Name: "job-leases", Subjects: subjects,
+		// Every running attempt's start event waits here, unacknowledged.
+		MaxDeliver: -1, MaxAckPending: 100000, NakDelay: x.Lease / 3}, x.watchLease)
+}
+
+// followRun keeps the job's run in step with the job.
+func (x *Reactions) followRun(ctx context.Context, e events.Envelope) error {
+	meta := flows.Meta("job-runs", e)
+	switch e.Type {
+	case events.JobAttemptStarted, events.JobRequeued, events.JobAttemptEnded, events.JobEnded:
+	default:
+		return nil
+	}
+	_, jobID := events.AggregateOf(e.Subject)
+	j, err := x.Jobs.Load(ctx, jobID)
+	if err != nil {
+		return err
+	}
+	if !j.Created {
+		return fmt.Errorf("job-runs: %s of job %s, which has no submission", e.Type, jobID)
+	}
+	switch e.Type {
+	case events.JobAttemptStarted:
+		var d events.JobAttemptStartedData
+		if err := e.Decode(&d); err != nil {
+			return err
+		}
+		if a := attemptOf(j, d.Attempt); a != nil && e.Sequence > 0 {
+			x.Metrics.waited(a.StartedAt.Sub(queuedBefore(j, a)))
+		}
+		return x.Tracking.FollowJob(ctx, meta, j.Spec.RunID, tracking.StatusRunning, nil)
+	case events.JobRequeued:
+		return x.Tracking.FollowJob(ctx, meta, j.Spec.RunID, tracking.StatusScheduled, nil)
+	case events.JobAttemptEnded:
+		var d events.JobAttemptEndedData
+		if err := e.Decode(&d); err != nil {
+			return err
+		}
+		if a := attemptOf(j, d.Attempt); a != nil {
+			x.Metrics.attemptEnded(d.Outcome, a.EndedAt.Sub(a.StartedAt))
+			return x.Identity.RevokeJobToken(ctx, meta, a.TokenID)
+		}
+		return nil
+	default: // JobEnded
+		var d events.JobEndedData
+		if err := e.Decode(&d); err != nil {
+			return err
+		}
+		x.Metrics.jobEnded(d.State)
+		end := e.Time.UnixMilli()
+		return x.Tracking.FollowJob(ctx, meta, j.Spec.RunID, jobs.RunStatus(d.State), &end)
+	}
+}
+
+func attemptOf(j jobs.State, n int) *jobs.Attempt {
+	for i := range j.Attempts {
+		if j.Attempts[i].Number == n {
+			return &j.Attempts[i]
+		}
+	}
+	return nil
+}
+
+// queuedBefore is when the job was queued for attempt a: submitted for
+// the first, the previous attempt's end for a retry.
+func queuedBefore(j jobs.State, a *jobs.Attempt) time.Time {
+	if a.Number > 1 {
+		if prev := attemptOf(j, a.Number-1); prev != nil && !prev.EndedAt.IsZero() {
+			return prev.EndedAt
+		}
+	}
+	return j.SubmittedAt
+}
+
+// watchLease checks the lease of the attempt an JobAttemptStarted event
+// started, until the attempt ends.
+func (x *Reactions) watchLease(ctx context.Context, e events.Envelope) error {
+	if e.Type != events.JobAttemptStarted {
+		return nil
+	}
+	var d events.JobAttemptStartedData
+	if err := e.Decode(&d); err != nil {
+		return err
+	}
+	j, err := x.Jobs.Load(ctx, d.JobID)
+	if err != nil {
+		return err
+	}
+	cur := j.Current()
+	if cur == nil || cur.Number != d.Attempt {
+		return nil // the attempt ended: nothing to watch
+	}
+	lease, renewed := x.Lease, e.Time
+	entry, err := x.Leases.Get(ctx, d.JobID)
+	switch {
+	case errors.Is(err, jetstream.ErrKeyNotFound):
+	case err != nil:
+		return err
+	default:
+		runner, attempt, l := parseLease(string(entry.Value()))
+		if runner == d.RunnerID && attempt == d.Attempt {
+			renewed = entry.Created()
+			if l > 0 {
+				lease = l
+			}
+		}
+	}
+	if silent := x.Now().Sub(renewed); silent < lease {
+		flows.Later(ctx)
+		return nil
+	}
+	_, _, err = x.Jobs.EndAttempt(ctx, flows.Meta("job-leases", e), d.JobID, jobs.EndAttempt{Attempt: d.Attempt, Outcome: events.OutcomeLost,
+		Reason: fmt.Sprintf("lost: runner %s sent no heartbeat for %s", d.RunnerID, lease.Round(time.Second))})
+	if errors.Is(err, jobs.ErrNotCurrent) {
+		return nil // ended meanwhile
+	}
+	return err
+}
+
+// parseLease reads a lease value: runner id, attempt and lease duration.
+func parseLease(v string) (runner string, attempt int, lease time.Duration) {
+	parts := strings.Split(v, "/")
+	if len(parts) != 3 {
+		return "", 0, 0
+	}
+	attempt, _ = strconv.Atoi(parts[1])
+	ms, _ := strconv.ParseInt(parts[2], 10, 64)
+	return parts[0], attempt, time.Duration(ms) * time.Millisecond
+}

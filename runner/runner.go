@@ -1,0 +1,482 @@
+package runner
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/maestro-ml/maestro/artifacts"
+	"github.com/maestro-ml/maestro/events"
+	"github.com/maestro-ml/maestro/handlers"
+	"github.com/maestro-ml/maestro/handlers/flows"
+	"github.com/maestro-ml/maestro/handlers/identity"
+	"github.com/maestro-ml/maestro/handlers/jobs"
+	"github.com/maestro-ml/maestro/handlers/registry"
+	"github.com/maestro-ml/maestro/handlers/tracking"
+)
+
+// Config configures a runner.
+type Config struct {
+	// ID names the runner in claims (default: host name and a random suffix).
+	ID string
+	// Slots is how many attempts it runs at once (default 4).
+	Slots int
+	// Executor runs attempts (default: Local).
+	Executor Executor
+	// Lease is how long a claim holds without a heartbeat (default 15s);
+	// heartbeats come every Lease/3.
+	Lease time.Duration
+	// Grace is the time between SIGTERM and SIGKILL (default 10s).
+	Grace time.Duration
+	// TrackingURL is the base URL of Maestro's API as the job's program
+	// reaches it: MLFLOW_TRACKING_URI is TrackingURL/mlflow/<project id>.
+	TrackingURL string
+	// LogLimit bounds the log bytes kept of one attempt (default 10 MiB).
+	LogLimit int64
+	// WorkDir holds attempts' directories (default: the OS temp dir).
+	WorkDir string
+	// Secrets resolves secret://NAME env values (default: none resolve).
+	Secrets Secrets
+	Logger  *slog.Logger
+	Now     func() time.Time
+}
+
+// Secrets resolves the secret a job's env names with secret://NAME.
+type Secrets func(name string) (string, bool)
+
+// EnvSecrets resolves secret://NAME from the runner's own environment
+// variable MAESTRO_SECRET_<NAME> (upper-cased, '.' and '-' as '_'), or from
+// the file NAME in dir when dir is set: secrets stay on the machines that
+// run jobs and never enter the event stream.
+func EnvSecrets(dir string) Secrets {
+	return func(name string) (string, bool) {
+		key := "MAESTRO_SECRET_" + strings.NewReplacer(".", "_", "-", "_").Replace(strings.ToUpper(name))
+		if v, ok := os.LookupEnv(key); ok {
+			return v, true
+		}
+		if dir != "" && name != "." && name != ".." {
+			if b, err := os.ReadFile(filepath.Join(dir, name)); err == nil {
+				return strings.TrimRight(string(b), "\r\n"), true
+			}
+		}
+		return "", false
+	}
+}
+
+// Deps are the services a runner acts through.
+type Deps struct {
+	Jobs     *jobs.Service
+	Identity *identity.Service
+	Tracking *tracking.Service
+	Blobs    artifacts.Store
+	// Leases is the KV bucket heartbeats renew (OpenLeases).
+	Leases jetstream.KeyValue
+	// Logs is the JetStream the log stream is on.
+	Logs    jetstream.JetStream
+	Metrics *Metrics
+}
+
+// Runner claims queued jobs and runs their attempts.
+type Runner struct {
+	cfg   Config
+	deps  Deps
+	slots chan struct{}
+	log   *slog.Logger
+
+	mu      sync.Mutex
+	running map[string]*attempt // by job id
+	wg      sync.WaitGroup
+	ctx     context.Context // ends when the runner shuts down
+	stop    context.CancelFunc
+}
+
+// New builds a runner.
+func New(cfg Config, deps Deps) *Runner {
+	if cfg.ID == "" {
+		host, _ := os.Hostname()
+		b := make([]byte, 3)
+		_, _ = rand.Read(b)
+		cfg.ID = fmt.Sprintf("%s-%s", host, hex.EncodeToString(b))
+	}
+	if cfg.Slots <= 0 {
+		cfg.Slots = 4
+	}
+	if cfg.Executor == nil {
+		cfg.Executor = NewLocal(LocalConfig{WorkDir: cfg.WorkDir})
+	}
+	if cfg.Lease <= 0 {
+		cfg.Lease = 15 * time.Second
+	}
+	if cfg.Grace <= 0 {
+		cfg.Grace = 10 * time.Second
+	}
+	if cfg.LogLimit <= 0 {
+		cfg.LogLimit = 10 << 20
+	}
+	if cfg.WorkDir == "" {
+		cfg.WorkDir = os.TempDir()
+	}
+	if cfg.Secrets == nil {
+		cfg.Secrets = func(string) (string, bool) { return "", false }
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	r := &Runner{cfg: cfg, deps: deps, slots: make(chan struct{}, cfg.Slots), log: cfg.Logger.With("runner", cfg.ID),
+		running: map[string]*attempt{}, ctx: ctx, stop: stop}
+	deps.Metrics.slots(cfg.ID, cfg.Slots)
+	deps.Metrics.busy(cfg.ID, func() float64 { return float64(len(r.slots)) })
+	return r
+}
+
+// ID is the runner's id.
+func (r *Runner) ID() string { return r.cfg.ID }
+
+// Register adds the runner's dispatch reaction to router: every runner
+// shares one durable consumer of job events and claims the queued job an
+// event announces when it has a free slot.
+func (r *Runner) Register(router *flows.Router) error {
+	return router.Handle(flows.Consumer{Name: "job-dispatch", Subjects: []string{events.Subject(events.AggJob, ">")},
+		// A queued job may wait for a slot for hours: no delivery bound.
+		MaxDeliver: -1, MaxAckPending: 10000, NakDelay: 250 * time.Millisecond}, r.dispatch)
+}
+
+// slotWait is how long a dispatch waits for a free slot before it hands
+// the job back to the queue (another runner may be free).
+const slotWait = 10 * time.Second
+
+// dispatch claims the job a JobSubmitted or JobRequeued event queued.
+func (r *Runner) dispatch(ctx context.Context, e events.Envelope) error {
+	if e.Type != events.JobSubmitted && e.Type != events.JobRequeued {
+		return nil
+	}
+	_, jobID := events.AggregateOf(e.Subject)
+	wait, cancel := context.WithTimeout(ctx, slotWait)
+	defer cancel()
+	select {
+	case r.slots <- struct{}{}:
+	case <-r.ctx.Done():
+		flows.Later(ctx)
+		return nil
+	case <-wait.Done():
+		flows.Later(ctx) // full: let the queue offer it again
+		return nil
+	}
+	meta := flows.Meta("job-dispatch/"+r.cfg.ID, e)
+	meta.IdempotencyKey = "" // a claim is decided on the job's state: a second one is refused, not a duplicate
+	j, a, err := r.deps.Jobs.Claim(ctx, meta, jobID, r.cfg.ID, r.cfg.Executor.Name())
+	if err != nil {
+		<-r.slots
+		if errors.Is(err, jobs.ErrNotQueued) {
+			return nil // claimed by another runner, or cancelled
+		}
+		// The store is unreachable or the job kept changing: never
+		// poison a queued job; ask for the event again.
+		r.log.Warn("claim job", "job_id", jobID, "err", err)
+		flows.Later(ctx)
+		return nil
+	}
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		defer func() { <-r.slots }()
+		r.run(j, a)
+	}()
+	return nil
+}
+
+// attempt is one running attempt's control.
+type attempt struct {
+	once    sync.Once
+	outcome string // set before the program is stopped
+	reason  string
+	mu      sync.Mutex
+}
+
+func (a *attempt) stopFor(outcome, reason string, h Handle) {
+	a.once.Do(func() {
+		a.mu.Lock()
+		a.outcome, a.reason = outcome, reason
+		a.mu.Unlock()
+		if h != nil {
+			h.Stop()
+		}
+	})
+}
+
+func (a *attempt) stoppedFor() (string, string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.outcome, a.reason
+}
+
+// run runs one claimed attempt to its end and records it.
+func (r *Runner) run(j jobs.State, a jobs.Attempt) {
+	ctx := context.Background()
+	log := r.log.With("job_id", j.ID(), "attempt", a.Number)
+	meta := events.Meta{Actor: events.Actor{Kind: events.ActorSystem, ID: "runner/" + r.cfg.ID}, CorrelationID: j.ID()}
+	ctl := &attempt{}
+	r.mu.Lock()
+	r.running[j.ID()] = ctl
+	r.mu.Unlock()
+	defer func() {
+		r.mu.Lock()
+		delete(r.running, j.ID())
+		r.mu.Unlock()
+	}()
+	r.heartbeat(ctx, j, a)
+	end := r.attempt(ctx, j, a, ctl, meta, log)
+	if _, _, err := r.deps.Jobs.EndAttempt(ctx, meta, j.ID(), end); err != nil {
+		if !errors.Is(err, jobs.ErrNotCurrent) {
+			log.Error("record the end of an attempt", "err", err)
+		}
+	}
+	_ = r.deps.Leases.Delete(ctx, j.ID())
+}
+
+// attempt prepares, starts, watches and ends the program of an attempt.
+func (r *Runner) attempt(ctx context.Context, j jobs.State, a jobs.Attempt, ctl *attempt, meta events.Meta, log *slog.Logger) jobs.EndAttempt {
+	fail := func(reason string) jobs.EndAttempt {
+		log.Warn("attempt failed to start", "reason", reason)
+		return jobs.EndAttempt{Attempt: a.Number, Outcome: events.OutcomeFailed, Reason: reason}
+	}
+	dir, err := os.MkdirTemp(r.cfg.WorkDir, "maestro-job-"+j.ID()+"-"+strconv.Itoa(a.Number)+"-")
+	if err != nil {
+		return fail("could not create the attempt's directory: " + err.Error())
+	}
+	defer os.RemoveAll(dir)
+	env, secrets, err := r.environment(ctx, j, a, meta)
+	if err != nil {
+		return fail(err.Error())
+	}
+	workDir := dir
+	switch {
+	case j.Spec.WorkingDir == "":
+	case filepath.IsAbs(j.Spec.WorkingDir):
+		workDir = j.Spec.WorkingDir
+	default:
+		workDir = filepath.Join(dir, j.Spec.WorkingDir)
+	}
+	if j.Spec.Artifact != nil {
+		if err := r.unpack(ctx, *j.Spec.Artifact, dir); err != nil {
+			return fail(err.Error())
+		}
+	}
+	logFile, err := os.CreateTemp("", "maestro-log-*")
+	if err != nil {
+		return fail("could not create the attempt's log file: " + err.Error())
+	}
+	logPath := logFile.Name()
+	defer os.Remove(logPath)
+	lw := NewLogWriter(r.deps.Logs, j.ID(), a.Number, r.cfg.LogLimit, secrets, logFile)
+	spec := Spec{JobID: j.ID(), ProjectID: j.Spec.ProjectID, RunID: j.Spec.RunID, Name: j.Spec.Name, Attempt: a.Number,
+		Command: j.Spec.Command, Env: env, WorkingDir: workDir, Image: j.Spec.Image,
+		Resources: Resources{CPU: j.Spec.Resources.CPU, Memory: j.Spec.Resources.Memory}, Grace: r.cfg.Grace}
+	h, err := r.cfg.Executor.Start(ctx, spec, lw.Sink)
+	if err != nil {
+		lw.Sink(Line{Time: r.cfg.Now(), Stream: Stderr, Text: "[maestro] could not start: " + err.Error()})
+		_ = lw.Close()
+		r.keepLog(ctx, j, a, logPath, meta, log)
+		return fail("could not start: " + err.Error())
+	}
+	log.Info("attempt started", "executor", r.cfg.Executor.Name())
+	done := make(chan Result, 1)
+	go func() { done <- h.Wait() }()
+	res := r.watch(j, a, ctl, h, done)
+	if err := lw.Close(); err != nil {
+		log.Warn("job log", "err", err)
+	}
+	r.deps.Metrics.logDrops(lw.Dropped())
+	r.keepLog(ctx, j, a, logPath, meta, log)
+	end := jobs.EndAttempt{Attempt: a.Number}
+	if res.Err == nil {
+		code := res.ExitCode
+		end.ExitCode = &code
+	}
+	outcome, reason := ctl.stoppedFor()
+	switch {
+	case outcome != "":
+		end.Outcome, end.Reason = outcome, reason
+	case res.Err != nil:
+		end.Outcome, end.Reason = events.OutcomeFailed, res.Err.Error()
+	case res.ExitCode == 0:
+		end.Outcome = events.OutcomeSucceeded
+	case res.Signal != "":
+		end.Outcome, end.Reason = events.OutcomeFailed, "killed by "+res.Signal
+	default:
+		end.Outcome, end.Reason = events.OutcomeFailed, fmt.Sprintf("exit code %d", res.ExitCode)
+	}
+	log.Info("attempt ended", "outcome", end.Outcome, "reason", end.Reason)
+	return end
+}
+
+// watch waits for the program while renewing the lease, and stops it when
+// the job is cancelled, it times out, the job moved on without it (its
+// lease was lost) or the runner shuts down.
+func (r *Runner) watch(j jobs.State, a jobs.Attempt, ctl *attempt, h Handle, done <-chan Result) Result {
+	timeout := time.NewTimer(j.Timeout())
+	defer timeout.Stop()
+	beat := time.NewTicker(r.cfg.Lease / 3)
+	defer beat.Stop()
+	for {
+		select {
+		case res := <-done:
+			return res
+		case <-timeout.C:
+			ctl.stopFor(events.OutcomeTimedOut, "timeout", h) // the job's timeout_seconds says after how long
+		case <-r.ctx.Done():
+			ctl.stopFor(events.OutcomeLost, "the runner shut down", h)
+		case <-beat.C:
+			r.heartbeat(context.Background(), j, a)
+			cur, err := r.deps.Jobs.Load(context.Background(), j.ID())
+			if err != nil {
+				continue
+			}
+			if c := cur.Current(); c == nil || c.Number != a.Number {
+				ctl.stopFor(events.OutcomeLost, "the lease was lost", h)
+			} else if cur.CancelRequested {
+				ctl.stopFor(events.OutcomeCancelled, "cancelled", h)
+			}
+		}
+	}
+}
+
+// heartbeat renews the attempt's lease.
+func (r *Runner) heartbeat(ctx context.Context, j jobs.State, a jobs.Attempt) {
+	ctx, cancel := context.WithTimeout(ctx, r.cfg.Lease/3)
+	defer cancel()
+	if _, err := r.deps.Leases.Put(ctx, j.ID(), []byte(leaseValue(r.cfg.ID, a.Number, r.cfg.Lease))); err != nil {
+		r.log.Warn("renew lease", "job_id", j.ID(), "err", err)
+	}
+}
+
+// leaseValue is what a heartbeat writes: who holds the lease of which
+// attempt, for how long (parseLease).
+func leaseValue(runnerID string, attempt int, lease time.Duration) string {
+	return runnerID + "/" + strconv.Itoa(attempt) + "/" + strconv.FormatInt(lease.Milliseconds(), 10)
+}
+
+// environment is the attempt's environment: the job's env with its
+// secrets resolved, MAESTRO_PARAM_* and the tracking variables with a
+// token of the attempt's own. secrets are the values to redact from logs.
+func (r *Runner) environment(ctx context.Context, j jobs.State, a jobs.Attempt, meta events.Meta) (map[string]string, []string, error) {
+	env := map[string]string{}
+	var secrets []string
+	for _, k := range slices.Sorted(maps.Keys(j.Spec.Env)) {
+		v := j.Spec.Env[k]
+		if ref, ok := strings.CutPrefix(v, jobs.SecretScheme); ok {
+			s, found := r.cfg.Secrets(ref)
+			if !found {
+				return nil, nil, fmt.Errorf("secret %q (env %s) is not available on runner %s", ref, k, r.cfg.ID)
+			}
+			v = s
+			secrets = append(secrets, s)
+		}
+		env[k] = v
+	}
+	for k, v := range j.Spec.Params {
+		env[jobs.ParamVar(k)] = v
+	}
+	expires := r.cfg.Now().Add(j.Timeout() + r.cfg.Grace + 5*time.Minute)
+	token, err := r.deps.Identity.IssueJobToken(ctx, meta, j.Spec.SubmittedBy, j.Spec.ProjectID, a.TokenID,
+		fmt.Sprintf("job %s attempt %d", j.ID(), a.Number), expires)
+	if err != nil {
+		if e, ok := handlers.AsError(err); ok && e.Kind == handlers.NotFound {
+			return nil, nil, errors.New("the job's submitter is no longer an active user")
+		}
+		return nil, nil, fmt.Errorf("could not issue the attempt's tracking token: %w", err)
+	}
+	secrets = append(secrets, token)
+	uri := strings.TrimRight(r.cfg.TrackingURL, "/") + "/mlflow/" + j.Spec.ProjectID
+	for k, v := range map[string]string{
+		"MLFLOW_TRACKING_URI": uri, "MLFLOW_RUN_ID": j.Spec.RunID, "MLFLOW_EXPERIMENT_ID": j.Spec.ExperimentID, "MLFLOW_TRACKING_TOKEN": token,
+		"MAESTRO_TRACKING_URI": uri, "MAESTRO_RUN_ID": j.Spec.RunID, "MAESTRO_EXPERIMENT_ID": j.Spec.ExperimentID, "MAESTRO_TOKEN": token,
+		"MAESTRO_JOB_ID": j.ID(), "MAESTRO_PROJECT_ID": j.Spec.ProjectID, "MAESTRO_ATTEMPT": strconv.Itoa(a.Number),
+		"MAESTRO_API_URL": strings.TrimRight(r.cfg.TrackingURL, "/"),
+	} {
+		env[k] = v
+	}
+	return env, secrets, nil
+}
+
+// unpack unpacks the job's artifact into dir.
+func (r *Runner) unpack(ctx context.Context, a events.JobArtifact, dir string) error {
+	if r.deps.Blobs == nil {
+		return errors.New("this runner has no artifact store to fetch the job's artifact from")
+	}
+	d, err := artifacts.ParseDigest(a.Digest)
+	if err != nil {
+		return fmt.Errorf("artifact %s: %w", a.Path, err)
+	}
+	b, err := r.deps.Blobs.Open(ctx, d)
+	if err != nil {
+		return fmt.Errorf("artifact %s: %w", a.Path, err)
+	}
+	defer b.Close()
+	if err := Unpack(b, a.Path, dir, UnpackLimits{}); err != nil {
+		return fmt.Errorf("artifact %s: %w", a.Path, err)
+	}
+	return nil
+}
+
+// keepLog stores the attempt's log as the run artifact
+// logs/attempt-<n>.log.
+func (r *Runner) keepLog(ctx context.Context, j jobs.State, a jobs.Attempt, path string, meta events.Meta, log *slog.Logger) {
+	if r.deps.Blobs == nil {
+		return
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		log.Warn("keep job log", "err", err)
+		return
+	}
+	defer f.Close()
+	d, n, err := r.deps.Blobs.Put(ctx, f, -1, "")
+	if err == nil {
+		err = r.deps.Tracking.RecordJobArtifact(ctx, meta, j.Spec.RunID, registry.Artifact{
+			Path: fmt.Sprintf("logs/attempt-%d.log", a.Number), Digest: d.String(), Size: n, ContentType: "text/plain; charset=utf-8"})
+	}
+	if err != nil {
+		log.Warn("keep job log", "err", err)
+	}
+}
+
+// Close stops the runner: running attempts are stopped (SIGTERM, then
+// SIGKILL after the grace period) and recorded as lost, so their jobs are
+// retried elsewhere when retries are left.
+func (r *Runner) Close() {
+	r.stop()
+	r.wg.Wait()
+}
+
+// OpenLeases opens the KV bucket of attempts' leases: a key per running
+// job, renewed by its runner's heartbeats (runner id and attempt).
+func OpenLeases(ctx context.Context, js jetstream.JetStream, replicas int) (jetstream.KeyValue, error) {
+	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: LeaseBucket,
+		Description: "Maestro job leases, renewed by runner heartbeats", History: 1, TTL: 24 * time.Hour,
+		Storage: jetstream.FileStorage, Replicas: max(replicas, 1)})
+	if err != nil {
+		return nil, events.ExplainReplicasError("KV_"+LeaseBucket, replicas, fmt.Errorf("lease bucket: %w", err))
+	}
+	return kv, nil
+}
+
+// LeaseBucket is the KV bucket of leases.
+const LeaseBucket = "MAESTRO_LEASES"
