@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/maestro-ml/maestro/events"
 	"github.com/maestro-ml/maestro/handlers/flows"
 	"github.com/maestro-ml/maestro/runner"
 )
@@ -41,9 +42,17 @@ func (p *Platform) startJobs(ctx context.Context) error {
 		}
 	}
 	if p.cfg.Runner {
+		if jc.RunnerID != "" && !events.ValidToken(jc.RunnerID) {
+			return fmt.Errorf("MAESTRO_RUNNER_ID %q: at most 128 characters, no dots, spaces or wildcards", jc.RunnerID)
+		}
 		exec, err := p.executor()
 		if err != nil {
 			return err
+		}
+		if exec.Name() == "local" {
+			if err := runner.HideFromJobs(); err != nil {
+				return fmt.Errorf("runner: hide the process from its jobs: %w", err)
+			}
 		}
 		publicURL := jc.PublicURL
 		if publicURL == "" {
@@ -60,20 +69,24 @@ func (p *Platform) startJobs(ctx context.Context) error {
 			return err
 		}
 		p.Runner = runner.New(runner.Config{ID: jc.RunnerID, Slots: jc.Slots, Executor: exec, Lease: jc.Lease, Grace: jc.Grace,
-			TrackingURL: publicURL, LogLimit: jc.LogLimit, WorkDir: workDir, Secrets: runner.EnvSecrets(jc.SecretsDir), Logger: p.log, Now: p.cfg.Now},
+			TrackingURL: publicURL, LogLimit: jc.LogLimit, WorkDir: workDir, Secrets: runner.DirSecrets(jc.SecretsDir), Logger: p.log, Now: p.cfg.Now},
 			runner.Deps{Jobs: p.Jobs, Identity: p.Identity, Tracking: p.Tracking, Blobs: p.Blobs, Leases: leases, Logs: js, Metrics: p.jobMetrics})
 		if err := p.Runner.Register(p.reactions); err != nil {
 			return err
 		}
 	}
+	failed := make(chan error, 1)
 	p.goRun(func() {
 		if err := p.reactions.Run(context.Background()); err != nil {
 			p.log.Error("reactions", "err", err)
+			failed <- err
 		}
 	})
 	select {
 	case <-p.reactions.Running():
 		return nil
+	case err := <-failed:
+		return fmt.Errorf("reactions: %w", err)
 	case <-ctx.Done():
 		return ctx.Err()
 	}

@@ -439,3 +439,52 @@ func TestJobTokenScopedAndRevoked(t *testing.T) {
 	}
 	t.Logf("the job's token was refused %s after the job was seen ended", time.Since(endedAt).Round(time.Millisecond))
 }
+
+// A job's secret://NAME is resolved from its own project's secrets on the
+// runner, never stored in clear, and redacted from its log; another
+// project's secret is out of its reach.
+func TestJobSecrets(t *testing.T) {
+	secrets := t.TempDir()
+	e := startJobsWith(t, func(c *platform.Config) { c.Jobs.SecretsDir = secrets })
+	const value = "s3cr3t-hunter2-value"
+	if err := os.MkdirAll(filepath.Join(secrets, e.project), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(secrets, e.project, "db.password"), []byte(value+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	j := e.submit(t, map[string]any{"experiment": "x", "env": map[string]any{"DB_PASSWORD": "secret://db.password"},
+		"command": []string{"sh", "-c", fmt.Sprintf(`test ${#DB_PASSWORD} -eq %d && echo "connecting with $DB_PASSWORD"`, len(value))}})
+	done := e.await(t, j.ID, 30*time.Second, ended)
+	if done.State != "succeeded" {
+		t.Fatalf("the secret did not reach the job: %+v", done)
+	}
+	r := e.Do("GET", e.path("/jobs/"+j.ID+"/logs?format=text"), e.token, nil)
+	if !strings.Contains(string(r.Body), "connecting with [REDACTED]") || strings.Contains(string(r.Body), value) {
+		t.Fatalf("log: %s", r.Body)
+	}
+	r = e.Do("GET", e.path("/jobs/"+j.ID), e.token, nil)
+	if strings.Contains(string(r.Body), value) || !strings.Contains(string(r.Body), "secret://db.password") {
+		t.Fatalf("job: %s", r.Body)
+	}
+	admin := e.Login("admin@example.com", testenv.Password)
+	r = e.Do("GET", "/api/v1/audit?max_results=200", admin.AccessToken, nil)
+	if r.Status != http.StatusOK || strings.Contains(string(r.Body), value) {
+		t.Fatalf("audit trail: %d (holds the secret: %v)", r.Status, strings.Contains(string(r.Body), value))
+	}
+	// Another project's job names the same secret: not its to have.
+	r = e.Do("POST", "/api/v1/projects", admin.AccessToken, map[string]any{"name": "Other"})
+	var other struct{ ID string }
+	r.JSON(t, &other)
+	r = e.Do("POST", "/api/v1/projects/"+other.ID+"/jobs", admin.AccessToken, map[string]any{"experiment": "x",
+		"env": map[string]any{"DB_PASSWORD": "secret://db.password"}, "command": []string{"true"}})
+	if r.Status != http.StatusCreated {
+		t.Fatalf("submit in the other project: %d %s", r.Status, r.Body)
+	}
+	var out struct{ Job jobView }
+	r.JSON(t, &out)
+	o := &jobEnv{Env: e.Env, token: admin.AccessToken, project: other.ID}
+	if done := o.await(t, out.Job.ID, 30*time.Second, ended); done.State != "failed" || !strings.Contains(done.Reason, "not available") {
+		t.Fatalf("another project's secret: %+v", done)
+	}
+}

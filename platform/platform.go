@@ -509,13 +509,16 @@ func (p *Platform) NATSClientURL() string {
 // Shutdown drains HTTP requests, stops the projection runners after their
 // current batch, then closes NATS and stops the managed Postgres.
 func (p *Platform) Shutdown(ctx context.Context) {
-	if p.Runner != nil {
-		p.Runner.Close() // its attempts stop and are recorded as lost
-	}
+	// Reactions first: the runner claims nothing more (another runner takes
+	// what its own shutdown requeues); then its attempts stop and are
+	// recorded as lost.
 	if p.reactions != nil {
 		if err := p.reactions.Close(); err != nil {
 			p.log.Warn("reactions shutdown", "err", err)
 		}
+	}
+	if p.Runner != nil {
+		p.Runner.Close()
 	}
 	if p.httpSrv != nil {
 		if err := p.httpSrv.Shutdown(ctx); err != nil {

@@ -29,6 +29,11 @@ type Spec struct {
 	Resources Resources
 	// Grace is how long a stopped attempt has between SIGTERM and SIGKILL.
 	Grace time.Duration
+	// Timeout is the attempt's timeout. The runner enforces it; an
+	// executor that can also have it enforced where the attempt runs
+	// (Kubernetes' activeDeadlineSeconds) does, as a backstop for a runner
+	// that died (0 = none).
+	Timeout time.Duration
 }
 
 // Resources are what an attempt asks for, in Kubernetes quantity syntax

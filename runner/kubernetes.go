@@ -316,13 +316,19 @@ func (k *Kubernetes) build(spec Spec) (*batchv1.Job, *corev1.Secret, error) {
 		pod.TerminationGracePeriodSeconds = ptr.To(int64((spec.Grace + time.Second - 1) / time.Second))
 	}
 	js := batchv1.JobSpec{
-		// One pod, one try: Maestro counts attempts and retries itself, and
-		// enforces the timeout (no activeDeadlineSeconds).
+		// One pod, one try: Maestro counts attempts and retries itself.
 		BackoffLimit: ptr.To[int32](0),
 		Template: corev1.PodTemplateSpec{
 			ObjectMeta: metav1.ObjectMeta{Labels: maps.Clone(labels)},
 			Spec:       pod,
 		},
+	}
+	if spec.Timeout > 0 {
+		// The runner enforces the timeout (SIGTERM, grace, SIGKILL); the
+		// deadline, a minute past timeout and grace, is the backstop that
+		// ends a Job whose runner died, so no attempt runs unobserved for
+		// ever.
+		js.ActiveDeadlineSeconds = ptr.To(int64((spec.Timeout + spec.Grace + time.Minute + time.Second - 1) / time.Second))
 	}
 	if k.cfg.TTLAfterFinished > 0 {
 		js.TTLSecondsAfterFinished = ptr.To(int32(min(k.cfg.TTLAfterFinished/time.Second, 1<<31-1)))

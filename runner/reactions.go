@@ -2,10 +2,9 @@ package runner
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -58,7 +57,9 @@ func (x *Reactions) Register(router *flows.Router) error {
 		MaxDeliver: -1, MaxAckPending: 100000, NakDelay: x.Lease / 3}, x.watchLease)
 }
 
-// followRun keeps the job's run in step with the job.
+// followRun keeps the job's run in step with the job. The status is the
+// job's as it is now, not the event's: a redelivered or late event (a
+// second worker, a crash before the ack) never takes the run back.
 func (x *Reactions) followRun(ctx context.Context, e events.Envelope) error {
 	meta := flows.Meta("job-runs", e)
 	switch e.Type {
@@ -72,39 +73,41 @@ func (x *Reactions) followRun(ctx context.Context, e events.Envelope) error {
 		return err
 	}
 	if !j.Created {
-		return fmt.Errorf("job-runs: %s of job %s, which has no submission", e.Type, jobID)
+		return flows.Permanent(fmt.Errorf("job-runs: %s of job %s, which has no submission", e.Type, jobID))
 	}
 	switch e.Type {
 	case events.JobAttemptStarted:
 		var d events.JobAttemptStartedData
 		if err := e.Decode(&d); err != nil {
-			return err
+			return flows.Permanent(err)
 		}
 		if a := attemptOf(j, d.Attempt); a != nil && e.Sequence > 0 {
 			x.Metrics.waited(a.StartedAt.Sub(queuedBefore(j, a)))
 		}
-		return x.Tracking.FollowJob(ctx, meta, j.Spec.RunID, tracking.StatusRunning, nil)
-	case events.JobRequeued:
-		return x.Tracking.FollowJob(ctx, meta, j.Spec.RunID, tracking.StatusScheduled, nil)
 	case events.JobAttemptEnded:
 		var d events.JobAttemptEndedData
 		if err := e.Decode(&d); err != nil {
-			return err
+			return flows.Permanent(err)
 		}
 		if a := attemptOf(j, d.Attempt); a != nil {
 			x.Metrics.attemptEnded(d.Outcome, a.EndedAt.Sub(a.StartedAt))
-			return x.Identity.RevokeJobToken(ctx, meta, a.TokenID)
+			if err := x.Identity.RevokeJobToken(ctx, meta, a.TokenID); err != nil {
+				return err
+			}
 		}
-		return nil
-	default: // JobEnded
+	case events.JobEnded:
 		var d events.JobEndedData
 		if err := e.Decode(&d); err != nil {
-			return err
+			return flows.Permanent(err)
 		}
 		x.Metrics.jobEnded(d.State)
-		end := e.Time.UnixMilli()
-		return x.Tracking.FollowJob(ctx, meta, j.Spec.RunID, jobs.RunStatus(d.State), &end)
 	}
+	var end *int64
+	if j.Ended() {
+		ms := j.EndedAt.UnixMilli()
+		end = &ms
+	}
+	return x.Tracking.FollowJob(ctx, meta, j.Spec.RunID, jobs.RunStatus(j.State), end)
 }
 
 func attemptOf(j jobs.State, n int) *jobs.Attempt {
@@ -135,7 +138,7 @@ func (x *Reactions) watchLease(ctx context.Context, e events.Envelope) error {
 	}
 	var d events.JobAttemptStartedData
 	if err := e.Decode(&d); err != nil {
-		return err
+		return flows.Permanent(err)
 	}
 	j, err := x.Jobs.Load(ctx, d.JobID)
 	if err != nil {
@@ -145,18 +148,22 @@ func (x *Reactions) watchLease(ctx context.Context, e events.Envelope) error {
 	if cur == nil || cur.Number != d.Attempt {
 		return nil // the attempt ended: nothing to watch
 	}
+	// The lease runs from the claim until the first heartbeat, then from
+	// the last one. Both times are the NATS server's (the event's stream
+	// time is not in the envelope; its time is the runner's clock, close
+	// enough for the first beat's few milliseconds).
 	lease, renewed := x.Lease, e.Time
-	entry, err := x.Leases.Get(ctx, d.JobID)
+	entry, err := x.Leases.Get(ctx, LeaseKey(d.JobID, d.Attempt))
 	switch {
 	case errors.Is(err, jetstream.ErrKeyNotFound):
 	case err != nil:
 		return err
 	default:
-		runner, attempt, l := parseLease(string(entry.Value()))
-		if runner == d.RunnerID && attempt == d.Attempt {
+		var l Lease
+		if json.Unmarshal(entry.Value(), &l) == nil && l.Runner == d.RunnerID {
 			renewed = entry.Created()
-			if l > 0 {
-				lease = l
+			if l.LeaseMS > 0 {
+				lease = time.Duration(l.LeaseMS) * time.Millisecond
 			}
 		}
 	}
@@ -170,15 +177,4 @@ func (x *Reactions) watchLease(ctx context.Context, e events.Envelope) error {
 		return nil // ended meanwhile
 	}
 	return err
-}
-
-// parseLease reads a lease value: runner id, attempt and lease duration.
-func parseLease(v string) (runner string, attempt int, lease time.Duration) {
-	parts := strings.Split(v, "/")
-	if len(parts) != 3 {
-		return "", 0, 0
-	}
-	attempt, _ = strconv.Atoi(parts[1])
-	ms, _ := strconv.ParseInt(parts[2], 10, 64)
-	return parts[0], attempt, time.Duration(ms) * time.Millisecond
 }

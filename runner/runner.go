@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -54,25 +55,23 @@ type Config struct {
 	Now     func() time.Time
 }
 
-// Secrets resolves the secret a job's env names with secret://NAME.
-type Secrets func(name string) (string, bool)
+// Secrets resolves the secret NAME a job of project projectID names
+// with secret://NAME.
+type Secrets func(projectID, name string) (string, bool)
 
-// EnvSecrets resolves secret://NAME from the runner's own environment
-// variable MAESTRO_SECRET_<NAME> (upper-cased, '.' and '-' as '_'), or from
-// the file NAME in dir when dir is set: secrets stay on the machines that
-// run jobs and never enter the event stream.
-func EnvSecrets(dir string) Secrets {
-	return func(name string) (string, bool) {
-		key := "MAESTRO_SECRET_" + strings.NewReplacer(".", "_", "-", "_").Replace(strings.ToUpper(name))
-		if v, ok := os.LookupEnv(key); ok {
-			return v, true
+// DirSecrets resolves secret://NAME from the file dir/<project id>/NAME:
+// secrets stay on the machines that run jobs, never enter the event
+// stream, and a project's jobs reach only that project's secrets.
+func DirSecrets(dir string) Secrets {
+	return func(projectID, name string) (string, bool) {
+		if dir == "" || !events.ValidToken(projectID) || name == "." || name == ".." || strings.ContainsAny(name, "/\\") {
+			return "", false
 		}
-		if dir != "" && name != "." && name != ".." {
-			if b, err := os.ReadFile(filepath.Join(dir, name)); err == nil {
-				return strings.TrimRight(string(b), "\r\n"), true
-			}
+		b, err := os.ReadFile(filepath.Join(dir, projectID, name))
+		if err != nil {
+			return "", false
 		}
-		return "", false
+		return strings.TrimRight(string(b), "\r\n"), true
 	}
 }
 
@@ -98,6 +97,7 @@ type Runner struct {
 
 	mu      sync.Mutex
 	running map[string]*attempt // by job id
+	closed  bool                // no attempt starts any more
 	wg      sync.WaitGroup
 	ctx     context.Context // ends when the runner shuts down
 	stop    context.CancelFunc
@@ -130,7 +130,7 @@ func New(cfg Config, deps Deps) *Runner {
 		cfg.WorkDir = os.TempDir()
 	}
 	if cfg.Secrets == nil {
-		cfg.Secrets = func(string) (string, bool) { return "", false }
+		cfg.Secrets = func(string, string) (string, bool) { return "", false }
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -179,6 +179,11 @@ func (r *Runner) dispatch(ctx context.Context, e events.Envelope) error {
 		flows.Later(ctx) // full: let the queue offer it again
 		return nil
 	}
+	if r.ctx.Err() != nil { // shutting down: another runner takes it
+		<-r.slots
+		flows.Later(ctx)
+		return nil
+	}
 	meta := flows.Meta("job-dispatch/"+r.cfg.ID, e)
 	meta.IdempotencyKey = "" // a claim is decided on the job's state: a second one is refused, not a duplicate
 	j, a, err := r.deps.Jobs.Claim(ctx, meta, jobID, r.cfg.ID, r.cfg.Executor.Name())
@@ -193,13 +198,32 @@ func (r *Runner) dispatch(ctx context.Context, e events.Envelope) error {
 		flows.Later(ctx)
 		return nil
 	}
+	r.mu.Lock()
+	if r.closed {
+		// Claimed as the runner closed: the attempt is recorded lost at
+		// once (and retried elsewhere) rather than started.
+		r.mu.Unlock()
+		<-r.slots
+		r.abandon(j, a, "the runner shut down before the attempt started")
+		return nil
+	}
 	r.wg.Add(1)
+	r.mu.Unlock()
 	go func() {
 		defer r.wg.Done()
 		defer func() { <-r.slots }()
 		r.run(j, a)
 	}()
 	return nil
+}
+
+// abandon records an attempt this runner claimed but will not run as lost.
+func (r *Runner) abandon(j jobs.State, a jobs.Attempt, reason string) {
+	meta := events.Meta{Actor: events.Actor{Kind: events.ActorSystem, ID: "runner/" + r.cfg.ID}, CorrelationID: j.ID()}
+	if _, _, err := r.deps.Jobs.EndAttempt(context.Background(), meta, j.ID(), jobs.EndAttempt{Attempt: a.Number,
+		Outcome: events.OutcomeLost, Reason: reason}); err != nil && !errors.Is(err, jobs.ErrNotCurrent) {
+		r.log.Error("record an abandoned attempt", "job_id", j.ID(), "err", err)
+	}
 }
 
 // attempt is one running attempt's control.
@@ -243,12 +267,18 @@ func (r *Runner) run(j jobs.State, a jobs.Attempt) {
 	}()
 	r.heartbeat(ctx, j, a)
 	end := r.attempt(ctx, j, a, ctl, meta, log)
+	if outcome, _ := ctl.stoppedFor(); outcome == events.OutcomeLost && r.ctx.Err() == nil {
+		// The job moved on without this attempt (its lease lapsed): the
+		// end is not this runner's to record.
+		_ = r.deps.Leases.Delete(ctx, LeaseKey(j.ID(), a.Number))
+		return
+	}
 	if _, _, err := r.deps.Jobs.EndAttempt(ctx, meta, j.ID(), end); err != nil {
 		if !errors.Is(err, jobs.ErrNotCurrent) {
 			log.Error("record the end of an attempt", "err", err)
 		}
 	}
-	_ = r.deps.Leases.Delete(ctx, j.ID())
+	_ = r.deps.Leases.Delete(ctx, LeaseKey(j.ID(), a.Number))
 }
 
 // attempt prepares, starts, watches and ends the program of an attempt.
@@ -267,7 +297,14 @@ func (r *Runner) attempt(ctx context.Context, j jobs.State, a jobs.Attempt, ctl 
 		return fail(err.Error())
 	}
 	workDir := dir
+	local := r.cfg.Executor.Name() == "local"
 	switch {
+	case !local && j.Spec.Artifact != nil:
+		return fail("the " + r.cfg.Executor.Name() + " executor does not unpack artifacts: put the code in the job's image")
+	case !local && !filepath.IsAbs(j.Spec.WorkingDir) && j.Spec.WorkingDir != "":
+		return fail("the " + r.cfg.Executor.Name() + " executor needs an absolute working_dir (a directory of the image)")
+	case !local:
+		workDir = j.Spec.WorkingDir // the image's own directory when empty
 	case j.Spec.WorkingDir == "":
 	case filepath.IsAbs(j.Spec.WorkingDir):
 		workDir = j.Spec.WorkingDir
@@ -279,7 +316,7 @@ func (r *Runner) attempt(ctx context.Context, j jobs.State, a jobs.Attempt, ctl 
 			return fail(err.Error())
 		}
 	}
-	logFile, err := os.CreateTemp("", "maestro-log-*")
+	logFile, err := os.CreateTemp(r.cfg.WorkDir, "maestro-log-*")
 	if err != nil {
 		return fail("could not create the attempt's log file: " + err.Error())
 	}
@@ -288,7 +325,7 @@ func (r *Runner) attempt(ctx context.Context, j jobs.State, a jobs.Attempt, ctl 
 	lw := NewLogWriter(r.deps.Logs, j.ID(), a.Number, r.cfg.LogLimit, secrets, logFile)
 	spec := Spec{JobID: j.ID(), ProjectID: j.Spec.ProjectID, RunID: j.Spec.RunID, Name: j.Spec.Name, Attempt: a.Number,
 		Command: j.Spec.Command, Env: env, WorkingDir: workDir, Image: j.Spec.Image,
-		Resources: Resources{CPU: j.Spec.Resources.CPU, Memory: j.Spec.Resources.Memory}, Grace: r.cfg.Grace}
+		Resources: Resources{CPU: j.Spec.Resources.CPU, Memory: j.Spec.Resources.Memory}, Grace: r.cfg.Grace, Timeout: j.Timeout()}
 	h, err := r.cfg.Executor.Start(ctx, spec, lw.Sink)
 	if err != nil {
 		lw.Sink(Line{Time: r.cfg.Now(), Stream: Stderr, Text: "[maestro] could not start: " + err.Error()})
@@ -344,14 +381,19 @@ func (r *Runner) watch(j jobs.State, a jobs.Attempt, ctl *attempt, h Handle, don
 		case <-r.ctx.Done():
 			ctl.stopFor(events.OutcomeLost, "the runner shut down", h)
 		case <-beat.C:
-			r.heartbeat(context.Background(), j, a)
+			// Reload first: a runner whose attempt the job no longer runs
+			// must not renew its lease (nor stop another's).
 			cur, err := r.deps.Jobs.Load(context.Background(), j.ID())
 			if err != nil {
+				r.heartbeat(context.Background(), j, a) // the store is unreachable; the lease is still ours
 				continue
 			}
 			if c := cur.Current(); c == nil || c.Number != a.Number {
 				ctl.stopFor(events.OutcomeLost, "the lease was lost", h)
-			} else if cur.CancelRequested {
+				continue
+			}
+			r.heartbeat(context.Background(), j, a)
+			if cur.CancelRequested {
 				ctl.stopFor(events.OutcomeCancelled, "cancelled", h)
 			}
 		}
@@ -362,16 +404,23 @@ func (r *Runner) watch(j jobs.State, a jobs.Attempt, ctl *attempt, h Handle, don
 func (r *Runner) heartbeat(ctx context.Context, j jobs.State, a jobs.Attempt) {
 	ctx, cancel := context.WithTimeout(ctx, r.cfg.Lease/3)
 	defer cancel()
-	if _, err := r.deps.Leases.Put(ctx, j.ID(), []byte(leaseValue(r.cfg.ID, a.Number, r.cfg.Lease))); err != nil {
+	v, _ := json.Marshal(Lease{Runner: r.cfg.ID, LeaseMS: r.cfg.Lease.Milliseconds()})
+	if _, err := r.deps.Leases.Put(ctx, LeaseKey(j.ID(), a.Number), v); err != nil {
 		r.log.Warn("renew lease", "job_id", j.ID(), "err", err)
 	}
 }
 
-// leaseValue is what a heartbeat writes: who holds the lease of which
-// attempt, for how long (parseLease).
-func leaseValue(runnerID string, attempt int, lease time.Duration) string {
-	return runnerID + "/" + strconv.Itoa(attempt) + "/" + strconv.FormatInt(lease.Milliseconds(), 10)
+// Lease is what a heartbeat writes to an attempt's key: who holds it, for
+// how long after this write.
+type Lease struct {
+	Runner  string `json:"runner"`
+	LeaseMS int64  `json:"lease_ms"`
 }
+
+// LeaseKey is the KV key of the lease of attempt n of job jobID: one key
+// per attempt, so a runner that lost its lease cannot renew or delete the
+// next attempt's.
+func LeaseKey(jobID string, n int) string { return jobID + "." + strconv.Itoa(n) }
 
 // environment is the attempt's environment: the job's env with its
 // secrets resolved, MAESTRO_PARAM_* and the tracking variables with a
@@ -382,9 +431,9 @@ func (r *Runner) environment(ctx context.Context, j jobs.State, a jobs.Attempt, 
 	for _, k := range slices.Sorted(maps.Keys(j.Spec.Env)) {
 		v := j.Spec.Env[k]
 		if ref, ok := strings.CutPrefix(v, jobs.SecretScheme); ok {
-			s, found := r.cfg.Secrets(ref)
+			s, found := r.cfg.Secrets(j.Spec.ProjectID, ref)
 			if !found {
-				return nil, nil, fmt.Errorf("secret %q (env %s) is not available on runner %s", ref, k, r.cfg.ID)
+				return nil, nil, fmt.Errorf("secret %q (env %s) is not available to the project on runner %s", ref, k, r.cfg.ID)
 			}
 			v = s
 			secrets = append(secrets, s)
@@ -404,6 +453,13 @@ func (r *Runner) environment(ctx context.Context, j jobs.State, a jobs.Attempt, 
 		return nil, nil, fmt.Errorf("could not issue the attempt's tracking token: %w", err)
 	}
 	secrets = append(secrets, token)
+	// A token issued after the attempt was lost (the runner was cut off
+	// right after its claim) would outlive it: the revocation that the
+	// attempt's end triggers found no token then.
+	if cur, err := r.deps.Jobs.Load(ctx, j.ID()); err != nil || cur.Current() == nil || cur.Current().Number != a.Number {
+		_ = r.deps.Identity.RevokeJobToken(ctx, meta, a.TokenID)
+		return nil, nil, errors.New("the attempt was lost before it started")
+	}
 	uri := strings.TrimRight(r.cfg.TrackingURL, "/") + "/mlflow/" + j.Spec.ProjectID
 	for k, v := range map[string]string{
 		"MLFLOW_TRACKING_URI": uri, "MLFLOW_RUN_ID": j.Spec.RunID, "MLFLOW_EXPERIMENT_ID": j.Spec.ExperimentID, "MLFLOW_TRACKING_TOKEN": token,
@@ -462,6 +518,9 @@ func (r *Runner) keepLog(ctx context.Context, j jobs.State, a jobs.Attempt, path
 // SIGKILL after the grace period) and recorded as lost, so their jobs are
 // retried elsewhere when retries are left.
 func (r *Runner) Close() {
+	r.mu.Lock()
+	r.closed = true
+	r.mu.Unlock()
 	r.stop()
 	r.wg.Wait()
 }

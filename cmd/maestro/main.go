@@ -79,7 +79,7 @@ type RunnerFlags struct {
 	Grace      time.Duration `name:"job-grace" env:"MAESTRO_JOB_GRACE" default:"10s" help:"Time between SIGTERM and SIGKILL when a job is cancelled or times out."`
 	LogLimit   int64         `name:"job-log-limit" env:"MAESTRO_JOB_LOG_LIMIT" default:"10485760" help:"Log bytes kept per attempt; lines beyond are dropped and counted."`
 	PublicURL  string        `name:"public-url" env:"MAESTRO_PUBLIC_URL" help:"The API's base URL as jobs reach it (MLFLOW_TRACKING_URI); default this process's listener."`
-	SecretsDir string        `name:"secrets-dir" env:"MAESTRO_SECRETS_DIR" help:"Directory of files the runner resolves secret://NAME env values from (besides MAESTRO_SECRET_<NAME> variables)."`
+	SecretsDir string        `name:"secrets-dir" env:"MAESTRO_SECRETS_DIR" help:"Directory of job secrets: a job's secret://NAME is the file <dir>/<project id>/NAME (each project reaches only its own)."`
 }
 
 func (f RunnerFlags) apply(cfg *platform.Config) error {

@@ -76,8 +76,8 @@ type Consumer struct {
 	// AckWait is how long a delivery may take before it is redelivered
 	// (default 30s).
 	AckWait time.Duration
-	// MaxDeliver bounds deliveries of one event (default 20; -1: no bound,
-	// for reactions that Nack on purpose to wait).
+	// MaxDeliver bounds deliveries of one event (default -1: no bound; see
+	// Handler).
 	MaxDeliver int
 	// MaxAckPending bounds events in flight (default 1000).
 	MaxAckPending int
@@ -86,9 +86,36 @@ type Consumer struct {
 }
 
 // Handler reacts to one event. An error is retried in process with
-// backoff, then the event is poisoned (and acknowledged). A handler that
-// wants the event again later calls Later and returns nil.
+// backoff, then the event is delivered again after the consumer's
+// NakDelay, without bound: an outage of NATS or Postgres must not make a
+// reaction skip an event (a lease never watched, a token never revoked).
+// Only an error marked Permanent (an event no retry can handle) and a
+// panic are poisoned, after the in-process retries, and acknowledged. A
+// handler that wants the event again later calls Later and returns nil.
 type Handler func(ctx context.Context, e events.Envelope) error
+
+// permanent marks an error no retry can cure.
+type permanent struct{ err error }
+
+func (p permanent) Error() string { return p.err.Error() }
+func (p permanent) Unwrap() error { return p.err }
+
+// Permanent marks err as one no retry can cure (an undecodable event):
+// the event is poisoned instead of delivered again.
+func Permanent(err error) error {
+	if err == nil {
+		return nil
+	}
+	return permanent{err}
+}
+
+// poisoned tells which errors go to the poison queue: permanent ones and
+// panics; shutting down is neither.
+func poisoned(err error) bool {
+	var p permanent
+	var panicked middleware.RecoveredPanicError
+	return !errors.Is(err, context.Canceled) && (errors.As(err, &p) || errors.As(err, &panicked))
+}
 
 type laterKey struct{}
 
@@ -134,9 +161,7 @@ func NewRouter(ctx context.Context, js jetstream.JetStream, cfg Config) (*Router
 	if err != nil {
 		return nil, err
 	}
-	poison, err := middleware.PoisonQueueWithFilter(pub, PoisonSubject, func(err error) bool {
-		return !errors.Is(err, context.Canceled) // shutting down is not a poison
-	})
+	poison, err := middleware.PoisonQueueWithFilter(pub, PoisonSubject, poisoned)
 	if err != nil {
 		return nil, err
 	}
@@ -164,7 +189,7 @@ func (r *Router) Handle(c Consumer, h Handler) error {
 		c.AckWait = 30 * time.Second
 	}
 	if c.MaxDeliver == 0 {
-		c.MaxDeliver = 20
+		c.MaxDeliver = -1
 	}
 	if c.MaxAckPending == 0 {
 		c.MaxAckPending = 1000
@@ -204,7 +229,7 @@ func (r *Router) Handle(c Consumer, h Handler) error {
 	r.router.AddConsumerHandler(c.Name, c.Name, sub, func(m *message.Message) error {
 		e, err := Envelope(m)
 		if err != nil {
-			return err // poisoned: no retry makes it readable
+			return Permanent(err) // no retry makes it readable
 		}
 		ctx := context.WithValue(m.Context(), laterKey{}, m)
 		return h(ctx, e)
