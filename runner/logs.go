@@ -210,63 +210,90 @@ type LogLine struct {
 }
 
 // ReadLogs calls emit for every line of job jobID's log, in order. Without
-// follow it returns once it has read what is stored; with follow it keeps
-// reading new lines until ended reports that the job has ended and every
-// line published so far is read (ended is asked when no line came for a
-// while, so a runner that died without an end marker does not hold a
-// follower for ever), or ctx ends.
+// follow it returns once it has read what was stored when it began; with
+// follow it keeps reading new lines until ended reports that the job has
+// ended and every line published by then is read (ended is asked when no
+// line came for a second, so a runner that died without an end marker does
+// not hold a follower for ever), or ctx ends. One ordered consumer serves
+// the whole read (a pull per message batch, no consumer per poll), and the
+// server drops it 30 s after a reader vanished.
 func ReadLogs(ctx context.Context, js jetstream.JetStream, jobID string, follow bool, ended func(context.Context) (bool, error), emit func(LogLine) error) error {
-	c, err := js.OrderedConsumer(ctx, LogStreamName, jetstream.OrderedConsumerConfig{FilterSubjects: []string{LogSubject(jobID)}})
+	stream, err := js.Stream(ctx, LogStreamName)
 	if err != nil {
 		return fmt.Errorf("read job log: %w", err)
 	}
-	for {
-		info, err := c.Info(ctx)
-		if err != nil {
-			return fmt.Errorf("read job log: %w", err)
+	// last is the sequence of the subject's newest message (0: none yet).
+	last := func() (uint64, error) {
+		m, err := stream.GetLastMsgForSubject(ctx, LogSubject(jobID))
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			return 0, nil
 		}
-		if info.NumPending == 0 {
+		if err != nil {
+			return 0, fmt.Errorf("read job log: %w", err)
+		}
+		return m.Sequence, nil
+	}
+	target, err := last()
+	if err != nil || (target == 0 && !follow) {
+		return err
+	}
+	c, err := js.OrderedConsumer(ctx, LogStreamName, jetstream.OrderedConsumerConfig{FilterSubjects: []string{LogSubject(jobID)},
+		InactiveThreshold: 30 * time.Second})
+	if err != nil {
+		return fmt.Errorf("read job log: %w", err)
+	}
+	it, err := c.Messages()
+	if err != nil {
+		return fmt.Errorf("read job log: %w", err)
+	}
+	defer it.Stop()
+	var read uint64 // stream sequence of the last message read
+	for {
+		if !follow && read >= target {
+			return nil
+		}
+		wait, cancel := context.WithTimeout(ctx, time.Second)
+		m, err := it.Next(jetstream.NextContext(wait))
+		cancel()
+		switch {
+		case err == nil:
+		case ctx.Err() != nil:
+			return ctx.Err()
+		case errors.Is(err, nats.ErrTimeout) || errors.Is(err, context.DeadlineExceeded):
 			if !follow {
-				return nil
+				continue // the stored lines are still coming
 			}
 			done, err := ended(ctx)
 			if err != nil {
 				return err
 			}
-			if done {
-				// Lines published right before the end are read first.
-				if info, err = c.Info(ctx); err != nil {
-					return fmt.Errorf("read job log: %w", err)
-				}
-				if info.NumPending == 0 {
-					return nil
-				}
+			if !done {
+				continue
 			}
-		}
-		msgs, err := c.Fetch(256, jetstream.FetchMaxWait(time.Second))
-		if err != nil {
+			// Lines published right before the end are read first.
+			if target, err = last(); err != nil {
+				return err
+			}
+			if read >= target {
+				return nil
+			}
+			follow = false
+			continue
+		default:
 			return fmt.Errorf("read job log: %w", err)
 		}
-		for m := range msgs.Messages() {
-			attempt, _ := strconv.Atoi(m.Headers().Get(headerAttempt))
-			var lines []Line
-			if err := json.Unmarshal(m.Data(), &lines); err != nil {
-				continue // not a batch of lines: nothing to show
-			}
-			for _, l := range lines {
-				if err := emit(LogLine{Attempt: attempt, Line: l}); err != nil {
-					return err
-				}
-			}
+		if md, err := m.Metadata(); err == nil {
+			read = md.Sequence.Stream
 		}
-		if err := msgs.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) && !errors.Is(err, context.DeadlineExceeded) {
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			return fmt.Errorf("read job log: %w", err)
+		attempt, _ := strconv.Atoi(m.Headers().Get(headerAttempt))
+		var lines []Line
+		if err := json.Unmarshal(m.Data(), &lines); err != nil {
+			continue // not a batch of lines: nothing to show
 		}
-		if ctx.Err() != nil {
-			return ctx.Err()
+		for _, l := range lines {
+			if err := emit(LogLine{Attempt: attempt, Line: l}); err != nil {
+				return err
+			}
 		}
 	}
 }

@@ -187,17 +187,30 @@ func (r *Runner) dispatch(ctx context.Context, e events.Envelope) error {
 	meta := flows.Meta("job-dispatch/"+r.cfg.ID, e)
 	meta.IdempotencyKey = "" // a claim is decided on the job's state: a second one is refused, not a duplicate
 	j, a, err := r.deps.Jobs.Claim(ctx, meta, jobID, r.cfg.ID, r.cfg.Executor.Name())
+	if errors.Is(err, jobs.ErrNotQueued) {
+		// Claimed by another runner, or cancelled — or by this one, in an
+		// earlier delivery whose append was stored but whose answer was
+		// lost: that attempt is this runner's to run.
+		if j, err = r.deps.Jobs.Load(ctx, jobID); err == nil {
+			if cur := j.Current(); cur != nil && cur.RunnerID == r.cfg.ID && !r.isRunning(jobID) {
+				a = *cur
+			}
+		}
+		if a.Number == 0 {
+			<-r.slots
+			return nil
+		}
+		err = nil
+	}
 	if err != nil {
 		<-r.slots
-		if errors.Is(err, jobs.ErrNotQueued) {
-			return nil // claimed by another runner, or cancelled
-		}
 		// The store is unreachable or the job kept changing: never
 		// poison a queued job; ask for the event again.
 		r.log.Warn("claim job", "job_id", jobID, "err", err)
 		flows.Later(ctx)
 		return nil
 	}
+	ctl := &attempt{}
 	r.mu.Lock()
 	if r.closed {
 		// Claimed as the runner closed: the attempt is recorded lost at
@@ -207,14 +220,28 @@ func (r *Runner) dispatch(ctx context.Context, e events.Envelope) error {
 		r.abandon(j, a, "the runner shut down before the attempt started")
 		return nil
 	}
+	r.running[jobID] = ctl // before the next delivery is handled
 	r.wg.Add(1)
 	r.mu.Unlock()
 	go func() {
 		defer r.wg.Done()
 		defer func() { <-r.slots }()
-		r.run(j, a)
+		defer func() {
+			r.mu.Lock()
+			delete(r.running, jobID)
+			r.mu.Unlock()
+		}()
+		r.run(j, a, ctl)
 	}()
 	return nil
+}
+
+// isRunning reports whether this runner runs an attempt of job jobID.
+func (r *Runner) isRunning(jobID string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	_, ok := r.running[jobID]
+	return ok
 }
 
 // abandon records an attempt this runner claimed but will not run as lost.
@@ -252,19 +279,10 @@ func (a *attempt) stoppedFor() (string, string) {
 }
 
 // run runs one claimed attempt to its end and records it.
-func (r *Runner) run(j jobs.State, a jobs.Attempt) {
+func (r *Runner) run(j jobs.State, a jobs.Attempt, ctl *attempt) {
 	ctx := context.Background()
 	log := r.log.With("job_id", j.ID(), "attempt", a.Number)
 	meta := events.Meta{Actor: events.Actor{Kind: events.ActorSystem, ID: "runner/" + r.cfg.ID}, CorrelationID: j.ID()}
-	ctl := &attempt{}
-	r.mu.Lock()
-	r.running[j.ID()] = ctl
-	r.mu.Unlock()
-	defer func() {
-		r.mu.Lock()
-		delete(r.running, j.ID())
-		r.mu.Unlock()
-	}()
 	r.heartbeat(ctx, j, a)
 	end := r.attempt(ctx, j, a, ctl, meta, log)
 	if outcome, _ := ctl.stoppedFor(); outcome == events.OutcomeLost && r.ctx.Err() == nil {
