@@ -65,7 +65,8 @@ type JobResources struct {
 // JobSubmittedData: a new job, queued. Env values are as sent, except that
 // a value "secret://NAME" is a reference the runner resolves from its own
 // secret store (never a secret itself: secrets are refused in clear).
-// TimeoutMS 0 means the platform's maximum.
+// TimeoutMS is always set (jobs.CheckSubmit gives a job that names none
+// the default).
 type JobSubmittedData struct {
 	JobID          string            `json:"job_id"`
 	ProjectID      string            `json:"project_id"`

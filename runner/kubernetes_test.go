@@ -179,6 +179,7 @@ func TestKubernetesJobSpec(t *testing.T) {
 	}
 	spec := kubeTestSpec()
 	spec.WorkingDir = "/workspace"
+	spec.Timeout = 90 * time.Second
 	_, job := kubeStart(t, ex, spec, nil)
 
 	if want := "maestro-" + spec.JobID + "-2"; job.Name != want {
@@ -206,8 +207,9 @@ func TestKubernetesJobSpec(t *testing.T) {
 	if js.BackoffLimit == nil || *js.BackoffLimit != 0 {
 		t.Errorf("backoffLimit %v, want 0", js.BackoffLimit)
 	}
-	if js.ActiveDeadlineSeconds != nil {
-		t.Errorf("activeDeadlineSeconds %d, want unset", *js.ActiveDeadlineSeconds)
+	// The backstop for a runner that died: timeout + grace (7.5 s) + 1 min, rounded up.
+	if js.ActiveDeadlineSeconds == nil || *js.ActiveDeadlineSeconds != 158 {
+		t.Errorf("activeDeadlineSeconds %v, want 158", js.ActiveDeadlineSeconds)
 	}
 	if js.TTLSecondsAfterFinished == nil || *js.TTLSecondsAfterFinished != 600 {
 		t.Errorf("ttlSecondsAfterFinished %v, want 600", js.TTLSecondsAfterFinished)

@@ -16,14 +16,17 @@ import (
 
 // ExperimentForJob resolves the experiment a job names in the project ref
 // (already authorized by the caller for a job submission): its id, or its
-// name, creating an experiment of that name when none exists. A name
-// another submission creates at the same moment is found, not refused.
+// name, creating an experiment of that name when none exists (never one
+// named like an id: that is a missing experiment). A name another
+// submission creates at the same moment is found, not refused.
 func (s *Service) ExperimentForJob(ctx context.Context, meta events.Meta, p authz.Principal, ref, idOrName string) (ExperimentState, error) {
 	_, ps, err := s.projects.AuthorizeProject(ctx, p, ref, authz.TrackingWrite)
 	if err != nil {
 		return ExperimentState{}, err
 	}
-	if _, perr := uuid.Parse(idOrName); perr == nil {
+	_, perr := uuid.Parse(idOrName)
+	byID := perr == nil
+	if byID {
 		if x, err := s.experiment(ctx, ps.ID, idOrName); err == nil {
 			return x, activeExperiment(x)
 		}
@@ -39,6 +42,11 @@ func (s *Service) ExperimentForJob(ctx context.Context, meta events.Meta, p auth
 				return x, err
 			}
 			return x, activeExperiment(x)
+		}
+		if byID {
+			// An id that is no experiment of the project is a mistake, not
+			// the name of a new experiment.
+			return ExperimentState{}, handlers.Errorf(handlers.NotFound, "not-found", "experiment %s not found", idOrName)
 		}
 		x, _, err := s.CreateExperiment(ctx, meta, p, ref, CreateExperiment{Name: idOrName})
 		if e, ok := handlers.AsError(err); ok && e.Code == "experiment-exists" {
