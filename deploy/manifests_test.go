@@ -205,7 +205,7 @@ func TestKubernetesManifests(t *testing.T) {
 		t.Error("no Service nats for clients")
 	}
 
-	roles := map[string]string{"maestro-api": "api", "maestro-worker": "worker"}
+	roles := map[string]string{"maestro-api": "api", "maestro-worker": "worker", "maestro-runner": "runner"}
 	for name, role := range roles {
 		d := m.deployments[name]
 		if d == nil {
@@ -382,7 +382,7 @@ func TestDockerCompose(t *testing.T) {
 		t.Fatalf("compose runs %d NATS servers, want a 3-node cluster", len(natsNodes))
 	}
 
-	for _, role := range []string{"api", "worker"} {
+	for _, role := range []string{"api", "worker", "runner"} {
 		s, ok := cf.Services[role]
 		if !ok || !slices.Equal(s.Command, []string{role}) {
 			t.Fatalf("service %s: command %v", role, s.Command)
