@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -67,9 +68,11 @@ func NewLocal(cfg LocalConfig) *Local {
 // Name is "local".
 func (l *Local) Name() string { return "local" }
 
-// Start starts spec.Command as the leader of a new process group. ctx only
-// bounds the start itself: the attempt then runs until it ends or Stop is
-// called, so a caller's short-lived context cannot kill a training run.
+// Start starts spec.Command in a new process group whose leader is a small
+// supervisor, the job shim (shim_linux.go): should the runner die, even by
+// SIGKILL, the shim kills the whole group. ctx only bounds the start
+// itself: the attempt then runs until it ends or Stop is called, so a
+// caller's short-lived context cannot kill a training run.
 // Calls to logs are serialized (never concurrent) and none happen after
 // Wait has returned.
 func (l *Local) Start(ctx context.Context, spec Spec, logs LogSink) (Handle, error) {
@@ -123,19 +126,31 @@ func (l *Local) start(ctx context.Context, spec Spec, logs LogSink) (*LocalHandl
 		return nil, fmt.Errorf("stderr pipe: %w", err)
 	}
 
+	ctl, shimCtl, err := shimSocket()
+	if err != nil {
+		outR.Close()
+		outW.Close()
+		errR.Close()
+		errW.Close()
+		return nil, err
+	}
+
+	// The group's leader is the job shim (shim_linux.go), which starts the
+	// command in the group with env, in dir, with these stdout and stderr.
 	cmd := &exec.Cmd{
-		Path:   prog,
-		Args:   slices.Clone(spec.Command),
-		Env:    env,
-		Dir:    dir,
-		Stdout: outW,
-		Stderr: errW,
+		Path:       shimExe,
+		Args:       shimCommand(prog, spec.Command),
+		Env:        []string{shimEnv + "=" + shimEnvValue},
+		Dir:        dir,
+		Stdout:     outW,
+		Stderr:     errW,
+		ExtraFiles: []*os.File{shimCtl},
 		SysProcAttr: &syscall.SysProcAttr{
-			// pgid = the child's pid, so Stop reaches everything it forks.
+			// pgid = the shim's pid, so Stop reaches everything it forks.
 			Setpgid: true,
-			// If the runner dies, the kernel kills the job rather than
-			// leaving an unsupervised training run behind.
-			Pdeathsig: syscall.SIGKILL,
+			// If the runner dies, the shim kills the whole group rather
+			// than leaving an unsupervised training run behind.
+			Pdeathsig: shimDeathSignal,
 		},
 	}
 
@@ -150,12 +165,13 @@ func (l *Local) start(ctx context.Context, spec Spec, logs LogSink) (*LocalHandl
 		done:           make(chan struct{}),
 	}
 	started := make(chan error, 1)
-	go h.run(cmd, started, [2]*os.File{outR, errR}, dir, temp, l.cfg.DrainTimeout)
+	go h.run(cmd, ctl, env, started, [2]*os.File{outR, errR}, dir, temp, l.cfg.DrainTimeout)
 	err = <-started
 	// The child holds its own copies of the write ends now; ours must go
 	// or the readers would never see EOF.
 	outW.Close()
 	errW.Close()
+	shimCtl.Close()
 	if err != nil {
 		outR.Close()
 		errR.Close()
@@ -306,7 +322,8 @@ func checkExecutable(p string) error {
 
 // LocalHandle is a started local attempt. Besides Handle it tells the
 // process group's id, which a runner can record to kill a group it left
-// behind when it crashed (Pdeathsig reaches only the group's leader).
+// behind (the shim kills it when the runner dies, but a group whose shim
+// was killed as well is left to that).
 type LocalHandle struct {
 	logs  LogSink
 	grace time.Duration
@@ -330,12 +347,12 @@ type LocalHandle struct {
 
 var _ Handle = (*LocalHandle)(nil)
 
-// PID is the process id of the attempt's leader, which is also its
-// process group id.
+// PID is the process id of the attempt's leader, its job shim, which is
+// also its process group id.
 func (h *LocalHandle) PID() int { return h.pid }
 
 // Wait blocks until the attempt's process group has ended and all its
-// output was delivered, and returns how the leader ended.
+// output was delivered, and returns how the command ended.
 func (h *LocalHandle) Wait() Result {
 	<-h.done
 	return h.result
@@ -367,19 +384,35 @@ func (h *LocalHandle) signalLocked(sig syscall.Signal) {
 	_ = syscall.Kill(-h.pid, sig)
 }
 
-// run starts the child and supervises it to the end. It runs on a goroutine
-// locked to its OS thread for the child's whole life: Pdeathsig fires when
-// the thread that forked the child exits, and an unlocked goroutine's
-// thread may be retired by the Go runtime at any time, killing a healthy
-// job. The goroutine returns without unlocking, so the thread exits only
-// after the child is reaped.
-func (h *LocalHandle) run(cmd *exec.Cmd, started chan<- error, pipes [2]*os.File, dir string, temp bool, drain time.Duration) {
+// run starts the shim, which starts the command, and supervises it to the
+// end. It runs on a goroutine locked to its OS thread for the shim's whole
+// life: Pdeathsig fires when the thread that forked the shim exits, and an
+// unlocked goroutine's thread may be retired by the Go runtime at any time,
+// killing a healthy job. The goroutine returns without unlocking, so the
+// thread exits only after the shim is reaped.
+func (h *LocalHandle) run(cmd *exec.Cmd, ctl *net.UnixConn, env []string, started chan<- error, pipes [2]*os.File, dir string, temp bool, drain time.Duration) {
 	runtime.LockOSThread()
+	defer ctl.Close()
+	// Concurrently: an environment larger than the socket's buffer is only
+	// read once the shim runs.
+	go shimSendEnv(ctl, env)
 	if err := cmd.Start(); err != nil {
 		started <- err
 		return
 	}
 	pid := cmd.Process.Pid
+	status := bufio.NewReader(ctl)
+	if err := shimStarted(status, shimProg(cmd.Args)); err != nil {
+		// The shim is not reaped yet, so its pid cannot have been reused:
+		// make sure nothing of the group is left, then reap it.
+		_ = syscall.Kill(-pid, syscall.SIGKILL)
+		_ = cmd.Wait()
+		if errors.Is(err, errShimEnded) && cmd.ProcessState != nil {
+			err = fmt.Errorf("%w: %v", err, cmd.ProcessState)
+		}
+		started <- err
+		return
+	}
 	h.pid = pid // before started: Start and Stop read it after that
 	started <- nil
 
@@ -399,6 +432,14 @@ func (h *LocalHandle) run(cmd *exec.Cmd, started chan<- error, pipes [2]*os.File
 		werr = cmd.Wait()
 	}
 	res := resultOf(cmd.ProcessState, werr)
+	// The shim is dead, so what it said is all there is to read; the
+	// deadline only guards against a descriptor that leaked.
+	_ = ctl.SetReadDeadline(time.Now().Add(time.Second))
+	if ws, ok := shimExit(status); ok {
+		// The command's own end. Without it (the shim was killed too),
+		// the shim's stands for it: SIGKILL after the grace period.
+		res = statusResult(ws)
+	}
 
 	// The group is dead, so the pipes close as soon as their data is read,
 	// except when a process escaped the group (setsid) and still holds
@@ -458,7 +499,7 @@ func resultOf(state *os.ProcessState, err error) Result {
 		return Result{ExitCode: -1, Err: fmt.Errorf("wait: %w", err)}
 	}
 	if ws, ok := state.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
-		return Result{ExitCode: 128 + int(ws.Signal()), Signal: signalName(ws.Signal())}
+		return statusResult(ws)
 	}
 	res := Result{ExitCode: state.ExitCode()}
 	var ee *exec.ExitError
@@ -467,6 +508,14 @@ func resultOf(state *os.ProcessState, err error) Result {
 		res.Err = fmt.Errorf("wait: %w", err)
 	}
 	return res
+}
+
+// statusResult is the Result of a command that ended with wait status ws.
+func statusResult(ws syscall.WaitStatus) Result {
+	if ws.Signaled() {
+		return Result{ExitCode: 128 + int(ws.Signal()), Signal: signalName(ws.Signal())}
+	}
+	return Result{ExitCode: ws.ExitStatus()}
 }
 
 // signalNames are the conventional names (kill -l); syscall.Signal's own

@@ -414,6 +414,23 @@ func TestLocalEnv(t *testing.T) {
 			t.Fatalf("env = %q, want %q", got, want)
 		}
 	})
+	t.Run("the shim's variables are the job's own", func(t *testing.T) {
+		// Nothing of the shim reaches the job, and the job's environment
+		// does not reach the shim (GODEBUG=inittrace=1 would make it print).
+		var logs lineLog
+		env := map[string]string{shimEnv: "job's", "GODEBUG": "inittrace=1", "PATH": "/usr/bin:/bin", "HOME": "/nonexistent"}
+		h := startLocal(t, LocalConfig{WorkDir: t.TempDir()}, Spec{Command: []string{"env"}, Env: env}, logs.sink)
+		if r := waitResult(t, h, 10*time.Second); r.ExitCode != 0 {
+			t.Fatalf("result = %+v", r)
+		}
+		want := []string{"GODEBUG=inittrace=1", "HOME=/nonexistent", shimEnv + "=job's", "PATH=/usr/bin:/bin"}
+		if got := logs.texts(Stdout); !slices.Equal(got, want) {
+			t.Fatalf("env = %q, want %q", got, want)
+		}
+		if got := logs.texts(Stderr); len(got) != 0 {
+			t.Fatalf("stderr = %q, want none", got)
+		}
+	})
 	t.Run("command looked up in the job's PATH", func(t *testing.T) {
 		bin := t.TempDir()
 		if err := os.WriteFile(filepath.Join(bin, "only-here"), []byte("#!/bin/sh\necho found\n"), 0o755); err != nil {
@@ -483,6 +500,15 @@ func TestLocalStartErrors(t *testing.T) {
 	if err := os.WriteFile(notExec, []byte("#!/bin/sh\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	// Found and executable, yet the exec fails: only the shim can tell.
+	garbage := filepath.Join(files, "garbage")
+	if err := os.WriteFile(garbage, []byte("\x00\x01 not a program\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	noInterp := filepath.Join(files, "no-interpreter")
+	if err := os.WriteFile(noInterp, []byte("#!/nonexistent/interpreter\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
 	canceled, cancel := context.WithCancel(context.Background())
 	cancel()
 	for _, tc := range []struct {
@@ -497,6 +523,8 @@ func TestLocalStartErrors(t *testing.T) {
 		{"not found by path", nil, Spec{Command: []string{"./missing.sh"}}, "no such file"},
 		{"not executable", nil, Spec{Command: []string{notExec}}, "not executable"},
 		{"directory", nil, Spec{Command: []string{files}}, "is a directory"},
+		{"exec format error", nil, Spec{Command: []string{garbage}}, "fork/exec " + garbage + ": exec format error"},
+		{"missing interpreter", nil, Spec{Command: []string{noInterp}}, "fork/exec " + noInterp + ": no such file"},
 		{"missing working dir", nil, Spec{Command: []string{"true"}, WorkingDir: filepath.Join(files, "missing")}, "no such file"},
 		{"working dir is a file", nil, Spec{Command: []string{"true"}, WorkingDir: notExec}, "not a directory"},
 		{"bad env name", nil, Spec{Command: []string{"true"}, Env: map[string]string{"A=B": "x"}}, "invalid environment variable"},
@@ -530,20 +558,79 @@ func TestLocalStartErrors(t *testing.T) {
 	}
 }
 
-// pdeathsigHelperEnv switches the test binary into the helper of
-// TestLocalPdeathsig (the os/exec helper-process pattern); its value is the
-// helper's work dir.
-const pdeathsigHelperEnv = "MAESTRO_RUNNER_PDEATHSIG_HELPER"
+// TestLocalShimSurvivesSignals: signals sent to the shim alone (a job's
+// `kill $PPID`) neither end it nor reach the command.
+func TestLocalShimSurvivesSignals(t *testing.T) {
+	t.Parallel()
+	var logs lineLog
+	h := startLocal(t, LocalConfig{WorkDir: t.TempDir()}, Spec{
+		Command: sh(`for s in HUP INT QUIT TERM USR1 USR2 ABRT SEGV PIPE ALRM TSTP TTIN XCPU; do kill -$s $PPID || exit 1; done; sleep 0.2; echo alive`),
+	}, logs.sink)
+	if r := waitResult(t, h, 10*time.Second); r != (Result{ExitCode: 0}) {
+		t.Fatalf("result = %+v (stderr %q), want exit 0", r, logs.texts(Stderr))
+	}
+	if got := logs.texts(Stdout); !slices.Equal(got, []string{"alive"}) {
+		t.Fatalf("stdout = %q, stderr %q", got, logs.texts(Stderr))
+	}
+	if got := logs.texts(Stderr); len(got) != 0 {
+		t.Fatalf("stderr = %q, want none", got)
+	}
+}
 
-// TestLocalPdeathsigHelper is not a test: run by TestLocalPdeathsig in a
-// child test binary, it starts `sleep 1000` as a local attempt, prints its
-// pid and waits to be killed.
+// TestShimByHand: the shim needs both its argv[0] and its variable, and
+// without the runner's control socket it only says so.
+func TestShimByHand(t *testing.T) {
+	t.Parallel()
+	run := func(env []string, args ...string) (string, int) {
+		t.Helper()
+		cmd := &exec.Cmd{Path: os.Args[0], Args: append([]string{shimArg0}, args...), Env: env}
+		out, err := cmd.CombinedOutput()
+		var ee *exec.ExitError
+		if err != nil && !errors.As(err, &ee) {
+			t.Fatal(err)
+		}
+		return string(out), cmd.ProcessState.ExitCode()
+	}
+	if out, code := run([]string{shimEnv + "=" + shimEnvValue}, "1", "/bin/true", "true"); code != shimUsage || !strings.Contains(out, "no control socket") {
+		t.Errorf("shim without a socket: exit %d, %q", code, out)
+	}
+	if out, code := run([]string{shimEnv + "=" + shimEnvValue}); code != shimUsage || !strings.Contains(out, "not to be run by hand") {
+		t.Errorf("shim without arguments: exit %d, %q", code, out)
+	}
+	// Without the variable, argv[0] alone is just a name: the test binary
+	// runs its tests.
+	if out, code := run(nil, "-test.run=^$"); code != 0 || !strings.Contains(out, "PASS") {
+		t.Errorf("argv[0] only: exit %d, %q", code, out)
+	}
+}
+
+// pdeathsigHelperEnv switches the test binary into the helper of the
+// Pdeathsig tests (the os/exec helper-process pattern); its value is the
+// helper's work dir. pdeathsigScriptEnv, if set, is a script the attempt
+// runs in that dir instead of `sleep 1000`.
+const (
+	pdeathsigHelperEnv = "MAESTRO_RUNNER_PDEATHSIG_HELPER"
+	pdeathsigScriptEnv = "MAESTRO_RUNNER_PDEATHSIG_SCRIPT"
+)
+
+// TestLocalPdeathsigHelper is not a test: run by the Pdeathsig tests in a
+// child test binary, it starts a local attempt, prints its pid and waits to
+// be killed. Like the runner, it is undumpable (see HideFromJobs).
 func TestLocalPdeathsigHelper(t *testing.T) {
 	work := os.Getenv(pdeathsigHelperEnv)
 	if work == "" {
-		t.Skip("helper process for TestLocalPdeathsig")
+		t.Skip("helper process for the Pdeathsig tests")
 	}
-	h, err := NewLocal(LocalConfig{WorkDir: work}).Start(context.Background(), Spec{JobID: "pdeathsig", Command: []string{"sleep", "1000"}}, nil)
+	if _, _, e := syscall.RawSyscall(syscall.SYS_PRCTL, syscall.PR_SET_DUMPABLE, 0, 0); e != 0 {
+		fmt.Println("error", e)
+		os.Exit(1)
+	}
+	spec := Spec{JobID: "pdeathsig", Command: []string{"sleep", "1000"}}
+	cfg := LocalConfig{WorkDir: work}
+	if script := os.Getenv(pdeathsigScriptEnv); script != "" {
+		spec.Command, spec.WorkingDir = sh(script), work
+	}
+	h, err := NewLocal(cfg).Start(context.Background(), spec, nil)
 	if err != nil {
 		fmt.Println("error", err)
 		os.Exit(1)
@@ -553,14 +640,12 @@ func TestLocalPdeathsigHelper(t *testing.T) {
 	os.Exit(1) // the attempt must not end before the helper is killed
 }
 
-// TestLocalPdeathsig: when the runner dies without a chance to clean up
-// (SIGKILL), the kernel kills its attempts.
-func TestLocalPdeathsig(t *testing.T) {
-	t.Parallel()
+// startPdeathsigHelper starts the helper with work as its work dir and
+// returns it and its attempt's pid.
+func startPdeathsigHelper(t *testing.T, work, script string) (*exec.Cmd, int) {
+	t.Helper()
 	helper := exec.Command(os.Args[0], "-test.run=^TestLocalPdeathsigHelper$")
-	// The killed helper can't remove its attempt's directory: put it where
-	// the test cleans up.
-	helper.Env = append(os.Environ(), pdeathsigHelperEnv+"="+t.TempDir())
+	helper.Env = append(os.Environ(), pdeathsigHelperEnv+"="+work, pdeathsigScriptEnv+"="+script)
 	out, err := helper.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -587,6 +672,16 @@ func TestLocalPdeathsig(t *testing.T) {
 		t.Fatal("helper did not start its attempt")
 	}
 	killLater(t, pid)
+	return helper, pid
+}
+
+// TestLocalPdeathsig: when the runner dies without a chance to clean up
+// (SIGKILL), its attempts die too.
+func TestLocalPdeathsig(t *testing.T) {
+	t.Parallel()
+	// The killed helper can't remove its attempt's directory: put it where
+	// the test cleans up.
+	helper, pid := startPdeathsigHelper(t, t.TempDir(), "")
 	if gone(pid) {
 		t.Fatalf("attempt %d died before its runner", pid)
 	}
@@ -595,4 +690,58 @@ func TestLocalPdeathsig(t *testing.T) {
 	}
 	_ = helper.Wait()
 	poll(t, 5*time.Second, "the attempt to die with its runner", func() bool { return gone(pid) })
+}
+
+// TestLocalPdeathsigGroup: the kernel's parent-death signal reaches one
+// process, yet all of a dead runner's attempt must die, not only its
+// leader: here a background member of the group and the command itself.
+func TestLocalPdeathsigGroup(t *testing.T) {
+	t.Parallel()
+	work := t.TempDir()
+	helper, shim := startPdeathsigHelper(t, work,
+		`sleep 1000 & echo $! > bgpid.tmp && mv bgpid.tmp bgpid; echo $$ > cmdpid.tmp && mv cmdpid.tmp cmdpid; exec sleep 1000`)
+	readPID := func(name string) int {
+		var pid int
+		poll(t, 10*time.Second, name, func() bool {
+			b, err := os.ReadFile(filepath.Join(work, name))
+			if err != nil {
+				return false
+			}
+			pid, err = strconv.Atoi(strings.TrimSpace(string(b)))
+			return err == nil
+		})
+		killLater(t, pid)
+		return pid
+	}
+	pids := map[string]int{"shim": shim, "command": readPID("cmdpid"), "background sleep": readPID("bgpid")}
+	for what, pid := range pids {
+		if gone(pid) {
+			t.Fatalf("%s %d died before the runner", what, pid)
+		}
+		if pgid, err := syscall.Getpgid(pid); err != nil || pgid != shim {
+			t.Fatalf("%s %d: process group %d, %v; want %d", what, pid, pgid, err, shim)
+		}
+	}
+	if err := helper.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	_ = helper.Wait()
+	for what, pid := range pids {
+		poll(t, 5*time.Second, fmt.Sprintf("the %s (%d) to die with the runner", what, pid), func() bool { return gone(pid) })
+	}
+}
+
+// BenchmarkLocalStart measures starting an attempt of `true` and waiting for
+// its end: the executor's per-attempt overhead.
+func BenchmarkLocalStart(b *testing.B) {
+	l := NewLocal(LocalConfig{WorkDir: b.TempDir()})
+	for b.Loop() {
+		h, err := l.Start(context.Background(), Spec{JobID: "bench", Command: []string{"true"}}, nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if r := h.Wait(); r.ExitCode != 0 {
+			b.Fatalf("result = %+v", r)
+		}
+	}
 }
