@@ -47,6 +47,22 @@ const (
 	logFlush         = 64 << 10
 )
 
+// A log follow holds its connection and a server-side consumer (a NATS
+// ordered consumer on the job log stream) for as long as it lasts, up to
+// logFollowTimeout, so the follows open at once are bounded (streamSet):
+// maxFollowsPerUser per user, so that one client (a viewer is enough)
+// cannot hold thousands; the user's sessions and API tokens share the
+// budget, which is plenty for a person watching a few jobs in a few tabs
+// and a script or two; and maxFollows per API process in all, so that
+// many users together cannot exhaust its connections, file descriptors and
+// NATS's consumers. Beyond either a follow is refused with 429
+// too-many-streams. A read without follow is not counted: it ends within
+// logReadTimeout.
+const (
+	maxFollowsPerUser = 16
+	maxFollows        = 1024
+)
+
 // jobViews are the projections a job command's answer and the next natural
 // read need: the job, and (for a submission) the experiment and run it made.
 var jobViews = []string{projections.Jobs{}.Name()}
@@ -426,8 +442,15 @@ func (s *Server) jobLogs(w http.ResponseWriter, r *http.Request) error {
 // followJobLogs streams a job's log until the job has ended and every line
 // is sent, the client goes away, the server shuts down (EndStreams) or the
 // route's deadline passes. A client that reconnects reads the log from the
-// start again.
+// start again. It counts against the bounds on open follows (streamSet)
+// until it returns.
 func (s *Server) followJobLogs(r *http.Request, out *logWriter, q jobLogsQuery) error {
+	p, _ := principal(r.Context())
+	release, err := s.streams.open(p.UserID)
+	if err != nil {
+		return err // nothing is written yet: a problem
+	}
+	defer release() // however the follow ends, panics included
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
 	go func() {
@@ -454,7 +477,7 @@ func (s *Server) followJobLogs(r *http.Request, out *logWriter, q jobLogsQuery) 
 		j, err := s.deps.Jobs.Load(ctx, id)
 		return j.Ended(), err
 	}
-	err := runner.ReadLogs(ctx, s.deps.JobLogs, id, true, ended, func(l runner.LogLine) error {
+	err = runner.ReadLogs(ctx, s.deps.JobLogs, id, true, ended, func(l runner.LogLine) error {
 		if q.text {
 			out.add(textLine(l))
 		} else {
@@ -602,12 +625,57 @@ func (o *logWriter) keepAlive(ctx context.Context) func() {
 	}
 }
 
-// streamSet ends the log follows in progress when the server stops; its
-// zero value is ready to use.
+// streamSet tracks the log follows in progress: it bounds how many are
+// open at once (maxFollowsPerUser, maxFollows) and ends them when the server
+// stops. Its zero value is ready to use.
 type streamSet struct {
 	mu     sync.Mutex
 	ch     chan struct{}
 	closed bool
+	count  int            // follows open
+	byUser map[string]int // follows open per user id (none: no entry)
+	// perUser and total, when above zero, replace maxFollowsPerUser and
+	// maxFollows (tests, which cannot cheaply open a thousand follows).
+	perUser, total int
+}
+
+// open admits a follow by user, or refuses it with too-many-streams when
+// the user, or the process, has as many follows open as it may. Call the
+// returned function when the follow has ended, whatever ended it (defer
+// it); calling it again does nothing.
+func (s *streamSet) open(user string) (release func(), err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	perUser, total := maxFollowsPerUser, maxFollows
+	if s.perUser > 0 {
+		perUser = s.perUser
+	}
+	if s.total > 0 {
+		total = s.total
+	}
+	if s.byUser[user] >= perUser {
+		return nil, problem("too-many-streams", "you have "+strconv.Itoa(perUser)+
+			" log follows open, the most one user may have at once; close one to follow another")
+	}
+	if s.count >= total {
+		return nil, problem("too-many-streams", "the server has as many log follows open as it serves at once; retry later")
+	}
+	if s.byUser == nil {
+		s.byUser = map[string]int{}
+	}
+	s.count++
+	s.byUser[user]++
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			s.count--
+			if s.byUser[user]--; s.byUser[user] <= 0 {
+				delete(s.byUser, user)
+			}
+		})
+	}, nil
 }
 
 func (s *streamSet) done() <-chan struct{} {

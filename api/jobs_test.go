@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"os"
@@ -458,6 +459,80 @@ func TestJobLogs(t *testing.T) {
 	if ev, ok := nextEvent(t, events); ok {
 		t.Fatalf("after EndStreams: %+v", ev)
 	}
+}
+
+// openFollow opens a follow of a job's log as token and returns it once
+// its headers are in (the follow is then open on the server; the caller
+// keeps or closes its body), or the status and body of a refusal.
+func openFollow(ctx context.Context, e *testenv.Env, path, token string) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, "GET", e.URL+path+"?follow=true", nil)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "text/event-stream" {
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return nil, fmt.Errorf("follow: %d %s", resp.StatusCode, b)
+	}
+	return resp, nil
+}
+
+// Follows are bounded: 16 open at once per user (their sessions and API
+// tokens share the budget), and a bound for the whole process; beyond
+// either a follow is refused with 429 too-many-streams, and a follow that
+// ends frees its place. Reads without follow are not counted.
+func TestJobLogFollowLimits(t *testing.T) {
+	t.Parallel()
+	j := startJobs(t, "joblimits")
+	e := j.e
+	job := j.submit(t, map[string]any{"experiment": "limits", "command": []string{"true"}}).Job // stays queued: no runner
+	logs := j.pp + "/jobs/" + job.ID + "/logs"
+	viewerAPI := asJSON[api.APITokenResponse](t, call(t, e, 201, "POST", "/api/v1/tokens", j.viewer.Token, map[string]any{"name": "follows"})).Token
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	mustFollow := func(token string) *http.Response {
+		t.Helper()
+		resp, err := openFollow(ctx, e, logs, token)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { resp.Body.Close() })
+		return resp
+	}
+
+	// The viewer's 16: 12 with the session, 4 with an API token.
+	var mine []*http.Response
+	for i := range 16 {
+		tok := j.viewer.Token
+		if i >= 12 {
+			tok = viewerAPI
+		}
+		mine = append(mine, mustFollow(tok))
+	}
+	// The 17th is refused, whichever credential asks; a read once is not.
+	callProblem(t, e, 429, "too-many-streams", "GET", logs+"?follow=true", j.viewer.Token, nil)
+	callProblem(t, e, 429, "too-many-streams", "GET", logs+"?follow=true&format=text", viewerAPI, nil)
+	call(t, e, 200, "GET", logs, j.viewer.Token, nil)
+	// Another user still follows.
+	mustFollow(j.editor.Token)
+
+	// A follow that ends frees its place (once the server has noticed the
+	// client went away).
+	mine[0].Body.Close()
+	eventually(t, 20*time.Second, "a follow after closing one", func() error {
+		resp, err := openFollow(ctx, e, logs, j.viewer.Token)
+		if err != nil {
+			return err
+		}
+		t.Cleanup(func() { resp.Body.Close() })
+		return nil
+	})
+	callProblem(t, e, 429, "too-many-streams", "GET", logs+"?follow=true", j.viewer.Token, nil)
 }
 
 // ---- authorization ----

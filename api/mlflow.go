@@ -137,6 +137,7 @@ var mlflowCodes = map[string]string{
 	"request-in-progress":     "RESOURCE_CONFLICT",
 	"precondition-failed":     "RESOURCE_CONFLICT",
 	"too-many-attempts":       "REQUEST_LIMIT_EXCEEDED",
+	"too-many-streams":        "REQUEST_LIMIT_EXCEEDED",
 	"internal":                "INTERNAL_ERROR",
 	"projection-lagging":      "TEMPORARILY_UNAVAILABLE",
 	"revocation-pending":      "TEMPORARILY_UNAVAILABLE",

@@ -57,6 +57,7 @@ var problemCatalog = map[string]struct {
 	"idempotency-key-reused":  {422, "The Idempotency-Key was used with a different request"},
 	"digest-mismatch":         {422, "The uploaded bytes do not match Content-Digest"},
 	"too-many-attempts":       {429, "Too many attempts"},
+	"too-many-streams":        {429, "Too many log follows are open"},
 	"internal":                {500, "Internal server error"},
 	"projection-lagging":      {503, "The read model has not caught up yet"},
 	"revocation-pending":      {503, "The change is recorded but not yet in force everywhere"},
