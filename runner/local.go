@@ -165,13 +165,12 @@ func (l *Local) start(ctx context.Context, spec Spec, logs LogSink) (*LocalHandl
 		done:           make(chan struct{}),
 	}
 	started := make(chan error, 1)
-	go h.run(cmd, ctl, env, started, [2]*os.File{outR, errR}, dir, temp, l.cfg.DrainTimeout)
+	go h.run(cmd, ctl, shimCtl, env, started, [2]*os.File{outR, errR}, dir, temp, l.cfg.DrainTimeout)
 	err = <-started
 	// The child holds its own copies of the write ends now; ours must go
 	// or the readers would never see EOF.
 	outW.Close()
 	errW.Close()
-	shimCtl.Close()
 	if err != nil {
 		outR.Close()
 		errR.Close()
@@ -390,13 +389,18 @@ func (h *LocalHandle) signalLocked(sig syscall.Signal) {
 // unlocked goroutine's thread may be retired by the Go runtime at any time,
 // killing a healthy job. The goroutine returns without unlocking, so the
 // thread exits only after the shim is reaped.
-func (h *LocalHandle) run(cmd *exec.Cmd, ctl *net.UnixConn, env []string, started chan<- error, pipes [2]*os.File, dir string, temp bool, drain time.Duration) {
+func (h *LocalHandle) run(cmd *exec.Cmd, ctl *net.UnixConn, shimCtl *os.File, env []string, started chan<- error, pipes [2]*os.File, dir string, temp bool, drain time.Duration) {
 	runtime.LockOSThread()
 	defer ctl.Close()
 	// Concurrently: an environment larger than the socket's buffer is only
 	// read once the shim runs.
 	go shimSendEnv(ctl, env)
-	if err := cmd.Start(); err != nil {
+	err := cmd.Start()
+	// The shim holds its own copy of its end now: ours must go, or a shim
+	// that dies before it answers (no memory for its runtime, killed)
+	// would leave the read below waiting for ever.
+	shimCtl.Close()
+	if err != nil {
 		started <- err
 		return
 	}

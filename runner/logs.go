@@ -261,7 +261,12 @@ func ReadLogs(ctx context.Context, js jetstream.JetStream, jobID string, follow 
 			return ctx.Err()
 		case errors.Is(err, nats.ErrTimeout) || errors.Is(err, context.DeadlineExceeded):
 			if !follow {
-				continue // the stored lines are still coming
+				// The last stored message may have aged out (or been
+				// dropped for room) before it was read: look again.
+				if target, err = last(); err != nil {
+					return err
+				}
+				continue
 			}
 			done, err := ended(ctx)
 			if err != nil {
@@ -284,6 +289,9 @@ func ReadLogs(ctx context.Context, js jetstream.JetStream, jobID string, follow 
 		}
 		if md, err := m.Metadata(); err == nil {
 			read = md.Sequence.Stream
+			if md.NumPending == 0 && !follow {
+				target = min(target, read) // nothing more to read, whatever was there at the start
+			}
 		}
 		attempt, _ := strconv.Atoi(m.Headers().Get(headerAttempt))
 		var lines []Line

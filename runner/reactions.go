@@ -75,6 +75,9 @@ func (x *Reactions) followRun(ctx context.Context, e events.Envelope) error {
 	if !j.Created {
 		return flows.Permanent(fmt.Errorf("job-runs: %s of job %s, which has no submission", e.Type, jobID))
 	}
+	// Metrics are observed once the reaction's effects are recorded, so a
+	// delivery retried through an outage does not count again.
+	var observe func()
 	switch e.Type {
 	case events.JobAttemptStarted:
 		var d events.JobAttemptStartedData
@@ -82,7 +85,7 @@ func (x *Reactions) followRun(ctx context.Context, e events.Envelope) error {
 			return flows.Permanent(err)
 		}
 		if a := attemptOf(j, d.Attempt); a != nil && e.Sequence > 0 {
-			x.Metrics.waited(a.StartedAt.Sub(queuedBefore(j, a)))
+			observe = func() { x.Metrics.waited(a.StartedAt.Sub(queuedBefore(j, a))) }
 		}
 	case events.JobAttemptEnded:
 		var d events.JobAttemptEndedData
@@ -90,24 +93,30 @@ func (x *Reactions) followRun(ctx context.Context, e events.Envelope) error {
 			return flows.Permanent(err)
 		}
 		if a := attemptOf(j, d.Attempt); a != nil {
-			x.Metrics.attemptEnded(d.Outcome, a.EndedAt.Sub(a.StartedAt))
 			if err := x.Identity.RevokeJobToken(ctx, meta, a.TokenID); err != nil {
 				return err
 			}
+			observe = func() { x.Metrics.attemptEnded(d.Outcome, a.EndedAt.Sub(a.StartedAt)) }
 		}
 	case events.JobEnded:
 		var d events.JobEndedData
 		if err := e.Decode(&d); err != nil {
 			return flows.Permanent(err)
 		}
-		x.Metrics.jobEnded(d.State)
+		observe = func() { x.Metrics.jobEnded(d.State) }
 	}
 	var end *int64
 	if j.Ended() {
 		ms := j.EndedAt.UnixMilli()
 		end = &ms
 	}
-	return x.Tracking.FollowJob(ctx, meta, j.Spec.RunID, jobs.RunStatus(j.State), end)
+	if err := x.Tracking.FollowJob(ctx, meta, j.Spec.RunID, jobs.RunStatus(j.State), end); err != nil {
+		return err
+	}
+	if observe != nil {
+		observe()
+	}
+	return nil
 }
 
 func attemptOf(j jobs.State, n int) *jobs.Attempt {
@@ -149,9 +158,9 @@ func (x *Reactions) watchLease(ctx context.Context, e events.Envelope) error {
 		return nil // the attempt ended: nothing to watch
 	}
 	// The lease runs from the claim until the first heartbeat, then from
-	// the last one. Both times are the NATS server's (the event's stream
-	// time is not in the envelope; its time is the runner's clock, close
-	// enough for the first beat's few milliseconds).
+	// the last one (the KV entry's time: the NATS server's clock; the
+	// claim's is the runner's), compared with this worker's clock: their
+	// skew eats into the lease, so clocks must be kept in sync (NTP).
 	lease, renewed := x.Lease, e.Time
 	entry, err := x.Leases.Get(ctx, LeaseKey(d.JobID, d.Attempt))
 	switch {

@@ -96,7 +96,7 @@ type Runner struct {
 	log   *slog.Logger
 
 	mu      sync.Mutex
-	running map[string]*attempt // by job id
+	running map[string]*attempt // by LeaseKey: job and attempt
 	closed  bool                // no attempt starts any more
 	wg      sync.WaitGroup
 	ctx     context.Context // ends when the runner shuts down
@@ -191,16 +191,18 @@ func (r *Runner) dispatch(ctx context.Context, e events.Envelope) error {
 		// Claimed by another runner, or cancelled — or by this one, in an
 		// earlier delivery whose append was stored but whose answer was
 		// lost: that attempt is this runner's to run.
-		if j, err = r.deps.Jobs.Load(ctx, jobID); err == nil {
-			if cur := j.Current(); cur != nil && cur.RunnerID == r.cfg.ID && !r.isRunning(jobID) {
-				a = *cur
-			}
+		if j, err = r.deps.Jobs.Load(ctx, jobID); err != nil {
+			<-r.slots
+			flows.Later(ctx) // look again when the store answers
+			return nil
+		}
+		if cur := j.Current(); cur != nil && cur.RunnerID == r.cfg.ID && !r.isRunning(jobID, cur.Number) {
+			a = *cur
 		}
 		if a.Number == 0 {
 			<-r.slots
 			return nil
 		}
-		err = nil
 	}
 	if err != nil {
 		<-r.slots
@@ -220,7 +222,8 @@ func (r *Runner) dispatch(ctx context.Context, e events.Envelope) error {
 		r.abandon(j, a, "the runner shut down before the attempt started")
 		return nil
 	}
-	r.running[jobID] = ctl // before the next delivery is handled
+	key := LeaseKey(jobID, a.Number)
+	r.running[key] = ctl // before the next delivery is handled
 	r.wg.Add(1)
 	r.mu.Unlock()
 	go func() {
@@ -228,7 +231,9 @@ func (r *Runner) dispatch(ctx context.Context, e events.Envelope) error {
 		defer func() { <-r.slots }()
 		defer func() {
 			r.mu.Lock()
-			delete(r.running, jobID)
+			if r.running[key] == ctl {
+				delete(r.running, key)
+			}
 			r.mu.Unlock()
 		}()
 		r.run(j, a, ctl)
@@ -236,11 +241,11 @@ func (r *Runner) dispatch(ctx context.Context, e events.Envelope) error {
 	return nil
 }
 
-// isRunning reports whether this runner runs an attempt of job jobID.
-func (r *Runner) isRunning(jobID string) bool {
+// isRunning reports whether this runner runs attempt n of job jobID.
+func (r *Runner) isRunning(jobID string, n int) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	_, ok := r.running[jobID]
+	_, ok := r.running[LeaseKey(jobID, n)]
 	return ok
 }
 
@@ -283,20 +288,67 @@ func (r *Runner) run(j jobs.State, a jobs.Attempt, ctl *attempt) {
 	ctx := context.Background()
 	log := r.log.With("job_id", j.ID(), "attempt", a.Number)
 	meta := events.Meta{Actor: events.Actor{Kind: events.ActorSystem, ID: "runner/" + r.cfg.ID}, CorrelationID: j.ID()}
+	// The lease is kept from the claim until the end is recorded: while
+	// the artifact unpacks, the program runs and the end is retried.
 	r.heartbeat(ctx, j, a)
+	stopBeats := r.keepLease(j, a)
+	defer func() {
+		stopBeats()
+		_ = r.deps.Leases.Delete(ctx, LeaseKey(j.ID(), a.Number))
+	}()
 	end := r.attempt(ctx, j, a, ctl, meta, log)
 	if outcome, _ := ctl.stoppedFor(); outcome == events.OutcomeLost && r.ctx.Err() == nil {
 		// The job moved on without this attempt (its lease lapsed): the
 		// end is not this runner's to record.
-		_ = r.deps.Leases.Delete(ctx, LeaseKey(j.ID(), a.Number))
 		return
 	}
-	if _, _, err := r.deps.Jobs.EndAttempt(ctx, meta, j.ID(), end); err != nil {
-		if !errors.Is(err, jobs.ErrNotCurrent) {
-			log.Error("record the end of an attempt", "err", err)
+	r.recordEnd(ctx, j, end, meta, log)
+}
+
+// recordEnd records how the attempt ended, retrying with backoff while the
+// store does not answer (the lease is kept meanwhile): a three-day run must
+// not be lost, and run again, for one timeout.
+func (r *Runner) recordEnd(ctx context.Context, j jobs.State, end jobs.EndAttempt, meta events.Meta, log *slog.Logger) {
+	pause := 250 * time.Millisecond
+	for try := 1; ; try++ {
+		_, _, err := r.deps.Jobs.EndAttempt(ctx, meta, j.ID(), end)
+		if err == nil || errors.Is(err, jobs.ErrNotCurrent) {
+			return
 		}
+		if e, ok := handlers.AsError(err); ok && e.Kind != handlers.Conflict && e.Kind != handlers.Unavailable {
+			log.Error("record the end of an attempt", "err", err)
+			return // a refusal, not an outage: retrying changes nothing
+		}
+		if try >= 40 { // ~8 minutes
+			log.Error("record the end of an attempt: giving up; the lease will lapse and the job be retried", "err", err)
+			return
+		}
+		log.Warn("record the end of an attempt: retrying", "err", err, "try", try)
+		time.Sleep(pause)
+		pause = min(2*pause, 15*time.Second)
 	}
-	_ = r.deps.Leases.Delete(ctx, LeaseKey(j.ID(), a.Number))
+}
+
+// keepLease renews the attempt's lease every lease/3 until the returned
+// function is called. It only writes the attempt's own key: what the job
+// does meanwhile is watch's concern.
+func (r *Runner) keepLease(j jobs.State, a jobs.Attempt) (stop func()) {
+	done := make(chan struct{})
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		beat := time.NewTicker(r.cfg.Lease / 3)
+		defer beat.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-beat.C:
+				r.heartbeat(context.Background(), j, a)
+			}
+		}
+	}()
+	return func() { close(done); <-finished }
 }
 
 // attempt prepares, starts, watches and ends the program of an attempt.
@@ -382,36 +434,36 @@ func (r *Runner) attempt(ctx context.Context, j jobs.State, a jobs.Attempt, ctl 
 	return end
 }
 
-// watch waits for the program while renewing the lease, and stops it when
-// the job is cancelled, it times out, the job moved on without it (its
-// lease was lost) or the runner shuts down.
+// watch waits for the program (keepLease renews the lease meanwhile), and
+// stops it when the job is cancelled, it times out, the job moved on
+// without it (its lease was lost) or the runner shuts down.
 func (r *Runner) watch(j jobs.State, a jobs.Attempt, ctl *attempt, h Handle, done <-chan Result) Result {
 	timeout := time.NewTimer(j.Timeout())
 	defer timeout.Stop()
-	beat := time.NewTicker(r.cfg.Lease / 3)
-	defer beat.Stop()
+	check := time.NewTicker(r.cfg.Lease / 3)
+	defer check.Stop()
+	closing := r.ctx.Done()
 	for {
 		select {
 		case res := <-done:
 			return res
 		case <-timeout.C:
 			ctl.stopFor(events.OutcomeTimedOut, "timeout", h) // the job's timeout_seconds says after how long
-		case <-r.ctx.Done():
+		case <-closing:
+			closing = nil // once: a closed channel is always ready
 			ctl.stopFor(events.OutcomeLost, "the runner shut down", h)
-		case <-beat.C:
-			// Reload first: a runner whose attempt the job no longer runs
-			// must not renew its lease (nor stop another's).
-			cur, err := r.deps.Jobs.Load(context.Background(), j.ID())
+		case <-check.C:
+			// A cancellation, or the job gone on without this attempt
+			// (its lease lapsed), stops the program.
+			lctx, cancel := context.WithTimeout(context.Background(), r.cfg.Lease/3)
+			cur, err := r.deps.Jobs.Load(lctx, j.ID())
+			cancel()
 			if err != nil {
-				r.heartbeat(context.Background(), j, a) // the store is unreachable; the lease is still ours
 				continue
 			}
 			if c := cur.Current(); c == nil || c.Number != a.Number {
 				ctl.stopFor(events.OutcomeLost, "the lease was lost", h)
-				continue
-			}
-			r.heartbeat(context.Background(), j, a)
-			if cur.CancelRequested {
+			} else if cur.CancelRequested {
 				ctl.stopFor(events.OutcomeCancelled, "cancelled", h)
 			}
 		}
