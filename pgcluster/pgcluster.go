@@ -642,9 +642,15 @@ func (c *Cluster) command(ctx context.Context, name string, args ...string) *exe
 	// Our cwd may be unreadable to the postgres user (e.g. /root), which
 	// initdb and postgres complain about.
 	cmd.Dir = c.dir
-	// PG* variables (PGPORT, PGDATA, PGOPTIONS, ...) from the caller's
-	// environment must not leak into our private cluster.
-	env := slices.DeleteFunc(os.Environ(), func(kv string) bool { return strings.HasPrefix(kv, "PG") })
+	// Only what the server binaries need: PG* variables (PGPORT, PGDATA,
+	// PGOPTIONS, ...) must not leak into our private cluster, and maestro's
+	// credentials (MAESTRO_*, S3 keys) must not sit in a process that is
+	// dumpable again after its exec (a job of the local runner, same user,
+	// could read them from /proc/<pid>/environ).
+	env := slices.DeleteFunc(os.Environ(), func(kv string) bool {
+		name, _, _ := strings.Cut(kv, "=")
+		return !slices.Contains([]string{"PATH", "HOME", "LANG", "TZ", "TMPDIR", "USER", "LOGNAME"}, name) && !strings.HasPrefix(name, "LC_")
+	})
 	// Own process group: a Ctrl-C on maestro's terminal must not reach the
 	// postmaster, so maestro decides the shutdown order.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
