@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"path"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/go-chi/chi/v5"
@@ -207,6 +208,7 @@ func (s *Server) storeArtifact(w http.ResponseWriter, r *http.Request, apath str
 		stored = io.TeeReader(body, head)
 	}
 	digest, size, err := s.deps.Blobs.Put(r.Context(), stored, s.deps.ArtifactMaxBytes, want)
+	s.m.addArtifactBytes("in", body.n)
 	var mbe *http.MaxBytesError
 	switch {
 	case err == nil:
@@ -219,8 +221,15 @@ func (s *Server) storeArtifact(w http.ResponseWriter, r *http.Request, apath str
 		// its problem, not a server fault, and it will most likely never
 		// read this answer.
 		return registry.Artifact{}, false, 0, problem("validation-failed", "the upload ended before the body was complete; nothing was stored")
+	case errors.Is(err, syscall.ENOSPC):
+		return registry.Artifact{}, false, 0, problem("insufficient-storage", "the artifact store is out of space; nothing was stored")
 	default:
-		return registry.Artifact{}, false, 0, err
+		// Every fault of the client's is handled above: what is left is the
+		// store's (a directory that cannot be written, an S3 endpoint that
+		// is down). Nothing was recorded, so the upload may be retried.
+		s.deps.Logger.WarnContext(r.Context(), "artifact store failed an upload", "request_id", requestID(r.Context()), "err", err)
+		return registry.Artifact{}, false, 0, &problemError{code: "artifact-store-unavailable",
+			detail: "the artifact store cannot take the upload right now; nothing was stored", retryAfter: 5 * time.Second}
 	}
 	if head != nil {
 		ct = head.contentType()
@@ -297,7 +306,9 @@ func (s *Server) downloadArtifact(w http.ResponseWriter, r *http.Request, find f
 	}
 	defer blob.Close()
 	_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(artifactTransferTimeout))
-	w = &contentProblems{ResponseWriter: w, r: r}
+	out := &contentProblems{ResponseWriter: w, r: r}
+	defer func() { s.m.addArtifactBytes("out", out.sent) }()
+	w = out
 	h := w.Header()
 	h.Set("ETag", `"`+a.Digest+`"`)
 	h.Set("Content-Type", a.ContentType)
@@ -354,14 +365,17 @@ func (h *sniffHead) contentType() string {
 }
 
 // clientBody remembers how reading the request body failed, so that a
-// client that went away mid-upload is told apart from a store that failed.
+// client that went away mid-upload is told apart from a store that failed,
+// and counts the bytes read (maestro_artifact_bytes_total, direction in).
 type clientBody struct {
 	io.Reader
 	err error
+	n   int64
 }
 
 func (b *clientBody) Read(p []byte) (int, error) {
 	n, err := b.Reader.Read(p)
+	b.n += int64(n)
 	if err != nil && err != io.EOF {
 		b.err = err
 	}
@@ -376,6 +390,9 @@ type contentProblems struct {
 	http.ResponseWriter
 	r       *http.Request
 	replied bool
+	// sent counts the artifact's bytes written (maestro_artifact_bytes_total,
+	// direction out); a problem's body is not the artifact's.
+	sent int64
 }
 
 func (c *contentProblems) WriteHeader(code int) {
@@ -398,7 +415,9 @@ func (c *contentProblems) Write(b []byte) (int, error) {
 	if c.replied {
 		return len(b), nil
 	}
-	return c.ResponseWriter.Write(b)
+	n, err := c.ResponseWriter.Write(b)
+	c.sent += int64(n)
+	return n, err
 }
 
 // Unwrap keeps http.ResponseController working through the wrapper.

@@ -237,6 +237,7 @@ func (s *Server) idempotent(next http.Handler) http.Handler {
 			return
 		}
 		if rec != nil { // a replay
+			s.m.replays.Inc()
 			for k, v := range rec.Header {
 				w.Header().Set(k, v)
 			}

@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/maestro-ml/maestro/auth"
@@ -55,31 +57,104 @@ func (s *Server) healthz(w http.ResponseWriter, _ *http.Request) error {
 
 // ReadyStatus is the body of GET /readyz.
 type ReadyStatus struct {
-	// Status is "ready", or "degraded" when a projection has quarantined
-	// events it cannot store (still 200: one poison event must not take
-	// every instance out of the load balancer).
+	// Status is "ready", or "degraded" (still 200) when a check is
+	// degraded, e.g. a projection has quarantined events it cannot store
+	// (one poison event must not take every instance out of the load
+	// balancer). When a required dependency is down the answer is 503 with
+	// a ReadyProblem instead.
 	Status string `json:"status"`
+	// Checks is each dependency's state, by name (postgres, nats,
+	// artifacts, projections).
+	Checks map[string]CheckResult `json:"checks"`
+	// Quarantined counts quarantined events by projection, when any (the
+	// projections check's, repeated where clients read it before checks).
+	Quarantined map[string]int64 `json:"quarantined,omitempty"`
+}
+
+// ReadyProblem is the body of a 503 from GET /readyz: the unavailable
+// problem, whose detail names the dependencies that are down, with every
+// dependency's state as the extension member checks.
+type ReadyProblem struct {
+	Problem
+	Checks map[string]CheckResult `json:"checks"`
+}
+
+// CheckResult is one dependency's state in GET /readyz. It says what, never
+// why: no error strings, addresses or names of internals (the route is
+// public).
+type CheckResult struct {
+	// Status is "ok" or "degraded" (ready), or "unreachable", "lagging" or
+	// "timeout" (not ready).
+	Status string `json:"status"`
+	// Lag is each projection's events behind its stream's head.
+	Lag map[string]uint64 `json:"lag,omitempty"`
 	// Quarantined counts quarantined events by projection, when any.
 	Quarantined map[string]int64 `json:"quarantined,omitempty"`
 }
 
+// ReadyCheck is one dependency GET /readyz probes (Deps.Ready).
+type ReadyCheck struct {
+	Name string
+	// Probe reports the dependency's state; it should honour ctx, and is
+	// reported as "timeout" if it does not answer within readyProbeTimeout.
+	Probe func(ctx context.Context) CheckResult
+}
+
+// readyProbeTimeout bounds each readiness probe: a probe of a dependency
+// that hangs (a partitioned NATS, a full Postgres pool) answers "timeout"
+// instead of holding the load balancer's request.
+const readyProbeTimeout = 2 * time.Second
+
+// readyz runs every check at once, each bounded by readyProbeTimeout, and
+// answers 200 with ReadyStatus (ready or degraded), or 503 with Retry-After
+// and ReadyProblem (problem+json like every error, naming what is down).
 func (s *Server) readyz(w http.ResponseWriter, r *http.Request) error {
-	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
-	defer cancel()
-	if s.deps.Ready != nil {
-		if err := s.deps.Ready(ctx); err != nil {
-			return problem("unavailable", "not ready")
+	type named struct {
+		name string
+		res  CheckResult
+	}
+	results := make(chan named, len(s.deps.Ready))
+	for _, c := range s.deps.Ready {
+		go func() {
+			ctx, cancel := context.WithTimeout(r.Context(), readyProbeTimeout)
+			defer cancel()
+			answer := make(chan CheckResult, 1) // buffered: a late probe never blocks
+			go func() { answer <- c.Probe(ctx) }()
+			select {
+			case res := <-answer:
+				results <- named{c.Name, res}
+			case <-ctx.Done():
+				results <- named{c.Name, CheckResult{Status: "timeout"}}
+			}
+		}()
+	}
+	st := ReadyStatus{Status: "ready", Checks: map[string]CheckResult{}}
+	var down []string
+	for range s.deps.Ready {
+		n := <-results
+		st.Checks[n.name] = n.res
+		for p, q := range n.res.Quarantined {
+			if st.Quarantined == nil {
+				st.Quarantined = map[string]int64{}
+			}
+			st.Quarantined[p] = q
+		}
+		switch {
+		case n.res.Status == "ok":
+		case n.res.Status == "degraded":
+			if st.Status == "ready" {
+				st.Status = "degraded"
+			}
+		default:
+			st.Status = "unavailable"
+			down = append(down, n.name+" "+n.res.Status)
 		}
 	}
-	st := ReadyStatus{Status: "ready"}
-	if s.deps.Queries != nil {
-		q, err := s.deps.Queries.Quarantined(ctx)
-		if err != nil {
-			return problem("unavailable", "not ready")
-		}
-		if len(q) > 0 {
-			st = ReadyStatus{Status: "degraded", Quarantined: q}
-		}
+	if st.Status == "unavailable" {
+		slices.Sort(down)
+		pe := &problemError{code: "unavailable", detail: "not ready: " + strings.Join(down, ", "), retryAfter: 5 * time.Second}
+		writeProblemWith(w, r, pe, func(p Problem) any { return ReadyProblem{Problem: p, Checks: st.Checks} })
+		return nil
 	}
 	writeJSON(w, http.StatusOK, st)
 	return nil

@@ -30,22 +30,14 @@ func (s *Server) metricsRoutes() []Route {
 
 // acceptScrapeToken serves a request that carries the scrape token with
 // next, marked as the scraper's, and any other with authed (the ordinary
-// authenticator). The token is compared through SHA-256 digests of equal
-// length, so the comparison takes the same time whatever the sent token's
-// length or content.
+// authenticator).
 func (s *Server) acceptScrapeToken(next, authed http.Handler) http.Handler {
 	if s.deps.MetricsToken == "" {
 		return authed
 	}
-	want := sha256.Sum256([]byte(s.deps.MetricsToken))
+	isScraper := scrapeTokenCheck(s.deps.MetricsToken)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		scheme, cred, _ := strings.Cut(r.Header.Get("Authorization"), " ")
-		if !strings.EqualFold(scheme, "Bearer") || cred == "" || len(cred) > maxTokenLen {
-			authed.ServeHTTP(w, r)
-			return
-		}
-		got := sha256.Sum256([]byte(cred))
-		if subtle.ConstantTimeCompare(got[:], want[:]) != 1 {
+		if !isScraper(r) {
 			authed.ServeHTTP(w, r)
 			return
 		}
@@ -53,6 +45,45 @@ func (s *Server) acceptScrapeToken(next, authed http.Handler) http.Handler {
 			*who = "metrics-scraper"
 		}
 		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), scraperKey{}, true)))
+	})
+}
+
+// scrapeTokenCheck reports whether a request carries token as its bearer
+// token. The token is compared through SHA-256 digests of equal length, so
+// the comparison takes the same time whatever the sent token's length or
+// content.
+func scrapeTokenCheck(token string) func(r *http.Request) bool {
+	want := sha256.Sum256([]byte(token))
+	return func(r *http.Request) bool {
+		scheme, cred, _ := strings.Cut(r.Header.Get("Authorization"), " ")
+		if !strings.EqualFold(scheme, "Bearer") || cred == "" || len(cred) > maxTokenLen {
+			return false
+		}
+		got := sha256.Sum256([]byte(cred))
+		return subtle.ConstantTimeCompare(got[:], want[:]) == 1
+	}
+}
+
+// MetricsOnly is the handler of MAESTRO_METRICS_ADDR, the listener of a
+// process without the API role (a worker, a runner): GET /metrics with the
+// scrape token serves metrics, a request without it is 401, any other
+// path 404. There are no users here to authenticate, so the scrape token is
+// the only credential, and it must be set (token "" refuses everything).
+func MetricsOnly(metrics http.Handler, token string) http.Handler {
+	isScraper := scrapeTokenCheck(token)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case r.URL.Path != "/metrics":
+			http.NotFound(w, r)
+		case r.Method != http.MethodGet && r.Method != http.MethodHead:
+			w.Header().Set("Allow", "GET, HEAD")
+			http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+		case token == "" || !isScraper(r):
+			w.Header().Set("WWW-Authenticate", `Bearer realm="maestro-metrics"`)
+			http.Error(w, "send the scrape token as Authorization: Bearer <token>", http.StatusUnauthorized)
+		default:
+			metrics.ServeHTTP(w, r)
+		}
 	})
 }
 

@@ -20,49 +20,51 @@ var problemCatalog = map[string]struct {
 	Status int
 	Title  string
 }{
-	"validation-failed":       {400, "The request is invalid"},
-	"malformed-json":          {400, "The request body is not valid JSON for this operation"},
-	"weak-password":           {400, "The password does not meet the password policy"},
-	"invalid-idempotency-key": {400, "The Idempotency-Key header is invalid"},
-	"invalid-page-token":      {400, "The page_token is invalid"},
-	"unauthenticated":         {401, "Authentication is required"},
-	"invalid-token":           {401, "The token is invalid or expired"},
-	"invalid-credentials":     {401, "Invalid credentials"},
-	"forbidden":               {403, "Not allowed"},
-	"registration-closed":     {403, "Self-registration is disabled"},
-	"not-found":               {404, "Not found"},
-	"method-not-allowed":      {405, "Method not allowed"},
-	"email-taken":             {409, "The email address is already registered"},
-	"user-exists":             {409, "The user already exists"},
-	"self-modification":       {409, "You cannot change this on your own account"},
-	"project-exists":          {409, "A project with this name already exists"},
-	"model-exists":            {409, "A model with this name already exists in the project"},
-	"project-archived":        {409, "The project is archived"},
-	"last-owner":              {409, "A project must keep at least one owner"},
-	"production-occupied":     {409, "Another version is in production"},
-	"experiment-exists":       {409, "An experiment with this name already exists in the project"},
-	"experiment-deleted":      {409, "The experiment is deleted"},
-	"run-exists":              {409, "The run already exists"},
-	"run-deleted":             {409, "The run is deleted"},
-	"param-overwrite":         {400, "A param is written once per run"},
-	"token-exists":            {409, "This Idempotency-Key already created an API token"},
-	"artifact-limit":          {409, "The version or run holds the most artifacts it may have"},
-	"job-ended":               {409, "The job has already ended"},
-	"concurrent-modification": {409, "The resource changed concurrently"},
-	"request-in-progress":     {409, "A request with this Idempotency-Key is still in progress"},
-	"precondition-failed":     {412, "A precondition of the request does not hold"},
-	"payload-too-large":       {413, "The request body is too large"},
-	"unsupported-media-type":  {415, "Content-Type must be application/json"},
-	"range-not-satisfiable":   {416, "The requested range cannot be served"},
-	"idempotency-key-reused":  {422, "The Idempotency-Key was used with a different request"},
-	"digest-mismatch":         {422, "The uploaded bytes do not match Content-Digest"},
-	"too-many-attempts":       {429, "Too many attempts"},
-	"too-many-streams":        {429, "Too many log follows are open"},
-	"internal":                {500, "Internal server error"},
-	"projection-lagging":      {503, "The read model has not caught up yet"},
-	"revocation-pending":      {503, "The change is recorded but not yet in force everywhere"},
-	"history-too-long":        {503, "The model's history is too long to read in one request; retry to continue"},
-	"unavailable":             {503, "Service unavailable"},
+	"validation-failed":          {400, "The request is invalid"},
+	"malformed-json":             {400, "The request body is not valid JSON for this operation"},
+	"weak-password":              {400, "The password does not meet the password policy"},
+	"invalid-idempotency-key":    {400, "The Idempotency-Key header is invalid"},
+	"invalid-page-token":         {400, "The page_token is invalid"},
+	"unauthenticated":            {401, "Authentication is required"},
+	"invalid-token":              {401, "The token is invalid or expired"},
+	"invalid-credentials":        {401, "Invalid credentials"},
+	"forbidden":                  {403, "Not allowed"},
+	"registration-closed":        {403, "Self-registration is disabled"},
+	"not-found":                  {404, "Not found"},
+	"method-not-allowed":         {405, "Method not allowed"},
+	"email-taken":                {409, "The email address is already registered"},
+	"user-exists":                {409, "The user already exists"},
+	"self-modification":          {409, "You cannot change this on your own account"},
+	"project-exists":             {409, "A project with this name already exists"},
+	"model-exists":               {409, "A model with this name already exists in the project"},
+	"project-archived":           {409, "The project is archived"},
+	"last-owner":                 {409, "A project must keep at least one owner"},
+	"production-occupied":        {409, "Another version is in production"},
+	"experiment-exists":          {409, "An experiment with this name already exists in the project"},
+	"experiment-deleted":         {409, "The experiment is deleted"},
+	"run-exists":                 {409, "The run already exists"},
+	"run-deleted":                {409, "The run is deleted"},
+	"param-overwrite":            {400, "A param is written once per run"},
+	"token-exists":               {409, "This Idempotency-Key already created an API token"},
+	"artifact-limit":             {409, "The version or run holds the most artifacts it may have"},
+	"job-ended":                  {409, "The job has already ended"},
+	"concurrent-modification":    {409, "The resource changed concurrently"},
+	"request-in-progress":        {409, "A request with this Idempotency-Key is still in progress"},
+	"precondition-failed":        {412, "A precondition of the request does not hold"},
+	"payload-too-large":          {413, "The request body is too large"},
+	"unsupported-media-type":     {415, "Content-Type must be application/json"},
+	"range-not-satisfiable":      {416, "The requested range cannot be served"},
+	"idempotency-key-reused":     {422, "The Idempotency-Key was used with a different request"},
+	"digest-mismatch":            {422, "The uploaded bytes do not match Content-Digest"},
+	"too-many-attempts":          {429, "Too many attempts"},
+	"too-many-streams":           {429, "Too many log follows are open"},
+	"internal":                   {500, "Internal server error"},
+	"projection-lagging":         {503, "The read model has not caught up yet"},
+	"revocation-pending":         {503, "The change is recorded but not yet in force everywhere"},
+	"history-too-long":           {503, "The model's history is too long to read in one request; retry to continue"},
+	"unavailable":                {503, "Service unavailable"},
+	"artifact-store-unavailable": {503, "The artifact store is unavailable"},
+	"insufficient-storage":       {507, "The artifact store is out of space"},
 }
 
 // Problem is an RFC 9457 problem details body.
@@ -120,6 +122,13 @@ func toProblem(err error) (*problemError, bool) {
 }
 
 func writeProblem(w http.ResponseWriter, r *http.Request, pe *problemError) {
+	writeProblemWith(w, r, pe, nil)
+}
+
+// writeProblemWith is writeProblem with extension members (RFC 9457
+// section 3.2): extend gets the problem and returns the body to send
+// (nil: the problem as it is). MLflow routes answer MLflow's error body.
+func writeProblemWith(w http.ResponseWriter, r *http.Request, pe *problemError, extend func(Problem) any) {
 	if isMLflow(r) {
 		writeMLflowError(w, r, pe)
 		return
@@ -128,17 +137,30 @@ func writeProblem(w http.ResponseWriter, r *http.Request, pe *problemError) {
 	if !ok {
 		c = problemCatalog["internal"]
 	}
-	if pe.retryAfter > 0 {
-		w.Header().Set("Retry-After", strconv.Itoa(int(pe.retryAfter.Round(time.Second)/time.Second)))
-	}
+	setRetryAfter(w, pe, c.Status)
 	if c.Status == http.StatusUnauthorized {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="maestro"`)
 	}
 	w.Header().Set("Content-Type", "application/problem+json")
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(c.Status)
-	_ = json.NewEncoder(w).Encode(Problem{
+	var body any = Problem{
 		Type: ProblemTypePrefix + pe.code, Title: c.Title, Status: c.Status, Detail: pe.detail,
 		Instance: r.URL.Path, RequestID: requestID(r.Context()),
-	})
+	}
+	if extend != nil {
+		body = extend(body.(Problem))
+	}
+	_ = json.NewEncoder(w).Encode(body)
+}
+
+// setRetryAfter sends Retry-After (whole seconds, at least one) for a
+// problem that says when to retry, and for every 503 whether it says or
+// not: a client told the platform is unavailable is always told when to
+// come back.
+func setRetryAfter(w http.ResponseWriter, pe *problemError, status int) {
+	if pe.retryAfter <= 0 && status != http.StatusServiceUnavailable {
+		return
+	}
+	w.Header().Set("Retry-After", strconv.Itoa(max(1, int(pe.retryAfter.Seconds()+0.5))))
 }

@@ -11,8 +11,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
+	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
@@ -20,6 +20,7 @@ import (
 
 	"github.com/go-chi/chi/v5"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/maestro-ml/maestro/artifacts"
 	"github.com/maestro-ml/maestro/auth"
@@ -59,8 +60,15 @@ type Deps struct {
 	StreamLastSeq func(ctx context.Context) (uint64, error)
 	// Heads is the last sequence of every stream projections follow.
 	Heads func(ctx context.Context) (projections.Heads, error)
-	// Ready reports whether dependencies (Postgres, NATS) are reachable.
-	Ready func(ctx context.Context) error
+	// Ready is the dependencies GET /readyz probes, one check each
+	// (Postgres, NATS, the artifact store, the projections).
+	Ready []ReadyCheck
+	// Registerer takes the API's Prometheus collectors (api/metrics.go);
+	// nil registers them with a private registry nobody serves.
+	Registerer prometheus.Registerer
+	// TrustedProxies is MAESTRO_TRUSTED_PROXIES: peers whose
+	// X-Forwarded-For is believed (api/proxies.go); empty: none.
+	TrustedProxies []netip.Prefix
 	// RegistrationOpen allows POST /auth/register.
 	RegistrationOpen bool
 	// WaitTimeout bounds the read-your-writes wait (default 2s).
@@ -112,6 +120,7 @@ type Server struct {
 	routes []Route
 	mux    chi.Router
 	idem   *idempotencyState
+	m      *apiMetrics
 	// streams ends the log follows in progress on shutdown (EndStreams).
 	streams streamSet
 }
@@ -136,7 +145,7 @@ func New(d Deps) *Server {
 	if d.Now == nil {
 		d.Now = time.Now
 	}
-	s := &Server{deps: d, idem: newIdempotencyState()}
+	s := &Server{deps: d, idem: newIdempotencyState(), m: newAPIMetrics(d.Registerer)}
 	s.routes = s.table()
 	s.mux = s.router()
 	return s
@@ -211,16 +220,23 @@ func (s *Server) router() chi.Router {
 // one place errors become problem responses.
 func (s *Server) endpoint(rt Route) http.Handler {
 	var h http.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if err := rt.handle(w, r); err != nil {
+		err := rt.handle(w, r)
+		if err == nil {
+			s.m.observeOutcome(rt, nil)
+		} else {
 			pe, known := toProblem(err)
 			if !known && errors.Is(r.Context().Err(), context.DeadlineExceeded) {
 				// The request outlived its deadline (a pool wait, a slow
 				// fold): a retryable 503, not an internal error.
 				pe, known = &problemError{code: "unavailable", detail: "the request did not finish within its deadline", retryAfter: time.Second}, true
+			} else if !known && dependencyDown(err) {
+				s.deps.Logger.WarnContext(r.Context(), "dependency unavailable", "request_id", requestID(r.Context()), "err", err)
+				pe, known = &problemError{code: "unavailable", detail: "a dependency of the platform is unreachable; retry shortly", retryAfter: 2 * time.Second}, true
 			}
 			if !known {
 				s.deps.Logger.ErrorContext(r.Context(), "request failed", "request_id", requestID(r.Context()), "err", err)
 			}
+			s.m.observeOutcome(rt, pe)
 			writeProblem(w, r, pe)
 		}
 	})
@@ -275,6 +291,7 @@ const (
 	ctxLogPrincipal
 	ctxAwait
 	ctxMLflow
+	ctxClientIP
 )
 
 func requestID(ctx context.Context) string {
@@ -310,8 +327,11 @@ func (s *statusRecorder) Write(b []byte) (int, error) {
 	return s.ResponseWriter.Write(b)
 }
 
-// requestLog assigns a request id and writes one log line per request:
-// id, principal, route, status, duration. Never headers or bodies.
+// requestLog assigns a request id, works out the client address (behind
+// trusted proxies, from X-Forwarded-For: resolveClientIP), writes one log
+// line per request (id, client, principal, route, status, duration; never
+// headers or bodies) and counts the request in the HTTP metrics: the one
+// place every route, matched or not, passes through.
 func (s *Server) requestLog(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
@@ -320,14 +340,18 @@ func (s *Server) requestLog(next http.Handler) http.Handler {
 		id := hex.EncodeToString(b[:])
 		w.Header().Set("X-Request-Id", id)
 		who := new(string)
+		ip := resolveClientIP(s.deps.TrustedProxies, r.RemoteAddr, r.Header.Values("X-Forwarded-For"))
 		ctx := context.WithValue(context.WithValue(r.Context(), ctxRequestID, id), ctxLogPrincipal, who)
+		ctx = context.WithValue(ctx, ctxClientIP, ip)
 		rec := &statusRecorder{ResponseWriter: w}
 		next.ServeHTTP(rec, r.WithContext(ctx))
+		took := time.Since(start)
 		route := chi.RouteContext(ctx).RoutePattern()
+		s.m.observeRequest(route, r.Method, rec.status, took, rec.Header().Get("Content-Type") == "text/event-stream")
 		s.deps.Logger.LogAttrs(ctx, slog.LevelInfo, "request",
-			slog.String("request_id", id), slog.String("principal", *who),
+			slog.String("request_id", id), slog.String("client", ip), slog.String("principal", *who),
 			slog.String("method", r.Method), slog.String("route", route),
-			slog.Int("status", rec.status), slog.Float64("duration_ms", float64(time.Since(start).Microseconds())/1000))
+			slog.Int("status", rec.status), slog.Float64("duration_ms", float64(took.Microseconds())/1000))
 	})
 }
 
@@ -478,14 +502,6 @@ func meta(r *http.Request) events.Meta {
 	}
 	withIdempotency(r.Context(), &m)
 	return m
-}
-
-func clientIP(r *http.Request) string {
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		return r.RemoteAddr
-	}
-	return host
 }
 
 // respondCommand finishes a command: it reports the stream sequence and,

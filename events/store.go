@@ -55,7 +55,15 @@ type Store struct {
 	nc     *nats.Conn
 	js     jetstream.JetStream
 	stream jetstream.Stream
+	// observe, when set (ObserveAppends), sees every append.
+	observe func(took time.Duration, err error)
 }
+
+// ObserveAppends has f called after every append with its duration and
+// outcome (ErrConflict for a refused expected version). The platform sets
+// it to feed Prometheus, which keeps this package free of it. Call it
+// before the store is used: it is not synchronised with appends.
+func (s *Store) ObserveAppends(f func(took time.Duration, err error)) { s.observe = f }
 
 // OpenStore creates or updates the events stream and returns a store on it.
 func OpenStore(ctx context.Context, nc *nats.Conn, cfg StoreConfig) (*Store, error) {
@@ -98,6 +106,13 @@ func openStream(ctx context.Context, nc *nats.Conn, scfg jetstream.StreamConfig,
 			"stream", scfg.Name, "replicas", replicas, "configured", configured)
 	}
 	scfg.Replicas = replicas
+	if replicas > 1 {
+		// A direct get may be answered by any replica, including a
+		// follower that has not applied the latest append yet: a command
+		// that appends and reads back (a login reading its new session)
+		// would then see nothing. Gets through the leader are consistent.
+		scfg.AllowDirect = false
+	}
 	stream, err := js.CreateOrUpdateStream(ctx, scfg)
 	if err != nil {
 		return nil, fmt.Errorf("create stream %s: %w", scfg.Name, ExplainReplicasError(scfg.Name, replicas, err))
@@ -178,7 +193,11 @@ func (s *Store) NextOn(ctx context.Context, seq uint64, filter string) (uint64, 
 // of them: the caller must answer from them, since what it appended now was
 // decided again and may differ.
 func (s *Store) Append(ctx context.Context, batch ...Append) (uint64, error) {
+	start := time.Now()
 	seq, err := s.appendBatch(ctx, batch)
+	if s.observe != nil {
+		s.observe(time.Since(start), err)
+	}
 	// What the command stored: the batch, or for a duplicate the earlier
 	// attempt's events (what was decided again may differ).
 	switch stored := StoredDuplicate(err); {

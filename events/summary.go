@@ -283,6 +283,11 @@ var secretFields = map[string][]string{
 	TokenCreated:   {"hash"},
 }
 
+// SecretFields lists the data fields of events of type t that Redacted
+// removes (none for most types, whose data the audit trail can keep as
+// it is).
+func SecretFields(t string) []string { return secretFields[t] }
+
 // Redacted returns the event data with secret fields removed.
 func Redacted(e Envelope) map[string]any {
 	var m map[string]any

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/maestro-ml/maestro/events"
@@ -90,6 +91,15 @@ func (r *Repository[S]) Load(ctx context.Context, subject string) (S, uint64, er
 // MaxAttempts bounds the reload-and-retry loop on concurrent changes.
 const MaxAttempts = 16
 
+// retries counts the attempts Retry made again after a conflict, in this
+// process (Retries; a process-wide count is what a scrape of the process
+// reports, and it keeps Prometheus out of this package).
+var retries atomic.Uint64
+
+// Retries is how many times Retry has run an attempt again after a
+// concurrency conflict since the process started.
+func Retries() uint64 { return retries.Load() }
+
 // Retry runs attempt until it succeeds, fails with something other than a
 // concurrency conflict, or MaxAttempts conflicts happened in a row. Each
 // attempt must reload the state it decides on. Between attempts it waits a
@@ -101,6 +111,9 @@ func Retry(ctx context.Context, attempt func() error) error {
 	for i := 0; i < MaxAttempts; i++ {
 		if err = attempt(); !errors.Is(err, events.ErrConflict) {
 			return err
+		}
+		if i+1 < MaxAttempts {
+			retries.Add(1)
 		}
 		pause := time.Duration(rand.Int64N(int64(min(time.Millisecond<<i, 50*time.Millisecond)) + 1))
 		select {

@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -101,6 +102,13 @@ type Config struct {
 	// MetricsToken is MAESTRO_METRICS_TOKEN: a bearer token a Prometheus
 	// scraper may read /metrics with ("" = admins only).
 	MetricsToken string
+	// MetricsAddr is MAESTRO_METRICS_ADDR: a host:port where a process
+	// without the API role (worker, runner) serves /metrics to the scrape
+	// token only (MetricsToken is then required); empty opens none.
+	MetricsAddr string
+	// TrustedProxies is MAESTRO_TRUSTED_PROXIES (api.ParseTrustedProxies):
+	// the peers whose X-Forwarded-For names the client address.
+	TrustedProxies []netip.Prefix
 	// Blobs opens the artifact store without the API role (`artifacts gc`).
 	// The API always opens it; a worker never needs it.
 	Blobs bool
@@ -174,6 +182,10 @@ type Platform struct {
 	cancel        context.CancelFunc
 	wg            sync.WaitGroup
 	lock          *os.File
+
+	// metricsSrv serves MAESTRO_METRICS_ADDR (nil when off).
+	metricsSrv      *http.Server
+	metricsListener net.Listener
 }
 
 // DefaultConfig is what `maestro serve` uses with no flags or variables.
@@ -272,10 +284,14 @@ func Start(ctx context.Context, cfg Config) (_ *Platform, err error) {
 	p.metrics = prometheus.NewRegistry()
 	p.metrics.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	p.jobMetrics = runner.NewMetrics(p.metrics, p.Queries.JobCounts)
+	p.registerMetrics()
 
 	rctx, cancel := context.WithCancel(context.Background())
 	p.cancel = cancel
 	if err := p.serveDebug(); err != nil {
+		return nil, err
+	}
+	if err := p.serveMetricsAddr(); err != nil {
 		return nil, err
 	}
 	p.goRun(func() { p.Waiter.Run(rctx) })
@@ -305,7 +321,8 @@ func Start(ctx context.Context, cfg Config) (_ *Platform, err error) {
 		}
 		p.API = api.New(api.Deps{Identity: p.Identity, Registry: p.Registry, Tracking: p.Tracking, Jobs: p.Jobs, JobLogs: p.Store.JetStream(), Metrics: p.metricsHandler(), MetricsToken: cfg.MetricsToken, Blobs: p.Blobs, ArtifactMaxBytes: cfg.ArtifactMaxBytes, Queries: p.Queries, Waiter: p.Waiter, Tokens: tokens, Keys: keys,
 			Idempotency: kv, Logger: p.log, RegistrationOpen: cfg.RegistrationOpen,
-			StreamLastSeq: p.Store.LastSequence, Heads: p.Heads, Ready: p.ready, Now: cfg.Now,
+			StreamLastSeq: p.Store.LastSequence, Heads: p.Heads, Ready: p.readyChecks(), Now: cfg.Now,
+			Registerer: p.metrics, TrustedProxies: cfg.TrustedProxies,
 			// Embedded NATS lives and dies with this process (data dir locked).
 			SoleInstance: p.lock != nil && cfg.NATSURL == ""})
 		if err := p.serveHTTP(); err != nil {
@@ -480,16 +497,6 @@ func (p *Platform) serveHTTP() error {
 	return nil
 }
 
-func (p *Platform) ready(ctx context.Context) error {
-	if err := p.Pool.Ping(ctx); err != nil {
-		return err
-	}
-	if !p.nc.IsConnected() {
-		return errors.New("nats disconnected")
-	}
-	return nil
-}
-
 // URL is the base URL of the HTTP API.
 func (p *Platform) URL() string {
 	if p.listener == nil {
@@ -527,6 +534,9 @@ func (p *Platform) Shutdown(ctx context.Context) {
 	}
 	if p.debugSrv != nil {
 		_ = p.debugSrv.Close() // a running profile is cut short, not waited for
+	}
+	if p.metricsSrv != nil {
+		_ = p.metricsSrv.Close() // a scrape in progress is cut short
 	}
 	if p.cancel != nil {
 		p.cancel()

@@ -18,6 +18,7 @@ import (
 
 	"github.com/alecthomas/kong"
 
+	"github.com/maestro-ml/maestro/api"
 	"github.com/maestro-ml/maestro/artifacts"
 	"github.com/maestro-ml/maestro/handlers/identity"
 	"github.com/maestro-ml/maestro/pgcluster"
@@ -64,6 +65,7 @@ type ServerFlags struct {
 	DebugAddr       string        `name:"debug-addr" env:"MAESTRO_DEBUG_ADDR" help:"Loopback host:port of an admin listener serving /debug/pprof (Go profiles); off when empty."`
 	RefreshAbsolute time.Duration `name:"refresh-absolute-ttl" env:"MAESTRO_REFRESH_ABSOLUTE_TTL" default:"720h" help:"No session lives longer than this."`
 	MetricsToken    string        `name:"metrics-token" env:"MAESTRO_METRICS_TOKEN" hidden:"" help:"Bearer token a Prometheus scraper may read /metrics with (admins always may); variable only in practice."`
+	TrustedProxies  string        `name:"trusted-proxies" env:"MAESTRO_TRUSTED_PROXIES" help:"Comma-separated CIDRs of reverse proxies whose X-Forwarded-For names the client address (rightmost untrusted hop); empty: the TCP peer is the client."`
 }
 
 // RunnerFlags configure the job runner (serve, runner) and the job
@@ -248,6 +250,11 @@ func (s *ServerFlags) apply(cfg *platform.Config) error {
 	}
 	cfg.ArtifactMaxBytes = s.ArtifactMax
 	cfg.MetricsToken = s.MetricsToken
+	proxies, err := api.ParseTrustedProxies(s.TrustedProxies)
+	if err != nil {
+		return fmt.Errorf("%w (--trusted-proxies)", err)
+	}
+	cfg.TrustedProxies = proxies
 	return nil
 }
 
@@ -301,6 +308,25 @@ func (a *apiCmd) Run(ctx context.Context, c *Common) error {
 
 type workerCmd struct {
 	Lease time.Duration `name:"job-lease" env:"MAESTRO_JOB_LEASE" default:"15s" help:"A claimed job whose runner sends no heartbeat this long is lost and retried."`
+	ScrapeFlags
+}
+
+// ScrapeFlags let a process without the API role (worker, runner) serve
+// its Prometheus metrics on a listener of its own.
+type ScrapeFlags struct {
+	MetricsAddr  string `name:"metrics-addr" env:"MAESTRO_METRICS_ADDR" help:"host:port where this process serves /metrics to the scrape token (MAESTRO_METRICS_TOKEN, required); off when empty."`
+	MetricsToken string `name:"metrics-token" env:"MAESTRO_METRICS_TOKEN" hidden:"" help:"Bearer token a Prometheus scraper reads /metrics with; variable only in practice."`
+}
+
+func (s ScrapeFlags) apply(cfg *platform.Config) error {
+	if s.MetricsAddr == "" {
+		return nil
+	}
+	if _, _, err := net.SplitHostPort(s.MetricsAddr); err != nil {
+		return fmt.Errorf("MAESTRO_METRICS_ADDR (--metrics-addr) %q: want host:port", s.MetricsAddr)
+	}
+	cfg.MetricsAddr, cfg.MetricsToken = s.MetricsAddr, s.MetricsToken
+	return nil
 }
 
 func (w workerCmd) Run(ctx context.Context, c *Common) error {
@@ -310,11 +336,15 @@ func (w workerCmd) Run(ctx context.Context, c *Common) error {
 	cfg := c.config()
 	cfg.API, cfg.Runner = false, false // and so no artifact store: projections never touch blobs
 	cfg.Jobs.Lease = w.Lease
+	if err := w.ScrapeFlags.apply(&cfg); err != nil {
+		return err
+	}
 	return run(ctx, cfg, os.Stdout)
 }
 
 type runnerCmd struct {
 	RunnerFlags
+	ScrapeFlags
 }
 
 func (r *runnerCmd) Run(ctx context.Context, c *Common) error {
@@ -330,6 +360,9 @@ func (r *runnerCmd) Run(ctx context.Context, c *Common) error {
 	}
 	cfg := c.config()
 	if err := r.RunnerFlags.apply(&cfg); err != nil {
+		return err
+	}
+	if err := r.ScrapeFlags.apply(&cfg); err != nil {
 		return err
 	}
 	cfg.API, cfg.Worker = false, false

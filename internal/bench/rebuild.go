@@ -3,6 +3,10 @@ package bench
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
+	"runtime/pprof"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -60,6 +64,11 @@ func (r *runner) benchRebuild(ctx context.Context) error {
 	meter = allocMeter{}
 	meter.start()
 	start = time.Now()
+	stopProfile, err := r.profileRebuild(ctx, p.Pool, "rebuild-build")
+	if err != nil {
+		return err
+	}
+	cpu := newCPUMeter(ctx, p.Pool)
 	for _, proj := range projections.All() {
 		run := projections.NewRunner(p.Pool, p.Store, proj, projections.RunnerConfig{})
 		wg.Go(func() { _ = run.Run(rctx) })
@@ -69,20 +78,26 @@ func (r *runner) benchRebuild(ctx context.Context) error {
 		return err
 	}
 	build := time.Since(start)
+	stopProfile()
+	cpuNote := cpu.note()
 	meter.stop(int(last))
 	al, by = meter.perOp()
 	if err := checkCounts(ctx, p.Pool, last, users); err != nil {
 		return err
 	}
-	r.add(Row{Name: "Projections build from empty (3 runners)", Fsync: "off", N: int(last), Total: build,
+	r.add(Row{Name: "Projections build from empty (all runners)", Fsync: "off", N: int(last), Total: build,
 		Rate: float64(last) / build.Seconds(), Unit: "ev/s", Allocs: al, Bytes: by, PeakRSS: memstat.PeakRSS(),
-		Note: "per event; batch 500; done at: " + perProjection(done)})
+		Note: "per event; " + cpuNote + "; done at: " + perProjection(done)})
 
 	// Rebuild: Reset with the runners running. They notice the rewound
 	// checkpoint on their idle tick (≤1s) and replay.
 	memstat.ResetPeakRSS()
 	meter = allocMeter{}
 	meter.start()
+	if stopProfile, err = r.profileRebuild(ctx, p.Pool, "rebuild-reset"); err != nil {
+		return err
+	}
+	cpu = newCPUMeter(ctx, p.Pool)
 	start = time.Now()
 	if err := projections.Reset(ctx, p.Pool); err != nil {
 		return err
@@ -92,6 +107,8 @@ func (r *runner) benchRebuild(ctx context.Context) error {
 		return err
 	}
 	rebuild := time.Since(start)
+	stopProfile()
+	cpuNote = cpu.note()
 	meter.stop(int(last))
 	al, by = meter.perOp()
 	if err := checkCounts(ctx, p.Pool, last, users); err != nil {
@@ -99,7 +116,7 @@ func (r *runner) benchRebuild(ctx context.Context) error {
 	}
 	r.add(Row{Name: "projections.Reset → all checkpoints at last seq", Fsync: "off", N: int(last), Total: rebuild,
 		Rate: float64(last) / rebuild.Seconds(), Unit: "ev/s", Allocs: al, Bytes: by, PeakRSS: memstat.PeakRSS(),
-		Note: fmt.Sprintf("per event; incl. %s until every runner restarted (idle tick); done at: %s", fmtDur(restart), perProjection(done))})
+		Note: fmt.Sprintf("per event; %s; incl. %s until every runner restarted (idle tick); done at: %s", cpuNote, fmtDur(restart), perProjection(done))})
 	return nil
 }
 
@@ -213,4 +230,101 @@ func checkCounts(ctx context.Context, pool *pgxpool.Pool, last uint64, users int
 		return fmt.Errorf("rebuild incomplete: audit %d/%d users %d/%d sessions %d/%d", audit, last, us, users, sess, users)
 	}
 	return nil
+}
+
+// profileRebuild, when -profile is set, starts a CPU profile of this
+// process (the runners run in it) and resets pg_stat_statements; the
+// returned func saves the profile to <ProfileDir>/<name>.cpu.pprof and logs
+// the statements that took the most server time.
+func (r *runner) profileRebuild(ctx context.Context, pool *pgxpool.Pool, name string) (func(), error) {
+	if r.cfg.ProfileDir == "" {
+		return func() {}, nil
+	}
+	if err := os.MkdirAll(r.cfg.ProfileDir, 0o755); err != nil {
+		return nil, err
+	}
+	path := filepath.Join(r.cfg.ProfileDir, name+".cpu.pprof")
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	// Without the extension (a server without the module) only the Go
+	// profile is taken.
+	_, statErr := pool.Exec(ctx, "CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+	if statErr == nil {
+		_, statErr = pool.Exec(ctx, "SELECT pg_stat_statements_reset()")
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+		r.logf("rebuild: CPU profile in %s (go tool pprof -top %s)", path, path)
+		if statErr != nil {
+			return
+		}
+		rows, err := pool.Query(ctx, `SELECT calls, round(total_exec_time)::bigint, rows, query FROM pg_stat_statements
+			WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+			ORDER BY total_exec_time DESC LIMIT 12`)
+		if err != nil {
+			return
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var calls, ms, n int64
+			var q string
+			if rows.Scan(&calls, &ms, &n, &q) != nil {
+				return
+			}
+			q = strings.Join(strings.Fields(q), " ")
+			r.logf("rebuild: sql %8d calls %7d ms %8d rows  %.120s", calls, ms, n, q)
+		}
+	}, nil
+}
+
+// cpuMeter measures the CPU time of this process (the runners, pgx and the
+// embedded NATS server) and of the Postgres cluster (the postmaster of the
+// pool's backends and its children) over a phase: on a shared 2-core
+// machine the wall time alone does not say which side a change relieved.
+type cpuMeter struct {
+	postmaster    string
+	self, cluster time.Duration
+}
+
+func newCPUMeter(ctx context.Context, pool *pgxpool.Pool) *cpuMeter {
+	m := &cpuMeter{}
+	var pid int
+	if err := pool.QueryRow(ctx, "SELECT pg_backend_pid()").Scan(&pid); err == nil {
+		m.postmaster = parentOf(strconv.Itoa(pid))
+	}
+	m.self, m.cluster = m.read()
+	return m
+}
+
+func (m *cpuMeter) read() (self, cluster time.Duration) {
+	self = cpuOf(strconv.Itoa(os.Getpid()))
+	if m.postmaster == "" {
+		return self, 0
+	}
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		if _, err := strconv.Atoi(e.Name()); err != nil {
+			continue
+		}
+		if e.Name() == m.postmaster || parentOf(e.Name()) == m.postmaster {
+			cluster += cpuOf(e.Name())
+		}
+	}
+	return self, cluster
+}
+
+// note is the CPU used since the meter started, for a row's note.
+func (m *cpuMeter) note() string {
+	self, cluster := m.read()
+	if m.postmaster == "" {
+		return "CPU: bench process " + fmtDur(self-m.self)
+	}
+	return "CPU: bench process " + fmtDur(self-m.self) + ", Postgres " + fmtDur(cluster-m.cluster)
 }

@@ -1,0 +1,50 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"syscall"
+
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// dependencyDown reports whether err says a dependency (PostgreSQL, NATS,
+// the artifact store) cannot be reached or refused to serve, rather than
+// that the request or the code is wrong. Such a request answers 503 with
+// Retry-After: the client may retry it (with its Idempotency-Key, a
+// command's retry is safe), and an operator's outage is not a 500 with an
+// "unexpected error" that hides what is down.
+func dependencyDown(err error) bool {
+	var (
+		connect *pgconn.ConnectError
+		pg      *pgconn.PgError
+		netErr  net.Error
+	)
+	switch {
+	case errors.As(err, &connect), pgconn.Timeout(err), pgconn.SafeToRetry(err):
+		return true
+	case errors.As(err, &pg):
+		// Class 08: connection exception; 57P01-03: the server is shutting
+		// down, crashed or starting; 53300: too many connections.
+		return pg.Code[:2] == "08" || pg.Code == "57P01" || pg.Code == "57P02" || pg.Code == "57P03" || pg.Code == "53300"
+	case errors.As(err, &netErr), errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, syscall.ECONNRESET),
+		errors.Is(err, syscall.EPIPE), errors.Is(err, io.ErrUnexpectedEOF):
+		return true
+	case errors.Is(err, nats.ErrTimeout), errors.Is(err, nats.ErrNoResponders), errors.Is(err, nats.ErrConnectionClosed),
+		errors.Is(err, nats.ErrConnectionReconnecting), errors.Is(err, nats.ErrDisconnected),
+		errors.Is(err, jetstream.ErrNoStreamResponse), errors.Is(err, jetstream.ErrNoHeartbeat):
+		// No response from the stream: during a leader election, an append
+		// may or may not have been stored; a retry with the same
+		// Idempotency-Key finds out.
+		return true
+	case errors.Is(err, context.DeadlineExceeded):
+		// A dependency call's own deadline ran out (the request's own
+		// deadline is handled by the caller).
+		return true
+	}
+	return false
+}
