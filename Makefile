@@ -6,7 +6,7 @@ GO ?= go
 export GOTOOLCHAIN ?= go1.26.10
 BIN := bin/maestro
 
-.PHONY: all build run test npm-deps bench vet lint fuzz vulncheck clean
+.PHONY: all build run test chaos npm-deps bench vet lint fuzz vulncheck clean
 
 all: build
 
@@ -21,6 +21,11 @@ run: build
 test: npm-deps
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout 30m ./...
+
+## chaos: the chaos scenarios against real maestro processes, CHAOS_REPS times each (make test runs each once)
+CHAOS_REPS ?= 20
+chaos:
+	$(GO) test -count=1 -v -timeout 180m ./internal/chaos/ -chaos.reps $(CHAOS_REPS)
 
 # The npm mlflow client that api/mlflow_npm_test.go drives, pinned by its
 # package-lock.json; installed with npm ci when node_modules is missing or

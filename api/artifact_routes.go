@@ -301,8 +301,12 @@ func (s *Server) downloadArtifact(w http.ResponseWriter, r *http.Request, find f
 		return err
 	}
 	blob, err := s.deps.Blobs.Open(r.Context(), artifacts.Digest(a.Digest))
+	if errors.Is(err, artifacts.ErrNotFound) {
+		return err // a recorded blob that is gone is a server fault (500, logged), not a 404
+	}
 	if err != nil {
-		return err // a recorded blob that is gone is a server fault, not a 404
+		s.deps.Logger.WarnContext(r.Context(), "artifact store failed a download", "request_id", requestID(r.Context()), "err", err)
+		return &problemError{code: "artifact-store-unavailable", detail: "the artifact store cannot serve the artifact right now", retryAfter: 5 * time.Second}
 	}
 	defer blob.Close()
 	_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(artifactTransferTimeout))

@@ -202,8 +202,7 @@ func (s *Server) idempotent(next http.Handler) http.Handler {
 		}
 		body, err := io.ReadAll(r.Body)
 		if err != nil {
-			pe, _ := toProblem(err)
-			writeProblem(w, r, pe)
+			writeProblem(w, r, s.problemFor(r, err))
 			return
 		}
 		r.Body = io.NopCloser(bytes.NewReader(body))
@@ -232,8 +231,7 @@ func (s *Server) idempotent(next http.Handler) http.Handler {
 		started := time.Now()
 		rec, prior, claimed, err := s.claimKey(r.Context(), kvKey, fingerprint, started)
 		if err != nil {
-			pe, _ := toProblem(err)
-			writeProblem(w, r, pe)
+			writeProblem(w, r, s.problemFor(r, err))
 			return
 		}
 		if rec != nil { // a replay

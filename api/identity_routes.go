@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/maestro-ml/maestro/auth"
@@ -83,8 +84,9 @@ type ReadyProblem struct {
 // why: no error strings, addresses or names of internals (the route is
 // public).
 type CheckResult struct {
-	// Status is "ok" or "degraded" (ready), or "unreachable", "lagging" or
-	// "timeout" (not ready).
+	// Status is "ok", "degraded" or "stuck" (ready: a projection far
+	// behind and not moving is for alerts, not for the load balancer), or
+	// "unreachable" or "timeout" (not ready).
 	Status string `json:"status"`
 	// Lag is each projection's events behind its stream's head.
 	Lag map[string]uint64 `json:"lag,omitempty"`
@@ -105,50 +107,49 @@ type ReadyCheck struct {
 // instead of holding the load balancer's request.
 const readyProbeTimeout = 2 * time.Second
 
-// readyz runs every check at once, each bounded by readyProbeTimeout, and
-// answers 200 with ReadyStatus (ready or degraded), or 503 with Retry-After
-// and ReadyProblem (problem+json like every error, naming what is down).
+// readyAge is how long a /readyz result is reused: load balancers (and
+// anyone: the route is public) may ask many times a second, and each
+// answer costs a few queries and requests.
+const readyAge = time.Second
+
+// readiness is what GET /readyz remembers between requests.
+type readiness struct {
+	mu     sync.Mutex // held while probing: concurrent requests share a result
+	at     time.Time
+	checks map[string]CheckResult
+	// busy names the checks whose probe has not returned yet.
+	busy sync.Map
+}
+
+// readyz answers 200 with ReadyStatus (ready or degraded), or 503 with
+// Retry-After and ReadyProblem (problem+json like every error, naming what
+// is down), from probes at most readyAge old (probeReady).
 func (s *Server) readyz(w http.ResponseWriter, r *http.Request) error {
-	type named struct {
-		name string
-		res  CheckResult
-	}
-	results := make(chan named, len(s.deps.Ready))
-	for _, c := range s.deps.Ready {
-		go func() {
-			ctx, cancel := context.WithTimeout(r.Context(), readyProbeTimeout)
-			defer cancel()
-			answer := make(chan CheckResult, 1) // buffered: a late probe never blocks
-			go func() { answer <- c.Probe(ctx) }()
-			select {
-			case res := <-answer:
-				results <- named{c.Name, res}
-			case <-ctx.Done():
-				results <- named{c.Name, CheckResult{Status: "timeout"}}
-			}
-		}()
-	}
-	st := ReadyStatus{Status: "ready", Checks: map[string]CheckResult{}}
+	checks := s.probeReady(r.Context())
+	st := ReadyStatus{Status: "ready", Checks: checks}
 	var down []string
-	for range s.deps.Ready {
-		n := <-results
-		st.Checks[n.name] = n.res
-		for p, q := range n.res.Quarantined {
+	for name, res := range checks {
+		for p, q := range res.Quarantined {
 			if st.Quarantined == nil {
 				st.Quarantined = map[string]int64{}
 			}
 			st.Quarantined[p] = q
 		}
-		switch {
-		case n.res.Status == "ok":
-		case n.res.Status == "degraded":
+		switch res.Status {
+		case "ok":
+		case "degraded", "stuck":
+			// Shared by every instance (a projection behind is behind for
+			// all): not ready would take them all out of the load balancer
+			// and turn stale reads into an outage of writes too.
 			if st.Status == "ready" {
 				st.Status = "degraded"
 			}
 		default:
-			st.Status = "unavailable"
-			down = append(down, n.name+" "+n.res.Status)
+			down = append(down, name+" "+res.Status)
 		}
+	}
+	if len(down) > 0 {
+		st.Status = "unavailable"
 	}
 	if st.Status == "unavailable" {
 		slices.Sort(down)
@@ -158,6 +159,55 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) error {
 	}
 	writeJSON(w, http.StatusOK, st)
 	return nil
+}
+
+// probeReady runs every check at once, each bounded by readyProbeTimeout,
+// unless the last results are younger than readyAge. A check whose
+// previous probe has not returned (a hung mount, a stuck socket) is
+// "timeout" without a new probe: a hung dependency costs one goroutine,
+// not one per request.
+func (s *Server) probeReady(ctx context.Context) map[string]CheckResult {
+	rd := &s.ready
+	rd.mu.Lock()
+	defer rd.mu.Unlock()
+	if rd.checks != nil && time.Since(rd.at) < readyAge {
+		return rd.checks
+	}
+	type named struct {
+		name string
+		res  CheckResult
+	}
+	results := make(chan named, len(s.deps.Ready))
+	for _, c := range s.deps.Ready {
+		if _, running := rd.busy.LoadOrStore(c.Name, true); running {
+			results <- named{c.Name, CheckResult{Status: "timeout"}}
+			continue
+		}
+		go func() {
+			// Not the request's context: a probe that outlives it is
+			// still the check's one probe in flight.
+			pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), readyProbeTimeout)
+			defer cancel()
+			answer := make(chan CheckResult, 1) // buffered: a late probe never blocks
+			go func() {
+				defer rd.busy.Delete(c.Name)
+				answer <- c.Probe(pctx)
+			}()
+			select {
+			case res := <-answer:
+				results <- named{c.Name, res}
+			case <-pctx.Done():
+				results <- named{c.Name, CheckResult{Status: "timeout"}}
+			}
+		}()
+	}
+	checks := map[string]CheckResult{}
+	for range s.deps.Ready {
+		n := <-results
+		checks[n.name] = n.res
+	}
+	rd.checks, rd.at = checks, time.Now()
+	return checks
 }
 
 func (s *Server) jwks(w http.ResponseWriter, _ *http.Request) error {

@@ -460,6 +460,7 @@ func (s *Server) followJobLogs(r *http.Request, out *logWriter, q jobLogsQuery) 
 		case <-ctx.Done():
 		}
 	}()
+	markStreamed(r)
 	if q.text {
 		out.start("text/plain; charset=utf-8", "no-cache")
 	} else {

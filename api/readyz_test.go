@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -36,6 +37,18 @@ func readyz(t *testing.T, e *testenv.Env, status int) (string, map[string]api.Ch
 			r.Header.Get("Content-Type"), r.Body, r.Header.Get("Retry-After"))
 	}
 	return p.Detail, p.Checks, r
+}
+
+// readyzBecomes polls GET /readyz until it answers status (results are
+// reused for up to a second, so a change shows within about that), then
+// checks the answer as readyz does.
+func readyzBecomes(t *testing.T, e *testenv.Env, status int) (string, map[string]api.CheckResult, testenv.Response) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for e.Do("GET", "/readyz", "", nil).Status != status && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	return readyz(t, e, status)
 }
 
 // wantChecks fails unless the named checks have these statuses.
@@ -68,7 +81,7 @@ func TestReadyzArtifactsGone(t *testing.T) {
 	if err := os.RemoveAll(filepath.Join(cfg.DataDir, "artifacts")); err != nil {
 		t.Fatal(err)
 	}
-	detail, checks, r := readyz(t, e, http.StatusServiceUnavailable)
+	detail, checks, r := readyzBecomes(t, e, http.StatusServiceUnavailable)
 	if detail != "not ready: artifacts unreachable" {
 		t.Errorf("detail %q, want the artifact store named", detail)
 	}
@@ -89,7 +102,7 @@ func TestReadyzNATSDown(t *testing.T) {
 	e := testenv.Start(t, cfg)
 	readyz(t, e, http.StatusOK)
 	e.P.Store.Conn().Close()
-	detail, checks, _ := readyz(t, e, http.StatusServiceUnavailable)
+	detail, checks, _ := readyzBecomes(t, e, http.StatusServiceUnavailable)
 	if detail != "not ready: nats unreachable, projections unreachable" {
 		t.Errorf("detail %q, want nats and projections named", detail)
 	}
@@ -97,31 +110,47 @@ func TestReadyzNATSDown(t *testing.T) {
 }
 
 // A probe that never answers is reported as "timeout" within the probe
-// bound, and the others still answer.
+// bound, and the others still answer. Results are shared for a second,
+// and a probe still hanging is not started again: a hung dependency costs
+// one goroutine, not one per request.
 func TestReadyzProbeTimeout(t *testing.T) {
 	t.Parallel()
 	block := make(chan struct{})
 	defer close(block)
+	var fine, stuck atomic.Int32
 	srv := httptest.NewServer(api.New(api.Deps{Ready: []api.ReadyCheck{
-		{Name: "fine", Probe: func(context.Context) api.CheckResult { return api.CheckResult{Status: "ok"} }},
-		{Name: "stuck", Probe: func(context.Context) api.CheckResult { <-block; return api.CheckResult{Status: "ok"} }},
+		{Name: "fine", Probe: func(context.Context) api.CheckResult { fine.Add(1); return api.CheckResult{Status: "ok"} }},
+		{Name: "stuck", Probe: func(context.Context) api.CheckResult { stuck.Add(1); <-block; return api.CheckResult{Status: "ok"} }},
 	}}))
 	defer srv.Close()
-	start := time.Now()
-	resp, err := http.Get(srv.URL + "/readyz")
-	if err != nil {
-		t.Fatal(err)
+	get := func() {
+		t.Helper()
+		start := time.Now()
+		resp, err := http.Get(srv.URL + "/readyz")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var p api.ReadyProblem
+		if err := json.NewDecoder(resp.Body).Decode(&p); err != nil {
+			t.Fatal(err)
+		}
+		if took := time.Since(start); took > 10*time.Second {
+			t.Errorf("readyz took %s with a stuck probe", took)
+		}
+		if resp.StatusCode != http.StatusServiceUnavailable || p.Detail != "not ready: stuck timeout" ||
+			p.Checks["stuck"].Status != "timeout" || p.Checks["fine"].Status != "ok" {
+			t.Errorf("readyz %d %+v, want 503 with stuck: timeout, fine: ok", resp.StatusCode, p)
+		}
 	}
-	defer resp.Body.Close()
-	var p api.ReadyProblem
-	if err := json.NewDecoder(resp.Body).Decode(&p); err != nil {
-		t.Fatal(err)
+	get()
+	get() // within the second: the same result, no probe
+	if fine.Load() != 1 || stuck.Load() != 1 {
+		t.Errorf("probes: fine %d, stuck %d; want one each within a second", fine.Load(), stuck.Load())
 	}
-	if took := time.Since(start); took > 10*time.Second {
-		t.Errorf("readyz took %s with a stuck probe", took)
-	}
-	if resp.StatusCode != http.StatusServiceUnavailable || p.Detail != "not ready: stuck timeout" ||
-		p.Checks["stuck"].Status != "timeout" || p.Checks["fine"].Status != "ok" {
-		t.Errorf("readyz %d %+v, want 503 with stuck: timeout, fine: ok", resp.StatusCode, p)
+	time.Sleep(1100 * time.Millisecond) // past the result's age (a second)
+	get()
+	if fine.Load() != 2 || stuck.Load() != 1 {
+		t.Errorf("probes: fine %d, stuck %d; want fine probed again and the hanging one not restarted", fine.Load(), stuck.Load())
 	}
 }

@@ -123,6 +123,8 @@ type Server struct {
 	m      *apiMetrics
 	// streams ends the log follows in progress on shutdown (EndStreams).
 	streams streamSet
+	// ready is GET /readyz's last result and the probes still running.
+	ready readiness
 }
 
 // New builds the API server.
@@ -215,27 +217,46 @@ func (s *Server) router() chi.Router {
 	return m
 }
 
+// problemFor is the one mapping of a request's error to its problem:
+// toProblem, then what the error alone does not say — the request outlived
+// its deadline, the client went away, or a dependency is down (a
+// retryable 503 with Retry-After, logged as a warning, not a 500 with an
+// "unexpected error" that hides what is down). Any other error is logged
+// and is a 500.
+func (s *Server) problemFor(r *http.Request, err error) *problemError {
+	pe, known := toProblem(err)
+	if known {
+		return pe
+	}
+	ctx := r.Context()
+	switch {
+	case errors.Is(ctx.Err(), context.DeadlineExceeded):
+		// A pool wait, a slow fold: a retryable 503, not an internal error.
+		return &problemError{code: "unavailable", detail: "the request did not finish within its deadline", retryAfter: time.Second}
+	case errors.Is(ctx.Err(), context.Canceled):
+		return &problemError{code: "unavailable", detail: "the request was cancelled"}
+	case dependencyDown(err):
+		s.deps.Logger.WarnContext(ctx, "dependency unavailable", "request_id", requestID(ctx), "err", err)
+		return &problemError{code: "unavailable", detail: "a dependency of the platform is unreachable; retry shortly", retryAfter: 2 * time.Second}
+	}
+	s.deps.Logger.ErrorContext(ctx, "request failed", "request_id", requestID(ctx), "err", err)
+	return pe
+}
+
 // endpoint wraps a route's handler with the per-route middleware: body
 // limit, authentication unless public, idempotency for commands, and the
 // one place errors become problem responses.
 func (s *Server) endpoint(rt Route) http.Handler {
 	var h http.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		err := rt.handle(w, r)
-		if err == nil {
+		switch {
+		case err == nil:
 			s.m.observeOutcome(rt, nil)
-		} else {
-			pe, known := toProblem(err)
-			if !known && errors.Is(r.Context().Err(), context.DeadlineExceeded) {
-				// The request outlived its deadline (a pool wait, a slow
-				// fold): a retryable 503, not an internal error.
-				pe, known = &problemError{code: "unavailable", detail: "the request did not finish within its deadline", retryAfter: time.Second}, true
-			} else if !known && dependencyDown(err) {
-				s.deps.Logger.WarnContext(r.Context(), "dependency unavailable", "request_id", requestID(r.Context()), "err", err)
-				pe, known = &problemError{code: "unavailable", detail: "a dependency of the platform is unreachable; retry shortly", retryAfter: 2 * time.Second}, true
-			}
-			if !known {
-				s.deps.Logger.ErrorContext(r.Context(), "request failed", "request_id", requestID(r.Context()), "err", err)
-			}
+		case errors.Is(r.Context().Err(), context.Canceled):
+			// The client went away: no outcome to count, nobody to answer.
+			writeProblem(w, r, s.problemFor(r, err))
+		default:
+			pe := s.problemFor(r, err)
 			s.m.observeOutcome(rt, pe)
 			writeProblem(w, r, pe)
 		}
@@ -292,7 +313,16 @@ const (
 	ctxAwait
 	ctxMLflow
 	ctxClientIP
+	ctxStreamed
 )
+
+// markStreamed tells requestLog the response is a stream (a log follow,
+// open for as long as the job runs): its duration is no request latency.
+func markStreamed(r *http.Request) {
+	if streamed, ok := r.Context().Value(ctxStreamed).(*bool); ok {
+		*streamed = true
+	}
+}
 
 func requestID(ctx context.Context) string {
 	id, _ := ctx.Value(ctxRequestID).(string)
@@ -342,12 +372,13 @@ func (s *Server) requestLog(next http.Handler) http.Handler {
 		who := new(string)
 		ip := resolveClientIP(s.deps.TrustedProxies, r.RemoteAddr, r.Header.Values("X-Forwarded-For"))
 		ctx := context.WithValue(context.WithValue(r.Context(), ctxRequestID, id), ctxLogPrincipal, who)
-		ctx = context.WithValue(ctx, ctxClientIP, ip)
+		streamed := new(bool)
+		ctx = context.WithValue(context.WithValue(ctx, ctxClientIP, ip), ctxStreamed, streamed)
 		rec := &statusRecorder{ResponseWriter: w}
 		next.ServeHTTP(rec, r.WithContext(ctx))
 		took := time.Since(start)
 		route := chi.RouteContext(ctx).RoutePattern()
-		s.m.observeRequest(route, r.Method, rec.status, took, rec.Header().Get("Content-Type") == "text/event-stream")
+		s.m.observeRequest(route, r.Method, rec.status, took, *streamed)
 		s.deps.Logger.LogAttrs(ctx, slog.LevelInfo, "request",
 			slog.String("request_id", id), slog.String("client", ip), slog.String("principal", *who),
 			slog.String("method", r.Method), slog.String("route", route),
@@ -428,8 +459,7 @@ func (s *Server) authenticate(next http.Handler) http.Handler {
 			p, err = s.sessionPrincipal(r, cred)
 		}
 		if err != nil {
-			pe, _ := toProblem(err)
-			writeProblem(w, r, pe)
+			writeProblem(w, r, s.problemFor(r, err))
 			return
 		}
 		if who, ok := r.Context().Value(ctxLogPrincipal).(*string); ok {

@@ -112,14 +112,14 @@ func Retry(ctx context.Context, attempt func() error) error {
 		if err = attempt(); !errors.Is(err, events.ErrConflict) {
 			return err
 		}
-		if i+1 < MaxAttempts {
-			retries.Add(1)
-		}
 		pause := time.Duration(rand.Int64N(int64(min(time.Millisecond<<i, 50*time.Millisecond)) + 1))
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-time.After(pause):
+			if i+1 < MaxAttempts {
+				retries.Add(1) // a retry that will run
+			}
 		}
 	}
 	return &Error{Kind: Conflict, Code: "concurrent-modification", Detail: "the resource kept changing concurrently; retry the request"}

@@ -164,12 +164,11 @@ func okUnless(err error) api.CheckResult {
 
 // The readiness rule for projections: a projection more than readyMaxLag
 // events behind its stream whose checkpoint has not moved for
-// readyStuckFor is stuck, and the instance is not ready (its reads would
-// be stale, and every read with a minimum sequence would time out). Far
-// behind but moving (a rebuild, a burst) is "degraded", still 200: taking
-// every API instance out of the load balancer while the read models catch
-// up would turn a slow read into an outage of writes too. Quarantined
-// events are "degraded" as well.
+// readyStuckFor is "stuck" (its reads are stale; alert on it); far behind
+// but moving (a rebuild, a burst) or with quarantined events is
+// "degraded". Both still answer 200: a projection behind is behind for
+// every API instance, and taking them all out of the load balancer would
+// turn stale reads into an outage of writes too.
 const (
 	readyMaxLag   = 10_000
 	readyStuckFor = time.Minute
@@ -216,7 +215,7 @@ func (w *lagWatch) judge(sts []projections.Status) api.CheckResult {
 		}
 		switch {
 		case s.Lag > readyMaxLag && now.Sub(seen.since) >= readyStuckFor:
-			res.Status = "lagging"
+			res.Status = "stuck"
 		case (s.Lag > readyMaxLag || s.Quarantined > 0) && res.Status == "ok":
 			res.Status = "degraded"
 		}

@@ -8,8 +8,8 @@ import (
 )
 
 // The projections readiness rule: far behind and not moving for
-// readyStuckFor is not ready; far behind but moving, or quarantined
-// events, is degraded; anything else is ok.
+// readyStuckFor is stuck; far behind but moving, or quarantined events,
+// is degraded (both are ready: /readyz answers 200); anything else is ok.
 func TestLagWatch(t *testing.T) {
 	now := time.Unix(1_700_000_000, 0)
 	w := newLagWatch(func() time.Time { return now })
@@ -26,10 +26,10 @@ func TestLagWatch(t *testing.T) {
 		{time.Hour, st("models", 100, 5, 0), "ok"},           // idle, barely behind
 		{0, st("models", 100, readyMaxLag+1, 0), "degraded"}, // a burst: not stuck for having idled
 		{readyStuckFor - time.Second, st("models", 100, readyMaxLag+1, 0), "degraded"},
-		{time.Second, st("models", 100, readyMaxLag+1, 0), "lagging"},
+		{time.Second, st("models", 100, readyMaxLag+1, 0), "stuck"},
 		{0, st("models", 101, readyMaxLag+1, 0), "degraded"}, // moving again
 		{readyStuckFor - time.Second, st("models", 101, readyMaxLag+1, 0), "degraded"},
-		{time.Second, st("models", 101, readyMaxLag+1, 0), "lagging"},
+		{time.Second, st("models", 101, readyMaxLag+1, 0), "stuck"},
 		{0, st("models", 20_000, 0, 0), "ok"},
 		{0, st("models", 20_000, 0, 2), "degraded"},
 	}
@@ -41,8 +41,8 @@ func TestLagWatch(t *testing.T) {
 	}
 	// One stuck projection is enough, whatever the others do.
 	now = now.Add(2 * readyStuckFor)
-	if got := judge(st("models", 20_000, readyMaxLag+5, 0), st("runs", 7, 0, 1)); got != "lagging" {
-		t.Errorf("one stuck projection: %s, want lagging", got)
+	if got := judge(st("models", 20_000, readyMaxLag+5, 0), st("runs", 7, 0, 1)); got != "stuck" {
+		t.Errorf("one stuck projection: %s, want stuck", got)
 	}
 	res := w.judge([]projections.Status{st("models", 20_000, 3, 0), st("runs", 7, 0, 1)})
 	if res.Lag["models"] != 3 || res.Lag["runs"] != 0 || res.Quarantined["runs"] != 1 || len(res.Quarantined) != 1 {

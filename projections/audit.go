@@ -3,6 +3,8 @@ package projections
 import (
 	"bytes"
 	"encoding/json"
+	"math"
+	"strconv"
 	"time"
 	"unicode/utf8"
 
@@ -80,8 +82,11 @@ func auditData(e events.Envelope) (string, error) {
 
 // plainObject reports whether data is a JSON object in valid UTF-8 that
 // both decodings read alike: no \u escapes (surrogates, \u0000), no
-// exponents and no number longer than 30 characters (what float64 cannot
-// hold, jsonb's numeric can, or refuses), nesting at most 64 deep.
+// exponents, every number written as encoding/json writes the float64 it
+// decodes to (so 2.50, -0.0 and 12345678901234567, which the redacting
+// path stores as 2.5, 0 and 12345678901234568, take that path, and a
+// trail rebuilt by an older or newer build stays equal), nesting at most
+// 64 deep.
 func plainObject(data []byte) bool {
 	trimmed := bytes.TrimLeft(data, " \t\r\n")
 	if len(trimmed) == 0 || trimmed[0] != '{' || !utf8.Valid(data) || !json.Valid(data) {
@@ -89,7 +94,7 @@ func plainObject(data []byte) bool {
 	}
 	inString, escaped := false, false
 	depth, number := 0, 0
-	for _, c := range data {
+	for i, c := range data {
 		switch {
 		case inString:
 			switch {
@@ -121,10 +126,25 @@ func plainObject(data []byte) bool {
 				return false
 			}
 		} else {
+			if number > 0 && !reencodes(data[i-number:i]) {
+				return false
+			}
 			number = 0
 		}
 	}
 	return true
+}
+
+// reencodes reports whether encoding/json writes the float64 that number
+// decodes to as number itself ('f' format, shortest: no exponent is in
+// number, and json uses one only below 1e-6 or from 1e21, which then
+// differs).
+func reencodes(number []byte) bool {
+	f, err := strconv.ParseFloat(string(number), 64)
+	if a := math.Abs(f); err != nil || (a != 0 && a < 1e-6) || a >= 1e21 {
+		return false
+	}
+	return strconv.FormatFloat(f, 'f', -1, 64) == string(number)
 }
 
 // All is the registry of every projection, in the order they are started.

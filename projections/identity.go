@@ -1,6 +1,8 @@
 package projections
 
 import (
+	"fmt"
+	"math"
 	"time"
 
 	"github.com/maestro-ml/maestro/events"
@@ -141,6 +143,12 @@ func (Sessions) Queue(b *Batch, evs []events.Envelope) error {
 			var d events.SessionRefreshedData
 			if err := e.Decode(&d); err != nil {
 				return err
+			}
+			if d.Generation < math.MinInt32 || d.Generation > math.MaxInt32 {
+				// Checked here, not left to the column: only the last
+				// refresh of a session in a batch is sent, so whether an
+				// earlier one failed would depend on batch boundaries.
+				return fmt.Errorf("%w: session generation %d is beyond the column's range", ErrUndecodable, d.Generation)
 			}
 			if g.refreshed == nil {
 				g.refreshed = map[string]refresh{}

@@ -94,3 +94,34 @@ func TestIdentityBatchesEqualEventByEvent(t *testing.T) {
 		}
 	}
 }
+
+// Only the last refresh of a session in a batch reaches the database, so
+// a refresh the column cannot hold must fail the batch wherever it sits
+// (and be quarantined alone on the isolate path): otherwise a rebuild,
+// batched differently, would quarantine what the live runner stored.
+func TestSessionsRefusesAnOutOfRangeGenerationInAnyPosition(t *testing.T) {
+	sid, uid := uuid.NewString(), uuid.NewString()
+	mk := func(typ string, data any) events.Envelope {
+		raw, err := json.Marshal(data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return events.Envelope{ID: uuid.NewString(), Type: typ, Time: time.Now(), Data: raw}
+	}
+	started := mk(events.SessionStarted, events.SessionStartedData{SessionID: sid, UserID: uid})
+	bad := mk(events.SessionRefreshed, events.SessionRefreshedData{SessionID: sid, Generation: 1 << 40})
+	good := mk(events.SessionRefreshed, events.SessionRefreshedData{SessionID: sid, Generation: 3})
+	for name, evs := range map[string][]events.Envelope{
+		"followed by a good refresh": {started, bad, good},
+		"last":                       {started, good, bad},
+		"alone":                      {bad},
+	} {
+		err := Sessions{}.Queue(&Batch{}, evs)
+		if !Undeliverable(err) {
+			t.Errorf("%s: Queue = %v, want an undeliverable error", name, err)
+		}
+	}
+	if err := (Sessions{}).Queue(&Batch{}, []events.Envelope{started, good}); err != nil {
+		t.Fatalf("a valid history: %v", err)
+	}
+}

@@ -144,11 +144,11 @@ type Runner struct {
 	// events a projection cannot store, never retried for ever.
 	undecodable map[uint64]error
 	// batchBytes bounds the event data a batch gathers and the consumer
-	// reads ahead (Weighty; 0: BatchSize alone bounds a batch).
+	// reads ahead (Weighty's, else defaultBatchBytes).
 	batchBytes int
 	// ahead bounds the bytes of messages delivered but not yet taken into
-	// a batch (Weighty): the channel alone bounds them by count, and
-	// BatchSize messages of up to 1 MiB each are hundreds of megabytes.
+	// a batch: the channel alone bounds them by count, and a catch-up
+	// batch's worth of events of up to 1 MiB each would be gigabytes.
 	ahead *readAhead
 	// limit is how many events a batch may hold now: BatchSize, or
 	// catchUpBatch while catching up.
@@ -220,7 +220,7 @@ func NewRunner(pool *pgxpool.Pool, store *events.Store, p Projection, cfg Runner
 	for _, agg := range p.Aggregates() {
 		filter = append(filter, events.Subject(agg, ">"))
 	}
-	r := &Runner{pool: pool, store: store, p: p, cfg: cfg, filter: filter, limit: cfg.BatchSize}
+	r := &Runner{pool: pool, store: store, p: p, cfg: cfg, filter: filter, limit: cfg.BatchSize, batchBytes: defaultBatchBytes}
 	if w, ok := p.(Weighty); ok {
 		r.batchBytes = w.BatchBytes()
 	}
@@ -335,6 +335,14 @@ const catchUpGap = 2000
 // catches up (at least RunnerConfig.BatchSize).
 const catchUpBatch = 2000
 
+// defaultBatchBytes bounds the event data of one batch and of the events
+// read ahead of it, for a projection that is not Weighty. Events are up to
+// 1 MiB (the stream's MaxMsgSize): without it a catch-up batch could put
+// gigabytes into one statement (the audit trail sends a batch's data as
+// one array parameter; PostgreSQL refuses a value over 1 GB, and the
+// runner would retry that batch for ever).
+const defaultBatchBytes = 32 << 20
+
 // errCaughtUp ends a follow that read every subject to catch up: the
 // runner follows again from its checkpoint, filtered.
 var errCaughtUp = errors.New("projection caught up")
@@ -436,13 +444,9 @@ func (r *Runner) follow(ctx context.Context, log *slog.Logger) error {
 	if catching > 0 {
 		r.limit = max(r.limit, catchUpBatch)
 	}
-	msgs := make(chan jetstream.Msg, max(r.cfg.BatchSize, catchUpBatch))
-	var pull []jetstream.PullConsumeOpt
-	ahead := (*readAhead)(nil)
-	if r.batchBytes > 0 {
-		pull = append(pull, jetstream.PullMaxBytes(r.batchBytes))
-		ahead = newReadAhead(r.batchBytes)
-	}
+	msgs := make(chan jetstream.Msg, r.limit)
+	pull := []jetstream.PullConsumeOpt{jetstream.PullMaxBytes(r.batchBytes)}
+	ahead := newReadAhead(r.batchBytes)
 	r.ahead = ahead
 	cc, err := cons.Consume(func(m jetstream.Msg) {
 		if ahead != nil && !ahead.acquire(len(m.Data()), cctx.Done()) {

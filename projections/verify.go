@@ -110,6 +110,25 @@ func Verify(ctx context.Context, live *pgxpool.Pool, cfg VerifyConfig) (res *Ver
 		pcfg.ConnConfig.RuntimeParams = map[string]string{}
 	}
 	pcfg.ConnConfig.RuntimeParams["search_path"] = res.Scratch
+	// A pooler in front of Postgres may drop a startup parameter: the
+	// scratch runners would then write into the live schema. Every
+	// connection proves it is in the scratch schema first.
+	afterConnect := pcfg.AfterConnect
+	pcfg.AfterConnect = func(ctx context.Context, c *pgx.Conn) error {
+		if afterConnect != nil {
+			if err := afterConnect(ctx, c); err != nil {
+				return err
+			}
+		}
+		var schema string
+		if err := c.QueryRow(ctx, "SELECT current_schema()").Scan(&schema); err != nil {
+			return fmt.Errorf("scratch connection: %w", err)
+		}
+		if schema != res.Scratch {
+			return fmt.Errorf("scratch connection is in schema %q, not %q: verify needs session-level connections that keep search_path (not a transaction pooler)", schema, res.Scratch)
+		}
+		return nil
+	}
 	pcfg.MaxConns = 4
 	scratch, err := pgxpool.NewWithConfig(ctx, pcfg)
 	if err != nil {
@@ -270,16 +289,6 @@ func (s *scratchStream) close() {
 	}
 }
 
-// takes reports whether runner i's consumer would deliver a message on
-// subject: its filter is the subjects of its aggregates, "<prefix>.>".
-func (s *scratchStream) takes(i int, subject string) bool {
-	f := s.runners[i].filter
-	if len(f) == 0 {
-		return true
-	}
-	return slices.ContainsFunc(f, func(w string) bool { return strings.HasPrefix(subject, strings.TrimSuffix(w, ">")) })
-}
-
 // advanceTo applies every message up to target, and none after it, to the
 // scratch projections. Target never exceeds the stream's head (it is the
 // head or a live checkpoint), so the reader is sure to deliver up to it.
@@ -305,7 +314,7 @@ func (s *scratchStream) advanceTo(ctx context.Context, target uint64) error {
 			break
 		}
 		for i, r := range s.runners {
-			if !s.takes(i, m.Subject()) {
+			if !s.runners[i].ours(m.Subject()) {
 				continue
 			}
 			b, err := r.appendMsg(s.batches[i], m)
@@ -360,13 +369,16 @@ func (s *scratchStream) flush(ctx context.Context, i int) error {
 }
 
 // excluded lists, per table, the columns Verify does not compare because
-// they legitimately differ between a projection and its rebuild: both are
-// wall-clock times Postgres sets when the row is written (DEFAULT now()),
-// not data from an event. Checkpoint rows are not compared at all: their
-// last_seq is equal by construction (the scratch copy is brought to the
-// live checkpoint) and updated_at is such a time.
+// they legitimately differ between a projection and its rebuild:
+// quarantined_at is the wall-clock time Postgres set when the row was
+// written (DEFAULT now()), not data from an event, and error is the
+// wording of the failure, which a new pgx or a changed statement words
+// otherwise for the same event (sqlstate, event id, type and subject still
+// pin the row). Checkpoint rows are not compared at all: their last_seq is
+// equal by construction (the scratch copy is brought to the live
+// checkpoint) and updated_at is such a time.
 var excluded = map[string][]string{
-	"projection_quarantine": {"quarantined_at"},
+	"projection_quarantine": {"quarantined_at", "error"},
 }
 
 // compareProjection compares p's tables and quarantine rows in tx (a
