@@ -341,7 +341,7 @@ const catchUpBatch = 2000
 // gigabytes into one statement (the audit trail sends a batch's data as
 // one array parameter; PostgreSQL refuses a value over 1 GB, and the
 // runner would retry that batch for ever).
-const defaultBatchBytes = 32 << 20
+const defaultBatchBytes = 8 << 20
 
 // errCaughtUp ends a follow that read every subject to catch up: the
 // runner follows again from its checkpoint, filtered.
