@@ -145,8 +145,9 @@ var errProbed = errors.New("probed")
 
 // probeBlobs checks the artifact store answers a listing: the filesystem
 // store's blob directory is there and readable, the S3 bucket lists. It
-// stops at the first blob, so it costs one directory read or one LIST
-// request whatever the store holds.
+// stops at the first blob: one LIST request, or a few directory reads (up
+// to the 256 fan-out directories of an empty filesystem store); /readyz
+// runs it at most once a second.
 func probeBlobs(ctx context.Context, s artifacts.Store) error {
 	err := s.Walk(ctx, func(artifacts.Digest, int64, time.Time) error { return errProbed })
 	if errors.Is(err, errProbed) {

@@ -382,6 +382,30 @@ func burst(ctx context.Context, l *ledger, clients int, target func(client int) 
 	wg.Wait()
 }
 
+// load is a burst of clients running in the background (startLoad).
+type load struct {
+	acked  chan struct{} // a value per acknowledged command
+	cancel context.CancelFunc
+	done   chan struct{} // closed when every client has returned
+}
+
+// startLoad runs run (a burst) in the background until stop.
+func startLoad(run func(ctx context.Context, acked chan<- struct{})) *load {
+	ctx, cancel := context.WithCancel(context.Background())
+	ld := &load{acked: make(chan struct{}, 1024), cancel: cancel, done: make(chan struct{})}
+	go func() {
+		defer close(ld.done)
+		run(ctx, ld.acked)
+	}()
+	return ld
+}
+
+// stop ends the load and waits for its clients.
+func (ld *load) stop() {
+	ld.cancel()
+	<-ld.done
+}
+
 // waitAcks waits for n acknowledgements of a running burst.
 func waitAcks(t *testing.T, acked <-chan struct{}, n int) {
 	t.Helper()
@@ -541,7 +565,17 @@ func checkInvariant(t *testing.T, w world, l *ledger, from int) verdict {
 	defer cancel()
 	stored := map[string][]streamMsg{}
 	for _, name := range []string{events.StreamName, events.MetricsStreamName} {
-		msgs, err := readStream(ctx, w.nc, name)
+		// An outside reader retries as any subscriber would: right after a
+		// fault its own connection may still be reconnecting, or a stream
+		// or consumer leader still being elected (no responders).
+		var msgs []streamMsg
+		var err error
+		for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(500 * time.Millisecond) {
+			if msgs, err = readStream(ctx, w.nc, name); err == nil || time.Now().After(deadline) {
+				break
+			}
+			t.Logf("reading %s again: %v", name, err)
+		}
 		if err != nil {
 			t.Fatal(err)
 		}

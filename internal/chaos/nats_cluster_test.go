@@ -57,15 +57,11 @@ func TestNATSClusterLeaderKilled(t *testing.T) {
 		token := login(t, serve.url)
 		start := len(l.entries)
 		obs := &observations{}
-		ctx, cancel := context.WithCancel(context.Background())
-		acked := make(chan struct{}, 1024)
-		done := make(chan struct{})
-		go func() {
+		ld := startLoad(func(ctx context.Context, acked chan<- struct{}) {
 			patientBurst(ctx, l, obs, serve.url, ws.nextCommand("s4", rep, token, false), ws.queries(token), acked)
-			close(done)
-		}()
+		})
 
-		waitAcks(t, acked, 30)
+		waitAcks(t, ld.acked, 30)
 		leader := nodes[streamLeader(t, js, nodes)]
 		wasMaestros := leader.hasClient(t, "maestro")
 		leader.kill(t)
@@ -76,9 +72,8 @@ func TestNATSClusterLeaderKilled(t *testing.T) {
 		waitUntil(t, killed.Add(leaderDownFor))
 		leader.start(t)
 		waitReplicasCurrent(t, js)
-		waitAcks(t, acked, 30)
-		cancel()
-		<-done
+		waitAcks(t, ld.acked, 30)
+		ld.stop()
 
 		if serve.cmd.ProcessState != nil {
 			t.Fatalf("maestro exited: %s", serve.cmd.ProcessState)

@@ -75,19 +75,15 @@ func TestPostgresDown(t *testing.T) {
 		token := login(t, serve.url)
 		start := len(l.entries)
 		obs := &observations{}
-		ctx, cancel := context.WithCancel(context.Background())
-		acked := make(chan struct{}, 1024)
-		done := make(chan struct{})
-		go func() {
+		ld := startLoad(func(ctx context.Context, acked chan<- struct{}) {
 			patientBurst(ctx, l, obs, serve.url, ws.nextCommand("s3", rep, token, false), ws.queries(token), acked)
-			close(done)
-		}()
+		})
 
 		// The lock holders' sessions are cut mid-load.
-		waitAcks(t, acked, 30)
+		waitAcks(t, ld.acked, 30)
 		cut := cutLockHolders(t, db)
 		waitLocksHeld(t, db)
-		waitAcks(t, acked, 20)
+		waitAcks(t, ld.acked, 20)
 
 		// PostgreSQL dies (no shutdown checkpoint, every session dropped)
 		// and stays down for pgDownFor while the load goes on.
@@ -99,9 +95,8 @@ func TestPostgresDown(t *testing.T) {
 		db = connectPG(t, info.DatabaseURL)
 		// Back: a new command and a query both succeed again.
 		recovery := probeRecovery(t, l, serve.url, token, fmt.Sprintf("s3-r%d-probe", rep)).Sub(up)
-		waitAcks(t, acked, 20)
-		cancel()
-		<-done
+		waitAcks(t, ld.acked, 20)
+		ld.stop()
 
 		during := obs.check(t, down, up)
 		waitReady(t, serve.url)

@@ -41,19 +41,15 @@ func TestServeKilledMidBurst(t *testing.T) {
 		before := len(l.entries)
 
 		// The burst, killed once it runs at full speed.
-		ctx, cancel := context.WithCancel(context.Background())
-		acked := make(chan struct{}, 1024)
-		done := make(chan struct{})
 		base := serve.url
-		go func() {
+		ld := startLoad(func(ctx context.Context, acked chan<- struct{}) {
 			burst(ctx, l, serveClients, func(int) string { return base }, ws.nextCommand("s1", rep, token, true), acked)
-			close(done)
-		}()
-		waitAcks(t, acked, killAfter)
+		})
+		waitAcks(t, ld.acked, killAfter)
 		serve.kill(t)
 		killed := time.Now()
-		<-done // every client has met the dead server
-		cancel()
+		<-ld.done // every client has met the dead server
+		ld.cancel()
 
 		// Restart: the same command line, nothing else.
 		serve.restart(t)

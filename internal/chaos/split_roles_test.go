@@ -81,28 +81,23 @@ func TestSplitRolesKilled(t *testing.T) {
 		start := len(l.entries)
 		// Clients are spread over both instances; each sends to its own.
 		bases := []string{apis[0].url, apis[1].url}
-		ctx, cancel := context.WithCancel(context.Background())
-		acked := make(chan struct{}, 1024)
-		done := make(chan struct{})
-		go func() {
+		ld := startLoad(func(ctx context.Context, acked chan<- struct{}) {
 			burst(ctx, l, serveClients, func(i int) string { return bases[i%2] }, ws.nextCommand("s2", rep, token, false), acked)
-			close(done)
-		}()
+		})
 
 		// A worker dies mid-batch (under this load a projection batch is
 		// almost always open) and is restarted; the other one takes over
 		// the projections it held.
-		waitAcks(t, acked, 25)
+		waitAcks(t, ld.acked, 25)
 		workers[0].kill(t)
 		workers[0].restart(t)
 		// An API instance dies mid-request; its clients' requests are
 		// unanswered, the other instance's clients carry on.
-		waitAcks(t, acked, 25)
+		waitAcks(t, ld.acked, 25)
 		apis[0].kill(t)
 		killed := time.Now()
-		waitAcks(t, acked, 25)
-		cancel()
-		<-done
+		waitAcks(t, ld.acked, 25)
+		ld.stop()
 		apis[0].restart(t)
 		recovery := waitReady(t, apis[0].url).Sub(killed)
 
