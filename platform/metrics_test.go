@@ -26,24 +26,7 @@ func TestScrapeWithoutPostgres(t *testing.T) {
 	cfg.MetricsToken = token
 	cfg.Runner = false
 	e := testenv.Start(t, cfg)
-	get := func() (int, string) {
-		t.Helper()
-		req, err := http.NewRequest("GET", e.URL+"/metrics", nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		req.Header.Set("Authorization", "Bearer "+token)
-		resp, err := e.Client.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, err := io.ReadAll(resp.Body)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return resp.StatusCode, string(b)
-	}
+	get := func() (int, string) { return scrape(t, e, e.URL+"/metrics", "Bearer "+token) }
 	// An append whose expected version no longer holds is a conflict the
 	// platform's observer counts.
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -106,26 +89,7 @@ func TestWorkerMetricsAddr(t *testing.T) {
 	cfg.MetricsToken = token
 	e := testenv.Start(t, cfg)
 	base := e.P.MetricsURL()
-	get := func(path, auth string) (int, string) {
-		t.Helper()
-		req, err := http.NewRequest("GET", base+path, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if auth != "" {
-			req.Header.Set("Authorization", auth)
-		}
-		resp, err := e.Client.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, err := io.ReadAll(resp.Body)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return resp.StatusCode, string(b)
-	}
+	get := func(path, auth string) (int, string) { return scrape(t, e, base+path, auth) }
 	if status, body := get("/metrics", "Bearer "+token); status != 200 ||
 		!strings.Contains(body, `maestro_projection_lag_events{projection="models",stream="events"}`) ||
 		!strings.Contains(body, "maestro_event_append_duration_seconds_count") {
@@ -149,4 +113,27 @@ func TestWorkerMetricsAddr(t *testing.T) {
 		}
 		t.Fatalf("MAESTRO_METRICS_ADDR with the API role: %v, want refused", err)
 	}
+}
+
+// scrape GETs url with the Authorization header auth (none if empty) and
+// returns the status and body.
+func scrape(t *testing.T, e *testenv.Env, url, auth string) (int, string) {
+	t.Helper()
+	req, err := http.NewRequest("GET", url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if auth != "" {
+		req.Header.Set("Authorization", auth)
+	}
+	resp, err := e.Client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, string(b)
 }

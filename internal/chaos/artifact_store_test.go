@@ -13,7 +13,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -84,9 +83,7 @@ func storeFailureReps(t *testing.T, serve *proc, dir string, fault storeFault) {
 	t.Helper()
 	l := &ledger{}
 	ws := setupWorkspace(t, serve.url, login(t, serve.url), l)
-	w := world{hotModel: ws.hotModel, verifyCmd: func() *exec.Cmd {
-		return exec.Command(maestroBin(t), "projections", "verify", "--data-dir", dir)
-	}}.with(t, dir)
+	w := world{hotModel: ws.hotModel, verifyCmd: verifyDataDir(t, dir)}.with(t, dir)
 	for rep := range *reps {
 		token := login(t, serve.url)
 		up := artifactCmd(token, fmt.Sprintf("s5-r%d", rep))

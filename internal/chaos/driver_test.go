@@ -382,6 +382,12 @@ func burst(ctx context.Context, l *ledger, clients int, target func(client int) 
 	wg.Wait()
 }
 
+// verifyDataDir is `maestro projections verify` attached to the serve of
+// a data dir (world.verifyCmd).
+func verifyDataDir(t *testing.T, dir string) func() *exec.Cmd {
+	return func() *exec.Cmd { return exec.Command(maestroBin(t), "projections", "verify", "--data-dir", dir) }
+}
+
 // load is a burst of clients running in the background (startLoad).
 type load struct {
 	acked  chan struct{} // a value per acknowledged command

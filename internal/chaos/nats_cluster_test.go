@@ -45,9 +45,7 @@ func TestNATSClusterLeaderKilled(t *testing.T) {
 	serve := startProc(t, "serve", env, "serve", "--data-dir", dir, "--http-addr", "127.0.0.1:0")
 	l := &ledger{}
 	ws := setupWorkspace(t, serve.url, login(t, serve.url), l)
-	w := world{hotModel: ws.hotModel, verifyCmd: func() *exec.Cmd {
-		return exec.Command(maestroBin(t), "projections", "verify", "--data-dir", dir)
-	}}.with(t, dir) // run.json names all three nodes: the checker reads from any live one
+	w := world{hotModel: ws.hotModel, verifyCmd: verifyDataDir(t, dir)}.with(t, dir) // run.json names all three nodes: the checker reads from any live one
 	js, err := jetstream.New(w.nc)
 	if err != nil {
 		t.Fatal(err)

@@ -67,9 +67,7 @@ func TestPostgresDown(t *testing.T) {
 
 	l := &ledger{}
 	ws := setupWorkspace(t, serve.url, login(t, serve.url), l)
-	w := world{hotModel: ws.hotModel, verifyCmd: func() *exec.Cmd {
-		return exec.Command(maestroBin(t), "projections", "verify", "--data-dir", dir)
-	}}.with(t, dir)
+	w := world{hotModel: ws.hotModel, verifyCmd: verifyDataDir(t, dir)}.with(t, dir)
 
 	for rep := range *reps {
 		token := login(t, serve.url)

@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -32,9 +31,7 @@ func TestServeKilledMidBurst(t *testing.T) {
 	serve := startProc(t, "serve", env, "serve", "--data-dir", dir, "--http-addr", "127.0.0.1:0", "--nats-listen", "127.0.0.1:0")
 	l := &ledger{}
 	ws := setupWorkspace(t, serve.url, login(t, serve.url), l)
-	w := world{nc: nil, hotModel: ws.hotModel, verifyCmd: func() *exec.Cmd {
-		return exec.Command(maestroBin(t), "projections", "verify", "--data-dir", dir)
-	}}
+	w := world{nc: nil, hotModel: ws.hotModel, verifyCmd: verifyDataDir(t, dir)}
 
 	for rep := range *reps {
 		token := login(t, serve.url)
