@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/synadia-io/orbit.go/jetstreamext"
 )
 
@@ -21,7 +22,13 @@ const scanBatchBytes = 4 << 20
 // orbit.go's jetstreamext), a request per ScanBatch events instead of one
 // per event as Load does, and only one batch is held at a time, so a long
 // history is never all in memory. ctx is checked between events.
+//
+// A replicated stream has no direct gets (OpenStore: a follower may lag):
+// there Scan asks the leader for one event at a time, as Load does.
 func (s *Store) Scan(ctx context.Context, subject string, after uint64, f func(Envelope) (bool, error)) error {
+	if !s.stream.CachedInfo().Config.AllowDirect {
+		return s.scanLeader(ctx, subject, after, f)
+	}
 	for {
 		msgs, err := jetstreamext.GetBatch(ctx, s.js, s.streamName(), ScanBatch,
 			jetstreamext.GetBatchSeq(after+1), jetstreamext.GetBatchSubject(subject), jetstreamext.GetBatchMaxBytes(scanBatchBytes))
@@ -60,6 +67,29 @@ func (s *Store) Scan(ctx context.Context, subject string, after uint64, f func(E
 				return fmt.Errorf("scan %s from %d: %w", subject, after+1, err)
 			}
 			return fmt.Errorf("scan %s from %d: no answer from the stream", subject, after+1)
+		}
+	}
+}
+
+// scanLeader is Scan through the stream's leader, an event per request.
+func (s *Store) scanLeader(ctx context.Context, subject string, after uint64, f func(Envelope) (bool, error)) error {
+	for {
+		raw, err := attempts(ctx, func(ctx context.Context) (*jetstream.RawStreamMsg, error) {
+			return s.stream.GetMsg(ctx, after+1, jetstream.WithGetMsgSubject(subject))
+		})
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("scan %s from %d: %w", subject, after+1, err)
+		}
+		env, err := FromHeaders(raw.Subject, raw.Header, raw.Data, raw.Sequence)
+		if err != nil {
+			return fmt.Errorf("scan %s at %d: %w", subject, raw.Sequence, err)
+		}
+		after = raw.Sequence
+		if more, err := f(env); err != nil || !more {
+			return err
 		}
 	}
 }

@@ -131,7 +131,7 @@ func (s *Store) Conn() *nats.Conn { return s.nc }
 
 // LastSequence is the stream's last sequence (0 when empty).
 func (s *Store) LastSequence(ctx context.Context) (uint64, error) {
-	info, err := s.stream.Info(ctx)
+	info, err := attempts(ctx, func(ctx context.Context) (*jetstream.StreamInfo, error) { return s.stream.Info(ctx) })
 	if err != nil {
 		return 0, fmt.Errorf("stream info: %w", err)
 	}
@@ -213,6 +213,47 @@ func (s *Store) Append(ctx context.Context, batch ...Append) (uint64, error) {
 	return seq, err
 }
 
+// attemptTimeout bounds one request to the stream. A stream leader that
+// dies with a request in flight never answers it: unbounded, the request
+// waits out its caller's whole deadline (a command's 30 s) although a new
+// leader is elected within seconds. Each attempt gets this long, and the
+// next one reaches the new leader.
+const attemptTimeout = 5 * time.Second
+
+// attempts runs op, each call bounded by attemptTimeout, again while ctx
+// lasts and the failure is one a new stream leader will answer (see
+// transient); reads are always safe to repeat, and an append keeps its
+// Nats-Msg-Id, so a repeat of one that was stored is deduplicated and
+// answered with the sequence stored.
+func attempts[T any](ctx context.Context, op func(context.Context) (T, error)) (T, error) {
+	for {
+		actx, cancel := context.WithTimeout(ctx, attemptTimeout)
+		v, err := op(actx)
+		cancel()
+		if err == nil || ctx.Err() != nil || !transient(err) {
+			return v, err
+		}
+		select {
+		case <-ctx.Done():
+			return v, err
+		case <-time.After(250 * time.Millisecond): // JetStream's own wait between publish attempts
+		}
+	}
+}
+
+// transient reports whether err is a stream that did not answer (yet): an
+// attempt's own deadline, no responders while a leader is elected,
+// JetStream's 503, or a duplicate still being proposed (10158: the earlier
+// attempt's append is in flight; the next attempt learns its sequence).
+func transient(err error) bool {
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) {
+		return apiErr.Code == 503 || apiErr.ErrorCode == 10158
+	}
+	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) ||
+		errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrNoStreamResponse)
+}
+
 func (s *Store) appendBatch(ctx context.Context, batch []Append) (uint64, error) {
 	switch len(batch) {
 	case 0:
@@ -255,7 +296,8 @@ func message(a Append) *nats.Msg {
 }
 
 func (s *Store) publishOne(ctx context.Context, a Append) (uint64, error) {
-	ack, err := s.js.PublishMsg(ctx, message(a))
+	m := message(a)
+	ack, err := attempts(ctx, func(ctx context.Context) (*jetstream.PubAck, error) { return s.js.PublishMsg(ctx, m) })
 	if err != nil {
 		return 0, classify(a.Event, err)
 	}
@@ -277,7 +319,13 @@ type batchAck struct {
 
 // publishBatch implements the atomic batch protocol of nats-server 2.12+
 // (ADR-50) with request/reply per message, since nats.go has no API for it.
+// A repeated attempt is a new batch of the same messages (Nats-Msg-Id): one
+// whose first attempt was stored is refused as a duplicate (10201).
 func (s *Store) publishBatch(ctx context.Context, batch []Append) (uint64, error) {
+	return attempts(ctx, func(ctx context.Context) (uint64, error) { return s.publishBatchOnce(ctx, batch) })
+}
+
+func (s *Store) publishBatchOnce(ctx context.Context, batch []Append) (uint64, error) {
 	id := uuid.NewString()
 	for i, a := range batch {
 		m := message(a)
@@ -331,7 +379,9 @@ func classify(e Envelope, err error) error {
 // Load returns the events of one subject stored after sequence after, and
 // the subject's last sequence (its version; 0 when it has no events).
 func (s *Store) Load(ctx context.Context, subject string, after uint64) ([]Envelope, uint64, error) {
-	last, err := s.stream.GetLastMsgForSubject(ctx, subject)
+	last, err := attempts(ctx, func(ctx context.Context) (*jetstream.RawStreamMsg, error) {
+		return s.stream.GetLastMsgForSubject(ctx, subject)
+	})
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
 		return nil, 0, nil
 	}
@@ -343,7 +393,9 @@ func (s *Store) Load(ctx context.Context, subject string, after uint64) ([]Envel
 	}
 	var out []Envelope
 	for seq := after + 1; ; {
-		raw, err := s.stream.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(subject))
+		raw, err := attempts(ctx, func(ctx context.Context) (*jetstream.RawStreamMsg, error) {
+			return s.stream.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(subject))
+		})
 		if err != nil {
 			return nil, 0, fmt.Errorf("load %s from %d: %w", subject, seq, err)
 		}
@@ -361,7 +413,7 @@ func (s *Store) Load(ctx context.Context, subject string, after uint64) ([]Envel
 
 // Get returns the event at one stream sequence.
 func (s *Store) Get(ctx context.Context, seq uint64) (Envelope, error) {
-	raw, err := s.stream.GetMsg(ctx, seq)
+	raw, err := attempts(ctx, func(ctx context.Context) (*jetstream.RawStreamMsg, error) { return s.stream.GetMsg(ctx, seq) })
 	if err != nil {
 		return Envelope{}, fmt.Errorf("get %d: %w", seq, err)
 	}

@@ -84,6 +84,20 @@ func Handling(names, types []string) []string {
 // answers how far it has read and its checkpoint ("<read>:<checkpoint>").
 func PositionSubject(projection string) string { return "maestro.projections.position." + projection }
 
+// WakeSubject is where Wake tells every active runner to look at its
+// checkpoint now.
+const WakeSubject = "maestro.projections.wake"
+
+// Wake tells the active runners on nc's NATS to look at their checkpoints
+// now rather than at their next idle tick (RunnerConfig.Idle): after Reset,
+// a rebuild starts at once.
+func Wake(nc *nats.Conn) error {
+	if err := nc.Publish(WakeSubject, nil); err != nil {
+		return fmt.Errorf("wake projection runners: %w", err)
+	}
+	return nc.Flush()
+}
+
 // NotifyChannel is the Postgres channel checkpoints are announced on, so
 // API instances waiting for read-your-writes wake at commit.
 const NotifyChannel = "maestro_checkpoints"
@@ -153,6 +167,8 @@ type Runner struct {
 	// limit is how many events a batch may hold now: BatchSize, or
 	// catchUpBatch while catching up.
 	limit int
+	// wake has a value when Wake was called since the runner last looked.
+	wake chan struct{}
 }
 
 // readAhead bounds the bytes of the messages waiting in a runner's
@@ -220,7 +236,8 @@ func NewRunner(pool *pgxpool.Pool, store *events.Store, p Projection, cfg Runner
 	for _, agg := range p.Aggregates() {
 		filter = append(filter, events.Subject(agg, ">"))
 	}
-	r := &Runner{pool: pool, store: store, p: p, cfg: cfg, filter: filter, limit: cfg.BatchSize, batchBytes: defaultBatchBytes}
+	r := &Runner{pool: pool, store: store, p: p, cfg: cfg, filter: filter, limit: cfg.BatchSize, batchBytes: defaultBatchBytes,
+		wake: make(chan struct{}, 1)}
 	if w, ok := p.(Weighty); ok {
 		r.batchBytes = w.BatchBytes()
 	}
@@ -310,6 +327,16 @@ func (r *Runner) runLocked(ctx context.Context, log *slog.Logger) error {
 		return fmt.Errorf("position subscription: %w", err)
 	}
 	defer sub.Unsubscribe() //nolint:errcheck // the connection may be closing
+	wake, err := r.store.Conn().Subscribe(WakeSubject, func(*nats.Msg) {
+		select {
+		case r.wake <- struct{}{}:
+		default:
+		}
+	})
+	if err != nil {
+		return fmt.Errorf("wake subscription: %w", err)
+	}
+	defer wake.Unsubscribe() //nolint:errcheck // the connection may be closing
 	for {
 		// A runner that caught up reading every subject follows again,
 		// filtered (catchUpGap).
@@ -434,10 +461,6 @@ func (r *Runner) follow(ctx context.Context, log *slog.Logger) error {
 	if r.following != nil {
 		r.following(filter)
 	}
-	cons, err := r.store.Follow(cctx, cp, filter)
-	if err != nil {
-		return err
-	}
 	// Catching up, batches are larger (catchUpBatch): fewer commits and
 	// round trips per event while nobody waits on a single one.
 	r.limit = r.cfg.BatchSize
@@ -448,6 +471,10 @@ func (r *Runner) follow(ctx context.Context, log *slog.Logger) error {
 	pull := []jetstream.PullConsumeOpt{jetstream.PullMaxBytes(r.batchBytes)}
 	ahead := newReadAhead(r.batchBytes)
 	r.ahead = ahead
+	cons, err := r.store.Follow(cctx, cp, filter)
+	if err != nil {
+		return err
+	}
 	cc, err := cons.Consume(func(m jetstream.Msg) {
 		if ahead != nil && !ahead.acquire(len(m.Data()), cctx.Done()) {
 			return
@@ -574,6 +601,17 @@ func (r *Runner) follow(ctx context.Context, log *slog.Logger) error {
 				if err := r.afterCommit(cp); err != nil {
 					return err
 				}
+			}
+			continue
+		case <-r.wake:
+			// A rebuild reset the checkpoints (Wake): start over now, not
+			// at the next idle tick.
+			now, err := r.checkpoint(ctx)
+			if err != nil {
+				return err
+			}
+			if now != cp {
+				return errRestart
 			}
 			continue
 		case <-idle.C:

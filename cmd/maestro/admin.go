@@ -175,6 +175,8 @@ func (r projRebuildCmd) Run(ctx context.Context, c *Common) error {
 	if err := projections.Reset(ctx, p.Pool); err != nil {
 		return fmt.Errorf("reset projections: %w", err)
 	}
+	// Best effort: without it the runners start at their next idle tick.
+	_ = projections.Wake(p.Store.Conn())
 	// Poll the checkpoints themselves: they are the truth, and a cached
 	// pre-reset value must not end the wait early.
 	deadline := time.Now().Add(r.Timeout)
