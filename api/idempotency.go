@@ -61,7 +61,55 @@ type idempotencyKV struct {
 }
 
 func (k *idempotencyKV) release(ctx context.Context, key string) error {
-	return k.stream.Purge(ctx, jetstream.WithPurgeSubject("$KV."+IdempotencyBucket+"."+key))
+	_, err := events.Attempts(ctx, func(ctx context.Context) (struct{}, error) {
+		return struct{}{}, k.stream.Purge(ctx, jetstream.WithPurgeSubject("$KV."+IdempotencyBucket+"."+key))
+	})
+	return err
+}
+
+// The bucket's calls are bounded and repeated as events.Store bounds and
+// repeats its requests to the event stream (events.Attempts): on a NATS
+// cluster, a call in flight to a bucket leader that dies is never answered
+// and would hold the request for its whole deadline, while the repeat
+// reaches the new leader. A write whose first call was stored is
+// recognised by its value (a pending claim names its start to the
+// nanosecond and the process's boot): the request goes on, rather than
+// failing and leaving a pending record its own retry waits out.
+
+// Get is the bucket's Get, bounded and repeated.
+func (k *idempotencyKV) Get(ctx context.Context, key string) (jetstream.KeyValueEntry, error) {
+	return events.Attempts(ctx, func(ctx context.Context) (jetstream.KeyValueEntry, error) { return k.KeyValue.Get(ctx, key) })
+}
+
+// Put is the bucket's Put, bounded and repeated (the same value again).
+func (k *idempotencyKV) Put(ctx context.Context, key string, value []byte) (uint64, error) {
+	return events.Attempts(ctx, func(ctx context.Context) (uint64, error) { return k.KeyValue.Put(ctx, key, value) })
+}
+
+// Create is the bucket's Create, bounded and repeated.
+func (k *idempotencyKV) Create(ctx context.Context, key string, value []byte, opts ...jetstream.KVCreateOpt) (uint64, error) {
+	return k.write(ctx, key, value, func(ctx context.Context) (uint64, error) { return k.KeyValue.Create(ctx, key, value, opts...) })
+}
+
+// Update is the bucket's Update, bounded and repeated.
+func (k *idempotencyKV) Update(ctx context.Context, key string, value []byte, revision uint64) (uint64, error) {
+	return k.write(ctx, key, value, func(ctx context.Context) (uint64, error) { return k.KeyValue.Update(ctx, key, value, revision) })
+}
+
+// write repeats a conditional write; refused after an unanswered call, it
+// succeeds if the key holds value (that call stored it).
+func (k *idempotencyKV) write(ctx context.Context, key string, value []byte, op func(context.Context) (uint64, error)) (uint64, error) {
+	repeat := false
+	return events.Attempts(ctx, func(ctx context.Context) (uint64, error) {
+		rev, err := op(ctx)
+		if repeat && errors.Is(err, jetstream.ErrKeyExists) {
+			if e, gerr := k.KeyValue.Get(ctx, key); gerr == nil && bytes.Equal(e.Value(), value) {
+				return e.Revision(), nil
+			}
+		}
+		repeat = true
+		return rev, err
+	})
 }
 
 // releaseKey forgets a key entirely (see idempotencyKV).
@@ -384,7 +432,9 @@ func keepOutcome(b *bufferedResponse, anonymous bool) bool {
 // keepOutcome) so a retry runs again. A server error leaves a failed record
 // instead, which the retry takes over (see idempotencyRecord.Failed).
 func (s *Server) storeOutcome(kvKey, fingerprint string, started, prior time.Time, credentials, anonymous bool, b *bufferedResponse) {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	// Long enough to outlast a bucket leader's election (the calls are
+	// repeated); it delays the answer only then.
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
 	if b.status >= 500 {
 		// Its events may be stored (the failure can come after the

@@ -62,7 +62,7 @@ func (s *Store) FindStored(ctx context.Context, ids, subjects []string, since ti
 	// message; subjects with nothing since `since` need no reading at all.
 	var target uint64
 	for _, subj := range subjects {
-		last, err := attempts(ctx, func(ctx context.Context) (*jetstream.RawStreamMsg, error) {
+		last, err := Attempts(ctx, func(ctx context.Context) (*jetstream.RawStreamMsg, error) {
 			return s.stream.GetLastMsgForSubject(ctx, subj)
 		})
 		if errors.Is(err, jetstream.ErrMsgNotFound) {

@@ -74,7 +74,7 @@ func (s *Store) Scan(ctx context.Context, subject string, after uint64, f func(E
 // scanLeader is Scan through the stream's leader, an event per request.
 func (s *Store) scanLeader(ctx context.Context, subject string, after uint64, f func(Envelope) (bool, error)) error {
 	for {
-		raw, err := attempts(ctx, func(ctx context.Context) (*jetstream.RawStreamMsg, error) {
+		raw, err := Attempts(ctx, func(ctx context.Context) (*jetstream.RawStreamMsg, error) {
 			return s.stream.GetMsg(ctx, after+1, jetstream.WithGetMsgSubject(subject))
 		})
 		if errors.Is(err, jetstream.ErrMsgNotFound) {

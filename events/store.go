@@ -131,7 +131,7 @@ func (s *Store) Conn() *nats.Conn { return s.nc }
 
 // LastSequence is the stream's last sequence (0 when empty).
 func (s *Store) LastSequence(ctx context.Context) (uint64, error) {
-	info, err := attempts(ctx, func(ctx context.Context) (*jetstream.StreamInfo, error) { return s.stream.Info(ctx) })
+	info, err := Attempts(ctx, func(ctx context.Context) (*jetstream.StreamInfo, error) { return s.stream.Info(ctx) })
 	if err != nil {
 		return 0, fmt.Errorf("stream info: %w", err)
 	}
@@ -159,7 +159,9 @@ func (s *Store) NextOn(ctx context.Context, seq uint64, filter string) (uint64, 
 		ctx, cancel = context.WithTimeout(ctx, 5*time.Second)
 		defer cancel()
 	}
-	m, err := s.nc.RequestWithContext(ctx, "$JS.API.STREAM.MSG.GET."+s.streamName(), req)
+	m, err := Attempts(ctx, func(ctx context.Context) (*nats.Msg, error) {
+		return s.nc.RequestWithContext(ctx, "$JS.API.STREAM.MSG.GET."+s.streamName(), req)
+	})
 	if err != nil {
 		return 0, fmt.Errorf("next event on %s from %d: %w", filter, seq, err)
 	}
@@ -215,22 +217,27 @@ func (s *Store) Append(ctx context.Context, batch ...Append) (uint64, error) {
 
 // attemptTimeout bounds one request to the stream. A stream leader that
 // dies with a request in flight never answers it: unbounded, the request
-// waits out its caller's whole deadline (a command's 30 s) although a new
-// leader is elected within seconds. Each attempt gets this long, and the
-// next one reaches the new leader.
-const attemptTimeout = 5 * time.Second
+// waits out its caller's whole deadline (a command's 30 s). While the new
+// leader is elected (a Raft election timeout of 4–9 s in nats-server) the
+// followers hold the request subject's interest but do not answer, so
+// attempts time out until there is a leader; the attempt after the
+// election gets the answer. A shorter bound finds the new leader sooner
+// (5 s attempts: recovery 5–12 s in chaos scenario 4), at the price of
+// repeats under a load so heavy an answer takes longer, which the stream
+// deduplicates.
+const attemptTimeout = 2 * time.Second
 
-// attempts runs op, each call bounded by attemptTimeout, again while ctx
+// Attempts runs op, each call bounded by attemptTimeout, again while ctx
 // lasts and the failure is one a new stream leader will answer (see
-// transient); reads are always safe to repeat, and an append keeps its
-// Nats-Msg-Id, so a repeat of one that was stored is deduplicated and
-// answered with the sequence stored.
-func attempts[T any](ctx context.Context, op func(context.Context) (T, error)) (T, error) {
+// Transient). The caller makes op safe to repeat: reads are, and an append
+// keeps its Nats-Msg-Id, so a repeat of one that was stored is
+// deduplicated and answered with the sequence stored.
+func Attempts[T any](ctx context.Context, op func(context.Context) (T, error)) (T, error) {
 	for {
 		actx, cancel := context.WithTimeout(ctx, attemptTimeout)
 		v, err := op(actx)
 		cancel()
-		if err == nil || ctx.Err() != nil || !transient(err) {
+		if err == nil || ctx.Err() != nil || !Transient(err) {
 			return v, err
 		}
 		select {
@@ -241,14 +248,22 @@ func attempts[T any](ctx context.Context, op func(context.Context) (T, error)) (
 	}
 }
 
-// transient reports whether err is a stream that did not answer (yet): an
-// attempt's own deadline, no responders while a leader is elected,
-// JetStream's 503, or a duplicate still being proposed (10158: the earlier
-// attempt's append is in flight; the next attempt learns its sequence).
-func transient(err error) bool {
+// Transient reports whether err is a stream that did not answer (yet): an
+// attempt's own deadline, no responders while a leader is elected, or
+// JetStream saying so — 10008 "temporarily unavailable", 10163 "expected
+// last sequence per subject temporarily unavailable" (a new leader), 10158
+// "duplicate message id is in process" (the earlier attempt's append is in
+// flight; the next attempt learns its sequence). Not every 503: 10077 is a
+// store that refused the write (a full bucket), which a repeat would not
+// change.
+func Transient(err error) bool {
 	var apiErr *jetstream.APIError
 	if errors.As(err, &apiErr) {
-		return apiErr.Code == 503 || apiErr.ErrorCode == 10158
+		switch apiErr.ErrorCode {
+		case 10008, 10163, 10158:
+			return true
+		}
+		return false
 	}
 	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) ||
 		errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrNoStreamResponse)
@@ -297,7 +312,7 @@ func message(a Append) *nats.Msg {
 
 func (s *Store) publishOne(ctx context.Context, a Append) (uint64, error) {
 	m := message(a)
-	ack, err := attempts(ctx, func(ctx context.Context) (*jetstream.PubAck, error) { return s.js.PublishMsg(ctx, m) })
+	ack, err := Attempts(ctx, func(ctx context.Context) (*jetstream.PubAck, error) { return s.js.PublishMsg(ctx, m) })
 	if err != nil {
 		return 0, classify(a.Event, err)
 	}
@@ -322,7 +337,7 @@ type batchAck struct {
 // A repeated attempt is a new batch of the same messages (Nats-Msg-Id): one
 // whose first attempt was stored is refused as a duplicate (10201).
 func (s *Store) publishBatch(ctx context.Context, batch []Append) (uint64, error) {
-	return attempts(ctx, func(ctx context.Context) (uint64, error) { return s.publishBatchOnce(ctx, batch) })
+	return Attempts(ctx, func(ctx context.Context) (uint64, error) { return s.publishBatchOnce(ctx, batch) })
 }
 
 func (s *Store) publishBatchOnce(ctx context.Context, batch []Append) (uint64, error) {
@@ -379,7 +394,7 @@ func classify(e Envelope, err error) error {
 // Load returns the events of one subject stored after sequence after, and
 // the subject's last sequence (its version; 0 when it has no events).
 func (s *Store) Load(ctx context.Context, subject string, after uint64) ([]Envelope, uint64, error) {
-	last, err := attempts(ctx, func(ctx context.Context) (*jetstream.RawStreamMsg, error) {
+	last, err := Attempts(ctx, func(ctx context.Context) (*jetstream.RawStreamMsg, error) {
 		return s.stream.GetLastMsgForSubject(ctx, subject)
 	})
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
@@ -393,7 +408,7 @@ func (s *Store) Load(ctx context.Context, subject string, after uint64) ([]Envel
 	}
 	var out []Envelope
 	for seq := after + 1; ; {
-		raw, err := attempts(ctx, func(ctx context.Context) (*jetstream.RawStreamMsg, error) {
+		raw, err := Attempts(ctx, func(ctx context.Context) (*jetstream.RawStreamMsg, error) {
 			return s.stream.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(subject))
 		})
 		if err != nil {
@@ -413,7 +428,7 @@ func (s *Store) Load(ctx context.Context, subject string, after uint64) ([]Envel
 
 // Get returns the event at one stream sequence.
 func (s *Store) Get(ctx context.Context, seq uint64) (Envelope, error) {
-	raw, err := attempts(ctx, func(ctx context.Context) (*jetstream.RawStreamMsg, error) { return s.stream.GetMsg(ctx, seq) })
+	raw, err := Attempts(ctx, func(ctx context.Context) (*jetstream.RawStreamMsg, error) { return s.stream.GetMsg(ctx, seq) })
 	if err != nil {
 		return Envelope{}, fmt.Errorf("get %d: %w", seq, err)
 	}

@@ -2,9 +2,13 @@ package events
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // A replicated stream has no direct gets (OpenStore turns them off): Scan
@@ -66,5 +70,29 @@ func TestScanWithoutDirectGets(t *testing.T) {
 	}
 	if got := scan(0, 2); !slices.Equal(got, direct[:2]) {
 		t.Fatalf("a scan stopped after two events returned %v", got)
+	}
+}
+
+// What a repeated attempt may fix (a stream without a leader yet) and what
+// it may not (a refusal, a full store).
+func TestTransient(t *testing.T) {
+	for _, tt := range []struct {
+		err  error
+		want bool
+	}{
+		{context.DeadlineExceeded, true},
+		{fmt.Errorf("publish: %w", nats.ErrNoResponders), true},
+		{nats.ErrTimeout, true},
+		{&jetstream.APIError{Code: 503, ErrorCode: 10008}, true},
+		{&jetstream.APIError{Code: 503, ErrorCode: 10163}, true},
+		{&jetstream.APIError{Code: 409, ErrorCode: 10158}, true},
+		{&jetstream.APIError{Code: 503, ErrorCode: 10077, Description: "maximum bytes exceeded"}, false},
+		{&jetstream.APIError{Code: 400, ErrorCode: 10071}, false},
+		{ErrConflict, false},
+		{context.Canceled, false},
+	} {
+		if got := Transient(tt.err); got != tt.want {
+			t.Errorf("Transient(%v) = %t, want %t", tt.err, got, tt.want)
+		}
 	}
 }
