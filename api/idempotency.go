@@ -300,7 +300,7 @@ func (s *Server) idempotent(next http.Handler) http.Handler {
 		}
 		switch {
 		case claimed && secretRoutes[route] && buf.status < 300:
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			ctx, cancel := context.WithTimeout(context.Background(), outcomeTimeout)
 			if err := s.releaseKey(ctx, kvKey); err != nil {
 				s.deps.Logger.Error("release idempotency key", "err", err)
 			}
@@ -428,13 +428,16 @@ func keepOutcome(b *bufferedResponse, anonymous bool) bool {
 	return (b.status >= 200 && b.status < 300) || b.header.Get("Maestro-Sequence") != ""
 }
 
+// outcomeTimeout bounds recording a request's outcome (or releasing its
+// key) after it ran: long enough to outlast a bucket leader's election (the
+// calls are repeated, events.Attempts); it delays the answer only then.
+const outcomeTimeout = 15 * time.Second
+
 // storeOutcome keeps the response for replays, or releases the key (see
 // keepOutcome) so a retry runs again. A server error leaves a failed record
 // instead, which the retry takes over (see idempotencyRecord.Failed).
 func (s *Server) storeOutcome(kvKey, fingerprint string, started, prior time.Time, credentials, anonymous bool, b *bufferedResponse) {
-	// Long enough to outlast a bucket leader's election (the calls are
-	// repeated); it delays the answer only then.
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), outcomeTimeout)
 	defer cancel()
 	if b.status >= 500 {
 		// Its events may be stored (the failure can come after the

@@ -2,6 +2,7 @@ package events
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"testing"
@@ -94,5 +95,68 @@ func TestTransient(t *testing.T) {
 		if got := Transient(tt.err); got != tt.want {
 			t.Errorf("Transient(%v) = %t, want %t", tt.err, got, tt.want)
 		}
+	}
+}
+
+// Attempts repeats what a new leader would answer, and nothing else; out
+// of time after such a failure it answers with the deadline (a 503 for the
+// API), not with the last attempt's own refusal.
+func TestAttempts(t *testing.T) {
+	calls := 0
+	ctx, cancel := context.WithTimeout(context.Background(), 700*time.Millisecond)
+	defer cancel()
+	_, err := Attempts(ctx, func(context.Context) (int, error) {
+		calls++
+		return 0, &jetstream.APIError{Code: 409, ErrorCode: 10158}
+	})
+	if !errors.Is(err, context.DeadlineExceeded) || calls < 2 {
+		t.Fatalf("transient failures until the deadline: %v after %d calls, want the deadline after repeats", err, calls)
+	}
+	calls = 0
+	_, err = Attempts(context.Background(), func(context.Context) (int, error) {
+		calls++
+		return 0, ErrConflict
+	})
+	if !errors.Is(err, ErrConflict) || calls != 1 {
+		t.Fatalf("a conflict: %v after %d calls, want it at once", err, calls)
+	}
+	v, err := Attempts(context.Background(), func(context.Context) (int, error) {
+		calls++
+		if calls < 3 {
+			return 0, nats.ErrNoResponders
+		}
+		return 7, nil
+	})
+	if err != nil || v != 7 {
+		t.Fatalf("no responders, then an answer: %d, %v", v, err)
+	}
+}
+
+// Why a single-replica stream's appends are never repeated: it checks the
+// expected sequence before the message id, so the repeat of a stored
+// append is refused as a conflict (a replicated stream answers it as a
+// duplicate), and a command deciding again without derived ids would
+// append twice.
+func TestSingleReplicaRepeatIsAConflict(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	s, err := OpenStore(ctx, embeddedConn(t, t.TempDir()), StoreConfig{Replicas: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.replicated() {
+		t.Fatal("the embedded single-node stream counts as replicated: its appends would be repeated")
+	}
+	e, err := New(Meta{Actor: Actor{Kind: ActorSystem, ID: "test"}}, Subject(AggModel, "repeat"), ModelCreated, 0, map[string]int{"i": 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := Append{Event: e, Expect: 0}
+	if _, err := s.js.PublishMsg(ctx, message(a)); err != nil {
+		t.Fatal(err)
+	}
+	_, err = s.js.PublishMsg(ctx, message(a))
+	if err == nil || !errors.Is(classify(e, err), ErrConflict) {
+		t.Fatalf("the same append again on one replica: %v; want a conflict (if this changed, repeats may be safe here too)", err)
 	}
 }

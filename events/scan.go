@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/synadia-io/orbit.go/jetstreamext"
 )
@@ -32,6 +33,11 @@ func (s *Store) Scan(ctx context.Context, subject string, after uint64, f func(E
 	for {
 		msgs, err := jetstreamext.GetBatch(ctx, s.js, s.streamName(), ScanBatch,
 			jetstreamext.GetBatchSeq(after+1), jetstreamext.GetBatchSubject(subject), jetstreamext.GetBatchMaxBytes(scanBatchBytes))
+		if errors.Is(err, nats.ErrNoResponders) {
+			// Direct gets turned off since the store opened (the stream
+			// scaled out by an operator): the leader answers.
+			return s.scanLeader(ctx, subject, after, f)
+		}
 		if err != nil {
 			return fmt.Errorf("scan %s from %d: %w", subject, after+1, err)
 		}

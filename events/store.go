@@ -152,26 +152,27 @@ func (s *Store) NextOn(ctx context.Context, seq uint64, filter string) (uint64, 
 	if err != nil {
 		return 0, err
 	}
-	if _, ok := ctx.Deadline(); !ok {
-		// A leader election may leave the request unanswered: never wait
-		// for ever (the jetstream package bounds its own calls alike).
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, 5*time.Second)
-		defer cancel()
-	}
-	m, err := Attempts(ctx, func(ctx context.Context) (*nats.Msg, error) {
-		return s.nc.RequestWithContext(ctx, "$JS.API.STREAM.MSG.GET."+s.streamName(), req)
-	})
-	if err != nil {
-		return 0, fmt.Errorf("next event on %s from %d: %w", filter, seq, err)
-	}
-	var resp struct {
+	type answer struct {
 		Message *struct {
 			Seq uint64 `json:"seq"`
 		} `json:"message"`
 		Error *jetstream.APIError `json:"error"`
 	}
-	if err := json.Unmarshal(m.Data, &resp); err != nil {
+	resp, err := Attempts(ctx, func(ctx context.Context) (answer, error) {
+		var resp answer
+		m, err := s.nc.RequestWithContext(ctx, "$JS.API.STREAM.MSG.GET."+s.streamName(), req)
+		if err != nil {
+			return resp, err
+		}
+		if err := json.Unmarshal(m.Data, &resp); err != nil {
+			return resp, err
+		}
+		if resp.Error != nil && Transient(resp.Error) { // (a leader being elected answers in the body)
+			return resp, resp.Error
+		}
+		return resp, nil
+	})
+	if err != nil {
 		return 0, fmt.Errorf("next event on %s from %d: %w", filter, seq, err)
 	}
 	switch {
@@ -229,24 +230,42 @@ const attemptTimeout = 2 * time.Second
 
 // Attempts runs op, each call bounded by attemptTimeout, again while ctx
 // lasts and the failure is one a new stream leader will answer (see
-// Transient). The caller makes op safe to repeat: reads are, and an append
-// keeps its Nats-Msg-Id, so a repeat of one that was stored is
-// deduplicated and answered with the sequence stored.
+// Transient), waiting longer between attempts each time (250 ms doubling to
+// 2 s: a leader that is slow, not gone, is not flooded with repeats). A ctx
+// without a deadline gets one of noDeadlineBound, as the jetstream package
+// bounds such calls. Run out of time after a transient failure, it returns
+// ctx's error (wrapping the last attempt's): the caller answers "try again",
+// never the last attempt's own refusal. The caller makes op safe to repeat:
+// reads are; an append is only on a replicated stream (Store.replicated).
 func Attempts[T any](ctx context.Context, op func(context.Context) (T, error)) (T, error) {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, noDeadlineBound)
+		defer cancel()
+	}
+	wait := 250 * time.Millisecond // JetStream's own wait between publish attempts
 	for {
 		actx, cancel := context.WithTimeout(ctx, attemptTimeout)
 		v, err := op(actx)
 		cancel()
-		if err == nil || ctx.Err() != nil || !Transient(err) {
+		if err == nil || !Transient(err) {
 			return v, err
+		}
+		if ctx.Err() != nil {
+			return v, fmt.Errorf("%w (last attempt: %v)", ctx.Err(), err)
 		}
 		select {
 		case <-ctx.Done():
-			return v, err
-		case <-time.After(250 * time.Millisecond): // JetStream's own wait between publish attempts
+			return v, fmt.Errorf("%w (last attempt: %v)", ctx.Err(), err)
+		case <-time.After(wait):
 		}
+		wait = min(2*wait, 2*time.Second)
 	}
 }
+
+// noDeadlineBound is how long Attempts keeps trying for a caller whose
+// context has no deadline.
+const noDeadlineBound = 10 * time.Second
 
 // Transient reports whether err is a stream that did not answer (yet): an
 // attempt's own deadline, no responders while a leader is elected, or
@@ -312,7 +331,14 @@ func message(a Append) *nats.Msg {
 
 func (s *Store) publishOne(ctx context.Context, a Append) (uint64, error) {
 	m := message(a)
-	ack, err := Attempts(ctx, func(ctx context.Context) (*jetstream.PubAck, error) { return s.js.PublishMsg(ctx, m) })
+	publish := func(ctx context.Context) (*jetstream.PubAck, error) { return s.js.PublishMsg(ctx, m) }
+	var ack *jetstream.PubAck
+	var err error
+	if s.replicated() {
+		ack, err = Attempts(ctx, publish)
+	} else {
+		ack, err = publish(ctx)
+	}
 	if err != nil {
 		return 0, classify(a.Event, err)
 	}
@@ -337,8 +363,21 @@ type batchAck struct {
 // A repeated attempt is a new batch of the same messages (Nats-Msg-Id): one
 // whose first attempt was stored is refused as a duplicate (10201).
 func (s *Store) publishBatch(ctx context.Context, batch []Append) (uint64, error) {
+	if !s.replicated() {
+		return s.publishBatchOnce(ctx, batch)
+	}
 	return Attempts(ctx, func(ctx context.Context) (uint64, error) { return s.publishBatchOnce(ctx, batch) })
 }
+
+// replicated reports whether the stream has several replicas, where an
+// append may be repeated (Attempts). A replicated stream checks a
+// message's Nats-Msg-Id before its expected sequence, so the repeat of an
+// append that was stored is answered as a duplicate; a single-replica one
+// checks the expected sequence first and would answer a conflict — and a
+// command without derived ids would decide again and append twice. A
+// single node's leader never changes either: its appends wait for their
+// answer (the caller's deadline) as they always did.
+func (s *Store) replicated() bool { return s.stream.CachedInfo().Config.Replicas > 1 }
 
 func (s *Store) publishBatchOnce(ctx context.Context, batch []Append) (uint64, error) {
 	id := uuid.NewString()
