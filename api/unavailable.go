@@ -40,8 +40,10 @@ func dependencyDown(err error) bool {
 		// down, crashed or starting; 53300: too many connections.
 		return strings.HasPrefix(pg.Code, "08") || pg.Code == "57P01" || pg.Code == "57P02" || pg.Code == "57P03" || pg.Code == "53300"
 	case errors.As(err, &api):
-		// JetStream's own 503: no meta leader, the system temporarily down.
-		return api.Code == http.StatusServiceUnavailable
+		// JetStream's own 503: no meta leader, the system temporarily down;
+		// or its 429 for too many atomic batches in flight on the stream
+		// (10210, 10211): overloaded for now, and a retry is what helps.
+		return api.Code == http.StatusServiceUnavailable || api.Code == http.StatusTooManyRequests
 	case errors.As(err, &netErr), errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, syscall.ECONNRESET),
 		errors.Is(err, syscall.EPIPE), errors.Is(err, io.ErrUnexpectedEOF):
 		return true

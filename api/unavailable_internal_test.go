@@ -37,6 +37,7 @@ func TestDependencyDown(t *testing.T) {
 		{"unique violation", wrap(&pgconn.PgError{Code: "23505"}), false},
 		{"a PgError without a code", wrap(&pgconn.PgError{}), false},
 		{"jetstream 400", wrap(&jetstream.APIError{Code: 400}), false},
+		{"jetstream too many atomic batches in flight", wrap(&jetstream.APIError{Code: 429, ErrorCode: 10210, Description: "atomic publish too many inflight"}), true},
 		{"a plain bug", wrap(errors.New("nil map")), false},
 	} {
 		if got := dependencyDown(c.err); got != c.want {
