@@ -12,6 +12,7 @@ import (
 
 	"github.com/maestro-ml/maestro/events"
 	"github.com/maestro-ml/maestro/internal/testenv"
+	"github.com/maestro-ml/maestro/internal/testpg"
 	"github.com/maestro-ml/maestro/platform"
 	"github.com/maestro-ml/maestro/projections"
 )
@@ -205,16 +206,7 @@ func TestRestartKeepsData(t *testing.T) {
 // tests run as root (t.TempDir's parents are 0700).
 func traversableTempDir(t *testing.T) string {
 	t.Helper()
-	dir := t.TempDir()
-	if os.Geteuid() != 0 {
-		return dir
-	}
-	for p := dir; p != os.TempDir() && p != filepath.Dir(p); p = filepath.Dir(p) {
-		if err := os.Chmod(p, 0o711); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return dir
+	return testpg.TraversableDir(t)
 }
 
 // `maestro serve` with no database configured runs a managed PostgreSQL in

@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/maestro-ml/maestro/internal/testpg"
 )
 
 // buildBinary compiles maestro once for the CLI tests.
@@ -108,13 +110,7 @@ func post(t *testing.T, url string, body any) (int, []byte) {
 // the data dir; t.TempDir is 0700.
 func serveDataDir(t *testing.T) string {
 	t.Helper()
-	tmp := t.TempDir()
-	for _, d := range []string{filepath.Dir(tmp), tmp} {
-		if err := os.Chmod(d, 0o711); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return filepath.Join(tmp, "data")
+	return filepath.Join(testpg.TraversableDir(t), "data")
 }
 
 // The new-user path: serve with no configuration but a bootstrap admin,

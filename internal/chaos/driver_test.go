@@ -78,13 +78,7 @@ func maestroBin(t *testing.T) string {
 // (t.TempDir is 0700).
 func dataDir(t *testing.T) string {
 	t.Helper()
-	tmp := t.TempDir()
-	for _, d := range []string{filepath.Dir(tmp), tmp} {
-		if err := os.Chmod(d, 0o711); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return filepath.Join(tmp, "data")
+	return filepath.Join(testpg.TraversableDir(t), "data")
 }
 
 // baseEnv is this process's environment without MAESTRO_* variables (a

@@ -171,3 +171,17 @@ func adminExec(ctx context.Context, sql string) error {
 	_, err = conn.Exec(ctx, sql)
 	return err
 }
+
+// TraversableDir is t.TempDir made traversable (0711, up to the system's
+// temp dir) for the postgres OS user: under root a managed PostgreSQL runs
+// as that user, and t.TempDir and its parent are 0700.
+func TraversableDir(t testing.TB) string {
+	t.Helper()
+	dir := t.TempDir()
+	for p := dir; p != os.TempDir() && p != filepath.Dir(p); p = filepath.Dir(p) {
+		if err := os.Chmod(p, 0o711); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
+}
