@@ -84,6 +84,10 @@ func commandNoBody[Req, Resp any](s *Server, status int, do func(c *call, req Re
 	return commandRoute(s, false, status, do)
 }
 
+// optionalBody is a command input whose body may be left out altogether
+// (an approval's comment): an empty request is its zero value.
+type optionalBody interface{ optionalBody() }
+
 // commandRoute is command and commandNoBody; decode says whether there is
 // a body. A Resp of none answers the bare status.
 func commandRoute[Req, Resp any](s *Server, decode bool, status int, do func(c *call, req Req) (Resp, uint64, error)) routeHandler {
@@ -92,7 +96,7 @@ func commandRoute[Req, Resp any](s *Server, decode bool, status int, do func(c *
 		if err := fillParams(r, &req); err != nil {
 			return err
 		}
-		if decode {
+		if _, optional := any(&req).(optionalBody); decode && !(optional && r.ContentLength == 0) {
 			if err := decodeJSON(r, &req); err != nil {
 				return err
 			}

@@ -543,6 +543,7 @@ func TestOpenAPIConformance(t *testing.T) {
 	maps.Copy(want, walkRunArtifacts(t, e, admin.AccessToken)) // run_artifacts_test.go
 	maps.Copy(want, walkRunSearch(t, e, admin.AccessToken))    // run_search_test.go
 	maps.Copy(want, walkJobs(t, e, admin.AccessToken))         // jobs_test.go
+	maps.Copy(want, walkPromotions(t, e, admin.AccessToken))   // below
 	doc := loadOpenAPI(t)
 	for _, o := range operations(doc) {
 		codes, ok := want[o.op.OperationID]
@@ -612,4 +613,272 @@ func TestOpenAPIUnroutedResponses(t *testing.T) {
 			}
 		}
 	}
+}
+
+// walkPromotions exercises the governed-promotion routes (policies,
+// promotion requests and their decisions, overrides) and the
+// approval-required refusals of the pointer-moving registry routes, and
+// returns the statuses it provoked per operation. A request past its
+// expiry (409 promotion-expired) is not provoked: the shortest TTL is a
+// minute.
+func walkPromotions(t *testing.T, e *testenv.Env, admin string) map[string][]int {
+	t.Helper()
+	want := map[string][]int{}
+	add := func(op string, codes ...int) { want[op] = append(want[op], codes...) }
+	async := []string{"Prefer", "respond-async"}
+	const missingID = "00000000-0000-4000-8000-000000000000"
+
+	owner := regUser(e, admin, "promo-owner@example.com", "member")
+	editor := regUser(e, admin, "promo-editor@example.com", "viewer")
+	approver := regUser(e, admin, "promo-approver@example.com", "viewer")
+	approver2 := regUser(e, admin, "promo-approver2@example.com", "viewer")
+	viewer := regUser(e, admin, "promo-viewer@example.com", "viewer")
+	outsider := regUser(e, admin, "promo-outsider@example.com", "member")
+	proj := asJSON[api.ProjectResponse](t, call(t, e, 201, "POST", projectsPath, owner.Token, map[string]any{"name": "Promotion Walk"}))
+	pp := projectsPath + "/" + proj.Slug
+	for _, m := range []struct {
+		who  regClient
+		role string
+	}{{editor, "editor"}, {approver, "approver"}, {approver2, "approver"}, {viewer, "viewer"}} {
+		call(t, e, 200, "PUT", pp+"/members/"+m.who.ID, owner.Token, map[string]any{"role": m.role})
+	}
+	m := pp + "/models/scorer"
+	call(t, e, 201, "POST", pp+"/models", editor.Token, map[string]any{"name": "Scorer"})
+	for _, auc := range []float64{0.95, 0.5, 0.97} {
+		call(t, e, 201, "POST", m+"/versions", editor.Token, map[string]any{"metrics": map[string]float64{"auc": auc}})
+	}
+	// Set before its policy: a governed alias to refuse moving later.
+	call(t, e, 200, "PUT", m+"/aliases/champion", approver.Token, map[string]any{"version": 1})
+
+	// An archived project with a policy: its policy commands answer 409.
+	arch := asJSON[api.ProjectResponse](t, call(t, e, 201, "POST", projectsPath, owner.Token, map[string]any{"name": "Promotion Archived"}))
+	ap := projectsPath + "/" + arch.Slug
+	call(t, e, 200, "POST", ap+"/policies", owner.Token, map[string]any{"target": "staging"})
+	call(t, e, 200, "DELETE", ap, owner.Token, nil)
+
+	// Policies: set.
+	pols := pp + "/policies"
+	pol := func(target string) string { return pols + "/" + target }
+	r := call(t, e, 200, "POST", pols, owner.Token, map[string]any{"target": "production", "gate": "metrics.auc >= 0.9", "request_ttl": "72h"})
+	if got := asJSON[api.PolicyBody](t, r); got.RequiredApprovals != 1 || got.RequestTTL != "72h" || !slices.Equal(got.ApproverRoles, []string{"approver", "owner"}) ||
+		got.SeparationOfDuties == nil || !*got.SeparationOfDuties {
+		t.Fatalf("set policy: %s", r.Body)
+	}
+	champSeq := call(t, e, 202, "POST", pols, owner.Token, map[string]any{"target": "@champion"}, async...).Header.Get("Maestro-Sequence")
+	callProblem(t, e, 400, "validation-failed", "POST", pols, owner.Token, map[string]any{"target": "prod"})
+	callProblem(t, e, 400, "validation-failed", "POST", pols, owner.Token, map[string]any{"target": "staging", "gate": "params.x = 'y'"})
+	callProblem(t, e, 400, "malformed-json", "POST", pols, owner.Token, map[string]any{"target": "staging", "approvers": 2})
+	callProblem(t, e, 403, "forbidden", "POST", pols, editor.Token, map[string]any{"target": "staging"})
+	callProblem(t, e, 404, "not-found", "POST", pols, outsider.Token, map[string]any{"target": "staging"})
+	callProblem(t, e, 409, "project-archived", "POST", ap+"/policies", owner.Token, map[string]any{"target": "production"})
+	add("setPolicy", 200, 202, 400, 403, 404, 409)
+	add("setPolicy", commandErrors(t, e, owner.Token, "POST", pols, projectsPath+"/nope/policies", map[string]any{"target": "staging"}, "pol-set")...)
+
+	r = call(t, e, 200, "PUT", pol("staging"), owner.Token, map[string]any{"required_approvals": 2, "approver_roles": []string{"approver"}, "separation_of_duties": true})
+	if got := asJSON[api.PolicyBody](t, r); got.Target != "staging" || got.RequiredApprovals != 2 || got.RequestTTL != "168h" {
+		t.Fatalf("put policy: %s", r.Body)
+	}
+	call(t, e, 202, "PUT", pol("@challenger"), owner.Token, map[string]any{"approver_users": []string{approver.ID}}, async...)
+	callProblem(t, e, 400, "validation-failed", "PUT", pol("staging"), owner.Token, map[string]any{"target": "production"})
+	callProblem(t, e, 400, "validation-failed", "PUT", pol("staging"), owner.Token, map[string]any{"request_ttl": "soon"})
+	callProblem(t, e, 403, "forbidden", "PUT", pol("staging"), editor.Token, map[string]any{})
+	callProblem(t, e, 404, "not-found", "PUT", pol("staging"), outsider.Token, map[string]any{})
+	callProblem(t, e, 404, "not-found", "PUT", pol("qa"), owner.Token, map[string]any{})
+	callProblem(t, e, 409, "project-archived", "PUT", ap+"/policies/staging", owner.Token, map[string]any{})
+	add("putPolicy", 200, 202, 400, 403, 404, 409)
+	add("putPolicy", commandErrors(t, e, owner.Token, "PUT", pol("staging"), projectsPath+"/nope/policies/staging", map[string]any{"required_approvals": 2}, "pol-put")...)
+
+	// Policies: read.
+	r = call(t, e, 200, "GET", pols+"?min_sequence="+champSeq, viewer.Token, nil)
+	if got := asJSON[api.PolicyList](t, r); len(got.Policies) < 3 {
+		t.Fatalf("policies: %s", r.Body)
+	}
+	callProblem(t, e, 400, "validation-failed", "GET", pols+"?min_sequence=x", viewer.Token, nil)
+	callProblem(t, e, 401, "unauthenticated", "GET", pols, "", nil)
+	callProblem(t, e, 404, "not-found", "GET", pols, outsider.Token, nil)
+	add("listPolicies", 200, 400, 401, 404)
+	call(t, e, 200, "GET", pol("production"), viewer.Token, nil)
+	call(t, e, 200, "GET", pol("%40champion"), viewer.Token, nil)
+	callProblem(t, e, 400, "validation-failed", "GET", pol("production")+"?min_sequence=x", viewer.Token, nil)
+	callProblem(t, e, 401, "unauthenticated", "GET", pol("production"), "", nil)
+	callProblem(t, e, 404, "not-found", "GET", pol("@nobody"), viewer.Token, nil)
+	callProblem(t, e, 404, "not-found", "GET", pol("qa"), viewer.Token, nil)
+	callProblem(t, e, 404, "not-found", "GET", pol("production"), outsider.Token, nil)
+	add("getPolicy", 200, 400, 401, 404)
+
+	// Policies: lift.
+	call(t, e, 204, "DELETE", pol("@challenger"), owner.Token, nil)
+	callProblem(t, e, 404, "not-found", "DELETE", pol("@challenger"), owner.Token, nil)
+	call(t, e, 200, "PUT", pol("@challenger"), owner.Token, map[string]any{})
+	call(t, e, 202, "DELETE", pol("@challenger"), owner.Token, nil, async...)
+	callProblem(t, e, 403, "forbidden", "DELETE", pol("production"), editor.Token, nil)
+	callProblem(t, e, 404, "not-found", "DELETE", pol("production"), outsider.Token, nil)
+	callProblem(t, e, 409, "project-archived", "DELETE", ap+"/policies/staging", owner.Token, nil)
+	add("deletePolicy", 202, 204, 403, 404, 409)
+	add("deletePolicy", commandErrors(t, e, owner.Token, "DELETE", pol("production"), projectsPath+"/nope/policies/production", nil, "pol-del")...)
+
+	// The pointer-moving registry routes refuse a governed move.
+	call(t, e, 200, "GET", pol("@champion"), viewer.Token, nil, "Maestro-Min-Sequence", champSeq)
+	callProblem(t, e, 403, "approval-required", "POST", m+"/versions/1:transition", approver.Token, map[string]any{"stage": "production"})
+	callProblem(t, e, 403, "approval-required", "PUT", m+"/aliases/champion", approver.Token, map[string]any{"version": 3})
+	callProblem(t, e, 403, "approval-required", "DELETE", m+"/aliases/champion", approver.Token, nil)
+	callProblem(t, e, 403, "approval-required", "DELETE", m+"/versions/1", approver.Token, nil)
+	callProblem(t, e, 403, "approval-required", "DELETE", m, approver.Token, nil)
+	call(t, e, 200, "PUT", m+"/aliases/ungoverned", approver.Token, map[string]any{"version": 2})
+
+	// Promotion requests.
+	promos := pp + "/promotions"
+	promo := func(id, verb string) string {
+		if verb != "" {
+			return promos + "/" + id + ":" + verb
+		}
+		return promos + "/" + id
+	}
+	var lastSeq string // of the last request made
+	requestAs := func(who regClient, status int, v int, target string, headers ...string) api.PromotionResponse {
+		t.Helper()
+		r := call(t, e, status, "POST", promos, who.Token, map[string]any{"model": "Scorer", "version": v, "target": target, "comment": "ship it"}, headers...)
+		got := asJSON[api.PromotionResponse](t, r)
+		if r.Header.Get("Location") != promo(got.ID, "") {
+			t.Fatalf("request promotion: Location %q for %s", r.Header.Get("Location"), r.Body)
+		}
+		lastSeq = r.Header.Get("Maestro-Sequence")
+		return got
+	}
+	request := func(status int, v int, target string, headers ...string) api.PromotionResponse {
+		t.Helper()
+		return requestAs(editor, status, v, target, headers...)
+	}
+	toProd := request(201, 1, "production")
+	if toProd.State != "pending" || !toProd.Gate.Passed || float64(toProd.Gate.Metrics["auc"]) != 0.95 || toProd.AuthorID != editor.ID || toProd.RequiredApprovals != 1 {
+		t.Fatalf("requested: %+v", toProd)
+	}
+	gated := request(201, 2, "production")
+	if gated.State != "rejected" || gated.Gate.Passed || gated.Reason == "" {
+		t.Fatalf("a request failing its gate: %+v", gated)
+	}
+	toStaging := request(202, 1, "staging", async...)
+	stagingSeq := lastSeq
+	callProblem(t, e, 400, "validation-failed", "POST", promos, editor.Token, map[string]any{"model": "Scorer", "version": 1, "target": "prod"})
+	callProblem(t, e, 400, "validation-failed", "POST", promos, editor.Token, map[string]any{"model": "Scorer", "version": 0, "target": "production"})
+	callProblem(t, e, 400, "malformed-json", "POST", promos, editor.Token, map[string]any{"model": "Scorer", "version": 1, "target": "production", "urgent": true})
+	callProblem(t, e, 403, "forbidden", "POST", promos, viewer.Token, map[string]any{"model": "Scorer", "version": 1, "target": "production"})
+	callProblem(t, e, 404, "not-found", "POST", promos, outsider.Token, map[string]any{"model": "Scorer", "version": 1, "target": "production"})
+	callProblem(t, e, 404, "not-found", "POST", promos, editor.Token, map[string]any{"model": "nope", "version": 1, "target": "production"})
+	callProblem(t, e, 404, "not-found", "POST", promos, editor.Token, map[string]any{"model": "Scorer", "version": 9, "target": "production"})
+	callProblem(t, e, 409, "no-policy", "POST", promos, editor.Token, map[string]any{"model": "Scorer", "version": 1, "target": "@other"})
+	callProblem(t, e, 409, "already-promoted", "POST", promos, editor.Token, map[string]any{"model": "Scorer", "version": 1, "target": "@champion"})
+	add("requestPromotion", 201, 202, 400, 403, 404, 409)
+	add("requestPromotion", commandErrors(t, e, editor.Token, "POST", promos, projectsPath+"/nope/promotions",
+		map[string]any{"model": "Scorer", "version": 1, "target": "production"}, "promo-req")...)
+
+	// Read them.
+	pg := asJSON[api.PromotionPage](t, call(t, e, 200, "GET", promos+"?max_results=1&min_sequence="+stagingSeq, viewer.Token, nil))
+	if len(pg.Items) != 1 || pg.NextPageToken == "" {
+		t.Fatalf("promotions page 1: %+v", pg)
+	}
+	call(t, e, 200, "GET", promos+"?max_results=200&page_token="+url.QueryEscape(pg.NextPageToken), viewer.Token, nil)
+	call(t, e, 200, "GET", promos+"?state=rejected&mine=true", editor.Token, nil)
+	inbox := asJSON[api.PromotionPage](t, call(t, e, 200, "GET", promos+"?awaiting_me=true", approver.Token, nil))
+	if !slices.ContainsFunc(inbox.Items, func(p api.PromotionResponse) bool { return p.ID == toProd.ID }) {
+		t.Fatalf("the approver's inbox lacks %s: %+v", toProd.ID, inbox.Items)
+	}
+	callProblem(t, e, 400, "validation-failed", "GET", promos+"?state=stuck", viewer.Token, nil)
+	callProblem(t, e, 400, "validation-failed", "GET", promos+"?mine=yes", viewer.Token, nil)
+	callProblem(t, e, 400, "invalid-page-token", "GET", promos+"?page_token=nope", viewer.Token, nil)
+	callProblem(t, e, 401, "unauthenticated", "GET", promos, "", nil)
+	callProblem(t, e, 404, "not-found", "GET", promos, outsider.Token, nil)
+	add("listPromotions", 200, 400, 401, 404)
+	call(t, e, 200, "GET", promo(gated.ID, ""), viewer.Token, nil)
+	callProblem(t, e, 400, "validation-failed", "GET", promo(toProd.ID, "")+"?min_sequence=x", viewer.Token, nil)
+	callProblem(t, e, 401, "unauthenticated", "GET", promo(toProd.ID, ""), "", nil)
+	callProblem(t, e, 404, "not-found", "GET", promo(missingID, ""), viewer.Token, nil)
+	callProblem(t, e, 404, "not-found", "GET", promo("not-a-uuid", ""), viewer.Token, nil)
+	callProblem(t, e, 404, "not-found", "GET", promo(toProd.ID, ""), outsider.Token, nil)
+	add("getPromotion", 200, 400, 401, 404)
+
+	// Approve: neither an editor nor a viewer may under the default roles,
+	// nor an approver who requested it; another approver's approval
+	// completes the request, and the flow moves the version.
+	own := requestAs(approver, 201, 3, "production")
+	callProblem(t, e, 403, "separation-of-duties", "POST", promo(own.ID, "approve"), approver.Token, map[string]any{})
+	callProblem(t, e, 403, "forbidden", "POST", promo(toProd.ID, "approve"), editor.Token, map[string]any{})
+	callProblem(t, e, 403, "forbidden", "POST", promo(toProd.ID, "approve"), viewer.Token, map[string]any{})
+	callProblem(t, e, 400, "malformed-json", "POST", promo(toProd.ID, "approve"), approver.Token, map[string]any{"vote": "yes"})
+	callProblem(t, e, 400, "validation-failed", "POST", promo(toProd.ID, "approve"), approver.Token, map[string]any{"comment": "bad\u0000comment"})
+	if got := asJSON[api.PromotionResponse](t, call(t, e, 200, "POST", promo(toProd.ID, "approve"), approver.Token, map[string]any{"comment": "lgtm"})); got.State != "approved" || len(got.Approvals) != 1 {
+		t.Fatalf("approved: %+v", got)
+	}
+	callProblem(t, e, 409, "promotion-closed", "POST", promo(toProd.ID, "approve"), approver2.Token, map[string]any{})
+	callProblem(t, e, 409, "promotion-closed", "POST", promo(gated.ID, "approve"), approver.Token, map[string]any{})
+	// Two approvals for staging: the first leaves it pending, a second by
+	// the same approver is refused.
+	if got := asJSON[api.PromotionResponse](t, call(t, e, 200, "POST", promo(toStaging.ID, "approve"), approver.Token, map[string]any{})); got.State != "pending" {
+		t.Fatalf("one of two approvals: %+v", got)
+	}
+	callProblem(t, e, 409, "already-approved", "POST", promo(toStaging.ID, "approve"), approver.Token, map[string]any{})
+	call(t, e, 202, "POST", promo(toStaging.ID, "approve"), approver2.Token, map[string]any{"comment": "second"}, async...)
+	callProblem(t, e, 404, "not-found", "POST", promo(missingID, "approve"), approver.Token, map[string]any{})
+	callProblem(t, e, 404, "not-found", "POST", promo(toProd.ID, "approve"), outsider.Token, map[string]any{})
+	add("approvePromotion", 200, 202, 400, 403, 404, 409)
+	add("approvePromotion", commandErrors(t, e, approver.Token, "POST", promo(toProd.ID, "approve"), promo(missingID, "approve"), map[string]any{}, "promo-approve")...)
+	for _, c := range []struct{ id, state string }{{toProd.ID, "completed"}, {toStaging.ID, "completed"}} {
+		eventually(t, 30*time.Second, "promotion "+c.id+" is carried out", func() error {
+			if got := asJSON[api.PromotionResponse](t, call(t, e, 200, "GET", promo(c.id, ""), viewer.Token, nil)); got.State != c.state {
+				return fmt.Errorf("state %s (%s)", got.State, got.Reason)
+			}
+			return nil
+		})
+	}
+	if v := asJSON[api.VersionResponse](t, call(t, e, 200, "GET", m+"/versions/1", viewer.Token, nil)); v.Stage != "staging" && v.Stage != "production" {
+		t.Fatalf("version 1 after its promotions: stage %s", v.Stage)
+	}
+
+	// Reject (the approver's own request: another approver may).
+	toReject := own
+	callProblem(t, e, 403, "separation-of-duties", "POST", promo(toReject.ID, "reject"), approver.Token, map[string]any{})
+	callProblem(t, e, 403, "forbidden", "POST", promo(toReject.ID, "reject"), viewer.Token, map[string]any{})
+	callProblem(t, e, 400, "malformed-json", "POST", promo(toReject.ID, "reject"), approver2.Token, []byte(`{"comment":`))
+	if got := asJSON[api.PromotionResponse](t, call(t, e, 200, "POST", promo(toReject.ID, "reject"), approver2.Token, map[string]any{"comment": "not now"})); got.State != "rejected" {
+		t.Fatalf("rejected: %+v", got)
+	}
+	callProblem(t, e, 409, "promotion-closed", "POST", promo(toReject.ID, "reject"), approver.Token, map[string]any{})
+	call(t, e, 202, "POST", promo(request(201, 3, "@champion").ID, "reject"), approver.Token, map[string]any{}, async...)
+	callProblem(t, e, 404, "not-found", "POST", promo(missingID, "reject"), approver.Token, map[string]any{})
+	callProblem(t, e, 404, "not-found", "POST", promo(toReject.ID, "reject"), outsider.Token, map[string]any{})
+	add("rejectPromotion", 200, 202, 400, 403, 404, 409)
+	add("rejectPromotion", commandErrors(t, e, approver.Token, "POST", promo(toReject.ID, "reject"), promo(missingID, "reject"), map[string]any{}, "promo-reject")...)
+
+	// Cancel: the requester only.
+	toCancel := request(201, 3, "production")
+	callProblem(t, e, 403, "forbidden", "POST", promo(toCancel.ID, "cancel"), approver.Token, map[string]any{})
+	callProblem(t, e, 400, "malformed-json", "POST", promo(toCancel.ID, "cancel"), editor.Token, map[string]any{"why": "x"})
+	if got := asJSON[api.PromotionResponse](t, call(t, e, 200, "POST", promo(toCancel.ID, "cancel"), editor.Token, map[string]any{"comment": "changed my mind"})); got.State != "cancelled" {
+		t.Fatalf("cancelled: %+v", got)
+	}
+	callProblem(t, e, 409, "promotion-closed", "POST", promo(toCancel.ID, "cancel"), editor.Token, map[string]any{})
+	call(t, e, 202, "POST", promo(request(201, 3, "@champion").ID, "cancel"), editor.Token, map[string]any{}, async...)
+	callProblem(t, e, 404, "not-found", "POST", promo(missingID, "cancel"), editor.Token, map[string]any{})
+	callProblem(t, e, 404, "not-found", "POST", promo(toCancel.ID, "cancel"), outsider.Token, map[string]any{})
+	add("cancelPromotion", 200, 202, 400, 403, 404, 409)
+	add("cancelPromotion", commandErrors(t, e, editor.Token, "POST", promo(toCancel.ID, "cancel"), promo(missingID, "cancel"), map[string]any{}, "promo-cancel")...)
+
+	// Override: a global admin with a session, with a reason.
+	override := promos + ":override"
+	ob := func(v int, target, reason string) map[string]any {
+		return map[string]any{"model": "Scorer", "version": v, "target": target, "reason": reason}
+	}
+	if v := asJSON[api.VersionResponse](t, call(t, e, 200, "POST", override, admin, ob(3, "production", "hotfix"))); v.Version != 3 || v.Stage != "production" {
+		t.Fatalf("overridden: %+v", v)
+	}
+	call(t, e, 202, "POST", override, admin, ob(3, "@champion", "hotfix"), async...)
+	callProblem(t, e, 400, "validation-failed", "POST", override, admin, ob(3, "production", "  "))
+	callProblem(t, e, 400, "validation-failed", "POST", override, admin, ob(3, "prod", "hotfix"))
+	callProblem(t, e, 400, "malformed-json", "POST", override, admin, map[string]any{"model": "Scorer", "version": 3, "target": "production", "reason": "x", "force": true})
+	callProblem(t, e, 403, "forbidden", "POST", override, owner.Token, ob(3, "production", "hotfix"))
+	callProblem(t, e, 404, "not-found", "POST", override, admin, map[string]any{"model": "nope", "version": 1, "target": "production", "reason": "hotfix"})
+	callProblem(t, e, 409, "no-policy", "POST", override, admin, ob(2, "@other", "hotfix"))
+	add("overridePromotion", 200, 202, 400, 403, 404, 409)
+	add("overridePromotion", commandErrors(t, e, admin, "POST", override, projectsPath+"/nope/promotions:override", ob(3, "production", "hotfix"), "promo-override")...)
+	return want
 }

@@ -38,10 +38,12 @@ const (
 	mxModelWrite                    // editor and up: models, versions, artifacts, tags
 	mxPromote                       // approver and up: stage transitions, aliases
 	mxManage                        // owner: the project and its members
+	mxOverride                      // global admins through a session only: overriding an approval policy
 )
 
 // mxMinRank is the least project role (viewer 1 … owner 4) an action needs.
-var mxMinRank = map[mxAction]int{mxRead: 1, mxModelWrite: 2, mxPromote: 3, mxManage: 4}
+// No project role suffices for mxOverride.
+var mxMinRank = map[mxAction]int{mxRead: 1, mxModelWrite: 2, mxPromote: 3, mxManage: 4, mxOverride: 5}
 
 // mxProject is one project and its fixtures.
 type mxProject struct {
@@ -312,7 +314,7 @@ func mxFill(t *testing.T, pattern string, target *mxProject, byID bool, over map
 	if byID {
 		ref = target.id
 	}
-	params := map[string]string{"project": ref, "name": "m", "version": "1", "alias": "champion",
+	params := map[string]string{"project": ref, "name": "m", "version": "1", "alias": "champion", "target": "@mx-governed",
 		"user_id": target.spare, "*": "weights/model.bin", "experiment": target.experiment, "run": target.run, "key": "k"}
 	for k, v := range over {
 		params[k] = v
@@ -347,7 +349,8 @@ func TestRegistryAuthorizationMatrix(t *testing.T) {
 		}
 	}
 	cells := matrixCells()
-	maps.Copy(cells, jobCells()) // jobs_test.go
+	maps.Copy(cells, jobCells())       // jobs_test.go
+	maps.Copy(cells, promotionCells()) // promotions_test.go
 	for _, k := range keys {
 		if _, ok := cells[k]; !ok {
 			t.Errorf("route %s has no entry in matrixCells: say which action it needs and how to call it", k)

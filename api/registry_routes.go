@@ -480,6 +480,11 @@ func (s *Server) modelCommand(c *call, action authz.Action,
 // the model some other way (MLflow's: a body field, a scoped token).
 func (s *Server) modelCommandAt(c *call, project, name string, action authz.Action,
 	decide func(registry.ModelState) ([]handlers.Change, error)) (registry.ModelState, uint64, error) {
+	if action == authz.VersionPromote {
+		// A move of a deployment pointer (stage, alias), from either API:
+		// an approval policy in force refuses it (registry.MovePointer).
+		return s.deps.Registry.MovePointer(c.ctx, c.meta, c.who, project, name, decide)
+	}
 	return s.deps.Registry.UpdateModelFunc(c.ctx, c.meta, c.who, project, name, action,
 		func(_ registry.ProjectState, m registry.ModelState) ([]handlers.Change, error) { return decide(m) })
 }

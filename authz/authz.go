@@ -62,12 +62,17 @@ const (
 	// ManageServiceAccounts is creating service accounts and their tokens,
 	// and revoking anyone's token.
 	ManageServiceAccounts Action = "service-accounts:manage"
+	// OverridePolicy is an emergency move of a deployment pointer past the
+	// project's approval policy, with a mandatory reason the event keeps.
+	OverridePolicy Action = "policy:override"
 )
 
 // sessionOnly actions need a login session: an API token may not take them.
 // Changing users is among them: a stolen admin token must not be able to
 // make (or reactivate) an admin who then mints new credentials.
-var sessionOnly = map[Action]bool{Logout: true, ManageTokens: true, ManageServiceAccounts: true, UpdateUser: true}
+// Overriding an approval policy is among them: separation of duties must
+// not be one leaked admin token away.
+var sessionOnly = map[Action]bool{Logout: true, ManageTokens: true, ManageServiceAccounts: true, UpdateUser: true, OverridePolicy: true}
 
 // Resource is what an action is applied to; empty for global actions.
 type Resource struct {
@@ -80,7 +85,7 @@ var grants = map[Role]map[Action]bool{
 	RoleViewer: {ReadSelf: true, Logout: true, ManageTokens: true},
 	RoleMember: {ReadSelf: true, Logout: true, ManageTokens: true},
 	RoleAdmin: {ReadSelf: true, Logout: true, ManageTokens: true, ListUsers: true, UpdateUser: true, ReadAudit: true,
-		ReadProjSys: true, ManageServiceAccounts: true},
+		ReadProjSys: true, ManageServiceAccounts: true, OverridePolicy: true},
 }
 
 // Can reports whether p may take the global action on r. An API token may

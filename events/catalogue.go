@@ -22,7 +22,8 @@ var catalogue = []struct {
 	{[]string{AdminBootstrapped}, []string{AggSystem}},
 	{[]string{SessionStarted, SessionRefreshed, SessionRevoked}, []string{AggSession}},
 	{[]string{TokenCreated, TokenRevoked, TokenUsed}, []string{AggToken}},
-	{[]string{ProjectCreated, ProjectUpdated, ProjectArchived, ProjectRestored, ProjectMemberSet, ProjectMemberRemoved}, []string{AggProject}},
+	{[]string{ProjectCreated, ProjectUpdated, ProjectArchived, ProjectRestored, ProjectMemberSet, ProjectMemberRemoved,
+		ProjectPolicySet, ProjectPolicyRemoved}, []string{AggProject}},
 	{[]string{NameReserved}, []string{AggProjectSlug, AggModelName, AggExperimentName}},
 	{[]string{NameReleased}, []string{AggExperimentName}},
 	{[]string{ModelCreated, ModelUpdated, ModelDeleted, ModelRestored, ModelRenamed,
@@ -31,6 +32,8 @@ var catalogue = []struct {
 	{[]string{ExperimentCreated, ExperimentRenamed, ExperimentTagsSet, ExperimentTagDeleted, ExperimentDeleted, ExperimentRestored}, []string{AggExperiment}},
 	{[]string{RunCreated, RunUpdated, RunDeleted, RunRestored, RunParamsLogged, RunTagsSet, RunTagDeleted, RunArtifactRecorded,
 		RunInputsLogged}, []string{AggRun}},
+	{[]string{PromotionRequested, PromotionApproved, PromotionRejected, PromotionCancelled, PromotionCompleted, PromotionFailed},
+		[]string{AggPromotion}},
 	{[]string{JobSubmitted, JobAttemptStarted, JobCancelRequested, JobAttemptEnded, JobRequeued, JobEnded}, []string{AggJob}},
 }
 

@@ -104,6 +104,15 @@ type ModelVersionTransitionData struct {
 	From     string            `json:"from"`
 	To       string            `json:"to"`
 	Archived []ArchivedVersion `json:"archived,omitempty"`
+	Authority
+}
+
+// Authority names what allowed a move of a governed deployment pointer: the
+// approved promotion request the flow carried out, or an administrator's
+// emergency override and its reason. Both empty: no policy governed it.
+type Authority struct {
+	PromotionID    string `json:"promotion_id,omitempty"`
+	OverrideReason string `json:"override_reason,omitempty"`
 }
 
 // ModelAliasSetData: Alias now points at Version (PreviousVersion 0 = new alias).
@@ -112,6 +121,7 @@ type ModelAliasSetData struct {
 	Alias           string `json:"alias"`
 	Version         int    `json:"version"`
 	PreviousVersion int    `json:"previous_version,omitempty"`
+	Authority
 }
 
 // ModelAliasDeletedData: Alias no longer exists (it pointed at Version).
@@ -119,6 +129,7 @@ type ModelAliasDeletedData struct {
 	ModelID string `json:"model_id"`
 	Alias   string `json:"alias"`
 	Version int    `json:"version"`
+	Authority
 }
 
 // ModelArtifactRecordedData: a blob stored at Digest is the artifact at Path

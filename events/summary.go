@@ -86,8 +86,75 @@ func Summary(e Envelope) string {
 		if s := trackingSummary(e); s != "" {
 			return s
 		}
+		if s := promotionSummary(e); s != "" {
+			return s
+		}
 	}
 	return e.Type
+}
+
+// promotionSummary covers approval policies and promotion requests.
+func promotionSummary(e Envelope) string {
+	switch e.Type {
+	case ProjectPolicySet:
+		var d ProjectPolicySetData
+		if e.Decode(&d) == nil {
+			p := d.Policy
+			s := fmt.Sprintf("approval policy for %s set: %d approval(s) from roles %v users %v, separation of duties %t",
+				p.Target, p.RequiredApprovals, p.ApproverRoles, p.ApproverUsers, p.SeparationOfDuties)
+			if p.Gate != "" {
+				s += ", gate " + p.Gate
+			}
+			return s
+		}
+	case ProjectPolicyRemoved:
+		var d ProjectPolicyRemovedData
+		if e.Decode(&d) == nil {
+			return fmt.Sprintf("approval policy for %s removed", d.Target)
+		}
+	case PromotionRequested:
+		var d PromotionRequestedData
+		if e.Decode(&d) == nil {
+			return fmt.Sprintf("promotion %s of %s version %d to %s requested by %s", d.PromotionID, d.ModelName, d.Version, d.Target, d.RequesterID)
+		}
+	case PromotionApproved:
+		var d PromotionApprovedData
+		if e.Decode(&d) == nil {
+			return fmt.Sprintf("promotion %s approved by %s (%d of %d)", d.PromotionID, d.ApproverID, d.Approvals, d.Required)
+		}
+	case PromotionRejected:
+		var d PromotionRejectedData
+		if e.Decode(&d) == nil {
+			return fmt.Sprintf("promotion %s rejected: %s", d.PromotionID, d.Reason)
+		}
+	case PromotionCancelled:
+		var d PromotionCancelledData
+		if e.Decode(&d) == nil {
+			return fmt.Sprintf("promotion %s cancelled by its requester", d.PromotionID)
+		}
+	case PromotionCompleted:
+		var d PromotionCompletedData
+		if e.Decode(&d) == nil {
+			return fmt.Sprintf("promotion %s carried out: version %d to %s", d.PromotionID, d.Version, d.Target)
+		}
+	case PromotionFailed:
+		var d PromotionFailedData
+		if e.Decode(&d) == nil {
+			return fmt.Sprintf("promotion %s could not be carried out: %s", d.PromotionID, d.Reason)
+		}
+	}
+	return ""
+}
+
+// authority names what allowed a governed move, for its summary.
+func authority(a Authority) string {
+	switch {
+	case a.PromotionID != "":
+		return " (promotion " + a.PromotionID + ")"
+	case a.OverrideReason != "":
+		return fmt.Sprintf(" (policy overridden: %q)", a.OverrideReason)
+	}
+	return ""
 }
 
 // registrySummary covers projects and models.
@@ -160,20 +227,20 @@ func registrySummary(e Envelope) string {
 			for _, a := range d.Archived {
 				s += fmt.Sprintf("; version %d archived (was %s)", a.Version, a.From)
 			}
-			return s
+			return s + authority(d.Authority)
 		}
 	case ModelAliasSet:
 		var d ModelAliasSetData
 		if e.Decode(&d) == nil {
 			if d.PreviousVersion == 0 {
-				return fmt.Sprintf("alias %s set to version %d", d.Alias, d.Version)
+				return fmt.Sprintf("alias %s set to version %d", d.Alias, d.Version) + authority(d.Authority)
 			}
-			return fmt.Sprintf("alias %s moved from version %d to %d", d.Alias, d.PreviousVersion, d.Version)
+			return fmt.Sprintf("alias %s moved from version %d to %d", d.Alias, d.PreviousVersion, d.Version) + authority(d.Authority)
 		}
 	case ModelAliasDeleted:
 		var d ModelAliasDeletedData
 		if e.Decode(&d) == nil {
-			return fmt.Sprintf("alias %s (version %d) deleted", d.Alias, d.Version)
+			return fmt.Sprintf("alias %s (version %d) deleted", d.Alias, d.Version) + authority(d.Authority)
 		}
 	case ModelArtifactRecorded:
 		var d ModelArtifactRecordedData

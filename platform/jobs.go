@@ -19,7 +19,7 @@ import (
 
 // startJobs starts what training jobs need in this process's roles: the
 // reactions (worker role: runs follow jobs, tokens revoked, leases
-// watched) and the runner (runner role: dispatch and attempts), on one
+// watched, approved promotions carried out) and the runner (runner role: dispatch and attempts), on one
 // watermill router.
 func (p *Platform) startJobs(ctx context.Context) error {
 	if !p.cfg.Worker && !p.cfg.Runner {
@@ -38,6 +38,9 @@ func (p *Platform) startJobs(ctx context.Context) error {
 		x := &runner.Reactions{Jobs: p.Jobs, Tracking: p.Tracking, Identity: p.Identity, Leases: leases, Metrics: p.jobMetrics,
 			Lease: jc.Lease, Now: p.cfg.Now}
 		if err := x.Register(p.reactions); err != nil {
+			return err
+		}
+		if err := p.Approvals.Register(p.reactions); err != nil {
 			return err
 		}
 	}

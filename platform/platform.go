@@ -33,6 +33,7 @@ import (
 	"github.com/maestro-ml/maestro/artifacts"
 	"github.com/maestro-ml/maestro/auth"
 	"github.com/maestro-ml/maestro/events"
+	"github.com/maestro-ml/maestro/handlers/approvals"
 	"github.com/maestro-ml/maestro/handlers/flows"
 	"github.com/maestro-ml/maestro/handlers/identity"
 	"github.com/maestro-ml/maestro/handlers/jobs"
@@ -161,10 +162,12 @@ type Platform struct {
 	Registry *registry.Service
 	Tracking *tracking.Service
 	Jobs     *jobs.Service
-	Blobs    artifacts.Store
-	Waiter   *projections.Waiter
-	Queries  *projections.Queries
-	API      *api.Server
+	// Approvals handles promotion requests under approval policies.
+	Approvals *approvals.Service
+	Blobs     artifacts.Store
+	Waiter    *projections.Waiter
+	Queries   *projections.Queries
+	API       *api.Server
 
 	replicas int // of MAESTRO_EVENTS as opened
 
@@ -271,6 +274,14 @@ func Start(ctx context.Context, cfg Config) (_ *Platform, err error) {
 	// registry checks on the run's own events through tracking.
 	p.Registry.WithRuns(p.Tracking.RunInProject)
 	p.Jobs = jobs.NewService(p.Store, p.Registry, p.Tracking, cfg.Now)
+	// Gates over a version's source run read its latest metrics from the
+	// tracking read model (the API role has it; see approvals.RunMetrics).
+	p.Approvals = approvals.NewService(p.Store, p.Registry, func(ctx context.Context, runID string) (map[string]float64, error) {
+		if p.Queries == nil {
+			return nil, nil
+		}
+		return p.Queries.RunLatestMetrics(ctx, runID)
+	}, cfg.Now)
 	if _, err := runner.OpenLogStream(ctx, p.Store.JetStream(), p.configuredReplicas()); err != nil {
 		return nil, err
 	}
@@ -319,7 +330,7 @@ func Start(ctx context.Context, cfg Config) (_ *Platform, err error) {
 		if err != nil {
 			return nil, err // api.OpenIdempotency names the bucket
 		}
-		p.API = api.New(api.Deps{Identity: p.Identity, Registry: p.Registry, Tracking: p.Tracking, Jobs: p.Jobs, JobLogs: p.Store.JetStream(), Metrics: p.metricsHandler(), MetricsToken: cfg.MetricsToken, Blobs: p.Blobs, ArtifactMaxBytes: cfg.ArtifactMaxBytes, Queries: p.Queries, Waiter: p.Waiter, Tokens: tokens, Keys: keys,
+		p.API = api.New(api.Deps{Identity: p.Identity, Registry: p.Registry, Tracking: p.Tracking, Jobs: p.Jobs, Approvals: p.Approvals, JobLogs: p.Store.JetStream(), Metrics: p.metricsHandler(), MetricsToken: cfg.MetricsToken, Blobs: p.Blobs, ArtifactMaxBytes: cfg.ArtifactMaxBytes, Queries: p.Queries, Waiter: p.Waiter, Tokens: tokens, Keys: keys,
 			Idempotency: kv, Logger: p.log, RegistrationOpen: cfg.RegistrationOpen,
 			StreamLastSeq: p.Store.LastSequence, Heads: p.Heads, Ready: p.readyChecks(), Now: cfg.Now,
 			Registerer: p.metrics, TrustedProxies: cfg.TrustedProxies,

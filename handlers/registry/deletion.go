@@ -10,12 +10,14 @@ import (
 
 // DeleteVersion soft-deletes version v (editors). A version in staging or
 // production, or one an alias names, also needs VersionPromote: deleting it
-// clears a deployment pointer. The permission is read from the project's
+// clears a deployment pointer, and one a policy governs is refused
+// (approval-required) like a direct move would be. The permission is read from the project's
 // event-sourced membership at the moment of the decision (rule 2); a
 // retry answering from its stored deletion (a replay) was checked then.
 func (s *Service) DeleteVersion(ctx context.Context, meta events.Meta, p authz.Principal, ref, name string, v int) (ModelState, uint64, error) {
 	return s.updateModel(ctx, meta, p, ref, name, authz.ModelWrite, func(p authz.Principal, ps ProjectState, m ModelState, replay bool) ([]handlers.Change, error) {
-		return DecideDeleteVersion(m, v, replay || mayPromote(p, ps))
+		changes, err := DecideDeleteVersion(m, v, replay || mayPromote(p, ps))
+		return guard(ps, m, changes, err, replay)
 	})
 }
 
@@ -24,7 +26,8 @@ func (s *Service) DeleteVersion(ctx context.Context, meta events.Meta, p authz.P
 // aliases, also needs VersionPromote, as DeleteVersion does.
 func (s *Service) DeleteModel(ctx context.Context, meta events.Meta, p authz.Principal, ref, name string, del bool) (ModelState, uint64, error) {
 	return s.updateModel(ctx, meta, p, ref, name, authz.ModelWrite, func(p authz.Principal, ps ProjectState, m ModelState, replay bool) ([]handlers.Change, error) {
-		return DecideDeleteModel(m, del, replay || mayPromote(p, ps))
+		changes, err := DecideDeleteModel(m, del, replay || mayPromote(p, ps))
+		return guard(ps, m, changes, err, replay)
 	})
 }
 

@@ -51,6 +51,9 @@ type VersionState struct {
 	Signature   json.RawMessage
 	Stage       string
 	Deleted     bool
+	// Author is who registered the version (the actor's id): separation
+	// of duties keeps them from approving its promotion.
+	Author string
 	// Artifacts maps path → artifact. Evolve writes into it in place when
 	// the fold that is running created it (see foldToken), so folding n
 	// artifact events costs O(n), not O(n²).
@@ -212,7 +215,7 @@ func EvolveModel(s ModelState, e events.Envelope) (ModelState, error) {
 		}
 		s.appendVersion(&VersionState{Version: d.Version, Description: d.Description, Tags: d.Tags,
 			Source: d.Source, RunID: d.RunID, Metrics: d.Metrics, Signature: d.Signature, Stage: events.StageNone,
-			CreatedAt: e.Time, UpdatedAt: e.Time})
+			Author: e.Actor.ID, CreatedAt: e.Time, UpdatedAt: e.Time})
 	case events.ModelVersionUpdated:
 		var d events.ModelVersionUpdatedData
 		if err := e.Decode(&d); err != nil {

@@ -35,8 +35,11 @@ type ProjectState struct {
 	Description string
 	Archived    bool
 	Members     map[string]authz.ProjectRole // user id → role; replaced, never mutated
-	CreatedAt   time.Time
-	UpdatedAt   time.Time
+	// Policies are the approval policies in force, by target; replaced,
+	// never mutated.
+	Policies  map[string]events.PolicyData
+	CreatedAt time.Time
+	UpdatedAt time.Time
 }
 
 // RoleOf is the user's role in the project, "" for non-members.
@@ -78,6 +81,23 @@ func EvolveProject(s ProjectState, e events.Envelope) (ProjectState, error) {
 		}
 		s.Members = maps.Clone(s.Members)
 		delete(s.Members, d.UserID)
+	case events.ProjectPolicySet:
+		var d events.ProjectPolicySetData
+		if err := e.Decode(&d); err != nil {
+			return s, err
+		}
+		s.Policies = maps.Clone(s.Policies)
+		if s.Policies == nil {
+			s.Policies = map[string]events.PolicyData{}
+		}
+		s.Policies[d.Policy.Target] = d.Policy
+	case events.ProjectPolicyRemoved:
+		var d events.ProjectPolicyRemovedData
+		if err := e.Decode(&d); err != nil {
+			return s, err
+		}
+		s.Policies = maps.Clone(s.Policies)
+		delete(s.Policies, d.Target)
 	default:
 		return s, nil
 	}
