@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"maps"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -46,6 +47,7 @@ func contractEnv(t *testing.T) (*testenv.Env, *contracttest.Validator) {
 	t.Helper()
 	cfg := testenv.Config(t)
 	cfg.NATSListen = "127.0.0.1:0"
+	cfg.NATSPublicUser = "outside" // its password is generated into the data dir
 	e := testenv.Start(t, cfg)
 	r := e.Do("GET", "/api/v1/asyncapi.json", "", nil)
 	if r.Status != http.StatusOK {
@@ -74,7 +76,10 @@ func exerciseAPI(t *testing.T, e *testenv.Env) {
 // time through a consumer of its own, and checks every message against the
 // document the way an outside system would: headers and json.Unmarshal,
 // nothing of Maestro's. It returns how many messages of each ce-type it saw.
-func readStream(t *testing.T, js jetstream.JetStream, stream, filter string, v *contracttest.Validator, check func(typ string, data map[string]any)) map[string]int {
+//
+// With want > 0 it first waits (polling, with a deadline) until the stream
+// holds want messages (a copy stream catching up), and reads those.
+func readStream(t *testing.T, js jetstream.JetStream, stream, filter string, want uint64, v *contracttest.Validator, check func(typ string, data map[string]any)) map[string]int {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -85,6 +90,15 @@ func readStream(t *testing.T, js jetstream.JetStream, stream, filter string, v *
 	info, err := s.Info(ctx)
 	if err != nil {
 		t.Fatal(err)
+	}
+	for info.State.Msgs < want {
+		if ctx.Err() != nil {
+			t.Fatalf("%s holds %d messages, want %d", stream, info.State.Msgs, want)
+		}
+		time.Sleep(50 * time.Millisecond) // polling a copy that catches up
+		if info, err = s.Info(ctx); err != nil {
+			t.Fatal(err)
+		}
 	}
 	last := info.State.LastSeq
 	cons, err := js.CreateConsumer(ctx, stream, jetstream.ConsumerConfig{
@@ -166,7 +180,7 @@ func TestEventsFollowTheAsyncAPIContract(t *testing.T) {
 		t.Fatal(err)
 	}
 	hashes := 0
-	seen := readStream(t, js, "MAESTRO_EVENTS", "maestro.events.>", v, func(typ string, data map[string]any) {
+	seen := readStream(t, js, "MAESTRO_EVENTS", "maestro.events.>", 0, v, func(typ string, data map[string]any) {
 		if _, ok := data["password_hash"]; ok {
 			hashes++ // the internal stream is the full record
 		}
@@ -174,6 +188,39 @@ func TestEventsFollowTheAsyncAPIContract(t *testing.T) {
 	assertSeen(t, seen)
 	if hashes == 0 {
 		t.Error("no password hash in MAESTRO_EVENTS: the internal stream should hold the full data")
+	}
+
+	// The outside user, with the password the platform generated for it,
+	// reads the same events, redacted, from MAESTRO_PUBLIC.
+	pw, err := os.ReadFile(filepath.Join(e.Config.DataDir, "nats-public.password"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	onc, err := nats.Connect(e.P.NATSClientURL(), nats.UserInfo("outside", strings.TrimSpace(string(pw))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer onc.Close()
+	ojs, err := jetstream.New(onc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	total := uint64(0)
+	for _, n := range seen {
+		total += uint64(n)
+	}
+	public := readStream(t, ojs, "MAESTRO_PUBLIC", "maestro.public.>", total, v, func(typ string, data map[string]any) {
+		for _, secret := range []string{"password_hash", "hash"} {
+			if _, ok := data[secret]; ok {
+				t.Errorf("the outside user read %s's %s", typ, secret)
+			}
+		}
+	})
+	if !maps.Equal(public, seen) {
+		t.Errorf("MAESTRO_PUBLIC has %v, MAESTRO_EVENTS %v: want a copy of every event", public, seen)
+	}
+	if _, err := ojs.Stream(context.Background(), "MAESTRO_EVENTS"); err == nil {
+		t.Error("the outside user reads MAESTRO_EVENTS")
 	}
 }
 

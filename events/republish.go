@@ -148,16 +148,22 @@ func (r *Republisher) pass(ctx context.Context) error {
 // PublicCopy is the message the republisher appends to MAESTRO_PUBLIC for
 // the message (subject, h, data) at sequence seq of MAESTRO_EVENTS, and
 // false for one it does not copy: only Maestro CloudEvents of catalogued
-// types are (deny by default: anything else may hold what the contract
-// does not describe), and a type's secret fields are removed.
+// types are copied (deny by default: anything else may hold what the
+// contract does not describe), with the documented headers (Headers) and
+// HdrSourceSequence, and without the type's secret fields.
 func PublicCopy(subject string, h nats.Header, data []byte, seq uint64) (*nats.Msg, bool) {
 	e, err := FromHeaders(subject, h, data, seq)
 	if err != nil || AggregatesOf(e.Type) == nil {
 		return nil, false
 	}
 	out := nats.NewMsg(PublicSubject(subject))
-	for k, vs := range h {
-		out.Header[k] = append([]string(nil), vs...)
+	// The documented headers only: the stored message also has the
+	// append's own (an atomic batch's Nats-Batch-*), which would make the
+	// copy a batch too.
+	for _, d := range Headers() {
+		if v := h.Get(d.Name); v != "" {
+			out.Header.Set(d.Name, v)
+		}
 	}
 	out.Header.Set(HdrSourceSequence, strconv.FormatUint(seq, 10))
 	out.Data = data

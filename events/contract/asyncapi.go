@@ -162,6 +162,9 @@ func message(ty string, rt reflect.Type) map[string]any {
 			required = append(required, h.Name)
 		}
 	}
+	// Only the copies carry their source's sequence (events.PublicCopy).
+	props[events.HdrSourceSequence] = map[string]any{"type": "string", "pattern": "^[1-9][0-9]*$",
+		"description": "On the copies in " + events.PublicStreamName + " only: the event's sequence in " + events.StreamName + " (copies are in that order)."}
 	return map[string]any{
 		"name":        ty,
 		"title":       rt.Name(),
