@@ -223,6 +223,16 @@ func (s *ServerFlags) apply(cfg *platform.Config) error {
 		cfg.NATSListen = s.NATSListen
 	}
 	cfg.SyncAlways = s.NATSSync == "always"
+	if s.NATSPublicUser != "" {
+		// The outside subscribers' user lives on the embedded server's
+		// listener, beside the internal user "maestro" (never the same).
+		switch {
+		case cfg.NATSListen == "":
+			return errors.New("MAESTRO_NATS_PUBLIC_USER (--nats-public-user) needs MAESTRO_NATS_LISTEN: outside subscribers connect there")
+		case s.NATSPublicUser == "maestro" || s.NATSPublicUser == "maestro-republisher" || strings.ContainsAny(s.NATSPublicUser, " \t\r\n"):
+			return fmt.Errorf("MAESTRO_NATS_PUBLIC_USER (--nats-public-user) %q: a name of its own, without spaces, please", s.NATSPublicUser)
+		}
+	}
 	cfg.NATSPublicUser, cfg.NATSPublicPassword = s.NATSPublicUser, s.NATSPublicPass
 	if s.DebugAddr != "" {
 		if err := platform.LoopbackAddr(s.DebugAddr); err != nil {
