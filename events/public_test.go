@@ -334,3 +334,72 @@ func checkCopies(t *testing.T, copies []jetstream.Msg) {
 		}
 	}
 }
+
+// BenchmarkRepublish measures how fast the republisher copies a backlog
+// of events (one in four with a secret field to redact) into MAESTRO_PUBLIC.
+func BenchmarkRepublish(b *testing.B) {
+	emb, err := events.StartEmbedded(events.EmbeddedConfig{StoreDir: b.TempDir(), User: "maestro", Password: internalPass,
+		PublicUser: outsideUser, PublicPassword: outsidePass})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer emb.Shutdown()
+	nc, err := emb.Connect("bench")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer nc.Close()
+	ctx := context.Background()
+	store, err := events.OpenStore(ctx, nc, events.StoreConfig{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	for i := range b.N {
+		uid := uuid.NewString()
+		var e events.Envelope
+		if i%4 == 0 {
+			e, err = events.New(events.Meta{Actor: testActor}, events.Subject(events.AggUser, uid), events.UserRegistered, 0,
+				events.UserRegisteredData{UserID: uid, Email: uid + "@example.com", Name: "N", Role: "member", PasswordHash: "$argon2id$x", Source: "admin-cli"})
+		} else {
+			e, err = events.New(events.Meta{Actor: testActor}, events.Subject(events.AggModel, uid), events.ModelAliasSet, 0,
+				events.ModelAliasSetData{ModelID: uid, Alias: "champion", Version: 3})
+		}
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := store.Append(ctx, events.Append{Event: e, Expect: events.Any}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	pc, err := emb.ConnectPublic("bench-republisher")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer pc.Close()
+	js, err := jetstream.New(pc)
+	if err != nil {
+		b.Fatal(err)
+	}
+	s, err := events.OpenPublicStream(ctx, js, 1)
+	if err != nil {
+		b.Fatal(err)
+	}
+	rctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	b.ResetTimer()
+	wg.Go(func() { events.NewRepublisher(store, js, s, nil).Run(rctx) })
+	for {
+		info, err := s.Info(ctx)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if info.State.Msgs >= uint64(b.N) {
+			break
+		}
+		time.Sleep(5 * time.Millisecond) // polling the copy's progress
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "events/s")
+	cancel()
+	wg.Wait()
+}

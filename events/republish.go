@@ -3,6 +3,7 @@ package events
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strconv"
@@ -107,6 +108,11 @@ func (r *Republisher) Position(ctx context.Context) (source, last uint64, err er
 	return source, last, nil
 }
 
+// copyBatch bounds the copies in flight: appended asynchronously, each
+// with the copy stream's expected last sequence, so a batch costs about
+// one round trip instead of one per event.
+const copyBatch = 256
+
 // pass copies from the current position until an error or ctx's end.
 func (r *Republisher) pass(ctx context.Context) error {
 	source, last, err := r.Position(ctx)
@@ -117,32 +123,46 @@ func (r *Republisher) pass(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	it, err := cons.Messages()
-	if err != nil {
-		return fmt.Errorf("republisher: consume: %w", err)
+	futures := make([]jetstream.PubAckFuture, 0, copyBatch)
+	for ctx.Err() == nil {
+		batch, err := cons.Fetch(copyBatch, jetstream.FetchMaxWait(time.Second))
+		if err != nil {
+			return fmt.Errorf("republisher: fetch: %w", err)
+		}
+		futures = futures[:0]
+		for m := range batch.Messages() {
+			md, err := m.Metadata()
+			if err != nil {
+				return fmt.Errorf("republisher: metadata: %w", err)
+			}
+			out, ok := PublicCopy(m.Subject(), m.Headers(), m.Data(), md.Sequence.Stream)
+			if !ok {
+				continue // not in the contract: never copied
+			}
+			// The k-th copy of the batch expects the k-1 before it stored:
+			// any refusal (a lost race, a duplicate) refuses the rest too,
+			// so the copy never has a gap; the next pass re-reads.
+			f, err := r.js.PublishMsgAsync(out, jetstream.WithExpectLastSequence(last+uint64(len(futures))))
+			if err != nil {
+				return fmt.Errorf("republisher: copy of %d: %w", md.Sequence.Stream, err)
+			}
+			futures = append(futures, f)
+		}
+		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
+			return fmt.Errorf("republisher: fetch: %w", err)
+		}
+		for _, f := range futures {
+			select {
+			case ack := <-f.Ok():
+				last = ack.Sequence
+			case err := <-f.Err():
+				return fmt.Errorf("republisher: copy: %w", err)
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
 	}
-	defer it.Stop()
-	stop := context.AfterFunc(ctx, it.Stop)
-	defer stop()
-	for {
-		m, err := it.Next()
-		if err != nil {
-			return fmt.Errorf("republisher: next: %w", err)
-		}
-		md, err := m.Metadata()
-		if err != nil {
-			return fmt.Errorf("republisher: metadata: %w", err)
-		}
-		out, ok := PublicCopy(m.Subject(), m.Headers(), m.Data(), md.Sequence.Stream)
-		if !ok {
-			continue // not in the contract: never copied
-		}
-		ack, err := r.js.PublishMsg(ctx, out, jetstream.WithExpectLastSequence(last))
-		if err != nil {
-			return fmt.Errorf("republisher: copy of %d: %w", md.Sequence.Stream, err)
-		}
-		last = ack.Sequence
-	}
+	return ctx.Err()
 }
 
 // PublicCopy is the message the republisher appends to MAESTRO_PUBLIC for
