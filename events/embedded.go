@@ -150,9 +150,10 @@ func (e *Embedded) Shutdown() {
 }
 
 // The public account: outside subscribers live in an account of their own,
-// so nothing they do (a push consumer's deliver subject, a subscription on
-// _INBOX.>) can reach MAESTRO_EVENTS or the internal users' replies; the
-// republisher writes the redacted copy into it.
+// where MAESTRO_EVENTS and the internal users' traffic do not exist (in
+// the global account a subscription on _INBOX.> would show them the
+// replies to internal reads, unredacted events included); the republisher
+// writes the redacted copy into it.
 const (
 	// PublicAccount is the NATS account of outside subscribers.
 	PublicAccount = "MAESTRO_PUBLIC"

@@ -3,6 +3,7 @@ package events_test
 import (
 	"context"
 	"encoding/json"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -30,6 +31,12 @@ const (
 )
 
 func startNode(t *testing.T, dir string, public bool) *publicNode {
+	t.Helper()
+	return startNodeN(t, dir, public, 1)
+}
+
+// startNodeN is startNode with republishers republishers (several workers).
+func startNodeN(t *testing.T, dir string, public bool, republishers int) *publicNode {
 	t.Helper()
 	cfg := events.EmbeddedConfig{StoreDir: dir, Listen: "127.0.0.1:0", User: "maestro", Password: internalPass}
 	if public {
@@ -66,7 +73,9 @@ func startNode(t *testing.T, dir string, public bool) *publicNode {
 		}
 		var rctx context.Context
 		rctx, cancel = context.WithCancel(context.Background())
-		wg.Go(func() { events.NewRepublisher(store, js, s, nil).Run(rctx) })
+		for range republishers {
+			wg.Go(func() { events.NewRepublisher(store, js, s, nil).Run(rctx) })
+		}
 	}
 	var once sync.Once
 	n.stop = func() {
@@ -292,6 +301,68 @@ func TestPublicUserReadsRedactedEventsOnly(t *testing.T) {
 	}
 }
 
+// Several workers each run a republisher: they race on every copy, and
+// the copy stream still has each event once, in order.
+func TestRacingRepublishersCopyOnce(t *testing.T) {
+	n := startNodeN(t, t.TempDir(), true, 3)
+	appendAll(t, n.store, 4)
+	o := connectOutside(t, n, outsideUser, outsidePass)
+	checkCopies(t, o.readPublic(t, 4*5))
+	appendAll(t, n.store, 2)
+	checkCopies(t, o.readPublic(t, 6*5))
+}
+
+// A push consumer the outside user aims at an event subject (allowed: a
+// deliver subject is not checked against the user's permissions) delivers
+// within the public account only, and the history is untouched.
+func TestPushConsumerCannotReachTheHistory(t *testing.T) {
+	n := startNode(t, t.TempDir(), true)
+	appendAll(t, n.store, 1)
+	o := connectOutside(t, n, outsideUser, outsidePass)
+	o.readPublic(t, 5)
+	before, err := n.store.LastSequence(testCtx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A witness in the public account sees the deliveries.
+	pc, err := n.emb.ConnectPublic("witness")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	target := events.Subject(events.AggUser, uuid.NewString())
+	witness, err := pc.SubscribeSync(target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := pc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	legacy, err := o.nc.JetStream()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := legacy.AddConsumer(events.PublicStreamName, &nats.ConsumerConfig{
+		DeliverSubject: target, AckPolicy: nats.AckNonePolicy, DeliverPolicy: nats.DeliverAllPolicy}); err != nil {
+		t.Fatalf("the outside user creates a push consumer: %v", err)
+	}
+	for range 5 {
+		if _, err := witness.NextMsg(5 * time.Second); err != nil {
+			t.Fatalf("the push consumer delivered nothing to %s: %v", target, err)
+		}
+	}
+	// Each delivery reached every subscriber of the subject in its account
+	// when the witness got it: had it reached MAESTRO_EVENTS, it would be
+	// stored by now.
+	after, err := n.store.LastSequence(testCtx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after != before {
+		t.Fatalf("MAESTRO_EVENTS went from %d to %d after the outside user's push consumer delivered to %s", before, after, target)
+	}
+}
+
 // checkCopies: in source order, on maestro.public.<aggregate>.<id>, with
 // the CloudEvents headers, and without secret fields.
 func checkCopies(t *testing.T, copies []jetstream.Msg) {
@@ -312,11 +383,12 @@ func checkCopies(t *testing.T, copies []jetstream.Msg) {
 				t.Errorf("copy of %s without %s", typ, name)
 			}
 		}
-		md, _ := m.Metadata()
-		if md.Sequence.Stream <= prev {
-			t.Errorf("copies out of order: %d after %d", md.Sequence.Stream, prev)
+		// Source order, each event once: the source sequences rise.
+		src, err := strconv.ParseUint(h.Get(events.HdrSourceSequence), 10, 64)
+		if err != nil || src <= prev {
+			t.Errorf("copy of source %q after source %d: out of order or doubled", h.Get(events.HdrSourceSequence), prev)
 		}
-		prev = md.Sequence.Stream
+		prev = src
 		var data map[string]any
 		if err := json.Unmarshal(m.Data(), &data); err != nil {
 			t.Fatalf("copy of %s: %v", typ, err)
