@@ -294,6 +294,25 @@ func TestPublicUserReadsRedactedEventsOnly(t *testing.T) {
 	// Still every copy, after all that.
 	checkCopies(t, o.readPublic(t, 4*5))
 
+	// Its own durable consumer, and an ordered one (what most clients use).
+	dur, err := o.js.CreateOrUpdateConsumer(ctx, events.PublicStreamName, jetstream.ConsumerConfig{Durable: "billing", AckPolicy: jetstream.AckExplicitPolicy})
+	if err != nil {
+		t.Fatalf("the outside user creates a durable consumer: %v", err)
+	}
+	if _, err := dur.Info(ctx); err != nil {
+		t.Fatalf("durable consumer info: %v", err)
+	}
+	ord, err := o.js.OrderedConsumer(ctx, events.PublicStreamName, jetstream.OrderedConsumerConfig{})
+	if err != nil {
+		t.Fatalf("the outside user creates an ordered consumer: %v", err)
+	}
+	if m, err := ord.Next(jetstream.FetchMaxWait(5 * time.Second)); err != nil || m.Headers().Get("ce-type") == "" {
+		t.Fatalf("ordered consumer: %v", err)
+	}
+	if err := o.js.DeleteConsumer(ctx, events.PublicStreamName, "billing"); err != nil {
+		t.Fatalf("the outside user deletes its consumer: %v", err)
+	}
+
 	// A wrong password is refused.
 	if nc, err := nats.Connect(n.emb.ClientURL(), nats.UserInfo(outsideUser, "wrong")); err == nil {
 		nc.Close()
