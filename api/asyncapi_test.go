@@ -196,7 +196,14 @@ func TestEventsFollowTheAsyncAPIContract(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	onc, err := nats.Connect(e.P.NATSClientURL(), nats.UserInfo("outside", strings.TrimSpace(string(pw))))
+	violations := make(chan error, 8)
+	onc, err := nats.Connect(e.P.NATSClientURL(), nats.UserInfo("outside", strings.TrimSpace(string(pw))),
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+			select {
+			case violations <- err:
+			default:
+			}
+		}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -219,8 +226,19 @@ func TestEventsFollowTheAsyncAPIContract(t *testing.T) {
 	if !maps.Equal(public, seen) {
 		t.Errorf("MAESTRO_PUBLIC has %v, MAESTRO_EVENTS %v: want a copy of every event", public, seen)
 	}
-	if _, err := ojs.Stream(context.Background(), "MAESTRO_EVENTS"); err == nil {
+	// Refused: the request is dropped with a permissions violation.
+	denied, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	if _, err := ojs.Stream(denied, "MAESTRO_EVENTS"); err == nil {
 		t.Error("the outside user reads MAESTRO_EVENTS")
+	}
+	select {
+	case err := <-violations:
+		if !strings.Contains(err.Error(), "MAESTRO_EVENTS") {
+			t.Errorf("unexpected error for the outside user: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Error("no permissions violation for reading MAESTRO_EVENTS")
 	}
 }
 
