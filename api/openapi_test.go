@@ -366,7 +366,7 @@ func TestOpenAPIConformance(t *testing.T) {
 	pw := testenv.Password
 
 	// Public probes and metadata.
-	for _, p := range []string{"/healthz", "/readyz", "/.well-known/jwks.json", "/api/v1/openapi.json", "/api/v1/auth/health"} {
+	for _, p := range []string{"/healthz", "/readyz", "/.well-known/jwks.json", "/api/v1/openapi.json", "/api/v1/asyncapi.json", "/api/v1/auth/health"} {
 		expect(e.Do("GET", p, "", nil), 200, p)
 	}
 
@@ -524,7 +524,7 @@ func TestOpenAPIConformance(t *testing.T) {
 
 	// Every operation's success and main errors were exercised.
 	want := map[string][]int{
-		"getHealthz": {200}, "getReadyz": {200}, "getJWKS": {200}, "getOpenAPIDocument": {200}, "getAuthHealth": {200},
+		"getHealthz": {200}, "getReadyz": {200}, "getJWKS": {200}, "getOpenAPIDocument": {200}, "getAsyncAPIDocument": {200}, "getAuthHealth": {200},
 		"register":            {201, 202, 400, 403, 409, 413, 415},
 		"login":               {200, 202, 400, 401, 415, 429},
 		"refresh":             {200, 202, 401, 415},

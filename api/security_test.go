@@ -138,6 +138,7 @@ var wantPublic = []string{
 	"GET /readyz",
 	"GET /.well-known/jwks.json",
 	"GET /api/v1/openapi.json",
+	"GET /api/v1/asyncapi.json",
 	"GET /api/v1/auth/health",
 	"POST /api/v1/auth/register",
 	"POST /api/v1/auth/login",

@@ -168,6 +168,7 @@ func (s *Server) table() []Route {
 		{Method: "GET", Pattern: "/readyz", Public: true, handle: s.readyz},
 		{Method: "GET", Pattern: "/.well-known/jwks.json", Public: true, handle: s.jwks},
 		{Method: "GET", Pattern: "/api/v1/openapi.json", Public: true, handle: serveOpenAPI},
+		{Method: "GET", Pattern: "/api/v1/asyncapi.json", Public: true, handle: serveAsyncAPI},
 		{Method: "GET", Pattern: "/api/v1/auth/health", Public: true, handle: s.healthz},
 		{Method: "POST", Pattern: "/api/v1/auth/register", Public: true, Command: true, Await: identityViews, handle: s.register},
 		{Method: "POST", Pattern: "/api/v1/auth/login", Public: true, Command: true, Await: identityViews, handle: s.login},

@@ -65,6 +65,15 @@ type Config struct {
 	// server must say 1). Existing streams are never lowered, and a start
 	// that cannot have this many replicas fails (events.ErrReplicas).
 	NATSReplicas int
+	// NATSPublicUser is MAESTRO_NATS_PUBLIC_USER: when set, the embedded
+	// NATS has a least-privilege user of that name for outside
+	// subscribers, in an account of its own where it reads MAESTRO_PUBLIC,
+	// the redacted copy of the events the worker role keeps up to date
+	// (events.Republisher). Empty: no such user, no copy.
+	NATSPublicUser string
+	// NATSPublicPassword is MAESTRO_NATS_PUBLIC_PASSWORD, its password;
+	// empty: generated once into DataDir/nats-public.password (0600).
+	NATSPublicPassword string
 
 	BootstrapAdminEmail    string
 	BootstrapAdminPassword string
@@ -170,6 +179,13 @@ type Platform struct {
 	API       *api.Server
 
 	replicas int // of MAESTRO_EVENTS as opened
+
+	// publicNC writes MAESTRO_PUBLIC in the public account (nil when
+	// MAESTRO_NATS_PUBLIC_USER is off); public is that stream.
+	publicNC *nats.Conn
+	public   jetstream.Stream
+	// stopPublic ends the republisher (nil when none runs).
+	stopPublic context.CancelFunc
 
 	httpSrv  *http.Server
 	listener net.Listener
@@ -369,8 +385,15 @@ func (p *Platform) startNATS(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
+		pubPass := p.cfg.NATSPublicPassword
+		if p.cfg.NATSPublicUser != "" && pubPass == "" {
+			if pubPass, err = loadOrCreateSecret(filepath.Join(p.cfg.DataDir, "nats-public.password")); err != nil {
+				return err
+			}
+		}
 		p.embedded, err = events.StartEmbedded(events.EmbeddedConfig{StoreDir: filepath.Join(p.cfg.DataDir, "nats"),
-			SyncAlways: p.cfg.SyncAlways, Listen: p.cfg.NATSListen, User: "maestro", Password: secret})
+			SyncAlways: p.cfg.SyncAlways, Listen: p.cfg.NATSListen, User: "maestro", Password: secret,
+			PublicUser: p.cfg.NATSPublicUser, PublicPassword: pubPass})
 		if err != nil {
 			return err
 		}
@@ -389,6 +412,36 @@ func (p *Platform) startNATS(ctx context.Context) error {
 	p.replicas = s.CachedInfo().Config.Replicas
 	if p.Metrics, err = events.OpenMetricsStore(ctx, p.nc, events.MetricsConfig{Replicas: p.configuredReplicas()}); err != nil {
 		return err
+	}
+	return p.openPublic(ctx)
+}
+
+// openPublic opens MAESTRO_PUBLIC in the public account when
+// MAESTRO_NATS_PUBLIC_USER is set (the embedded NATS only: an external
+// NATS's accounts are its operator's, see docs/ARCHITECTURE.md).
+func (p *Platform) openPublic(ctx context.Context) error {
+	if p.cfg.NATSPublicUser == "" {
+		return nil
+	}
+	if p.embedded == nil {
+		return errors.New("MAESTRO_NATS_PUBLIC_USER configures the embedded NATS; with MAESTRO_NATS_URL give outside subscribers an account on that server instead (docs/ARCHITECTURE.md, \"Event contract for other systems\")")
+	}
+	var err error
+	if p.publicNC, err = p.embedded.ConnectPublic("maestro-republisher"); err != nil {
+		return err
+	}
+	js, err := jetstream.New(p.publicNC)
+	if err != nil {
+		return fmt.Errorf("jetstream (public account): %w", err)
+	}
+	if p.public, err = events.OpenPublicStream(ctx, js, p.configuredReplicas()); err != nil {
+		return err
+	}
+	if p.cfg.Worker {
+		rep := events.NewRepublisher(p.Store, js, p.public, p.log)
+		rctx, cancel := context.WithCancel(context.Background())
+		p.stopPublic = cancel
+		p.goRun(func() { rep.Run(rctx) })
 	}
 	return nil
 }
@@ -552,7 +605,13 @@ func (p *Platform) Shutdown(ctx context.Context) {
 	if p.cancel != nil {
 		p.cancel()
 	}
+	if p.stopPublic != nil {
+		p.stopPublic()
+	}
 	p.wg.Wait()
+	if p.publicNC != nil {
+		p.publicNC.Close()
+	}
 	if p.Pool != nil {
 		p.Pool.Close()
 	}

@@ -53,6 +53,8 @@ type Common struct {
 type ServerFlags struct {
 	HTTPAddr        string        `name:"http-addr" env:"MAESTRO_HTTP_ADDR" default:"127.0.0.1:8080" help:"Address the HTTP API listens on."`
 	NATSListen      string        `name:"nats-listen" env:"MAESTRO_NATS_LISTEN" default:"127.0.0.1:4222" help:"Loopback address where the embedded NATS also accepts outside clients; 'off' disables."`
+	NATSPublicUser  string        `name:"nats-public-user" env:"MAESTRO_NATS_PUBLIC_USER" help:"Open a least-privilege user of this name on the embedded NATS for outside subscribers: it reads MAESTRO_PUBLIC (maestro.public.>), the events with secret fields removed, and nothing else (see /api/v1/asyncapi.json). Empty: none."`
+	NATSPublicPass  string        `name:"nats-public-password" env:"MAESTRO_NATS_PUBLIC_PASSWORD" hidden:"" help:"Its password (variable only in practice); default generated into <data-dir>/nats-public.password."`
 	NATSSync        string        `name:"nats-sync" env:"MAESTRO_NATS_SYNC" enum:"always,interval" default:"always" help:"Embedded JetStream durability: fsync before every ack (always) or every 2 minutes (interval)."`
 	AdminEmail      string        `name:"bootstrap-admin-email" env:"MAESTRO_BOOTSTRAP_ADMIN_EMAIL" help:"Create this admin on start if none was bootstrapped yet."`
 	AdminPassword   string        `name:"bootstrap-admin-password" env:"MAESTRO_BOOTSTRAP_ADMIN_PASSWORD" hidden:"" help:"Password of the bootstrap admin (variable only in practice)."`
@@ -221,6 +223,17 @@ func (s *ServerFlags) apply(cfg *platform.Config) error {
 		cfg.NATSListen = s.NATSListen
 	}
 	cfg.SyncAlways = s.NATSSync == "always"
+	if s.NATSPublicUser != "" {
+		// The outside subscribers' user lives on the embedded server's
+		// listener, beside the internal user "maestro" (never the same).
+		switch {
+		case cfg.NATSListen == "":
+			return errors.New("MAESTRO_NATS_PUBLIC_USER (--nats-public-user) needs MAESTRO_NATS_LISTEN: outside subscribers connect there")
+		case s.NATSPublicUser == "maestro" || s.NATSPublicUser == "maestro-republisher" || strings.ContainsAny(s.NATSPublicUser, " \t\r\n"):
+			return fmt.Errorf("MAESTRO_NATS_PUBLIC_USER (--nats-public-user) %q: a name of its own, without spaces, please", s.NATSPublicUser)
+		}
+	}
+	cfg.NATSPublicUser, cfg.NATSPublicPassword = s.NATSPublicUser, s.NATSPublicPass
 	if s.DebugAddr != "" {
 		if err := platform.LoopbackAddr(s.DebugAddr); err != nil {
 			return fmt.Errorf("MAESTRO_DEBUG_ADDR (--debug-addr) %w", err)

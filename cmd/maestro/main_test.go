@@ -176,6 +176,7 @@ func TestInvalidConfigNamesVariable(t *testing.T) {
 		"MAESTRO_NATS_SYNC=sometimes":      "MAESTRO_NATS_SYNC",
 		"MAESTRO_NATS_LISTEN=0.0.0.0:4222": "MAESTRO_NATS_LISTEN",
 		"MAESTRO_REGISTRATION=perhaps":     "MAESTRO_REGISTRATION",
+		"MAESTRO_NATS_PUBLIC_USER=maestro": "MAESTRO_NATS_PUBLIC_USER",
 	}
 	for env, want := range cases {
 		cmd := exec.Command(bin, "serve", "--data-dir", filepath.Join(t.TempDir(), "d"))
