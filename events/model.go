@@ -104,12 +104,15 @@ type ModelVersionTransitionData struct {
 	From     string            `json:"from"`
 	To       string            `json:"to"`
 	Archived []ArchivedVersion `json:"archived,omitempty"`
-	Authority
+	// PromotionID and OverrideReason: see Authority.
+	PromotionID    string `json:"promotion_id,omitempty"`
+	OverrideReason string `json:"override_reason,omitempty"`
 }
 
 // Authority names what allowed a move of a governed deployment pointer: the
 // approved promotion request the flow carried out, or an administrator's
 // emergency override and its reason. Both empty: no policy governed it.
+// The model's transition and alias events carry its two fields.
 type Authority struct {
 	PromotionID    string `json:"promotion_id,omitempty"`
 	OverrideReason string `json:"override_reason,omitempty"`
@@ -121,15 +124,17 @@ type ModelAliasSetData struct {
 	Alias           string `json:"alias"`
 	Version         int    `json:"version"`
 	PreviousVersion int    `json:"previous_version,omitempty"`
-	Authority
+	PromotionID     string `json:"promotion_id,omitempty"`
+	OverrideReason  string `json:"override_reason,omitempty"`
 }
 
 // ModelAliasDeletedData: Alias no longer exists (it pointed at Version).
 type ModelAliasDeletedData struct {
-	ModelID string `json:"model_id"`
-	Alias   string `json:"alias"`
-	Version int    `json:"version"`
-	Authority
+	ModelID        string `json:"model_id"`
+	Alias          string `json:"alias"`
+	Version        int    `json:"version"`
+	PromotionID    string `json:"promotion_id,omitempty"`
+	OverrideReason string `json:"override_reason,omitempty"`
 }
 
 // ModelArtifactRecordedData: a blob stored at Digest is the artifact at Path

@@ -32,6 +32,8 @@ var payloads = map[string]any{
 	ProjectRestored:      ProjectLifecycleData{},
 	ProjectMemberSet:     ProjectMemberSetData{},
 	ProjectMemberRemoved: ProjectMemberRemovedData{},
+	ProjectPolicySet:     ProjectPolicySetData{},
+	ProjectPolicyRemoved: ProjectPolicyRemovedData{},
 	NameReserved:         NameReservedData{},
 	NameReleased:         NameReleasedData{},
 
@@ -47,6 +49,13 @@ var payloads = map[string]any{
 	ModelAliasSet:          ModelAliasSetData{},
 	ModelAliasDeleted:      ModelAliasDeletedData{},
 	ModelArtifactRecorded:  ModelArtifactRecordedData{},
+
+	PromotionRequested: PromotionRequestedData{},
+	PromotionApproved:  PromotionApprovedData{},
+	PromotionRejected:  PromotionRejectedData{},
+	PromotionCancelled: PromotionCancelledData{},
+	PromotionCompleted: PromotionCompletedData{},
+	PromotionFailed:    PromotionFailedData{},
 
 	ExperimentCreated:    ExperimentCreatedData{},
 	ExperimentRenamed:    ExperimentRenamedData{},

@@ -227,20 +227,20 @@ func registrySummary(e Envelope) string {
 			for _, a := range d.Archived {
 				s += fmt.Sprintf("; version %d archived (was %s)", a.Version, a.From)
 			}
-			return s + authority(d.Authority)
+			return s + authority(Authority{PromotionID: d.PromotionID, OverrideReason: d.OverrideReason})
 		}
 	case ModelAliasSet:
 		var d ModelAliasSetData
 		if e.Decode(&d) == nil {
 			if d.PreviousVersion == 0 {
-				return fmt.Sprintf("alias %s set to version %d", d.Alias, d.Version) + authority(d.Authority)
+				return fmt.Sprintf("alias %s set to version %d", d.Alias, d.Version) + authority(Authority{PromotionID: d.PromotionID, OverrideReason: d.OverrideReason})
 			}
-			return fmt.Sprintf("alias %s moved from version %d to %d", d.Alias, d.PreviousVersion, d.Version) + authority(d.Authority)
+			return fmt.Sprintf("alias %s moved from version %d to %d", d.Alias, d.PreviousVersion, d.Version) + authority(Authority{PromotionID: d.PromotionID, OverrideReason: d.OverrideReason})
 		}
 	case ModelAliasDeleted:
 		var d ModelAliasDeletedData
 		if e.Decode(&d) == nil {
-			return fmt.Sprintf("alias %s (version %d) deleted", d.Alias, d.Version) + authority(d.Authority)
+			return fmt.Sprintf("alias %s (version %d) deleted", d.Alias, d.Version) + authority(Authority{PromotionID: d.PromotionID, OverrideReason: d.OverrideReason})
 		}
 	case ModelArtifactRecorded:
 		var d ModelArtifactRecordedData

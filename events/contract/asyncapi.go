@@ -191,6 +191,17 @@ var reflector = &jsonschema.Reflector{
 	DoNotReference:            true,
 	ExpandedStruct:            true,
 	AllowAdditionalProperties: true,
+	Mapper:                    mapType,
+}
+
+// mapType gives the schema of types whose JSON is not their Go shape:
+// events.MetricValue is a number, or NaN and ±Inf as the strings
+// MarshalJSON writes.
+func mapType(t reflect.Type) *jsonschema.Schema {
+	if t == reflect.TypeFor[events.MetricValue]() {
+		return &jsonschema.Schema{OneOf: []*jsonschema.Schema{{Type: "number"}, {Type: "string", Enum: []any{"NaN", "Infinity", "-Infinity"}}}}
+	}
+	return nil
 }
 
 // PayloadSchema is the JSON Schema of the data of events of type ty, whose

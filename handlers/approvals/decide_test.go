@@ -631,19 +631,19 @@ func TestDecideComplete(t *testing.T) {
 		{name: "a stage: the transition archives the old production version and names the request", promo: toProd, model: live,
 			want: []handlers.Change{{Subject: modelSubj, Type: events.ModelVersionTransition, Data: events.ModelVersionTransitionData{
 				ModelID: modelID, Version: 2, From: "none", To: "production",
-				Archived: []events.ArchivedVersion{{Version: 1, From: "production"}}, Authority: authority}}, done("production")},
+				Archived: []events.ArchivedVersion{{Version: 1, From: "production"}}, PromotionID: authority.PromotionID}}, done("production")},
 			state: events.PromotionStateCompleted, stages: map[int]string{1: "archived", 2: "production"}},
 		{name: "a stage nobody holds", promo: toProd, model: versions(t, 2),
 			want: []handlers.Change{{Subject: modelSubj, Type: events.ModelVersionTransition, Data: events.ModelVersionTransitionData{
-				ModelID: modelID, Version: 2, From: "none", To: "production", Authority: authority}}, done("production")},
+				ModelID: modelID, Version: 2, From: "none", To: "production", PromotionID: authority.PromotionID}}, done("production")},
 			state: events.PromotionStateCompleted, stages: map[int]string{1: "none", 2: "production"}},
 		{name: "an alias: moved, naming the request", promo: toChamp, model: live,
 			want: []handlers.Change{{Subject: modelSubj, Type: events.ModelAliasSet, Data: events.ModelAliasSetData{
-				ModelID: modelID, Alias: "champion", Version: 2, PreviousVersion: 1, Authority: authority}}, done("@champion")},
+				ModelID: modelID, Alias: "champion", Version: 2, PreviousVersion: 1, PromotionID: authority.PromotionID}}, done("@champion")},
 			state: events.PromotionStateCompleted, alias: map[string]int{"champion": 2}},
 		{name: "a new alias", promo: toChamp, model: versions(t, 2),
 			want: []handlers.Change{{Subject: modelSubj, Type: events.ModelAliasSet, Data: events.ModelAliasSetData{
-				ModelID: modelID, Alias: "champion", Version: 2, Authority: authority}}, done("@champion")},
+				ModelID: modelID, Alias: "champion", Version: 2, PromotionID: authority.PromotionID}}, done("@champion")},
 			state: events.PromotionStateCompleted, alias: map[string]int{"champion": 2}},
 		{name: "the version was deleted meanwhile", promo: toProd, model: cat(live, versionDeleted(t, 2)),
 			want: fail("model version not found"), state: events.PromotionStateFailed},

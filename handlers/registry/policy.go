@@ -319,13 +319,13 @@ func WithAuthority(changes []handlers.Change, a events.Authority) []handlers.Cha
 	for i, c := range out {
 		switch d := c.Data.(type) {
 		case events.ModelVersionTransitionData:
-			d.Authority = a
+			d.PromotionID, d.OverrideReason = a.PromotionID, a.OverrideReason
 			out[i].Data = d
 		case events.ModelAliasSetData:
-			d.Authority = a
+			d.PromotionID, d.OverrideReason = a.PromotionID, a.OverrideReason
 			out[i].Data = d
 		case events.ModelAliasDeletedData:
-			d.Authority = a
+			d.PromotionID, d.OverrideReason = a.PromotionID, a.OverrideReason
 			out[i].Data = d
 		}
 	}

@@ -396,9 +396,9 @@ func TestWithAuthority(t *testing.T) {
 	orig := append([]handlers.Change{}, in...)
 	got := registry.WithAuthority(in, a)
 	want := []handlers.Change{
-		{Subject: modelSubj, Type: events.ModelVersionTransition, Data: events.ModelVersionTransitionData{ModelID: modelID, Version: 1, From: "none", To: "production", Authority: a}},
-		{Subject: modelSubj, Type: events.ModelAliasSet, Data: events.ModelAliasSetData{ModelID: modelID, Alias: "champion", Version: 1, Authority: a}},
-		{Subject: modelSubj, Type: events.ModelAliasDeleted, Data: events.ModelAliasDeletedData{ModelID: modelID, Alias: "old", Version: 1, Authority: a}},
+		{Subject: modelSubj, Type: events.ModelVersionTransition, Data: events.ModelVersionTransitionData{ModelID: modelID, Version: 1, From: "none", To: "production", PromotionID: a.PromotionID}},
+		{Subject: modelSubj, Type: events.ModelAliasSet, Data: events.ModelAliasSetData{ModelID: modelID, Alias: "champion", Version: 1, PromotionID: a.PromotionID}},
+		{Subject: modelSubj, Type: events.ModelAliasDeleted, Data: events.ModelAliasDeletedData{ModelID: modelID, Alias: "old", Version: 1, PromotionID: a.PromotionID}},
 		{Subject: modelSubj, Type: events.ModelVersionDeleted, Data: events.ModelVersionDeletedData{ModelID: modelID, Version: 2}},
 	}
 	checkChanges(t, got, want)
