@@ -3,6 +3,7 @@ package projections
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"math"
 	"strconv"
 	"time"
@@ -32,8 +33,12 @@ func (Audit) Linger() time.Duration { return 10 * time.Millisecond }
 func (Audit) Handles(string) bool { return true }
 
 // Queue implements Projection: one INSERT of the whole batch from arrays
-// (unnest), so a rebuild writes hundreds of entries per statement. Duplicates
-// cannot occur because the runner skips events at or below the checkpoint.
+// (unnest), so a rebuild writes hundreds of entries per statement.
+// Duplicates cannot occur because the runner skips events at or below the
+// checkpoint. The entries' hashes are folded by audit_chain (migration
+// 00017) from their digests, computed here, and the hash of the entry
+// stored before the batch, read by the statement itself in the batch's
+// transaction: Queue only queues.
 func (Audit) Queue(b *Batch, evs []events.Envelope) error {
 	if len(evs) == 0 {
 		return nil
@@ -41,25 +46,31 @@ func (Audit) Queue(b *Batch, evs []events.Envelope) error {
 	n := len(evs)
 	seq := make([]int64, n)
 	times := make([]time.Time, n)
-	cols := make([][]string, 8) // event_id, type, actor, subject, correlation_id, causation_id, summary, data
+	digests := make([][]byte, n)
+	cols := make([][]string, 9) // event_id, type, actor, subject, project_id, correlation_id, causation_id, summary, data
 	for i := range cols {
 		cols[i] = make([]string, n)
 	}
 	for i, e := range evs {
-		data, err := auditData(e)
+		c, err := auditEntry(e)
 		if err != nil {
 			return err
 		}
-		seq[i], times[i] = int64(e.Sequence), e.Time
-		for j, v := range []string{e.ID, e.Type, e.Actor.String(), e.Subject, e.CorrelationID, e.CausationID, events.Summary(e), data} {
+		if digests[i], err = c.Digest(); err != nil {
+			return fmt.Errorf("%w: %w", ErrUndecodable, err)
+		}
+		// As the canonical form has it (pgx would truncate alike).
+		seq[i], times[i] = int64(e.Sequence), e.Time.Truncate(time.Microsecond)
+		for j, v := range []string{c.EventID, c.Type, c.Actor, c.Subject, c.ProjectID, c.CorrelationID, c.CausationID, c.Summary, string(c.Data)} {
 			cols[j][i] = v
 		}
 	}
-	b.Queue(`INSERT INTO audit_entries (seq, event_id, time, type, actor, subject, correlation_id, causation_id, summary, data)
-		SELECT s, id, t, ty, a, su, c, ca, sm, d::jsonb
-		FROM unnest($1::bigint[], $2::text[], $3::timestamptz[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[])
-			AS x(s, id, t, ty, a, su, c, ca, sm, d)`,
-		seq, cols[0], times, cols[1], cols[2], cols[3], cols[4], cols[5], cols[6], cols[7])
+	b.Queue(`INSERT INTO audit_entries (seq, event_id, time, type, actor, subject, project_id, correlation_id, causation_id, summary, data, hash)
+		SELECT s, id, t, ty, a, su, p, c, ca, sm, d::jsonb, h
+		FROM unnest($1::bigint[], $2::text[], $3::timestamptz[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[],
+			audit_chain(($1::bigint[])[1], $12::bytea[]))
+			AS x(s, id, t, ty, a, su, p, c, ca, sm, d, h)`,
+		seq, cols[0], times, cols[1], cols[2], cols[3], cols[4], cols[5], cols[6], cols[7], cols[8], digests)
 	return nil
 }
 
