@@ -381,3 +381,28 @@ func ParsePublicKey(s string) (string, ed25519.PublicKey, error) {
 	}
 	return "", nil, errors.New("not the base64 of a 32-byte Ed25519 public key")
 }
+
+// ExportAudit is ExportAudit on the queries' pool.
+func (q *Queries) ExportAudit(ctx context.Context, w io.Writer, opt AuditExportOptions) (ExportHeader, error) {
+	return ExportAudit(ctx, q.pool, w, opt)
+}
+
+// AuditKeys lists the public keys that signed audit checkpoints, by key id.
+func (q *Queries) AuditKeys(ctx context.Context) ([]ExportKey, error) {
+	rows, err := q.pool.Query(ctx, "SELECT key_id, public_key FROM audit_keys ORDER BY created_at, key_id")
+	if err != nil {
+		return nil, fmt.Errorf("audit keys: %w", err)
+	}
+	defer rows.Close()
+	keys := []ExportKey{}
+	for rows.Next() {
+		var k ExportKey
+		var pub []byte
+		if err := rows.Scan(&k.KeyID, &pub); err != nil {
+			return nil, fmt.Errorf("audit keys: %w", err)
+		}
+		k.PublicKey = base64.StdEncoding.EncodeToString(pub)
+		keys = append(keys, k)
+	}
+	return keys, rows.Err()
+}

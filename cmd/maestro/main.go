@@ -112,6 +112,7 @@ type cli struct {
 	Admin       adminCmd       `cmd:"" help:"Administer users."`
 	Artifacts   artifactsCmd   `cmd:"" help:"Maintain the artifact store."`
 	Projections projectionsCmd `cmd:"" help:"Inspect and rebuild projections."`
+	Audit       auditCmd       `cmd:"" help:"Verify and export the hash-chained audit trail."`
 	Version     versionCmd     `cmd:"" help:"Print the version."`
 }
 
