@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/gowebpki/jcs"
@@ -59,35 +60,44 @@ func ChainTime(t time.Time) string { return t.UTC().Truncate(time.Microsecond).F
 
 // Canonical is the RFC 8785 (JCS) form of the entry: members sorted, no
 // white space, numbers as ECMAScript writes the double they denote, strings
-// minimally escaped (github.com/gowebpki/jcs). Data with a duplicate key
-// (the audit projection keeps such data as sent, and jsonb keeps the last
-// value, as a Go map does) is canonicalised as jsonb stores it, so the
-// canonical form of an entry read back from PostgreSQL is the same.
+// minimally escaped (appendCanonical; the offline verifier applies
+// github.com/gowebpki/jcs to the exported entry and must find the same
+// bytes). Data with a duplicate key (the audit projection keeps such data
+// as sent, and jsonb keeps the last value) is canonicalised as jsonb stores
+// it, so the canonical form of an entry read back from PostgreSQL is the
+// same.
 func (c ChainEntry) Canonical() ([]byte, error) {
-	raw, err := json.Marshal(c)
+	buf := make([]byte, 0, 256+len(c.Data))
+	seq, err := jcs.NumberToJSON(float64(c.Seq))
 	if err != nil {
 		return nil, fmt.Errorf("audit entry %d: %w", c.Seq, err)
 	}
-	out, err := jcs.Transform(raw)
-	if err == nil {
-		return out, nil
+	// The members in UTF-16 order (all ASCII: byte order).
+	for _, m := range []struct{ name, value string }{{"actor", c.Actor}, {"causation_id", c.CausationID}, {"correlation_id", c.CorrelationID}} {
+		buf = appendMember(buf, m.name, m.value)
 	}
-	d := json.NewDecoder(bytes.NewReader(c.Data))
-	d.UseNumber() // numbers keep their text (auditData admits only ones a double writes alike)
-	var v any
-	if d.Decode(&v) != nil {
-		return nil, fmt.Errorf("audit entry %d: canonical form: %w", c.Seq, err)
-	}
-	if c.Data, err = json.Marshal(v); err != nil {
+	buf = append(buf, `,"data":`...)
+	if buf, err = canonicalData(buf, c.Data); err != nil {
 		return nil, fmt.Errorf("audit entry %d: %w", c.Seq, err)
 	}
-	if raw, err = json.Marshal(c); err != nil {
-		return nil, fmt.Errorf("audit entry %d: %w", c.Seq, err)
+	buf = appendMember(buf, "event_id", c.EventID)
+	buf = appendMember(buf, "project_id", c.ProjectID)
+	buf = append(buf, `,"seq":`...)
+	buf = append(buf, seq...)
+	for _, m := range []struct{ name, value string }{{"subject", c.Subject}, {"summary", c.Summary}, {"time", c.Time}, {"type", c.Type}} {
+		buf = appendMember(buf, m.name, m.value)
 	}
-	if out, err = jcs.Transform(raw); err != nil {
-		return nil, fmt.Errorf("audit entry %d: canonical form: %w", c.Seq, err)
-	}
-	return out, nil
+	buf[0] = '{'
+	return append(buf, '}'), nil
+}
+
+// appendMember appends ,"name":"value" (canonical); Canonical turns the
+// first comma into the object's opening brace.
+func appendMember(buf []byte, name, value string) []byte {
+	buf = append(buf, ',')
+	buf = appendCanonicalString(buf, name)
+	buf = append(buf, ':')
+	return appendCanonicalString(buf, strings.ToValidUTF8(value, "\uFFFD"))
 }
 
 // Digest is SHA-256 of the entry's canonical form.

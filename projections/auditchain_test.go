@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/gowebpki/jcs"
 
 	"github.com/maestro-ml/maestro/auth"
 	"github.com/maestro-ml/maestro/events"
@@ -427,5 +428,87 @@ func TestChainEntryCanonical(t *testing.T) {
 		if string(got) != want {
 			t.Fatalf("%s:\n got %s\nwant %s", c.data, got, want)
 		}
+	}
+}
+
+// canonicalSeeds are data the fast canonical form must write as
+// gowebpki/jcs does: escapes, every control character, characters beyond
+// U+FFFF against U+E000..U+FFFF in key order, numbers at the edges of the
+// ECMAScript formats, nesting.
+var canonicalSeeds = []string{
+	`{}`, `[]`, `null`, `true`, `"x"`, `0`, `-0`, `1e21`, `1e-7`, `123456789012345680000`, `0.000001`, `5e-324`, `1.7976931348623157e308`,
+	`{"b":1,"a":[2.50,1e3,-0,{"y":null,"x":false}]}`, `{"\u0000\u0001\u001f\u007f\b\t\n\f\r\"\\/":"\u2028\u2029\u00e9\ud83d\ude00"}`,
+	`{"\ud83d\ude00":1,"\ue000":2,"\uffff":3,"a":4,"":5}`, `{"k":[[[[[]]]]],"n":-1.5e-10,"m":9007199254740993}`,
+	`{"a":"<&>","b":"\u00e9","c":"é"}`,
+}
+
+// The fast canonical form is gowebpki/jcs's (RFC 8785), byte for byte.
+func TestCanonicalMatchesJCS(t *testing.T) {
+	t.Parallel()
+	for _, s := range canonicalSeeds {
+		checkCanonical(t, []byte(s))
+	}
+}
+
+func FuzzCanonical(f *testing.F) {
+	for _, s := range canonicalSeeds {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		if !json.Valid(data) {
+			return
+		}
+		checkCanonical(t, data)
+	})
+}
+
+func checkCanonical(t *testing.T, data []byte) {
+	t.Helper()
+	got, err := canonicalData(nil, data)
+	if err != nil {
+		// Only what Go cannot decode as the trail stores it: numbers
+		// beyond a double (auditData stores such data as null).
+		var v any
+		if json.Unmarshal(data, &v) == nil {
+			t.Fatalf("%s: %v", data, err)
+		}
+		return
+	}
+	// The reference: the value as Go (and jsonb) keeps it, through jcs.
+	var v any
+	d := json.NewDecoder(bytes.NewReader(data))
+	d.UseNumber()
+	if err := d.Decode(&v); err != nil {
+		t.Fatal(err)
+	}
+	plain, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := jcs.Transform(plain)
+	if err != nil {
+		t.Fatalf("%s: jcs: %v", data, err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatalf("%s:\n fast %s\n jcs  %s", data, got, want)
+	}
+	// A whole entry too.
+	c := ChainEntry{Seq: 7, EventID: "e", Time: "t", Type: "ty", Actor: "a\u2028", Subject: "s", ProjectID: "p", CorrelationID: "c\"",
+		CausationID: "", Summary: "é\x01", Data: data}
+	fast, err := c.Canonical()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Data = plain
+	raw, err := json.Marshal(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref, err := jcs.Transform(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(fast, ref) {
+		t.Fatalf("entry with %s:\n fast %s\n jcs  %s", data, fast, ref)
 	}
 }
