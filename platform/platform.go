@@ -75,6 +75,13 @@ type Config struct {
 	SecurityStream events.SecurityConfig
 
 	SigningKeyFile string // default DataDir/keys/signing-key.pem
+	TokenIssuer    string
+	TokenAudience  string
+	AccessTTL      time.Duration
+	Sessions       identity.SessionPolicy
+	Throttle       identity.ThrottlePolicy
+	Argon2         auth.Argon2Params
+
 	// AuditSigningKeyFile is MAESTRO_AUDIT_SIGNING_KEY_FILE, the Ed25519
 	// key the worker role signs audit checkpoints with (default
 	// DataDir/keys/audit-signing-key.pem, generated on first start like the
@@ -84,12 +91,6 @@ type Config struct {
 	// AuditSealInterval is how often the worker seals the audit trail
 	// (default 1s).
 	AuditSealInterval time.Duration
-	TokenIssuer    string
-	TokenAudience  string
-	AccessTTL      time.Duration
-	Sessions       identity.SessionPolicy
-	Throttle       identity.ThrottlePolicy
-	Argon2         auth.Argon2Params
 
 	// ArtifactDir is the filesystem blob store (default DataDir/artifacts),
 	// used unless S3.Endpoint is set.

@@ -195,13 +195,14 @@ func ExportAudit(ctx context.Context, pool *pgxpool.Pool, w io.Writer, opt Audit
 
 // ExportVerifyResult is what VerifyAuditExport checked and found.
 type ExportVerifyResult struct {
-	Header               ExportHeader
-	Entries, Links       int
-	Checkpoints          int
-	KeysUsed             []string
-	Problems             []AuditProblem
-	Count                int
-	lastSeq, lastChecked uint64
+	Header         ExportHeader
+	Entries, Links int
+	Checkpoints    int
+	// KeysUsed is the key ids of the checkpoints' signatures.
+	KeysUsed []string
+	// Problems lists the first problems found; Count counts them all.
+	Problems []AuditProblem
+	Count    int
 }
 
 // OK reports whether the export verified: every record chains, every

@@ -249,11 +249,12 @@ type AuditEntry struct {
 // AuditFilter narrows the audit trail; zero fields match everything.
 type AuditFilter struct {
 	Actor, Type, Subject string
-	// Project is a project id; CorrelationID an event's correlation id.
-	Project, CorrelationID string
 	Since, Until         time.Time
 	PageToken            string
 	Limit                int
+
+	// Project is a project id; CorrelationID an event's correlation id.
+	Project, CorrelationID string
 }
 
 // ListAudit pages audit entries newest first.
