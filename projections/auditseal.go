@@ -69,7 +69,7 @@ func (s *AuditSealer) Run(ctx context.Context) {
 	}
 }
 
-// Seal writes a checkpoint for the newest stored entry if none covers it
+// Seal writes a checkpoint for the newest applied entry if none covers it
 // yet, and returns its sequence (0 when nothing was sealed). During a
 // rebuild the newest entry is below the last checkpoint: nothing is sealed
 // until the rebuilt trail passes it.
@@ -95,8 +95,12 @@ func (s *AuditSealer) Seal(ctx context.Context) (uint64, error) {
 	}
 	var seq, sealed int64
 	var hash []byte
+	// The newest entry the projection has applied (at or below its
+	// checkpoint): a row written by hand beyond it is never sealed.
 	err = tx.QueryRow(ctx, `SELECT e.seq, e.hash, COALESCE((SELECT max(seq) FROM audit_checkpoints), 0)
-		FROM audit_entries e ORDER BY e.seq DESC LIMIT 1`).Scan(&seq, &hash, &sealed)
+		FROM audit_entries e
+		WHERE e.seq <= COALESCE((SELECT last_seq FROM projection_checkpoints WHERE name = 'audit'), 0)
+		ORDER BY e.seq DESC LIMIT 1`).Scan(&seq, &hash, &sealed)
 	if errors.Is(err, pgx.ErrNoRows) {
 		seq = 0
 	} else if err != nil {
