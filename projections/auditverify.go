@@ -104,6 +104,16 @@ func VerifyAudit(ctx context.Context, pool *pgxpool.Pool, cfg AuditVerifyConfig)
 		return nil, fmt.Errorf("audit verify: checkpoint: %w", err)
 	}
 	res.Through = uint64(through)
+	// The reader below waits for every message up to Through: make sure
+	// the stream has them (a database restored next to a younger stream
+	// would otherwise hang it).
+	head, err := cfg.Events.LastSequence(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("audit verify: stream head: %w", err)
+	}
+	if res.Through > head {
+		return nil, fmt.Errorf("audit verify: the audit projection is at sequence %d, beyond the stream's head %d: is this the platform's stream?", res.Through, head)
+	}
 	quarantined := map[uint64]bool{}
 	if err := collect(ctx, tx, "SELECT seq FROM projection_quarantine WHERE projection = 'audit' AND seq <= $1", []any{through},
 		func(r pgx.Rows) error {
