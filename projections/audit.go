@@ -3,9 +3,12 @@ package projections
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
+	"runtime"
 	"strconv"
+	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -51,19 +54,40 @@ func (Audit) Queue(b *Batch, evs []events.Envelope) error {
 	for i := range cols {
 		cols[i] = make([]string, n)
 	}
-	for i, e := range evs {
-		c, err := auditEntry(e)
-		if err != nil {
-			return err
+	// Building and digesting an entry is the audit runner's CPU on a
+	// rebuild's critical path (about 25 µs an event): a large batch is
+	// split over the processors. Each index is written by one goroutine.
+	errs := make([]error, n)
+	build := func(lo, hi int) {
+		for i := lo; i < hi; i++ {
+			e := evs[i]
+			c, err := auditEntry(e)
+			if err != nil {
+				errs[i] = err
+				continue
+			}
+			if digests[i], err = c.Digest(); err != nil {
+				errs[i] = fmt.Errorf("%w: %w", ErrUndecodable, err)
+				continue
+			}
+			// As the canonical form has it (pgx would truncate alike).
+			seq[i], times[i] = int64(e.Sequence), e.Time.Truncate(time.Microsecond)
+			for j, v := range []string{c.EventID, c.Type, c.Actor, c.Subject, c.ProjectID, c.CorrelationID, c.CausationID, c.Summary, string(c.Data)} {
+				cols[j][i] = v
+			}
 		}
-		if digests[i], err = c.Digest(); err != nil {
-			return fmt.Errorf("%w: %w", ErrUndecodable, err)
+	}
+	if workers := min(runtime.GOMAXPROCS(0), n/128); workers > 1 {
+		var wg sync.WaitGroup
+		for w := range workers {
+			wg.Go(func() { build(w*n/workers, (w+1)*n/workers) })
 		}
-		// As the canonical form has it (pgx would truncate alike).
-		seq[i], times[i] = int64(e.Sequence), e.Time.Truncate(time.Microsecond)
-		for j, v := range []string{c.EventID, c.Type, c.Actor, c.Subject, c.ProjectID, c.CorrelationID, c.CausationID, c.Summary, string(c.Data)} {
-			cols[j][i] = v
-		}
+		wg.Wait()
+	} else {
+		build(0, n)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return err
 	}
 	b.Queue(`INSERT INTO audit_entries (seq, event_id, time, type, actor, subject, project_id, correlation_id, causation_id, summary, data, hash)
 		SELECT s, id, t, ty, a, su, p, c, ca, sm, d::jsonb, h
