@@ -489,8 +489,8 @@ func (s *Server) listAudit(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	f := projections.AuditFilter{Actor: q.Get("actor"), Type: q.Get("type"), Subject: q.Get("subject"),
-		PageToken: pageTokenParam(r), Limit: n}
-	for _, v := range []string{f.Actor, f.Type, f.Subject} {
+		CorrelationID: q.Get("correlation_id"), PageToken: pageTokenParam(r), Limit: n}
+	for _, v := range []string{f.Actor, f.Type, f.Subject, f.CorrelationID, q.Get("project")} {
 		if len(v) > 256 || !handlers.PlainText(v) {
 			return problem("validation-failed", "filters are at most 256 characters of text without control characters")
 		}
@@ -503,6 +503,14 @@ func (s *Server) listAudit(w http.ResponseWriter, r *http.Request) error {
 			}
 			*dst = t
 		}
+	}
+	if ref := q.Get("project"); ref != "" {
+		// A slug or an id, as everywhere; entries name the project's id.
+		proj, err := s.readableProjectRef(r, ref)
+		if err != nil {
+			return err
+		}
+		f.Project = proj.ID
 	}
 	if err := s.awaitMinSequence(r, projections.Audit{}.Name()); err != nil {
 		return err

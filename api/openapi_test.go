@@ -544,6 +544,7 @@ func TestOpenAPIConformance(t *testing.T) {
 	maps.Copy(want, walkRunSearch(t, e, admin.AccessToken))    // run_search_test.go
 	maps.Copy(want, walkJobs(t, e, admin.AccessToken))         // jobs_test.go
 	maps.Copy(want, walkPromotions(t, e, admin.AccessToken))   // below
+	maps.Copy(want, walkAudit(t, e, admin.AccessToken))        // audit_test.go
 	doc := loadOpenAPI(t)
 	for _, o := range operations(doc) {
 		codes, ok := want[o.op.OperationID]

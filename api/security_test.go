@@ -143,6 +143,8 @@ var wantPublic = []string{
 	"POST /api/v1/auth/register",
 	"POST /api/v1/auth/login",
 	"POST /api/v1/auth/refresh",
+	// Public keys, for third parties verifying an audit export.
+	"GET /api/v1/audit/keys",
 }
 
 func TestPublicRoutesAreExactlyTheAllowList(t *testing.T) {

@@ -179,6 +179,8 @@ func (s *Server) table() []Route {
 		{Method: "GET", Pattern: "/api/v1/users/{id}", handle: s.getUser},
 		{Method: "PATCH", Pattern: "/api/v1/users/{id}", Command: true, Await: identityViews, handle: s.patchUser},
 		{Method: "GET", Pattern: "/api/v1/audit", handle: s.listAudit},
+		{Method: "GET", Pattern: "/api/v1/audit/keys", Public: true, handle: s.auditKeys},
+		{Method: "GET", Pattern: "/api/v1/audit/export", Timeout: auditExportTimeout, handle: s.exportAudit},
 		{Method: "GET", Pattern: "/api/v1/projections", handle: s.projectionStatus},
 	}, slices.Concat(s.tokenRoutes(), awaiting(s.registryRoutes(), registryViews), awaiting(s.artifactRoutes(), registryViews),
 		awaiting(s.trackingRoutes(), trackingViews), awaiting(s.runArtifactRoutes(), trackingViews), awaiting(s.mlflowRoutes(), trackingViews),

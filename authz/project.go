@@ -29,6 +29,10 @@ const (
 	VersionPromote Action = "version:promote" // stage transitions and aliases
 	TrackingWrite  Action = "tracking:write"  // experiments, runs, params, tags, metrics
 	JobRun         Action = "job:run"         // submit and cancel training jobs
+	// ExportAudit is exporting the audit trail with its hashes and signed
+	// checkpoints: the whole trail for admins (a global grant), a
+	// project's entries for its owners.
+	ExportAudit Action = "audit:export"
 )
 
 // projectGrants: viewers read; editors change models, versions, artifacts
@@ -44,6 +48,8 @@ var projectGrants = map[ProjectRole]map[Action]bool{
 func init() {
 	grants[RoleMember][CreateProject] = true
 	grants[RoleAdmin][CreateProject] = true
+	grants[RoleAdmin][ExportAudit] = true
+	projectGrants[ProjectOwner][ExportAudit] = true
 }
 
 // rank orders project roles; "" (not a member) ranks lowest.

@@ -92,6 +92,16 @@ type Config struct {
 	Throttle       identity.ThrottlePolicy
 	Argon2         auth.Argon2Params
 
+	// AuditSigningKeyFile is MAESTRO_AUDIT_SIGNING_KEY_FILE, the Ed25519
+	// key the worker role signs audit checkpoints with (default
+	// DataDir/keys/audit-signing-key.pem, generated on first start like the
+	// token key; a key of its own, so rotating the token key leaves the
+	// audit trail's signatures alone).
+	AuditSigningKeyFile string
+	// AuditSealInterval is how often the worker seals the audit trail
+	// (default 1s).
+	AuditSealInterval time.Duration
+
 	// ArtifactDir is the filesystem blob store (default DataDir/artifacts),
 	// used unless S3.Endpoint is set.
 	ArtifactDir string
@@ -233,7 +243,7 @@ func Start(ctx context.Context, cfg Config) (_ *Platform, err error) {
 			cancel()
 		}
 	}()
-	if cfg.NATSURL == "" || cfg.DatabaseURL == "" || cfg.SigningKeyFile == "" {
+	if cfg.NATSURL == "" || cfg.DatabaseURL == "" || cfg.SigningKeyFile == "" || (cfg.Worker && cfg.AuditSigningKeyFile == "") {
 		// 0711: others may traverse (the managed PostgreSQL runs as the postgres
 		// user when maestro runs as root) but not list; every secret inside is 0600.
 		// Scale-out roles with everything external need no data dir at all.
@@ -331,6 +341,11 @@ func Start(ctx context.Context, cfg Config) (_ *Platform, err error) {
 			r := projections.NewRunner(p.Pool, p.Metrics, proj, projections.RunnerConfig{Logger: p.log})
 			p.goRun(func() { _ = r.Run(rctx) })
 		}
+		sealer, err := p.auditSealer()
+		if err != nil {
+			return nil, err
+		}
+		p.goRun(func() { sealer.Run(rctx) })
 	}
 	if cfg.BootstrapAdminEmail != "" {
 		created, err := p.Identity.BootstrapAdmin(ctx, cfg.BootstrapAdminEmail, cfg.BootstrapAdminPassword)
@@ -753,4 +768,19 @@ func openBlobs(ctx context.Context, cfg Config) (artifacts.Store, error) {
 		return nil, fmt.Errorf("artifact dir %s: %w", dir, err)
 	}
 	return fs, nil
+}
+
+// auditSealer loads (or creates) the audit signing key, as the token key
+// is kept, and returns the sealer that signs the audit trail's checkpoints.
+func (p *Platform) auditSealer() (*projections.AuditSealer, error) {
+	keyFile := p.cfg.AuditSigningKeyFile
+	if keyFile == "" {
+		keyFile = filepath.Join(p.cfg.DataDir, "keys", "audit-signing-key.pem")
+	}
+	key, err := auth.LoadOrCreateSigningKey(keyFile)
+	if err != nil {
+		return nil, fmt.Errorf("audit signing key (MAESTRO_AUDIT_SIGNING_KEY_FILE): %w", err)
+	}
+	return projections.NewAuditSealer(p.Pool, projections.AuditSealerConfig{Key: key.Key, KeyID: key.KID,
+		Interval: p.cfg.AuditSealInterval, Logger: p.log}), nil
 }

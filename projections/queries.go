@@ -3,6 +3,7 @@ package projections
 import (
 	"context"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -239,6 +240,10 @@ type AuditEntry struct {
 	CausationID   string          `json:"causation_id,omitempty"`
 	Summary       string          `json:"summary"`
 	Data          json.RawMessage `json:"data"`
+	// ProjectID is the project the event concerns ("" for none).
+	ProjectID string `json:"project_id,omitempty"`
+	// Hash is the entry's link in the hash chain (hex SHA-256).
+	Hash string `json:"hash"`
 }
 
 // AuditFilter narrows the audit trail; zero fields match everything.
@@ -247,6 +252,9 @@ type AuditFilter struct {
 	Since, Until         time.Time
 	PageToken            string
 	Limit                int
+
+	// Project is a project id; CorrelationID an event's correlation id.
+	Project, CorrelationID string
 }
 
 // ListAudit pages audit entries newest first.
@@ -273,13 +281,19 @@ func (q *Queries) ListAudit(ctx context.Context, f AuditFilter) (Page[AuditEntry
 	if f.Subject != "" {
 		add("subject = ?", f.Subject)
 	}
+	if f.Project != "" {
+		add("project_id = ?", f.Project)
+	}
+	if f.CorrelationID != "" {
+		add("correlation_id = ?", f.CorrelationID)
+	}
 	if !f.Since.IsZero() {
 		add("time >= ?", f.Since)
 	}
 	if !f.Until.IsZero() {
 		add("time < ?", f.Until)
 	}
-	sql := "SELECT seq, event_id, time, type, actor, subject, correlation_id, causation_id, summary, data FROM audit_entries"
+	sql := "SELECT seq, event_id, time, type, actor, subject, correlation_id, causation_id, summary, data, project_id, hash FROM audit_entries"
 	if len(where) > 0 {
 		sql += " WHERE " + strings.Join(where, " AND ")
 	}
@@ -294,9 +308,11 @@ func (q *Queries) ListAudit(ctx context.Context, f AuditFilter) (Page[AuditEntry
 	for rows.Next() {
 		var e AuditEntry
 		var seq int64
-		if err := rows.Scan(&seq, &e.EventID, &e.Time, &e.Type, &e.Actor, &e.Subject, &e.CorrelationID, &e.CausationID, &e.Summary, &e.Data); err != nil {
+		var hash []byte
+		if err := rows.Scan(&seq, &e.EventID, &e.Time, &e.Type, &e.Actor, &e.Subject, &e.CorrelationID, &e.CausationID, &e.Summary, &e.Data, &e.ProjectID, &hash); err != nil {
 			return page, err
 		}
+		e.Hash = hex.EncodeToString(hash)
 		e.Sequence = uint64(seq)
 		if len(page.Items) == f.Limit {
 			page.NextPageToken = encodeCursor(cursor{Seq: int64(page.Items[len(page.Items)-1].Sequence)})

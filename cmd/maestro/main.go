@@ -47,6 +47,9 @@ type Common struct {
 	S3Prefix    string `name:"s3-prefix" env:"MAESTRO_S3_PREFIX" help:"Key prefix inside the bucket."`
 	LogLevel    string `name:"log-level" env:"MAESTRO_LOG_LEVEL" enum:"debug,info,warn,error" default:"info" help:"Log level."`
 	LogFormat   string `name:"log-format" env:"MAESTRO_LOG_FORMAT" enum:"json,text" default:"json" help:"Log format."`
+	// AuditKeyFile is in Common because workers (serve, worker, and the
+	// CLI commands that start a private platform) sign the audit trail.
+	AuditKeyFile string `name:"audit-signing-key-file" env:"MAESTRO_AUDIT_SIGNING_KEY_FILE" help:"Ed25519 PKCS#8 PEM key signing the audit trail's checkpoints; default <data-dir>/keys/audit-signing-key.pem, generated on first start. Share it between worker instances."`
 }
 
 // ServerFlags configure processes that serve (serve, api, worker).
@@ -111,6 +114,7 @@ type cli struct {
 	Admin       adminCmd       `cmd:"" help:"Administer users."`
 	Artifacts   artifactsCmd   `cmd:"" help:"Maintain the artifact store."`
 	Projections projectionsCmd `cmd:"" help:"Inspect and rebuild projections."`
+	Audit       auditCmd       `cmd:"" help:"Verify and export the hash-chained audit trail."`
 	Version     versionCmd     `cmd:"" help:"Print the version."`
 }
 
@@ -187,6 +191,7 @@ func (c *Common) config() platform.Config {
 	cfg.NATSReplicas = c.NATSReplica
 	cfg.Logger = c.logger()
 	cfg.ArtifactDir = c.ArtifactDir
+	cfg.AuditSigningKeyFile = c.AuditKeyFile
 	cfg.S3 = artifacts.S3Config{Endpoint: c.S3Endpoint, Bucket: c.S3Bucket, Region: c.S3Region,
 		AccessKey: c.S3AccessKey, SecretKey: c.S3SecretKey, UseTLS: c.S3TLS, Prefix: c.S3Prefix}
 	return cfg

@@ -22,7 +22,7 @@ import (
 )
 
 // Scenarios are the measurement groups, in run order.
-var Scenarios = []string{"serve", "tracking", "append", "visible", "http", "registry", "jobs", "rebuild", "artifacts"}
+var Scenarios = []string{"serve", "tracking", "append", "visible", "http", "registry", "jobs", "rebuild", "audit", "artifacts"}
 
 // Config sizes the run. The defaults finish in a few minutes on 2 cores.
 type Config struct {
@@ -141,6 +141,9 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 			return err
 		}
 		if err := step("rebuild", func() error { return r.benchRebuild(ctx) }); err != nil {
+			return err
+		}
+		if err := step("audit", func() error { return r.benchAudit(ctx) }); err != nil {
 			return err
 		}
 		return step("artifacts", func() error { return r.benchArtifacts(ctx) })
