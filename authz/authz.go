@@ -62,6 +62,9 @@ const (
 	// ManageServiceAccounts is creating service accounts and their tokens,
 	// and revoking anyone's token.
 	ManageServiceAccounts Action = "service-accounts:manage"
+	// ManageWebhooks is managing global webhook subscriptions (every
+	// event of every project goes out through them): admins only.
+	ManageWebhooks Action = "webhooks:manage"
 )
 
 // sessionOnly actions need a login session: an API token may not take them.
@@ -80,7 +83,7 @@ var grants = map[Role]map[Action]bool{
 	RoleViewer: {ReadSelf: true, Logout: true, ManageTokens: true},
 	RoleMember: {ReadSelf: true, Logout: true, ManageTokens: true},
 	RoleAdmin: {ReadSelf: true, Logout: true, ManageTokens: true, ListUsers: true, UpdateUser: true, ReadAudit: true,
-		ReadProjSys: true, ManageServiceAccounts: true},
+		ReadProjSys: true, ManageServiceAccounts: true, ManageWebhooks: true},
 }
 
 // Can reports whether p may take the global action on r. An API token may

@@ -29,6 +29,10 @@ const (
 	VersionPromote Action = "version:promote" // stage transitions and aliases
 	TrackingWrite  Action = "tracking:write"  // experiments, runs, params, tags, metrics
 	JobRun         Action = "job:run"         // submit and cancel training jobs
+	// WebhookManage is creating, reading, changing and testing the
+	// project's webhook subscriptions: owners only, since a subscription
+	// sends every matching event of the project out of Maestro.
+	WebhookManage Action = "webhook:manage"
 )
 
 // projectGrants: viewers read; editors change models, versions, artifacts
@@ -39,6 +43,11 @@ var projectGrants = map[ProjectRole]map[Action]bool{
 	ProjectEditor:   {ProjectRead: true, ModelWrite: true, TrackingWrite: true, JobRun: true},
 	ProjectApprover: {ProjectRead: true, ModelWrite: true, TrackingWrite: true, JobRun: true, VersionPromote: true},
 	ProjectOwner:    {ProjectRead: true, ModelWrite: true, TrackingWrite: true, JobRun: true, VersionPromote: true, ProjectManage: true},
+}
+
+func init() {
+	// Webhook subscriptions of a project: its owners.
+	projectGrants[ProjectOwner][WebhookManage] = true
 }
 
 func init() {

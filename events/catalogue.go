@@ -32,6 +32,7 @@ var catalogue = []struct {
 	{[]string{RunCreated, RunUpdated, RunDeleted, RunRestored, RunParamsLogged, RunTagsSet, RunTagDeleted, RunArtifactRecorded,
 		RunInputsLogged}, []string{AggRun}},
 	{[]string{JobSubmitted, JobAttemptStarted, JobCancelRequested, JobAttemptEnded, JobRequeued, JobEnded}, []string{AggJob}},
+	{[]string{WebhookCreated, WebhookUpdated, WebhookSecretRotated, WebhookDisabled, WebhookDeleted, WebhookTestRequested}, []string{AggWebhook}},
 }
 
 // aggregatesOf indexes the catalogue by type.
