@@ -543,6 +543,7 @@ func TestOpenAPIConformance(t *testing.T) {
 	maps.Copy(want, walkRunArtifacts(t, e, admin.AccessToken)) // run_artifacts_test.go
 	maps.Copy(want, walkRunSearch(t, e, admin.AccessToken))    // run_search_test.go
 	maps.Copy(want, walkJobs(t, e, admin.AccessToken))         // jobs_test.go
+	maps.Copy(want, walkWebhooks(t, e, admin.AccessToken))     // webhooks_test.go
 	doc := loadOpenAPI(t)
 	for _, o := range operations(doc) {
 		codes, ok := want[o.op.OperationID]
