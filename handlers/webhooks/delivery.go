@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/maestro-ml/maestro/events"
@@ -62,6 +63,26 @@ type Delivery struct {
 	client *http.Client
 	wake   chan struct{}
 	log    *slog.Logger
+	// delivered takes the successes, which the recorder writes in batches
+	// (one commit for many: most attempts succeed).
+	delivered chan success
+
+	mu      sync.Mutex
+	targets map[string]cachedTarget
+}
+
+// cachedTarget is a subscription as read at its projection row's seq (the
+// sequence of its last event): a claim names the row's current seq, so a
+// change (a rotation, a new URL, a disable) is never delivered past.
+type cachedTarget struct {
+	t   target
+	seq int64
+}
+
+// success is a delivery the receiver accepted.
+type success struct {
+	webhookID, eventID string
+	code               int
 }
 
 // NewDelivery builds the delivery pipeline.
@@ -106,15 +127,24 @@ func NewDelivery(cfg DeliveryConfig) *Delivery {
 		// (Following one would send the signed event to a target nobody
 		// checked when the subscription was made.)
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
-	return &Delivery{cfg: cfg, client: client, wake: make(chan struct{}, 1), log: cfg.Logger.With("component", "webhooks")}
+	return &Delivery{cfg: cfg, client: client, wake: make(chan struct{}, 1), log: cfg.Logger.With("component", "webhooks"),
+		delivered: make(chan success, 1024), targets: map[string]cachedTarget{}}
 }
 
 // MatcherName is the matcher's durable consumer.
 const MatcherName = "webhook-match"
 
+// matcherHandlers is how many events the matcher handles at once; one at
+// a time, an outbox commit (an fsync) per event bounds it to a few hundred
+// events a second.
+const matcherHandlers = 16
+
 // Register adds the matcher to a reactions router.
 func (d *Delivery) Register(r *flows.Router) error {
-	return r.Handle(flows.Consumer{Name: MatcherName, Subjects: []string{events.AllSubjects}, MaxAckPending: 4096}, d.match)
+	// Events are matched concurrently (matcherHandlers at a time): each
+	// one's outbox rows are its own, and Postgres groups their commits.
+	return r.Handle(flows.Consumer{Name: MatcherName, Subjects: []string{events.AllSubjects}, MaxAckPending: 4096,
+		Handlers: matcherHandlers}, d.match)
 }
 
 // match writes the outbox rows of one event.
@@ -265,6 +295,9 @@ func (d *Delivery) Wake() {
 // claimed is a delivery the dispatcher holds for one attempt.
 type claimed struct {
 	webhookID, eventID string
+	// seq is the subscription's row's seq at the claim (nil: the
+	// subscription is gone).
+	seq *int64
 	body               []byte
 	attempts           int
 	createdAt          time.Time
@@ -275,6 +308,9 @@ type target struct {
 	url                    string
 	enabled                bool
 	secret, previousSecret string
+	// previousUntil ends the rotation overlap: previousSecret signs
+	// deliveries made before it.
+	previousUntil time.Time
 }
 
 // Run dispatches until ctx ends; in-flight deliveries finish (bounded by
@@ -289,9 +325,16 @@ func (d *Delivery) Run(ctx context.Context) error {
 			}
 		})
 	}
+	recorded := make(chan struct{})
+	go func() {
+		defer close(recorded)
+		d.record()
+	}()
 	defer func() {
 		close(work)
 		wg.Wait()
+		close(d.delivered)
+		<-recorded
 	}()
 	batch := d.cfg.Workers * 4
 	for {
@@ -327,13 +370,13 @@ func (d *Delivery) lease() time.Duration { return d.cfg.Timeout + 5*time.Second 
 // claim takes up to n due deliveries for one attempt each.
 func (d *Delivery) claim(ctx context.Context, n int) ([]claimed, error) {
 	rows, err := d.cfg.Pool.Query(ctx, `WITH due AS (
-			SELECT webhook_id, event_id FROM webhook_deliveries
-			WHERE status = 'pending' AND next_attempt_at <= now()
-			ORDER BY next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED)
+			SELECT o.webhook_id, o.event_id, w.seq FROM webhook_deliveries o LEFT JOIN webhooks w ON w.id = o.webhook_id
+			WHERE o.status = 'pending' AND o.next_attempt_at <= now()
+			ORDER BY o.next_attempt_at LIMIT $1 FOR UPDATE OF o SKIP LOCKED)
 		UPDATE webhook_deliveries d SET attempts = d.attempts + 1, last_attempt_at = now(),
 			next_attempt_at = now() + make_interval(secs => $2)
 		FROM due WHERE d.webhook_id = due.webhook_id AND d.event_id = due.event_id
-		RETURNING d.webhook_id::text, d.event_id, d.body, d.attempts, d.created_at`, n, d.lease().Seconds())
+		RETURNING d.webhook_id::text, d.event_id, d.body, d.attempts, d.created_at, due.seq`, n, d.lease().Seconds())
 	if err != nil {
 		return nil, fmt.Errorf("claim: %w", err)
 	}
@@ -341,7 +384,7 @@ func (d *Delivery) claim(ctx context.Context, n int) ([]claimed, error) {
 	var out []claimed
 	for rows.Next() {
 		var c claimed
-		if err := rows.Scan(&c.webhookID, &c.eventID, &c.body, &c.attempts, &c.createdAt); err != nil {
+		if err := rows.Scan(&c.webhookID, &c.eventID, &c.body, &c.attempts, &c.createdAt, &c.seq); err != nil {
 			return out, err
 		}
 		out = append(out, c)
@@ -349,29 +392,57 @@ func (d *Delivery) claim(ctx context.Context, n int) ([]claimed, error) {
 	return out, rows.Err()
 }
 
-// target reads a subscription's delivery settings and opens its secrets.
-func (d *Delivery) target(ctx context.Context, id string) (target, bool, error) {
+// target is a subscription's delivery settings with its secrets opened,
+// as of seq (its row's seq at the claim; nil: it is gone).
+func (d *Delivery) target(ctx context.Context, id string, seq *int64) (target, bool, error) {
+	if seq == nil {
+		return target{}, false, nil
+	}
+	d.mu.Lock()
+	c, ok := d.targets[id]
+	d.mu.Unlock()
+	if ok && c.seq == *seq {
+		return c.t, true, nil
+	}
+	t, at, found, err := d.readTarget(ctx, id)
+	if err != nil || !found {
+		return t, found, err
+	}
+	d.mu.Lock()
+	if len(d.targets) > 10000 {
+		clear(d.targets) // bounded: subscriptions are few, but ids come from the outbox
+	}
+	d.targets[id] = cachedTarget{t: t, seq: at}
+	d.mu.Unlock()
+	return t, true, nil
+}
+
+// readTarget reads a subscription's delivery settings, opens its secrets
+// and answers its row's seq.
+func (d *Delivery) readTarget(ctx context.Context, id string) (target, int64, bool, error) {
 	var t target
 	var sealed, prevSealed string
-	var prevLive bool
-	err := d.cfg.Pool.QueryRow(ctx, `SELECT url, enabled, secret, previous_secret, COALESCE(previous_until > now(), false)
-		FROM webhooks WHERE id = $1`, id).Scan(&t.url, &t.enabled, &sealed, &prevSealed, &prevLive)
+	var prevUntil *time.Time
+	var seq int64
+	err := d.cfg.Pool.QueryRow(ctx, `SELECT url, enabled, secret, previous_secret, previous_until, seq
+		FROM webhooks WHERE id = $1`, id).Scan(&t.url, &t.enabled, &sealed, &prevSealed, &prevUntil, &seq)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return t, 0, false, nil
+	}
 	if err != nil {
-		if strings.Contains(err.Error(), "no rows") {
-			return t, false, nil
-		}
-		return t, false, err
+		return t, 0, false, err
 	}
 	sealer := d.cfg.Service.Sealer()
 	if t.secret, err = sealer.Open(id, sealed); err != nil {
-		return t, true, err
+		return t, 0, true, err
 	}
-	if prevLive && prevSealed != "" {
+	if prevUntil != nil && prevSealed != "" {
 		if t.previousSecret, err = sealer.Open(id, prevSealed); err != nil {
-			return t, true, err
+			return t, 0, true, err
 		}
+		t.previousUntil = *prevUntil
 	}
-	return t, true, nil
+	return t, seq, true, nil
 }
 
 // deliver makes one attempt and records it.
@@ -381,7 +452,7 @@ func (d *Delivery) deliver(c claimed) {
 	// for want of its record.
 	ctx, cancel := context.WithTimeout(context.Background(), d.cfg.Timeout+10*time.Second)
 	defer cancel()
-	t, found, err := d.target(ctx, c.webhookID)
+	t, found, err := d.target(ctx, c.webhookID, c.seq)
 	if err != nil {
 		d.log.Warn("webhooks: read subscription", "webhook", c.webhookID, "err", err)
 		d.retry(ctx, c, nil, "reading the subscription: "+err.Error())
@@ -394,7 +465,7 @@ func (d *Delivery) deliver(c claimed) {
 	code, err := d.post(ctx, t, c)
 	switch {
 	case err == nil && code >= 200 && code < 300:
-		d.finish(ctx, c, "succeeded", &code, "")
+		d.delivered <- success{c.webhookID, c.eventID, code}
 	case err != nil:
 		d.retry(ctx, c, nil, err.Error())
 	default:
@@ -415,7 +486,7 @@ func (d *Delivery) post(ctx context.Context, t target, c claimed) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	if t.previousSecret != "" {
+	if t.previousSecret != "" && time.Now().Before(t.previousUntil) {
 		// Rotation overlap: both signatures, so a receiver holding either
 		// secret verifies.
 		prev, err := Sign(t.previousSecret, c.eventID, ts, c.body)
@@ -453,6 +524,42 @@ func (d *Delivery) finish(ctx context.Context, c claimed, status string, code *i
 		c.webhookID, c.eventID, status, code, scrub(msg))
 	if err != nil {
 		d.log.Warn("webhooks: record delivery", "webhook", c.webhookID, "event", c.eventID, "err", err)
+	}
+}
+
+// record writes successes in batches of up to 500, each batch as soon as
+// the previous commit is done (a delivery waits at most one commit). A
+// batch that cannot be written is logged: its deliveries' leases run out
+// and they are delivered again (at least once).
+func (d *Delivery) record() {
+	batch := make([]success, 0, 500)
+	for s := range d.delivered {
+		batch = append(batch[:0], s)
+	more:
+		for len(batch) < cap(batch) {
+			select {
+			case s, ok := <-d.delivered:
+				if !ok {
+					break more
+				}
+				batch = append(batch, s)
+			default:
+				break more
+			}
+		}
+		ws, es, codes := make([]string, len(batch)), make([]string, len(batch)), make([]int32, len(batch))
+		for i, s := range batch {
+			ws[i], es[i], codes[i] = s.webhookID, s.eventID, int32(s.code)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		_, err := d.cfg.Pool.Exec(ctx, `UPDATE webhook_deliveries d SET status = 'succeeded', response_code = x.code,
+			last_error = '', delivered_at = now()
+			FROM unnest($1::uuid[], $2::text[], $3::int[]) AS x(webhook_id, event_id, code)
+			WHERE d.webhook_id = x.webhook_id AND d.event_id = x.event_id`, ws, es, codes)
+		cancel()
+		if err != nil {
+			d.log.Warn("webhooks: record deliveries", "n", len(batch), "err", err)
+		}
 	}
 }
 
