@@ -1,8 +1,11 @@
 package platform
 
 import (
+	"context"
 	"fmt"
 	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/maestro-ml/maestro/auth"
 	"github.com/maestro-ml/maestro/handlers/webhooks"
@@ -28,6 +31,10 @@ type WebhooksConfig struct {
 	Resolver webhooks.Resolver
 }
 
+// webhookPoolConns bounds the delivery's own Postgres connections: the
+// matcher's handlers, the dispatcher's claims and workers, the recorder.
+const webhookPoolConns = 24
+
 // webhookService builds the webhook service: its secrets are sealed with
 // a key derived from the platform's signing key (the secret every process
 // already holds, loaded and created like the JWT key: keys/signing-key.pem,
@@ -48,13 +55,28 @@ func (p *Platform) webhookTargets() webhooks.TargetPolicy {
 // starts the dispatcher (worker role), which stops at Shutdown.
 func (p *Platform) startWebhookDelivery() error {
 	wc := p.cfg.Webhooks
-	d := webhooks.NewDelivery(webhooks.DeliveryConfig{Pool: p.Pool, Service: p.Webhooks, Targets: p.webhookTargets(),
+	// A pool of its own: the matcher's concurrent handlers and the
+	// dispatcher's workers would otherwise queue for the connections the
+	// projections (each holding one for its lock) and the API use.
+	pcfg := p.Pool.Config().Copy()
+	pcfg.MaxConns = webhookPoolConns
+	pool, err := pgxpool.NewWithConfig(context.Background(), pcfg)
+	if err != nil {
+		return fmt.Errorf("webhooks: postgres pool: %w", err)
+	}
+	d := webhooks.NewDelivery(webhooks.DeliveryConfig{Pool: pool, Service: p.Webhooks, Targets: p.webhookTargets(),
 		Timeout: wc.Timeout, BackoffBase: wc.BackoffBase, BackoffMax: wc.BackoffMax, RetryFor: wc.RetryFor, Workers: wc.Workers,
 		Logger: p.log})
 	if err := d.Register(p.reactions); err != nil {
+		pool.Close()
 		return fmt.Errorf("webhooks: %w", err)
 	}
 	ctx := p.rctx
-	p.goRun(func() { _ = d.Run(ctx) })
+	p.goRun(func() {
+		_ = d.Run(ctx)
+		// Shutdown closed the reactions (the matcher) before it ended
+		// the dispatcher: nothing uses the pool any more.
+		pool.Close()
+	})
 	return nil
 }
