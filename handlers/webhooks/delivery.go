@@ -46,6 +46,9 @@ type DeliveryConfig struct {
 	// MaxResponseBytes bounds what is read of a receiver's answer (default
 	// 64 KiB; the rest is dropped with the connection).
 	MaxResponseBytes int64
+	// Retain is how long finished deliveries (succeeded, failed,
+	// cancelled) stay in the log (default 30 days): the outbox is bounded.
+	Retain time.Duration
 	Logger           *slog.Logger
 }
 
@@ -108,6 +111,9 @@ func NewDelivery(cfg DeliveryConfig) *Delivery {
 	cfg.Poll = min(cfg.Poll, cfg.BackoffBase)
 	if cfg.MaxResponseBytes <= 0 {
 		cfg.MaxResponseBytes = 64 << 10
+	}
+	if cfg.Retain <= 0 {
+		cfg.Retain = 30 * 24 * time.Hour
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -337,7 +343,12 @@ func (d *Delivery) Run(ctx context.Context) error {
 		<-recorded
 	}()
 	batch := d.cfg.Workers * 4
+	var pruned time.Time
 	for {
+		if time.Since(pruned) > pruneEvery {
+			pruned = time.Now()
+			d.prune(ctx)
+		}
 		got, err := d.claim(ctx, batch)
 		if err != nil && ctx.Err() == nil {
 			d.log.Warn("webhooks: claim deliveries", "err", err)
@@ -359,6 +370,29 @@ func (d *Delivery) Run(ctx context.Context) error {
 			return nil
 		case <-d.wake:
 		case <-time.After(d.cfg.Poll):
+		}
+	}
+}
+
+// pruneEvery is how often the dispatcher drops finished deliveries older
+// than Retain.
+const pruneEvery = 10 * time.Minute
+
+// prune drops finished deliveries older than Retain, 10,000 rows a
+// statement so no statement holds locks long.
+func (d *Delivery) prune(ctx context.Context) {
+	for {
+		tag, err := d.cfg.Pool.Exec(ctx, `DELETE FROM webhook_deliveries WHERE ctid IN (
+			SELECT ctid FROM webhook_deliveries WHERE status <> 'pending' AND created_at < now() - make_interval(secs => $1) LIMIT 10000)`,
+			d.cfg.Retain.Seconds())
+		if err != nil {
+			if ctx.Err() == nil {
+				d.log.Warn("webhooks: prune the delivery log", "err", err)
+			}
+			return
+		}
+		if tag.RowsAffected() < 10000 {
+			return
 		}
 	}
 }
