@@ -249,11 +249,17 @@ func (d *Delivery) projectOf(ctx context.Context, e events.Envelope, agg, id str
 		if err == nil {
 			return pid, nil
 		}
-		if time.Now().After(deadline) || ctx.Err() != nil {
+		if ctx.Err() != nil {
+			return "", ctx.Err() // shutting down: the event is delivered again
+		}
+		if time.Now().After(deadline) {
 			d.log.Warn("webhooks: event's project not found; only global subscriptions get it", "seq", e.Sequence, "type", e.Type)
 			return "", nil
 		}
-		time.Sleep(50 * time.Millisecond)
+		select {
+		case <-ctx.Done():
+		case <-time.After(50 * time.Millisecond):
+		}
 	}
 }
 

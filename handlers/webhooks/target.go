@@ -102,7 +102,7 @@ func (t TargetPolicy) CheckTarget(ctx context.Context, u *url.URL) error {
 	defer cancel()
 	addrs, err := t.resolver().LookupNetIP(ctx, "ip", host)
 	if err != nil || len(addrs) == 0 {
-		return handlers.Errorf(handlers.Invalid, "webhook-target-unresolvable", "the url's host %q does not resolve", host)
+		return handlers.Errorf(handlers.Invalid, "webhook-host-unresolved", "the url's host %q does not resolve", host)
 	}
 	for _, a := range addrs {
 		if Forbidden(a) {
