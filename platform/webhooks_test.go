@@ -542,3 +542,47 @@ func TestWebhookAuthorization(t *testing.T) {
 		t.Fatalf("get deleted: %d %s", r.Status, r.Body)
 	}
 }
+
+// A project's webhook gets its project's events only; a global one gets
+// every project's. Redirects are not followed.
+func TestWebhookProjectScopeAndNoRedirects(t *testing.T) {
+	t.Parallel()
+	e := startWebhookEnv(t, webhookConfig(t))
+	r := e.Do("POST", "/api/v1/projects", e.owner, map[string]any{"name": "Other"})
+	if r.Status != http.StatusCreated {
+		t.Fatalf("create project: %d %s", r.Status, r.Body)
+	}
+	var other struct{ ID string }
+	r.JSON(t, &other)
+	mine, global := newReceiver(t), newReceiver(t)
+	mw := e.createWebhook(t, mine.srv.URL, "maestro.model.created.v1")
+	if r := e.Do("POST", "/api/v1/webhooks", e.owner, map[string]any{"url": global.srv.URL, "events": []string{"maestro.model.created.v1"}}); r.Status != http.StatusCreated {
+		t.Fatalf("global webhook: %d %s", r.Status, r.Body)
+	}
+	// A receiver that redirects to another one.
+	target := newReceiver(t)
+	redirect := httptest.NewServer(http.RedirectHandler(target.srv.URL, http.StatusTemporaryRedirect))
+	t.Cleanup(redirect.Close)
+	rw := e.createWebhook(t, redirect.URL, "maestro.model.created.v1")
+
+	if r := e.Do("POST", "/api/v1/projects/"+other.ID+"/models", e.owner, map[string]any{"name": "theirs"}); r.Status != http.StatusCreated {
+		t.Fatalf("model in the other project: %d %s", r.Status, r.Body)
+	}
+	e.createModel(t, "ours")
+	waitFor(t, 15*time.Second, "the global webhook's two events", func() bool { return len(global.accepted()) >= 2 })
+	waitFor(t, 15*time.Second, "the project webhook's event", func() bool { return len(mine.accepted()) >= 1 })
+	waitFor(t, 15*time.Second, "a redirected attempt in the log", func() bool {
+		log := e.deliveries(t, rw.ID)
+		return len(log) == 1 && log[0].ResponseCode != nil && *log[0].ResponseCode == http.StatusTemporaryRedirect && log[0].Status == "pending"
+	})
+	// The global webhook got both events, so both were matched; each
+	// event's outbox rows are written by one statement, so the project
+	// webhook's log is final: the other project's event is not in it.
+	got := mine.accepted()
+	if log := e.deliveries(t, mw.ID); len(log) != 1 || len(got) != 1 || log[0].EventID != got[0].ce.ID || !strings.Contains(string(got[0].ce.Data), `"ours"`) {
+		t.Fatalf("the project's webhook: log %+v, received %+v", log, got)
+	}
+	if n := target.n.Load(); n != 0 {
+		t.Fatalf("the redirect target got %d requests", n)
+	}
+}
