@@ -133,3 +133,35 @@ func walkWebhooks(t *testing.T, e *testenv.Env, admin string) map[string][]int {
 	}
 	return want
 }
+
+// webhookCells are the project webhook routes in the registry's
+// authorization matrix (TestRegistryAuthorizationMatrix): every one is the
+// owners' (authz.WebhookManage), reads included, since a subscription's
+// URL and delivery log are the project's integration secrets.
+func webhookCells() map[string]mxCell {
+	const hooks = mxProj + "/webhooks"
+	body := map[string]any{"url": webhookTarget, "events": []string{"maestro.job.ended.v1"}}
+	// fresh makes a webhook in p as the admin (each cell its own, so a
+	// delete or a disable does not reach the next cell).
+	fresh := func(m *matrix, p *mxProject) mxReq {
+		w := asJSON[api.WebhookCreated](m.t, m.admin("POST", mxProjects+"/"+p.slug+"/webhooks", body))
+		return mxReq{params: map[string]string{"webhook": w.ID}}
+	}
+	with := func(b any) func(m *matrix, p *mxProject) mxReq {
+		return func(m *matrix, p *mxProject) mxReq {
+			r := fresh(m, p)
+			r.body = b
+			return r
+		}
+	}
+	return map[string]mxCell{
+		"POST " + hooks:                              {action: mxManage, build: func(*matrix, *mxProject) mxReq { return mxReq{body: body} }},
+		"GET " + hooks:                               {action: mxManage, build: func(*matrix, *mxProject) mxReq { return mxReq{} }},
+		"GET " + hooks + "/{webhook}":                {action: mxManage, build: fresh},
+		"PATCH " + hooks + "/{webhook}":              {action: mxManage, build: with(map[string]any{"description": "changed"})},
+		"DELETE " + hooks + "/{webhook}":             {action: mxManage, build: fresh},
+		"POST " + hooks + "/{webhook}:rotate-secret": {action: mxManage, build: with(map[string]any{})},
+		"POST " + hooks + "/{webhook}:test":          {action: mxManage, build: fresh},
+		"GET " + hooks + "/{webhook}/deliveries":     {action: mxManage, build: fresh},
+	}
+}
