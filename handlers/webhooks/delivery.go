@@ -49,7 +49,7 @@ type DeliveryConfig struct {
 	// Retain is how long finished deliveries (succeeded, failed,
 	// cancelled) stay in the log (default 30 days): the outbox is bounded.
 	Retain time.Duration
-	Logger           *slog.Logger
+	Logger *slog.Logger
 }
 
 // Delivery delivers events to webhook subscriptions in two steps. The
@@ -309,10 +309,10 @@ type claimed struct {
 	webhookID, eventID string
 	// seq is the subscription's row's seq at the claim (nil: the
 	// subscription is gone).
-	seq *int64
-	body               []byte
-	attempts           int
-	createdAt          time.Time
+	seq       *int64
+	body      []byte
+	attempts  int
+	createdAt time.Time
 }
 
 // target is a subscription as a delivery needs it.
