@@ -31,6 +31,7 @@ import (
 	"github.com/maestro-ml/maestro/handlers/jobs"
 	"github.com/maestro-ml/maestro/handlers/registry"
 	"github.com/maestro-ml/maestro/handlers/tracking"
+	"github.com/maestro-ml/maestro/handlers/webhooks"
 	"github.com/maestro-ml/maestro/projections"
 )
 
@@ -43,6 +44,8 @@ type Deps struct {
 	Jobs *jobs.Service
 	// Approvals handles promotion requests under approval policies.
 	Approvals *approvals.Service
+	// Webhooks manages webhook subscriptions.
+	Webhooks *webhooks.Service
 	// JobLogs is the JetStream of the job log stream (runner.ReadLogs).
 	JobLogs jetstream.JetStream
 	// Metrics serves the Prometheus metrics at /metrics (nil: not served).
@@ -184,7 +187,7 @@ func (s *Server) table() []Route {
 		{Method: "GET", Pattern: "/api/v1/projections", handle: s.projectionStatus},
 	}, slices.Concat(s.tokenRoutes(), awaiting(s.registryRoutes(), registryViews), awaiting(s.artifactRoutes(), registryViews),
 		awaiting(s.trackingRoutes(), trackingViews), awaiting(s.runArtifactRoutes(), trackingViews), awaiting(s.mlflowRoutes(), trackingViews),
-		awaiting(s.jobRoutes(), jobViews), awaiting(s.promotionRoutes(), promotionViews), s.metricsRoutes())...)
+		awaiting(s.jobRoutes(), jobViews), awaiting(s.promotionRoutes(), promotionViews), s.metricsRoutes(), awaiting(s.webhookRoutes(), webhookViews))...)
 }
 
 func (s *Server) router() chi.Router {

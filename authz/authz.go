@@ -65,6 +65,9 @@ const (
 	// OverridePolicy is an emergency move of a deployment pointer past the
 	// project's approval policy, with a mandatory reason the event keeps.
 	OverridePolicy Action = "policy:override"
+	// ManageWebhooks is managing global webhook subscriptions (every
+	// event of every project goes out through them): admins only.
+	ManageWebhooks Action = "webhooks:manage"
 )
 
 // sessionOnly actions need a login session: an API token may not take them.
@@ -85,7 +88,7 @@ var grants = map[Role]map[Action]bool{
 	RoleViewer: {ReadSelf: true, Logout: true, ManageTokens: true},
 	RoleMember: {ReadSelf: true, Logout: true, ManageTokens: true},
 	RoleAdmin: {ReadSelf: true, Logout: true, ManageTokens: true, ListUsers: true, UpdateUser: true, ReadAudit: true,
-		ReadProjSys: true, ManageServiceAccounts: true, OverridePolicy: true},
+		ReadProjSys: true, ManageServiceAccounts: true, OverridePolicy: true, ManageWebhooks: true},
 }
 
 // Can reports whether p may take the global action on r. An API token may

@@ -33,6 +33,10 @@ const (
 	// checkpoints: the whole trail for admins (a global grant), a
 	// project's entries for its owners.
 	ExportAudit Action = "audit:export"
+	// WebhookManage is creating, reading, changing and testing the
+	// project's webhook subscriptions: owners only, since a subscription
+	// sends every matching event of the project out of Maestro.
+	WebhookManage Action = "webhook:manage"
 )
 
 // projectGrants: viewers read; editors change models, versions, artifacts
@@ -43,6 +47,11 @@ var projectGrants = map[ProjectRole]map[Action]bool{
 	ProjectEditor:   {ProjectRead: true, ModelWrite: true, TrackingWrite: true, JobRun: true},
 	ProjectApprover: {ProjectRead: true, ModelWrite: true, TrackingWrite: true, JobRun: true, VersionPromote: true},
 	ProjectOwner:    {ProjectRead: true, ModelWrite: true, TrackingWrite: true, JobRun: true, VersionPromote: true, ProjectManage: true},
+}
+
+func init() {
+	// Webhook subscriptions of a project: its owners.
+	projectGrants[ProjectOwner][WebhookManage] = true
 }
 
 func init() {

@@ -35,6 +35,7 @@ var catalogue = []struct {
 	{[]string{PromotionRequested, PromotionApproved, PromotionRejected, PromotionCancelled, PromotionCompleted, PromotionFailed},
 		[]string{AggPromotion}},
 	{[]string{JobSubmitted, JobAttemptStarted, JobCancelRequested, JobAttemptEnded, JobRequeued, JobEnded}, []string{AggJob}},
+	{[]string{WebhookCreated, WebhookUpdated, WebhookSecretRotated, WebhookDisabled, WebhookDeleted, WebhookTestRequested}, []string{AggWebhook}},
 }
 
 // aggregatesOf indexes the catalogue by type.

@@ -57,6 +57,13 @@ var payloads = map[string]any{
 	PromotionCompleted: PromotionCompletedData{},
 	PromotionFailed:    PromotionFailedData{},
 
+	WebhookCreated:       WebhookCreatedData{},
+	WebhookUpdated:       WebhookUpdatedData{},
+	WebhookSecretRotated: WebhookSecretRotatedData{},
+	WebhookDisabled:      WebhookDisabledData{},
+	WebhookDeleted:       WebhookDeletedData{},
+	WebhookTestRequested: WebhookTestRequestedData{},
+
 	ExperimentCreated:    ExperimentCreatedData{},
 	ExperimentRenamed:    ExperimentRenamedData{},
 	ExperimentTagsSet:    TagsSetData{},

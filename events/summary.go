@@ -348,6 +348,9 @@ func trackingSummary(e Envelope) string {
 var secretFields = map[string][]string{
 	UserRegistered: {"password_hash"},
 	TokenCreated:   {"hash"},
+	// Sealed, but still nobody's business outside the delivery worker.
+	WebhookCreated:       {"secret_sealed"},
+	WebhookSecretRotated: {"secret_sealed"},
 }
 
 // SecretFields lists the data fields of events of type t that Redacted

@@ -43,6 +43,9 @@ func (p *Platform) startJobs(ctx context.Context) error {
 		if err := p.Approvals.Register(p.reactions); err != nil {
 			return err
 		}
+		if err := p.startWebhookDelivery(); err != nil {
+			return err
+		}
 	}
 	if p.cfg.Runner {
 		if jc.RunnerID != "" && !events.ValidToken(jc.RunnerID) {

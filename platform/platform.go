@@ -39,6 +39,7 @@ import (
 	"github.com/maestro-ml/maestro/handlers/jobs"
 	"github.com/maestro-ml/maestro/handlers/registry"
 	"github.com/maestro-ml/maestro/handlers/tracking"
+	"github.com/maestro-ml/maestro/handlers/webhooks"
 	"github.com/maestro-ml/maestro/internal/durable"
 	"github.com/maestro-ml/maestro/pgcluster"
 	"github.com/maestro-ml/maestro/projections"
@@ -119,6 +120,8 @@ type Config struct {
 	API, Worker, Runner bool
 	// Jobs configures training jobs (the runner role and the reactions).
 	Jobs JobsConfig
+	// Webhooks configures webhook delivery (the worker role).
+	Webhooks WebhooksConfig
 	// MetricsToken is MAESTRO_METRICS_TOKEN: a bearer token a Prometheus
 	// scraper may read /metrics with ("" = admins only).
 	MetricsToken string
@@ -183,6 +186,7 @@ type Platform struct {
 	Jobs     *jobs.Service
 	// Approvals handles promotion requests under approval policies.
 	Approvals *approvals.Service
+	Webhooks  *webhooks.Service
 	Blobs     artifacts.Store
 	Waiter    *projections.Waiter
 	Queries   *projections.Queries
@@ -209,6 +213,7 @@ type Platform struct {
 	debugSrv      *http.Server
 	debugListener net.Listener
 	cancel        context.CancelFunc
+	rctx          context.Context // cancelled by Shutdown (cancel)
 	wg            sync.WaitGroup
 	lock          *os.File
 
@@ -308,6 +313,9 @@ func Start(ctx context.Context, cfg Config) (_ *Platform, err error) {
 		}
 		return p.Queries.RunLatestMetrics(ctx, runID)
 	}, cfg.Now)
+	if p.Webhooks, err = p.webhookService(key); err != nil {
+		return nil, err
+	}
 	if _, err := runner.OpenLogStream(ctx, p.Store.JetStream(), p.configuredReplicas()); err != nil {
 		return nil, err
 	}
@@ -325,6 +333,7 @@ func Start(ctx context.Context, cfg Config) (_ *Platform, err error) {
 
 	rctx, cancel := context.WithCancel(context.Background())
 	p.cancel = cancel
+	p.rctx = rctx
 	if err := p.serveDebug(); err != nil {
 		return nil, err
 	}
@@ -361,7 +370,7 @@ func Start(ctx context.Context, cfg Config) (_ *Platform, err error) {
 		if err != nil {
 			return nil, err // api.OpenIdempotency names the bucket
 		}
-		p.API = api.New(api.Deps{Identity: p.Identity, Registry: p.Registry, Tracking: p.Tracking, Jobs: p.Jobs, Approvals: p.Approvals, JobLogs: p.Store.JetStream(), Metrics: p.metricsHandler(), MetricsToken: cfg.MetricsToken, Blobs: p.Blobs, ArtifactMaxBytes: cfg.ArtifactMaxBytes, Queries: p.Queries, Waiter: p.Waiter, Tokens: tokens, Keys: keys,
+		p.API = api.New(api.Deps{Identity: p.Identity, Registry: p.Registry, Tracking: p.Tracking, Jobs: p.Jobs, Approvals: p.Approvals, Webhooks: p.Webhooks, JobLogs: p.Store.JetStream(), Metrics: p.metricsHandler(), MetricsToken: cfg.MetricsToken, Blobs: p.Blobs, ArtifactMaxBytes: cfg.ArtifactMaxBytes, Queries: p.Queries, Waiter: p.Waiter, Tokens: tokens, Keys: keys,
 			Idempotency: kv, Logger: p.log, RegistrationOpen: cfg.RegistrationOpen,
 			StreamLastSeq: p.Store.LastSequence, Heads: p.Heads, Ready: p.readyChecks(), Now: cfg.Now,
 			Registerer: p.metrics, TrustedProxies: cfg.TrustedProxies,

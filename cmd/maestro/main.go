@@ -50,6 +50,21 @@ type Common struct {
 	// AuditKeyFile is in Common because workers (serve, worker, and the
 	// CLI commands that start a private platform) sign the audit trail.
 	AuditKeyFile string `name:"audit-signing-key-file" env:"MAESTRO_AUDIT_SIGNING_KEY_FILE" help:"Ed25519 PKCS#8 PEM key signing the audit trail's checkpoints; default <data-dir>/keys/audit-signing-key.pem, generated on first start. Share it between worker instances."`
+	WebhookFlags
+}
+
+// WebhookFlags configure webhook delivery; the API checks targets with
+// the same policy when a subscription is made, so every role reads them.
+type WebhookFlags struct {
+	WebhookAllowPrivate bool          `name:"webhook-allow-private-targets" env:"MAESTRO_WEBHOOK_ALLOW_PRIVATE_TARGETS" help:"Let webhooks reach loopback, private and link-local addresses (off: such targets are refused, SSRF)."`
+	WebhookTimeout      time.Duration `name:"webhook-timeout" env:"MAESTRO_WEBHOOK_TIMEOUT" default:"10s" help:"Time limit of one webhook delivery request."`
+	WebhookBackoff      time.Duration `name:"webhook-backoff-base" env:"MAESTRO_WEBHOOK_BACKOFF_BASE" default:"5s" help:"Wait before a failed webhook delivery's first retry; doubled each retry up to 1h."`
+	WebhookRetryFor     time.Duration `name:"webhook-retry-for" env:"MAESTRO_WEBHOOK_RETRY_FOR" default:"25h" help:"How long a webhook delivery is retried before it fails (and its webhook is disabled if nothing was delivered since)."`
+}
+
+func (w WebhookFlags) apply(cfg *platform.Config) {
+	cfg.Webhooks = platform.WebhooksConfig{AllowPrivateTargets: w.WebhookAllowPrivate, Timeout: w.WebhookTimeout,
+		BackoffBase: w.WebhookBackoff, RetryFor: w.WebhookRetryFor}
 }
 
 // ServerFlags configure processes that serve (serve, api, worker).
@@ -194,6 +209,7 @@ func (c *Common) config() platform.Config {
 	cfg.AuditSigningKeyFile = c.AuditKeyFile
 	cfg.S3 = artifacts.S3Config{Endpoint: c.S3Endpoint, Bucket: c.S3Bucket, Region: c.S3Region,
 		AccessKey: c.S3AccessKey, SecretKey: c.S3SecretKey, UseTLS: c.S3TLS, Prefix: c.S3Prefix}
+	c.WebhookFlags.apply(&cfg)
 	return cfg
 }
 
@@ -207,6 +223,10 @@ func (c *Common) validate() error {
 	}
 	if c.S3Endpoint != "" && (c.S3Bucket == "" || c.S3AccessKey == "" || c.S3SecretKey == "") {
 		return errors.New("MAESTRO_S3_ENDPOINT needs MAESTRO_S3_BUCKET, MAESTRO_S3_ACCESS_KEY and MAESTRO_S3_SECRET_KEY")
+	}
+	if c.WebhookTimeout < time.Second || c.WebhookTimeout > 5*time.Minute || c.WebhookBackoff < 100*time.Millisecond ||
+		c.WebhookRetryFor < time.Minute {
+		return errors.New("MAESTRO_WEBHOOK_TIMEOUT must be 1s to 5m, MAESTRO_WEBHOOK_BACKOFF_BASE at least 100ms, MAESTRO_WEBHOOK_RETRY_FOR at least 1m")
 	}
 	return nil
 }

@@ -83,6 +83,13 @@ type Consumer struct {
 	MaxAckPending int
 	// NakDelay is how long a Nacked event waits for redelivery (default 1s).
 	NakDelay time.Duration
+	// Handlers is how many events of the consumer this process handles at
+	// once (default 1): that many subscribers pull from the one durable
+	// consumer, each handling one event at a time. Only for reactions
+	// whose events need no order among themselves (webhook matching: each
+	// event's outbox rows are its own), so one slow commit does not hold
+	// up the others.
+	Handlers int
 }
 
 // Handler reacts to one event. An error is retried in process with
@@ -197,7 +204,21 @@ func (r *Router) Handle(c Consumer, h Handler) error {
 	if c.NakDelay == 0 {
 		c.NakDelay = time.Second
 	}
-	nc, err := r.connect("maestro-reaction-" + c.Name)
+	for i := range max(c.Handlers, 1) {
+		name := c.Name
+		if i > 0 {
+			name = fmt.Sprintf("%s-%d", c.Name, i)
+		}
+		if err := r.handle(c, name, h); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// handle adds one subscriber of c's durable consumer, as handler name.
+func (r *Router) handle(c Consumer, name string, h Handler) error {
+	nc, err := r.connect("maestro-reaction-" + name)
 	if err != nil {
 		return err
 	}
@@ -226,7 +247,7 @@ func (r *Router) Handle(c Consumer, h Handler) error {
 	if err != nil {
 		return err
 	}
-	r.router.AddConsumerHandler(c.Name, c.Name, sub, func(m *message.Message) error {
+	r.router.AddConsumerHandler(name, c.Name, sub, func(m *message.Message) error {
 		e, err := Envelope(m)
 		if err != nil {
 			return Permanent(err) // no retry makes it readable

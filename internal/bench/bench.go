@@ -22,7 +22,7 @@ import (
 )
 
 // Scenarios are the measurement groups, in run order.
-var Scenarios = []string{"serve", "tracking", "append", "visible", "http", "registry", "jobs", "rebuild", "audit", "artifacts"}
+var Scenarios = []string{"serve", "tracking", "append", "visible", "http", "registry", "jobs", "rebuild", "audit", "artifacts", "webhooks"}
 
 // Config sizes the run. The defaults finish in a few minutes on 2 cores.
 type Config struct {
@@ -37,6 +37,7 @@ type Config struct {
 	ArtifactMiB   int64    // size of the artifact uploaded and downloaded
 	ArtifactS3    bool     // also through S3 (gofakes3 in this process)
 	Only          []string // scenarios to run; empty = all
+	WebhookEvents int      // events the webhooks scenario offers at 1,000/s
 	// MaestroBin is the binary the serve scenario runs; empty builds
 	// ./cmd/maestro of this module (pass an older build to compare).
 	MaestroBin string
@@ -51,7 +52,7 @@ type Config struct {
 // DefaultConfig is what `make bench` runs.
 func DefaultConfig() Config {
 	return Config{Appends: 5000, Concurrency: 16, Visible: 1000, RebuildEvents: 100_000, FillWorkers: 8,
-		HTTPClients: 8, HTTPLogins: 2000, HTTPMe: 10_000, ArtifactMiB: 1024, Phase: 10 * time.Second, Log: os.Stderr}
+		HTTPClients: 8, HTTPLogins: 2000, HTTPMe: 10_000, ArtifactMiB: 1024, WebhookEvents: 20_000, Phase: 10 * time.Second, Log: os.Stderr}
 }
 
 type runner struct {
@@ -146,7 +147,10 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 		if err := step("audit", func() error { return r.benchAudit(ctx) }); err != nil {
 			return err
 		}
-		return step("artifacts", func() error { return r.benchArtifacts(ctx) })
+		if err := step("artifacts", func() error { return r.benchArtifacts(ctx) }); err != nil {
+			return err
+		}
+		return step("webhooks", func() error { return r.benchWebhooks(ctx) })
 	}()
 
 	host, _ := os.Hostname()

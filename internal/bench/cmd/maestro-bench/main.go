@@ -35,6 +35,7 @@ func main() {
 	flag.IntVar(&cfg.HTTPMe, "http-me", cfg.HTTPMe, "GET /auth/me requests in total")
 	flag.Int64Var(&cfg.ArtifactMiB, "artifact-mib", cfg.ArtifactMiB, "MiB of the artifact uploaded and downloaded through the HTTP API")
 	flag.BoolVar(&cfg.ArtifactS3, "artifact-s3", cfg.ArtifactS3, "also measure artifacts on S3 (gofakes3 in this process, in memory: about 4× the artifact in RAM)")
+	flag.IntVar(&cfg.WebhookEvents, "webhook-events", cfg.WebhookEvents, "events the webhooks scenario offers at 1,000/s to one receiver")
 	flag.StringVar(&cfg.MaestroBin, "maestro-bin", "", "maestro binary for the serve scenario (default: build ./cmd/maestro)")
 	flag.DurationVar(&cfg.Phase, "phase", cfg.Phase, "length of each load phase of the serve scenario")
 	flag.StringVar(&cfg.ProfileDir, "profile", "", "directory for the server's CPU and allocation profiles of each serve phase")
@@ -47,7 +48,7 @@ func main() {
 		fmt.Fprintln(os.Stderr, "maestro-bench: -phase must be at least 1s")
 		os.Exit(2)
 	}
-	for _, v := range []int{cfg.Appends, cfg.Concurrency, cfg.Visible, cfg.RebuildEvents, cfg.FillWorkers, cfg.HTTPClients, cfg.HTTPLogins, cfg.HTTPMe, int(cfg.ArtifactMiB)} {
+	for _, v := range []int{cfg.Appends, cfg.Concurrency, cfg.Visible, cfg.RebuildEvents, cfg.FillWorkers, cfg.HTTPClients, cfg.HTTPLogins, cfg.HTTPMe, int(cfg.ArtifactMiB), cfg.WebhookEvents} {
 		if v <= 0 {
 			fmt.Fprintln(os.Stderr, "maestro-bench: sizes must be positive")
 			os.Exit(2)
