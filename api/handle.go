@@ -1,7 +1,10 @@
 package api
 
 import (
+	"bufio"
 	"context"
+	"errors"
+	"io"
 	"net/http"
 
 	"github.com/go-chi/chi/v5"
@@ -88,6 +91,22 @@ func commandNoBody[Req, Resp any](s *Server, status int, do func(c *call, req Re
 // (an approval's comment): an empty request is its zero value.
 type optionalBody interface{ optionalBody() }
 
+// emptyBody reports whether r has no body at all: none declared, or a
+// chunked (HTTP/1.1) or HTTP/2 body that ends at once. A body it peeked
+// into stays readable.
+func emptyBody(r *http.Request) bool {
+	if r.ContentLength >= 0 {
+		return r.ContentLength == 0
+	}
+	br := bufio.NewReaderSize(r.Body, 16)
+	_, err := br.Peek(1)
+	r.Body = struct {
+		io.Reader
+		io.Closer
+	}{br, r.Body}
+	return errors.Is(err, io.EOF)
+}
+
 // commandRoute is command and commandNoBody; decode says whether there is
 // a body. A Resp of none answers the bare status.
 func commandRoute[Req, Resp any](s *Server, decode bool, status int, do func(c *call, req Req) (Resp, uint64, error)) routeHandler {
@@ -96,7 +115,7 @@ func commandRoute[Req, Resp any](s *Server, decode bool, status int, do func(c *
 		if err := fillParams(r, &req); err != nil {
 			return err
 		}
-		if _, optional := any(&req).(optionalBody); decode && !(optional && r.ContentLength == 0) {
+		if _, optional := any(&req).(optionalBody); decode && !(optional && emptyBody(r)) {
 			if err := decodeJSON(r, &req); err != nil {
 				return err
 			}

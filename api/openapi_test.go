@@ -759,7 +759,7 @@ func walkPromotions(t *testing.T, e *testenv.Env, admin string) map[string][]int
 	if gated.State != "rejected" || gated.Gate.Passed || gated.Reason == "" {
 		t.Fatalf("a request failing its gate: %+v", gated)
 	}
-	toStaging := request(202, 1, "staging", async...)
+	toStaging := request(202, 3, "staging", async...)
 	stagingSeq := lastSeq
 	callProblem(t, e, 400, "validation-failed", "POST", promos, editor.Token, map[string]any{"model": "Scorer", "version": 1, "target": "prod"})
 	callProblem(t, e, 400, "validation-failed", "POST", promos, editor.Token, map[string]any{"model": "Scorer", "version": 0, "target": "production"})

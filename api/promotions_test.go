@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"strings"
 	"sync"
@@ -412,9 +413,9 @@ func promotionCells() map[string]mxCell {
 			return mxReq{params: map[string]string{"promotion": m.promotion(p, false, m.adminTk)}}
 		}},
 		// The policy names the approver and owner roles: approving and
-		// rejecting are the promote action's ranks.
-		"POST " + promotions + "/{promotion}:approve": {action: mxPromote, build: fresh},
-		"POST " + promotions + "/{promotion}:reject":  {action: mxPromote, build: fresh},
+		// rejecting are the promote action's ranks, through a session.
+		"POST " + promotions + "/{promotion}:approve": {action: mxDecide, build: fresh},
+		"POST " + promotions + "/{promotion}:reject":  {action: mxDecide, build: fresh},
 		// The project's owner requests the fixture: its requester and the
 		// owners (admins act as owners) may cancel it.
 		"POST " + promotions + "/{promotion}:cancel": {action: mxManage, build: func(m *matrix, p *mxProject) mxReq {
@@ -462,4 +463,35 @@ func (m *matrix) promotion(p *mxProject, fresh bool, token string) string {
 		mxPromotions.Store(key, id)
 	}
 	return id
+}
+
+// An approval needs no body: none at all, or a chunked one that is empty.
+func TestPromotionDecisionWithoutBody(t *testing.T) {
+	t.Parallel()
+	e := testenv.Start(t, testenv.Config(t))
+	admin := e.Admin("admin@promo4.test").AccessToken
+	p := newPromoProject(t, e, admin, "Promo Bodyless")
+	call(t, e, 200, "POST", p.pp+"/policies", p.owner.Token, map[string]any{"target": "production", "required_approvals": 2})
+	req := p.request(t, e, p.editor.Token, 1, "production")
+	for i, tok := range []string{p.approver.Token, p.approver2.Token} {
+		hr, err := http.NewRequest("POST", e.URL+p.pp+"/promotions/"+req.ID+":approve", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i == 1 {
+			hr.Body = io.NopCloser(strings.NewReader("")) // no length: sent chunked
+			hr.ContentLength = -1
+		}
+		hr.Header.Set("Authorization", "Bearer "+tok)
+		resp, err := e.Client.Do(hr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Fatalf("approval %d without a body: %d %s", i+1, resp.StatusCode, body)
+		}
+	}
+	p.waitPromotion(t, e, req.ID, "completed")
 }

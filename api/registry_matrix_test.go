@@ -39,11 +39,12 @@ const (
 	mxPromote                       // approver and up: stage transitions, aliases
 	mxManage                        // owner: the project and its members
 	mxOverride                      // global admins through a session only: overriding an approval policy
+	mxDecide                        // approver and up, through a session only: approving or rejecting a promotion
 )
 
 // mxMinRank is the least project role (viewer 1 … owner 4) an action needs.
 // No project role suffices for mxOverride.
-var mxMinRank = map[mxAction]int{mxRead: 1, mxModelWrite: 2, mxPromote: 3, mxManage: 4, mxOverride: 5}
+var mxMinRank = map[mxAction]int{mxRead: 1, mxModelWrite: 2, mxPromote: 3, mxManage: 4, mxOverride: 5, mxDecide: 3}
 
 // mxProject is one project and its fixtures.
 type mxProject struct {
@@ -276,6 +277,8 @@ type mxPrincipal struct {
 	// sharedActor marks an API token of a principal that also acts through
 	// its session: the audit trail cannot tell their writes apart.
 	sharedActor bool
+	// apiToken marks an API token (session-only actions refuse it).
+	apiToken bool
 }
 
 type matrix struct {
@@ -426,13 +429,13 @@ func TestRegistryAuthorizationMatrix(t *testing.T) {
 	revoked := mint(owner.token, "/api/v1/tokens", map[string]any{"name": "revoked"})
 	call(t, e, 204, "DELETE", "/api/v1/tokens/"+revoked.ID, owner.token, nil)
 	principals = append(principals,
-		mxPrincipal{name: "owner's token scoped to A", id: owner.id, global: "limited", rank: map[string]int{projA.id: 4}, sharedActor: true,
+		mxPrincipal{name: "owner's token scoped to A", id: owner.id, global: "limited", rank: map[string]int{projA.id: 4}, sharedActor: true, apiToken: true,
 			token: mint(owner.token, "/api/v1/tokens", map[string]any{"name": "scoped", "project": projA.slug}).Token},
-		mxPrincipal{name: "owner's token capped at viewer", id: owner.id, global: "limited", rank: map[string]int{projA.id: 1}, sharedActor: true,
+		mxPrincipal{name: "owner's token capped at viewer", id: owner.id, global: "limited", rank: map[string]int{projA.id: 1}, sharedActor: true, apiToken: true,
 			token: mint(owner.token, "/api/v1/tokens", map[string]any{"name": "capped", "role": "viewer"}).Token},
-		mxPrincipal{name: "admin's token scoped to A", global: "limited", rank: map[string]int{projA.id: 4}, sharedActor: true,
+		mxPrincipal{name: "admin's token scoped to A", global: "limited", rank: map[string]int{projA.id: 4}, sharedActor: true, apiToken: true,
 			token: mint(adminTk, "/api/v1/tokens", map[string]any{"name": "admin scoped", "project": projA.id}).Token},
-		mxPrincipal{name: "service account's token", id: svc.ID, global: "member", rank: map[string]int{projA.id: 2},
+		mxPrincipal{name: "service account's token", id: svc.ID, global: "member", rank: map[string]int{projA.id: 2}, apiToken: true,
 			token: mint(adminTk, "/api/v1/service-accounts/"+svc.ID+"/tokens", map[string]any{"name": "bot"}).Token},
 		mxPrincipal{name: "revoked token", token: revoked.Token, revoked: true, rank: map[string]int{}},
 	)
@@ -457,6 +460,8 @@ func TestRegistryAuthorizationMatrix(t *testing.T) {
 			return 200
 		case p.rank[target.id] == 0:
 			return 404
+		case c.action == mxDecide && p.apiToken:
+			return 403
 		case p.rank[target.id] >= mxMinRank[c.action]:
 			return 200
 		}

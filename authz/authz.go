@@ -65,6 +65,10 @@ const (
 	// OverridePolicy is an emergency move of a deployment pointer past the
 	// project's approval policy, with a mandatory reason the event keeps.
 	OverridePolicy Action = "policy:override"
+	// DecidePromotion is approving or rejecting a promotion request (the
+	// request's policy says whose decision counts): a person's act,
+	// through a login session.
+	DecidePromotion Action = "promotion:decide"
 	// ManageWebhooks is managing global webhook subscriptions (every
 	// event of every project goes out through them): admins only.
 	ManageWebhooks Action = "webhooks:manage"
@@ -75,7 +79,7 @@ const (
 // make (or reactivate) an admin who then mints new credentials.
 // Overriding an approval policy is among them: separation of duties must
 // not be one leaked admin token away.
-var sessionOnly = map[Action]bool{Logout: true, ManageTokens: true, ManageServiceAccounts: true, UpdateUser: true, OverridePolicy: true}
+var sessionOnly = map[Action]bool{Logout: true, ManageTokens: true, ManageServiceAccounts: true, UpdateUser: true, OverridePolicy: true, DecidePromotion: true}
 
 // Resource is what an action is applied to; empty for global actions.
 type Resource struct {
@@ -85,10 +89,10 @@ type Resource struct {
 
 // grants lists, per role, the global actions it may take.
 var grants = map[Role]map[Action]bool{
-	RoleViewer: {ReadSelf: true, Logout: true, ManageTokens: true},
-	RoleMember: {ReadSelf: true, Logout: true, ManageTokens: true},
+	RoleViewer: {ReadSelf: true, Logout: true, ManageTokens: true, DecidePromotion: true},
+	RoleMember: {ReadSelf: true, Logout: true, ManageTokens: true, DecidePromotion: true},
 	RoleAdmin: {ReadSelf: true, Logout: true, ManageTokens: true, ListUsers: true, UpdateUser: true, ReadAudit: true,
-		ReadProjSys: true, ManageServiceAccounts: true, OverridePolicy: true, ManageWebhooks: true},
+		ReadProjSys: true, ManageServiceAccounts: true, OverridePolicy: true, ManageWebhooks: true, DecidePromotion: true},
 }
 
 // Can reports whether p may take the global action on r. An API token may

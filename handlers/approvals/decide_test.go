@@ -170,6 +170,13 @@ func requested(t *testing.T, pol events.PolicyData) events.Envelope {
 	return ev(t, user(bob), promoSubj, events.PromotionRequested, requestedData(pol))
 }
 
+// requestedFor is requested for version v.
+func requestedFor(t *testing.T, v int, pol events.PolicyData) events.Envelope {
+	d := requestedData(pol)
+	d.Version = v
+	return ev(t, user(bob), promoSubj, events.PromotionRequested, d)
+}
+
 func approved(t *testing.T, by string, n, of int) events.Envelope {
 	return ev(t, user(by), promoSubj, events.PromotionApproved, events.PromotionApprovedData{PromotionID: promoID, ApproverID: by,
 		Approvals: n, Required: of})
@@ -301,6 +308,9 @@ func TestDecideRequest(t *testing.T) {
 		{name: "no model", ps: ps, version: 2, target: "production", err: notFound},
 		{name: "already in the stage", ps: ps, given: given, version: 1, target: "production", metrics: gateMetrics, err: alreadyPromoted},
 		{name: "the alias already points there", ps: ps, given: given, version: 1, target: "@champion", err: alreadyPromoted},
+		{name: "a staging request that would take the production version out of production", ps: project(t, prodPol, champPol,
+			policy(t, events.PolicyData{Target: "staging"})), given: given, version: 1, target: "staging",
+			err: wantErr{handlers.Forbidden, "approval-required"}},
 		{name: "gate met and artifacts present: one event with the gate's inputs", ps: ps, given: given, version: 2, target: "production",
 			metrics: gateMetrics, want: []handlers.Change{req(data(2, "production", prodPol, events.GateResult{Passed: true, Metrics: gateSeen}))}},
 		{name: "no gate: passed, no metrics recorded", ps: ps, given: given, version: 2, target: "@champion", metrics: gateMetrics,
@@ -614,8 +624,13 @@ func TestDecideComplete(t *testing.T) {
 		return []handlers.Change{{Subject: promoSubj, Type: events.PromotionFailed, Data: events.PromotionFailedData{
 			PromotionID: promoID, Reason: reason}}}
 	}
+	stagingPol := policy(t, events.PolicyData{Target: "staging"})
+	toStaging1 := []events.Envelope{requestedFor(t, 1, stagingPol), approved(t, carol, 1, 1)}
+	archivedProj := project(t, prodPol, champPol)
+	archivedProj.Archived = true
 	cases := []struct {
 		name   string
+		ps     *registry.ProjectState // default: production and @champion governed
 		promo  []events.Envelope
 		model  []events.Envelope
 		want   []handlers.Change
@@ -624,6 +639,11 @@ func TestDecideComplete(t *testing.T) {
 		alias  map[string]int // the model's aliases after
 	}{
 		{name: "pending: nothing to do", promo: toProd[:2], model: live},
+		{name: "a staging request may not take the production version out of production", promo: toStaging1, model: live,
+			want: fail("the move would also change production, which its own approval policy governs"), state: events.PromotionStateFailed,
+			stages: map[int]string{1: "production"}},
+		{name: "the project was archived meanwhile", ps: &archivedProj, promo: toProd, model: live,
+			want: fail("the project is archived"), state: events.PromotionStateFailed, stages: map[int]string{1: "production", 2: "none"}},
 		{name: "rejected: nothing to do", promo: cat(toProd[:2], rejected(t, dave)), model: live},
 		{name: "cancelled: nothing to do", promo: cat(toProd[:1], cancelled(t)), model: live},
 		{name: "already completed: nothing to do", promo: cat(toProd, completed(t)), model: live},
@@ -656,7 +676,11 @@ func TestDecideComplete(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			s := promotion(t, tc.promo)
 			m := model(t, tc.model)
-			got, err := approvals.DecideComplete(s, m)
+			ps := project(t, prodPol, champPol, stagingPol)
+			if tc.ps != nil {
+				ps = *tc.ps
+			}
+			got, err := approvals.DecideComplete(s, ps, m)
 			if err != nil {
 				t.Fatal(err)
 			}

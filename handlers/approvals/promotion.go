@@ -149,6 +149,13 @@ func DecideRequest(id string, ps registry.ProjectState, m registry.ModelState, r
 	} else if ver.Stage == req.Target {
 		return nil, errorf(handlers.Conflict, "already-promoted", "version %d is already in %s", req.Version, req.Target)
 	}
+	if move, err := plannedMove(req.Target, req.Version, m); err == nil {
+		if other, governed := registry.GoverningBesides(ps, m, move, req.Target); governed {
+			return nil, errorf(handlers.Forbidden, "approval-required",
+				"moving version %d to %s would also change %s, which its own approval policy governs: request that move (or have an administrator override)",
+				req.Version, req.Target, other.Target)
+		}
+	}
 	gate := evaluate(pol, ver, in)
 	d := events.PromotionRequestedData{PromotionID: id, ProjectID: ps.ID, ModelID: m.ID, ModelName: m.Name, Version: req.Version,
 		Target: req.Target, Comment: req.Comment, RequesterID: requester, AuthorID: ver.Author, Policy: pol, Gate: gate,
@@ -214,6 +221,16 @@ func describe(metrics map[string]events.MetricValue) string {
 		return "the version has none of its metrics"
 	}
 	return strings.Join(parts, ", ")
+}
+
+// plannedMove is the model change that moves version v to target: the
+// stage transition (a promotion to production replaces the version there,
+// as archive_existing; staging holds several) or the alias set.
+func plannedMove(target string, v int, m registry.ModelState) ([]handlers.Change, error) {
+	if alias, isAlias := strings.CutPrefix(target, "@"); isAlias {
+		return registry.DecideSetAlias(m, alias, v)
+	}
+	return registry.DecideTransition(m, v, target, target == events.StageProduction)
 }
 
 // Approver is who approves or rejects: a user, with the role they hold in
@@ -313,26 +330,27 @@ func DecideCancel(s PromotionState, a Approver, comment string, now time.Time) (
 // request without a move. A request that is
 // not approved yields nothing (already carried out, or never approved);
 // one that cannot be carried out any more fails with the reason.
-func DecideComplete(s PromotionState, m registry.ModelState) ([]handlers.Change, error) {
+func DecideComplete(s PromotionState, ps registry.ProjectState, m registry.ModelState) ([]handlers.Change, error) {
 	if s.State != events.PromotionStateApproved {
 		return nil, nil
 	}
-	var move []handlers.Change
-	var err error
-	if alias, isAlias := strings.CutPrefix(s.Target, "@"); isAlias {
-		move, err = registry.DecideSetAlias(m, alias, s.Version)
-	} else {
-		// A promotion to production replaces the version there; staging
-		// holds several.
-		move, err = registry.DecideTransition(m, s.Version, s.Target, s.Target == events.StageProduction)
+	failed := func(reason string) ([]handlers.Change, error) {
+		return []handlers.Change{{Subject: subject(s.ID), Type: events.PromotionFailed,
+			Data: events.PromotionFailedData{PromotionID: s.ID, Reason: reason}}}, nil
 	}
+	if ps.Archived {
+		return failed("the project is archived")
+	}
+	move, err := plannedMove(s.Target, s.Version, m)
 	if err != nil {
 		reason := err.Error()
 		if he, ok := handlers.AsError(err); ok {
 			reason = he.Detail
 		}
-		return []handlers.Change{{Subject: subject(s.ID), Type: events.PromotionFailed,
-			Data: events.PromotionFailedData{PromotionID: s.ID, Reason: reason}}}, nil
+		return failed(reason)
+	}
+	if pol, governed := registry.GoverningBesides(ps, m, move, s.Target); governed {
+		return failed("the move would also change " + pol.Target + ", which its own approval policy governs")
 	}
 	move = registry.WithAuthority(move, events.Authority{PromotionID: s.ID})
 	return append(move, handlers.Change{Subject: subject(s.ID), Type: events.PromotionCompleted,

@@ -128,31 +128,40 @@ func (s *Service) gateInputs(ctx context.Context, m registry.ModelState, v int) 
 }
 
 // Approve records the caller's approval (an eligible approver under the
-// request's policy).
+// request's policy, signed in: authz.DecidePromotion).
 func (s *Service) Approve(ctx context.Context, meta events.Meta, p authz.Principal, ref, id, comment string) (PromotionState, uint64, error) {
-	return s.decide(ctx, meta, p, ref, id, comment, func(st PromotionState, a Approver, now time.Time) ([]handlers.Change, error) {
+	return s.decide(ctx, meta, p, ref, id, comment, true, func(st PromotionState, a Approver, now time.Time) ([]handlers.Change, error) {
 		return DecideApprove(st, a, comment, now)
 	})
 }
 
-// Reject ends the request with the caller's no (an eligible approver).
+// Reject ends the request with the caller's no (an eligible approver,
+// signed in).
 func (s *Service) Reject(ctx context.Context, meta events.Meta, p authz.Principal, ref, id, comment string) (PromotionState, uint64, error) {
-	return s.decide(ctx, meta, p, ref, id, comment, func(st PromotionState, a Approver, now time.Time) ([]handlers.Change, error) {
+	return s.decide(ctx, meta, p, ref, id, comment, true, func(st PromotionState, a Approver, now time.Time) ([]handlers.Change, error) {
 		return DecideReject(st, a, comment, now)
 	})
 }
 
+// tokenRefused answers an approval or rejection sent with an API token: a
+// person decides, through a login session, so a leaked token (or one capped
+// at viewer) cannot approve for its owner.
+func tokenRefused() error {
+	return handlers.Errorf(handlers.Forbidden, "forbidden", "approving and rejecting promotions needs a login session, not an API token")
+}
+
 // Cancel withdraws a pending request (its requester, or a project owner).
 func (s *Service) Cancel(ctx context.Context, meta events.Meta, p authz.Principal, ref, id, comment string) (PromotionState, uint64, error) {
-	return s.decide(ctx, meta, p, ref, id, comment, func(st PromotionState, a Approver, now time.Time) ([]handlers.Change, error) {
+	return s.decide(ctx, meta, p, ref, id, comment, false, func(st PromotionState, a Approver, now time.Time) ([]handlers.Change, error) {
 		return DecideCancel(st, a, comment, now)
 	})
 }
 
 // decide runs an approver's or requester's decision on request id of the
-// project ref (any member may try; the decision checks the policy). On a
+// project ref (any member may try; the decision checks the policy; with
+// session, only through a login session: authz.DecidePromotion). On a
 // replay the decision is made again as stored: its checks held then.
-func (s *Service) decide(ctx context.Context, meta events.Meta, p authz.Principal, ref, id, comment string,
+func (s *Service) decide(ctx context.Context, meta events.Meta, p authz.Principal, ref, id, comment string, session bool,
 	decide func(PromotionState, Approver, time.Time) ([]handlers.Change, error)) (PromotionState, uint64, error) {
 	if err := checkComment(comment); err != nil {
 		return PromotionState{}, 0, err
@@ -160,6 +169,9 @@ func (s *Service) decide(ctx context.Context, meta events.Meta, p authz.Principa
 	p, ps, err := s.registry.AuthorizeProject(ctx, p, ref, authz.ProjectRead)
 	if err != nil {
 		return PromotionState{}, 0, err
+	}
+	if session && !authz.Can(p, authz.DecidePromotion, authz.Resource{}) {
+		return PromotionState{}, 0, tokenRefused()
 	}
 	if u, err := uuid.Parse(id); err != nil || u.String() != id {
 		return PromotionState{}, 0, missing()
@@ -176,6 +188,9 @@ func (s *Service) decide(ctx context.Context, meta events.Meta, p authz.Principa
 			}
 			cur, err := s.registry.CurrentProject(ctx, p, ps.ID, authz.ProjectRead)
 			if err != nil {
+				return nil, nil, err
+			}
+			if err := registry.NotArchived(cur); err != nil {
 				return nil, nil, err
 			}
 			a := Approver{UserID: p.UserID, Role: authz.Effective(p, cur.ID, cur.RoleOf(p.UserID))}
@@ -214,12 +229,12 @@ func (s *Service) CarryOut(ctx context.Context, meta events.Meta, id string) err
 		return err
 	}
 	_, _, err = s.registry.CarryOut(ctx, meta, st.ModelID,
-		func(_ registry.ProjectState, m registry.ModelState) ([]handlers.Change, map[string]uint64, error) {
+		func(ps registry.ProjectState, m registry.ModelState) ([]handlers.Change, map[string]uint64, error) {
 			cur, v, err := s.promotions.Load(ctx, subject(id))
 			if err != nil {
 				return nil, nil, err
 			}
-			changes, err := DecideComplete(cur, m)
+			changes, err := DecideComplete(cur, ps, m)
 			return changes, map[string]uint64{subject(id): v}, err
 		})
 	return err

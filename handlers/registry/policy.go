@@ -221,10 +221,31 @@ func movedTargets(m ModelState, c handlers.Change) []string {
 // Governing is the first policy of ps that changes on m would move a
 // governed pointer under (false if none).
 func Governing(ps ProjectState, m ModelState, changes []handlers.Change) (events.PolicyData, bool) {
+	return governingExcept(ps, m, changes, nil)
+}
+
+// GoverningBesides is Governing for the move an approved promotion to
+// target makes: the target's own policy authorised it, and so is leaving a
+// lower stage for it (staging for production, up the ladder); any other
+// governed pointer it would move — above all a version taken out of
+// production by a request for staging — still needs its own policy.
+func GoverningBesides(ps ProjectState, m ModelState, changes []handlers.Change, target string) (events.PolicyData, bool) {
+	return governingExcept(ps, m, changes, func(t string) bool {
+		return t == target || stageRank[t] < stageRank[target]
+	})
+}
+
+// stageRank orders the stages a version climbs (aliases rank 0).
+var stageRank = map[string]int{events.StageNone: 1, events.StageStaging: 2, events.StageProduction: 3}
+
+func governingExcept(ps ProjectState, m ModelState, changes []handlers.Change, skip func(string) bool) (events.PolicyData, bool) {
 	for _, c := range changes {
 		targets := movedTargets(m, c)
 		slices.Sort(targets)
 		for _, t := range targets {
+			if skip != nil && skip(t) {
+				continue
+			}
 			if p, ok := ps.Policies[t]; ok {
 				return p, true
 			}
@@ -371,7 +392,16 @@ func (s *Service) ModelOf(ctx context.Context, ps ProjectState, name string) (Mo
 func (s *Service) CarryOut(ctx context.Context, meta events.Meta, modelID string,
 	decide func(ps ProjectState, m ModelState) ([]handlers.Change, map[string]uint64, error)) (ModelState, uint64, error) {
 	meta.Now = s.now
-	return s.models.Update(ctx, events.Subject(events.AggModel, modelID), meta,
+	subject := events.Subject(events.AggModel, modelID)
+	// Refresh the cached model first: Update's first attempt decides on
+	// the cache, and a decision with no event on the model's subject (a
+	// request failed, or completed without a move) is appended without the
+	// model's expected version, so a stale copy (another process registered
+	// the version) would decide it for good.
+	if _, _, err := s.models.Load(ctx, subject); err != nil {
+		return ModelState{}, 0, err
+	}
+	return s.models.Update(ctx, subject, meta,
 		func(m ModelState, _ uint64, _ bool) ([]handlers.Change, map[string]uint64, error) {
 			if !m.Created {
 				return decide(ProjectState{}, m)
