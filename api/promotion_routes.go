@@ -207,12 +207,8 @@ func (s *Server) deletePolicy(c *call, t targetRef) (none, uint64, error) {
 
 // ---- promotion requests ----
 
-// PromotionApproval is one approval of a request.
-type PromotionApproval struct {
-	UserID  string    `json:"user_id"`
-	Comment string    `json:"comment,omitempty"`
-	At      time.Time `json:"at"`
-}
+// PromotionApproval is one approval of a request, as the read model has it.
+type PromotionApproval = projections.PromotionApproval
 
 // PromotionGate is what the gate saw and decided when the request was made.
 type PromotionGate struct {
@@ -270,9 +266,7 @@ func promotionFromProjection(p projections.Promotion, now time.Time) PromotionRe
 		Target: p.Target, Comment: p.Comment, RequesterID: p.RequesterID, AuthorID: p.AuthorID, State: p.StateAt(now), Reason: p.Reason,
 		RequiredApprovals: p.Policy.RequiredApprovals, Approvals: []PromotionApproval{}, Policy: policyBody(p.Policy, nil),
 		Gate: gateOf(p.Gate), RequestedAt: p.RequestedAt, ExpiresAt: p.ExpiresAt}
-	for _, a := range p.Approvals {
-		out.Approvals = append(out.Approvals, PromotionApproval(a))
-	}
+	out.Approvals = append(out.Approvals, p.Approvals...)
 	return out
 }
 

@@ -4,12 +4,10 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -31,32 +29,12 @@ func TestAuditVerifyAndExport(t *testing.T) {
 		t.Skip("builds the binary and starts maestro serve")
 	}
 	bin, dataDir, _, p, c, tok := startCrashServe(t)
-	for _, r := range []struct {
-		method, path string
-		body         any
-	}{
+	crashSeed(t, c, p.url, tok.AccessToken, []seedReq{
 		{"POST", "/api/v1/projects", map[string]any{"name": "audited"}},
 		{"POST", "/api/v1/projects/audited/models", map[string]any{"name": "m", "description": "before"}},
 		{"POST", "/api/v1/projects/audited/models/m/versions", map[string]any{}},
-	} {
-		a, err := crashDo(c, r.method, p.url+r.path, tok.AccessToken, "", r.body)
-		if err != nil || a.status >= 300 {
-			t.Fatalf("%s %s: %v %d %s", r.method, r.path, err, a.status, a.body)
-		}
-	}
-	run := func(args ...string) (string, int) {
-		t.Helper()
-		out, err := exec.Command(bin, append([]string{"audit"}, args...)...).CombinedOutput()
-		var exit *exec.ExitError
-		switch {
-		case err == nil:
-			return string(out), 0
-		case errors.As(err, &exit):
-			return string(out), exit.ExitCode()
-		}
-		t.Fatalf("audit %v: %v\n%s", args, err, out)
-		return "", 0
-	}
+	})
+	run := func(args ...string) (string, int) { return runCLI(t, bin, append([]string{"audit"}, args...)...) }
 	out, code := run("verify", "--data-dir", dataDir)
 	if code != 0 || !strings.Contains(out, "intact") {
 		t.Fatalf("verify of an intact trail: exit %d\n%s", code, out)

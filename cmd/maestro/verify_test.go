@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"os/exec"
 	"strings"
 	"testing"
@@ -21,33 +22,13 @@ func TestProjectionsVerify(t *testing.T) {
 		t.Skip("builds the binary and starts maestro serve")
 	}
 	bin, dataDir, _, p, c, tok := startCrashServe(t)
-	for _, r := range []struct {
-		method, path string
-		body         any
-	}{
+	crashSeed(t, c, p.url, tok.AccessToken, []seedReq{
 		{"POST", "/api/v1/projects", map[string]any{"name": "verify"}},
 		{"POST", "/api/v1/projects/verify/models", map[string]any{"name": "m", "description": "before"}},
 		{"POST", "/api/v1/projects/verify/models/m/versions", map[string]any{}},
 		{"POST", "/api/v1/projects/verify/models/m/versions", map[string]any{}},
-	} {
-		a, err := crashDo(c, r.method, p.url+r.path, tok.AccessToken, "", r.body)
-		if err != nil || a.status >= 300 {
-			t.Fatalf("%s %s: %v %d %s", r.method, r.path, err, a.status, a.body)
-		}
-	}
-	verify := func() (string, int) {
-		t.Helper()
-		out, err := exec.Command(bin, "projections", "verify", "--data-dir", dataDir).CombinedOutput()
-		var exit *exec.ExitError
-		switch {
-		case err == nil:
-			return string(out), 0
-		case errors.As(err, &exit):
-			return string(out), exit.ExitCode()
-		}
-		t.Fatalf("projections verify: %v\n%s", err, out)
-		return "", 0
-	}
+	})
+	verify := func() (string, int) { return runCLI(t, bin, "projections", "verify", "--data-dir", dataDir) }
 	out, code := verify()
 	if code != 0 || !strings.Contains(out, "no differences") {
 		t.Fatalf("verify of an intact platform: exit %d\n%s", code, out)
@@ -76,4 +57,38 @@ func TestProjectionsVerify(t *testing.T) {
 	if err := db.QueryRow(ctx, "SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'maestro_verify_%'").Scan(&left); err != nil || left != 0 {
 		t.Fatalf("%d scratch schemas left behind (%v)", left, err)
 	}
+}
+
+// seedReq is one request crashSeed sends.
+type seedReq struct {
+	method, path string
+	body         any
+}
+
+// crashSeed sends reqs to the serve at base with token and fails t unless
+// each answers 2xx.
+func crashSeed(t *testing.T, c *http.Client, base, token string, reqs []seedReq) {
+	t.Helper()
+	for _, r := range reqs {
+		a, err := crashDo(c, r.method, base+r.path, token, "", r.body)
+		if err != nil || a.status >= 300 {
+			t.Fatalf("%s %s: %v %d %s", r.method, r.path, err, a.status, a.body)
+		}
+	}
+}
+
+// runCLI runs the maestro binary with args and returns its combined output
+// and exit code; a binary that does not run at all fails t.
+func runCLI(t *testing.T, bin string, args ...string) (string, int) {
+	t.Helper()
+	out, err := exec.Command(bin, args...).CombinedOutput()
+	var exit *exec.ExitError
+	switch {
+	case err == nil:
+		return string(out), 0
+	case errors.As(err, &exit):
+		return string(out), exit.ExitCode()
+	}
+	t.Fatalf("maestro %v: %v\n%s", args, err, out)
+	return "", 0
 }
