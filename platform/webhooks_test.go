@@ -401,10 +401,12 @@ func TestWebhookAutoDisable(t *testing.T) {
 	if len(log) != 1 || log[0].Status != "failed" || log[0].Attempts < 2 || *log[0].ResponseCode != 503 {
 		t.Fatalf("delivery log %+v", log)
 	}
-	r := e.Do("GET", "/api/v1/audit?type=maestro.webhook.disabled.v1", e.owner, nil)
-	if r.Status != http.StatusOK || !strings.Contains(string(r.Body), w.ID) {
-		t.Fatalf("audit trail has no disable of %s: %d %s", w.ID, r.Status, r.Body)
-	}
+	// The audit trail lingers behind commands (projections.Lingering): wait for it.
+	var r testenv.Response
+	waitFor(t, 30*time.Second, "the disable in the audit trail", func() bool {
+		r = e.Do("GET", "/api/v1/audit?type=maestro.webhook.disabled.v1", e.owner, nil)
+		return r.Status == http.StatusOK && strings.Contains(string(r.Body), w.ID)
+	})
 	// A disabled webhook takes no test event until enabled again.
 	if r := e.Do("POST", e.base()+"/"+w.ID+":test", e.owner, nil); r.Status != http.StatusConflict || !strings.Contains(string(r.Body), "webhook-disabled") {
 		t.Fatalf("test on a disabled webhook: %d %s", r.Status, r.Body)
