@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"slices"
 	"strconv"
@@ -23,6 +24,8 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	sigsyaml "sigs.k8s.io/yaml"
+
+	"github.com/maestro-ml/maestro/events"
 )
 
 // settings are the MAESTRO_* variables the binary reads (from its kong tags).
@@ -139,6 +142,8 @@ func natsOptions(t *testing.T, conf string) *server.Options {
 	t.Helper()
 	t.Setenv("SERVER_NAME", "nats-0")
 	t.Setenv("MAESTRO_NATS_PASSWORD", "a-test-password")
+	t.Setenv("MAESTRO_NATS_REPUBLISHER_PASSWORD", "a-republisher-password")
+	t.Setenv("MAESTRO_NATS_SUBSCRIBER_PASSWORD", "a-subscriber-password")
 	path := filepath.Join(t.TempDir(), "nats.conf")
 	if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
 		t.Fatal(err)
@@ -152,7 +157,9 @@ func natsOptions(t *testing.T, conf string) *server.Options {
 
 // checkNATSConf asserts a cluster configuration is durable and complete:
 // JetStream fsyncs before every ack, routes name every node, and the
-// maestro user has the password from the environment, never a literal.
+// users have their passwords from the environment, never a literal: maestro
+// alone in account MAESTRO, and in MAESTRO_PUBLIC the republisher and the
+// outside subscribers' user with exactly events.PublicPermissions.
 func checkNATSConf(t *testing.T, conf string, nodes int) {
 	t.Helper()
 	opts := natsOptions(t, conf)
@@ -162,8 +169,28 @@ func checkNATSConf(t *testing.T, conf string, nodes int) {
 	if len(opts.Routes) != nodes || opts.Cluster.Port == 0 {
 		t.Errorf("NATS config routes to %d nodes (cluster port %d), want %d", len(opts.Routes), opts.Cluster.Port, nodes)
 	}
-	if len(opts.Users) != 1 || opts.Users[0].Username != "maestro" || opts.Users[0].Password != "a-test-password" {
-		t.Errorf("NATS config users: want maestro with $MAESTRO_NATS_PASSWORD")
+	users := map[string]*server.User{}
+	for _, u := range opts.Users {
+		users[u.Username] = u
+	}
+	for name, want := range map[string]struct{ account, password string }{
+		"maestro":             {"MAESTRO", "a-test-password"},
+		"maestro-republisher": {events.PublicAccount, "a-republisher-password"},
+		"subscriber":          {events.PublicAccount, "a-subscriber-password"},
+	} {
+		u := users[name]
+		if u == nil || u.Account == nil || u.Account.Name != want.account || u.Password != want.password {
+			t.Errorf("NATS config: want user %s in account %s with its password from the environment", name, want.account)
+		}
+	}
+	if len(users) != 3 {
+		t.Errorf("NATS config has %d users, want 3 (maestro, maestro-republisher, subscriber)", len(users))
+	}
+	if u := users["maestro"]; u != nil && u.Permissions != nil {
+		t.Errorf("user maestro has permissions %+v, want full access to its account", u.Permissions)
+	}
+	if u := users["subscriber"]; u != nil && !reflect.DeepEqual(u.Permissions, events.PublicPermissions()) {
+		t.Errorf("user subscriber's permissions %+v %+v\nwant events.PublicPermissions %+v %+v", u.Permissions.Publish, u.Permissions.Subscribe, events.PublicPermissions().Publish, events.PublicPermissions().Subscribe)
 	}
 	if opts.ServerName != "nats-0" {
 		t.Errorf("server_name %q, want $SERVER_NAME", opts.ServerName)

@@ -9,7 +9,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/maestro-ml/maestro/api"
 	"github.com/maestro-ml/maestro/events"
@@ -151,5 +153,94 @@ func TestWorkerOpensNoArtifactStore(t *testing.T) {
 	gc.DataDir = t.TempDir() // the worker above holds its data dir
 	if _, err := startPlatform(t, gc); err == nil || !strings.Contains(err.Error(), "artifact dir") {
 		t.Fatalf("gc with an unusable artifact dir: %v", err)
+	}
+}
+
+// The scale-out NATS configuration (deploy/nats-cluster.conf, the file
+// docker-compose.yml and Kubernetes run) gives outside subscribers what the
+// embedded server does: a real nats-server started from that file (as one
+// node: no routes), Maestro on it with the republisher's user, and the
+// subscriber user reading redacted copies of what Maestro did, and nothing
+// of MAESTRO_EVENTS.
+func TestOutsideSubscriberOnTheDeployedNATS(t *testing.T) {
+	for k, v := range map[string]string{"SERVER_NAME": "nats-test", "MAESTRO_NATS_PASSWORD": "internal-0123456789abcdef",
+		"MAESTRO_NATS_REPUBLISHER_PASSWORD": "republisher-0123456789abcdef", "MAESTRO_NATS_SUBSCRIBER_PASSWORD": "subscriber-0123456789abcdef"} {
+		t.Setenv(k, v)
+	}
+	opts, err := server.ProcessConfigFile(filepath.Join("..", "deploy", "nats-cluster.conf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts.Cluster, opts.Routes = server.ClusterOpts{}, nil
+	opts.StoreDir, opts.Host, opts.Port, opts.HTTPPort = t.TempDir(), "127.0.0.1", server.RANDOM_PORT, 0
+	opts.NoLog, opts.NoSigs = true, true
+	srv, err := server.NewServer(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.Start()
+	t.Cleanup(srv.Shutdown)
+	if !srv.ReadyForConnections(30 * time.Second) {
+		t.Fatal("nats-server from deploy/nats-cluster.conf not ready")
+	}
+
+	cfg := testenv.Config(t)
+	cfg.NATSURL, cfg.NATSUser, cfg.NATSPassword, cfg.NATSReplicas = srv.ClientURL(), "maestro", "internal-0123456789abcdef", 1
+	cfg.NATSRepublisherUser, cfg.NATSRepublisherPassword = "maestro-republisher", "republisher-0123456789abcdef"
+	e := testenv.Start(t, cfg)
+	u := e.Register("outside-reader@deploy.test")
+
+	nc, err := nats.Connect(srv.ClientURL(), nats.UserInfo("subscriber", "subscriber-0123456789abcdef"))
+	if err != nil {
+		t.Fatalf("connect as subscriber: %v", err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cons, err := js.OrderedConsumer(ctx, events.PublicStreamName, jetstream.OrderedConsumerConfig{})
+	if err != nil {
+		t.Fatalf("the subscriber reads %s: %v", events.PublicStreamName, err)
+	}
+	var copySubject string
+	for {
+		m, err := cons.Next(jetstream.FetchMaxWait(30 * time.Second))
+		if err != nil {
+			t.Fatalf("no copy of the registration in %s: %v", events.PublicStreamName, err)
+		}
+		if m.Headers().Get("ce-type") != events.UserRegistered || !strings.Contains(string(m.Data()), u.ID) {
+			continue
+		}
+		if !strings.HasPrefix(m.Subject(), events.PublicSubjectPrefix) || strings.Contains(string(m.Data()), "argon2") ||
+			strings.Contains(string(m.Data()), "password_hash") {
+			t.Fatalf("copy %s %s: want a redacted copy under %s", m.Subject(), m.Data(), events.PublicSubjectPrefix)
+		}
+		copySubject = m.Subject()
+		break
+	}
+	// MAESTRO_EVENTS is not in its account, and it may not even ask.
+	denied, cancelDenied := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancelDenied()
+	if _, err := js.Stream(denied, events.StreamName); err == nil {
+		t.Fatalf("the subscriber reads %s", events.StreamName)
+	}
+	if err := nc.Publish(events.PublicSubjectPrefix+"user.forged", []byte("{}")); err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	pub, err := js.Stream(ctx, events.PublicStreamName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pub.GetLastMsgForSubject(ctx, copySubject); err != nil {
+		t.Fatalf("the subscriber reads a copy by subject: %v", err)
+	}
+	if _, err := pub.GetLastMsgForSubject(ctx, events.PublicSubjectPrefix+"user.forged"); !errors.Is(err, jetstream.ErrMsgNotFound) {
+		t.Fatalf("the subscriber's own publish: %v, want it never stored (message not found)", err)
 	}
 }

@@ -75,6 +75,12 @@ type Config struct {
 	// NATSPublicPassword is MAESTRO_NATS_PUBLIC_PASSWORD, its password;
 	// empty: generated once into DataDir/nats-public.password (0600).
 	NATSPublicPassword string
+	// NATSRepublisherUser and NATSRepublisherPassword are
+	// MAESTRO_NATS_REPUBLISHER_USER/_PASSWORD: on an external NATS
+	// (NATSURL), the user of the outside subscribers' account (its
+	// operator's, deploy/nats-cluster.conf) that Maestro writes
+	// MAESTRO_PUBLIC with. Empty: no copy on that server.
+	NATSRepublisherUser, NATSRepublisherPassword string
 
 	BootstrapAdminEmail    string
 	BootstrapAdminPassword string
@@ -440,18 +446,29 @@ func (p *Platform) startNATS(ctx context.Context) error {
 	return p.openPublic(ctx)
 }
 
-// openPublic opens MAESTRO_PUBLIC in the public account when
-// MAESTRO_NATS_PUBLIC_USER is set (the embedded NATS only: an external
-// NATS's accounts are its operator's, see docs/ARCHITECTURE.md).
+// openPublic opens MAESTRO_PUBLIC in the outside subscribers' account:
+// the embedded server's own (MAESTRO_NATS_PUBLIC_USER), or, on an external
+// NATS, the account its operator configured, through the republisher's
+// user there (MAESTRO_NATS_REPUBLISHER_USER; deploy/nats-cluster.conf).
 func (p *Platform) openPublic(ctx context.Context) error {
-	if p.cfg.NATSPublicUser == "" {
+	var err error
+	switch {
+	case p.cfg.NATSPublicUser != "" && p.embedded == nil:
+		return errors.New("MAESTRO_NATS_PUBLIC_USER configures the embedded NATS; with MAESTRO_NATS_URL give Maestro the republisher's user of the outside subscribers' account instead (MAESTRO_NATS_REPUBLISHER_USER, deploy/nats-cluster.conf)")
+	case p.cfg.NATSRepublisherUser != "" && p.embedded != nil:
+		return errors.New("MAESTRO_NATS_REPUBLISHER_USER is for an external NATS (MAESTRO_NATS_URL); the embedded one opens its public account with MAESTRO_NATS_PUBLIC_USER")
+	case p.cfg.NATSPublicUser != "":
+		p.publicNC, err = p.embedded.ConnectPublic("maestro-republisher")
+	case p.cfg.NATSRepublisherUser != "":
+		p.publicNC, err = nats.Connect(p.cfg.NATSURL, nats.Name("maestro-republisher"), nats.MaxReconnects(-1),
+			nats.UserInfo(p.cfg.NATSRepublisherUser, p.cfg.NATSRepublisherPassword))
+		if err != nil {
+			err = fmt.Errorf("connect to MAESTRO_NATS_URL as MAESTRO_NATS_REPUBLISHER_USER: %w", err)
+		}
+	default:
 		return nil
 	}
-	if p.embedded == nil {
-		return errors.New("MAESTRO_NATS_PUBLIC_USER configures the embedded NATS; with MAESTRO_NATS_URL give outside subscribers an account on that server instead (docs/ARCHITECTURE.md, \"Event contract for other systems\")")
-	}
-	var err error
-	if p.publicNC, err = p.embedded.ConnectPublic("maestro-republisher"); err != nil {
+	if err != nil {
 		return err
 	}
 	js, err := jetstream.New(p.publicNC)

@@ -73,6 +73,8 @@ type ServerFlags struct {
 	NATSListen      string        `name:"nats-listen" env:"MAESTRO_NATS_LISTEN" default:"127.0.0.1:4222" help:"Loopback address where the embedded NATS also accepts outside clients; 'off' disables."`
 	NATSPublicUser  string        `name:"nats-public-user" env:"MAESTRO_NATS_PUBLIC_USER" help:"Open a least-privilege user of this name on the embedded NATS for outside subscribers: it reads MAESTRO_PUBLIC (maestro.public.>), the events with secret fields removed, and nothing else (see /api/v1/asyncapi.json). Empty: none."`
 	NATSPublicPass  string        `name:"nats-public-password" env:"MAESTRO_NATS_PUBLIC_PASSWORD" hidden:"" help:"Its password (variable only in practice); default generated into <data-dir>/nats-public.password."`
+	NATSRepubUser   string        `name:"nats-republisher-user" env:"MAESTRO_NATS_REPUBLISHER_USER" help:"With MAESTRO_NATS_URL: the user of the outside subscribers' account on that NATS (deploy/nats-cluster.conf) through which workers keep MAESTRO_PUBLIC, the events with secret fields removed. Empty: no copy."`
+	NATSRepubPass   string        `name:"nats-republisher-password" env:"MAESTRO_NATS_REPUBLISHER_PASSWORD" hidden:"" help:"Its password (variable only in practice)."`
 	NATSSync        string        `name:"nats-sync" env:"MAESTRO_NATS_SYNC" enum:"always,interval" default:"always" help:"Embedded JetStream durability: fsync before every ack (always) or every 2 minutes (interval)."`
 	AdminEmail      string        `name:"bootstrap-admin-email" env:"MAESTRO_BOOTSTRAP_ADMIN_EMAIL" help:"Create this admin on start if none was bootstrapped yet."`
 	AdminPassword   string        `name:"bootstrap-admin-password" env:"MAESTRO_BOOTSTRAP_ADMIN_PASSWORD" hidden:"" help:"Password of the bootstrap admin (variable only in practice)."`
@@ -259,6 +261,10 @@ func (s *ServerFlags) apply(cfg *platform.Config) error {
 		}
 	}
 	cfg.NATSPublicUser, cfg.NATSPublicPassword = s.NATSPublicUser, s.NATSPublicPass
+	if s.NATSRepubUser != "" && cfg.NATSURL == "" {
+		return errors.New("MAESTRO_NATS_REPUBLISHER_USER (--nats-republisher-user) is for an external NATS (MAESTRO_NATS_URL); the embedded one takes MAESTRO_NATS_PUBLIC_USER")
+	}
+	cfg.NATSRepublisherUser, cfg.NATSRepublisherPassword = s.NATSRepubUser, s.NATSRepubPass
 	if s.DebugAddr != "" {
 		if err := platform.LoopbackAddr(s.DebugAddr); err != nil {
 			return fmt.Errorf("MAESTRO_DEBUG_ADDR (--debug-addr) %w", err)

@@ -177,6 +177,8 @@ func TestInvalidConfigNamesVariable(t *testing.T) {
 		"MAESTRO_NATS_LISTEN=0.0.0.0:4222": "MAESTRO_NATS_LISTEN",
 		"MAESTRO_REGISTRATION=perhaps":     "MAESTRO_REGISTRATION",
 		"MAESTRO_NATS_PUBLIC_USER=maestro": "MAESTRO_NATS_PUBLIC_USER",
+		// The embedded server has its own republisher; this user is an external NATS's.
+		"MAESTRO_NATS_REPUBLISHER_USER=maestro-republisher": "MAESTRO_NATS_REPUBLISHER_USER",
 	}
 	for env, want := range cases {
 		cmd := exec.Command(bin, "serve", "--data-dir", filepath.Join(t.TempDir(), "d"))
