@@ -391,22 +391,27 @@ func (s *Server) getPromotion(c *call, ref promotionRef) (PromotionResponse, err
 // ---- emergency override ----
 
 // overrideRequest is POST .../promotions:override: move version of model
-// to target past the policy (administrators, with a reason).
+// to target past the policy (administrators, with a reason). Emergencies
+// are also rollbacks: target may take the version out of a governed stage
+// (archived, none), and remove deletes a governed alias.
 type overrideRequest struct {
 	Model   string `json:"model"`
 	Version int    `json:"version"`
 	Target  string `json:"target"`
+	Remove  bool   `json:"remove"`
 	Reason  string `json:"reason"`
 }
 
 func (req *overrideRequest) validate() error {
-	if !registry.ValidTarget(req.Target) {
-		return problem("validation-failed", "target must be staging, production, or an alias written @name")
-	}
-	if req.Version < 1 || req.Version > maxVersion {
+	_, alias := strings.CutPrefix(req.Target, "@")
+	switch {
+	case !registry.ValidTarget(req.Target) && req.Target != events.StageArchived && req.Target != events.StageNone:
+		return problem("validation-failed", "target must be staging, production, archived, none, or an alias written @name")
+	case req.Remove && !alias:
+		return problem("validation-failed", "remove applies to an alias target (@name): a version leaves a stage by moving to archived or none")
+	case req.Version < 1 || req.Version > maxVersion:
 		return problem("validation-failed", "version must be a positive version number")
-	}
-	if strings.TrimSpace(req.Reason) == "" {
+	case strings.TrimSpace(req.Reason) == "":
 		return problem("validation-failed", "reason is required: an override is recorded with why it was made")
 	}
 	return nil
@@ -415,7 +420,15 @@ func (req *overrideRequest) validate() error {
 func (s *Server) overridePromotion(c *call, req overrideRequest) (VersionResponse, uint64, error) {
 	m, seq, err := s.deps.Registry.Override(c.ctx, c.meta, c.who, c.param("project"), req.Model, req.Reason,
 		func(m registry.ModelState) ([]handlers.Change, error) {
-			if alias, ok := strings.CutPrefix(req.Target, "@"); ok {
+			alias, isAlias := strings.CutPrefix(req.Target, "@")
+			switch {
+			case isAlias && req.Remove:
+				if v, ok := m.Aliases[alias]; ok && v != req.Version {
+					// The admin acted on a stale view: say so rather than remove the wrong pointer.
+					return nil, handlers.Errorf(handlers.Conflict, "concurrent-modification", "@%s points to version %d now, not %d", alias, v, req.Version)
+				}
+				return registry.DecideDeleteAlias(m, alias)
+			case isAlias:
 				return registry.DecideSetAlias(m, alias, req.Version)
 			}
 			return registry.DecideTransition(m, req.Version, req.Target, true)

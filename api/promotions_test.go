@@ -304,6 +304,23 @@ func TestPromotionExpiryAliasAndOverride(t *testing.T) {
 		return len(items) == 2 && strings.Contains(items[0].Summary, `policy overridden: "rollback: v1 leaks PII"`) &&
 			strings.HasPrefix(items[0].Actor, "user:")
 	})
+
+	// An emergency is also taking a governed pointer offline: the alias is
+	// removed (naming the version it must point at), a version leaves a
+	// governed stage by moving to archived or none (none governs here).
+	pull := map[string]any{"model": "churn", "version": 1, "target": "@champion", "remove": true, "reason": "v3 misbehaves too"}
+	callProblem(t, e, 403, "approval-required", "DELETE", p.pp+"/models/churn/aliases/champion", p.owner.Token, nil)
+	callProblem(t, e, 409, "concurrent-modification", "POST", p.pp+"/promotions:override", admin, pull)
+	callProblem(t, e, 400, "validation-failed", "POST", p.pp+"/promotions:override", admin,
+		map[string]any{"model": "churn", "version": 3, "target": "staging", "remove": true, "reason": "x"})
+	callProblem(t, e, 409, "no-policy", "POST", p.pp+"/promotions:override", admin,
+		map[string]any{"model": "churn", "version": 3, "target": "archived", "reason": "x"})
+	pull["version"] = 3
+	call(t, e, 200, "POST", p.pp+"/promotions:override", admin, pull)
+	callProblem(t, e, 404, "not-found", "GET", p.pp+"/models/churn/aliases/champion", p.viewer.Token, nil)
+	auditWait(t, e, admin, "maestro.model.alias.deleted.v1", func(items []projections.AuditEntry) bool {
+		return len(items) == 1 && strings.Contains(items[0].Summary, `policy overridden: "v3 misbehaves too"`)
+	})
 }
 
 // auditWait polls the audit trail's entries of type (newest first) until
