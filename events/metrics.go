@@ -2,6 +2,7 @@ package events
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -120,6 +121,34 @@ type MetricPoint struct {
 	Value     MetricValue
 	Step      int64
 	Timestamp int64
+}
+
+// LaterPoint reports whether a is later than b in a series: by step, then
+// timestamp, then value, with NaN above every number (Postgres's float8
+// order, which the latest_metrics read model uses): the run's "latest" value
+// is the same on the write side and in the read model.
+func LaterPoint(a, b MetricPoint) bool {
+	if c := cmp.Compare(a.Step, b.Step); c != 0 {
+		return c > 0
+	}
+	if c := cmp.Compare(a.Timestamp, b.Timestamp); c != 0 {
+		return c > 0
+	}
+	return CompareFloat8(float64(a.Value), float64(b.Value)) > 0
+}
+
+// CompareFloat8 orders values as Postgres orders float8: NaN equal to NaN
+// and above every number, -0 equal to 0.
+func CompareFloat8(a, b float64) int {
+	switch an, bn := math.IsNaN(a), math.IsNaN(b); {
+	case an && bn:
+		return 0
+	case an:
+		return 1
+	case bn:
+		return -1
+	}
+	return cmp.Compare(a, b)
 }
 
 // MarshalJSON implements json.Marshaler (by hand: the ingest path).

@@ -312,13 +312,8 @@ func Start(ctx context.Context, cfg Config) (_ *Platform, err error) {
 	p.Registry.WithRuns(p.Tracking.RunInProject)
 	p.Jobs = jobs.NewService(p.Store, p.Registry, p.Tracking, cfg.Now)
 	// Gates over a version's source run read its latest metrics from the
-	// tracking read model (the API role has it; see approvals.RunMetrics).
-	p.Approvals = approvals.NewService(p.Store, p.Registry, func(ctx context.Context, runID string) (map[string]float64, error) {
-		if p.Queries == nil {
-			return nil, nil
-		}
-		return p.Queries.RunLatestMetrics(ctx, runID)
-	}, cfg.Now)
+	// run's metric events (the write side decides on events, rule 2).
+	p.Approvals = approvals.NewService(p.Store, p.Registry, p.Tracking.LatestMetrics, cfg.Now)
 	if p.Webhooks, err = p.webhookService(key); err != nil {
 		return nil, err
 	}

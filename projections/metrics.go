@@ -113,7 +113,7 @@ func (Metrics) Queue(b *Batch, evs []events.Envelope) error {
 				l = points[0]
 			}
 			for _, p := range points {
-				if laterPoint(p, l) {
+				if events.LaterPoint(p, l) {
 					l = p
 				}
 			}
@@ -169,32 +169,6 @@ func packPoints(points []events.MetricPoint) []byte {
 		b = binary.BigEndian.AppendUint64(b, math.Float64bits(float64(p.Value)))
 	}
 	return b
-}
-
-// laterPoint orders points as latest_metrics does: step, timestamp, value,
-// with NaN above every number (Postgres's float8 order).
-func laterPoint(a, b events.MetricPoint) bool {
-	if c := cmp.Compare(a.Step, b.Step); c != 0 {
-		return c > 0
-	}
-	if c := cmp.Compare(a.Timestamp, b.Timestamp); c != 0 {
-		return c > 0
-	}
-	return compareFloat8(float64(a.Value), float64(b.Value)) > 0
-}
-
-// compareFloat8 orders values as Postgres orders float8: NaN equal to NaN
-// and above every number, -0 equal to 0.
-func compareFloat8(a, b float64) int {
-	switch an, bn := math.IsNaN(a), math.IsNaN(b); {
-	case an && bn:
-		return 0
-	case an:
-		return 1
-	case bn:
-		return -1
-	}
-	return cmp.Compare(a, b)
 }
 
 // MetricPoint is one point of a history as the API shows it.
@@ -301,10 +275,10 @@ func (q *Queries) EachMetricPointSampled(ctx context.Context, runID, key string,
 				bucket, first, last, low, high = b, cur, cur, cur, cur
 			} else {
 				last = cur
-				if compareFloat8(float64(p.Value), float64(low.p.Value)) < 0 {
+				if events.CompareFloat8(float64(p.Value), float64(low.p.Value)) < 0 {
 					low = cur
 				}
-				if compareFloat8(float64(p.Value), float64(high.p.Value)) > 0 {
+				if events.CompareFloat8(float64(p.Value), float64(high.p.Value)) > 0 {
 					high = cur
 				}
 			}

@@ -306,10 +306,10 @@ func TestMetricHistorySampledReference(t *testing.T) {
 			}
 			low, high := idx[0], idx[0]
 			for _, i := range idx {
-				if compareFloat8(float64(points[i].Value), float64(points[low].Value)) < 0 {
+				if events.CompareFloat8(float64(points[i].Value), float64(points[low].Value)) < 0 {
 					low = i
 				}
-				if compareFloat8(float64(points[i].Value), float64(points[high].Value)) > 0 {
+				if events.CompareFloat8(float64(points[i].Value), float64(points[high].Value)) > 0 {
 					high = i
 				}
 			}

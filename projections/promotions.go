@@ -312,26 +312,3 @@ func (q *Queries) ListPromotions(ctx context.Context, projectID string, f Promot
 	}
 	return page, rows.Err()
 }
-
-// RunLatestMetrics is the latest value of each metric of a run (empty for
-// an unknown run), what a promotion gate over a version's source run sees.
-func (q *Queries) RunLatestMetrics(ctx context.Context, runID string) (map[string]float64, error) {
-	out := map[string]float64{}
-	if !isUUID(runID) {
-		return out, nil
-	}
-	rows, err := q.pool.Query(ctx, "SELECT key, value FROM latest_metrics WHERE run_id = $1", runID)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	for rows.Next() {
-		var k string
-		var v float64
-		if err := rows.Scan(&k, &v); err != nil {
-			return nil, err
-		}
-		out[k] = v
-	}
-	return out, rows.Err()
-}

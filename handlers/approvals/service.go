@@ -15,10 +15,11 @@ import (
 )
 
 // RunMetrics is the latest value of each metric of a run, for gates over
-// a version's source run. Metrics are not kept in the run's event-sourced
-// aggregate (they stream into their own store), so the platform wires the
-// tracking read model in; the values the gate saw are recorded in the
-// request's event, so the decision stays auditable and replayable.
+// a version's source run. Metrics are not kept in the run's aggregate
+// (they stream into their own store), so the platform wires in
+// tracking.Service.LatestMetrics, which folds the run's metric events; the
+// values the gate saw are recorded in the request's event, so the
+// decision stays auditable and replayable.
 type RunMetrics func(ctx context.Context, runID string) (map[string]float64, error)
 
 // Service handles promotion requests.

@@ -3,7 +3,10 @@ package tracking
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
+
+	"github.com/google/uuid"
 
 	"github.com/maestro-ml/maestro/authz"
 	"github.com/maestro-ml/maestro/events"
@@ -437,4 +440,45 @@ func (s *Service) appendMetrics(ctx context.Context, meta events.Meta, runID str
 	// with the same Idempotency-Key is dropped by the duplicate window.
 	seq, _, err := handlers.CommitStored(ctx, s.metrics, meta, nil, changes)
 	return seq, err
+}
+
+// LatestMetrics is the latest value of each metric of a run, folded from
+// the run's subject of the metrics stream (events.LaterPoint: what the
+// read model's latest_metrics holds, but decided on the events, as the
+// write side must): what a promotion gate over a version's source run
+// sees. An unknown run has none.
+func (s *Service) LatestMetrics(ctx context.Context, runID string) (map[string]float64, error) {
+	out := map[string]float64{}
+	if s.metrics == nil {
+		return out, errors.New("tracking: no metrics store")
+	}
+	id, err := uuid.Parse(runID)
+	if err != nil {
+		return out, nil
+	}
+	evs, _, err := s.metrics.Load(ctx, events.MetricsSubject(id.String()), 0)
+	if err != nil {
+		return nil, fmt.Errorf("load metrics of run %s: %w", runID, err)
+	}
+	latest := map[string]events.MetricPoint{}
+	for _, e := range evs {
+		if e.Type != events.MetricsLogged {
+			continue
+		}
+		d, err := events.DecodeMetricsLogged(e.Data)
+		if err != nil {
+			return nil, fmt.Errorf("metrics of run %s (seq %d): %w", runID, e.Sequence, err)
+		}
+		for key, points := range d.Metrics {
+			for _, p := range points {
+				if l, ok := latest[key]; !ok || events.LaterPoint(p, l) {
+					latest[key] = p
+				}
+			}
+		}
+	}
+	for key, p := range latest {
+		out[key] = float64(p.Value)
+	}
+	return out, nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"math"
+	"strings"
 	"testing"
 	"time"
 
@@ -195,6 +196,20 @@ func TestLogMetrics(t *testing.T) {
 	}
 	if last, _ := metrics.LastSequence(ctx); last != first {
 		t.Fatalf("the retry appended: last %d, first %d", last, first)
+	}
+	// The latest value per key, folded from the events (what a promotion
+	// gate sees): by step, then timestamp, then value, NaN above numbers,
+	// whatever order the requests came in.
+	if _, err := svc.LogMetrics(ctx, om, owner, ps.Slug, r.ID, []tracking.Metric{{Key: "acc", Value: 0.7, Step: 1, Timestamp: 0},
+		{Key: "acc", Value: 0.8, Step: 1, Timestamp: 5}, {Key: "f1", Value: 0.3, Step: 9, Timestamp: 9}, {Key: "f1", Value: 0.4, Step: 9, Timestamp: 9}}); err != nil {
+		t.Fatal(err)
+	}
+	latest, err := svc.LatestMetrics(ctx, strings.ToUpper(r.ID))
+	if err != nil || len(latest) != 3 || !math.IsNaN(latest["loss"]) || latest["acc"] != 0.8 || latest["f1"] != 0.4 {
+		t.Fatalf("latest metrics = %v, %v; want loss NaN (step 2), acc 0.8 (later timestamp), f1 0.4 (higher value)", latest, err)
+	}
+	if none, err := svc.LatestMetrics(ctx, "not-a-run"); err != nil || len(none) != 0 {
+		t.Fatalf("latest metrics of no run = %v, %v", none, err)
 	}
 	if _, _, err := svc.DeleteRun(ctx, om, owner, ps.Slug, r.ID, true); err != nil {
 		t.Fatal(err)
