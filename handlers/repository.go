@@ -183,7 +183,9 @@ func (r *Repository[S]) Update(ctx context.Context, subject string, meta events.
 		}
 		optimistic = false
 		changes, versions, err := decide(s, v, false)
-		if !verified && (err != nil || len(changes) == 0) {
+		if !verified && (err != nil || len(changes) == 0 || !touches(changes, subject)) {
+			// A decision whose events all land on other subjects carries no
+			// expectation of this one: verify it on the stored state.
 			if s, v, err = r.Load(ctx, subject); err != nil {
 				return err
 			}
@@ -200,6 +202,7 @@ func (r *Repository[S]) Update(ctx context.Context, subject string, meta events.
 		if batch, err = Build(meta, versions, changes...); err != nil {
 			return err
 		}
+		guard(batch, subject, v)
 		seq, stored, err = appendStored(ctx, r.store, batch)
 		return err
 	})
@@ -217,6 +220,35 @@ func (r *Repository[S]) Update(ctx context.Context, subject string, meta events.
 	}
 	state, _, err = r.Load(ctx, subject)
 	return state, seq, err
+}
+
+// touches reports whether changes append to subject.
+func touches(changes []Change, subject string) bool {
+	for _, c := range changes {
+		if c.Subject == subject {
+			return true
+		}
+	}
+	return false
+}
+
+// guard makes a batch decided on subject at version v fail if subject
+// moved on before it is stored, also when none of its events is on subject
+// (rule 2): the first event without an expectation of its own carries
+// subject's (Nats-Expected-Last-Subject-Sequence-Subject). A batch whose
+// every event checks its own subject keeps only the verified load.
+func guard(batch []events.Append, subject string, v uint64) {
+	for _, a := range batch {
+		if a.Event.Subject == subject {
+			return // Build gave it versions[subject]
+		}
+	}
+	for i := range batch {
+		if batch[i].Expect == events.Any {
+			batch[i].Expect, batch[i].ExpectSubject = v, subject
+			return
+		}
+	}
 }
 
 // loadForDecide is the state a decision starts from: with optimistic, the

@@ -100,3 +100,84 @@ func TestUpdateDecidesOnTheCacheButNeverOnAStaleState(t *testing.T) {
 		t.Fatalf("b's cache after Update: %+v at %d (%v), want %+v at %d", c, v, err, fresh, version)
 	}
 }
+
+// A decision whose events all land on other aggregates (a counter that
+// reports its count elsewhere) is still decided on the current state:
+// on a stale cache it is verified against the store, and the append fails
+// if the counter moved on in between, also in an atomic batch.
+func TestUpdateGuardsItsSubjectWhenWritingElsewhere(t *testing.T) {
+	store := testnats.Store(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	a, b := newCounterRepo(store), newCounterRepo(store)
+	subject := events.Subject(events.AggModel, "c2")
+	reports := []string{events.Subject(events.AggModel, "report-1"), events.Subject(events.AggModel, "report-2")}
+	meta := events.Meta{Actor: events.SystemActor}
+	increment := func(c counter, _ uint64, _ bool) ([]Change, map[string]uint64, error) {
+		return []Change{{Subject: subject, Type: incremented, Data: map[string]int{"N": len(c.Values) + 1}}}, nil, nil
+	}
+	var between func()
+	calls := 0
+	report := func(to []string) Decide[counter] {
+		return func(c counter, _ uint64, _ bool) ([]Change, map[string]uint64, error) {
+			// The first call decides on a's cache, which Update verifies by
+			// deciding again on the stored state (the second call); the
+			// counter moves on right after that, before the append.
+			if calls++; calls == 2 && between != nil {
+				between()
+				between = nil
+			}
+			var out []Change
+			for _, s := range to {
+				out = append(out, Change{Subject: s, Type: incremented, Data: map[string]int{"N": len(c.Values)}})
+			}
+			return out, nil, nil
+		}
+	}
+	lastReport := func(subj string) int {
+		t.Helper()
+		evs, _, err := store.Load(ctx, subj, 0)
+		if err != nil || len(evs) == 0 {
+			t.Fatalf("report %s: %d events, %v", subj, len(evs), err)
+		}
+		var d struct{ N int }
+		if err := json.Unmarshal(evs[len(evs)-1].Data, &d); err != nil {
+			t.Fatal(err)
+		}
+		return d.N
+	}
+	for _, r := range []*Repository[counter]{a, b} {
+		if _, _, err := r.Update(ctx, subject, meta, increment); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// a's cache says 1; the store says 2.
+	if _, _, err := a.Update(ctx, subject, meta, report(reports[:1])); err != nil {
+		t.Fatal(err)
+	}
+	if n := lastReport(reports[0]); n != 2 {
+		t.Fatalf("reported %d from a stale cache, want 2", n)
+	}
+	// Moved on between a verified decision and its append: one event, then
+	// an atomic batch of two, each refused once and decided again.
+	for _, to := range [][]string{reports[:1], reports} {
+		calls = 0
+		between = func() {
+			if _, _, err := b.Update(ctx, subject, meta, increment); err != nil {
+				t.Fatal(err)
+			}
+		}
+		c, _, err := a.Update(ctx, subject, meta, report(to))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if between != nil || calls != 3 {
+			t.Fatalf("decided %d times (moved on: %v), want 3: cache, stored state, after the refused append", calls, between == nil)
+		}
+		for _, s := range to {
+			if n := lastReport(s); n != len(c.Values) {
+				t.Fatalf("%s reported %d, the counter holds %d: decided on a state that moved on", s, n, len(c.Values))
+			}
+		}
+	}
+}
