@@ -512,3 +512,64 @@ func TestPromotionDecisionWithoutBody(t *testing.T) {
 	}
 	p.waitPromotion(t, e, req.ID, "completed")
 }
+
+// Concurrent approve and reject of a one-approval request: one decision
+// wins, the other is 409 promotion-closed, and every view agrees with the
+// winner — the request's state, and the alias (moved once after an
+// approval, untouched after a rejection).
+func TestPromotionApproveRejectRace(t *testing.T) {
+	t.Parallel()
+	e := testenv.Start(t, testenv.Config(t))
+	admin := e.Admin("admin@promo-race.test").AccessToken
+	p := newPromoProject(t, e, admin, "Promo Race")
+	call(t, e, 200, "PUT", p.pp+"/policies/@winner", p.owner.Token, map[string]any{"required_approvals": 1})
+	aliased := 0
+	for round := range 6 {
+		v := 1
+		if aliased == 1 {
+			v = 3
+		}
+		req := p.request(t, e, p.editor.Token, v, "@winner")
+		var wg sync.WaitGroup
+		var approve, reject testenv.Response
+		wg.Go(func() { approve = e.Do("POST", p.pp+"/promotions/"+req.ID+":approve", p.approver.Token, map[string]any{}) })
+		wg.Go(func() { reject = e.Do("POST", p.pp+"/promotions/"+req.ID+":reject", p.approver2.Token, map[string]any{}) })
+		wg.Wait()
+		var want string
+		switch {
+		case approve.Status == 200 && reject.Status == 409:
+			want, aliased = "completed", v
+			wantProblem(t, reject, 409, "promotion-closed")
+		case reject.Status == 200 && approve.Status == 409:
+			want = "rejected"
+			wantProblem(t, approve, 409, "promotion-closed")
+		default:
+			t.Fatalf("round %d: approve %d %s, reject %d %s: want one 200 and one 409", round, approve.Status, approve.Body, reject.Status, reject.Body)
+		}
+		p.waitPromotion(t, e, req.ID, want)
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			r := e.Do("GET", p.pp+"/models/churn/aliases/winner", p.viewer.Token, nil)
+			got := 0
+			if r.Status == 200 {
+				got = asJSON[api.VersionResponse](t, r).Version
+			}
+			if got == aliased {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("round %d (%s): @winner = %d (%d), want %d", round, want, got, r.Status, aliased)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	// The alias moved exactly once per approved request.
+	completed := len(inbox(t, e, p.pp, p.viewer.Token, "state=completed"))
+	t.Logf("approval won %d of 6 races, rejection %d", completed, 6-completed)
+	auditWait(t, e, admin, "maestro.model.alias.set.v1", func(items []projections.AuditEntry) bool {
+		if len(items) > completed {
+			t.Fatalf("alias set %d times for %d completed requests", len(items), completed)
+		}
+		return len(items) == completed
+	})
+}
