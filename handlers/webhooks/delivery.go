@@ -72,6 +72,10 @@ type Delivery struct {
 
 	mu      sync.Mutex
 	targets map[string]cachedTarget
+
+	// subs tells the matcher when the subscriptions' read model has
+	// applied every subscription event before the event it matches.
+	subs *readModel
 }
 
 // cachedTarget is a subscription as read at its projection row's seq (the
@@ -134,8 +138,14 @@ func NewDelivery(cfg DeliveryConfig) *Delivery {
 		// checked when the subscription was made.)
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	return &Delivery{cfg: cfg, client: client, wake: make(chan struct{}, 1), log: cfg.Logger.With("component", "webhooks"),
-		delivered: make(chan success, 1024), targets: map[string]cachedTarget{}}
+		delivered: make(chan success, 1024), targets: map[string]cachedTarget{},
+		subs: &readModel{pool: cfg.Pool, store: cfg.Service.store}}
 }
+
+// matcherWait bounds how long the matcher waits for the subscriptions'
+// read model to catch up with an event; past it the event is handled
+// again later (redelivered), never matched against a stale read model.
+const matcherWait = 30 * time.Second
 
 // MatcherName is the matcher's durable consumer.
 const MatcherName = "webhook-match"
@@ -155,6 +165,11 @@ func (d *Delivery) Register(r *flows.Router) error {
 
 // match writes the outbox rows of one event.
 func (d *Delivery) match(ctx context.Context, e events.Envelope) error {
+	// The subscriptions that exist when e was appended must all be in the
+	// read model it is matched against (created_seq < e's sequence).
+	if err := d.subs.await(ctx, e.Sequence, matcherWait); err != nil {
+		return fmt.Errorf("webhooks: match event %d: %w", e.Sequence, err)
+	}
 	agg, id := events.AggregateOf(e.Subject)
 	if agg == events.AggWebhook {
 		return d.matchOwn(ctx, e, id)
