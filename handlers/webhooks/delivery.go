@@ -145,7 +145,7 @@ func NewDelivery(cfg DeliveryConfig) *Delivery {
 // matcherWait bounds how long the matcher waits for the subscriptions'
 // read model to catch up with an event; past it the event is handled
 // again later (redelivered), never matched against a stale read model.
-const matcherWait = 30 * time.Second
+const matcherWait = 15 * time.Second
 
 // MatcherName is the matcher's durable consumer.
 const MatcherName = "webhook-match"
