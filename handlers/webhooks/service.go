@@ -292,7 +292,14 @@ func (s *Service) Update(ctx context.Context, meta events.Meta, p authz.Principa
 // the sequence (the current one when nothing changed).
 func (s *Service) update(ctx context.Context, meta events.Meta, id string, decide func(State) ([]handlers.Change, error)) (State, uint64, error) {
 	meta.Now = s.now
-	w, seq, err := s.repo.Update(ctx, subject(id), meta, func(w State, _ uint64, _ bool) ([]handlers.Change, map[string]uint64, error) {
+	w, seq, err := s.repo.Update(ctx, subject(id), meta, func(w State, _ uint64, replay bool) ([]handlers.Change, map[string]uint64, error) {
+		if replay {
+			// A retry (same Idempotency-Key) of a command whose events are
+			// stored: the answer is the state after them. Deciding again
+			// would not reproduce them (a rotation draws a new secret and
+			// overlap end), and the repository would refuse the retry.
+			return nil, nil, nil
+		}
 		changes, err := decide(w)
 		return changes, nil, err
 	})
