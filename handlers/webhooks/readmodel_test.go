@@ -190,3 +190,75 @@ func isLimit(err error) bool {
 	e, ok := handlers.AsError(err)
 	return ok && e.Kind == handlers.Conflict && e.Code == "webhook-limit" && strings.Contains(e.Detail, "at most 3 webhooks")
 }
+
+// appendEvent appends one event and returns it as stored.
+func (f *fixture) appendEvent(t *testing.T, subject, typ string, data any) events.Envelope {
+	t.Helper()
+	ctx := context.Background()
+	env, err := events.New(meta(), subject, typ, 0, data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seq, err := f.store.Append(ctx, events.Append{Event: env, Expect: events.Any})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := f.store.Get(ctx, seq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+// An event whose data names no project (a model version's registration,
+// a run's update, a job's end…) belongs to the project its aggregate was
+// created in. The matcher must find that project even when the read model
+// of the aggregate lags (here: the models projection does not run at all),
+// or the project's subscriptions would silently miss the event.
+func TestMatcherFindsTheProjectOfAnEventWithoutOne(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	f.runProjection(t, 0)
+	ctx := context.Background()
+	project, hook, model := uuid.NewString(), uuid.NewString(), uuid.NewString()
+	sealed := f.svc.Sealer().Seal(hook, NewSecret())
+	created := f.appendEvent(t, subject(hook), events.WebhookCreated, events.WebhookCreatedData{WebhookID: hook, ProjectID: project,
+		URL: "http://127.0.0.1:1/hook", Events: []string{"maestro.model.*"}, SecretSealed: sealed, CreatedBy: admin.UserID})
+	modelSubject := events.Subject(events.AggModel, model)
+	f.appendEvent(t, modelSubject, events.ModelCreated, events.ModelCreatedData{ModelID: model, ProjectID: project, Name: "m"})
+	registered := f.appendEvent(t, modelSubject, events.ModelVersionRegistered, events.ModelVersionRegisteredData{ModelID: model, Version: 1, Source: "s3://b/m"})
+	// Another project's model: not this subscription's.
+	other := uuid.NewString()
+	f.appendEvent(t, events.Subject(events.AggModel, other), events.ModelCreated, events.ModelCreatedData{ModelID: other, ProjectID: uuid.NewString(), Name: "o"})
+	theirs := f.appendEvent(t, events.Subject(events.AggModel, other), events.ModelVersionRegistered, events.ModelVersionRegisteredData{ModelID: other, Version: 1, Source: "s3://b/o"})
+	if err := f.subsApplied(ctx, created.Sequence+1); err != nil {
+		t.Fatal(err)
+	}
+	d := NewDelivery(DeliveryConfig{Pool: f.pool, Service: f.svc})
+	for _, e := range []events.Envelope{registered, theirs} {
+		if err := d.match(ctx, e); err != nil {
+			t.Fatalf("match %s: %v", e.Type, err)
+		}
+	}
+	rows, err := f.pool.Query(ctx, `SELECT event_id FROM webhook_deliveries WHERE webhook_id = $1`, hook)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, id)
+	}
+	if rows.Err() != nil || len(got) != 1 || got[0] != registered.ID {
+		t.Fatalf("the project's subscription has outbox rows %v (%v), want only the version's registration %s", got, rows.Err(), registered.ID)
+	}
+}
+
+// subsApplied waits for the webhooks projection to apply every webhook
+// event before seq.
+func (f *fixture) subsApplied(ctx context.Context, seq uint64) error {
+	return (&readModel{pool: f.pool, store: f.store}).await(ctx, seq, 30*time.Second)
+}
