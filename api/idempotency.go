@@ -192,7 +192,12 @@ const credentialReplayWindow = 2 * time.Minute
 // secretRoutes answer with an API token's secret, which must be stored
 // nowhere: their successes are not kept for replays (the key is released),
 // and a retry is refused by the decider, whose token id the key derived.
-var secretRoutes = map[string]bool{"/api/v1/tokens": true, "/api/v1/service-accounts/{id}/tokens": true}
+// A webhook's creation and rotation answer its signing secret, kept only
+// sealed: a retry of theirs is answered by the webhook service from the
+// sealed secret (handlers/webhooks Service.Create and Rotate).
+var secretRoutes = map[string]bool{"/api/v1/tokens": true, "/api/v1/service-accounts/{id}/tokens": true,
+	"/api/v1/projects/{project}/webhooks": true, "/api/v1/webhooks": true,
+	"/api/v1/projects/{project}/webhooks/{webhook}:rotate-secret": true, "/api/v1/webhooks/{webhook}:rotate-secret": true}
 
 // replayedHeaders are the response headers a replay reproduces.
 var replayedHeaders = []string{"Content-Type", "Maestro-Sequence", "Maestro-Metrics-Sequence", "Preference-Applied", "Maestro-Consistency", "Location", "Retry-After", "WWW-Authenticate"}

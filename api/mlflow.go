@@ -143,6 +143,7 @@ var mlflowCodes = map[string]string{
 	"webhook-disabled":           "RESOURCE_CONFLICT",
 	"webhook-target-forbidden":   "INVALID_PARAMETER_VALUE",
 	"webhook-host-unresolved":    "INVALID_PARAMETER_VALUE",
+	"webhook-limit":              "RESOURCE_CONFLICT",
 	"concurrent-modification":    "RESOURCE_CONFLICT",
 	"request-in-progress":        "RESOURCE_CONFLICT",
 	"precondition-failed":        "RESOURCE_CONFLICT",

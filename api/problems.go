@@ -58,6 +58,7 @@ var problemCatalog = map[string]struct {
 	"webhook-disabled":           {409, "The webhook is disabled"},
 	"webhook-target-forbidden":   {422, "The webhook URL's host is an address webhooks may not reach"},
 	"webhook-host-unresolved":    {422, "The webhook URL's host does not resolve"},
+	"webhook-limit":              {409, "The project, or Maestro for global webhooks, holds the most webhooks it may have"},
 	"concurrent-modification":    {409, "The resource changed concurrently"},
 	"request-in-progress":        {409, "A request with this Idempotency-Key is still in progress"},
 	"precondition-failed":        {412, "A precondition of the request does not hold"},

@@ -1,12 +1,14 @@
 package api_test
 
 import (
+	"encoding/json"
 	"net/http"
 	"net/url"
 	"strings"
 	"testing"
 
 	"github.com/maestro-ml/maestro/api"
+	"github.com/maestro-ml/maestro/handlers/webhooks"
 	"github.com/maestro-ml/maestro/internal/testenv"
 )
 
@@ -141,9 +143,21 @@ func walkWebhooks(t *testing.T, e *testenv.Env, admin string) map[string][]int {
 func webhookCells() map[string]mxCell {
 	const hooks = mxProj + "/webhooks"
 	body := map[string]any{"url": webhookTarget, "events": []string{"maestro.job.ended.v1"}}
+	// makeRoom deletes p's webhooks when it nears the cap
+	// (webhooks.MaxProjectWebhooks): the matrix makes far more than that.
+	makeRoom := func(m *matrix, p *mxProject) {
+		page := asJSON[api.WebhookPage](m.t, m.admin("GET", mxProjects+"/"+p.slug+"/webhooks?max_results=100", nil))
+		if len(page.Items) < webhooks.MaxProjectWebhooks-10 {
+			return
+		}
+		for _, w := range page.Items {
+			m.admin("DELETE", mxProjects+"/"+p.slug+"/webhooks/"+w.ID, nil)
+		}
+	}
 	// fresh makes a webhook in p as the admin (each cell its own, so a
 	// delete or a disable does not reach the next cell).
 	fresh := func(m *matrix, p *mxProject) mxReq {
+		makeRoom(m, p)
 		w := asJSON[api.WebhookCreated](m.t, m.admin("POST", mxProjects+"/"+p.slug+"/webhooks", body))
 		return mxReq{params: map[string]string{"webhook": w.ID}}
 	}
@@ -155,7 +169,10 @@ func webhookCells() map[string]mxCell {
 		}
 	}
 	return map[string]mxCell{
-		"POST " + hooks:                              {action: mxManage, build: func(*matrix, *mxProject) mxReq { return mxReq{body: body} }},
+		"POST " + hooks: {action: mxManage, build: func(m *matrix, p *mxProject) mxReq {
+			makeRoom(m, p)
+			return mxReq{body: body}
+		}},
 		"GET " + hooks:                               {action: mxManage, build: func(*matrix, *mxProject) mxReq { return mxReq{} }},
 		"GET " + hooks + "/{webhook}":                {action: mxManage, build: fresh},
 		"PATCH " + hooks + "/{webhook}":              {action: mxManage, build: with(map[string]any{"description": "changed"})},
@@ -163,5 +180,67 @@ func webhookCells() map[string]mxCell {
 		"POST " + hooks + "/{webhook}:rotate-secret": {action: mxManage, build: with(map[string]any{})},
 		"POST " + hooks + "/{webhook}:test":          {action: mxManage, build: fresh},
 		"GET " + hooks + "/{webhook}/deliveries":     {action: mxManage, build: fresh},
+	}
+}
+
+// A signing secret is stored nowhere in clear: not in the event stream
+// (sealed there), and not in the Idempotency-Key bucket, which keeps
+// command answers for replays. A retried creation or rotation (same key)
+// is answered by the service from the sealed secret instead, so it still
+// shows the same secret.
+func TestWebhookSecretsAreNotKeptForReplays(t *testing.T) {
+	t.Parallel()
+	e := testenv.Start(t, testenv.Config(t))
+	admin := e.Admin("root@hook-secrets.test").AccessToken
+	proj := asJSON[api.ProjectResponse](t, call(t, e, 201, "POST", projectsPath, admin, map[string]any{"name": "Hook Secrets"}))
+	body := map[string]any{"url": webhookTarget, "events": []string{"maestro.model.*"}}
+	var secrets []string
+	for _, base := range []string{projectsPath + "/" + proj.ID + "/webhooks", "/api/v1/webhooks"} {
+		w := asJSON[api.WebhookCreated](t, call(t, e, 201, "POST", base, admin, body, "Idempotency-Key", "hook-create"))
+		again := asJSON[api.WebhookCreated](t, call(t, e, 201, "POST", base, admin, body, "Idempotency-Key", "hook-create"))
+		if again.ID != w.ID || again.Secret != w.Secret {
+			t.Fatalf("retried creation: %s / %s, want the same webhook and secret", again.ID, w.ID)
+		}
+		rotate := base + "/" + w.ID + ":rotate-secret"
+		rot := asJSON[api.WebhookSecret](t, call(t, e, 200, "POST", rotate, admin, map[string]any{}, "Idempotency-Key", "hook-rotate"))
+		rot2 := asJSON[api.WebhookSecret](t, call(t, e, 200, "POST", rotate, admin, map[string]any{}, "Idempotency-Key", "hook-rotate"))
+		if rot2.Secret != rot.Secret || rot.Secret == w.Secret {
+			t.Fatal("a retried rotation answered another secret")
+		}
+		secrets = append(secrets, w.Secret, rot.Secret)
+		// Other webhook commands' answers are kept (and replayed) as usual.
+		call(t, e, 200, "PATCH", base+"/"+w.ID, admin, map[string]any{"description": "kept"}, "Idempotency-Key", "hook-patch")
+		if r := call(t, e, 200, "PATCH", base+"/"+w.ID, admin, map[string]any{"description": "kept"}, "Idempotency-Key", "hook-patch"); r.Header.Get("Idempotent-Replayed") != "true" {
+			t.Fatal("a retried webhook change was not replayed from the bucket")
+		}
+	}
+	// Every message the idempotency bucket's stream holds.
+	ctx := t.Context()
+	st, err := e.P.Store.JetStream().Stream(ctx, "KV_"+api.IdempotencyBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.State.Msgs == 0 {
+		t.Fatal("the idempotency bucket holds nothing: the check below would prove nothing")
+	}
+	for seq := info.State.FirstSeq; seq <= info.State.LastSeq; seq++ {
+		m, err := st.GetMsg(ctx, seq)
+		if err != nil {
+			continue // purged (a released key)
+		}
+		// A stored outcome keeps the answer's body as JSON bytes (base64).
+		var rec struct {
+			Body []byte `json:"body"`
+		}
+		_ = json.Unmarshal(m.Data, &rec)
+		for _, s := range secrets {
+			if k := strings.TrimPrefix(s, "whsec_"); strings.Contains(string(m.Data), k) || strings.Contains(string(rec.Body), k) {
+				t.Fatalf("the idempotency bucket holds a webhook signing secret in clear (subject %s)", m.Subject)
+			}
+		}
 	}
 }

@@ -44,7 +44,8 @@ func (p *Platform) webhookService(key *auth.SigningKey) (*webhooks.Service, erro
 	if err != nil {
 		return nil, fmt.Errorf("webhooks: %w", err)
 	}
-	return webhooks.NewService(p.Store, p.Registry, p.Identity.Actor, sealer, p.webhookTargets(), p.cfg.Now), nil
+	// The read model (the projections' database) counts a scope's subscriptions for the caps.
+	return webhooks.NewService(p.Store, p.Registry, p.Identity.Actor, sealer, p.webhookTargets(), p.cfg.Now).WithReadModel(p.Pool), nil
 }
 
 func (p *Platform) webhookTargets() webhooks.TargetPolicy {

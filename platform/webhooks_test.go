@@ -588,3 +588,180 @@ func TestWebhookProjectScopeAndNoRedirects(t *testing.T) {
 		t.Fatalf("the redirect target got %d requests", n)
 	}
 }
+
+// Managing a subscription re-checks the caller's role at decision time,
+// on the event-sourced state (the project's membership, the user's role
+// and activity), never on what the caller could do when the webhook was
+// made: an owner demoted to editor, asynchronously (the read models may
+// not show it yet), is refused every webhook action at once; the
+// subscription itself, the project's, keeps delivering. An admin demoted
+// to member loses the global webhooks; a deactivated owner's token ends.
+func TestWebhookManagementRechecksTheCurrentRole(t *testing.T) {
+	t.Parallel()
+	e := startWebhookEnv(t, webhookConfig(t))
+	rc := newReceiver(t)
+	own, ownTok := e.UserWithRole(e.owner, "former-owner@example.com", "admin")
+	if r := e.Do("PUT", "/api/v1/projects/"+e.project+"/members/"+own.ID, e.owner, map[string]any{"role": "owner"}); r.Status/100 != 2 {
+		t.Fatalf("add owner: %d %s", r.Status, r.Body)
+	}
+	body := map[string]any{"url": rc.srv.URL, "events": []string{"maestro.model.*"}}
+	r := e.Do("POST", e.base(), ownTok.AccessToken, body)
+	if r.Status != http.StatusCreated {
+		t.Fatalf("owner create: %d %s", r.Status, r.Body)
+	}
+	var w webhookView
+	r.JSON(t, &w)
+	rc.setSecrets(w.Secret)
+	// The global webhook has a receiver of its own (it gets the model
+	// events too).
+	r = e.Do("POST", "/api/v1/webhooks", ownTok.AccessToken, map[string]any{"url": newReceiver(t).srv.URL, "events": []string{"maestro.model.*"}})
+	if r.Status != http.StatusCreated {
+		t.Fatalf("admin global create: %d %s", r.Status, r.Body)
+	}
+	var g webhookView
+	r.JSON(t, &g)
+
+	// Demoted in the project and globally, answered before the read
+	// models need to have applied it.
+	async := []string{"Prefer", "respond-async"}
+	if r := e.Do("PUT", "/api/v1/projects/"+e.project+"/members/"+own.ID, e.owner, map[string]any{"role": "editor"}, async...); r.Status/100 != 2 {
+		t.Fatalf("demote in the project: %d %s", r.Status, r.Body)
+	}
+	if r := e.Do("PATCH", "/api/v1/users/"+own.ID, e.owner, map[string]any{"role": "member"}, async...); r.Status/100 != 2 {
+		t.Fatalf("demote globally: %d %s", r.Status, r.Body)
+	}
+	for _, tree := range []string{e.base(), "/api/v1/webhooks"} {
+		id := w.ID
+		if tree == "/api/v1/webhooks" {
+			id = g.ID
+		}
+		for _, req := range []struct {
+			method, path string
+			body         any
+		}{
+			{"PATCH", tree + "/" + id, map[string]any{"enabled": false}},
+			{"POST", tree + "/" + id + ":rotate-secret", map[string]any{}},
+			{"POST", tree + "/" + id + ":test", nil},
+			{"DELETE", tree + "/" + id, nil},
+			{"GET", tree + "/" + id, nil},
+			{"POST", tree, body},
+		} {
+			if r := e.Do(req.method, req.path, ownTok.AccessToken, req.body); r.Status != http.StatusForbidden {
+				t.Errorf("%s %s by the demoted owner: %d %s, want 403", req.method, req.path, r.Status, r.Body)
+			}
+		}
+	}
+	// The subscription is the project's: it still delivers, signed with
+	// its unchanged secret.
+	e.createModel(t, "after-demotion")
+	waitFor(t, 15*time.Second, "a delivery after the creator's demotion", func() bool { return len(rc.accepted()) >= 1 })
+	if d := rc.accepted()[0]; d.ce.Type != "maestro.model.created.v1" || !d.verified[w.Secret] {
+		t.Fatalf("delivery %+v verified %v", d.ce, d.verified)
+	}
+
+	// Owner again, then deactivated: the token is refused.
+	if r := e.Do("PUT", "/api/v1/projects/"+e.project+"/members/"+own.ID, e.owner, map[string]any{"role": "owner"}); r.Status/100 != 2 {
+		t.Fatalf("owner again: %d %s", r.Status, r.Body)
+	}
+	if r := e.Do("PATCH", e.base()+"/"+w.ID, ownTok.AccessToken, map[string]any{"description": "still mine"}); r.Status != http.StatusOK {
+		t.Fatalf("owner again may update: %d %s", r.Status, r.Body)
+	}
+	if r := e.Do("PATCH", "/api/v1/users/"+own.ID, e.owner, map[string]any{"active": false}); r.Status/100 != 2 {
+		t.Fatalf("deactivate: %d %s", r.Status, r.Body)
+	}
+	if r := e.Do("PATCH", e.base()+"/"+w.ID, ownTok.AccessToken, map[string]any{"enabled": false}); r.Status != http.StatusUnauthorized {
+		t.Fatalf("update by a deactivated owner: %d %s, want 401", r.Status, r.Body)
+	}
+}
+
+// An archived project's subscriptions are kept and keep delivering (the
+// archive event itself, and the restore, are worth telling a receiver);
+// while archived, they cannot be created, changed or rotated (409
+// project-archived, like every change to the project), but may be listed,
+// tested and deleted.
+func TestWebhookArchivedProject(t *testing.T) {
+	t.Parallel()
+	e := startWebhookEnv(t, webhookConfig(t))
+	rc := newReceiver(t)
+	w := e.createWebhook(t, rc.srv.URL, "maestro.project.*")
+	rc.setSecrets(w.Secret)
+	if r := e.Do("DELETE", "/api/v1/projects/"+e.project, e.owner, nil); r.Status != http.StatusOK {
+		t.Fatalf("archive: %d %s", r.Status, r.Body)
+	}
+	waitFor(t, 15*time.Second, "the archive event at the receiver", func() bool {
+		for _, d := range rc.accepted() {
+			if d.ce.Type == "maestro.project.archived.v1" && d.verified[w.Secret] {
+				return true
+			}
+		}
+		return false
+	})
+	for _, req := range []struct {
+		method, path string
+		body         any
+	}{
+		{"POST", e.base(), map[string]any{"url": rc.srv.URL, "events": []string{"*"}}},
+		{"PATCH", e.base() + "/" + w.ID, map[string]any{"description": "x"}},
+		{"POST", e.base() + "/" + w.ID + ":rotate-secret", map[string]any{}},
+	} {
+		if r := e.Do(req.method, req.path, e.owner, req.body); r.Status != http.StatusConflict || !strings.Contains(string(r.Body), "project-archived") {
+			t.Errorf("%s %s on an archived project: %d %s, want 409 project-archived", req.method, req.path, r.Status, r.Body)
+		}
+	}
+	if r := e.Do("GET", e.base(), e.owner, nil); r.Status != http.StatusOK || !strings.Contains(string(r.Body), w.ID) {
+		t.Fatalf("list on an archived project: %d %s", r.Status, r.Body)
+	}
+	r := e.Do("POST", e.base()+"/"+w.ID+":test", e.owner, nil)
+	if r.Status != http.StatusAccepted {
+		t.Fatalf("test on an archived project: %d %s", r.Status, r.Body)
+	}
+	var test struct {
+		EventID string `json:"event_id"`
+	}
+	r.JSON(t, &test)
+	waitFor(t, 15*time.Second, "the test delivery", func() bool {
+		for _, d := range rc.accepted() {
+			if d.ce.ID == test.EventID {
+				return true
+			}
+		}
+		return false
+	})
+	if r := e.Do("DELETE", e.base()+"/"+w.ID, e.owner, nil); r.Status != http.StatusNoContent {
+		t.Fatalf("delete on an archived project: %d %s", r.Status, r.Body)
+	}
+}
+
+// A project holds at most webhooks.MaxProjectWebhooks subscriptions: the
+// next creation answers 409 webhook-limit naming the limit; another
+// project is not affected, and a deletion frees a place.
+func TestWebhookCapPerProject(t *testing.T) {
+	t.Parallel()
+	e := startWebhookEnv(t, webhookConfig(t))
+	rc := newReceiver(t)
+	var first webhookView
+	for i := range webhooks.MaxProjectWebhooks {
+		w := e.createWebhook(t, rc.srv.URL, "maestro.model.created.v1")
+		if i == 0 {
+			first = w
+		}
+	}
+	body := map[string]any{"url": rc.srv.URL, "events": []string{"maestro.model.created.v1"}}
+	r := e.Do("POST", e.base(), e.owner, body)
+	if r.Status != http.StatusConflict || !strings.Contains(string(r.Body), "webhook-limit") || !strings.Contains(string(r.Body), "at most 50 webhooks") {
+		t.Fatalf("creation past the cap: %d %s, want 409 webhook-limit naming the limit", r.Status, r.Body)
+	}
+	r = e.Do("POST", "/api/v1/projects", e.owner, map[string]any{"name": "Other"})
+	if r.Status != http.StatusCreated {
+		t.Fatalf("create project: %d %s", r.Status, r.Body)
+	}
+	var other struct{ ID string }
+	r.JSON(t, &other)
+	if r := e.Do("POST", "/api/v1/projects/"+other.ID+"/webhooks", e.owner, body); r.Status != http.StatusCreated {
+		t.Fatalf("creation in another project: %d %s", r.Status, r.Body)
+	}
+	if r := e.Do("DELETE", e.base()+"/"+first.ID, e.owner, nil); r.Status != http.StatusNoContent {
+		t.Fatalf("delete: %d %s", r.Status, r.Body)
+	}
+	e.createWebhook(t, rc.srv.URL, "maestro.model.created.v1")
+}

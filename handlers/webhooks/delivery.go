@@ -14,7 +14,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
@@ -72,6 +71,13 @@ type Delivery struct {
 
 	mu      sync.Mutex
 	targets map[string]cachedTarget
+	// projects caches the project of an aggregate (its subject) whose
+	// events do not name it (projectOf).
+	projects map[string]string
+
+	// subs tells the matcher when the subscriptions' read model has
+	// applied every subscription event before the event it matches.
+	subs *readModel
 }
 
 // cachedTarget is a subscription as read at its projection row's seq (the
@@ -134,8 +140,14 @@ func NewDelivery(cfg DeliveryConfig) *Delivery {
 		// checked when the subscription was made.)
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	return &Delivery{cfg: cfg, client: client, wake: make(chan struct{}, 1), log: cfg.Logger.With("component", "webhooks"),
-		delivered: make(chan success, 1024), targets: map[string]cachedTarget{}}
+		delivered: make(chan success, 1024), targets: map[string]cachedTarget{}, projects: map[string]string{},
+		subs: &readModel{pool: cfg.Pool, store: cfg.Service.store}}
 }
+
+// matcherWait bounds how long the matcher waits for the subscriptions'
+// read model to catch up with an event; past it the event is handled
+// again later (redelivered), never matched against a stale read model.
+const matcherWait = 15 * time.Second
 
 // MatcherName is the matcher's durable consumer.
 const MatcherName = "webhook-match"
@@ -155,6 +167,11 @@ func (d *Delivery) Register(r *flows.Router) error {
 
 // match writes the outbox rows of one event.
 func (d *Delivery) match(ctx context.Context, e events.Envelope) error {
+	// The subscriptions that exist when e was appended must all be in the
+	// read model it is matched against (created_seq < e's sequence).
+	if err := d.subs.await(ctx, e.Sequence, matcherWait); err != nil {
+		return fmt.Errorf("webhooks: match event %d: %w", e.Sequence, err)
+	}
 	agg, id := events.AggregateOf(e.Subject)
 	if agg == events.AggWebhook {
 		return d.matchOwn(ctx, e, id)
@@ -218,9 +235,15 @@ func (d *Delivery) matchOwn(ctx context.Context, e events.Envelope, id string) e
 }
 
 // projectOf is the project an event belongs to: its data's project_id,
-// else the project of its aggregate (a project's own events; a model's,
-// experiment's, run's or job's as its read model has it). "" means the
-// event belongs to no project and goes to global subscriptions only.
+// else the project its aggregate was created in (a project's own id; a
+// model's, experiment's, run's or job's creation event names it). "" means
+// the event belongs to no project and goes to global subscriptions only.
+//
+// The creation event is read from the stream, not from the aggregate's
+// read model: a read model may lag the matcher by any amount (a restart's
+// catch-up, a busy projection), and an event matched without its project
+// would be lost for the project's subscriptions. An aggregate never moves
+// to another project, so the answer is cached.
 func (d *Delivery) projectOf(ctx context.Context, e events.Envelope, agg, id string) (string, error) {
 	var x struct {
 		ProjectID string `json:"project_id"`
@@ -228,39 +251,43 @@ func (d *Delivery) projectOf(ctx context.Context, e events.Envelope, agg, id str
 	if json.Unmarshal(e.Data, &x) == nil && x.ProjectID != "" {
 		return x.ProjectID, nil
 	}
-	table := map[string]string{events.AggProject: "", events.AggModel: "models", events.AggExperiment: "experiments",
-		events.AggRun: "runs", events.AggJob: "jobs"}
-	t, ok := table[agg]
-	if !ok {
-		return "", nil
-	}
-	if t == "" {
+	switch agg {
+	case events.AggProject:
 		return id, nil
-	}
-	if _, err := uuid.Parse(id); err != nil {
+	case events.AggModel, events.AggExperiment, events.AggRun, events.AggJob:
+	default:
 		return "", nil
 	}
-	// The aggregate's creation precedes this event on the stream, so its
-	// read model has the row or will shortly: wait for it a little.
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		var pid string
-		err := d.cfg.Pool.QueryRow(ctx, "SELECT project_id::text FROM "+t+" WHERE id = $1::uuid", id).Scan(&pid)
-		if err == nil {
-			return pid, nil
-		}
-		if ctx.Err() != nil {
-			return "", ctx.Err() // shutting down: the event is delivered again
-		}
-		if time.Now().After(deadline) {
-			d.log.Warn("webhooks: event's project not found; only global subscriptions get it", "seq", e.Sequence, "type", e.Type)
-			return "", nil
-		}
-		select {
-		case <-ctx.Done():
-		case <-time.After(50 * time.Millisecond):
-		}
+	d.mu.Lock()
+	pid, ok := d.projects[e.Subject]
+	d.mu.Unlock()
+	if ok {
+		return pid, nil
 	}
+	store := d.cfg.Service.store
+	first, err := store.NextOn(ctx, 1, e.Subject)
+	if err != nil {
+		return "", fmt.Errorf("webhooks: the creation of %s: %w", e.Subject, err)
+	}
+	if first != 0 && first != e.Sequence {
+		c, err := store.Get(ctx, first)
+		if err != nil {
+			return "", fmt.Errorf("webhooks: the creation of %s: %w", e.Subject, err)
+		}
+		x.ProjectID = ""
+		_ = json.Unmarshal(c.Data, &x) // a creation without project_id: no project
+		pid = x.ProjectID
+	}
+	if pid == "" {
+		d.log.Warn("webhooks: event's project not found; only global subscriptions get it", "seq", e.Sequence, "type", e.Type)
+	}
+	d.mu.Lock()
+	if len(d.projects) >= 100000 {
+		clear(d.projects) // bounded; aggregates are looked up again
+	}
+	d.projects[e.Subject] = pid
+	d.mu.Unlock()
+	return pid, nil
 }
 
 // CloudEvent renders an event as a CloudEvent in structured mode (JSON):

@@ -3,7 +3,11 @@ package webhooks
 import (
 	"context"
 	"fmt"
+	"hash/fnv"
+	"sync"
 	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/maestro-ml/maestro/authz"
 	"github.com/maestro-ml/maestro/events"
@@ -23,7 +27,24 @@ type Service struct {
 	sealer   *Sealer
 	targets  TargetPolicy
 	now      func() time.Time
+
+	// subs counts a scope's subscriptions for the cap (WithReadModel; nil:
+	// no cap). limits are MaxProjectWebhooks and MaxGlobalWebhooks
+	// (tests lower them).
+	subs   *readModel
+	limits struct{ project, global int }
+	// scopes serialises creations per scope (project, or global) in this
+	// process, so concurrent requests cannot all pass the count.
+	scopes [64]sync.Mutex
 }
+
+// Caps on the number of subscriptions: each one costs an outbox row per
+// matching event and a share of the dispatcher, so nobody may create
+// them without bound.
+const (
+	MaxProjectWebhooks = 50
+	MaxGlobalWebhooks  = 100
+)
 
 // NewService builds the webhook service. actor refreshes a principal's
 // global role from the event store (identity.Service.Actor); nil trusts
@@ -33,8 +54,62 @@ func NewService(store *events.Store, projects *registry.Service, actor func(cont
 	if now == nil {
 		now = time.Now
 	}
-	return &Service{store: store, projects: projects, actor: actor, sealer: sealer, targets: targets, now: now,
+	s := &Service{store: store, projects: projects, actor: actor, sealer: sealer, targets: targets, now: now,
 		repo: handlers.NewRepository(store, Evolve, 10000).WithClone(Clone)}
+	s.limits.project, s.limits.global = MaxProjectWebhooks, MaxGlobalWebhooks
+	return s
+}
+
+// WithReadModel lets the service count a scope's subscriptions in the
+// webhooks read model (pool: the projections' database) to hold creations
+// to MaxProjectWebhooks and MaxGlobalWebhooks.
+func (s *Service) WithReadModel(pool *pgxpool.Pool) *Service {
+	s.subs = &readModel{pool: pool, store: s.store}
+	return s
+}
+
+// capWait bounds how long a creation waits for the read model to apply
+// the subscription events before it counts.
+const capWait = 10 * time.Second
+
+// checkCap refuses a new subscription in the scope projectID ("" global)
+// when it holds its limit. The count is the read model's once it has
+// applied every subscription event appended so far; with creations in a
+// scope taken one at a time (scopes) and each waiting for the previous
+// one to be applied, a process never passes the limit. Two API processes
+// creating in one scope at the same instant may each pass it by one.
+func (s *Service) checkCap(ctx context.Context, projectID string) error {
+	if s.subs == nil {
+		return nil
+	}
+	head, err := s.store.LastSequence(ctx)
+	if err != nil {
+		return fmt.Errorf("webhook cap: %w", err)
+	}
+	if err := s.subs.await(ctx, head+1, capWait); err != nil {
+		return fmt.Errorf("webhook cap: %w", err)
+	}
+	var n int
+	if err := s.subs.pool.QueryRow(ctx, `SELECT count(*) FROM webhooks WHERE COALESCE(project_id::text, '') = $1`,
+		projectID).Scan(&n); err != nil {
+		return fmt.Errorf("webhook cap: count: %w", err)
+	}
+	limit, scope := s.limits.project, "a project"
+	if projectID == "" {
+		limit, scope = s.limits.global, "Maestro"
+	}
+	if n >= limit {
+		return handlers.Errorf(handlers.Conflict, "webhook-limit",
+			"%s holds at most %d webhooks (it has %d): delete one before creating another", scope, limit, n)
+	}
+	return nil
+}
+
+// scope is the creation lock of a scope.
+func (s *Service) scope(projectID string) *sync.Mutex {
+	h := fnv.New32a()
+	h.Write([]byte(projectID))
+	return &s.scopes[h.Sum32()%uint32(len(s.scopes))]
 }
 
 // Sealer is the service's secret sealer (the dispatcher opens with it).
@@ -122,6 +197,18 @@ func (s *Service) Create(ctx context.Context, meta events.Meta, p authz.Principa
 		return State{}, "", 0, err
 	}
 	id := handlers.IDFor(meta, "webhook")
+	lock := s.scope(pid)
+	lock.Lock()
+	defer lock.Unlock()
+	if w, _, err := s.Load(ctx, id); err != nil {
+		return State{}, "", 0, err
+	} else if !w.Created {
+		// A retry of a creation that went through is answered below, cap
+		// or not.
+		if err := s.checkCap(ctx, pid); err != nil {
+			return State{}, "", 0, err
+		}
+	}
 	secret := NewSecret()
 	c := Create{ID: id, ProjectID: pid, CreatedBy: p.UserID, SecretSealed: s.sealer.Seal(id, secret), Settings: in}
 	meta.Now = s.now
@@ -205,7 +292,14 @@ func (s *Service) Update(ctx context.Context, meta events.Meta, p authz.Principa
 // the sequence (the current one when nothing changed).
 func (s *Service) update(ctx context.Context, meta events.Meta, id string, decide func(State) ([]handlers.Change, error)) (State, uint64, error) {
 	meta.Now = s.now
-	w, seq, err := s.repo.Update(ctx, subject(id), meta, func(w State, _ uint64, _ bool) ([]handlers.Change, map[string]uint64, error) {
+	w, seq, err := s.repo.Update(ctx, subject(id), meta, func(w State, _ uint64, replay bool) ([]handlers.Change, map[string]uint64, error) {
+		if replay {
+			// A retry (same Idempotency-Key) of a command whose events are
+			// stored: the answer is the state after them. Deciding again
+			// would not reproduce them (a rotation draws a new secret and
+			// overlap end), and the repository would refuse the retry.
+			return nil, nil, nil
+		}
 		changes, err := decide(w)
 		return changes, nil, err
 	})

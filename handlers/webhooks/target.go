@@ -52,6 +52,8 @@ var forbiddenPrefixes = func() []netip.Prefix {
 		"fec0::/10",          // deprecated site-local
 		"100::/64",           // discard
 		"2002::/16",          // 6to4: embeds an IPv4 address
+		"::/96",              // IPv4-compatible (deprecated): ::7f00:1 is 127.0.0.1 to some stacks and tunnels
+		"::ffff:0:0:0/96",    // IPv4-translated (SIIT, RFC 2765): embeds an IPv4 address
 		"fd00:ec2::254/128",  // AWS metadata over IPv6 (inside fd00::/8 already; named for the record)
 		"169.254.169.254/32", // cloud metadata (inside link-local already; named for the record)
 	} {

@@ -105,7 +105,10 @@ func TestSealerOpensOnlyItsOwn(t *testing.T) {
 func TestForbiddenAddresses(t *testing.T) {
 	for _, a := range []string{"127.0.0.1", "127.1.2.3", "::1", "10.0.0.1", "172.16.5.4", "192.168.0.1", "169.254.169.254",
 		"169.254.1.1", "fe80::1", "fd00::1", "fd00:ec2::254", "fc00::1", "0.0.0.0", "::", "100.64.0.1", "224.0.0.1", "ff02::1",
-		"::ffff:127.0.0.1", "::ffff:10.0.0.1", "64:ff9b::7f00:1", "255.255.255.255", "240.0.0.1", "192.0.2.1", "2002:7f00:1::"} {
+		"::ffff:127.0.0.1", "::ffff:10.0.0.1", "64:ff9b::7f00:1", "255.255.255.255", "240.0.0.1", "192.0.2.1", "2002:7f00:1::",
+		// IPv4-compatible (deprecated) and IPv4-translated (SIIT) forms of
+		// internal addresses: routed to IPv4 by some stacks and tunnels.
+		"::7f00:1", "::a00:1", "::ffff:0:7f00:1", "::ffff:0:a9fe:a9fe"} {
 		if !Forbidden(netip.MustParseAddr(a)) {
 			t.Errorf("%s is not forbidden", a)
 		}
