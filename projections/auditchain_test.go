@@ -512,3 +512,62 @@ func checkCanonical(t *testing.T, data []byte) {
 		t.Fatalf("entry with %s:\n fast %s\n jcs  %s", data, fast, ref)
 	}
 }
+
+// A row deleted behind a forged quarantine record: the hashes after it
+// recomputed (no key needed), the checkpoints after it dropped and the
+// trail sealed again by the platform's own sealer, so the chain, the
+// signatures and the quarantine all agree. Verify still reports the
+// event's missing entry, because the projection would store it; a real
+// quarantined event (jsonb refuses \u0000) stays counted, not reported.
+func TestAuditVerifyFindsForgedQuarantine(t *testing.T) {
+	t.Parallel()
+	af := newAuditFixture(t)
+	af.stop()
+	poison := af.appendAt(t, base, events.Subject(events.AggSession, uuid.NewString()), events.SessionStarted, `{"a":"\u0000"}`)
+	af.f.seed(t, 1)
+	af.stop = start(t, NewRunner(af.f.pool, af.f.store, Audit{}, testRunnerConfig()))
+	af.sync(t)
+	af.stop()
+	if res := af.verify(t); !res.OK() || res.Quarantined != 1 {
+		t.Fatalf("intact trail with a real quarantined event: %+v", res)
+	}
+	const victim = 4
+	af.exec(t, "DELETE FROM audit_entries WHERE seq = $1", victim)
+	af.exec(t, `INSERT INTO projection_quarantine (projection, seq, event_id, type, subject, sqlstate, error)
+		VALUES ('audit', $1, 'x', 'x', 'x', '22P05', 'unsupported Unicode escape sequence')`, victim)
+	// Re-chain every row after the victim from the stored rows.
+	tx, err := af.f.pool.Begin(testCtx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &storedEntries{tx: tx}
+	var rows []storedEntry
+	for err := s.next(testCtx(t)); s.cur != nil; err = s.next(testCtx(t)) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		rows = append(rows, *s.cur)
+	}
+	if err := tx.Rollback(testCtx(t)); err != nil {
+		t.Fatal(err)
+	}
+	prev := GenesisHash
+	for _, r := range rows {
+		d, err := r.ChainEntry.Digest()
+		if err != nil {
+			t.Fatal(err)
+		}
+		prev = ChainNext(prev, d)
+		af.exec(t, "UPDATE audit_entries SET hash = $1 WHERE seq = $2", prev, int64(r.Seq))
+	}
+	af.exec(t, "DELETE FROM audit_checkpoints WHERE seq >= $1", victim)
+	if _, err := af.sealer.Seal(testCtx(t)); err != nil {
+		t.Fatal(err)
+	}
+	res := af.verify(t)
+	t.Logf("forged quarantine: %+v", res.Problems)
+	wantProblems(t, res, AuditProblem{Seq: victim, Kind: "missing"})
+	if res.Quarantined != 2 {
+		t.Fatalf("quarantined %d, want 2 (the real one at %d and the forged one)", res.Quarantined, poison)
+	}
+}

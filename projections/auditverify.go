@@ -160,11 +160,15 @@ func VerifyAudit(ctx context.Context, pool *pgxpool.Pool, cfg AuditVerifyConfig)
 	readErr := make(chan error, 1)
 	go func() { readErr <- readExpected(rctx, cfg.Events, res.Through, quarantined, expected, cfg.Progress) }()
 	prev := GenesisHash
+	var probe []events.Envelope
 	for x := range expected {
 		res.Events = x.read
 		if x.skip {
 			if quarantined[x.seq] {
 				res.Quarantined++
+			}
+			if x.env != nil {
+				probe = append(probe, *x.env)
 			}
 			continue
 		}
@@ -213,7 +217,69 @@ func VerifyAudit(ctx context.Context, pool *pgxpool.Pool, cfg AuditVerifyConfig)
 	for _, c := range cps {
 		res.report(cfg.MaxShown, c.seq, "checkpoint", "signed checkpoint at a sequence with no entry")
 	}
+	storable, err := probeQuarantined(ctx, pool, probe)
+	if err != nil {
+		return nil, err
+	}
+	for _, e := range storable {
+		res.report(cfg.MaxShown, e.Sequence, "missing",
+			"event %s (%s) is recorded as quarantined, but the audit projection stores its entry: a deleted row behind a forged quarantine record?", e.ID, e.Type)
+	}
 	return res, nil
+}
+
+// probeQuarantined returns the events among evs (recorded as quarantined by
+// the audit projection) whose entry the projection would store after all.
+// projection_quarantine is a table like any other, so a deleted row with a
+// quarantine record written beside it (and the hashes after it re-chained,
+// the checkpoints after it dropped) would otherwise pass as a quarantined
+// event. The audit projection quarantines an event only for the event's
+// own sake (data it cannot build an entry of, text or jsonb PostgreSQL
+// refuses, an index row too large; a sequence already taken means a row
+// that verify reports anyway), so each event is applied again with the
+// projection's own statements (Audit.Queue) to an empty temporary copy of
+// audit_entries (same columns, constraints and indexes, shadowing the real
+// table for this transaction), each under its own savepoint, and the whole
+// transaction is rolled back: nothing is written.
+func probeQuarantined(ctx context.Context, pool *pgxpool.Pool, evs []events.Envelope) ([]events.Envelope, error) {
+	if len(evs) == 0 {
+		return nil, nil
+	}
+	tx, err := pool.Begin(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("audit verify: probe quarantined events: %w", err)
+	}
+	defer tx.Rollback(context.WithoutCancel(ctx)) //nolint:errcheck // always rolled back: a probe writes nothing
+	if _, err := tx.Exec(ctx, "CREATE TEMPORARY TABLE audit_entries (LIKE audit_entries INCLUDING ALL) ON COMMIT DROP"); err != nil {
+		return nil, fmt.Errorf("audit verify: probe quarantined events: temporary table: %w", err)
+	}
+	var storable []events.Envelope
+	for _, e := range evs {
+		b := &Batch{}
+		if err := (Audit{}).Queue(b, []events.Envelope{e}); err != nil {
+			continue // no entry can be made of it: rightly quarantined
+		}
+		sp, err := tx.Begin(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("audit verify: probe quarantined event %d: %w", e.Sequence, err)
+		}
+		var applyErr error
+		for _, q := range b.QueuedQueries {
+			if _, applyErr = sp.Exec(ctx, q.SQL, q.Arguments...); applyErr != nil {
+				break
+			}
+		}
+		if err := sp.Rollback(ctx); err != nil {
+			return nil, fmt.Errorf("audit verify: probe quarantined event %d: %w", e.Sequence, err)
+		}
+		switch {
+		case applyErr == nil:
+			storable = append(storable, e)
+		case !Undeliverable(applyErr):
+			return nil, fmt.Errorf("audit verify: probe quarantined event %d: %w", e.Sequence, applyErr)
+		}
+	}
+	return storable, nil
 }
 
 // compareEntry reports how the stored entry differs from the expected one.
@@ -351,9 +417,12 @@ func (s *storedEntries) next(ctx context.Context) error {
 
 // expectedEntry is the entry the projection makes of one stream message.
 type expectedEntry struct {
-	seq    uint64
-	read   int64 // messages read so far
-	skip   bool  // quarantined or undecodable: no entry
+	seq  uint64
+	read int64 // messages read so far
+	skip bool  // quarantined or undecodable: no entry
+	// env is a quarantined event that decodes, to be probed
+	// (probeQuarantined).
+	env    *events.Envelope
 	entry  ChainEntry
 	digest []byte
 	err    error
@@ -402,9 +471,11 @@ func readExpected(ctx context.Context, store *events.Store, through uint64, quar
 		x := expectedEntry{seq: seq, read: read}
 		env, derr := events.FromHeaders(m.Subject(), m.Headers(), m.Data(), seq)
 		switch {
-		case derr != nil || quarantined[seq]:
+		case derr != nil:
 			// The runner quarantines an undecodable message (appendMsg).
 			x.skip = true
+		case quarantined[seq]:
+			x.skip, x.env = true, &env
 		default:
 			x.entry, x.err = auditEntry(env)
 			if x.err == nil {
