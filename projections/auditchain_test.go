@@ -409,6 +409,14 @@ func TestAuditExportVerifiesOffline(t *testing.T) {
 	if _, err := ExportAudit(testCtx(t), af.f.pool, &bytes.Buffer{}, AuditExportOptions{To: last + 1}); err != ErrNotSealed {
 		t.Fatalf("export past the newest checkpoint: %v, want ErrNotSealed", err)
 	}
+	// From an entry stored but not sealed yet: not sealed (the CLI waits),
+	// not empty; from beyond every entry: empty.
+	if _, err := ExportAudit(testCtx(t), af.f.pool, &bytes.Buffer{}, AuditExportOptions{From: last + 1}); err != ErrNotSealed {
+		t.Fatalf("export from an unsealed entry: %v, want ErrNotSealed", err)
+	}
+	if _, err := ExportAudit(testCtx(t), af.f.pool, &bytes.Buffer{}, AuditExportOptions{From: last + 100}); err != ErrEmptyExport {
+		t.Fatalf("export from beyond the trail: %v, want ErrEmptyExport", err)
+	}
 }
 
 // Canonical is RFC 8785: members sorted, numbers as ECMAScript writes

@@ -106,6 +106,16 @@ func ExportAudit(ctx context.Context, pool *pgxpool.Pool, w io.Writer, opt Audit
 		return ExportHeader{}, ErrNotSealed
 	}
 	if uint64(end) < from {
+		// Entries from From on that no checkpoint covers yet are a range
+		// not sealed yet (the sealer signs within a second), not an
+		// empty one.
+		var unsealed bool
+		if err := tx.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM audit_entries WHERE seq >= $1)", int64(from)).Scan(&unsealed); err != nil {
+			return ExportHeader{}, fmt.Errorf("audit export: entries from %d: %w", from, err)
+		}
+		if unsealed {
+			return ExportHeader{}, ErrNotSealed
+		}
 		return ExportHeader{}, ErrEmptyExport
 	}
 	prev := GenesisHash
