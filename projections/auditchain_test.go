@@ -206,6 +206,12 @@ func TestAuditVerifyFindsTampering(t *testing.T) {
 			[]AuditProblem{{Seq: uint64(last), Kind: "missing"}}},
 		{"insert", []string{fmt.Sprintf("INSERT INTO audit_entries SELECT %d, event_id, time, type, actor, subject, correlation_id, causation_id, summary, data, project_id, hash FROM audit_entries WHERE seq = 6", last+3)},
 			[]AuditProblem{{Seq: uint64(last + 3), Kind: "inserted"}}},
+		// Below every event: no sequence of the stream is 0 or negative,
+		// yet GET /api/v1/audit would list such a row.
+		{"insert at 0", []string{"INSERT INTO audit_entries SELECT 0, event_id, time, type, actor, subject, correlation_id, causation_id, summary, data, project_id, hash FROM audit_entries WHERE seq = 6"},
+			[]AuditProblem{{Seq: 0, Kind: "inserted"}}},
+		{"insert at a negative sequence", []string{"INSERT INTO audit_entries SELECT -6, event_id, time, type, actor, subject, correlation_id, causation_id, summary, data, project_id, hash FROM audit_entries WHERE seq = 6"},
+			[]AuditProblem{{Seq: 0, Kind: "inserted"}}},
 		{"reorder", []string{"UPDATE audit_entries SET seq = -seq WHERE seq IN (7, 8)", "UPDATE audit_entries SET seq = CASE seq WHEN -7 THEN 8 ELSE 7 END WHERE seq IN (-7, -8)"},
 			[]AuditProblem{{Seq: 7, Kind: "changed"}, {Seq: 8, Kind: "changed"}}},
 		{"forged checkpoint hash", []string{"UPDATE audit_checkpoints SET hash = sha256(hash)"},
@@ -395,6 +401,13 @@ func TestAuditExportVerifiesOffline(t *testing.T) {
 	if res := check("range", part, nil); !res.OK() || uint64(res.Entries) != last-3 {
 		t.Fatalf("range export: %+v", res)
 	}
+	// A row inserted at sequence 0 (verify reports it) is not the anchor
+	// of an export from the first entry.
+	af.exec(t, "INSERT INTO audit_entries SELECT 0, event_id, time, type, actor, subject, correlation_id, causation_id, summary, data, project_id, sha256(hash) FROM audit_entries WHERE seq = 2")
+	if res := check("after a row at 0", export(AuditExportOptions{}), nil); !res.OK() || uint64(res.Entries) != last {
+		t.Fatalf("export with a row at sequence 0: %+v", res)
+	}
+	af.exec(t, "DELETE FROM audit_entries WHERE seq = 0")
 	// A project's export: its two entries in full, the rest as links.
 	proj := export(AuditExportOptions{Project: af.pid})
 	if res := check("project", proj, nil); !res.OK() || res.Entries != 2 || uint64(res.Links) != last-2 {

@@ -119,7 +119,9 @@ func ExportAudit(ctx context.Context, pool *pgxpool.Pool, w io.Writer, opt Audit
 		return ExportHeader{}, ErrEmptyExport
 	}
 	prev := GenesisHash
-	err = tx.QueryRow(ctx, "SELECT hash FROM audit_entries WHERE seq < $1 ORDER BY seq DESC LIMIT 1", int64(from)).Scan(&prev)
+	// From sequence 1 on: a row below it is no event's (verify reports it
+	// as inserted) and must not become the export's anchor.
+	err = tx.QueryRow(ctx, "SELECT hash FROM audit_entries WHERE seq >= 1 AND seq < $1 ORDER BY seq DESC LIMIT 1", int64(from)).Scan(&prev)
 	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
 		return ExportHeader{}, fmt.Errorf("audit export: hash before %d: %w", from, err)
 	}

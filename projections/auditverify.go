@@ -150,6 +150,20 @@ func VerifyAudit(ctx context.Context, pool *pgxpool.Pool, cfg AuditVerifyConfig)
 	}); err != nil {
 		return nil, fmt.Errorf("audit verify: checkpoints: %w", err)
 	}
+	// No event has a sequence below 1, so a row there is inserted; the
+	// merge below reads from sequence 1 on (sequences are unsigned there).
+	if err := collect(ctx, tx, "SELECT seq, event_id, type FROM audit_entries WHERE seq <= 0 ORDER BY seq", nil, func(r pgx.Rows) error {
+		var s int64
+		var id, typ string
+		if err := r.Scan(&s, &id, &typ); err != nil {
+			return err
+		}
+		res.Entries++
+		res.report(cfg.MaxShown, 0, "inserted", "entry %s (%s) at sequence %d, where no event can be", id, typ, s)
+		return nil
+	}); err != nil {
+		return nil, fmt.Errorf("audit verify: entries below sequence 1: %w", err)
+	}
 	stored := &storedEntries{tx: tx}
 	if err := stored.next(ctx); err != nil {
 		return nil, err
