@@ -279,7 +279,12 @@ func probeQuarantined(ctx context.Context, pool *pgxpool.Pool, evs []events.Enve
 		}
 		var applyErr error
 		for _, q := range b.QueuedQueries {
-			if _, applyErr = sp.Exec(ctx, q.SQL, q.Arguments...); applyErr != nil {
+			// Parsed afresh (an unnamed statement), never from the
+			// connection's statement cache: a statement prepared before
+			// the temporary table existed in this session would still
+			// name the real audit_entries.
+			args := append([]any{pgx.QueryExecModeDescribeExec}, q.Arguments...)
+			if _, applyErr = sp.Exec(ctx, q.SQL, args...); applyErr != nil {
 				break
 			}
 		}
