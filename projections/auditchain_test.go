@@ -592,3 +592,31 @@ func TestAuditVerifyFindsForgedQuarantine(t *testing.T) {
 		t.Fatalf("quarantined %d, want 2 (the real one at %d and the forged one)", res.Quarantined, poison)
 	}
 }
+
+// A key change: checkpoints signed before it stay verifiable, by the old
+// key still published, live and in an export (which lists both keys).
+func TestAuditKeyRotation(t *testing.T) {
+	t.Parallel()
+	af := newAuditFixture(t)
+	_, next, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nextID := auth.KeyID(next.Public().(ed25519.PublicKey))
+	af.sealer = NewAuditSealer(af.f.pool, AuditSealerConfig{Key: next, KeyID: nextID})
+	af.f.seed(t, 1)
+	af.sync(t)
+	if res := af.verify(t); !res.OK() || res.Checkpoints != 2 {
+		t.Fatalf("verify across a key change: %+v", res)
+	}
+	var buf bytes.Buffer
+	if _, err := ExportAudit(testCtx(t), af.f.pool, &buf, AuditExportOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	res, err := VerifyAuditExport(&buf, nil, 0)
+	want := []string{af.kid, nextID}
+	slices.Sort(want)
+	if err != nil || !res.OK() || res.Checkpoints != 2 || !slices.Equal(res.KeysUsed, want) {
+		t.Fatalf("export across a key change: %+v %v", res, err)
+	}
+}
