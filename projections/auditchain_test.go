@@ -5,6 +5,7 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -40,7 +41,7 @@ func newAuditFixture(t *testing.T) *auditFixture {
 		t.Fatal(err)
 	}
 	af.key, af.kid = priv, auth.KeyID(priv.Public().(ed25519.PublicKey))
-	af.sealer = NewAuditSealer(af.f.pool, AuditSealerConfig{Key: priv, KeyID: af.kid})
+	af.sealer = NewAuditSealer(af.f.pool, AuditSealerConfig{Key: priv, KeyID: af.kid, Events: af.f.store})
 	af.f.seed(t, 4)
 	mid := uuid.NewString()
 	af.f.append(t, base.Add(1234567891*time.Nanosecond), [3]any{events.Subject(events.AggProject, af.pid), events.ProjectCreated,
@@ -582,7 +583,14 @@ func TestAuditVerifyFindsForgedQuarantine(t *testing.T) {
 		af.exec(t, "UPDATE audit_entries SET hash = $1 WHERE seq = $2", prev, int64(r.Seq))
 	}
 	af.exec(t, "DELETE FROM audit_checkpoints WHERE seq >= $1", victim)
-	if _, err := af.sealer.Seal(testCtx(t)); err != nil {
+	// The platform's sealer recomputes from the stream and refuses; one
+	// that signs the stored hash as it is (no Events) has it sealed, as
+	// the sealer did before it checked.
+	if _, err := af.sealer.Seal(testCtx(t)); !errors.Is(err, ErrTrailDiverges) {
+		t.Fatalf("the sealer signed over a forged quarantine record: %v", err)
+	}
+	blind := NewAuditSealer(af.f.pool, AuditSealerConfig{Key: af.key, KeyID: af.kid})
+	if _, err := blind.Seal(testCtx(t)); err != nil {
 		t.Fatal(err)
 	}
 	res := af.verify(t)
@@ -603,7 +611,7 @@ func TestAuditKeyRotation(t *testing.T) {
 		t.Fatal(err)
 	}
 	nextID := auth.KeyID(next.Public().(ed25519.PublicKey))
-	af.sealer = NewAuditSealer(af.f.pool, AuditSealerConfig{Key: next, KeyID: nextID})
+	af.sealer = NewAuditSealer(af.f.pool, AuditSealerConfig{Key: next, KeyID: nextID, Events: af.f.store})
 	af.f.seed(t, 1)
 	af.sync(t)
 	if res := af.verify(t); !res.OK() || res.Checkpoints != 2 {
@@ -619,4 +627,108 @@ func TestAuditKeyRotation(t *testing.T) {
 	if err != nil || !res.OK() || res.Checkpoints != 2 || !slices.Equal(res.KeysUsed, want) {
 		t.Fatalf("export across a key change: %+v %v", res, err)
 	}
+}
+
+// The sealer signs only what the stream implies: a stored hash changed
+// before it was sealed, or the whole trail re-chained over a changed entry
+// with the checkpoints removed, is refused (ErrTrailDiverges) and nothing
+// is signed; the intact trail is sealed again at once.
+func TestAuditSealerSignsOnlyWhatTheStreamImplies(t *testing.T) {
+	t.Parallel()
+	af := newAuditFixture(t)
+	af.f.seed(t, 2)
+	last := af.f.lastSeq(t)
+	waitCaughtUp(t, af.f.pool, last, "audit")
+	af.stop()
+	newest := func() int64 {
+		var n int64
+		if err := af.f.pool.QueryRow(testCtx(t), "SELECT COALESCE(max(seq), 0) FROM audit_checkpoints").Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	before := newest()
+	// 1. The newest (unsealed) entry's hash changed.
+	af.exec(t, "UPDATE audit_entries SET hash = sha256(hash) WHERE seq = $1", int64(last))
+	if _, err := af.sealer.Seal(testCtx(t)); !errors.Is(err, ErrTrailDiverges) || newest() != before {
+		t.Fatalf("sealing a changed hash: %v, newest checkpoint %d (was %d)", err, newest(), before)
+	}
+	af.exec(t, "UPDATE audit_entries SET hash = $1 WHERE seq = $2", hashAfter(t, af, int64(last)), int64(last))
+	// 2. An entry changed, every hash re-chained from the stored rows, the
+	// checkpoints removed; a fresh sealer (a restart) with the same key.
+	af.exec(t, "UPDATE audit_entries SET summary = 'nothing happened' WHERE seq = 3")
+	rechain(t, af)
+	af.exec(t, "DELETE FROM audit_checkpoints")
+	fresh := NewAuditSealer(af.f.pool, AuditSealerConfig{Key: af.key, KeyID: af.kid, Events: af.f.store})
+	if _, err := fresh.Seal(testCtx(t)); !errors.Is(err, ErrTrailDiverges) || newest() != 0 {
+		t.Fatalf("sealing a re-chained trail: %v, newest checkpoint %d", err, newest())
+	}
+	// Restored (the projection's summary, the chain again): sealed.
+	if err := Reset(testCtx(t), af.f.pool); err != nil {
+		t.Fatal(err)
+	}
+	af.stop = start(t, NewRunner(af.f.pool, af.f.store, Audit{}, testRunnerConfig()))
+	waitCaughtUp(t, af.f.pool, last, "audit")
+	if sealed, err := fresh.Seal(testCtx(t)); err != nil || sealed != last {
+		t.Fatalf("sealing the rebuilt trail: %d, %v", sealed, err)
+	}
+	if res := af.verify(t); !res.OK() {
+		t.Fatalf("verify after sealing the rebuilt trail: %+v", res.Problems)
+	}
+}
+
+// hashAfter is the chain's hash at seq recomputed from the stored rows.
+func hashAfter(t *testing.T, af *auditFixture, seq int64) []byte {
+	t.Helper()
+	var h []byte
+	for _, r := range storedRows(t, af) {
+		d, err := r.ChainEntry.Digest()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if h = ChainNext(orGenesis(h), d); int64(r.Seq) == seq {
+			return h
+		}
+	}
+	t.Fatalf("no entry %d", seq)
+	return nil
+}
+
+func orGenesis(h []byte) []byte {
+	if h == nil {
+		return GenesisHash
+	}
+	return h
+}
+
+// rechain rewrites every stored hash as the chain of the stored rows.
+func rechain(t *testing.T, af *auditFixture) {
+	t.Helper()
+	prev := GenesisHash
+	for _, r := range storedRows(t, af) {
+		d, err := r.ChainEntry.Digest()
+		if err != nil {
+			t.Fatal(err)
+		}
+		prev = ChainNext(prev, d)
+		af.exec(t, "UPDATE audit_entries SET hash = $1 WHERE seq = $2", prev, int64(r.Seq))
+	}
+}
+
+func storedRows(t *testing.T, af *auditFixture) []storedEntry {
+	t.Helper()
+	tx, err := af.f.pool.Begin(testCtx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(testCtx(t)) //nolint:errcheck // read only
+	s := &storedEntries{tx: tx}
+	var rows []storedEntry
+	for err := s.next(testCtx(t)); s.cur != nil; err = s.next(testCtx(t)) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		rows = append(rows, *s.cur)
+	}
+	return rows
 }

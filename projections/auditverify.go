@@ -172,7 +172,7 @@ func VerifyAudit(ctx context.Context, pool *pgxpool.Pool, cfg AuditVerifyConfig)
 	rctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	readErr := make(chan error, 1)
-	go func() { readErr <- readExpected(rctx, cfg.Events, res.Through, quarantined, expected, cfg.Progress) }()
+	go func() { readErr <- readExpected(rctx, cfg.Events, 0, res.Through, quarantined, expected, cfg.Progress) }()
 	prev := GenesisHash
 	var probe []events.Envelope
 	for x := range expected {
@@ -447,15 +447,15 @@ type expectedEntry struct {
 	err    error
 }
 
-// readExpected reads the stream up to through and sends the entry of each
-// message, in order, then closes out.
-func readExpected(ctx context.Context, store *events.Store, through uint64, quarantined map[uint64]bool,
+// readExpected reads the stream after after up to through and sends the
+// entry of each message, in order, then closes out.
+func readExpected(ctx context.Context, store *events.Store, after, through uint64, quarantined map[uint64]bool,
 	out chan<- expectedEntry, progress func(done, total uint64)) error {
 	defer close(out)
-	if through == 0 {
+	if through <= after {
 		return nil
 	}
-	cons, err := store.Follow(ctx, 0, nil)
+	cons, err := store.Follow(ctx, after, nil)
 	if err != nil {
 		return fmt.Errorf("audit verify: read the stream: %w", err)
 	}
