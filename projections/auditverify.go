@@ -138,12 +138,14 @@ func VerifyAudit(ctx context.Context, pool *pgxpool.Pool, cfg AuditVerifyConfig)
 			return err
 		}
 		c.seq = uint64(s)
+		// Every signature is checked, a pending checkpoint's too (beyond
+		// Through, during a rebuild): only its hash must wait.
+		if msg := checkSignature(keys, c.keyID, c.seq, c.hash, c.sig); msg != "" {
+			res.report(cfg.MaxShown, c.seq, "checkpoint", "%s", msg)
+		}
 		if c.seq > res.Through {
 			res.Pending++
 			return nil
-		}
-		if msg := checkSignature(keys, c.keyID, c.seq, c.hash, c.sig); msg != "" {
-			res.report(cfg.MaxShown, c.seq, "checkpoint", "%s", msg)
 		}
 		cps[c.seq] = c
 		return nil
