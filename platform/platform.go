@@ -803,5 +803,5 @@ func (p *Platform) auditSealer() (*projections.AuditSealer, error) {
 		return nil, fmt.Errorf("audit signing key (MAESTRO_AUDIT_SIGNING_KEY_FILE): %w", err)
 	}
 	return projections.NewAuditSealer(p.Pool, projections.AuditSealerConfig{Key: key.Key, KeyID: key.KID,
-		Interval: p.cfg.AuditSealInterval, Logger: p.log}), nil
+		Interval: p.cfg.AuditSealInterval, Logger: p.log, Events: p.Store}), nil
 }

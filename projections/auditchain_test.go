@@ -5,6 +5,7 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -40,7 +41,7 @@ func newAuditFixture(t *testing.T) *auditFixture {
 		t.Fatal(err)
 	}
 	af.key, af.kid = priv, auth.KeyID(priv.Public().(ed25519.PublicKey))
-	af.sealer = NewAuditSealer(af.f.pool, AuditSealerConfig{Key: priv, KeyID: af.kid})
+	af.sealer = NewAuditSealer(af.f.pool, AuditSealerConfig{Key: priv, KeyID: af.kid, Events: af.f.store})
 	af.f.seed(t, 4)
 	mid := uuid.NewString()
 	af.f.append(t, base.Add(1234567891*time.Nanosecond), [3]any{events.Subject(events.AggProject, af.pid), events.ProjectCreated,
@@ -206,12 +207,22 @@ func TestAuditVerifyFindsTampering(t *testing.T) {
 			[]AuditProblem{{Seq: uint64(last), Kind: "missing"}}},
 		{"insert", []string{fmt.Sprintf("INSERT INTO audit_entries SELECT %d, event_id, time, type, actor, subject, correlation_id, causation_id, summary, data, project_id, hash FROM audit_entries WHERE seq = 6", last+3)},
 			[]AuditProblem{{Seq: uint64(last + 3), Kind: "inserted"}}},
+		// Below every event: no sequence of the stream is 0 or negative,
+		// yet GET /api/v1/audit would list such a row.
+		{"insert at 0", []string{"INSERT INTO audit_entries SELECT 0, event_id, time, type, actor, subject, correlation_id, causation_id, summary, data, project_id, hash FROM audit_entries WHERE seq = 6"},
+			[]AuditProblem{{Seq: 0, Kind: "inserted"}}},
+		{"insert at a negative sequence", []string{"INSERT INTO audit_entries SELECT -6, event_id, time, type, actor, subject, correlation_id, causation_id, summary, data, project_id, hash FROM audit_entries WHERE seq = 6"},
+			[]AuditProblem{{Seq: 0, Kind: "inserted"}}},
 		{"reorder", []string{"UPDATE audit_entries SET seq = -seq WHERE seq IN (7, 8)", "UPDATE audit_entries SET seq = CASE seq WHEN -7 THEN 8 ELSE 7 END WHERE seq IN (-7, -8)"},
 			[]AuditProblem{{Seq: 7, Kind: "changed"}, {Seq: 8, Kind: "changed"}}},
 		{"forged checkpoint hash", []string{"UPDATE audit_checkpoints SET hash = sha256(hash)"},
 			[]AuditProblem{{Seq: uint64(last), Kind: "checkpoint"}, {Seq: uint64(last), Kind: "checkpoint"}}},
 		{"forged signature", []string{"UPDATE audit_checkpoints SET signature = sha256(signature) || sha256(signature)"},
 			[]AuditProblem{{Seq: uint64(last), Kind: "checkpoint"}}},
+		// Beyond the trail (where a rebuild's pending checkpoints are): its
+		// hash cannot be compared yet, its signature can.
+		{"forged checkpoint beyond the trail", []string{fmt.Sprintf("INSERT INTO audit_checkpoints (seq, hash, key_id, signature) SELECT %d, hash, key_id, sha256(signature) || sha256(signature) FROM audit_checkpoints", last+5)},
+			[]AuditProblem{{Seq: uint64(last + 5), Kind: "checkpoint"}}},
 	} {
 		for _, s := range c.sql {
 			af.exec(t, s)
@@ -395,6 +406,13 @@ func TestAuditExportVerifiesOffline(t *testing.T) {
 	if res := check("range", part, nil); !res.OK() || uint64(res.Entries) != last-3 {
 		t.Fatalf("range export: %+v", res)
 	}
+	// A row inserted at sequence 0 (verify reports it) is not the anchor
+	// of an export from the first entry.
+	af.exec(t, "INSERT INTO audit_entries SELECT 0, event_id, time, type, actor, subject, correlation_id, causation_id, summary, data, project_id, sha256(hash) FROM audit_entries WHERE seq = 2")
+	if res := check("after a row at 0", export(AuditExportOptions{}), nil); !res.OK() || uint64(res.Entries) != last {
+		t.Fatalf("export with a row at sequence 0: %+v", res)
+	}
+	af.exec(t, "DELETE FROM audit_entries WHERE seq = 0")
 	// A project's export: its two entries in full, the rest as links.
 	proj := export(AuditExportOptions{Project: af.pid})
 	if res := check("project", proj, nil); !res.OK() || res.Entries != 2 || uint64(res.Links) != last-2 {
@@ -408,6 +426,14 @@ func TestAuditExportVerifiesOffline(t *testing.T) {
 	waitCaughtUp(t, af.f.pool, af.f.lastSeq(t), "audit")
 	if _, err := ExportAudit(testCtx(t), af.f.pool, &bytes.Buffer{}, AuditExportOptions{To: last + 1}); err != ErrNotSealed {
 		t.Fatalf("export past the newest checkpoint: %v, want ErrNotSealed", err)
+	}
+	// From an entry stored but not sealed yet: not sealed (the CLI waits),
+	// not empty; from beyond every entry: empty.
+	if _, err := ExportAudit(testCtx(t), af.f.pool, &bytes.Buffer{}, AuditExportOptions{From: last + 1}); err != ErrNotSealed {
+		t.Fatalf("export from an unsealed entry: %v, want ErrNotSealed", err)
+	}
+	if _, err := ExportAudit(testCtx(t), af.f.pool, &bytes.Buffer{}, AuditExportOptions{From: last + 100}); err != ErrEmptyExport {
+		t.Fatalf("export from beyond the trail: %v, want ErrEmptyExport", err)
 	}
 }
 
@@ -511,4 +537,202 @@ func checkCanonical(t *testing.T, data []byte) {
 	if !bytes.Equal(fast, ref) {
 		t.Fatalf("entry with %s:\n fast %s\n jcs  %s", data, fast, ref)
 	}
+}
+
+// A row deleted behind a forged quarantine record: the hashes after it
+// recomputed (no key needed), the checkpoints after it dropped and the
+// trail sealed again by the platform's own sealer, so the chain, the
+// signatures and the quarantine all agree. Verify still reports the
+// event's missing entry, because the projection would store it; a real
+// quarantined event (jsonb refuses \u0000) stays counted, not reported.
+func TestAuditVerifyFindsForgedQuarantine(t *testing.T) {
+	t.Parallel()
+	af := newAuditFixture(t)
+	af.stop()
+	poison := af.appendAt(t, base, events.Subject(events.AggSession, uuid.NewString()), events.SessionStarted, `{"a":"\u0000"}`)
+	af.f.seed(t, 1)
+	af.stop = start(t, NewRunner(af.f.pool, af.f.store, Audit{}, testRunnerConfig()))
+	af.sync(t)
+	af.stop()
+	if res := af.verify(t); !res.OK() || res.Quarantined != 1 {
+		t.Fatalf("intact trail with a real quarantined event: %+v", res)
+	}
+	const victim = 4
+	af.exec(t, "DELETE FROM audit_entries WHERE seq = $1", victim)
+	af.exec(t, `INSERT INTO projection_quarantine (projection, seq, event_id, type, subject, sqlstate, error)
+		VALUES ('audit', $1, 'x', 'x', 'x', '22P05', 'unsupported Unicode escape sequence')`, victim)
+	// Re-chain every row after the victim from the stored rows.
+	tx, err := af.f.pool.Begin(testCtx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &storedEntries{tx: tx}
+	var rows []storedEntry
+	for err := s.next(testCtx(t)); s.cur != nil; err = s.next(testCtx(t)) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		rows = append(rows, *s.cur)
+	}
+	if err := tx.Rollback(testCtx(t)); err != nil {
+		t.Fatal(err)
+	}
+	prev := GenesisHash
+	for _, r := range rows {
+		d, err := r.ChainEntry.Digest()
+		if err != nil {
+			t.Fatal(err)
+		}
+		prev = ChainNext(prev, d)
+		af.exec(t, "UPDATE audit_entries SET hash = $1 WHERE seq = $2", prev, int64(r.Seq))
+	}
+	af.exec(t, "DELETE FROM audit_checkpoints WHERE seq >= $1", victim)
+	// The platform's sealer recomputes from the stream and refuses; one
+	// that signs the stored hash as it is (no Events) has it sealed, as
+	// the sealer did before it checked.
+	if _, err := af.sealer.Seal(testCtx(t)); !errors.Is(err, ErrTrailDiverges) {
+		t.Fatalf("the sealer signed over a forged quarantine record: %v", err)
+	}
+	blind := NewAuditSealer(af.f.pool, AuditSealerConfig{Key: af.key, KeyID: af.kid})
+	if _, err := blind.Seal(testCtx(t)); err != nil {
+		t.Fatal(err)
+	}
+	res := af.verify(t)
+	t.Logf("forged quarantine: %+v", res.Problems)
+	wantProblems(t, res, AuditProblem{Seq: victim, Kind: "missing"})
+	if res.Quarantined != 2 {
+		t.Fatalf("quarantined %d, want 2 (the real one at %d and the forged one)", res.Quarantined, poison)
+	}
+}
+
+// A key change: checkpoints signed before it stay verifiable, by the old
+// key still published, live and in an export (which lists both keys).
+func TestAuditKeyRotation(t *testing.T) {
+	t.Parallel()
+	af := newAuditFixture(t)
+	_, next, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nextID := auth.KeyID(next.Public().(ed25519.PublicKey))
+	af.sealer = NewAuditSealer(af.f.pool, AuditSealerConfig{Key: next, KeyID: nextID, Events: af.f.store})
+	af.f.seed(t, 1)
+	af.sync(t)
+	if res := af.verify(t); !res.OK() || res.Checkpoints != 2 {
+		t.Fatalf("verify across a key change: %+v", res)
+	}
+	var buf bytes.Buffer
+	if _, err := ExportAudit(testCtx(t), af.f.pool, &buf, AuditExportOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	res, err := VerifyAuditExport(&buf, nil, 0)
+	want := []string{af.kid, nextID}
+	slices.Sort(want)
+	if err != nil || !res.OK() || res.Checkpoints != 2 || !slices.Equal(res.KeysUsed, want) {
+		t.Fatalf("export across a key change: %+v %v", res, err)
+	}
+}
+
+// The sealer signs only what the stream implies: a stored hash changed
+// before it was sealed, or the whole trail re-chained over a changed entry
+// with the checkpoints removed, is refused (ErrTrailDiverges) and nothing
+// is signed; the intact trail is sealed again at once.
+func TestAuditSealerSignsOnlyWhatTheStreamImplies(t *testing.T) {
+	t.Parallel()
+	af := newAuditFixture(t)
+	af.f.seed(t, 2)
+	last := af.f.lastSeq(t)
+	waitCaughtUp(t, af.f.pool, last, "audit")
+	af.stop()
+	newest := func() int64 {
+		var n int64
+		if err := af.f.pool.QueryRow(testCtx(t), "SELECT COALESCE(max(seq), 0) FROM audit_checkpoints").Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	before := newest()
+	// 1. The newest (unsealed) entry's hash changed.
+	af.exec(t, "UPDATE audit_entries SET hash = sha256(hash) WHERE seq = $1", int64(last))
+	if _, err := af.sealer.Seal(testCtx(t)); !errors.Is(err, ErrTrailDiverges) || newest() != before {
+		t.Fatalf("sealing a changed hash: %v, newest checkpoint %d (was %d)", err, newest(), before)
+	}
+	af.exec(t, "UPDATE audit_entries SET hash = $1 WHERE seq = $2", hashAfter(t, af, int64(last)), int64(last))
+	// 2. An entry changed, every hash re-chained from the stored rows, the
+	// checkpoints removed; a fresh sealer (a restart) with the same key.
+	af.exec(t, "UPDATE audit_entries SET summary = 'nothing happened' WHERE seq = 3")
+	rechain(t, af)
+	af.exec(t, "DELETE FROM audit_checkpoints")
+	fresh := NewAuditSealer(af.f.pool, AuditSealerConfig{Key: af.key, KeyID: af.kid, Events: af.f.store})
+	if _, err := fresh.Seal(testCtx(t)); !errors.Is(err, ErrTrailDiverges) || newest() != 0 {
+		t.Fatalf("sealing a re-chained trail: %v, newest checkpoint %d", err, newest())
+	}
+	// Restored (the projection's summary, the chain again): sealed.
+	if err := Reset(testCtx(t), af.f.pool); err != nil {
+		t.Fatal(err)
+	}
+	af.stop = start(t, NewRunner(af.f.pool, af.f.store, Audit{}, testRunnerConfig()))
+	waitCaughtUp(t, af.f.pool, last, "audit")
+	if sealed, err := fresh.Seal(testCtx(t)); err != nil || sealed != last {
+		t.Fatalf("sealing the rebuilt trail: %d, %v", sealed, err)
+	}
+	if res := af.verify(t); !res.OK() {
+		t.Fatalf("verify after sealing the rebuilt trail: %+v", res.Problems)
+	}
+}
+
+// hashAfter is the chain's hash at seq recomputed from the stored rows.
+func hashAfter(t *testing.T, af *auditFixture, seq int64) []byte {
+	t.Helper()
+	var h []byte
+	for _, r := range storedRows(t, af) {
+		d, err := r.ChainEntry.Digest()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if h = ChainNext(orGenesis(h), d); int64(r.Seq) == seq {
+			return h
+		}
+	}
+	t.Fatalf("no entry %d", seq)
+	return nil
+}
+
+func orGenesis(h []byte) []byte {
+	if h == nil {
+		return GenesisHash
+	}
+	return h
+}
+
+// rechain rewrites every stored hash as the chain of the stored rows.
+func rechain(t *testing.T, af *auditFixture) {
+	t.Helper()
+	prev := GenesisHash
+	for _, r := range storedRows(t, af) {
+		d, err := r.ChainEntry.Digest()
+		if err != nil {
+			t.Fatal(err)
+		}
+		prev = ChainNext(prev, d)
+		af.exec(t, "UPDATE audit_entries SET hash = $1 WHERE seq = $2", prev, int64(r.Seq))
+	}
+}
+
+func storedRows(t *testing.T, af *auditFixture) []storedEntry {
+	t.Helper()
+	tx, err := af.f.pool.Begin(testCtx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(testCtx(t)) //nolint:errcheck // read only
+	s := &storedEntries{tx: tx}
+	var rows []storedEntry
+	for err := s.next(testCtx(t)); s.cur != nil; err = s.next(testCtx(t)) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		rows = append(rows, *s.cur)
+	}
+	return rows
 }

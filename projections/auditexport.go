@@ -106,10 +106,22 @@ func ExportAudit(ctx context.Context, pool *pgxpool.Pool, w io.Writer, opt Audit
 		return ExportHeader{}, ErrNotSealed
 	}
 	if uint64(end) < from {
+		// Entries from From on that no checkpoint covers yet are a range
+		// not sealed yet (the sealer signs within a second), not an
+		// empty one.
+		var unsealed bool
+		if err := tx.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM audit_entries WHERE seq >= $1)", int64(from)).Scan(&unsealed); err != nil {
+			return ExportHeader{}, fmt.Errorf("audit export: entries from %d: %w", from, err)
+		}
+		if unsealed {
+			return ExportHeader{}, ErrNotSealed
+		}
 		return ExportHeader{}, ErrEmptyExport
 	}
 	prev := GenesisHash
-	err = tx.QueryRow(ctx, "SELECT hash FROM audit_entries WHERE seq < $1 ORDER BY seq DESC LIMIT 1", int64(from)).Scan(&prev)
+	// From sequence 1 on: a row below it is no event's (verify reports it
+	// as inserted) and must not become the export's anchor.
+	err = tx.QueryRow(ctx, "SELECT hash FROM audit_entries WHERE seq >= 1 AND seq < $1 ORDER BY seq DESC LIMIT 1", int64(from)).Scan(&prev)
 	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
 		return ExportHeader{}, fmt.Errorf("audit export: hash before %d: %w", from, err)
 	}

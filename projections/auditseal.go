@@ -1,6 +1,7 @@
 package projections
 
 import (
+	"bytes"
 	"context"
 	"crypto/ed25519"
 	"errors"
@@ -10,6 +11,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/maestro-ml/maestro/events"
 )
 
 // AuditSealerConfig configures an AuditSealer.
@@ -23,10 +26,17 @@ type AuditSealerConfig struct {
 	// interval, and only when the trail has grown.
 	Interval time.Duration
 	Logger   *slog.Logger
+	// Events, when set, is the stream the audit projection follows: the
+	// sealer then signs a hash only once it has recomputed it from the
+	// stream (as `maestro audit verify` does), so a row changed, deleted
+	// or re-chained in PostgreSQL is never signed. Without it the sealer
+	// signs the stored hash as it is (benchmarks).
+	Events *events.Store
 }
 
 // AuditSealer writes the audit trail's signed checkpoints (audit_checkpoints):
-// the hash of the newest stored entry, signed with the platform's audit key.
+// the hash of the newest stored entry, signed with the platform's audit key
+// once recomputed from the event stream (AuditSealerConfig.Events).
 // It runs beside the audit projection in the worker role rather than inside
 // it, because a projection only queues statements and a signature cannot be
 // made in SQL; the checkpoint it writes is about entries already committed.
@@ -35,6 +45,12 @@ type AuditSealer struct {
 	cfg  AuditSealerConfig
 	// published is set once the key is in audit_keys.
 	published bool
+	// checked is the newest sequence whose hash this sealer recomputed
+	// from the stream, and that hash (Events set): the next pass reads
+	// the stream from there. Zero: from the newest checkpoint signed by
+	// this sealer's key, else from the start.
+	checked     uint64
+	checkedHash []byte
 }
 
 // NewAuditSealer returns a sealer writing to pool's audit tables.
@@ -57,14 +73,29 @@ var sealerLock = lockKey("audit.sealer")
 func (s *AuditSealer) Run(ctx context.Context) {
 	t := time.NewTicker(s.cfg.Interval)
 	defer t.Stop()
+	var pause time.Duration // after a divergence, which costs a scan of the stream
 	for {
-		if _, err := s.Seal(ctx); err != nil && ctx.Err() == nil {
+		_, err := s.Seal(ctx)
+		switch {
+		case err == nil || ctx.Err() != nil:
+			pause = 0
+		case errors.Is(err, ErrTrailDiverges):
+			pause = min(max(2*pause, 10*time.Second), 5*time.Minute)
+			s.cfg.Logger.Error("audit sealer refuses to sign: run maestro audit verify", "err", err, "retry_in", pause)
+		default:
 			s.cfg.Logger.Warn("audit sealer", "err", err)
 		}
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		}
+		if pause > 0 {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(pause):
+			}
 		}
 	}
 }
@@ -106,6 +137,11 @@ func (s *AuditSealer) Seal(ctx context.Context) (uint64, error) {
 	} else if err != nil {
 		return 0, fmt.Errorf("seal audit trail: newest entry: %w", err)
 	}
+	if seq > sealed && s.cfg.Events != nil {
+		if err := s.check(ctx, tx, uint64(seq), hash); err != nil {
+			return 0, err
+		}
+	}
 	if seq > sealed {
 		sig := ed25519.Sign(s.cfg.Key, CheckpointMessage(uint64(seq), hash))
 		if _, err := tx.Exec(ctx, `INSERT INTO audit_checkpoints (seq, hash, key_id, signature) VALUES ($1, $2, $3, $4)
@@ -119,5 +155,101 @@ func (s *AuditSealer) Seal(ctx context.Context) (uint64, error) {
 		return 0, fmt.Errorf("seal audit trail: commit: %w", err)
 	}
 	s.published = true
+	if seq > 0 && s.cfg.Events != nil {
+		s.checked, s.checkedHash = uint64(seq), hash
+	}
 	return uint64(seq), nil
+}
+
+// ErrTrailDiverges means the stored audit trail's hash at the sequence to
+// be sealed is not the one the event stream implies: the sealer refuses to
+// sign it (run `maestro audit verify`).
+var ErrTrailDiverges = errors.New("the stored audit trail does not follow from the event stream")
+
+// check recomputes the chain's hash at seq from the stream and compares it
+// with the stored hash. It starts from the last hash this sealer
+// recomputed, or the newest checkpoint signed by its own key (only its own:
+// a key added to audit_keys by someone else must not make forged
+// checkpoints the base of a genuine signature); those are shortcuts, so on
+// a difference it recomputes once more from the start of the stream (a
+// rebuild by a build whose entries differ makes a new chain, which the
+// stream still implies) before it refuses.
+func (s *AuditSealer) check(ctx context.Context, tx pgx.Tx, seq uint64, stored []byte) error {
+	from, prev := s.checked, s.checkedHash
+	if from == 0 || from > seq {
+		from, prev = 0, GenesisHash
+		var cseq int64
+		var chash, sig []byte
+		err := tx.QueryRow(ctx, `SELECT seq, hash, signature FROM audit_checkpoints WHERE key_id = $1 AND seq <= $2 ORDER BY seq DESC LIMIT 1`,
+			s.cfg.KeyID, int64(seq)).Scan(&cseq, &chash, &sig)
+		switch {
+		case errors.Is(err, pgx.ErrNoRows):
+		case err != nil:
+			return fmt.Errorf("seal audit trail: last checkpoint: %w", err)
+		case ed25519.Verify(s.cfg.Key.Public().(ed25519.PublicKey), CheckpointMessage(uint64(cseq), chash), sig):
+			from, prev = uint64(cseq), chash
+		}
+	}
+	want, err := s.recompute(ctx, tx, from, prev, seq)
+	if err == nil && !bytes.Equal(want, stored) && from > 0 {
+		want, err = s.recompute(ctx, tx, 0, GenesisHash, seq)
+	}
+	if err != nil {
+		return fmt.Errorf("seal audit trail at %d: %w", seq, err)
+	}
+	if !bytes.Equal(want, stored) {
+		return fmt.Errorf("seal audit trail at %d: %w (hash %x, the stream gives %x)", seq, ErrTrailDiverges, stored, want)
+	}
+	return nil
+}
+
+// recompute folds the entries the projection makes of the stream's events
+// after from up to through onto prev, skipping the events it quarantined
+// (and refusing a quarantine record the projection would not have written,
+// see probeQuarantined: it hides a deleted row).
+func (s *AuditSealer) recompute(ctx context.Context, tx pgx.Tx, from uint64, prev []byte, through uint64) ([]byte, error) {
+	quarantined := map[uint64]bool{}
+	if err := collect(ctx, tx, "SELECT seq FROM projection_quarantine WHERE projection = 'audit' AND seq > $1 AND seq <= $2",
+		[]any{int64(from), int64(through)}, func(r pgx.Rows) error {
+			var q int64
+			err := r.Scan(&q)
+			quarantined[uint64(q)] = true
+			return err
+		}); err != nil {
+		return nil, fmt.Errorf("quarantine: %w", err)
+	}
+	expected := make(chan expectedEntry, 256)
+	rctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	readErr := make(chan error, 1)
+	go func() { readErr <- readExpected(rctx, s.cfg.Events, from, through, quarantined, expected, nil) }()
+	var probe []events.Envelope
+	var bad error
+	for x := range expected {
+		switch {
+		case bad != nil:
+		case x.skip:
+			if x.env != nil {
+				probe = append(probe, *x.env)
+			}
+		case x.err != nil:
+			bad = fmt.Errorf("event %d: %w", x.seq, x.err)
+		default:
+			prev = ChainNext(prev, x.digest)
+		}
+	}
+	if err := <-readErr; err != nil {
+		return nil, err
+	}
+	if bad != nil {
+		return nil, bad
+	}
+	storable, err := probeQuarantined(ctx, s.pool, probe)
+	if err != nil {
+		return nil, err
+	}
+	if len(storable) > 0 {
+		return nil, fmt.Errorf("%w (event %d is recorded as quarantined, yet its entry stores)", ErrTrailDiverges, storable[0].Sequence)
+	}
+	return prev, nil
 }

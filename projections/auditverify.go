@@ -138,17 +138,33 @@ func VerifyAudit(ctx context.Context, pool *pgxpool.Pool, cfg AuditVerifyConfig)
 			return err
 		}
 		c.seq = uint64(s)
+		// Every signature is checked, a pending checkpoint's too (beyond
+		// Through, during a rebuild): only its hash must wait.
+		if msg := checkSignature(keys, c.keyID, c.seq, c.hash, c.sig); msg != "" {
+			res.report(cfg.MaxShown, c.seq, "checkpoint", "%s", msg)
+		}
 		if c.seq > res.Through {
 			res.Pending++
 			return nil
-		}
-		if msg := checkSignature(keys, c.keyID, c.seq, c.hash, c.sig); msg != "" {
-			res.report(cfg.MaxShown, c.seq, "checkpoint", "%s", msg)
 		}
 		cps[c.seq] = c
 		return nil
 	}); err != nil {
 		return nil, fmt.Errorf("audit verify: checkpoints: %w", err)
+	}
+	// No event has a sequence below 1, so a row there is inserted; the
+	// merge below reads from sequence 1 on (sequences are unsigned there).
+	if err := collect(ctx, tx, "SELECT seq, event_id, type FROM audit_entries WHERE seq <= 0 ORDER BY seq", nil, func(r pgx.Rows) error {
+		var s int64
+		var id, typ string
+		if err := r.Scan(&s, &id, &typ); err != nil {
+			return err
+		}
+		res.Entries++
+		res.report(cfg.MaxShown, 0, "inserted", "entry %s (%s) at sequence %d, where no event can be", id, typ, s)
+		return nil
+	}); err != nil {
+		return nil, fmt.Errorf("audit verify: entries below sequence 1: %w", err)
 	}
 	stored := &storedEntries{tx: tx}
 	if err := stored.next(ctx); err != nil {
@@ -158,13 +174,17 @@ func VerifyAudit(ctx context.Context, pool *pgxpool.Pool, cfg AuditVerifyConfig)
 	rctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	readErr := make(chan error, 1)
-	go func() { readErr <- readExpected(rctx, cfg.Events, res.Through, quarantined, expected, cfg.Progress) }()
+	go func() { readErr <- readExpected(rctx, cfg.Events, 0, res.Through, quarantined, expected, cfg.Progress) }()
 	prev := GenesisHash
+	var probe []events.Envelope
 	for x := range expected {
 		res.Events = x.read
 		if x.skip {
 			if quarantined[x.seq] {
 				res.Quarantined++
+			}
+			if x.env != nil {
+				probe = append(probe, *x.env)
 			}
 			continue
 		}
@@ -213,7 +233,74 @@ func VerifyAudit(ctx context.Context, pool *pgxpool.Pool, cfg AuditVerifyConfig)
 	for _, c := range cps {
 		res.report(cfg.MaxShown, c.seq, "checkpoint", "signed checkpoint at a sequence with no entry")
 	}
+	storable, err := probeQuarantined(ctx, pool, probe)
+	if err != nil {
+		return nil, err
+	}
+	for _, e := range storable {
+		res.report(cfg.MaxShown, e.Sequence, "missing",
+			"event %s (%s) is recorded as quarantined, but the audit projection stores its entry: a deleted row behind a forged quarantine record?", e.ID, e.Type)
+	}
 	return res, nil
+}
+
+// probeQuarantined returns the events among evs (recorded as quarantined by
+// the audit projection) whose entry the projection would store after all.
+// projection_quarantine is a table like any other, so a deleted row with a
+// quarantine record written beside it (and the hashes after it re-chained,
+// the checkpoints after it dropped) would otherwise pass as a quarantined
+// event. The audit projection quarantines an event only for the event's
+// own sake (data it cannot build an entry of, text or jsonb PostgreSQL
+// refuses, an index row too large; a sequence already taken means a row
+// that verify reports anyway), so each event is applied again with the
+// projection's own statements (Audit.Queue) to an empty temporary copy of
+// audit_entries (same columns, constraints and indexes, shadowing the real
+// table for this transaction), each under its own savepoint, and the whole
+// transaction is rolled back: nothing is written.
+func probeQuarantined(ctx context.Context, pool *pgxpool.Pool, evs []events.Envelope) ([]events.Envelope, error) {
+	if len(evs) == 0 {
+		return nil, nil
+	}
+	tx, err := pool.Begin(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("audit verify: probe quarantined events: %w", err)
+	}
+	defer tx.Rollback(context.WithoutCancel(ctx)) //nolint:errcheck // always rolled back: a probe writes nothing
+	if _, err := tx.Exec(ctx, "CREATE TEMPORARY TABLE audit_entries (LIKE audit_entries INCLUDING ALL) ON COMMIT DROP"); err != nil {
+		return nil, fmt.Errorf("audit verify: probe quarantined events: temporary table: %w", err)
+	}
+	var storable []events.Envelope
+	for _, e := range evs {
+		b := &Batch{}
+		if err := (Audit{}).Queue(b, []events.Envelope{e}); err != nil {
+			continue // no entry can be made of it: rightly quarantined
+		}
+		sp, err := tx.Begin(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("audit verify: probe quarantined event %d: %w", e.Sequence, err)
+		}
+		var applyErr error
+		for _, q := range b.QueuedQueries {
+			// Parsed afresh (an unnamed statement), never from the
+			// connection's statement cache: a statement prepared before
+			// the temporary table existed in this session would still
+			// name the real audit_entries.
+			args := append([]any{pgx.QueryExecModeDescribeExec}, q.Arguments...)
+			if _, applyErr = sp.Exec(ctx, q.SQL, args...); applyErr != nil {
+				break
+			}
+		}
+		if err := sp.Rollback(ctx); err != nil {
+			return nil, fmt.Errorf("audit verify: probe quarantined event %d: %w", e.Sequence, err)
+		}
+		switch {
+		case applyErr == nil:
+			storable = append(storable, e)
+		case !Undeliverable(applyErr):
+			return nil, fmt.Errorf("audit verify: probe quarantined event %d: %w", e.Sequence, applyErr)
+		}
+	}
+	return storable, nil
 }
 
 // compareEntry reports how the stored entry differs from the expected one.
@@ -351,23 +438,26 @@ func (s *storedEntries) next(ctx context.Context) error {
 
 // expectedEntry is the entry the projection makes of one stream message.
 type expectedEntry struct {
-	seq    uint64
-	read   int64 // messages read so far
-	skip   bool  // quarantined or undecodable: no entry
+	seq  uint64
+	read int64 // messages read so far
+	skip bool  // quarantined or undecodable: no entry
+	// env is a quarantined event that decodes, to be probed
+	// (probeQuarantined).
+	env    *events.Envelope
 	entry  ChainEntry
 	digest []byte
 	err    error
 }
 
-// readExpected reads the stream up to through and sends the entry of each
-// message, in order, then closes out.
-func readExpected(ctx context.Context, store *events.Store, through uint64, quarantined map[uint64]bool,
+// readExpected reads the stream after after up to through and sends the
+// entry of each message, in order, then closes out.
+func readExpected(ctx context.Context, store *events.Store, after, through uint64, quarantined map[uint64]bool,
 	out chan<- expectedEntry, progress func(done, total uint64)) error {
 	defer close(out)
-	if through == 0 {
+	if through <= after {
 		return nil
 	}
-	cons, err := store.Follow(ctx, 0, nil)
+	cons, err := store.Follow(ctx, after, nil)
 	if err != nil {
 		return fmt.Errorf("audit verify: read the stream: %w", err)
 	}
@@ -402,9 +492,11 @@ func readExpected(ctx context.Context, store *events.Store, through uint64, quar
 		x := expectedEntry{seq: seq, read: read}
 		env, derr := events.FromHeaders(m.Subject(), m.Headers(), m.Data(), seq)
 		switch {
-		case derr != nil || quarantined[seq]:
+		case derr != nil:
 			// The runner quarantines an undecodable message (appendMsg).
 			x.skip = true
+		case quarantined[seq]:
+			x.skip, x.env = true, &env
 		default:
 			x.entry, x.err = auditEntry(env)
 			if x.err == nil {

@@ -1,6 +1,6 @@
 -- +goose Up
 -- The verifiable audit trail (docs/ARCHITECTURE.md, "Audit trail: hash
--- chain"). Every entry stores hash = SHA-256(prev_hash || canonical(entry)),
+-- chain"). Every entry stores hash = SHA-256(prev_hash || SHA-256(canonical(entry))),
 -- prev_hash being the hash of the entry before it in stream order (32 zero
 -- bytes for the first), and the project it concerns (the subject's id for a
 -- project aggregate, the data's project_id otherwise; '' for none). The
@@ -17,7 +17,8 @@ ALTER TABLE audit_entries
 -- 100k entries; an investigation by correlation id is rare).
 CREATE INDEX audit_project ON audit_entries (project_id, seq) WHERE project_id <> '';
 
--- audit_chain folds the canonical forms of a batch's entries (in stream
+-- audit_chain folds the digests (SHA-256 of the canonical form, computed
+-- in Go) of a batch's entries (in stream
 -- order, the first at sequence p_first) onto the hash of the entry stored
 -- before p_first, and returns their hashes. The audit projection's INSERT
 -- calls it, so the chain is computed inside the batch's one transaction
