@@ -187,7 +187,7 @@ func PublicCopy(subject string, h nats.Header, data []byte, seq uint64) (*nats.M
 	}
 	out.Header.Set(HdrSourceSequence, strconv.FormatUint(seq, 10))
 	out.Data = data
-	if len(SecretFields(e.Type)) > 0 {
+	if NeedsRedaction(e.Type) {
 		red := Redacted(e)
 		if red == nil {
 			return nil, false // data that is not an object: nothing safe to copy

@@ -1,6 +1,9 @@
 package events
 
-import "fmt"
+import (
+	"fmt"
+	"net/url"
+)
 
 // Summary is a one-line, human-readable account of an event for the audit
 // trail. It never includes secrets (password hashes, tokens).
@@ -353,12 +356,30 @@ var secretFields = map[string][]string{
 	WebhookSecretRotated: {"secret_sealed"},
 }
 
+// urlFields are URL fields that other readers see reduced to their origin
+// (URLOrigin): a webhook URL often carries a credential in its path or
+// query (Slack's and Teams' incoming webhooks) or user info, so only the
+// internal stream and the subscription's owners (its read model) have it
+// whole.
+var urlFields = map[string][]string{
+	WebhookCreated: {"url"},
+	WebhookUpdated: {"url"},
+}
+
 // SecretFields lists the data fields of events of type t that Redacted
 // removes (none for most types, whose data the audit trail can keep as
 // it is).
 func SecretFields(t string) []string { return secretFields[t] }
 
-// Redacted returns the event data with secret fields removed.
+// URLFields lists the data fields of events of type t that Redacted
+// reduces to their origin.
+func URLFields(t string) []string { return urlFields[t] }
+
+// NeedsRedaction reports whether Redacted changes events of type t.
+func NeedsRedaction(t string) bool { return len(secretFields[t]) > 0 || len(urlFields[t]) > 0 }
+
+// Redacted returns the event data with secret fields removed and URL
+// fields reduced to their origin.
 func Redacted(e Envelope) map[string]any {
 	var m map[string]any
 	if err := e.Decode(&m); err != nil {
@@ -367,5 +388,25 @@ func Redacted(e Envelope) map[string]any {
 	for _, f := range secretFields[e.Type] {
 		delete(m, f)
 	}
+	for _, f := range urlFields[e.Type] {
+		if u, ok := m[f].(string); ok {
+			m[f] = URLOrigin(u)
+		}
+	}
 	return m
+}
+
+// URLOrigin is raw's scheme and host (with the port), followed by "/…"
+// when it had anything more (path, query, fragment) and without user
+// info: where it points, not the credentials it may carry.
+func URLOrigin(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil || u.Scheme == "" || u.Host == "" {
+		return "(redacted)"
+	}
+	out := u.Scheme + "://" + u.Host
+	if (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" || u.Opaque != "" {
+		out += "/…"
+	}
+	return out
 }

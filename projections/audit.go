@@ -108,7 +108,7 @@ func (Audit) Queue(b *Batch, evs []events.Envelope) error {
 // not an object or that Go cannot decode, U+FFFD for a lone surrogate —
 // where jsonb would refuse the raw data and the trail would lose the event.
 func auditData(e events.Envelope) (string, error) {
-	if len(events.SecretFields(e.Type)) == 0 && plainObject(e.Data) {
+	if !events.NeedsRedaction(e.Type) && plainObject(e.Data) {
 		return string(e.Data), nil
 	}
 	data, err := json.Marshal(events.Redacted(e))

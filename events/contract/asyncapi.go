@@ -234,6 +234,15 @@ func PayloadSchema(ty string, rt reflect.Type) (map[string]any, error) {
 			s["required"] = slices.DeleteFunc(req, func(v any) bool { return v == f })
 		}
 	}
+	for _, f := range events.URLFields(ty) {
+		p, ok := props[f].(map[string]any)
+		if !ok {
+			return nil, fmt.Errorf("schema of %s: URL field %q is not a property of %s", ty, f, rt.Name())
+		}
+		p["description"] = "Whole only in " + events.StreamName + " (internal); in the copies in " + events.PublicStreamName +
+			", the audit trail and deliveries, reduced to its origin (scheme://host[:port], then \"/…\" if it had more): " +
+			"a webhook URL may carry a credential."
+	}
 	for name, p := range props {
 		if pm, ok := p.(map[string]any); ok && personal[name] != "" {
 			pm["description"] = personal[name]

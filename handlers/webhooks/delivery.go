@@ -295,7 +295,7 @@ func (d *Delivery) projectOf(ctx context.Context, e events.Envelope, agg, id str
 // removed, events.SecretFields) under "data".
 func CloudEvent(e events.Envelope) ([]byte, error) {
 	data := json.RawMessage(e.Data)
-	if len(events.SecretFields(e.Type)) > 0 {
+	if events.NeedsRedaction(e.Type) {
 		b, err := json.Marshal(events.Redacted(e))
 		if err != nil {
 			return nil, fmt.Errorf("redact event %d: %w", e.Sequence, err)
