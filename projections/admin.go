@@ -2,12 +2,14 @@ package projections
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
@@ -121,6 +123,25 @@ func quarantineCounts(ctx context.Context, pool *pgxpool.Pool) (map[string]int64
 // checkpoint to zero, in one transaction. Running runners notice the rewind
 // and replay from the start, quarantining the same events again.
 func Reset(ctx context.Context, pool *pgxpool.Pool) error {
+	// The running projections (and the audit sealer) hold locks on these
+	// tables and their checkpoint rows in their own orders; Postgres may
+	// break a cycle by aborting this transaction (40P01), which changed
+	// nothing: take the turn again.
+	for attempt := 1; ; attempt++ {
+		err := reset(ctx, pool)
+		var pgErr *pgconn.PgError
+		if attempt == 5 || !errors.As(err, &pgErr) || pgErr.Code != "40P01" {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Duration(attempt) * 100 * time.Millisecond):
+		}
+	}
+}
+
+func reset(ctx context.Context, pool *pgxpool.Pool) error {
 	return pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
 		tables := []string{"projection_quarantine"}
 		for _, p := range slices.Concat(All(), Telemetry()) {

@@ -1285,3 +1285,47 @@ func TestReadAheadBoundsBytes(t *testing.T) {
 		t.Fatal("acquire ignored done")
 	}
 }
+
+// Reset takes its locks while projections and the audit sealer hold theirs
+// in other orders: a transaction that read audit_entries and then reads
+// projection_quarantine (what the sealer's check does) closes a cycle with
+// Reset, which locks the quarantine first. Postgres aborts one of them
+// (deadlock_timeout, 1 s by default); Reset takes its turn again and
+// succeeds, and the other transaction is not harmed.
+func TestResetSurvivesADeadlock(t *testing.T) {
+	t.Parallel()
+	pool := newDB(t)
+	ctx := testCtx(t)
+	tx, err := pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx) //nolint:errcheck // test cleanup
+	if _, err := tx.Exec(ctx, "SELECT count(*) FROM audit_entries"); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- Reset(ctx, pool) }()
+	// Wait until Reset holds the quarantine and waits for audit_entries.
+	poll(t, 30*time.Second, "Reset waiting for audit_entries", func() bool {
+		var waiting bool
+		if err := pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_locks l JOIN pg_class c ON c.oid = l.relation
+			WHERE NOT l.granted AND c.relname = 'audit_entries')`).Scan(&waiting); err != nil {
+			t.Fatal(err)
+		}
+		return waiting
+	})
+	// Closing the cycle: one of the two is aborted.
+	_, qerr := tx.Exec(ctx, "SELECT count(*) FROM projection_quarantine")
+	if qerr == nil {
+		if err := tx.Commit(ctx); err != nil {
+			t.Fatal(err)
+		}
+	} else if err := tx.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("Reset after a deadlock: %v (the other side: %v)", err, qerr)
+	}
+	t.Logf("the other transaction: %v", qerr)
+}
