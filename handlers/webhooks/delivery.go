@@ -154,8 +154,11 @@ const MatcherName = "webhook-match"
 
 // matcherHandlers is how many events the matcher handles at once; one at
 // a time, an outbox commit (an fsync) per event bounds it to a few hundred
-// events a second.
-const matcherHandlers = 16
+// events a second. 64 rather than 16: with the stream fsyncing each append
+// too, more commits in flight group better (maestro-bench -only webhooks,
+// 1,000 events/s, fsync on, alone on the machine, alternated: p99 lag
+// 5.05 s / 836 ms with 16, 161 / 96 ms with 64).
+const matcherHandlers = 64
 
 // Register adds the matcher to a reactions router.
 func (d *Delivery) Register(r *flows.Router) error {
