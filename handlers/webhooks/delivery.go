@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -239,7 +240,8 @@ func (d *Delivery) matchOwn(ctx context.Context, e events.Envelope, id string) e
 
 // projectOf is the project an event belongs to: its data's project_id,
 // else the project its aggregate was created in (a project's own id; a
-// model's, experiment's, run's or job's creation event names it). "" means
+// model's, experiment's, run's, job's or promotion request's creation
+// event names it). "" means
 // the event belongs to no project and goes to global subscriptions only.
 //
 // The creation event is read from the stream, not from the aggregate's
@@ -257,7 +259,7 @@ func (d *Delivery) projectOf(ctx context.Context, e events.Envelope, agg, id str
 	switch agg {
 	case events.AggProject:
 		return id, nil
-	case events.AggModel, events.AggExperiment, events.AggRun, events.AggJob:
+	case events.AggModel, events.AggExperiment, events.AggRun, events.AggJob, events.AggPromotion:
 	default:
 		return "", nil
 	}
@@ -572,6 +574,13 @@ func (d *Delivery) post(ctx context.Context, t target, c claimed) (int, error) {
 	req.Header.Set("webhook-signature", sig)
 	resp, err := d.client.Do(req)
 	if err != nil {
+		// The client's error quotes the whole URL, whose path or query is
+		// often the receiver's credential, and the reason of an automatic
+		// disable is an event: name only the URL's origin.
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			return 0, fmt.Errorf("%s %s: %s", ue.Op, events.URLOrigin(ue.URL), scrub(ue.Err.Error()))
+		}
 		return 0, errors.New(scrub(err.Error()))
 	}
 	defer resp.Body.Close()

@@ -3,6 +3,7 @@ package webhooks
 import (
 	"context"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -223,7 +224,7 @@ func TestMatcherFindsTheProjectOfAnEventWithoutOne(t *testing.T) {
 	project, hook, model := uuid.NewString(), uuid.NewString(), uuid.NewString()
 	sealed := f.svc.Sealer().Seal(hook, NewSecret())
 	created := f.appendEvent(t, subject(hook), events.WebhookCreated, events.WebhookCreatedData{WebhookID: hook, ProjectID: project,
-		URL: "http://127.0.0.1:1/hook", Events: []string{"maestro.model.*"}, SecretSealed: sealed, CreatedBy: admin.UserID})
+		URL: "http://127.0.0.1:1/hook", Events: []string{"maestro.model.*", "maestro.promotion.*"}, SecretSealed: sealed, CreatedBy: admin.UserID})
 	modelSubject := events.Subject(events.AggModel, model)
 	f.appendEvent(t, modelSubject, events.ModelCreated, events.ModelCreatedData{ModelID: model, ProjectID: project, Name: "m"})
 	registered := f.appendEvent(t, modelSubject, events.ModelVersionRegistered, events.ModelVersionRegisteredData{ModelID: model, Version: 1, Source: "s3://b/m"})
@@ -231,11 +232,17 @@ func TestMatcherFindsTheProjectOfAnEventWithoutOne(t *testing.T) {
 	other := uuid.NewString()
 	f.appendEvent(t, events.Subject(events.AggModel, other), events.ModelCreated, events.ModelCreatedData{ModelID: other, ProjectID: uuid.NewString(), Name: "o"})
 	theirs := f.appendEvent(t, events.Subject(events.AggModel, other), events.ModelVersionRegistered, events.ModelVersionRegisteredData{ModelID: other, Version: 1, Source: "s3://b/o"})
+	// A promotion request names its project; its approval does not.
+	promotion := uuid.NewString()
+	promoSubject := events.Subject(events.AggPromotion, promotion)
+	f.appendEvent(t, promoSubject, events.PromotionRequested, events.PromotionRequestedData{PromotionID: promotion, ProjectID: project,
+		ModelID: model, ModelName: "m", Version: 1, Target: "production", RequesterID: admin.UserID})
+	approved := f.appendEvent(t, promoSubject, events.PromotionApproved, events.PromotionApprovedData{PromotionID: promotion, ApproverID: admin.UserID, Approvals: 1, Required: 1})
 	if err := f.subsApplied(ctx, created.Sequence+1); err != nil {
 		t.Fatal(err)
 	}
 	d := NewDelivery(DeliveryConfig{Pool: f.pool, Service: f.svc})
-	for _, e := range []events.Envelope{registered, theirs} {
+	for _, e := range []events.Envelope{registered, theirs, approved} {
 		if err := d.match(ctx, e); err != nil {
 			t.Fatalf("match %s: %v", e.Type, err)
 		}
@@ -252,8 +259,29 @@ func TestMatcherFindsTheProjectOfAnEventWithoutOne(t *testing.T) {
 		}
 		got = append(got, id)
 	}
-	if rows.Err() != nil || len(got) != 1 || got[0] != registered.ID {
-		t.Fatalf("the project's subscription has outbox rows %v (%v), want only the version's registration %s", got, rows.Err(), registered.ID)
+	slices.Sort(got)
+	want := []string{registered.ID, approved.ID}
+	slices.Sort(want)
+	if rows.Err() != nil || !slices.Equal(got, want) {
+		t.Fatalf("the project's subscription has outbox rows %v (%v), want the version's registration and the promotion's approval %v", got, rows.Err(), want)
+	}
+}
+
+// A failed request's error quotes the URL, and the reason of an automatic
+// disable (an event: the audit trail, MAESTRO_PUBLIC) is made of it: only
+// the URL's origin may be in it, never the path or query that incoming-
+// webhook URLs keep their credential in.
+func TestDeliveryErrorNamesOnlyTheOrigin(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	d := NewDelivery(DeliveryConfig{Pool: f.pool, Service: f.svc, Targets: TargetPolicy{AllowPrivate: true}, Timeout: 2 * time.Second})
+	_, err := d.post(context.Background(), target{url: "http://127.0.0.1:1/services/T0/B0/S3CR3T?token=abc", secret: NewSecret()},
+		claimed{eventID: uuid.NewString(), body: []byte(`{}`)})
+	if err == nil {
+		t.Fatal("a post to a closed port succeeded")
+	}
+	if msg := err.Error(); strings.Contains(msg, "S3CR3T") || strings.Contains(msg, "token") || !strings.Contains(msg, "http://127.0.0.1:1/…") {
+		t.Fatalf("delivery error %q: want the origin http://127.0.0.1:1/… and nothing of the path or query", msg)
 	}
 }
 
