@@ -456,18 +456,16 @@ func (s *Service) LatestMetrics(ctx context.Context, runID string) (map[string]f
 	if err != nil {
 		return out, nil
 	}
-	evs, _, err := s.metrics.Load(ctx, events.MetricsSubject(id.String()), 0)
-	if err != nil {
-		return nil, fmt.Errorf("load metrics of run %s: %w", runID, err)
-	}
+	// A run that logs one point per request has an event per step: read
+	// them in batches (Scan), one batch in memory at a time.
 	latest := map[string]events.MetricPoint{}
-	for _, e := range evs {
+	err = s.metrics.Scan(ctx, events.MetricsSubject(id.String()), 0, func(e events.Envelope) (bool, error) {
 		if e.Type != events.MetricsLogged {
-			continue
+			return true, nil
 		}
 		d, err := events.DecodeMetricsLogged(e.Data)
 		if err != nil {
-			return nil, fmt.Errorf("metrics of run %s (seq %d): %w", runID, e.Sequence, err)
+			return false, fmt.Errorf("metrics of run %s (seq %d): %w", runID, e.Sequence, err)
 		}
 		for key, points := range d.Metrics {
 			for _, p := range points {
@@ -476,6 +474,10 @@ func (s *Service) LatestMetrics(ctx context.Context, runID string) (map[string]f
 				}
 			}
 		}
+		return true, nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("load metrics of run %s: %w", runID, err)
 	}
 	for key, p := range latest {
 		out[key] = float64(p.Value)

@@ -208,6 +208,15 @@ func TestLogMetrics(t *testing.T) {
 	if err != nil || len(latest) != 3 || !math.IsNaN(latest["loss"]) || latest["acc"] != 0.8 || latest["f1"] != 0.4 {
 		t.Fatalf("latest metrics = %v, %v; want loss NaN (step 2), acc 0.8 (later timestamp), f1 0.4 (higher value)", latest, err)
 	}
+	// One point per request, more requests than one batched read holds.
+	for i := range events.ScanBatch + 100 {
+		if _, err := svc.LogMetrics(ctx, om, owner, ps.Slug, r.ID, []tracking.Metric{{Key: "stepwise", Value: events.MetricValue(i), Step: int64(i)}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if latest, err := svc.LatestMetrics(ctx, r.ID); err != nil || latest["stepwise"] != float64(events.ScanBatch+99) || latest["acc"] != 0.8 {
+		t.Fatalf("latest metrics over %d requests = stepwise %v, acc %v (%v)", events.ScanBatch+100, latest["stepwise"], latest["acc"], err)
+	}
 	if none, err := svc.LatestMetrics(ctx, "not-a-run"); err != nil || len(none) != 0 {
 		t.Fatalf("latest metrics of no run = %v, %v", none, err)
 	}
