@@ -173,7 +173,8 @@ func (d *Delivery) Register(r *flows.Router) error {
 func (d *Delivery) match(ctx context.Context, e events.Envelope) error {
 	// The subscriptions that exist when e was appended must all be in the
 	// read model it is matched against (created_seq < e's sequence).
-	if err := d.subs.await(ctx, e.Sequence, matcherWait); err != nil {
+	floor, err := d.subs.await(ctx, e.Sequence, matcherWait)
+	if err != nil {
 		return fmt.Errorf("webhooks: match event %d: %w", e.Sequence, err)
 	}
 	agg, id := events.AggregateOf(e.Subject)
@@ -194,19 +195,40 @@ func (d *Delivery) match(ctx context.Context, e events.Envelope) error {
 	}
 	// A subscription gets the events appended after its creation, of its
 	// project (global ones: of every project, and those of none), whose
-	// type matches one of its patterns.
-	tag, err := d.cfg.Pool.Exec(ctx, `INSERT INTO webhook_deliveries (webhook_id, event_id, event_type, event_seq, body)
-		SELECT w.id, $1, $2, $3, $4 FROM webhooks w
-		WHERE w.enabled AND w.created_seq < $3 AND (w.project_id IS NULL OR w.project_id = $5::uuid)
-		AND ($2 = ANY (w.exact) OR EXISTS (SELECT 1 FROM unnest(w.prefixes) p WHERE starts_with($2, p)))
-		ON CONFLICT DO NOTHING`, e.ID, e.Type, int64(e.Sequence), body, pid)
-	if err != nil {
-		return fmt.Errorf("webhooks: match event %d: %w", e.Sequence, err)
+	// type matches one of its patterns. The statement also checks that the
+	// read model is not behind the checkpoint the wait above counted on
+	// (same snapshot): a reset or rebuild since then (projections.Reset
+	// empties it and rewinds its checkpoint in one transaction) would make
+	// the join miss subscriptions; then the wait starts over.
+	for attempt := 0; ; attempt++ {
+		var current bool
+		var inserted int64
+		err = d.cfg.Pool.QueryRow(ctx, `WITH cp AS (
+				SELECT COALESCE((SELECT last_seq FROM projection_checkpoints WHERE name = $6), 0) >= $7 AS current),
+			ins AS (INSERT INTO webhook_deliveries (webhook_id, event_id, event_type, event_seq, body)
+				SELECT w.id, $1, $2, $3, $4 FROM webhooks w, cp
+				WHERE cp.current AND w.enabled AND w.created_seq < $3 AND (w.project_id IS NULL OR w.project_id = $5::uuid)
+				AND ($2 = ANY (w.exact) OR EXISTS (SELECT 1 FROM unnest(w.prefixes) p WHERE starts_with($2, p)))
+				ON CONFLICT DO NOTHING RETURNING 1)
+			SELECT (SELECT current FROM cp), (SELECT count(*) FROM ins)`,
+			e.ID, e.Type, int64(e.Sequence), body, pid, readModelName, int64(floor)).Scan(&current, &inserted)
+		if err != nil {
+			return fmt.Errorf("webhooks: match event %d: %w", e.Sequence, err)
+		}
+		if current {
+			if inserted > 0 {
+				d.Wake()
+			}
+			return nil
+		}
+		d.subs.rewound()
+		if attempt > 0 {
+			return fmt.Errorf("webhooks: match event %d: the subscriptions' read model was reset; matching again once it is rebuilt", e.Sequence)
+		}
+		if floor, err = d.subs.await(ctx, e.Sequence, matcherWait); err != nil {
+			return fmt.Errorf("webhooks: match event %d after a reset of the read model: %w", e.Sequence, err)
+		}
 	}
-	if tag.RowsAffected() > 0 {
-		d.Wake()
-	}
-	return nil
 }
 
 // matchOwn handles the webhook aggregate's own events: they are not

@@ -33,6 +33,10 @@ type readModel struct {
 	// safe: every subscription event before a sequence ≤ safe is applied
 	// (a watermark: once true, true for ever, a rebuild aside).
 	safe atomic.Uint64
+	// floor is the read model's checkpoint safe was established at: a
+	// checkpoint below it means the read model was reset or is being
+	// rebuilt (projections.Reset), and safe no longer holds (rewound).
+	floor atomic.Uint64
 	// mu lets one caller at a time ask the stream; the others then find
 	// the watermark moved past their sequence.
 	mu sync.Mutex
@@ -40,62 +44,80 @@ type readModel struct {
 
 // await waits until every subscription event before seq is applied, up to
 // wait; past it, an error (the caller retries later rather than decide on
-// a stale read model).
-func (m *readModel) await(ctx context.Context, seq uint64, wait time.Duration) error {
-	if seq <= m.safe.Load() {
-		return nil
+// a stale read model). It answers the read model's checkpoint that this
+// holds at: a reader must find the checkpoint still at or above it (else
+// the read model was reset since: rewound).
+func (m *readModel) await(ctx context.Context, seq uint64, wait time.Duration) (uint64, error) {
+	// floor before safe: a rewind in between zeroes safe (the slow path
+	// below); one after leaves the floor the reader then checks against.
+	if floor := m.floor.Load(); seq <= m.safe.Load() {
+		return floor, nil
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	deadline := time.Now().Add(wait)
 	for {
 		if seq <= m.safe.Load() {
-			return nil
+			return m.floor.Load(), nil
 		}
-		upTo, pending, err := m.appliedUpTo(ctx)
+		upTo, pending, cp, err := m.appliedUpTo(ctx)
 		if err != nil {
-			return err
+			return 0, err
 		}
-		for cur := m.safe.Load(); upTo > cur && !m.safe.CompareAndSwap(cur, upTo); cur = m.safe.Load() {
+		if upTo > m.safe.Load() {
+			// Under mu, the only writer besides rewound.
+			m.floor.Store(max(m.floor.Load(), cp))
+			m.safe.Store(upTo)
 		}
 		if seq <= upTo {
-			return nil
+			return m.floor.Load(), nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("webhooks: the read model has not applied subscription event %d yet (waited %s)", pending, wait)
+			return 0, fmt.Errorf("webhooks: the read model has not applied subscription event %d yet (waited %s)", pending, wait)
 		}
 		select {
 		case <-ctx.Done():
-			return ctx.Err()
+			return 0, ctx.Err()
 		case <-time.After(10 * time.Millisecond):
 		}
 	}
 }
 
+// rewound forgets the watermark: the read model's checkpoint went below
+// floor (a reset or rebuild), so what was applied must be waited for again.
+func (m *readModel) rewound() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.safe.Store(0)
+	m.floor.Store(0)
+}
+
 // appliedUpTo answers a sequence s such that every subscription event
-// before s is applied, and else the first one that is not.
-func (m *readModel) appliedUpTo(ctx context.Context) (upTo, pending uint64, err error) {
+// before s is applied, and else the first one that is not, with the read
+// model's checkpoint cp it read.
+func (m *readModel) appliedUpTo(ctx context.Context) (upTo, pending, cp uint64, err error) {
 	// The head first: a subscription event up to it is found below.
 	head, err := m.store.LastSequence(ctx)
 	if err != nil {
-		return 0, 0, fmt.Errorf("webhooks: stream head: %w", err)
+		return 0, 0, 0, fmt.Errorf("webhooks: stream head: %w", err)
 	}
-	var cp int64
+	var last int64
 	if err := m.pool.QueryRow(ctx, `SELECT COALESCE((SELECT last_seq FROM projection_checkpoints WHERE name = $1), 0)`,
-		readModelName).Scan(&cp); err != nil {
-		return 0, 0, fmt.Errorf("webhooks: read model checkpoint: %w", err)
+		readModelName).Scan(&last); err != nil {
+		return 0, 0, 0, fmt.Errorf("webhooks: read model checkpoint: %w", err)
 	}
-	next, err := m.store.NextOn(ctx, uint64(cp)+1, webhookSubjects)
+	cp = uint64(last)
+	next, err := m.store.NextOn(ctx, cp+1, webhookSubjects)
 	if err != nil {
-		return 0, 0, fmt.Errorf("webhooks: next subscription event: %w", err)
+		return 0, 0, 0, fmt.Errorf("webhooks: next subscription event: %w", err)
 	}
 	switch {
 	case next == 0:
 		// None after the checkpoint up to the head: every event up to
 		// head+1 sees them all.
-		return max(head, uint64(cp)) + 1, 0, nil
+		return max(head, cp) + 1, 0, cp, nil
 	default:
 		// next is not applied yet: every event up to it sees the others.
-		return next, next, nil
+		return next, next, cp, nil
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -116,6 +117,81 @@ func TestMatcherWaitsForTheSubscriptionsReadModel(t *testing.T) {
 	if n != 1 {
 		t.Fatalf("the event appended after the subscription has %d outbox rows for it, want 1", n)
 	}
+}
+
+// A reset (or rebuild) of the read model empties it and rewinds its
+// checkpoint while the matcher's watermark says every subscription is
+// there: the matcher notices (the checkpoint went below the one it counted
+// on) and waits for the rebuild, instead of matching against an empty
+// table and losing the event.
+func TestMatcherWaitsOutAReset(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	ctx := context.Background()
+	w, _, _, err := f.svc.Create(ctx, meta(), admin, "", Settings{URL: "http://127.0.0.1:1/hook", Events: []string{"*"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	project := func() events.Envelope {
+		pid := uuid.NewString()
+		env, err := events.New(meta(), events.Subject(events.AggProject, pid), events.ProjectCreated, 0,
+			events.ProjectCreatedData{ProjectID: pid, Slug: "p" + pid[:8], Name: "p", OwnerID: admin.UserID})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := f.store.Append(ctx, events.Append{Event: env, Expect: events.Any}); err != nil {
+			t.Fatal(err)
+		}
+		evs, _, err := f.store.Load(ctx, env.Subject, 0)
+		if err != nil || len(evs) != 1 {
+			t.Fatalf("load the event: %v, %d", err, len(evs))
+		}
+		return evs[0]
+	}
+	rows := func(e events.Envelope) int {
+		var n int
+		if err := f.pool.QueryRow(ctx, `SELECT count(*) FROM webhook_deliveries WHERE webhook_id = $1 AND event_id = $2`,
+			w.ID, e.ID).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	d := NewDelivery(DeliveryConfig{Pool: f.pool, Service: f.svc})
+	stop := f.startProjection(t)
+	first := project()
+	if err := d.match(ctx, first); err != nil || rows(first) != 1 {
+		t.Fatalf("match before the reset: %v, %d rows", err, rows(first))
+	}
+	stop()
+	if err := projections.Reset(ctx, f.pool); err != nil {
+		t.Fatal(err)
+	}
+	second := project()
+	// The read model is rebuilt a little later, while the matcher waits.
+	f.runProjection(t, 300*time.Millisecond)
+	if err := d.match(ctx, second); err != nil {
+		t.Fatalf("match after the reset: %v", err)
+	}
+	if n := rows(second); n != 1 {
+		t.Fatalf("the event matched after a reset of the read model has %d outbox rows, want 1", n)
+	}
+}
+
+// startProjection runs the webhooks projection until stop (or the test's
+// end).
+func (f *fixture) startProjection(t *testing.T) (stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	r := projections.NewRunner(f.pool, f.store, projections.Webhooks{},
+		projections.RunnerConfig{Standby: 20 * time.Millisecond, Idle: 50 * time.Millisecond})
+	go func() {
+		defer close(done)
+		_ = r.Run(ctx)
+	}()
+	var once sync.Once
+	stop = func() { once.Do(func() { cancel(); <-done }) }
+	t.Cleanup(stop)
+	return stop
 }
 
 // The cap: a scope holds at most its limit of subscriptions, counted on
@@ -288,5 +364,6 @@ func TestDeliveryErrorNamesOnlyTheOrigin(t *testing.T) {
 // subsApplied waits for the webhooks projection to apply every webhook
 // event before seq.
 func (f *fixture) subsApplied(ctx context.Context, seq uint64) error {
-	return (&readModel{pool: f.pool, store: f.store}).await(ctx, seq, 30*time.Second)
+	_, err := (&readModel{pool: f.pool, store: f.store}).await(ctx, seq, 30*time.Second)
+	return err
 }

@@ -86,7 +86,7 @@ func (s *Service) checkCap(ctx context.Context, projectID string) error {
 	if err != nil {
 		return fmt.Errorf("webhook cap: %w", err)
 	}
-	if err := s.subs.await(ctx, head+1, capWait); err != nil {
+	if _, err := s.subs.await(ctx, head+1, capWait); err != nil {
 		return fmt.Errorf("webhook cap: %w", err)
 	}
 	var n int
