@@ -192,11 +192,16 @@ const credentialReplayWindow = 2 * time.Minute
 // secretRoutes answer with an API token's secret, which must be stored
 // nowhere: their successes are not kept for replays (the key is released),
 // and a retry is refused by the decider, whose token id the key derived.
-// A webhook's creation and rotation answer its signing secret, kept only
-// sealed: a retry of theirs is answered by the webhook service from the
-// sealed secret (handlers/webhooks Service.Create and Rotate).
-var secretRoutes = map[string]bool{"/api/v1/tokens": true, "/api/v1/service-accounts/{id}/tokens": true,
-	"/api/v1/projects/{project}/webhooks": true, "/api/v1/webhooks": true,
+var secretRoutes = map[string]bool{"/api/v1/tokens": true, "/api/v1/service-accounts/{id}/tokens": true}
+
+// sealedSecretRoutes answer with a webhook's signing secret, kept only
+// sealed in its events: their successes leave a record without the
+// answer, like a failed attempt's, so a retry (at any time in the key's
+// 24 h, not only within JetStream's 2-minute duplicate window) takes the
+// key over as after a crash and the webhook service answers it from the
+// events the first attempt stored, secret unsealed (handlers/webhooks
+// Service.Create and Rotate) — a second rotation never happens.
+var sealedSecretRoutes = map[string]bool{"/api/v1/projects/{project}/webhooks": true, "/api/v1/webhooks": true,
 	"/api/v1/projects/{project}/webhooks/{webhook}:rotate-secret": true, "/api/v1/webhooks/{webhook}:rotate-secret": true}
 
 // replayedHeaders are the response headers a replay reproduces.
@@ -310,6 +315,8 @@ func (s *Server) idempotent(next http.Handler) http.Handler {
 				s.deps.Logger.Error("release idempotency key", "err", err)
 			}
 			cancel()
+		case claimed && sealedSecretRoutes[route] && buf.status < 300:
+			s.storeAnswerless(kvKey, fingerprint, started, prior)
 		case claimed:
 			s.storeOutcome(kvKey, fingerprint, started, prior, credentialRoutes[route], !authenticated, buf)
 		}
@@ -437,6 +444,18 @@ func keepOutcome(b *bufferedResponse, anonymous bool) bool {
 // key) after it ran: long enough to outlast a bucket leader's election (the
 // calls are repeated, events.Attempts); it delays the answer only then.
 const outcomeTimeout = 15 * time.Second
+
+// storeAnswerless leaves the record of an answered request without its
+// answer (sealedSecretRoutes): a retry takes the key over and finds the
+// stored events, as after a failed attempt.
+func (s *Server) storeAnswerless(kvKey, fingerprint string, started, prior time.Time) {
+	ctx, cancel := context.WithTimeout(context.Background(), outcomeTimeout)
+	defer cancel()
+	val, _ := json.Marshal(idempotencyRecord{Failed: true, Started: started, Fingerprint: fingerprint, Prior: prior})
+	if _, err := s.deps.Idempotency.Put(ctx, kvKey, val); err != nil {
+		s.deps.Logger.Error("record idempotency key", "err", err)
+	}
+}
 
 // storeOutcome keeps the response for replays, or releases the key (see
 // keepOutcome) so a retry runs again. A server error leaves a failed record

@@ -532,8 +532,12 @@ func TestPromotionApproveRejectRace(t *testing.T) {
 		req := p.request(t, e, p.editor.Token, v, "@winner")
 		var wg sync.WaitGroup
 		var approve, reject testenv.Response
-		wg.Go(func() { approve = e.Do("POST", p.pp+"/promotions/"+req.ID+":approve", p.approver.Token, map[string]any{}) })
-		wg.Go(func() { reject = e.Do("POST", p.pp+"/promotions/"+req.ID+":reject", p.approver2.Token, map[string]any{}) })
+		wg.Go(func() {
+			approve = e.Do("POST", p.pp+"/promotions/"+req.ID+":approve", p.approver.Token, map[string]any{})
+		})
+		wg.Go(func() {
+			reject = e.Do("POST", p.pp+"/promotions/"+req.ID+":reject", p.approver2.Token, map[string]any{})
+		})
 		wg.Wait()
 		var want string
 		switch {

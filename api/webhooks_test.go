@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/maestro-ml/maestro/api"
+	"github.com/maestro-ml/maestro/events"
 	"github.com/maestro-ml/maestro/handlers/webhooks"
 	"github.com/maestro-ml/maestro/internal/testenv"
 )
@@ -206,6 +207,22 @@ func TestWebhookSecretsAreNotKeptForReplays(t *testing.T) {
 		rot2 := asJSON[api.WebhookSecret](t, call(t, e, 200, "POST", rotate, admin, map[string]any{}, "Idempotency-Key", "hook-rotate"))
 		if rot2.Secret != rot.Secret || rot.Secret == w.Secret {
 			t.Fatal("a retried rotation answered another secret")
+		}
+		// The retry took the key over and was answered from the stored
+		// events (what keeps a retry after JetStream's 2-minute duplicate
+		// window from rotating again): one rotation in the stream.
+		evs, _, err := e.P.Store.Load(t.Context(), events.Subject(events.AggWebhook, w.ID), 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rotations := 0
+		for _, ev := range evs {
+			if ev.Type == events.WebhookSecretRotated {
+				rotations++
+			}
+		}
+		if rotations != 1 {
+			t.Fatalf("%d rotations stored for one rotation and its retry", rotations)
 		}
 		secrets = append(secrets, w.Secret, rot.Secret)
 		// Other webhook commands' answers are kept (and replayed) as usual.

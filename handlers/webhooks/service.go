@@ -224,15 +224,18 @@ func (s *Service) Create(ctx context.Context, meta events.Meta, p authz.Principa
 	if err != nil {
 		return State{}, "", 0, err
 	}
-	if seq == 0 {
-		// A retry: answer with the secret the first attempt stored.
+	if w.Secret != c.SecretSealed {
+		// A retry (found as already created, or replayed from the events
+		// its first attempt stored): answer with the secret stored then.
 		if w.CreatedBy != p.UserID || w.ProjectID != pid {
 			return State{}, "", 0, handlers.Errorf(handlers.Invalid, "idempotency-key-reused", "this Idempotency-Key already created another webhook")
 		}
 		if secret, err = s.sealer.Open(w.ID, w.Secret); err != nil {
 			return State{}, "", 0, err
 		}
-		seq = existing
+		if seq == 0 {
+			seq = existing
+		}
 	}
 	return w, secret, seq, nil
 }
