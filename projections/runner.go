@@ -313,7 +313,10 @@ func (r *Runner) runLocked(ctx context.Context, log *slog.Logger) error {
 		// Unlock on a fresh context: ctx may be cancelled already.
 		uctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		if _, err := conn.Exec(uctx, "SELECT pg_advisory_unlock($1), pg_advisory_unlock($2)", key, holder); err != nil {
+		// The holder first: a batch in flight (its context cancelled, its
+		// commit still running) then fails its probe (MA002) rather than
+		// commit after the projection's lock is free.
+		if _, err := conn.Exec(uctx, "SELECT pg_advisory_unlock($2), pg_advisory_unlock($1)", key, holder); err != nil {
 			conn.Conn().Close(uctx) // closing the session releases the locks too
 		}
 	}()
