@@ -105,6 +105,29 @@ func (s *AuditSealer) Run(ctx context.Context) {
 // rebuild the newest entry is below the last checkpoint: nothing is sealed
 // until the rebuilt trail passes it.
 func (s *AuditSealer) Seal(ctx context.Context) (uint64, error) {
+	var seq, sealed int64
+	var hash []byte
+	// The newest entry the projection has applied (at or below its
+	// checkpoint): a row written by hand beyond it is never sealed.
+	err := s.pool.QueryRow(ctx, `SELECT e.seq, e.hash, COALESCE((SELECT max(seq) FROM audit_checkpoints), 0)
+		FROM audit_entries e
+		WHERE e.seq <= COALESCE((SELECT last_seq FROM projection_checkpoints WHERE name = 'audit'), 0)
+		ORDER BY e.seq DESC LIMIT 1`).Scan(&seq, &hash, &sealed)
+	if errors.Is(err, pgx.ErrNoRows) {
+		seq = 0
+	} else if err != nil {
+		return 0, fmt.Errorf("seal audit trail: newest entry: %w", err)
+	}
+	if seq > sealed && s.cfg.Events != nil {
+		// The check reads the stream (all of it after a divergence): in
+		// no transaction, so no lock is held meanwhile (a Reset's TRUNCATE
+		// or a migration would queue behind it, and every projection
+		// behind them). The signature below is made only if the entry
+		// still has the hash checked here.
+		if err := s.check(ctx, s.pool, uint64(seq), hash); err != nil {
+			return 0, err
+		}
+	}
 	tx, err := s.pool.Begin(ctx)
 	if err != nil {
 		return 0, fmt.Errorf("seal audit trail: %w", err)
@@ -124,22 +147,15 @@ func (s *AuditSealer) Seal(ctx context.Context) (uint64, error) {
 			return 0, fmt.Errorf("publish audit key: %w", err)
 		}
 	}
-	var seq, sealed int64
-	var hash []byte
-	// The newest entry the projection has applied (at or below its
-	// checkpoint): a row written by hand beyond it is never sealed.
-	err = tx.QueryRow(ctx, `SELECT e.seq, e.hash, COALESCE((SELECT max(seq) FROM audit_checkpoints), 0)
-		FROM audit_entries e
-		WHERE e.seq <= COALESCE((SELECT last_seq FROM projection_checkpoints WHERE name = 'audit'), 0)
-		ORDER BY e.seq DESC LIMIT 1`).Scan(&seq, &hash, &sealed)
-	if errors.Is(err, pgx.ErrNoRows) {
-		seq = 0
-	} else if err != nil {
-		return 0, fmt.Errorf("seal audit trail: newest entry: %w", err)
-	}
-	if seq > sealed && s.cfg.Events != nil {
-		if err := s.check(ctx, tx, uint64(seq), hash); err != nil {
-			return 0, err
+	if seq > sealed {
+		var now []byte
+		err := tx.QueryRow(ctx, `SELECT hash FROM audit_entries WHERE seq = $1
+			AND seq <= COALESCE((SELECT last_seq FROM projection_checkpoints WHERE name = 'audit'), 0)`, seq).Scan(&now)
+		if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+			return 0, fmt.Errorf("seal audit trail at %d: %w", seq, err)
+		}
+		if !bytes.Equal(now, hash) {
+			seq = 0 // changed since the check (a rebuild, a reset): the next round checks again
 		}
 	}
 	if seq > sealed {
@@ -174,7 +190,7 @@ var ErrTrailDiverges = errors.New("the stored audit trail does not follow from t
 // a difference it recomputes once more from the start of the stream (a
 // rebuild by a build whose entries differ makes a new chain, which the
 // stream still implies) before it refuses.
-func (s *AuditSealer) check(ctx context.Context, tx pgx.Tx, seq uint64, stored []byte) error {
+func (s *AuditSealer) check(ctx context.Context, tx queryer, seq uint64, stored []byte) error {
 	from, prev := s.checked, s.checkedHash
 	if from == 0 || from > seq {
 		from, prev = 0, GenesisHash
@@ -207,7 +223,7 @@ func (s *AuditSealer) check(ctx context.Context, tx pgx.Tx, seq uint64, stored [
 // after from up to through onto prev, skipping the events it quarantined
 // (and refusing a quarantine record the projection would not have written,
 // see probeQuarantined: it hides a deleted row).
-func (s *AuditSealer) recompute(ctx context.Context, tx pgx.Tx, from uint64, prev []byte, through uint64) ([]byte, error) {
+func (s *AuditSealer) recompute(ctx context.Context, tx queryer, from uint64, prev []byte, through uint64) ([]byte, error) {
 	quarantined := map[uint64]bool{}
 	if err := collect(ctx, tx, "SELECT seq FROM projection_quarantine WHERE projection = 'audit' AND seq > $1 AND seq <= $2",
 		[]any{int64(from), int64(through)}, func(r pgx.Rows) error {

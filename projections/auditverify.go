@@ -367,7 +367,13 @@ func auditKeys(ctx context.Context, q pgx.Tx) (map[string]ed25519.PublicKey, err
 	return keys, nil
 }
 
-func collect(ctx context.Context, tx pgx.Tx, sql string, args []any, f func(pgx.Rows) error) error {
+// queryer is what collect reads through: a transaction or the pool.
+type queryer interface {
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+func collect(ctx context.Context, tx queryer, sql string, args []any, f func(pgx.Rows) error) error {
 	rows, err := tx.Query(ctx, sql, args...)
 	if err != nil {
 		return err
