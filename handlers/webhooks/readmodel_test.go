@@ -90,19 +90,7 @@ func TestMatcherWaitsForTheSubscriptionsReadModel(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pid := uuid.NewString()
-	env, err := events.New(meta(), events.Subject(events.AggProject, pid), events.ProjectCreated, 0,
-		events.ProjectCreatedData{ProjectID: pid, Slug: "p", Name: "p", OwnerID: admin.UserID})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := f.store.Append(ctx, events.Append{Event: env, Expect: events.Any}); err != nil {
-		t.Fatal(err)
-	}
-	evs, _, err := f.store.Load(ctx, env.Subject, 0)
-	if err != nil || len(evs) != 1 {
-		t.Fatalf("load the event: %v, %d", err, len(evs))
-	}
+	evs := []events.Envelope{f.appendProject(t)}
 	d := NewDelivery(DeliveryConfig{Pool: f.pool, Service: f.svc})
 	// The projection comes up while the matcher handles the event.
 	f.runProjection(t, 300*time.Millisecond)
@@ -132,22 +120,6 @@ func TestMatcherWaitsOutAReset(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	project := func() events.Envelope {
-		pid := uuid.NewString()
-		env, err := events.New(meta(), events.Subject(events.AggProject, pid), events.ProjectCreated, 0,
-			events.ProjectCreatedData{ProjectID: pid, Slug: "p" + pid[:8], Name: "p", OwnerID: admin.UserID})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := f.store.Append(ctx, events.Append{Event: env, Expect: events.Any}); err != nil {
-			t.Fatal(err)
-		}
-		evs, _, err := f.store.Load(ctx, env.Subject, 0)
-		if err != nil || len(evs) != 1 {
-			t.Fatalf("load the event: %v, %d", err, len(evs))
-		}
-		return evs[0]
-	}
 	rows := func(e events.Envelope) int {
 		var n int
 		if err := f.pool.QueryRow(ctx, `SELECT count(*) FROM webhook_deliveries WHERE webhook_id = $1 AND event_id = $2`,
@@ -158,7 +130,7 @@ func TestMatcherWaitsOutAReset(t *testing.T) {
 	}
 	d := NewDelivery(DeliveryConfig{Pool: f.pool, Service: f.svc})
 	stop := f.startProjection(t)
-	first := project()
+	first := f.appendProject(t)
 	if err := d.match(ctx, first); err != nil || rows(first) != 1 {
 		t.Fatalf("match before the reset: %v, %d rows", err, rows(first))
 	}
@@ -166,7 +138,7 @@ func TestMatcherWaitsOutAReset(t *testing.T) {
 	if err := projections.Reset(ctx, f.pool); err != nil {
 		t.Fatal(err)
 	}
-	second := project()
+	second := f.appendProject(t)
 	// The read model is rebuilt a little later, while the matcher waits.
 	f.runProjection(t, 300*time.Millisecond)
 	if err := d.match(ctx, second); err != nil {
@@ -285,6 +257,14 @@ func (f *fixture) appendEvent(t *testing.T, subject, typ string, data any) event
 		t.Fatal(err)
 	}
 	return e
+}
+
+// appendProject appends a new project's creation and returns it as stored.
+func (f *fixture) appendProject(t *testing.T) events.Envelope {
+	t.Helper()
+	pid := uuid.NewString()
+	return f.appendEvent(t, events.Subject(events.AggProject, pid), events.ProjectCreated,
+		events.ProjectCreatedData{ProjectID: pid, Slug: "p" + pid[:8], Name: "p", OwnerID: admin.UserID})
 }
 
 // An event whose data names no project (a model version's registration,
