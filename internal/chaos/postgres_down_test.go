@@ -416,13 +416,24 @@ BEGIN
 END $$;
 CREATE TRIGGER chaos_log_apply AFTER UPDATE ON projection_checkpoints
     FOR EACH ROW WHEN (NEW.last_seq > OLD.last_seq) EXECUTE FUNCTION chaos.log_apply();`
-	if _, err := db.Exec(ctx, sql); err != nil {
+	// The keys go in with the trigger, in one transaction: serve's runners
+	// are applying already, and a batch logged before its projection's key
+	// was there would show "nobody held the lock" (a test race seen twice).
+	tx, err := db.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx) //nolint:errcheck // after Commit: a no-op
+	if _, err := tx.Exec(ctx, sql); err != nil {
 		t.Fatalf("install the apply log: %v", err)
 	}
 	for _, n := range names {
-		if _, err := db.Exec(ctx, "INSERT INTO chaos.lock_keys VALUES ($1, $2)", n, lockKey(n)); err != nil {
+		if _, err := tx.Exec(ctx, "INSERT INTO chaos.lock_keys VALUES ($1, $2)", n, lockKey(n)); err != nil {
 			t.Fatal(err)
 		}
+	}
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatalf("install the apply log: %v", err)
 	}
 }
 
