@@ -170,21 +170,10 @@ func (q *Queries) ListJobs(ctx context.Context, projectID string, f JobFilter, p
 	if err != nil {
 		return Page[Job]{}, err
 	}
-	defer rows.Close()
-	page := Page[Job]{Items: []Job{}}
-	for rows.Next() {
-		j, err := scanJob(rows)
-		if err != nil {
-			return page, err
-		}
-		if len(page.Items) == limit {
-			last := page.Items[limit-1]
-			page.NextPageToken = encodeCursor(cursor{Seq: last.SubmittedAt.UnixMicro(), ID: last.ID})
-			break
-		}
-		page.Items = append(page.Items, j)
-	}
-	return page, rows.Err()
+	return collectPage(rows, limit, func(r pgx.Rows) (Job, cursor, error) {
+		j, err := scanJob(r)
+		return j, cursor{Seq: j.SubmittedAt.UnixMicro(), ID: j.ID}, err
+	})
 }
 
 // JobCounts counts the jobs of every project by state, each of JobStates

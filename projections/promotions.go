@@ -297,18 +297,8 @@ func (q *Queries) ListPromotions(ctx context.Context, projectID string, f Promot
 	if err != nil {
 		return Page[Promotion]{}, err
 	}
-	defer rows.Close()
-	page := Page[Promotion]{Items: []Promotion{}}
-	for rows.Next() {
-		p, err := scanPromotion(rows)
-		if err != nil {
-			return page, err
-		}
-		if len(page.Items) == limit {
-			page.NextPageToken = encodeCursor(cursor{Seq: page.Items[limit-1].CreatedSeq})
-			break
-		}
-		page.Items = append(page.Items, p)
-	}
-	return page, rows.Err()
+	return collectPage(rows, limit, func(r pgx.Rows) (Promotion, cursor, error) {
+		p, err := scanPromotion(r)
+		return p, cursor{Seq: p.CreatedSeq}, err
+	})
 }

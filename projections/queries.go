@@ -209,21 +209,32 @@ func (q *Queries) ListUsers(ctx context.Context, pageToken string, limit int) (P
 	if err != nil {
 		return Page[User]{}, err
 	}
-	defer rows.Close()
-	page := Page[User]{Items: []User{}}
-	var last int64
-	for rows.Next() {
+	return collectPage(rows, limit, func(r pgx.Rows) (User, cursor, error) {
 		var u User
 		var seq int64
-		if err := rows.Scan(&u.ID, &u.Email, &u.Name, &u.Role, &u.Active, &u.Kind, &u.CreatedAt, &u.UpdatedAt, &seq); err != nil {
+		err := r.Scan(&u.ID, &u.Email, &u.Name, &u.Role, &u.Active, &u.Kind, &u.CreatedAt, &u.UpdatedAt, &seq)
+		return u, cursor{Seq: seq}, err
+	})
+}
+
+// collectPage reads the rows of a list query that asked for limit+1: the
+// first limit items, and, when the extra row is there, the token of the
+// page after the last item kept (its cursor as scan gives it).
+func collectPage[T any](rows pgx.Rows, limit int, scan func(pgx.Rows) (T, cursor, error)) (Page[T], error) {
+	defer rows.Close()
+	page := Page[T]{Items: []T{}}
+	var last cursor
+	for rows.Next() {
+		item, at, err := scan(rows)
+		if err != nil {
 			return page, err
 		}
 		if len(page.Items) == limit {
-			page.NextPageToken = encodeCursor(cursor{Seq: last})
+			page.NextPageToken = encodeCursor(last)
 			break
 		}
-		page.Items = append(page.Items, u)
-		last = seq
+		page.Items = append(page.Items, item)
+		last = at
 	}
 	return page, rows.Err()
 }
@@ -303,24 +314,15 @@ func (q *Queries) ListAudit(ctx context.Context, f AuditFilter) (Page[AuditEntry
 	if err != nil {
 		return Page[AuditEntry]{}, err
 	}
-	defer rows.Close()
-	page := Page[AuditEntry]{Items: []AuditEntry{}}
-	for rows.Next() {
+	return collectPage(rows, f.Limit, func(r pgx.Rows) (AuditEntry, cursor, error) {
 		var e AuditEntry
 		var seq int64
 		var hash []byte
-		if err := rows.Scan(&seq, &e.EventID, &e.Time, &e.Type, &e.Actor, &e.Subject, &e.CorrelationID, &e.CausationID, &e.Summary, &e.Data, &e.ProjectID, &hash); err != nil {
-			return page, err
-		}
+		err := r.Scan(&seq, &e.EventID, &e.Time, &e.Type, &e.Actor, &e.Subject, &e.CorrelationID, &e.CausationID, &e.Summary, &e.Data, &e.ProjectID, &hash)
 		e.Hash = hex.EncodeToString(hash)
 		e.Sequence = uint64(seq)
-		if len(page.Items) == f.Limit {
-			page.NextPageToken = encodeCursor(cursor{Seq: int64(page.Items[len(page.Items)-1].Sequence)})
-			break
-		}
-		page.Items = append(page.Items, e)
-	}
-	return page, rows.Err()
+		return e, cursor{Seq: seq}, err
+	})
 }
 
 // plainKey refuses cursor keys Postgres would reject (NUL, invalid UTF-8),

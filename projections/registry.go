@@ -309,20 +309,10 @@ func (q *Queries) ListVersions(ctx context.Context, modelID, stage string, inclu
 	if err != nil {
 		return Page[ModelVersion]{}, err
 	}
-	defer rows.Close()
-	page := Page[ModelVersion]{Items: []ModelVersion{}}
-	for rows.Next() {
-		v, err := scanVersion(rows)
-		if err != nil {
-			return page, err
-		}
-		if len(page.Items) == limit {
-			page.NextPageToken = encodeCursor(cursor{Seq: int64(page.Items[limit-1].Version)})
-			break
-		}
-		page.Items = append(page.Items, v)
-	}
-	return page, rows.Err()
+	return collectPage(rows, limit, func(r pgx.Rows) (ModelVersion, cursor, error) {
+		v, err := scanVersion(r)
+		return v, cursor{Seq: int64(v.Version)}, err
+	})
 }
 
 // Version returns one version (deleted ones too).

@@ -161,22 +161,11 @@ func (q *Queries) ListTokens(ctx context.Context, userID string, live bool, now 
 	if err != nil {
 		return Page[APIToken]{}, err
 	}
-	defer rows.Close()
-	page := Page[APIToken]{Items: []APIToken{}}
-	var last int64
-	for rows.Next() {
+	return collectPage(rows, limit, func(r pgx.Rows) (APIToken, cursor, error) {
 		var t APIToken
 		var seq int64
-		if err := rows.Scan(&t.ID, &t.UserID, &t.Name, &t.Prefix, &t.ProjectID, &t.Role, &t.CreatedAt, &t.ExpiresAt,
-			&t.RevokedAt, &t.LastUsedAt, &t.LastUsedIP, &seq); err != nil {
-			return page, err
-		}
-		if len(page.Items) == limit {
-			page.NextPageToken = encodeCursor(cursor{Seq: last})
-			break
-		}
-		page.Items = append(page.Items, t)
-		last = seq
-	}
-	return page, rows.Err()
+		err := r.Scan(&t.ID, &t.UserID, &t.Name, &t.Prefix, &t.ProjectID, &t.Role, &t.CreatedAt, &t.ExpiresAt,
+			&t.RevokedAt, &t.LastUsedAt, &t.LastUsedIP, &seq)
+		return t, cursor{Seq: seq}, err
+	})
 }

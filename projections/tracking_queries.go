@@ -94,23 +94,11 @@ func (q *Queries) ListExperiments(ctx context.Context, projectID string, view Vi
 	if err != nil {
 		return Page[Experiment]{}, err
 	}
-	defer rows.Close()
-	page := Page[Experiment]{Items: []Experiment{}}
-	var last int64
-	for rows.Next() {
+	return collectPage(rows, limit, func(r pgx.Rows) (Experiment, cursor, error) {
 		var seq int64
-		x, err := scanExperiment(rows, &seq)
-		if err != nil {
-			return page, err
-		}
-		if len(page.Items) == limit {
-			page.NextPageToken = encodeCursor(cursor{Seq: last})
-			break
-		}
-		page.Items = append(page.Items, x)
-		last = seq
-	}
-	return page, rows.Err()
+		x, err := scanExperiment(r, &seq)
+		return x, cursor{Seq: seq}, err
+	})
 }
 
 // Run is a run as the API shows it, with its params and tags. Times are

@@ -181,22 +181,10 @@ func (q *Queries) ListWebhooks(ctx context.Context, projectID, pageToken string,
 	if err != nil {
 		return Page[Webhook]{}, err
 	}
-	defer rows.Close()
-	page := Page[Webhook]{Items: []Webhook{}}
-	var last int64
-	for rows.Next() {
-		w, seq, err := scanWebhook(rows)
-		if err != nil {
-			return page, err
-		}
-		if len(page.Items) == limit {
-			page.NextPageToken = encodeCursor(cursor{Seq: last})
-			break
-		}
-		page.Items = append(page.Items, w)
-		last = seq
-	}
-	return page, rows.Err()
+	return collectPage(rows, limit, func(r pgx.Rows) (Webhook, cursor, error) {
+		w, seq, err := scanWebhook(r)
+		return w, cursor{Seq: seq}, err
+	})
 }
 
 // WebhookDelivery is one event's delivery to a subscription: its status
@@ -241,24 +229,13 @@ func (q *Queries) WebhookDeliveries(ctx context.Context, webhookID, status, page
 	if err != nil {
 		return Page[WebhookDelivery]{}, err
 	}
-	defer rows.Close()
-	page := Page[WebhookDelivery]{Items: []WebhookDelivery{}}
-	var last int64
-	for rows.Next() {
+	return collectPage(rows, limit, func(r pgx.Rows) (WebhookDelivery, cursor, error) {
 		var d WebhookDelivery
 		var seq int64
-		if err := rows.Scan(&d.EventID, &d.EventType, &d.Status, &d.Attempts, &d.ResponseCode, &d.LastError, &d.CreatedAt,
-			&d.LastAttemptAt, &d.NextAttemptAt, &d.DeliveredAt, &seq); err != nil {
-			return page, err
-		}
-		if len(page.Items) == limit {
-			page.NextPageToken = encodeCursor(cursor{Seq: last})
-			break
-		}
+		err := r.Scan(&d.EventID, &d.EventType, &d.Status, &d.Attempts, &d.ResponseCode, &d.LastError, &d.CreatedAt,
+			&d.LastAttemptAt, &d.NextAttemptAt, &d.DeliveredAt, &seq)
 		d.CreatedAt = d.CreatedAt.UTC()
 		d.LastAttemptAt, d.NextAttemptAt, d.DeliveredAt = utcPtr(d.LastAttemptAt), utcPtr(d.NextAttemptAt), utcPtr(d.DeliveredAt)
-		page.Items = append(page.Items, d)
-		last = seq
-	}
-	return page, rows.Err()
+		return d, cursor{Seq: seq}, err
+	})
 }
