@@ -22,6 +22,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/maestro-ml/maestro/api/web"
 	"github.com/maestro-ml/maestro/artifacts"
 	"github.com/maestro-ml/maestro/auth"
 	"github.com/maestro-ml/maestro/authz"
@@ -131,6 +132,12 @@ type Server struct {
 	streams streamSet
 	// ready is GET /readyz's last result and the probes still running.
 	ready readiness
+	// The web UI (api/ui.go): its routes, templates, CSRF key and the
+	// cross-origin check of its forms.
+	uiRoutes    []UIRoute
+	ui          *web.Renderer
+	csrfKey     []byte
+	crossOrigin *http.CrossOriginProtection
 }
 
 // New builds the API server.
@@ -153,8 +160,14 @@ func New(d Deps) *Server {
 	if d.Now == nil {
 		d.Now = time.Now
 	}
-	s := &Server{deps: d, idem: newIdempotencyState(), m: newAPIMetrics(d.Registerer)}
+	ui, err := web.New()
+	if err != nil {
+		panic(err) // the embedded templates: a programming error the tests find
+	}
+	s := &Server{deps: d, idem: newIdempotencyState(), m: newAPIMetrics(d.Registerer),
+		ui: ui, csrfKey: csrfKeyFrom(d.Keys), crossOrigin: http.NewCrossOriginProtection()}
 	s.routes = s.table()
+	s.uiRoutes = s.uiTable()
 	s.mux = s.router()
 	return s
 }
@@ -205,10 +218,17 @@ func (s *Server) router() chi.Router {
 		// RFC 9110: a 405 names the methods the resource does support.
 		var allowed []string
 		seen := map[string]bool{}
+		methods := make([]string, 0, len(s.routes)+len(s.uiRoutes))
 		for _, rt := range s.routes {
-			if !seen[rt.Method] && m.Match(chi.NewRouteContext(), rt.Method, r.URL.Path) {
-				seen[rt.Method] = true
-				allowed = append(allowed, rt.Method)
+			methods = append(methods, rt.Method)
+		}
+		for _, rt := range s.uiRoutes {
+			methods = append(methods, rt.Method)
+		}
+		for _, method := range methods {
+			if !seen[method] && m.Match(chi.NewRouteContext(), method, r.URL.Path) {
+				seen[method] = true
+				allowed = append(allowed, method)
 			}
 		}
 		w.Header().Set("Allow", strings.Join(allowed, ", "))
@@ -222,6 +242,9 @@ func (s *Server) router() chi.Router {
 	for _, rt := range s.routes {
 		h := s.endpoint(rt)
 		m.Method(rt.Method, rt.Pattern, h)
+	}
+	for _, rt := range s.uiRoutes {
+		m.Method(rt.Method, rt.Pattern, s.uiEndpoint(rt))
 	}
 	return m
 }
@@ -491,6 +514,12 @@ func (s *Server) sessionPrincipal(r *http.Request, token string) (authz.Principa
 	if err != nil {
 		return authz.Principal{}, unauthenticated("the access token is invalid or expired")
 	}
+	return s.liveSession(r, claims)
+}
+
+// liveSession is the principal of a verified token's session (an access
+// token's or the web UI's): the session must be live and its user active.
+func (s *Server) liveSession(r *http.Request, claims auth.Claims) (authz.Principal, error) {
 	sp, err := s.deps.Queries.Session(r.Context(), claims.SessionID)
 	if errors.Is(err, projections.ErrNotFound) {
 		// A token minted by a login answered with Prefer: respond-async can

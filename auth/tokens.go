@@ -23,6 +23,10 @@ const (
 	// TokenRefresh is exchanged for new access tokens and is only ever
 	// accepted by the refresh endpoint.
 	TokenRefresh TokenKind = "refresh"
+	// TokenWeb is the web UI's session cookie: accepted only by the UI's
+	// pages and forms (which check CSRF), never by the JSON API, so the API
+	// stays free of ambient credentials.
+	TokenWeb TokenKind = "web"
 )
 
 // headerType maps a kind to its JOSE "typ" (RFC 9068 style) so generic JWT
@@ -33,6 +37,8 @@ func (k TokenKind) headerType() (string, bool) {
 		return "at+jwt", true
 	case TokenRefresh:
 		return "rt+jwt", true
+	case TokenWeb:
+		return "ws+jwt", true
 	}
 	return "", false
 }
@@ -132,8 +138,8 @@ func NewTokens(keys *KeySet, cfg TokenConfig) (*Tokens, error) {
 }
 
 // Issue signs a token of kind for subject (the user id) within sessionID.
-// exp is required for refresh tokens, whose lifetime is session policy the
-// caller owns; for access tokens a zero exp means now+AccessTTL and a later
+// exp is required for refresh and web tokens, whose lifetime is session
+// policy the caller owns; for access tokens a zero exp means now+AccessTTL and a later
 // exp is refused, so AccessTTL is a hard ceiling. The returned claims are
 // exactly what was signed (times truncated to seconds), for recording the
 // jti alongside the session.
@@ -153,7 +159,7 @@ func (t *Tokens) Issue(kind TokenKind, subject, sessionID string, generation int
 	case exp.IsZero() && kind == TokenAccess:
 		exp = now.Add(t.cfg.AccessTTL)
 	case exp.IsZero():
-		return "", Claims{}, errors.New("auth: refresh tokens need an explicit expiry")
+		return "", Claims{}, fmt.Errorf("auth: %s tokens need an explicit expiry", kind)
 	case kind == TokenAccess && exp.After(now.Add(t.cfg.AccessTTL)):
 		return "", Claims{}, fmt.Errorf("auth: access token expiry exceeds AccessTTL %v", t.cfg.AccessTTL)
 	}

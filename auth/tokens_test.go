@@ -84,10 +84,10 @@ func requireInvalid(t *testing.T, err error) {
 
 func TestTokenRoundTrip(t *testing.T) {
 	tk, key, clock := newTestTokens(t)
-	for _, kind := range []TokenKind{TokenAccess, TokenRefresh} {
+	for _, kind := range []TokenKind{TokenAccess, TokenRefresh, TokenWeb} {
 		t.Run(string(kind), func(t *testing.T) {
 			var exp time.Time
-			if kind == TokenRefresh {
+			if kind != TokenAccess {
 				exp = clock.now.Add(30 * 24 * time.Hour)
 			}
 			s, issued, err := tk.Issue(kind, "user-1", "sess-1", 3, exp)
@@ -113,7 +113,7 @@ func TestTokenRoundTrip(t *testing.T) {
 			if err := json.Unmarshal(hdr, &h); err != nil {
 				t.Fatal(err)
 			}
-			wantTyp := map[TokenKind]string{TokenAccess: "at+jwt", TokenRefresh: "rt+jwt"}[kind]
+			wantTyp := map[TokenKind]string{TokenAccess: "at+jwt", TokenRefresh: "rt+jwt", TokenWeb: "ws+jwt"}[kind]
 			if h["kid"] != key.KID || h["typ"] != wantTyp || h["alg"] != "EdDSA" {
 				t.Fatalf("header %v", h)
 			}
@@ -235,6 +235,22 @@ func TestTokenKindConfusion(t *testing.T) {
 	requireInvalid(t, err)
 	_, err = tk.Verify(access, TokenKind("bogus"))
 	requireInvalid(t, err)
+	// The web UI's cookie is no API credential, and no API token is a cookie.
+	web, _, err := tk.Issue(TokenWeb, "u", "s", 0, clock.now.Add(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, kind := range []TokenKind{TokenAccess, TokenRefresh} {
+		_, err = tk.Verify(web, kind)
+		requireInvalid(t, err)
+	}
+	for _, tok := range []string{access, refresh} {
+		_, err = tk.Verify(tok, TokenWeb)
+		requireInvalid(t, err)
+	}
+	if _, _, err := tk.Issue(TokenWeb, "u", "s", 0, time.Time{}); err == nil {
+		t.Fatal("a web token without an expiry was issued")
+	}
 }
 
 func TestTokenTooLong(t *testing.T) {
@@ -415,7 +431,7 @@ func FuzzVerify(f *testing.F) {
 	f.Add(strings.Repeat("A", MaxTokenLength+1))
 	f.Add("eyJhbGciOiJFZERTQSIsImtpZCI6IiIsInR5cCI6MX0." + base64.RawURLEncoding.EncodeToString([]byte(`{"exp":1e999,"aud":[1,{}],"gen":-1}`)) + ".AA")
 	f.Fuzz(func(t *testing.T, s string) {
-		for _, kind := range []TokenKind{TokenAccess, TokenRefresh} {
+		for _, kind := range []TokenKind{TokenAccess, TokenRefresh, TokenWeb} {
 			c, err := tk.Verify(s, kind)
 			if err != nil {
 				if !errors.Is(err, ErrInvalidToken) {

@@ -141,6 +141,12 @@ func (q *Queries) User(ctx context.Context, id string) (User, error) {
 	}, func(u User) []string { return []string{"user:" + u.ID} })
 }
 
+// UserByEmail returns the user with a (normalised) e-mail address: the web
+// UI adds project members by address.
+func (q *Queries) UserByEmail(ctx context.Context, email string) (User, error) {
+	return scanUser(q.pool.QueryRow(ctx, "SELECT "+userCols+" FROM users WHERE email = $1", email))
+}
+
 // Page is a list of items and the token of the next page ("" at the end).
 type Page[T any] struct {
 	Items         []T    `json:"items"`
