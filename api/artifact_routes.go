@@ -128,29 +128,41 @@ func contentDigest(h string) (artifacts.Digest, error) {
 }
 
 func (s *Server) putArtifact(w http.ResponseWriter, r *http.Request) error {
-	v, err := versionParam(r)
+	authorize, record, err := s.versionArtifactWriter(r)
 	if err != nil {
 		return err
 	}
+	return s.uploadArtifact(w, r, authorize, record)
+}
+
+// versionArtifactWriter is what storing an artifact of the request's model
+// version needs: the check that the caller may write it, and the record of
+// the stored blob (registry.DecideRecordArtifact) with whether the path
+// held an artifact before.
+func (s *Server) versionArtifactWriter(r *http.Request) (func() error, func(registry.Artifact) (registry.Artifact, bool, uint64, error), error) {
+	v, err := versionParam(r)
+	if err != nil {
+		return nil, nil, err
+	}
 	project, name := chi.URLParam(r, "project"), chi.URLParam(r, "name")
 	p, _ := principal(r.Context())
-	return s.uploadArtifact(w, r, func() error {
-		_, _, err := s.deps.Registry.AuthorizeModelWrite(r.Context(), p, project, name, v)
-		return err
-	}, func(art registry.Artifact) (registry.Artifact, bool, uint64, error) {
-		existed := false
-		m, seq, err := s.deps.Registry.UpdateModelFunc(r.Context(), meta(r), p, project, name, authz.ModelWrite,
-			func(_ registry.ProjectState, m registry.ModelState) ([]handlers.Change, error) {
-				ver, _ := m.Version(v)
-				_, existed = ver.Artifacts[art.Path]
-				return registry.DecideRecordArtifact(m, v, art)
-			})
-		if err != nil {
-			return registry.Artifact{}, false, 0, err
-		}
-		ver, _ := m.Version(v)
-		return ver.Artifacts[art.Path], existed, seq, nil
-	})
+	return func() error {
+			_, _, err := s.deps.Registry.AuthorizeModelWrite(r.Context(), p, project, name, v)
+			return err
+		}, func(art registry.Artifact) (registry.Artifact, bool, uint64, error) {
+			existed := false
+			m, seq, err := s.deps.Registry.UpdateModelFunc(r.Context(), meta(r), p, project, name, authz.ModelWrite,
+				func(_ registry.ProjectState, m registry.ModelState) ([]handlers.Change, error) {
+					ver, _ := m.Version(v)
+					_, existed = ver.Artifacts[art.Path]
+					return registry.DecideRecordArtifact(m, v, art)
+				})
+			if err != nil {
+				return registry.Artifact{}, false, 0, err
+			}
+			ver, _ := m.Version(v)
+			return ver.Artifacts[art.Path], existed, seq, nil
+		}, nil
 }
 
 // uploadArtifact is an artifact PUT, of a model version's or a run's: the

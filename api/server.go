@@ -346,6 +346,7 @@ const (
 	ctxMLflow
 	ctxClientIP
 	ctxStreamed
+	ctxMultipart
 )
 
 // markStreamed tells requestLog the response is a stream (a log follow,

@@ -8,8 +8,11 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"errors"
+	"io"
+	"mime/multipart"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
@@ -41,7 +44,11 @@ type UIRoute struct {
 	// Public pages need no session: the sign-in page and form, and the
 	// static files. Everything else does (deny by default).
 	Public bool
-	handle func(w http.ResponseWriter, r *http.Request) error
+	// MaxBody overrides the form body limit (uploads).
+	MaxBody int64
+	// Timeout overrides Deps.RequestTimeout (artifact transfers).
+	Timeout time.Duration
+	handle  func(w http.ResponseWriter, r *http.Request) error
 }
 
 const (
@@ -74,7 +81,7 @@ func (s *Server) uiTable() []UIRoute {
 		{Method: "GET", Pattern: "/", Public: true, handle: s.uiHome},
 		{Method: "POST", Pattern: "/signin", Public: true, handle: s.uiSignIn},
 		{Method: "POST", Pattern: "/signout", handle: s.uiSignOut},
-	}, s.uiProjectRoutes()...)
+	}, slices.Concat(s.uiProjectRoutes(), s.uiModelRoutes())...)
 }
 
 // csrfKeyFrom derives the CSRF key from the platform's signing key, which
@@ -125,8 +132,15 @@ func (s *Server) uiEndpoint(rt UIRoute) http.Handler {
 	if write {
 		h = s.crossOrigin.Handler(h)
 	}
+	limit, timeout := int64(uiFormMaxBytes), s.deps.RequestTimeout
+	if rt.MaxBody > 0 {
+		limit = rt.MaxBody
+	}
+	if rt.Timeout > 0 {
+		timeout = rt.Timeout
+	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		ctx, cancel := context.WithTimeout(r.Context(), s.deps.RequestTimeout)
+		ctx, cancel := context.WithTimeout(r.Context(), timeout)
 		defer cancel()
 		if write {
 			ctx, _ = events.WithReceipt(ctx)
@@ -134,7 +148,7 @@ func (s *Server) uiEndpoint(rt UIRoute) http.Handler {
 		hdr := w.Header()
 		hdr.Set("Content-Security-Policy", uiCSP)
 		hdr.Set("Cache-Control", "no-store")
-		r.Body = http.MaxBytesReader(w, r.Body, uiFormMaxBytes)
+		r.Body = http.MaxBytesReader(w, r.Body, limit)
 		h.ServeHTTP(w, r.WithContext(ctx))
 	})
 }
@@ -186,12 +200,22 @@ func (s *Server) authenticateUI(next http.Handler) http.Handler {
 
 // checkCSRF refuses a state-changing UI request without its session's CSRF
 // token (form field csrf, or header X-CSRF-Token for htmx), before anything
-// is decided.
+// is decided. A multipart form (an upload) must send csrf as its first
+// field: the check reads just that part, and the handler streams the rest
+// (ctxMultipart) instead of spooling a large file before the check.
 func (s *Server) checkCSRF(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		p, _ := principal(r.Context())
 		sent := r.Header.Get("X-CSRF-Token")
-		if sent == "" {
+		if sent == "" && strings.HasPrefix(r.Header.Get("Content-Type"), "multipart/form-data") {
+			if mr, err := r.MultipartReader(); err == nil {
+				if part, err := mr.NextPart(); err == nil && part.FormName() == "csrf" {
+					b, _ := io.ReadAll(io.LimitReader(part, 256))
+					sent = string(b)
+					r = r.WithContext(context.WithValue(r.Context(), ctxMultipart, multipartRest{mr}))
+				}
+			}
+		} else if sent == "" {
 			sent = formValue(r, "csrf")
 		}
 		if !s.validCSRF("csrf", p.SessionID, sent) {
@@ -202,14 +226,13 @@ func (s *Server) checkCSRF(next http.Handler) http.Handler {
 	})
 }
 
-// formValue is a form field of a urlencoded or multipart body (the first
-// value; "" when absent or the body is malformed).
+// multipartRest is a multipart form after its csrf field.
+type multipartRest struct{ *multipart.Reader }
+
+// formValue is a field of a urlencoded form ("" when absent or the body
+// is malformed; multipart forms are read as streams, multipartRest).
 func formValue(r *http.Request, name string) string {
-	if strings.HasPrefix(r.Header.Get("Content-Type"), "multipart/form-data") {
-		if err := r.ParseMultipartForm(uiFormMaxBytes); err != nil {
-			return ""
-		}
-	} else if err := r.ParseForm(); err != nil {
+	if err := r.ParseForm(); err != nil {
 		return ""
 	}
 	return r.PostFormValue(name)
@@ -280,9 +303,15 @@ func seeOther(w http.ResponseWriter, r *http.Request, path, done string) {
 // uiNotices are the outcomes a form's redirect may name (?done=). A fixed
 // list, not free text: a link cannot make a page say what its author likes.
 var uiNotices = map[string]string{
-	"project-created": "Project created.",
-	"member-set":      "Member saved.",
-	"member-removed":  "Member removed.",
+	"project-created":    "Project created.",
+	"member-set":         "Member saved.",
+	"member-removed":     "Member removed.",
+	"model-created":      "Model registered.",
+	"version-registered": "Version registered.",
+	"alias-set":          "Alias set.",
+	"alias-removed":      "Alias removed.",
+	"stage-changed":      "Stage changed.",
+	"artifact-uploaded":  "Artifact uploaded.",
 }
 
 // notice is the message of the request's ?done=, if it names one.
