@@ -50,6 +50,7 @@ func (s *Server) registryRoutes() []Route {
 		{Method: "POST", Pattern: models, Command: true, handle: command(s, http.StatusCreated, s.createModel)},
 		{Method: "GET", Pattern: models, handle: query(s, s.listModels)},
 		{Method: "GET", Pattern: model, handle: query(s, s.getModel)},
+		{Method: "GET", Pattern: model + "/history", handle: query(s, s.modelHistory)},
 		{Method: "PATCH", Pattern: model, Command: true, handle: command(s, http.StatusOK, s.updateModel)},
 		{Method: "DELETE", Pattern: model, Command: true, handle: commandNoBody(s, http.StatusOK, s.setModelDeleted(true))},
 		{Method: "POST", Pattern: model + ":restore", Command: true, handle: commandNoBody(s, http.StatusOK, s.setModelDeleted(false))},
@@ -419,6 +420,26 @@ func (s *Server) getModel(c *call, q asOfQuery) (ModelResponse, error) {
 		return modelFromProjection(m), nil
 	}
 	return s.modelAsOf(c.r, m.ID, q.asOf)
+}
+
+// modelHistory is a model's audit trail, newest first: who changed what,
+// when (every event of the model, as the audit trail records it), for
+// everyone who may read the model — the admin-only GET /audit filtered to
+// the model, for a project's readers.
+func (s *Server) modelHistory(c *call, q pageQuery) (AuditPage, error) {
+	m, err := s.readableModel(c.r)
+	if err != nil {
+		return AuditPage{}, err
+	}
+	// The audit trail lingers (it batches): a minimum sequence waits for it.
+	if err := s.awaitMinSequence(c.r, projections.Audit{}.Name()); err != nil {
+		return AuditPage{}, err
+	}
+	page, err := s.deps.Queries.ListAudit(c.ctx, projections.AuditFilter{Subject: events.Subject(events.AggModel, m.ID), PageToken: q.token, Limit: q.size})
+	if err != nil {
+		return AuditPage{}, pageError(err)
+	}
+	return page, nil
 }
 
 // asOfTimeout bounds one point-in-time read; the fold keeps its progress,

@@ -3,6 +3,7 @@ package api_test
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"net/url"
 	"slices"
 	"strconv"
@@ -220,6 +221,19 @@ func walkRegistry(t *testing.T, e *testenv.Env, admin string) map[string][]int {
 	call(t, e, 400, "GET", m+"?as_of=yesterday", viewer.Token, nil)
 	call(t, e, 401, "GET", m, "", nil)
 	add("getModel", 200, 400, 401, 404)
+
+	// The model's history: its audit entries, for its readers.
+	eventually(t, 30*time.Second, "the model's creation in its history", func() error {
+		h := asJSON[api.AuditPage](t, call(t, e, 200, "GET", m+"/history?max_results=50", viewer.Token, nil))
+		if len(h.Items) == 0 || h.Items[len(h.Items)-1].Type != "maestro.model.created.v1" || h.Items[len(h.Items)-1].Actor != "user:"+editor.ID {
+			return fmt.Errorf("history %+v", h.Items)
+		}
+		return nil
+	})
+	callProblem(t, e, 400, "invalid-page-token", "GET", m+"/history?page_token=x", viewer.Token, nil)
+	call(t, e, 404, "GET", m+"/history", outsider.Token, nil)
+	call(t, e, 401, "GET", m+"/history", "", nil)
+	add("getModelHistory", 200, 400, 401, 404)
 
 	call(t, e, 200, "PATCH", m, editor.Token, map[string]any{"description": "who churns", "tags": map[string]string{"team": "risk", "tier": "1"}})
 	call(t, e, 202, "PATCH", m, editor.Token, map[string]any{"description": "who leaves"}, async...)

@@ -31,6 +31,7 @@ func (s *Server) uiModelRoutes() []UIRoute {
 		{Method: "POST", Pattern: models, handle: s.uiCreateModel},
 		{Method: "GET", Pattern: model, handle: s.uiModel},
 		{Method: "GET", Pattern: model + "/compare", handle: s.uiCompareVersions},
+		{Method: "GET", Pattern: model + "/history", handle: s.uiModelHistory},
 		{Method: "POST", Pattern: model + "/versions", handle: s.uiRegisterVersion},
 		{Method: "POST", Pattern: model + "/aliases", handle: s.uiSetAlias},
 		{Method: "POST", Pattern: model + "/aliases/{alias}/remove", handle: s.uiDeleteAlias},
@@ -525,4 +526,54 @@ func compareRows(cols []map[string]string) []compareRow {
 		rows = append(rows, row)
 	}
 	return rows
+}
+
+// historyData is the model history page's data.
+type historyData struct {
+	Slug    string
+	Model   string
+	Entries []historyRow
+	Next    string
+}
+
+type historyRow struct {
+	Time    time.Time
+	Who     string
+	Type    string
+	Summary string
+}
+
+// uiModelHistory is the model's audit trail (modelHistory, as GET
+// .../models/{name}/history), with each actor's e-mail where one is known.
+func (s *Server) uiModelHistory(w http.ResponseWriter, r *http.Request) error {
+	proj, err := s.readableProject(r)
+	if err != nil {
+		return err
+	}
+	var q pageQuery
+	if err := fillParams(r, &q); err != nil {
+		return err
+	}
+	page, err := s.modelHistory(newCall(w, r), q)
+	if err != nil {
+		return err
+	}
+	d := historyData{Slug: proj.Slug, Model: chi.URLParam(r, "name"), Next: page.NextPageToken}
+	emails := map[string]string{}
+	for _, e := range page.Items {
+		who := e.Actor
+		if id, ok := strings.CutPrefix(e.Actor, string(events.ActorUser)+":"); ok {
+			if _, seen := emails[id]; !seen {
+				emails[id] = ""
+				if u, err := s.deps.Queries.User(r.Context(), id); err == nil {
+					emails[id] = u.Email
+				}
+			}
+			if emails[id] != "" {
+				who = emails[id]
+			}
+		}
+		d.Entries = append(d.Entries, historyRow{Time: e.Time, Who: who, Type: e.Type, Summary: e.Summary})
+	}
+	return s.render(w, http.StatusOK, "history", s.inProject(r, proj, d.Model+": history", "Models", d))
 }

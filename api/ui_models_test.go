@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
 	"mime/multipart"
 	"net/http"
 	"net/url"
@@ -146,6 +147,18 @@ func TestUIModelRegistry(t *testing.T) {
 		t.Errorf("as-of view: %.3000s", asOf)
 	}
 	u.get(m+"?as_of=yesterday").want(t, 400)
+
+	// The model's history: who did what, from the audit trail (which
+	// batches: poll).
+	eventually(t, 30*time.Second, "the model's history", func() error {
+		h := u.get(m + "/history").want(t, 200).Body
+		for _, want := range []string{"ed@uimodels.test", "maestro.model.created.v1", "maestro.model.version.stage_transitioned.v1", "maestro.model.alias.set.v1", "maestro.model.version.artifact_recorded.v1"} {
+			if !strings.Contains(h, want) {
+				return fmt.Errorf("the history lacks %s", want)
+			}
+		}
+		return nil
+	})
 
 	// The viewer reads it all and sees no write control; forged forms fail.
 	v := newUIClient(t, e)
