@@ -151,7 +151,7 @@ func TestUIModelRegistry(t *testing.T) {
 	// The model's history: who did what, from the audit trail (which
 	// batches: poll).
 	eventually(t, 30*time.Second, "the model's history", func() error {
-		h := u.get(m + "/history").want(t, 200).Body
+		h := u.get(m+"/history").want(t, 200).Body
 		for _, want := range []string{"ed@uimodels.test", "maestro.model.created.v1", "maestro.model.version.stage_transitioned.v1", "maestro.model.alias.set.v1", "maestro.model.version.artifact_recorded.v1"} {
 			if !strings.Contains(h, want) {
 				return fmt.Errorf("the history lacks %s", want)
