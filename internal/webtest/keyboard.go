@@ -41,11 +41,24 @@ const markControlsJS = `(() => {
     el.__webtestFocus = out.length;
     out.push(describe(el));
   }
-  if (document.activeElement) document.activeElement.blur();
-  // Restart sequential focus navigation at the top of the document.
-  window.getSelection().removeAllRanges();
+  // Start where a user's first Tab starts, at the top of the document, even
+  // when a control has the focus (autofocus): blur alone leaves the browser's
+  // starting point at that control. The body becomes focusable until the
+  // first Tab has left it (restoreBodyJS).
+  const body = document.body;
+  body.__webtestTabindex = body.getAttribute('tabindex');
+  body.setAttribute('tabindex', '-1');
+  body.focus();
   window.scrollTo(0, 0);
   return out;
+})()`
+
+// restoreBodyJS undoes the body's temporary tabindex after the first Tab.
+const restoreBodyJS = `(() => {
+  const body = document.body, was = body.__webtestTabindex;
+  if (was === undefined) return;
+  if (was === null) body.removeAttribute('tabindex'); else body.setAttribute('tabindex', was);
+  delete body.__webtestTabindex;
 })()`
 
 // activeJS names the control that has the focus: its number, -1 for an
@@ -68,6 +81,9 @@ func TabWalk(t testing.TB, tab *Tab) (order, unreached []string) {
 	left := len(controls)
 	for i := 0; i < len(controls)+5 && left > 0; i++ {
 		tab.do("press Tab", chromedp.KeyEvent("\t"))
+		if i == 0 {
+			tab.do("restore the body's tabindex", chromedp.Evaluate[chromedp.Void](restoreBodyJS))
+		}
 		n := Eval[int](tab, activeJS)
 		if n < 0 || seen[n] {
 			continue

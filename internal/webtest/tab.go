@@ -57,8 +57,9 @@ const (
 	ProblemException ProblemKind = "exception"
 	// ProblemConsole is a console.error or console.assert call.
 	ProblemConsole ProblemKind = "console.error"
-	// ProblemLog is an error of the browser log: a failed resource load,
-	// a blocked request, the CSP report text ("Refused to ...").
+	// ProblemLog is an error of the browser log: a failed resource load
+	// (any 4xx/5xx, including the document itself and a missing
+	// /favicon.ico), a blocked request, the CSP's own report text.
 	ProblemLog ProblemKind = "log.error"
 	// ProblemCSP is a securitypolicyviolation event: the CSP blocked
 	// something the page tried to run, load or apply.

@@ -69,10 +69,11 @@ var pages = map[string]string{
 	// both "critical" in axe-core 4.14.
 	"/bad-a11y": layout("Bad", `<h1>Bad</h1><img src="/pic.png"><form><input id="q" name="q"></form>`),
 	// A button taken out of the tab order: the keyboard walk must name it.
+	// The autofocus must not change where the walk starts.
 	"/trap": layout("Trap", `<h1>Trap</h1><p><a href="/other">first</a>
 <button type="button" id="unreachable" tabindex="-1">Mouse only</button>
-<button type="button" id="last">last</button>
-<a href="/other" style="display:none">hidden by CSS</a></p>`),
+<button type="button" id="last" autofocus>last</button>
+<a href="/other" hidden>hidden</a></p>`),
 }
 
 // appJS proves external scripts run under the CSP and provides the
@@ -412,9 +413,12 @@ func TestKeyboard(t *testing.T) {
 	webtest.AssertKeyboardReachable(t, tab)
 
 	tab.Navigate(site.URL + "/trap")
-	_, unreached = webtest.TabWalk(t, tab)
+	order, unreached = webtest.TabWalk(t, tab)
 	if len(unreached) != 1 || !strings.HasPrefix(unreached[0], "button#unreachable") {
 		t.Fatalf("want only button#unreachable unreached, got %q", unreached)
+	}
+	if len(order) != 2 || !strings.HasPrefix(order[0], "a[") || !strings.HasPrefix(order[1], "button#last") {
+		t.Fatalf("the walk should start at the top despite the autofocus: %q", order)
 	}
 	msg := fatalOf(t, func(tb testing.TB) { webtest.AssertKeyboardReachable(tb, tab) })
 	if !strings.Contains(msg, `button#unreachable[type="button"] "Mouse only"`) {
