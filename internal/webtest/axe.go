@@ -55,15 +55,17 @@ func axeFile() string {
 }
 
 func loadAxe() (string, error) {
-	axeSource.once.Do(func() {
-		b, err := os.ReadFile(axeFile())
-		if err != nil {
-			axeSource.err = fmt.Errorf("webtest: axe-core is not installed (%v): run make npm-deps (npm ci --prefix internal/webtest/testdata/axe)", err)
-			return
-		}
-		axeSource.js = string(b)
-	})
+	axeSource.once.Do(func() { axeSource.js, axeSource.err = readAxe(axeFile()) })
 	return axeSource.js, axeSource.err
+}
+
+// readAxe reads axe.min.js; its error says how to install it.
+func readAxe(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("webtest: axe-core is not installed (%v): run make npm-deps (npm ci --prefix internal/webtest/testdata/axe)", err)
+	}
+	return string(b), nil
 }
 
 // axeRunJS runs the checks and keeps what a failure message needs. A

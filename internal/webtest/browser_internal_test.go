@@ -14,3 +14,18 @@ func TestMissingChromium(t *testing.T) {
 		t.Fatalf("startBrowser with no binary: ctx %v, err %v", ctx, err)
 	}
 }
+
+// Without node_modules, the axe checks fail saying which command installs
+// axe-core; with it (make npm-deps ran), the file is axe-core itself.
+func TestAxeInstall(t *testing.T) {
+	if _, err := readAxe("/nonexistent/axe.min.js"); err == nil || !strings.Contains(err.Error(), "make npm-deps") {
+		t.Fatalf("readAxe of a missing file: %v", err)
+	}
+	js, err := loadAxe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(js[:500], "axe v4.14.1") {
+		t.Fatalf("%s does not start with axe-core 4.14.1's banner: %.200q", axeFile(), js)
+	}
+}

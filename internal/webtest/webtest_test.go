@@ -175,7 +175,7 @@ func newTab(t *testing.T) *webtest.Tab {
 	tab := webtest.NewTab(t)
 	done()
 	if before == 0 {
-		t.Logf("timing: browser start took %s", webtest.StartTime().Round(time.Millisecond))
+		t.Logf("timing: the shared browser started in %s (this NewTab waited for it)", webtest.StartTime().Round(time.Millisecond))
 	}
 	return tab
 }
@@ -220,6 +220,7 @@ func kinds(ps []webtest.Problem) []webtest.ProblemKind {
 // A page that follows the CSP reports nothing; an inline script, a script
 // that throws and a blocked image each show up with their kind.
 func TestProblems(t *testing.T) {
+	t.Parallel()
 	site := newSite(t)
 	tab := newTab(t)
 
@@ -281,6 +282,7 @@ func TestProblems(t *testing.T) {
 // POST → 303 → GET; cookies come back with their flags, and a copied session
 // cookie works in another, isolated tab.
 func TestFormAndCookies(t *testing.T) {
+	t.Parallel()
 	site := newSite(t)
 	tab := newTab(t)
 	tab.Navigate(site.URL + "/")
@@ -356,6 +358,7 @@ func TestFormAndCookies(t *testing.T) {
 // axe-core finds the missing alt text and label on the bad page, and
 // nothing serious or critical on the good one.
 func TestAxe(t *testing.T) {
+	t.Parallel()
 	site := newSite(t)
 	tab := newTab(t)
 
@@ -391,6 +394,7 @@ func TestAxe(t *testing.T) {
 // group once, the hidden input, disabled button and closed <details>'s link
 // not at all) and names the button a tabindex of -1 hides.
 func TestKeyboard(t *testing.T) {
+	t.Parallel()
 	site := newSite(t)
 	tab := newTab(t)
 
@@ -429,6 +433,7 @@ func TestKeyboard(t *testing.T) {
 // A screenshot is a PNG of the whole 1280-pixel-wide page; the load
 // numbers are positive and count the page's resources.
 func TestScreenshotAndPageLoad(t *testing.T) {
+	t.Parallel()
 	site := newSite(t)
 	tab := newTab(t)
 	tab.Navigate(site.URL + "/")
