@@ -29,16 +29,19 @@ const markControlsJS = `(() => {
   };
   const visible = el => el.getClientRects().length > 0 &&
     el.checkVisibility({visibilityProperty: true, contentVisibilityAuto: true});
+  // A walk number tells this walk's marks from those of an earlier walk on
+  // the same document, whose controls may have changed since.
+  const walk = window.__webtestWalk = (window.__webtestWalk || 0) + 1;
   const out = [];
   const groups = new Map();
   for (const el of document.querySelectorAll(` + "`" + FocusableSelector + "`" + `)) {
     if (!visible(el) || el.matches(':disabled')) continue;
     if (el.type === 'radio' && el.name) {
       const key = (el.form ? 'form' + Array.from(document.forms).indexOf(el.form) : 'doc') + ':' + el.name;
-      if (groups.has(key)) { el.__webtestFocus = groups.get(key); continue; }
+      if (groups.has(key)) { el.__webtestFocus = [walk, groups.get(key)]; continue; }
       groups.set(key, out.length);
     }
-    el.__webtestFocus = out.length;
+    el.__webtestFocus = [walk, out.length];
     out.push(describe(el));
   }
   // Start where a user's first Tab starts, at the top of the document, even
@@ -62,11 +65,12 @@ const restoreBodyJS = `(() => {
 })()`
 
 // activeJS names the control that has the focus: its number, -1 for an
-// element TabWalk did not mark, -2 for none (focus left the page).
+// element this walk did not mark, -2 for none (focus left the page).
 const activeJS = `(() => {
   const el = document.activeElement;
   if (!el || el === document.body || el === document.documentElement) return -2;
-  return el.__webtestFocus ?? -1;
+  const m = el.__webtestFocus;
+  return m && m[0] === window.__webtestWalk ? m[1] : -1;
 })()`
 
 // TabWalk presses Tab through the tab's current page, as a keyboard user
@@ -85,7 +89,7 @@ func TabWalk(t testing.TB, tab *Tab) (order, unreached []string) {
 			tab.do("restore the body's tabindex", chromedp.Evaluate[chromedp.Void](restoreBodyJS))
 		}
 		n := Eval[int](tab, activeJS)
-		if n < 0 || seen[n] {
+		if n < 0 || n >= len(seen) || seen[n] {
 			continue
 		}
 		seen[n] = true

@@ -33,6 +33,6 @@ func PageLoad(tab *Tab) (ms float64, bytes int64) {
 	}
 	v := run(tab, "read the navigation timing", chromedp.Poll[timing](pageLoadJS,
 		chromedp.WithPollingInterval(10*time.Millisecond),
-		chromedp.WithPollingTimeout(ActionTimeout)))
+		chromedp.WithPollingTimeout(tab.timeout)))
 	return v.MS, v.Bytes
 }

@@ -3,6 +3,7 @@ package webtest
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -21,8 +22,9 @@ import (
 	"github.com/chromedp/chromedp"
 )
 
-// ActionTimeout bounds every Tab action, so that a page that hangs fails its
-// test with the action named instead of blocking until `go test -timeout`.
+// ActionTimeout is the default bound of every Tab action (SetTimeout changes
+// it per tab), so that a page that hangs fails its test with the action
+// named instead of blocking until `go test -timeout`.
 const ActionTimeout = 30 * time.Second
 
 // ShotsEnv names the environment variable with the directory that keeps
@@ -36,12 +38,13 @@ const ShotsEnv = "MAESTRO_UI_SHOTS"
 // closes when its test ends. A Tab belongs to one goroutine at a time.
 //
 // Every method fails the test (t.Fatalf, naming the action and selector)
-// when the browser reports an error or ActionTimeout passes. Selectors are
+// when the browser reports an error or the action timeout passes. Selectors are
 // CSS selectors; an action on an element waits for it to exist (or be
 // visible, for Click and WaitVisible) until the timeout.
 type Tab struct {
-	t   testing.TB
-	ctx context.Context
+	t       testing.TB
+	ctx     context.Context
+	timeout time.Duration
 
 	mu       sync.Mutex
 	problems []Problem
@@ -111,7 +114,7 @@ func NewTab(t testing.TB) *Tab {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tab := &Tab{t: t}
+	tab := &Tab{t: t, timeout: ActionTimeout}
 	// WithListener sees every event of the tab from its first command on,
 	// in the order Chrome sent them; it must return fast and run no command.
 	ctx, cancel := chromedp.NewContext(bctx,
@@ -218,26 +221,41 @@ func (tab *Tab) collect(ev any) {
 // not offer. Derive a context with a timeout for each call, as the methods do.
 func (tab *Tab) Context() context.Context { return tab.ctx }
 
+// SetTimeout changes the bound of each of the tab's actions from
+// ActionTimeout to d: longer for a step that legitimately waits (a job's
+// log), shorter to prove that something does not happen.
+func (tab *Tab) SetTimeout(d time.Duration) { tab.timeout = d }
+
 // do runs steps with the action timeout and fails the test naming what.
 func (tab *Tab) do(what string, steps ...chromedp.Action[chromedp.Void]) {
 	tab.t.Helper()
-	ctx, cancel := context.WithTimeout(tab.ctx, ActionTimeout)
+	ctx, cancel := context.WithTimeout(tab.ctx, tab.timeout)
 	defer cancel()
 	if err := chromedp.Do(ctx, steps...); err != nil {
-		tab.t.Fatalf("webtest: %s: %v", what, err)
+		tab.fail(what, err)
 	}
 }
 
 // run runs one action that returns a value, like do.
 func run[T any](tab *Tab, what string, a chromedp.Action[T]) T {
 	tab.t.Helper()
-	ctx, cancel := context.WithTimeout(tab.ctx, ActionTimeout)
+	ctx, cancel := context.WithTimeout(tab.ctx, tab.timeout)
 	defer cancel()
 	v, err := chromedp.Run(ctx, a)
 	if err != nil {
-		tab.t.Fatalf("webtest: %s: %v", what, err)
+		tab.fail(what, err)
 	}
 	return v
+}
+
+// fail ends the test with the action that failed. A timeout says what it
+// usually means: the element never appeared or the page never answered.
+func (tab *Tab) fail(what string, err error) {
+	tab.t.Helper()
+	if errors.Is(err, context.DeadlineExceeded) {
+		tab.t.Fatalf("webtest: %s: nothing within %s (no such element, or the page does not answer): %v", what, tab.timeout, err)
+	}
+	tab.t.Fatalf("webtest: %s: %v", what, err)
 }
 
 // jsString quotes s as a JavaScript string literal (JSON is a subset).
@@ -276,11 +294,11 @@ func (tab *Tab) ClickNavigate(sel string) int64 {
 // navigation runs a step that loads a page and waits for it.
 func (tab *Tab) navigation(what string, step chromedp.Action[chromedp.Void]) int64 {
 	tab.t.Helper()
-	ctx, cancel := context.WithTimeout(tab.ctx, ActionTimeout)
+	ctx, cancel := context.WithTimeout(tab.ctx, tab.timeout)
 	defer cancel()
 	resp, err := chromedp.RunResponse(ctx, step)
 	if err != nil {
-		tab.t.Fatalf("webtest: %s: %v", what, err)
+		tab.fail(what, err)
 	}
 	if resp == nil {
 		return 0
@@ -366,8 +384,8 @@ func (tab *Tab) WaitVisible(sel string) {
 func Eval[T any](tab *Tab, js string) T {
 	tab.t.Helper()
 	short := js
-	if len(short) > 60 {
-		short = short[:60] + "…"
+	if r := []rune(js); len(r) > 60 {
+		short = string(r[:60]) + "…"
 	}
 	return run(tab, fmt.Sprintf("evaluate %q", short), chromedp.Evaluate[T](js, chromedp.EvalAwaitPromise))
 }

@@ -151,8 +151,17 @@ func newSite(t *testing.T) *httptest.Server {
 		w.Header().Set("Content-Security-Policy", csp)
 		io.WriteString(w, layout("Who", `<p id="who">`+htmlEscape(who)+`</p>`))
 	})
+	// /hang never answers (until the test ends), like a stuck handler.
+	release := make(chan struct{})
+	mux.HandleFunc("GET /hang", func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-r.Context().Done():
+		case <-release:
+		}
+	})
 	srv := httptest.NewServer(mux)
 	t.Cleanup(srv.Close)
+	t.Cleanup(func() { close(release) }) // runs first: Close waits for handlers
 	return srv
 }
 
@@ -466,5 +475,29 @@ func TestScreenshotAndPageLoad(t *testing.T) {
 	// sum must exceed the body (headers add to the transfer sizes).
 	if n <= int64(len(pages["/"])) {
 		t.Fatalf("page weight %d bytes, the HTML alone is %d", n, len(pages["/"]))
+	}
+}
+
+// A page that never answers and an element that never appears fail the
+// action that waits for them once the tab's timeout passes, naming it.
+func TestTimeouts(t *testing.T) {
+	t.Parallel()
+	site := newSite(t)
+	msg := fatalOf(t, func(tb testing.TB) {
+		tab := webtest.NewTab(tb)
+		tab.SetTimeout(time.Second)
+		tab.Navigate(site.URL + "/hang")
+	})
+	if !strings.Contains(msg, "navigate to "+site.URL+"/hang: nothing within 1s") {
+		t.Fatalf("a hung navigation should fail after 1s: %q", msg)
+	}
+	msg = fatalOf(t, func(tb testing.TB) {
+		tab := webtest.NewTab(tb)
+		tab.Navigate(site.URL + "/")
+		tab.SetTimeout(500 * time.Millisecond)
+		tab.WaitVisible("#never")
+	})
+	if !strings.Contains(msg, `wait for "#never" to be visible: nothing within 500ms`) {
+		t.Fatalf("waiting for a missing element should fail after 500ms: %q", msg)
 	}
 }
