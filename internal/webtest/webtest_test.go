@@ -501,3 +501,24 @@ func TestTimeouts(t *testing.T) {
 		t.Fatalf("waiting for a missing element should fail after 500ms: %q", msg)
 	}
 }
+
+// With MAESTRO_UI_SHOTS set, screenshots are kept there, one directory per
+// test (not parallel: it sets the environment).
+func TestScreenshotsKept(t *testing.T) {
+	dir := t.TempDir()
+	t.Setenv(webtest.ShotsEnv, dir)
+	site := newSite(t)
+	tab := newTab(t)
+	tab.Navigate(site.URL + "/other")
+	path := tab.Screenshot("step-1.png")
+	if want := filepath.Join(dir, "TestScreenshotsKept", "step-1.png"); path != want {
+		t.Fatalf("screenshot at %s, want %s", path, want)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := png.Decode(bytes.NewReader(b)); err != nil {
+		t.Fatalf("not a PNG: %v", err)
+	}
+}
