@@ -3,6 +3,8 @@ package webtest
 import (
 	"strings"
 	"testing"
+
+	"github.com/chromedp/cdproto/log"
 )
 
 // A missing browser is a failure that says how to install it. startBrowser
@@ -27,5 +29,24 @@ func TestAxeInstall(t *testing.T) {
 	}
 	if !strings.Contains(js[:500], "axe v4.14.1") {
 		t.Fatalf("%s does not start with axe-core 4.14.1's banner: %.200q", axeFile(), js)
+	}
+}
+
+// The browser's own /favicon.ico request is not the page's problem; any
+// other failed load is.
+func TestImplicitFavicon(t *testing.T) {
+	for _, c := range []struct {
+		source log.EntrySource
+		url    string
+		want   bool
+	}{
+		{log.EntrySourceNetwork, "http://127.0.0.1:8080/favicon.ico", true},
+		{log.EntrySourceNetwork, "http://127.0.0.1:8080/static/favicon.ico", false},
+		{log.EntrySourceNetwork, "http://127.0.0.1:8080/missing", false},
+		{log.EntrySourceSecurity, "http://127.0.0.1:8080/favicon.ico", false},
+	} {
+		if got := implicitFavicon(&log.Entry{Source: c.source, URL: c.url, Level: log.EntryLevelError}); got != c.want {
+			t.Errorf("implicitFavicon(%s %s) = %v, want %v", c.source, c.url, got, c.want)
+		}
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -61,8 +62,8 @@ const (
 	// ProblemConsole is a console.error or console.assert call.
 	ProblemConsole ProblemKind = "console.error"
 	// ProblemLog is an error of the browser log: a failed resource load
-	// (any 4xx/5xx, including the document itself and a missing
-	// /favicon.ico), a blocked request, the CSP's own report text.
+	// (any 4xx/5xx, the document's own included; not the browser's implicit
+	// /favicon.ico request), a blocked request, the CSP's own report text.
 	ProblemLog ProblemKind = "log.error"
 	// ProblemCSP is a securitypolicyviolation event: the CSP blocked
 	// something the page tried to run, load or apply.
@@ -182,7 +183,7 @@ func (tab *Tab) collect(ev any) {
 			p.URL = st.CallFrames[0].URL
 		}
 	case *log.EventEntryAdded:
-		if ev.Entry.Level != log.EntryLevelError {
+		if ev.Entry.Level != log.EntryLevelError || implicitFavicon(ev.Entry) {
 			return
 		}
 		p = Problem{Kind: ProblemLog, Text: fmt.Sprintf("[%s] %s", ev.Entry.Source, ev.Entry.Text), URL: ev.Entry.URL}
@@ -215,6 +216,17 @@ func (tab *Tab) collect(ev any) {
 	tab.mu.Lock()
 	tab.problems = append(tab.problems, p)
 	tab.mu.Unlock()
+}
+
+// implicitFavicon reports a failed /favicon.ico request. Chrome makes it on
+// its own, after the load event, when a page declares no icon: reporting it
+// would make AssertNoProblems depend on whether that request finished first.
+func implicitFavicon(e *log.Entry) bool {
+	if e.Source != log.EntrySourceNetwork {
+		return false
+	}
+	u, err := url.Parse(e.URL)
+	return err == nil && u.Path == "/favicon.ico"
 }
 
 // Context returns the tab's chromedp context, for an action this type does
@@ -264,11 +276,11 @@ func jsString(s string) string {
 	return string(b)
 }
 
-// Navigate loads url and waits for its load event. It returns the HTTP
+// Navigate loads pageURL and waits for its load event. It returns the HTTP
 // status of the document (the last one, after redirects).
-func (tab *Tab) Navigate(url string) int64 {
+func (tab *Tab) Navigate(pageURL string) int64 {
 	tab.t.Helper()
-	resp := run(tab, "navigate to "+url, chromedp.NavigateResponse(url))
+	resp := run(tab, "navigate to "+pageURL, chromedp.NavigateResponse(pageURL))
 	if resp == nil {
 		return 0
 	}
@@ -416,20 +428,20 @@ func (tab *Tab) Cookies() []*network.Cookie {
 	}))
 }
 
-// SetCookie stores c in the tab's cookie jar as if a response from url had
+// SetCookie stores c in the tab's cookie jar as if a response from siteURL had
 // set it without a Domain attribute (host-only, which __Host- cookies need).
 // With Cookies, it copies a session from one tab to another, e.g. to replay
 // a cookie after sign-out.
-func (tab *Tab) SetCookie(url string, c *network.Cookie) {
+func (tab *Tab) SetCookie(siteURL string, c *network.Cookie) {
 	tab.t.Helper()
 	params := network.SetCookieParams{
-		Name: c.Name, Value: c.Value, URL: url, Path: c.Path,
+		Name: c.Name, Value: c.Value, URL: siteURL, Path: c.Path,
 		Secure: &c.Secure, HTTPOnly: &c.HTTPOnly, SameSite: c.SameSite,
 	}
 	if !c.Session && c.Expires > 0 {
 		params.Expires = cdp.TimeSinceEpoch(c.Expires) // both in seconds since the epoch
 	}
-	tab.do(fmt.Sprintf("set the cookie %s for %s", c.Name, url), chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
+	tab.do(fmt.Sprintf("set the cookie %s for %s", c.Name, siteURL), chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
 		_, err := cdp.Call(ctx, tg, network.SetCookie, params)
 		return err
 	}))

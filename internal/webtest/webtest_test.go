@@ -116,9 +116,6 @@ func newSite(t *testing.T) *httptest.Server {
 		w.Header().Set("Content-Type", "image/png")
 		w.Write(pic.Bytes())
 	})
-	mux.HandleFunc("GET /favicon.ico", func(w http.ResponseWriter, r *http.Request) {
-		w.WriteHeader(http.StatusNoContent)
-	})
 	// The form answers the way the UI will: set the session cookie, then
 	// POST → 303 → GET.
 	mux.HandleFunc("POST /submit", func(w http.ResponseWriter, r *http.Request) {
