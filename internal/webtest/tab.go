@@ -354,11 +354,12 @@ func (tab *Tab) Select(sel, value string) {
 }
 
 // Submit submits the form of the element that matches sel (the form
-// itself, or a control in it) the way its submit button does — submit
-// handlers and validation run — and waits for the page the server answers
-// with. It returns that document's HTTP status (after redirects). A form
-// that does not navigate (htmx) never ends the wait: click its button and
-// WaitVisible the result instead.
+// itself, or a control in it) as a user's click on a submit button does —
+// submit handlers and validation run; when sel is a submit button, its
+// name, value and formaction count — and waits for the page the server
+// answers with. It returns that document's HTTP status (after redirects).
+// A form that does not navigate (htmx) or that validation stops fails once
+// the timeout passes: for htmx, click the button and WaitVisible the result.
 func (tab *Tab) Submit(sel string) int64 {
 	tab.t.Helper()
 	js := fmt.Sprintf(`(() => {
@@ -366,7 +367,8 @@ func (tab *Tab) Submit(sel string) int64 {
   if (!el) throw new Error('no element matches');
   const form = el instanceof HTMLFormElement ? el : (el.form || el.closest('form'));
   if (!form) throw new Error('the element is not in a form');
-  form.requestSubmit();
+  const submitter = el.type === 'submit' && el.form === form ? el : null;
+  form.requestSubmit(submitter);
 })()`, jsString(sel))
 	return tab.navigation(fmt.Sprintf("submit the form of %q", sel), chromedp.Evaluate[chromedp.Void](js))
 }

@@ -55,7 +55,7 @@ var pages = map[string]string{
 <p><label for="note">Note</label> <textarea id="note" name="note"></textarea></p>
 <input type="hidden" name="csrf" value="x">
 <button type="button" disabled>Disabled</button>
-<button type="submit" id="send">Send</button>
+<button type="submit" id="send" name="via" value="send-button">Send</button>
 </form>
 <details><summary>More</summary><p>Hidden until opened: <a href="/other">hidden link</a></p></details>
 <p><button type="button" id="reveal">Reveal</button> <a href="/other" id="other">Other page</a></p>
@@ -131,7 +131,7 @@ func newSite(t *testing.T) *httptest.Server {
 		}
 		http.SetCookie(w, &http.Cookie{Name: "__Host-sess", Value: "s3cr3t", Path: "/", Secure: true, HttpOnly: true, SameSite: http.SameSiteStrictMode})
 		http.SetCookie(w, &http.Cookie{Name: "pref", Value: "dark", Path: "/", SameSite: http.SameSiteLaxMode})
-		msg := fmt.Sprintf("%s likes %s, size %s, file %s, note %q", r.FormValue("name"), r.FormValue("color"), r.FormValue("size"), file, r.FormValue("note"))
+		msg := fmt.Sprintf("%s likes %s, size %s, file %s, note %q, via %s", r.FormValue("name"), r.FormValue("color"), r.FormValue("size"), file, r.FormValue("note"), r.FormValue("via"))
 		http.Redirect(w, r, "/result?msg="+url.QueryEscape(msg), http.StatusSeeOther)
 	})
 	// /result and /whoami use html/template-free escaping: the values are
@@ -314,7 +314,8 @@ func TestFormAndCookies(t *testing.T) {
 	if u := tab.CurrentURL(); !strings.HasPrefix(u, site.URL+"/result?") {
 		t.Fatalf("after the submit the tab shows %s", u)
 	}
-	want := `Ada <Lovelace> likes green, size l, file weights.bin (1234 bytes), note "two words"`
+	// "via" is the button's name=value: Submit on a button submits with it.
+	want := `Ada <Lovelace> likes green, size l, file weights.bin (1234 bytes), note "two words", via send-button`
 	if got := tab.Text("#result"); got != want {
 		t.Fatalf("result\n got %q\nwant %q", got, want)
 	}
