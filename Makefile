@@ -17,7 +17,7 @@ build:
 run: build
 	./$(BIN) serve --log-format text
 
-## test: vet + every test (starts its own PostgreSQL and NATS; needs PostgreSQL server binaries, Node.js and npm)
+## test: vet + every test (starts its own PostgreSQL and NATS; needs PostgreSQL server binaries, Node.js, npm and Chromium)
 test: npm-deps
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout 30m ./...
@@ -31,13 +31,21 @@ chaos:
 # package-lock.json; installed with npm ci when node_modules is missing or
 # older than package.json or the lock file.
 NPM_DIR := api/testdata/mlflow-npm
+# axe-core, which the browser tests inject into each page they check
+# (internal/webtest Axe); installed the same way.
+AXE_DIR := internal/webtest/testdata/axe
 
-## npm-deps: install the npm mlflow client the api tests run (needs Node.js and npm)
-npm-deps: $(NPM_DIR)/node_modules/.package-lock.json
+## npm-deps: install the npm mlflow client the api tests run and axe-core for the browser tests (needs Node.js and npm)
+npm-deps: $(NPM_DIR)/node_modules/.package-lock.json $(AXE_DIR)/node_modules/.package-lock.json
 
 $(NPM_DIR)/node_modules/.package-lock.json: $(NPM_DIR)/package.json $(NPM_DIR)/package-lock.json
 	@command -v npm >/dev/null 2>&1 || { echo "make: npm is needed for the MLflow npm client test (apt-get install nodejs npm)" >&2; exit 1; }
 	npm ci --prefix $(NPM_DIR) --no-audit --no-fund
+	@touch $@
+
+$(AXE_DIR)/node_modules/.package-lock.json: $(AXE_DIR)/package.json $(AXE_DIR)/package-lock.json
+	@command -v npm >/dev/null 2>&1 || { echo "make: npm is needed for axe-core, the browser tests' accessibility checker (apt-get install nodejs npm)" >&2; exit 1; }
+	npm ci --prefix $(AXE_DIR) --no-audit --no-fund
 	@touch $@
 
 ## bench: micro-benchmarks of hot paths, then the load command's table
