@@ -5,6 +5,11 @@ import (
 	"testing"
 
 	"github.com/maestro-ml/maestro/internal/testpg"
+	"github.com/maestro-ml/maestro/internal/webtest"
 )
 
-func TestMain(m *testing.M) { os.Exit(testpg.Main(m)) }
+func TestMain(m *testing.M) {
+	code := testpg.Main(m)
+	webtest.Close() // the browser of the UI's browser tests, if one started
+	os.Exit(code)
+}

@@ -76,14 +76,16 @@ const activeJS = `(() => {
 // TabWalk presses Tab through the tab's current page, as a keyboard user
 // does, and returns the controls (FocusableSelector, visible and enabled) in
 // the order they received focus, and those that never did. It presses at
-// most one more time than there are controls plus five, so that a focus
-// trap or a stray tabindex ends the walk rather than the test.
+// most five more times than there are tab stops (a date or time input is
+// one control but up to eight stops: its fields and its picker button), so
+// that a focus trap or a stray tabindex ends the walk rather than the test.
 func TabWalk(t testing.TB, tab *Tab) (order, unreached []string) {
 	t.Helper()
 	controls := Eval[[]string](tab, markControlsJS)
+	stops := len(controls) + 8*Eval[int](tab, `document.querySelectorAll('input[type=date], input[type=datetime-local], input[type=time], input[type=month], input[type=week]').length`)
 	seen := make([]bool, len(controls))
 	left := len(controls)
-	for i := 0; i < len(controls)+5 && left > 0; i++ {
+	for i := 0; i < stops+5 && left > 0; i++ {
 		tab.do("press Tab", chromedp.KeyEvent("\t"))
 		if i == 0 {
 			tab.do("restore the body's tabindex", chromedp.Evaluate[chromedp.Void](restoreBodyJS))
