@@ -6,7 +6,7 @@ GO ?= go
 export GOTOOLCHAIN ?= go1.26.10
 BIN := bin/maestro
 
-.PHONY: all build run test chaos npm-deps bench vet lint fuzz vulncheck clean
+.PHONY: all build run test chaos npm-deps bench ui-bench vet lint fuzz vulncheck clean
 
 all: build
 
@@ -47,6 +47,10 @@ $(AXE_DIR)/node_modules/.package-lock.json: $(AXE_DIR)/package.json $(AXE_DIR)/p
 	@command -v npm >/dev/null 2>&1 || { echo "make: npm is needed for axe-core, the browser tests' accessibility checker (apt-get install nodejs npm)" >&2; exit 1; }
 	npm ci --prefix $(AXE_DIR) --no-audit --no-fund
 	@touch $@
+
+## ui-bench: each web UI page loaded in Chromium on a model of 500 versions: load time and weight (needs chromium)
+ui-bench: npm-deps
+	$(GO) test -run '^$$' -bench UIPageLoad -benchtime 1x -timeout 30m -v ./api/ | grep -v '^=== '
 
 ## bench: micro-benchmarks of hot paths, then the load command's table
 bench:

@@ -7,6 +7,7 @@ package web
 
 import (
 	"bytes"
+	"compress/gzip"
 	"crypto/sha256"
 	"embed"
 	"encoding/hex"
@@ -69,11 +70,14 @@ type Renderer struct {
 	pages  map[string]*template.Template
 	hashes map[string]string // static name -> content hash
 	byHash map[string][]byte // hash + "/" + name -> content
+	// gzipped is the gzip of each static file that compresses (scripts,
+	// styles), served to clients that accept it.
+	gzipped map[string][]byte
 }
 
 // New parses the templates and hashes the static files.
 func New() (*Renderer, error) {
-	r := &Renderer{pages: map[string]*template.Template{}, hashes: map[string]string{}, byHash: map[string][]byte{}}
+	r := &Renderer{pages: map[string]*template.Template{}, hashes: map[string]string{}, byHash: map[string][]byte{}, gzipped: map[string][]byte{}}
 	err := fs.WalkDir(files, "static", func(p string, d fs.DirEntry, err error) error {
 		if err != nil || d.IsDir() {
 			return err
@@ -87,6 +91,15 @@ func New() (*Renderer, error) {
 		h := hex.EncodeToString(sum[:8])
 		r.hashes[name] = h
 		r.byHash[h+"/"+name] = b
+		if ext := path.Ext(name); ext == ".js" || ext == ".css" {
+			var z bytes.Buffer
+			zw, _ := gzip.NewWriterLevel(&z, gzip.BestCompression)
+			_, _ = zw.Write(b)
+			if err := zw.Close(); err != nil {
+				return err
+			}
+			r.gzipped[h+"/"+name] = z.Bytes()
+		}
 		return nil
 	})
 	if err != nil {
@@ -158,7 +171,30 @@ func (r *Renderer) ServeStatic(w http.ResponseWriter, req *http.Request) {
 	if ctype == "" {
 		ctype = "application/octet-stream"
 	}
-	w.Header().Set("Content-Type", ctype)
-	w.Header().Set("Cache-Control", "public, max-age=31536000, immutable")
+	h := w.Header()
+	h.Set("Content-Type", ctype)
+	h.Set("Cache-Control", "public, max-age=31536000, immutable")
+	if z, ok := r.gzipped[key]; ok {
+		h.Add("Vary", "Accept-Encoding")
+		if acceptsGzip(req) {
+			h.Set("Content-Encoding", "gzip")
+			b = z
+		}
+	}
 	http.ServeContent(w, req, "", time.Time{}, bytes.NewReader(b))
+}
+
+// acceptsGzip reports whether the request's Accept-Encoding takes gzip
+// (with a non-zero q, if it names one).
+func acceptsGzip(req *http.Request) bool {
+	for _, v := range req.Header.Values("Accept-Encoding") {
+		for _, enc := range strings.Split(v, ",") {
+			name, params, _ := strings.Cut(strings.TrimSpace(enc), ";")
+			if strings.EqualFold(strings.TrimSpace(name), "gzip") {
+				q := strings.ReplaceAll(strings.TrimSpace(params), " ", "")
+				return q != "q=0" && q != "q=0.0" && q != "q=0.00" && q != "q=0.000"
+			}
+		}
+	}
+	return false
 }

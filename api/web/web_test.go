@@ -1,8 +1,11 @@
 package web
 
 import (
+	"bytes"
+	"compress/gzip"
 	"crypto/sha256"
 	"encoding/hex"
+	"io"
 	"io/fs"
 	"net/http"
 	"net/http/httptest"
@@ -102,6 +105,34 @@ func TestRenderAndServeStatic(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "text/css; charset=utf-8" || !strings.Contains(resp.Header.Get("Cache-Control"), "immutable") {
 		t.Errorf("GET %s: %d %v", css, resp.StatusCode, resp.Header)
+	}
+	// Scripts and styles go gzipped to clients that take it, whole to others.
+	js := r.Asset("vendor/htmx-2.0.11/htmx.min.js")
+	for _, c := range []struct {
+		accept string
+		gzip   bool
+	}{{"gzip, deflate, br", true}, {"br;q=1.0, gzip;q=0.5", true}, {"gzip;q=0", false}, {"", false}} {
+		req, _ := http.NewRequest("GET", srv.URL+js, nil)
+		req.Header.Set("Accept-Encoding", c.accept)
+		resp, err := http.DefaultTransport.RoundTrip(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if got := resp.Header.Get("Content-Encoding") == "gzip"; got != c.gzip || resp.Header.Get("Vary") != "Accept-Encoding" {
+			t.Errorf("Accept-Encoding %q: gzip %v, headers %v", c.accept, got, resp.Header)
+		}
+		if c.gzip {
+			zr, err := gzip.NewReader(bytes.NewReader(body))
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ = io.ReadAll(zr)
+		}
+		if sum := sha256.Sum256(body); hex.EncodeToString(sum[:]) != "d6fdc75f204e6bdefa99b69bf1e6d4ac69b8a364f77929f45c13476b4000f717" {
+			t.Errorf("Accept-Encoding %q: the script's bytes differ", c.accept)
+		}
 	}
 	stale := strings.Replace(css, "/static/", "/static/0000", 1)
 	if resp, err := http.Get(srv.URL + stale); err != nil || resp.StatusCode != 404 {
