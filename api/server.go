@@ -212,6 +212,16 @@ func (s *Server) router() chi.Router {
 			writeProblem(w, r, &problemError{code: "not-found", detail: "no such endpoint: " + r.Method + " " + r.URL.Path, mlflow: "ENDPOINT_NOT_FOUND"})
 			return
 		}
+		if wantsPage(r) {
+			// A browser on a page that does not exist: the UI's 404 page.
+			w.Header().Set("Content-Security-Policy", uiCSP)
+			w.Header().Set("Cache-Control", "no-store")
+			if p, err := s.uiPrincipal(r); err == nil {
+				r = r.WithContext(context.WithValue(r.Context(), ctxPrincipal, p))
+			}
+			s.uiError(w, r, &problemError{code: "not-found", detail: "there is no page at " + r.URL.Path})
+			return
+		}
 		writeProblem(w, r, &problemError{code: "not-found", detail: "no such route"})
 	})
 	m.MethodNotAllowed(func(w http.ResponseWriter, r *http.Request) {

@@ -317,6 +317,13 @@ var uiNotices = map[string]string{
 // notice is the message of the request's ?done=, if it names one.
 func notice(r *http.Request) string { return uiNotices[r.URL.Query().Get("done")] }
 
+// wantsPage reports whether a request is a browser's for a page: not
+// under /api/ (nor MLflow's), and accepting HTML.
+func wantsPage(r *http.Request) bool {
+	return !strings.HasPrefix(r.URL.Path, "/api/") && !mlflowPath.MatchString(r.URL.Path) &&
+		strings.Contains(r.Header.Get("Accept"), "text/html")
+}
+
 // localPath is next if it is a path on this site (no scheme, no host, no
 // protocol-relative //), else "/projects": the sign-in form's redirect
 // target cannot send anyone elsewhere.

@@ -277,6 +277,15 @@ func TestUIRouteTableDeniesByDefault(t *testing.T) {
 			}
 		})
 	}
+	// A browser asking for a page that does not exist gets the UI's 404
+	// page; an API client, the problem.
+	if r := signedIn.do("GET", "/no/such/page", nil, "Accept", "text/html,application/xhtml+xml"); r.Status != 404 ||
+		!strings.Contains(r.Body, "there is no page at /no/such/page") || !strings.Contains(r.Body, ">Sign out<") {
+		t.Errorf("404 page: %d %.500s", r.Status, r.Body)
+	}
+	if r := signedIn.do("GET", "/no/such/page", nil); r.Status != 404 || r.Header.Get("Content-Type") != "application/problem+json" {
+		t.Errorf("404 for an API client: %d %v", r.Status, r.Header)
+	}
 	// A cross-origin browser request is refused even with the right token.
 	r := signedIn.do("POST", "/projects", url.Values{"csrf": {signedIn.csrf}, "name": {"x"}}, "Sec-Fetch-Site", "cross-site")
 	if r.Status != 403 {
