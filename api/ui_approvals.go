@@ -92,6 +92,9 @@ type inboxData struct {
 	// Truncated: the caller is in more projects than the inbox reads.
 	Truncated bool
 	Projects  int
+	// All is the projects read, each with links to its requests and
+	// policies.
+	All []ProjectResponse
 }
 
 // uiApprovals is the caller's inbox: per project they are in (the first
@@ -103,11 +106,14 @@ func (s *Server) uiApprovals(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	d := inboxData{Truncated: projs.NextPageToken != "", Projects: len(projs.Items)}
+	d := inboxData{Truncated: projs.NextPageToken != "", Projects: len(projs.Items), All: projs.Items}
 	for _, p := range projs.Items {
 		pr := inProjectRequest(r, p.Slug)
 		pc := newCall(w, pr)
 		awaiting, err := s.listPromotions(pc, listPromotionsQuery{pageQuery: pageQuery{size: uiInboxPerProject}, awaitingMe: true})
+		if err != nil && s.problemFor(r, err).code == "not-found" {
+			continue // left the project since listProjects read it
+		}
 		if err != nil {
 			return err
 		}
@@ -422,7 +428,7 @@ func gateRows(p PromotionResponse) []gateRow {
 	for _, c := range e.Clauses {
 		row := gateRow{Clause: c.String(), Metric: c.Key, Passed: filter.Expr{Clauses: []filter.Comparison{c}}.Match(filter.Values{Metrics: metrics})}
 		if v, ok := p.Gate.Metrics[c.Key]; ok {
-			row.Seen, row.Value = true, string(v.AppendJSON(nil))
+			row.Seen, row.Value = true, formatFloat(float64(v))
 		}
 		rows = append(rows, row)
 	}

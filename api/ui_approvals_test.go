@@ -83,15 +83,19 @@ func TestUIApprovals(t *testing.T) {
 	}
 	// A gate with a quoted metric key carrying markup: stored, shown inert.
 	o.get(pol)
-	o.post(pol, url.Values{"target": {"alias"}, "alias": {"canary"}, "gate": {"metrics.`" + xss[:len(xss)-2] + "` >= 1"},
-		"separation_of_duties": {"on"}}).want(t, 303, pol+"?done=policy-set")
+	o.post(pol, url.Values{"target": {"alias"}, "alias": {"@canary"}, "gate": {"metrics.`" + xss[:len(xss)-2] + "` >= 1"},
+		"required_artifacts": {"model.bin\n\n  README.md \n"}, "separation_of_duties": {"on"}}).want(t, 303, pol+"?done=policy-set")
+	canary := asJSON[api.PolicyBody](t, call(t, e, 200, "GET", pp+"/policies/@canary", admin, nil))
+	if strings.Join(canary.RequiredArtifacts, ",") != "README.md,model.bin" || strings.Join(canary.ApproverRoles, ",") != "approver,owner" || canary.RequiredApprovals != 1 {
+		t.Errorf("the canary policy reads back %+v", canary)
+	}
 	b := o.get(pol+"?edit=@canary").want(t, 200).Body
-	if !strings.Contains(b, escaped) || !strings.Contains(b, `<option value="alias" selected>`) || !strings.Contains(b, `value="canary"`) {
-		t.Errorf("policies page with the canary policy: %.4000s", b)
+	for _, want := range []string{escaped, `<option value="alias" selected>`, `value="canary"`, `action="/projects/gov/policies/@canary/remove"`, "README.md\nmodel.bin</textarea>"} {
+		if !strings.Contains(b, want) {
+			t.Errorf("policies page with the canary policy lacks %s: %.4000s", want, b)
+		}
 	}
 	noRaw(t, "the policies page", b)
-	o.post(pol+"/@canary/remove", nil).want(t, 303, pol+"?done=policy-removed")
-	call(t, e, 404, "GET", pp+"/policies/@canary", admin, nil)
 
 	// The editor requests promotion from the version page.
 	ed := newUIClient(t, e)
@@ -100,11 +104,25 @@ func TestUIApprovals(t *testing.T) {
 	if !strings.Contains(ed.get(v1).want(t, 200).Body, "Request promotion") {
 		t.Fatal("the editor sees no request form")
 	}
+	// To the canary alias: the version lacks the gate's metric and the
+	// artifacts, so the request is rejected at once, its reason inert.
+	r := ed.post("/projects/gov/promotions", url.Values{"model": {"scorer"}, "version": {"1"}, "target": {"alias"}, "alias": {"canary"}}).want(t, 303)
+	b = ed.get(r.Header.Get("Location")).want(t, 200).Body
+	for _, want := range []string{`state-rejected">rejected<`, "to @canary", "not recorded</td><td>fail</td>", "artifact <code>model.bin</code></td><td>missing</td><td>fail</td>",
+		"required artifacts missing: README.md, model.bin", escaped} {
+		if !strings.Contains(b, want) {
+			t.Errorf("the canary request's page lacks %s: %.4000s", want, b)
+		}
+	}
+	noRaw(t, "the canary request's page", b)
+	o.get(pol)
+	o.post(pol+"/@canary/remove", nil).want(t, 303, pol+"?done=policy-removed")
+	call(t, e, 404, "GET", pp+"/policies/@canary", admin, nil)
 	// No policy governs staging: the version page says so.
 	if b := ed.post("/projects/gov/promotions", url.Values{"model": {"scorer"}, "version": {"1"}, "target": {"staging"}}).want(t, 409).Body; !strings.Contains(b, "no approval policy governs staging") {
 		t.Errorf("staging request: %.2000s", b)
 	}
-	r := ed.post("/projects/gov/promotions", url.Values{"model": {"scorer"}, "version": {"1"}, "target": {"production"}, "comment": {"ship " + xss}}).want(t, 303)
+	r = ed.post("/projects/gov/promotions", url.Values{"model": {"scorer"}, "version": {"1"}, "target": {"production"}, "comment": {"ship " + xss}}).want(t, 303)
 	loc := r.Header.Get("Location")
 	id, ok := strings.CutSuffix(strings.TrimPrefix(loc, "/projects/gov/promotions/"), "?done=promotion-requested")
 	if !ok || len(id) != 36 {
