@@ -240,6 +240,19 @@ func TestUIApprovals(t *testing.T) {
 	// The requester cancels; the project's list shows each outcome.
 	ed.get(pending)
 	ed.post(pending+"/cancel", url.Values{"comment": {"not now"}}).want(t, 303, pending+"?done=promotion-cancelled")
+	// An approver's rejection ends a request; the requester sees why.
+	ed.get("/projects/gov/models/scorer/versions/3")
+	r = ed.post("/projects/gov/promotions", url.Values{"model": {"scorer"}, "version": {"3"}, "target": {"production"}}).want(t, 303)
+	again := strings.TrimSuffix(r.Header.Get("Location"), "?done=promotion-requested")
+	ap.get(again)
+	ap.post(again+"/reject", url.Values{"comment": {"not this week"}}).want(t, 303, again+"?done=promotion-rejected")
+	if b := ed.get(again).Body; !strings.Contains(b, `state-rejected">rejected<`) || !strings.Contains(b, "rejected by an approver") {
+		t.Errorf("the rejected request's page: %.3000s", b)
+	}
+	ap.get(again)
+	if b := ap.post(again+"/approve", nil).want(t, 409).Body; !strings.Contains(b, "the promotion request is rejected") {
+		t.Errorf("approving a rejected request: %.3000s", b)
+	}
 	list := ed.get("/projects/gov/promotions").want(t, 200).Body
 	for _, state := range []string{"completed", "rejected", "cancelled"} {
 		if want := `state-` + state + `">` + state + `<`; !strings.Contains(list, want) {
