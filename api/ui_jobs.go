@@ -76,7 +76,7 @@ type jobsData struct {
 	State      string // the state filter
 	Experiment string // the experiment filter as typed (a name or an id)
 	NoMatch    string // the experiment filter names no experiment
-	NextQuery  string
+	NextQuery  string // "?" and the next page's query
 	CanSubmit  bool
 	Form       url.Values // a refused submission's fields, shown again
 	Limits     jobLimits
@@ -136,7 +136,7 @@ func (s *Server) jobsPage(w http.ResponseWriter, r *http.Request, status int, er
 			next := r.URL.Query()
 			next.Del("done")
 			next.Set("page_token", page.NextPageToken)
-			d.NextQuery = next.Encode()
+			d.NextQuery = "?" + next.Encode()
 		}
 	}
 	pg := s.inProject(r, proj, "Jobs", "Jobs", d)
