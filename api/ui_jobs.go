@@ -122,7 +122,7 @@ func (s *Server) jobsPage(w http.ResponseWriter, r *http.Request, status int, er
 	}
 	if d.NoMatch == "" {
 		var q listJobsQuery
-		if err := fillParams(withQuery(r, v), &q); err != nil {
+		if err := fillParams(jobsWithQuery(r, v), &q); err != nil {
 			return err
 		}
 		page, err := s.listJobs(c, q)
@@ -144,8 +144,8 @@ func (s *Server) jobsPage(w http.ResponseWriter, r *http.Request, status int, er
 	return s.render(w, status, "jobs", pg)
 }
 
-// withQuery is r with query v (r itself is left as it is).
-func withQuery(r *http.Request, v url.Values) *http.Request {
+// jobsWithQuery is r with query v (r itself is left as it is).
+func jobsWithQuery(r *http.Request, v url.Values) *http.Request {
 	r2 := r.WithContext(r.Context())
 	u := *r.URL
 	u.RawQuery = v.Encode()
@@ -157,7 +157,7 @@ func withQuery(r *http.Request, v url.Values) *http.Request {
 // names and the submitters' addresses (of the project's members, as GET
 // …/members shows them).
 func (s *Server) jobRows(c *call, proj projections.Project, list []projections.Job) ([]jobRow, error) {
-	emails, err := s.memberEmails(c)
+	emails, err := s.jobMemberEmails(c)
 	if err != nil {
 		return nil, err
 	}
@@ -172,13 +172,13 @@ func (s *Server) jobRows(c *call, proj projections.Project, list []projections.J
 			}
 			name, names[j.ExperimentID] = x.Name, x.Name
 		}
-		rows = append(rows, jobRow{Job: j, Experiment: name, Command: cut(shellLine(j.Command), 160), SubmittedBy: who(emails, j.SubmittedBy)})
+		rows = append(rows, jobRow{Job: j, Experiment: name, Command: jobCut(jobCommandLine(j.Command), 160), SubmittedBy: jobSubmitter(emails, j.SubmittedBy)})
 	}
 	return rows, nil
 }
 
-// memberEmails maps the project's members' ids to their addresses.
-func (s *Server) memberEmails(c *call) (map[string]string, error) {
+// jobMemberEmails maps the project's members' ids to their addresses.
+func (s *Server) jobMemberEmails(c *call) (map[string]string, error) {
 	ms, err := s.listMembers(c, none{})
 	if err != nil {
 		return nil, err
@@ -192,16 +192,16 @@ func (s *Server) memberEmails(c *call) (map[string]string, error) {
 	return out, nil
 }
 
-func who(emails map[string]string, id string) string {
+func jobSubmitter(emails map[string]string, id string) string {
 	if e, ok := emails[id]; ok {
 		return e
 	}
 	return id
 }
 
-// shellLine is a command as a POSIX shell would take it: arguments with
+// jobCommandLine is a command as a POSIX shell would take it: arguments with
 // anything but plain characters in single quotes.
-func shellLine(args []string) string {
+func jobCommandLine(args []string) string {
 	var b strings.Builder
 	for i, a := range args {
 		if i > 0 {
@@ -218,8 +218,8 @@ func shellLine(args []string) string {
 	return b.String()
 }
 
-// cut shortens s to at most n runes, marking the cut.
-func cut(s string, n int) string {
+// jobCut shortens s to at most n runes, marking the cut.
+func jobCut(s string, n int) string {
 	if len(s) <= n {
 		return s
 	}
@@ -235,7 +235,7 @@ func cut(s string, n int) string {
 // jobs.CheckSubmit's rules, the secret refusal and job:run apply alike).
 func (s *Server) uiSubmitJob(w http.ResponseWriter, r *http.Request) error {
 	again := func(status int, detail string) error { return s.jobsPage(w, r, status, detail) }
-	req, err := submitRequestFromForm(r)
+	req, err := submitJobRequestFromForm(r)
 	if err == nil {
 		err = req.validate()
 	}
@@ -251,10 +251,10 @@ func (s *Server) uiSubmitJob(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// submitRequestFromForm reads the submission form: the command one
+// submitJobRequestFromForm reads the submission form: the command one
 // argument per line, params and env one key=value per line, the timeout as
 // a duration ("90s", "1h30m") or seconds, and max retries.
-func submitRequestFromForm(r *http.Request) (submitJobRequest, error) {
+func submitJobRequestFromForm(r *http.Request) (submitJobRequest, error) {
 	req := submitJobRequest{Experiment: formValue(r, "experiment"), Name: formValue(r, "name"),
 		RetryOnFailure: formValue(r, "retry_on_failure") == "on"}
 	for line := range strings.Lines(formValue(r, "command")) {
@@ -262,7 +262,7 @@ func submitRequestFromForm(r *http.Request) (submitJobRequest, error) {
 			req.Command = append(req.Command, a)
 		}
 	}
-	params, err := parseKeyValues("params", formValue(r, "params"))
+	params, err := parseJobKeyValues("params", formValue(r, "params"))
 	if err != nil {
 		return req, err
 	}
@@ -272,7 +272,7 @@ func submitRequestFromForm(r *http.Request) (submitJobRequest, error) {
 			req.Params[k], _ = json.Marshal(v)
 		}
 	}
-	if req.Env, err = parseKeyValues("env", formValue(r, "env")); err != nil {
+	if req.Env, err = parseJobKeyValues("env", formValue(r, "env")); err != nil {
 		return req, err
 	}
 	if t := strings.TrimSpace(formValue(r, "timeout")); t != "" {
@@ -290,9 +290,9 @@ func submitRequestFromForm(r *http.Request) (submitJobRequest, error) {
 	return req, nil
 }
 
-// parseKeyValues reads "key=value" lines (a textarea); a line without "="
+// parseJobKeyValues reads "key=value" lines (a textarea); a line without "="
 // or a key given twice is an error naming it.
-func parseKeyValues(field, text string) (map[string]string, error) {
+func parseJobKeyValues(field, text string) (map[string]string, error) {
 	var out map[string]string
 	for line := range strings.Lines(text) {
 		line = strings.TrimSpace(line)
@@ -302,13 +302,13 @@ func parseKeyValues(field, text string) (map[string]string, error) {
 		k, v, ok := strings.Cut(line, "=")
 		k = strings.TrimSpace(k)
 		if !ok || k == "" {
-			return nil, problem("validation-failed", field+": write one key=value per line (not "+strconv.Quote(cut(line, 80))+")")
+			return nil, problem("validation-failed", field+": write one key=value per line (not "+strconv.Quote(jobCut(line, 80))+")")
 		}
 		if out == nil {
 			out = map[string]string{}
 		}
 		if _, dup := out[k]; dup {
-			return nil, problem("validation-failed", field+": "+strconv.Quote(cut(k, 80))+" is given twice")
+			return nil, problem("validation-failed", field+": "+strconv.Quote(jobCut(k, 80))+" is given twice")
 		}
 		out[k] = strings.TrimSpace(v)
 	}
@@ -372,14 +372,14 @@ func (s *Server) jobPage(w http.ResponseWriter, r *http.Request, status int, err
 		return err
 	}
 	active := j.State == events.JobQueued || j.State == events.JobRunning
-	d := jobData{Slug: proj.Slug, Job: j, Experiment: rows[0].Experiment, Command: shellLine(j.Command),
+	d := jobData{Slug: proj.Slug, Job: j, Experiment: rows[0].Experiment, Command: jobCommandLine(j.Command),
 		Params: sortedKV(j.Params, func(s string) string { return s }), Env: sortedKV(j.Env, func(s string) string { return s }),
 		SubmittedBy: rows[0].SubmittedBy, Timeout: (time.Duration(j.TimeoutSeconds * float64(time.Second))).String(),
 		Active: active, CanCancel: active && !j.CancelRequested && can(r, proj, authz.JobRun)}
 	base := uiJobsPath(r) + "/" + j.ID + "/log"
 	d.Log = jobLogView{Served: s.deps.JobLogs != nil && s.deps.Jobs != nil, Follow: base + "?follow=true", Text: base + "?format=text"}
 	if d.Log.Served {
-		if err := s.logTail(r.Context(), j.ID, &d.Log); err != nil {
+		if err := s.jobLogTail(r.Context(), j.ID, &d.Log); err != nil {
 			s.deps.Logger.WarnContext(r.Context(), "job page: read the log", "request_id", requestID(r.Context()), "job_id", j.ID, "err", err)
 			d.Log.Failed, d.Log.Lines, d.Log.Total = true, nil, 0
 		}
@@ -389,10 +389,10 @@ func (s *Server) jobPage(w http.ResponseWriter, r *http.Request, status int, err
 	return s.render(w, status, "job", pg)
 }
 
-// logTail reads a job's log as GET …/logs does (once, bounded by
+// jobLogTail reads a job's log as GET …/logs does (once, bounded by
 // logReadTimeout) and keeps its last uiLogLines lines, at most uiLogBytes
 // of text.
-func (s *Server) logTail(ctx context.Context, jobID string, v *jobLogView) error {
+func (s *Server) jobLogTail(ctx context.Context, jobID string, v *jobLogView) error {
 	ctx, cancel := context.WithTimeout(ctx, logReadTimeout)
 	defer cancel()
 	var lines []JobLogLine
@@ -413,14 +413,14 @@ func (s *Server) logTail(ctx context.Context, jobID string, v *jobLogView) error
 	}
 	v.Lines = lines
 	if n := len(lines); n > 0 {
-		v.LastKey = logKey(lines[n-1])
+		v.LastKey = jobLogKey(lines[n-1])
 	}
 	return nil
 }
 
-// logKey identifies a log line as joblog.js does from a line event:
+// jobLogKey identifies a log line as joblog.js does from a line event:
 // attempt, time (as JSON writes it) and stream.
-func logKey(l JobLogLine) string {
+func jobLogKey(l JobLogLine) string {
 	return strconv.Itoa(l.Attempt) + " " + l.Time.UTC().Format(time.RFC3339Nano) + " " + l.Stream
 }
 

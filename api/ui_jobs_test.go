@@ -236,9 +236,9 @@ func TestUIJobsListSubmitCancel(t *testing.T) {
 	ed.get(js+"/not-an-id").want(t, 404)
 }
 
-// stream opens a UI GET as the signed-in client and returns the response
+// openJobLog opens a UI GET as the signed-in client and returns the response
 // with its body open (a follow).
-func (u *uiClient) stream(ctx context.Context, path string) *http.Response {
+func (u *uiClient) openJobLog(ctx context.Context, path string) *http.Response {
 	u.t.Helper()
 	req, err := http.NewRequestWithContext(ctx, "GET", u.e.URL+path, nil)
 	if err != nil {
@@ -331,9 +331,17 @@ func TestUIJobLogFollow(t *testing.T) {
 			t.Errorf("the running job's page lacks %s", want)
 		}
 	}
+	// The page's script, from this origin (the CSP allows nothing inline).
+	script := regexp.MustCompile(`<script src="(/static/[0-9a-f]+/joblog\.js)" defer></script>`).FindStringSubmatch(page)
+	if script == nil {
+		t.Fatal("the job page does not load joblog.js")
+	}
+	if r := ed.get(script[1]).want(t, 200); !strings.Contains(r.Body, "new EventSource(src)") {
+		t.Fatalf("joblog.js: %.300s", r.Body)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	resp := vi.stream(ctx, js+"/"+live.ID+"/log?follow=true")
+	resp := vi.openJobLog(ctx, js+"/"+live.ID+"/log?follow=true")
 	if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "text/event-stream" || resp.Header.Get("Cache-Control") != "no-cache" {
 		t.Fatalf("follow: %d %v", resp.StatusCode, resp.Header)
 	}
