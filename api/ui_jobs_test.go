@@ -104,7 +104,7 @@ func TestUIJobsListSubmitCancel(t *testing.T) {
 		t.Fatalf("user text is not escaped: %.3000s", page)
 	}
 
-	ap := ed.get(js + "/" + alpha.ID).want(t, 200).Body
+	ap := ed.get(js+"/"+alpha.ID).want(t, 200).Body
 	if strings.Contains(ap, "<img src=x") || strings.Contains(ap, "<script>alert") || !strings.Contains(ap, "<title>Job a &lt;img src=x onerror=alert(1)&gt; · Maestro</title>") ||
 		!strings.Contains(ap, "python -c &#39;print(&#39;\\&#39;&#39;&lt;script&gt;alert(2)&lt;/script&gt;&#39;\\&#39;&#39;)&#39;") {
 		t.Fatalf("the job page does not escape user text: %.3000s", ap)
