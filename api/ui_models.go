@@ -114,7 +114,7 @@ func (s *Server) modelsPage(w http.ResponseWriter, r *http.Request, status int, 
 	if list.NextPageToken != "" {
 		next := r.URL.Query()
 		next.Set("page_token", list.NextPageToken)
-		d.NextQuery = next.Encode()
+		d.NextQuery = "?" + next.Encode()
 	}
 	pg := s.inProject(r, proj, "Models", "Models", d)
 	pg.Error = errText

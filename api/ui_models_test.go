@@ -6,9 +6,11 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"html"
 	"mime/multipart"
 	"net/http"
 	"net/url"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -77,6 +79,15 @@ func TestUIModelRegistry(t *testing.T) {
 		t.Errorf("tag search: %.1500s", b)
 	}
 	u.get(ms+"?tag_value=x").want(t, 400)
+	// The next page keeps the search: its link is a working query string.
+	first := u.get(ms + "?max_results=1&order_by=name").Body
+	link := regexp.MustCompile(`href="(\?[^"]*page_token=[^"]*)">Next page`).FindStringSubmatch(first)
+	if link == nil || !strings.Contains(link[1], "order_by=name") {
+		t.Fatalf("next-page link: %.2000s", first)
+	}
+	if b := u.get(ms+html.UnescapeString(link[1])).want(t, 200).Body; !strings.Contains(b, ">scorer<") || strings.Contains(b, ">other<") {
+		t.Errorf("the second page: %.1500s", b)
+	}
 
 	// Versions: one from the run, one without.
 	m := ms + "/scorer"
