@@ -64,6 +64,10 @@ func BenchmarkUIPageLoad(b *testing.B) {
 		"/projects/bench/models/big/versions/500",
 		"/projects/bench/models/big/compare?v=1&v=2&v=3",
 		"/projects/bench/models/big/history",
+		"/projects/bench/jobs",
+		"/approvals",
+		"/projects/bench/policies",
+		"/projects/bench/promotions",
 	}
 	type row struct {
 		page  string

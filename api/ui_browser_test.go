@@ -1,11 +1,13 @@
 package api_test
 
 import (
+	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/chromedp/cdproto/network"
 
@@ -133,4 +135,99 @@ func TestUIBrowserRegistryFlow(t *testing.T) {
 	if !again.tab.Exists("#password") || !strings.Contains(again.tab.CurrentURL(), "/?next=") {
 		t.Fatalf("the ended session's cookie still works: %s", again.tab.CurrentURL())
 	}
+}
+
+// Promotion through an approval as two users: the editor requests it from
+// the version page, the approver finds it in the inbox and approves, and
+// the version reaches production (the flow is asynchronous: poll).
+func TestUIBrowserPromotionFlow(t *testing.T) {
+	t.Parallel()
+	e := testenv.Start(t, testenv.Config(t))
+	admin := e.Admin("root@browserpromo.test").AccessToken
+	ed, edTok := e.UserWithRole(admin, "ed@browserpromo.test", "viewer")
+	ap, _ := e.UserWithRole(admin, "ap@browserpromo.test", "viewer")
+	call(t, e, 201, "POST", "/api/v1/projects", admin, map[string]any{"name": "Risk"})
+	call(t, e, 200, "PUT", "/api/v1/projects/risk/members/"+ed.ID, admin, map[string]any{"role": "editor"})
+	call(t, e, 200, "PUT", "/api/v1/projects/risk/members/"+ap.ID, admin, map[string]any{"role": "approver"})
+	call(t, e, 201, "POST", "/api/v1/projects/risk/models", edTok.AccessToken, map[string]any{"name": "scorer"})
+	call(t, e, 201, "POST", "/api/v1/projects/risk/models/scorer/versions", edTok.AccessToken, map[string]any{"metrics": map[string]float64{"auc": 0.93}})
+	call(t, e, 200, "POST", "/api/v1/projects/risk/policies", admin, map[string]any{"target": "production", "required_approvals": 1, "gate": "metrics.auc >= 0.9"})
+
+	editor := newBrowserPage(t, e)
+	editor.signIn(ed.Email)
+	const version = "/projects/risk/models/scorer/versions/1"
+	editor.open(version, "version-editor")
+	editor.tab.Select("#promo-target", "production")
+	editor.tab.Fill("#promo-comment", "ready: auc 0.93")
+	editor.submit("form[action='/projects/risk/promotions']", 200)
+	request := editor.tab.CurrentURL()
+	if !strings.Contains(request, "/projects/risk/promotions/") || !strings.Contains(editor.tab.Text("main"), "pending") {
+		t.Fatalf("after the request: %s %q", request, editor.tab.Text("main"))
+	}
+	editor.check("promotion-requested")
+	path := request[len(e.URL):]
+	if i := strings.IndexByte(path, '?'); i >= 0 {
+		path = path[:i]
+	}
+
+	approver := newBrowserPage(t, e)
+	approver.signIn(ap.Email)
+	approver.open("/approvals", "approvals-inbox")
+	if status := approver.tab.ClickNavigate("a[href='" + path + "']"); status != 200 {
+		t.Fatalf("open the request from the inbox: %d", status)
+	}
+	approver.check("promotion-to-approve")
+	approver.tab.Fill("#approve-comment", "looks good")
+	approver.submit("form[action$='/approve']", 200)
+	eventually(t, 30*time.Second, "the version in production", func() error {
+		approver.tab.Navigate(e.URL + version)
+		if !strings.Contains(approver.tab.Text("dl.facts"), "production") {
+			return fmt.Errorf("version facts %q", approver.tab.Text("dl.facts"))
+		}
+		return nil
+	})
+	approver.check("version-production")
+	editor.open(path, "promotion-completed")
+	if !strings.Contains(editor.tab.Text("main"), "completed") {
+		t.Errorf("the requester's view: %q", editor.tab.Text("main"))
+	}
+}
+
+// Follow a job's log: the page shows the lines printed so far and the
+// browser's EventSource appends the rest as the job prints them.
+func TestUIBrowserJobLog(t *testing.T) {
+	t.Parallel()
+	cfg := testenv.Config(t)
+	cfg.Runner = true
+	e := testenv.Start(t, cfg)
+	e.Admin("root@browserjobs.test")
+	call(t, e, 201, "POST", "/api/v1/projects", e.Login("root@browserjobs.test", testenv.Password).AccessToken, map[string]any{"name": "Train"})
+	gate := filepath.Join(t.TempDir(), "go")
+	b := newBrowserPage(t, e)
+	b.signIn("root@browserjobs.test")
+	b.open("/projects/train/jobs", "jobs-empty")
+	b.tab.Fill("#job-experiment", "logs")
+	b.tab.Fill("#job-name", "printer")
+	b.tab.Fill("#job-command", "sh\n-c\necho first; while [ ! -e "+gate+" ]; do sleep 0.1; done; echo second")
+	b.submit("form[method='post'][action='/projects/train/jobs']", 200)
+	eventually(t, 60*time.Second, "the first line on the job page", func() error {
+		b.tab.Navigate(b.tab.CurrentURL())
+		if !strings.Contains(b.tab.Text("#job-log"), "first") {
+			return fmt.Errorf("log %q", b.tab.Text("#job-log"))
+		}
+		return nil
+	})
+	b.check("job-running")
+	if err := os.WriteFile(gate, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// No reload from here: the lines and the end come over the event stream.
+	eventually(t, 60*time.Second, "the rest of the log, live", func() error {
+		if log, status := b.tab.Text("#job-log"), b.tab.Text("#job-log-status"); !strings.Contains(log, "second") || !strings.Contains(status, "succeeded") {
+			return fmt.Errorf("log %q, status %q", log, status)
+		}
+		return nil
+	})
+	b.check("job-ended")
+	b.open("/projects/train/jobs", "jobs")
 }
