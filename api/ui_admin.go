@@ -231,7 +231,9 @@ func (s *Server) requestRates(families []*dtoFamily, now time.Time) requestRates
 		}
 		out.Rows = append(out.Rows, row)
 	}
-	slices.SortFunc(out.Rows, func(x, y rateRow) int { return cmp.Or(cmp.Compare(y.Requests, x.Requests), strings.Compare(x.Route, y.Route)) })
+	slices.SortFunc(out.Rows, func(x, y rateRow) int {
+		return cmp.Or(cmp.Compare(y.Requests, x.Requests), strings.Compare(x.Route, y.Route))
+	})
 	if len(out.Rows) > 25 {
 		out.Rows = out.Rows[:25]
 	}
