@@ -106,6 +106,7 @@ type requestRates struct {
 	// Window is the time between the samples compared (0: no earlier
 	// sample yet, Rows then count since the process started).
 	Window  time.Duration
+	Since   bool
 	Seconds int
 	Rows    []rateRow
 }
@@ -217,7 +218,7 @@ func (s *Server) requestRates(families []*dtoFamily, now time.Time) requestRates
 
 	out := requestRates{Available: true}
 	if base != nil {
-		out.Window = now.Sub(prev.at)
+		out.Window, out.Since = now.Sub(prev.at), true
 		out.Seconds = int(out.Window.Round(time.Second) / time.Second)
 	}
 	for key, v := range cur.counts {

@@ -25,10 +25,12 @@ func TestUIAdminPagesAdminsOnly(t *testing.T) {
 	sa := asJSON[struct{ ID string }](t, call(t, e, 201, "POST", "/api/v1/service-accounts", e.Login("root@uiadmin.test", testenv.Password).AccessToken,
 		map[string]string{"name": "ci " + xss}))
 
+	call(t, e, 201, "POST", "/api/v1/webhooks", admin, map[string]any{"url": webhookTarget + "?q=" + url.QueryEscape(xss), "events": []string{"maestro.model.*"}})
+
 	a := newUIClient(t, e)
 	a.signIn("root@uiadmin.test", testenv.Password)
 	pages := map[string][]string{
-		"/admin":                           {"System status", "Event stream last sequence", "Runner registry: not recorded", "Request rates", "No webhook subscriptions."},
+		"/admin":                           {"System status", "Event stream last sequence", "Runner registry: not recorded", "Request rates", webhookTarget, "<td>enabled</td>", "<td>none yet</td>"},
 		"/admin/users":                     {"member@uiadmin.test", `action="/admin/users/`, ">Deactivate<"},
 		"/admin/tokens":                    {"New token", `action="/admin/service-accounts"`},
 		"/admin/service-accounts/" + sa.ID: {`action="/admin/service-accounts/` + sa.ID + `/tokens"`},
@@ -50,6 +52,13 @@ func TestUIAdminPagesAdminsOnly(t *testing.T) {
 	}
 	if !strings.Contains(a.get("/admin/service-accounts/"+sa.ID).Body, "ci &lt;img src=x") {
 		t.Error("the service account's name is not shown escaped")
+	}
+	// Request rates: this process's counter, compared with the sample the
+	// first view of /admin took.
+	a.get("/admin/users")
+	if body := a.get("/admin").Body; !regexp.MustCompile(`<th scope="row">GET /admin/users</th><td>[1-9]`).MatchString(body) ||
+		!strings.Contains(body, "Counts are over the last") {
+		t.Errorf("request rates: %.5000s", body[strings.Index(body, "Request rates"):])
 	}
 	// The navigation shows Admin to admins only.
 	if !strings.Contains(a.get("/projects").Body, `href="/admin"`) {
