@@ -105,10 +105,11 @@ type requestRates struct {
 	Available bool
 	// Window is the time between the samples compared (0: no earlier
 	// sample yet, Rows then count since the process started).
-	Window  time.Duration
-	Since   bool
-	Seconds int
-	Rows    []rateRow
+	Window time.Duration
+	Since  bool
+	// Span is Window as the page states it.
+	Span string
+	Rows []rateRow
 }
 
 type rateRow struct {
@@ -219,7 +220,7 @@ func (s *Server) requestRates(families []*dtoFamily, now time.Time) requestRates
 	out := requestRates{Available: true}
 	if base != nil {
 		out.Window, out.Since = now.Sub(prev.at), true
-		out.Seconds = int(out.Window.Round(time.Second) / time.Second)
+		out.Span = out.Window.Round(100 * time.Millisecond).String()
 	}
 	for key, v := range cur.counts {
 		n := int64(v - prev.counts[key])
@@ -227,7 +228,8 @@ func (s *Server) requestRates(families []*dtoFamily, now time.Time) requestRates
 			continue
 		}
 		row := rateRow{Route: key, Requests: n, Errors: int64(cur.fails[key] - prev.fails[key])}
-		if out.Window >= time.Second {
+		// A rate over a few seconds says little: per minute from 10 s up.
+		if out.Window >= 10*time.Second {
 			row.PerMin = formatRate(float64(n) / out.Window.Minutes())
 		}
 		out.Rows = append(out.Rows, row)
@@ -281,14 +283,34 @@ func runnersFrom(families []*dtoFamily) []runnerSlots {
 	return out
 }
 
+// queryParam is a hidden field of a next-page form.
+type queryParam struct{ Name, Value string }
+
+// nextPage is the query of a list's next page: the named parameters of q
+// that are set, and the page token (nil when there is no next page). A
+// GET form of hidden fields carries it, so no query string is assembled
+// inside a template's URL.
+func nextPage(q url.Values, token string, keep ...string) []queryParam {
+	if token == "" {
+		return nil
+	}
+	var out []queryParam
+	for _, name := range keep {
+		if v := q.Get(name); v != "" {
+			out = append(out, queryParam{name, v})
+		}
+	}
+	return append(out, queryParam{"page_token", token})
+}
+
 // ---- users ----
 
 // adminUsersData is the users page's data.
 type adminUsersData struct {
-	Items     []UserResponse
-	NextQuery string
-	Roles     []string
-	Self      string
+	Items []UserResponse
+	Next  []queryParam
+	Roles []string
+	Self  string
 }
 
 func (s *Server) uiAdminUsers(w http.ResponseWriter, r *http.Request) error {
@@ -305,9 +327,7 @@ func (s *Server) adminUsersPage(w http.ResponseWriter, r *http.Request, status i
 	p, _ := principal(r.Context())
 	d := adminUsersData{Items: page.Items, Self: p.UserID,
 		Roles: []string{string(authz.RoleViewer), string(authz.RoleMember), string(authz.RoleAdmin)}}
-	if page.NextPageToken != "" {
-		d.NextQuery = url.Values{"page_token": {page.NextPageToken}}.Encode()
-	}
+	d.Next = nextPage(r.URL.Query(), page.NextPageToken, "max_results")
 	pg := s.page(r, "Users", "Admin", d)
 	pg.Notice, pg.Error = notice(r), errText
 	return s.render(w, status, "admin_users", pg)
@@ -353,12 +373,14 @@ func (s *Server) uiAdminUpdateUser(w http.ResponseWriter, r *http.Request) error
 // service account's; Created is the token just created, whose secret this
 // one answer shows.
 type adminTokensData struct {
-	Account   *UserResponse
-	Items     []projections.APIToken
-	NextQuery string
-	Created   *APITokenResponse
-	Roles     []string
-	Action    string
+	Account *UserResponse
+	Items   []projections.APIToken
+	Next    []queryParam
+	Created *APITokenResponse
+	Roles   []string
+	Action  string
+	// Path is the page's own path (its next-page form's target).
+	Path string
 }
 
 func (s *Server) uiAdminTokens(w http.ResponseWriter, r *http.Request) error {
@@ -380,7 +402,7 @@ func (s *Server) adminTokensPage(w http.ResponseWriter, r *http.Request, status 
 	if err != nil {
 		return err
 	}
-	d := adminTokensData{Items: page.Items, Created: created, Action: "/admin/tokens",
+	d := adminTokensData{Items: page.Items, Created: created, Action: "/admin/tokens", Path: "/admin/tokens",
 		Roles: []string{string(authz.ProjectViewer), string(authz.ProjectEditor), string(authz.ProjectApprover), string(authz.ProjectOwner)}}
 	title := "API tokens"
 	if account, _ := serviceAccountParam(r); account != "" {
@@ -389,11 +411,12 @@ func (s *Server) adminTokensPage(w http.ResponseWriter, r *http.Request, status 
 			return err
 		}
 		acc := userFromProjection(u)
-		d.Account, d.Action = &acc, "/admin/service-accounts/"+url.PathEscape(account)+"/tokens"
+		d.Path = "/admin/service-accounts/" + url.PathEscape(account)
+		d.Account, d.Action = &acc, d.Path+"/tokens"
 		title = "Service account " + u.Name
 	}
-	if page.NextPageToken != "" && created == nil {
-		d.NextQuery = url.Values{"page_token": {page.NextPageToken}}.Encode()
+	if created == nil && r.Method == http.MethodGet {
+		d.Next = nextPage(r.URL.Query(), page.NextPageToken, "max_results", "live")
 	}
 	pg := s.page(r, title, "Admin", d)
 	pg.Notice, pg.Error = notice(r), errText
@@ -493,7 +516,7 @@ func isUUIDText(v string) bool {
 type adminAuditData struct {
 	Items      []projections.AuditEntry
 	Filter     url.Values
-	NextQuery  string
+	Next       []queryParam
 	ExportLink string
 	Checkpoint *projections.AuditCheckpoint
 	Verify     *auditVerifyOutcome
@@ -521,7 +544,7 @@ var auditFilters = []string{"actor", "type", "subject", "correlation_id", "proje
 func (s *Server) uiAdminAudit(w http.ResponseWriter, r *http.Request) error {
 	in := r.URL.Query()
 	q := url.Values{}
-	for _, name := range append(auditFilters, "page_token") {
+	for _, name := range append(auditFilters, "page_token", "max_results") {
 		if v := strings.TrimSpace(in.Get(name)); v != "" {
 			q.Set(name, v)
 		}
@@ -555,14 +578,7 @@ func (s *Server) renderAudit(w http.ResponseWriter, r *http.Request, status int,
 	}
 	if page != nil {
 		d.Items = page.Items
-		if page.NextPageToken != "" {
-			next := url.Values{}
-			for k, v := range q {
-				next[k] = v
-			}
-			next.Set("page_token", page.NextPageToken)
-			d.NextQuery = next.Encode()
-		}
+		d.Next = nextPage(q, page.NextPageToken, append(auditFilters, "max_results")...)
 	}
 	export := url.Values{}
 	if p := q.Get("project"); p != "" {

@@ -2,6 +2,7 @@ package api_test
 
 import (
 	"context"
+	"html"
 	"net/http"
 	"net/url"
 	"regexp"
@@ -149,6 +150,20 @@ func TestUIAdminUsers(t *testing.T) {
 			t.Fatalf("the role change never reached the audit viewer: %.3000s", body)
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+
+	// A bad filter is the API's reason on the page.
+	if r := a.get("/admin/audit?since=yesterday").want(t, 400); !strings.Contains(r.Body, "since must be an RFC 3339 timestamp") {
+		t.Errorf("bad since: %.800s", r.Body)
+	}
+	// Users a page at a time (the API's max_results and page tokens).
+	p1 := a.get("/admin/users?max_results=1").want(t, 200).Body
+	next := regexp.MustCompile(`<input type="hidden" name="page_token" value="([^"]+)">`).FindStringSubmatch(p1)
+	if next == nil || strings.Count(p1, `<form method="post" action="/admin/users/`) != 2 || !strings.Contains(p1, `name="max_results" value="1"`) {
+		t.Fatalf("first page of one user: %.3000s", p1)
+	}
+	if p2 := a.get("/admin/users?max_results=1&page_token="+url.QueryEscape(html.UnescapeString(next[1]))).want(t, 200).Body; p2 == p1 {
+		t.Error("the next page is the first again")
 	}
 
 	// An admin cannot deactivate themselves: the service's reason.
