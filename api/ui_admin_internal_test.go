@@ -1,10 +1,16 @@
 package api
 
 import (
+	"context"
+	"net/http/httptest"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	dto "github.com/prometheus/client_model/go"
+
+	"github.com/maestro-ml/maestro/authz"
+	"github.com/maestro-ml/maestro/projections"
 )
 
 // requestFamily is maestro_http_requests_total with the given counts by
@@ -59,5 +65,55 @@ func TestUIAdminRequestRatesWindow(t *testing.T) {
 	}
 	if r := s.requestRates(nil, t0.Add(200*time.Second)); r.Available {
 		t.Errorf("no counter, yet %+v", r)
+	}
+}
+
+// Verify now runs one verification at a time in the background: a second
+// request while one runs starts none, and the outcome is kept for the
+// audit page; a non-admin starts nothing.
+func TestUIAdminVerifyOneAtATime(t *testing.T) {
+	release := make(chan struct{})
+	var runs atomic.Int32
+	s := &Server{deps: Deps{VerifyAudit: func(ctx context.Context) (*projections.AuditVerifyResult, error) {
+		runs.Add(1)
+		<-release
+		return &projections.AuditVerifyResult{Through: 42, Entries: 41, Events: 42, Checkpoints: 3}, nil
+	}}}
+	post := func(who authz.Principal) (int, string, error) {
+		r := httptest.NewRequest("POST", "/admin/audit/verify", nil)
+		r = r.WithContext(context.WithValue(r.Context(), ctxPrincipal, who))
+		w := httptest.NewRecorder()
+		err := s.uiAdminVerifyAudit(w, r)
+		return w.Code, w.Header().Get("Location"), err
+	}
+	admin := authz.Principal{UserID: "a", SessionID: "s", Email: "root@example.com", Role: authz.RoleAdmin}
+	if _, _, err := post(authz.Principal{UserID: "m", SessionID: "s2", Role: authz.RoleMember}); err == nil {
+		t.Fatal("a member started a verification")
+	}
+	if code, loc, err := post(admin); err != nil || code != 303 || loc != "/admin/audit?done=verify-started" {
+		t.Fatalf("first: %d %q %v", code, loc, err)
+	}
+	if code, loc, err := post(admin); err != nil || code != 303 || loc != "/admin/audit?done=verify-running" {
+		t.Fatalf("second while running: %d %q %v", code, loc, err)
+	}
+	close(release)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		s.admin.mu.Lock()
+		out, running := s.admin.verified, s.admin.verifying
+		s.admin.mu.Unlock()
+		if out != nil && !running {
+			if !out.OK || out.Through != 42 || out.Checkpoints != 3 || out.By != "root@example.com" || out.Finished.Before(out.Started) {
+				t.Errorf("outcome %+v", out)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the verification never finished")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := runs.Load(); n != 1 {
+		t.Errorf("%d verifications ran, want 1", n)
 	}
 }
