@@ -103,8 +103,9 @@ type stateCount struct {
 type requestRates struct {
 	// Available is false when the API's registry cannot be read.
 	Available bool
-	// Window is the time between the samples compared (0: no earlier
-	// sample yet, Rows then count since the process started).
+	// Window is the time between the samples compared; Since says there
+	// was an earlier sample (without one, Rows count since the process
+	// started).
 	Window time.Duration
 	Since  bool
 	// Span is Window as the page states it.
