@@ -384,26 +384,36 @@ type UserPage struct {
 }
 
 func (s *Server) listUsers(w http.ResponseWriter, r *http.Request) error {
-	if _, err := s.requireAdmin(r, authz.ListUsers); err != nil {
+	out, err := s.usersPage(r)
+	if err != nil {
 		return err
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+// usersPage is GET /api/v1/users (and the admin UI's users page): a page
+// of every user, for admins.
+func (s *Server) usersPage(r *http.Request) (UserPage, error) {
+	if _, err := s.requireAdmin(r, authz.ListUsers); err != nil {
+		return UserPage{}, err
 	}
 	n, err := pageSize(r)
 	if err != nil {
-		return err
+		return UserPage{}, err
 	}
 	if err := s.awaitMinSequence(r); err != nil {
-		return err
+		return UserPage{}, err
 	}
 	page, err := s.deps.Queries.ListUsers(r.Context(), pageTokenParam(r), n)
 	if err != nil {
-		return pageError(err)
+		return UserPage{}, pageError(err)
 	}
 	out := UserPage{Items: make([]UserResponse, 0, len(page.Items)), NextPageToken: page.NextPageToken}
 	for _, u := range page.Items {
 		out.Items = append(out.Items, userFromProjection(u))
 	}
-	writeJSON(w, http.StatusOK, out)
-	return nil
+	return out, nil
 }
 
 func userIDParam(r *http.Request) (string, error) { return pathID(r, "id", "user") }
@@ -436,8 +446,7 @@ type patchUserRequest struct {
 }
 
 func (s *Server) patchUser(w http.ResponseWriter, r *http.Request) error {
-	p, err := s.requireAdmin(r, authz.UpdateUser)
-	if err != nil {
+	if _, err := s.requireAdmin(r, authz.UpdateUser); err != nil {
 		return err
 	}
 	id, err := userIDParam(r)
@@ -448,13 +457,29 @@ func (s *Server) patchUser(w http.ResponseWriter, r *http.Request) error {
 	if err := decodeJSON(r, &req); err != nil {
 		return err
 	}
+	u, err := s.updateUser(w, r, id, req)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, u)
+	return nil
+}
+
+// updateUser is PATCH /api/v1/users/{id} after decoding (and the admin
+// UI's role and activation forms): an admin changes a user's global role
+// or activation, answered once the authenticator's projections have it.
+func (s *Server) updateUser(w http.ResponseWriter, r *http.Request, id string, req patchUserRequest) (UserResponse, error) {
+	p, err := s.requireAdmin(r, authz.UpdateUser)
+	if err != nil {
+		return UserResponse{}, err
+	}
 	if req.Role == nil && req.Active == nil {
-		return problem("validation-failed", "send role and/or active")
+		return UserResponse{}, problem("validation-failed", "send role and/or active")
 	}
 	var in identity.UpdateUserInput
 	if req.Role != nil {
 		if !authz.ValidRole(*req.Role) {
-			return problem("validation-failed", "role must be one of viewer, member, admin")
+			return UserResponse{}, problem("validation-failed", "role must be one of viewer, member, admin")
 		}
 		role := authz.Role(*req.Role)
 		in.Role = &role
@@ -462,44 +487,54 @@ func (s *Server) patchUser(w http.ResponseWriter, r *http.Request) error {
 	in.Active = req.Active
 	u, seq, err := s.deps.Identity.UpdateUser(r.Context(), meta(r), p, id, in)
 	if err != nil {
-		return err
+		return UserResponse{}, err
 	}
 	// Role and activation are what the authenticator reads (users joined
 	// with sessions; deactivation revokes sessions), so the answer waits for
 	// both whatever Prefer says.
 	if seq > 0 {
 		if err := s.awaitRevocation(w, r, seq, projections.Users{}.Name(), projections.Sessions{}.Name()); err != nil {
-			return err
+			return UserResponse{}, err
 		}
 	}
-	writeJSON(w, http.StatusOK, userFromState(u))
-	return nil
+	return userFromState(u), nil
 }
 
 // AuditPage is a page of audit entries.
 type AuditPage = projections.Page[projections.AuditEntry]
 
 func (s *Server) listAudit(w http.ResponseWriter, r *http.Request) error {
-	if _, err := s.requireAdmin(r, authz.ReadAudit); err != nil {
+	page, err := s.auditPage(r)
+	if err != nil {
 		return err
+	}
+	writeJSON(w, http.StatusOK, page)
+	return nil
+}
+
+// auditPage is GET /api/v1/audit (and the admin UI's audit viewer): a
+// page of audit entries matching the query's filters, for admins.
+func (s *Server) auditPage(r *http.Request) (AuditPage, error) {
+	if _, err := s.requireAdmin(r, authz.ReadAudit); err != nil {
+		return AuditPage{}, err
 	}
 	q := r.URL.Query()
 	n, err := pageSize(r)
 	if err != nil {
-		return err
+		return AuditPage{}, err
 	}
 	f := projections.AuditFilter{Actor: q.Get("actor"), Type: q.Get("type"), Subject: q.Get("subject"),
 		CorrelationID: q.Get("correlation_id"), PageToken: pageTokenParam(r), Limit: n}
 	for _, v := range []string{f.Actor, f.Type, f.Subject, f.CorrelationID, q.Get("project")} {
 		if len(v) > 256 || !handlers.PlainText(v) {
-			return problem("validation-failed", "filters are at most 256 characters of text without control characters")
+			return AuditPage{}, problem("validation-failed", "filters are at most 256 characters of text without control characters")
 		}
 	}
 	for name, dst := range map[string]*time.Time{"since": &f.Since, "until": &f.Until} {
 		if v := q.Get(name); v != "" {
 			t, err := time.Parse(time.RFC3339Nano, v)
 			if err != nil {
-				return problem("validation-failed", name+" must be an RFC 3339 timestamp")
+				return AuditPage{}, problem("validation-failed", name+" must be an RFC 3339 timestamp")
 			}
 			*dst = t
 		}
@@ -508,19 +543,18 @@ func (s *Server) listAudit(w http.ResponseWriter, r *http.Request) error {
 		// A slug or an id, as everywhere; entries name the project's id.
 		proj, err := s.readableProjectRef(r, ref)
 		if err != nil {
-			return err
+			return AuditPage{}, err
 		}
 		f.Project = proj.ID
 	}
 	if err := s.awaitMinSequence(r, projections.Audit{}.Name()); err != nil {
-		return err
+		return AuditPage{}, err
 	}
 	page, err := s.deps.Queries.ListAudit(r.Context(), f)
 	if err != nil {
-		return pageError(err)
+		return AuditPage{}, pageError(err)
 	}
-	writeJSON(w, http.StatusOK, page)
-	return nil
+	return page, nil
 }
 
 // ProjectionStatus is the body of GET /projections: each stream's last
@@ -532,17 +566,27 @@ type ProjectionStatus struct {
 }
 
 func (s *Server) projectionStatus(w http.ResponseWriter, r *http.Request) error {
-	if _, err := s.requireAdmin(r, authz.ReadProjSys); err != nil {
+	st, err := s.projectionStatusOf(r)
+	if err != nil {
 		return err
+	}
+	writeJSON(w, http.StatusOK, st)
+	return nil
+}
+
+// projectionStatusOf is GET /api/v1/projections (and the admin UI's
+// system status), for admins.
+func (s *Server) projectionStatusOf(r *http.Request) (ProjectionStatus, error) {
+	if _, err := s.requireAdmin(r, authz.ReadProjSys); err != nil {
+		return ProjectionStatus{}, err
 	}
 	heads, err := s.deps.Heads(r.Context())
 	if err != nil {
-		return err
+		return ProjectionStatus{}, err
 	}
 	st, err := s.deps.Queries.Statuses(r.Context(), heads)
 	if err != nil {
-		return err
+		return ProjectionStatus{}, err
 	}
-	writeJSON(w, http.StatusOK, ProjectionStatus{StreamLastSeq: heads.Events, MetricsStreamLastSeq: heads.Metrics, Projections: st})
-	return nil
+	return ProjectionStatus{StreamLastSeq: heads.Events, MetricsStreamLastSeq: heads.Metrics, Projections: st}, nil
 }

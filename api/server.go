@@ -73,6 +73,9 @@ type Deps struct {
 	// Registerer takes the API's Prometheus collectors (api/metrics.go);
 	// nil registers them with a private registry nobody serves.
 	Registerer prometheus.Registerer
+	// VerifyAudit runs projections.VerifyAudit on the platform's stream
+	// and database (the admin UI's "Verify now"; nil: not offered).
+	VerifyAudit func(ctx context.Context) (*projections.AuditVerifyResult, error)
 	// TrustedProxies is MAESTRO_TRUSTED_PROXIES: peers whose
 	// X-Forwarded-For is believed (api/proxies.go); empty: none.
 	TrustedProxies []netip.Prefix
@@ -138,6 +141,8 @@ type Server struct {
 	ui          *web.Renderer
 	csrfKey     []byte
 	crossOrigin *http.CrossOriginProtection
+	// admin is the admin dashboard's memory (api/ui_admin.go).
+	admin uiAdminState
 }
 
 // New builds the API server.

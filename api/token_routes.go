@@ -114,47 +114,68 @@ func (s *Server) createToken(c *call, req createTokenRequest) (APITokenResponse,
 type APITokenPage = projections.Page[projections.APIToken]
 
 func (s *Server) listTokens(w http.ResponseWriter, r *http.Request) error {
-	account, err := serviceAccountParam(r)
+	page, err := s.tokensPage(r)
 	if err != nil {
 		return err
-	}
-	p, _ := principal(r.Context())
-	owner := p.UserID
-	if account != "" {
-		if !authz.Can(p, authz.ManageServiceAccounts, authz.Resource{}) {
-			return problem("forbidden", "only admins, signed in, manage service accounts")
-		}
-		u, err := s.deps.Queries.User(r.Context(), account)
-		if errors.Is(err, projections.ErrNotFound) || (err == nil && u.Kind != events.KindServiceAccount) {
-			return problem("not-found", "service account not found")
-		}
-		if err != nil {
-			return err
-		}
-		owner = account
-	} else if !authz.Can(p, authz.ManageTokens, authz.Resource{}) {
-		return problem("forbidden", "API tokens are managed from a signed-in session, not with a token")
-	}
-	n, err := pageSize(r)
-	if err != nil {
-		return err
-	}
-	live, err := boolParam(r, "live")
-	if err != nil {
-		return err
-	}
-	if err := s.awaitMinSequence(r); err != nil {
-		return err
-	}
-	page, err := s.deps.Queries.ListTokens(r.Context(), owner, live, s.deps.Now(), pageTokenParam(r), n)
-	if err != nil {
-		return pageError(err)
 	}
 	writeJSON(w, http.StatusOK, page)
 	return nil
 }
 
+// tokensPage is GET /api/v1/tokens or /api/v1/service-accounts/{id}/tokens
+// (and the admin UI's token pages): a page of the caller's own tokens, or
+// of a service account's for an admin; from a session only.
+func (s *Server) tokensPage(r *http.Request) (APITokenPage, error) {
+	account, err := serviceAccountParam(r)
+	if err != nil {
+		return APITokenPage{}, err
+	}
+	p, _ := principal(r.Context())
+	owner := p.UserID
+	if account != "" {
+		if !authz.Can(p, authz.ManageServiceAccounts, authz.Resource{}) {
+			return APITokenPage{}, problem("forbidden", "only admins, signed in, manage service accounts")
+		}
+		u, err := s.deps.Queries.User(r.Context(), account)
+		if errors.Is(err, projections.ErrNotFound) || (err == nil && u.Kind != events.KindServiceAccount) {
+			return APITokenPage{}, problem("not-found", "service account not found")
+		}
+		if err != nil {
+			return APITokenPage{}, err
+		}
+		owner = account
+	} else if !authz.Can(p, authz.ManageTokens, authz.Resource{}) {
+		return APITokenPage{}, problem("forbidden", "API tokens are managed from a signed-in session, not with a token")
+	}
+	n, err := pageSize(r)
+	if err != nil {
+		return APITokenPage{}, err
+	}
+	live, err := boolParam(r, "live")
+	if err != nil {
+		return APITokenPage{}, err
+	}
+	if err := s.awaitMinSequence(r); err != nil {
+		return APITokenPage{}, err
+	}
+	page, err := s.deps.Queries.ListTokens(r.Context(), owner, live, s.deps.Now(), pageTokenParam(r), n)
+	if err != nil {
+		return APITokenPage{}, pageError(err)
+	}
+	return page, nil
+}
+
 func (s *Server) revokeToken(w http.ResponseWriter, r *http.Request) error {
+	if err := s.revokeTokenOf(w, r); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+// revokeTokenOf is DELETE /api/v1/tokens/{id} (and the admin UI's revoke
+// form) but its answer: done once every instance refuses the token.
+func (s *Server) revokeTokenOf(w http.ResponseWriter, r *http.Request) error {
 	id, err := userIDParam(r)
 	if err != nil {
 		return problem("not-found", "token not found")
@@ -166,11 +187,7 @@ func (s *Server) revokeToken(w http.ResponseWriter, r *http.Request) error {
 	}
 	// Like logout: the answer waits until every instance refuses the
 	// token, whatever Prefer says.
-	if err := s.awaitRevocation(w, r, seq, projections.Tokens{}.Name()); err != nil {
-		return err
-	}
-	w.WriteHeader(http.StatusNoContent)
-	return nil
+	return s.awaitRevocation(w, r, seq, projections.Tokens{}.Name())
 }
 
 type createServiceAccountRequest struct {

@@ -374,7 +374,7 @@ func Start(ctx context.Context, cfg Config) (_ *Platform, err error) {
 		p.API = api.New(api.Deps{Identity: p.Identity, Registry: p.Registry, Tracking: p.Tracking, Jobs: p.Jobs, Approvals: p.Approvals, Webhooks: p.Webhooks, JobLogs: p.Store.JetStream(), Metrics: p.metricsHandler(), MetricsToken: cfg.MetricsToken, Blobs: p.Blobs, ArtifactMaxBytes: cfg.ArtifactMaxBytes, Queries: p.Queries, Waiter: p.Waiter, Tokens: tokens, Keys: keys,
 			Idempotency: kv, Logger: p.log, RegistrationOpen: cfg.RegistrationOpen,
 			StreamLastSeq: p.Store.LastSequence, Heads: p.Heads, Ready: p.readyChecks(), Now: cfg.Now,
-			Registerer: p.metrics, TrustedProxies: cfg.TrustedProxies,
+			Registerer: p.metrics, TrustedProxies: cfg.TrustedProxies, VerifyAudit: p.verifyAudit,
 			// Embedded NATS lives and dies with this process (data dir locked).
 			SoleInstance: p.lock != nil && cfg.NATSURL == ""})
 		if err := p.serveHTTP(); err != nil {
