@@ -231,3 +231,27 @@ func TestUIBrowserJobLog(t *testing.T) {
 	b.check("job-ended")
 	b.open("/projects/train/jobs", "jobs")
 }
+
+// The admin changes a user's role and reads the change in the audit
+// trail; the admin pages pass the same checks as every other.
+func TestUIBrowserAdmin(t *testing.T) {
+	t.Parallel()
+	e := testenv.Start(t, testenv.Config(t))
+	e.Admin("root@browseradmin.test")
+	ann := e.Register("ann@browseradmin.test")
+	b := newBrowserPage(t, e)
+	b.signIn("root@browseradmin.test")
+	b.open("/admin", "admin")
+	b.open("/admin/users", "admin-users")
+	b.tab.Select("#role-"+ann.ID, "member")
+	b.submit("form[action='/admin/users/"+ann.ID+"']:has(select)", 200)
+	eventually(t, 30*time.Second, "the role change in the audit viewer", func() error {
+		b.tab.Navigate(e.URL + "/admin/audit?type=maestro.user.role_changed.v1")
+		if !strings.Contains(b.tab.Text("main"), "maestro.user.role_changed.v1") {
+			return fmt.Errorf("audit page %q", b.tab.Text("main"))
+		}
+		return nil
+	})
+	b.check("admin-audit")
+	b.open("/admin/tokens", "admin-tokens")
+}
