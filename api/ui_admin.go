@@ -18,6 +18,7 @@ import (
 
 	"github.com/maestro-ml/maestro/authz"
 	"github.com/maestro-ml/maestro/projections"
+	"github.com/maestro-ml/maestro/runner"
 )
 
 // The admin dashboard (issue 12): users, API tokens and service accounts,
@@ -90,7 +91,8 @@ type adminData struct {
 	// WebhooksMore says there are more subscriptions than shown.
 	WebhooksMore bool
 	Rates        requestRates
-	Runners      []runnerSlots
+	// Runners are the runners announced in the runner registry.
+	Runners []runner.Announcement
 }
 
 type stateCount struct {
@@ -118,12 +120,6 @@ type rateRow struct {
 	Requests int64
 	PerMin   string
 	Errors   int64
-}
-
-// runnerSlots is a runner of this process, from its slot gauges.
-type runnerSlots struct {
-	ID          string
-	Slots, Busy int64
 }
 
 const adminWebhooksShown = 50
@@ -157,7 +153,10 @@ func (s *Server) uiAdmin(w http.ResponseWriter, r *http.Request) error {
 		}
 	}
 	d.Rates = s.requestRates(families, s.deps.Now())
-	d.Runners = runnersFrom(families)
+	// Deps.JobLogs is the platform's JetStream, where the registry is.
+	if d.Runners, err = runner.Runners(r.Context(), s.deps.JobLogs); err != nil {
+		return err
+	}
 	return s.render(w, http.StatusOK, "admin", s.page(r, "Admin", "Admin", d))
 }
 
@@ -249,40 +248,6 @@ type dtoFamily = dto.MetricFamily
 
 // formatRate is a per-minute rate with one decimal.
 func formatRate(v float64) string { return strconv.FormatFloat(v, 'f', 1, 64) }
-
-// runnersFrom reads the slot gauges of the runners this process runs.
-func runnersFrom(families []*dtoFamily) []runnerSlots {
-	byID := map[string]*runnerSlots{}
-	for _, mf := range families {
-		name := mf.GetName()
-		if name != "maestro_runner_slots" && name != "maestro_runner_slots_busy" {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			id := ""
-			for _, l := range m.GetLabel() {
-				if l.GetName() == "runner" {
-					id = l.GetValue()
-				}
-			}
-			rs := byID[id]
-			if rs == nil {
-				rs = &runnerSlots{ID: id}
-				byID[id] = rs
-			}
-			if name == "maestro_runner_slots" {
-				rs.Slots = int64(m.GetGauge().GetValue())
-			} else {
-				rs.Busy = int64(m.GetGauge().GetValue())
-			}
-		}
-	}
-	out := make([]runnerSlots, 0, len(byID))
-	for _, id := range slices.Sorted(maps.Keys(byID)) {
-		out = append(out, *byID[id])
-	}
-	return out
-}
 
 // queryParam is a hidden field of a next-page form.
 type queryParam struct{ Name, Value string }

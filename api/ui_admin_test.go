@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/maestro-ml/maestro/internal/testenv"
+	"github.com/maestro-ml/maestro/runner"
 )
 
 // The admin dashboard through plain HTTP: every page for an admin, the
@@ -31,7 +32,7 @@ func TestUIAdminPagesAdminsOnly(t *testing.T) {
 	a := newUIClient(t, e)
 	a.signIn("root@uiadmin.test", testenv.Password)
 	pages := map[string][]string{
-		"/admin":                           {"System status", "Event stream last sequence", "Runner registry: not recorded", "Request rates", webhookTarget, "<td>enabled</td>", "<td>none yet</td>"},
+		"/admin":                           {"System status", "Event stream last sequence", "Runners and slots", "Request rates", webhookTarget, "<td>enabled</td>", "<td>none yet</td>"},
 		"/admin/users":                     {"member@uiadmin.test", `action="/admin/users/`, ">Deactivate<"},
 		"/admin/tokens":                    {"New token", `action="/admin/service-accounts"`},
 		"/admin/service-accounts/" + sa.ID: {`action="/admin/service-accounts/` + sa.ID + `/tokens"`},
@@ -291,5 +292,30 @@ func TestUIAdminAuditExportAndVerify(t *testing.T) {
 			t.Fatalf("verification: %.3000s", body)
 		}
 		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// The runners every process announces (runner.RunnerBucket) are on the
+// dashboard with their executor and slots; a stopped runner leaves it.
+func TestUIAdminRunners(t *testing.T) {
+	t.Parallel()
+	cfg := testenv.Config(t)
+	cfg.Runner = true
+	e := testenv.Start(t, cfg)
+	e.Admin("root@uirunners.test")
+	u := newUIClient(t, e)
+	u.signIn("root@uirunners.test", testenv.Password)
+	id := e.P.Runner.ID()
+	row := `<tr><th scope="row">` + id + `</th><td>local</td><td>4</td><td>0</td>`
+	if b := u.get("/admin").want(t, 200).Body; !strings.Contains(b, row) {
+		t.Fatalf("the runner is not on the dashboard (want %s): %.4000s", row, b)
+	}
+	e.P.Runner.Close()
+	listed, err := runner.Runners(context.Background(), e.P.Store.JetStream())
+	if err != nil || len(listed) != 0 {
+		t.Fatalf("runners after the runner stopped: %+v %v", listed, err)
+	}
+	if b := u.get("/admin").want(t, 200).Body; strings.Contains(b, row) || !strings.Contains(b, "No runner is running") {
+		t.Errorf("a stopped runner is still listed: %.4000s", b)
 	}
 }

@@ -74,9 +74,13 @@ func (p *Platform) startJobs(ctx context.Context) error {
 		if err := mkdirPrivate(workDir); err != nil {
 			return err
 		}
+		runners, err := runner.OpenRunners(ctx, js, p.configuredReplicas())
+		if err != nil {
+			return err
+		}
 		p.Runner = runner.New(runner.Config{ID: jc.RunnerID, Slots: jc.Slots, Executor: exec, Lease: jc.Lease, Grace: jc.Grace,
 			TrackingURL: publicURL, LogLimit: jc.LogLimit, WorkDir: workDir, Secrets: runner.DirSecrets(jc.SecretsDir), Logger: p.log, Now: p.cfg.Now},
-			runner.Deps{Jobs: p.Jobs, Identity: p.Identity, Tracking: p.Tracking, Blobs: p.Blobs, Leases: leases, Logs: js, Metrics: p.jobMetrics})
+			runner.Deps{Jobs: p.Jobs, Identity: p.Identity, Tracking: p.Tracking, Blobs: p.Blobs, Leases: leases, Logs: js, Metrics: p.jobMetrics, Runners: runners})
 		if err := p.Runner.Register(p.reactions); err != nil {
 			return err
 		}

@@ -86,6 +86,9 @@ type Deps struct {
 	// Logs is the JetStream the log stream is on.
 	Logs    jetstream.JetStream
 	Metrics *Metrics
+	// Runners is the bucket the runner announces itself in (OpenRunners);
+	// nil: it does not.
+	Runners jetstream.KeyValue
 }
 
 // Runner claims queued jobs and runs their attempts.
@@ -153,6 +156,9 @@ func (r *Runner) ID() string { return r.cfg.ID }
 // shares one durable consumer of job events and claims the queued job an
 // event announces when it has a free slot.
 func (r *Runner) Register(router *flows.Router) error {
+	if r.deps.Runners != nil {
+		r.wg.Go(func() { r.announce(r.deps.Runners) })
+	}
 	return router.Handle(flows.Consumer{Name: "job-dispatch", Subjects: []string{events.Subject(events.AggJob, ">")},
 		// A queued job may wait for a slot for hours: no delivery bound.
 		MaxDeliver: -1, MaxAckPending: 10000, NakDelay: 250 * time.Millisecond}, r.dispatch)
