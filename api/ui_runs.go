@@ -32,8 +32,9 @@ func init() {
 }
 
 const (
-	// uiRunsPage is the runs table's page size: an experiment of
-	// thousands of runs is read a page at a time, never whole.
+	// uiRunsPage is the runs table's page size (?max_results= up to
+	// twice that): an experiment of thousands of runs is read a page at a
+	// time, never whole.
 	uiRunsPage = 50
 	// uiMaxCompare bounds the runs a comparison overlays.
 	uiMaxCompare = 10
@@ -128,7 +129,7 @@ func (s *Server) experimentsPage(w http.ResponseWriter, r *http.Request, status 
 		if list.NextPageToken != "" {
 			next := r.URL.Query()
 			next.Set("page_token", list.NextPageToken)
-			d.NextQuery = next.Encode()
+			d.NextQuery = "?" + next.Encode()
 		}
 	}
 	return show(status, errText)
@@ -157,16 +158,17 @@ type runsData struct {
 	Experiment projections.Experiment
 	Filter     string
 	View       string
-	Fixed     []runColumn // name, status, start: always shown
-	Columns   []runColumn // the chosen metric, param and tag columns
-	Choices   []keyChoices
-	Rows      []runRow
-	NextQuery string
-	First     string // the first page's query, when this is a later one
+	Fixed      []runColumn // name, status, start: always shown
+	Columns    []runColumn // the chosen metric, param and tag columns
+	Choices    []keyChoices
+	Rows       []runRow
+	NextQuery  string
+	First      string // the first page's query, when this is a later one
 	// Orders are the order_by entries the forms keep; ColsChosen says the
 	// columns are a choice (the filter form keeps them).
 	Orders     []string
 	ColsChosen bool
+	MaxResults string // ?max_results=, kept by the forms
 	MaxRuns    int
 	Span       int // the table's columns
 }
@@ -256,6 +258,9 @@ func (s *Server) uiExperiment(w http.ResponseWriter, r *http.Request) error {
 	orderBy := slices.DeleteFunc(slices.Clone(v["order_by"]), func(o string) bool { return strings.TrimSpace(o) == "" })
 	d.Orders = orderBy
 	size := uiRunsPage
+	if n, err := strconv.Atoi(v.Get("max_results")); err == nil && n >= 1 && n <= 2*uiRunsPage {
+		size = n
+	}
 	var q runSearchQuery
 	err = q.set(runSearchRequest{ExperimentIDs: []string{x.ID}, Filter: d.Filter, OrderBy: orderBy,
 		View: projections.View(d.View), MaxResults: &size, PageToken: v.Get("page_token")})
@@ -325,7 +330,7 @@ func (s *Server) uiExperiment(w http.ResponseWriter, r *http.Request) error {
 
 	// The query the page's links keep: search, view, columns.
 	keep := url.Values{}
-	for _, name := range []string{"filter", "view"} {
+	for _, name := range []string{"filter", "view", "max_results"} {
 		if v.Get(name) != "" {
 			keep.Set(name, v.Get(name))
 		}
@@ -336,7 +341,7 @@ func (s *Server) uiExperiment(w http.ResponseWriter, r *http.Request) error {
 			keep.Add("col", col.ID)
 		}
 	}
-	d.ColsChosen = keep.Has("chosen")
+	d.ColsChosen, d.MaxResults = keep.Has("chosen"), keep.Get("max_results")
 	sortable := func(col runColumn) runColumn {
 		dir := "ASC"
 		if len(current) == 0 && col.typ == filter.Attribute && col.key == "start_time" {
@@ -381,7 +386,7 @@ func (s *Server) uiExperiment(w http.ResponseWriter, r *http.Request) error {
 	if page.NextPageToken != "" {
 		next := cloneValues(withOrder)
 		next.Set("page_token", page.NextPageToken)
-		d.NextQuery = next.Encode()
+		d.NextQuery = "?" + next.Encode()
 	}
 	if v.Get("page_token") != "" {
 		d.First = "?" + withOrder.Encode()
