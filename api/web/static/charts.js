@@ -22,6 +22,21 @@
     return isFinite(n) ? n : null;
   }
 
+  // tick labels the y axis: small and large values in exponent form (a
+  // log axis over 1e-5 would otherwise read "0").
+  function ticks(u, splits) {
+    return splits.map(function (v) {
+      if (v === null || v === undefined) {
+        return "";
+      }
+      var a = Math.abs(v);
+      if (a !== 0 && (a < 1e-3 || a >= 1e6)) {
+        return v.toExponential(1);
+      }
+      return String(Number(v.toPrecision(6)));
+    });
+  }
+
   function fetchSeries(url) {
     return fetch(url, {credentials: "same-origin", headers: {"Accept": "application/json"}}).then(function (r) {
       if (!r.ok) {
@@ -135,7 +150,7 @@
       width: Math.max(plot.clientWidth, 280),
       height: height,
       scales: {x: {time: item.aligned.byTime}, y: log ? {distr: 3, log: 10} : {}},
-      axes: [{label: xLabel}, {}],
+      axes: [{label: xLabel}, {values: ticks, size: 64}],
       cursor: {drag: {x: true, y: false}},
       series: [{label: xLabel}].concat(runs.map(function (r, i) {
         return {label: r.name, stroke: palette[i % palette.length], width: 1.5, spanGaps: true};
