@@ -142,7 +142,11 @@ func TestUIRunsExperimentsAndRunsTable(t *testing.T) {
 	if b := ed.get(loc).want(t, 200).Body; !strings.Contains(b, "Experiment created.") || !strings.Contains(b, "No runs match.") {
 		t.Errorf("new experiment page: %.2000s", b)
 	}
-	ed.get(xs)
+	// User text renders inert: an experiment's name and tag.
+	call(t, e, 201, "POST", "/api/v1/projects/lab/experiments", u.admin, map[string]any{"name": "<i>x</i>", "tags": map[string]string{"t": `"><b>y</b>`}})
+	if b := ed.get(xs).Body; strings.Contains(b, "<i>x</i>") || strings.Contains(b, "<b>y</b>") || !strings.Contains(b, "&lt;i&gt;x&lt;/i&gt;") {
+		t.Errorf("experiment name/tag escaping: %.3000s", b)
+	}
 	ed.post(xs, url.Values{"name": {"tuning"}}).want(t, 409)
 	ed.post(xs, url.Values{"name": {"x"}, "tags": {"no equals"}}).want(t, 400)
 	// The experiment filter, and a bad one.
