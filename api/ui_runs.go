@@ -113,18 +113,23 @@ func (s *Server) experimentsPage(w http.ResponseWriter, r *http.Request, status 
 		pg.Error = errText
 		return s.render(w, status, "experiments", pg)
 	}
-	if errText == "" {
-		var q listExperimentsQuery
-		err := fillParams(r, &q)
-		var list ExperimentPage
-		if err == nil {
-			list, err = s.listExperiments(newCall(w, r), q)
-		}
-		if err != nil {
-			// A malformed filter is the page again, with the parser's
-			// error (its position) above it.
-			return s.formFailed(w, r, err, show)
-		}
+	// The search form sends its empty fields too; to the API an empty
+	// order_by is a malformed one.
+	dropEmpty(r, "filter", "order_by", "view")
+	var q listExperimentsQuery
+	err = fillParams(r, &q)
+	var list ExperimentPage
+	if err == nil {
+		list, err = s.listExperiments(newCall(w, r), q)
+	}
+	switch {
+	case err != nil && errText != "":
+		// A refused form's page: its error, not the list's.
+	case err != nil:
+		// A malformed filter is the page again, with the parser's error
+		// (its position) above it.
+		return s.formFailed(w, r, err, show)
+	default:
 		d.Items = list.Items
 		if list.NextPageToken != "" {
 			next := r.URL.Query()
@@ -133,6 +138,19 @@ func (s *Server) experimentsPage(w http.ResponseWriter, r *http.Request, status 
 		}
 	}
 	return show(status, errText)
+}
+
+// dropEmpty removes the empty values of the named query parameters.
+func dropEmpty(r *http.Request, names ...string) {
+	q := r.URL.Query()
+	for _, name := range names {
+		if vals := slices.DeleteFunc(q[name], func(v string) bool { return strings.TrimSpace(v) == "" }); len(vals) > 0 {
+			q[name] = vals
+		} else {
+			delete(q, name)
+		}
+	}
+	r.URL.RawQuery = q.Encode()
 }
 
 func (s *Server) uiCreateExperiment(w http.ResponseWriter, r *http.Request) error {

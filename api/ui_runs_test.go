@@ -147,8 +147,17 @@ func TestUIRunsExperimentsAndRunsTable(t *testing.T) {
 	if b := ed.get(xs).Body; strings.Contains(b, "<i>x</i>") || strings.Contains(b, "<b>y</b>") || !strings.Contains(b, "&lt;i&gt;x&lt;/i&gt;") {
 		t.Errorf("experiment name/tag escaping: %.3000s", b)
 	}
-	ed.post(xs, url.Values{"name": {"tuning"}}).want(t, 409)
+	if b := ed.post(xs, url.Values{"name": {"tuning"}}).want(t, 409).Body; !strings.Contains(b, `class="error" role="alert"`) || !strings.Contains(b, ">baseline</a>") {
+		t.Errorf("a refused create form: %.3000s", b)
+	}
 	ed.post(xs, url.Values{"name": {"x"}, "tags": {"no equals"}}).want(t, 400)
+	// The search form as a browser sends it (every field, empty ones too).
+	if b := ed.get(xs+"?filter=&order_by=&view=active").want(t, 200).Body; !strings.Contains(b, ">baseline</a>") {
+		t.Errorf("the empty search form: %.2000s", b)
+	}
+	if b := ed.get(xs+"?filter=&order_by="+url.QueryEscape("name ASC")+"&view=all").want(t, 200).Body; strings.Index(b, ">baseline</a>") > strings.Index(b, ">tuning</a>") {
+		t.Errorf("experiments by name: %.2000s", b)
+	}
 	// The experiment filter, and a bad one.
 	if b := ed.get(xs+"?filter="+url.QueryEscape("name = 'tuning'")).want(t, 200).Body; !strings.Contains(b, ">tuning</a>") || strings.Contains(b, ">baseline</a>") {
 		t.Errorf("experiment filter: %.2000s", b)
