@@ -236,6 +236,20 @@ func TestUIRunsExperimentsAndRunsTable(t *testing.T) {
 		t.Errorf("page 2 headings %q: %.2000s", got, b)
 	}
 
+	// Never all the runs: 50 a page unless asked.
+	many := asJSON[idBody](t, call(t, e, 201, "POST", "/api/v1/projects/lab/experiments", u.admin, map[string]any{"name": "many"})).ID
+	for i := range 51 {
+		call(t, e, 201, "POST", "/api/v1/projects/lab/experiments/"+many+"/runs", u.admin, map[string]any{"name": fmt.Sprintf("m%02d", i)})
+	}
+	b = ed.get(xs+"/"+many).want(t, 200).Body
+	next = regexp.MustCompile(`href="(\?[^"]*page_token[^"]*)">Next page`).FindStringSubmatch(b)
+	if n := strings.Count(b, `name="run" value=`); n != 50 || next == nil {
+		t.Fatalf("first page of 51 runs: %d rows, next %v", n, next)
+	}
+	if n := strings.Count(ed.get(xs+"/"+many+html.UnescapeString(next[1])).Body, `name="run" value=`); n != 1 {
+		t.Errorf("second page of 51 runs: %d rows", n)
+	}
+
 	// A bad filter: 400, the page with the parser's error and where.
 	b = ed.get(x+"?filter="+url.QueryEscape("metrics.auc > 0.9 OR params.lr = '0.01'")).want(t, 400).Body
 	if !strings.Contains(b, "at position 19: OR is not supported") || !strings.Contains(b, `value="metrics.auc &gt; 0.9 OR params.lr = &#39;0.01&#39;"`) {
