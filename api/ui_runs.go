@@ -321,7 +321,10 @@ func (s *Server) uiExperiment(w http.ResponseWriter, r *http.Request) error {
 			n int
 		}{{filter.Metric, 3}, {filter.Param, 2}} {
 			for _, k := range slices.Sorted(maps.Keys(present[def.t]))[:min(def.n, len(present[def.t]))] {
-				col, _ := parseColumn(def.t.String() + "." + k)
+				col, ok := parseColumn(def.t.String() + "." + k)
+				if !ok {
+					continue
+				}
 				chosen[col.ID] = true
 				d.Columns = append(d.Columns, col)
 			}

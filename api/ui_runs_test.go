@@ -117,7 +117,9 @@ func TestUIRunsExperimentsAndRunsTable(t *testing.T) {
 
 	ed := newUIClient(t, e)
 	ed.signIn(u.editorEmail, testenv.Password)
-	ed.get("/experiments").want(t, 200)
+	if b := ed.get("/experiments").want(t, 200).Body; !strings.Contains(b, `href="/projects/lab/experiments"`) {
+		t.Errorf("the project picker does not lead to the project's experiments: %.2000s", b)
+	}
 	xs := "/projects/lab/experiments"
 	b := ed.get(xs).want(t, 200).Body
 	if !strings.Contains(b, ">baseline</a>") || !strings.Contains(b, "Create an experiment") {
