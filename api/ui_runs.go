@@ -484,12 +484,11 @@ type metricRow struct {
 // legend, and where charts.js fetches each series), the metric keys to
 // draw, and the chooser of keys.
 type chartsData struct {
-	Base    string // "/projects/<slug>/runs/": + <run>/metrics/<key>
-	Runs    []chartRun
-	Keys    []chartKey // drawn
-	All     []keyChoice
-	Points  int
-	Omitted int
+	Base   string // "/projects/<slug>/runs/": + <run>/metrics/<key>
+	Runs   []chartRun
+	Keys   []chartKey // drawn
+	All    []keyChoice
+	Points int
 }
 
 type chartRun struct {
@@ -598,7 +597,6 @@ func chartsFor(r *http.Request, slug string, runs []projections.Run) chartsData 
 		}
 		d.All = append(d.All, keyChoice{ID: k, Key: k, Checked: draw})
 	}
-	d.Omitted = len(all) - len(d.Keys)
 	return d
 }
 
