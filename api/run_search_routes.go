@@ -47,6 +47,12 @@ func (q *runSearchQuery) readParams(r *http.Request) error {
 	if err := decodeJSON(r, &req); err != nil {
 		return err
 	}
+	return q.set(req)
+}
+
+// set checks req and makes it the query (the web UI's runs table sends a
+// search from a page's query string, not a body).
+func (q *runSearchQuery) set(req runSearchRequest) error {
 	if len(req.ExperimentIDs) > projections.MaxSearchExperiments {
 		return problem("validation-failed", "experiment_ids holds at most "+strconv.Itoa(projections.MaxSearchExperiments)+" ids")
 	}
