@@ -255,3 +255,40 @@ func TestUIBrowserAdmin(t *testing.T) {
 	b.check("admin-audit")
 	b.open("/admin/tokens", "admin-tokens")
 }
+
+// Experiments and a run's charts: the runs table with its column chooser,
+// a run's metric chart (2,000 points, downsampled) switched to a log scale,
+// and two runs overlaid.
+func TestUIBrowserRunCharts(t *testing.T) {
+	t.Parallel()
+	u := startUIRuns(t, "uibrowserruns")
+	e := u.e
+	a := u.run(t, "<b>first</b>", 0.9, map[string]string{"lr": "0.1"}, map[string]string{"team": "x"})
+	second := u.run(t, "second", 0.8, map[string]string{"lr": "0.2"}, nil)
+	points := make([]map[string]any, 2000)
+	for i := range points {
+		points[i] = map[string]any{"key": "loss", "value": 1 / float64(i+1), "step": i, "timestamp": 1_700_000_000_000 + i}
+	}
+	call(t, e, 200, "POST", "/api/v1/projects/lab/runs/"+a+"/metrics", u.admin, map[string]any{"metrics": points})
+	b := newBrowserPage(t, e)
+	b.signIn(u.editorEmail)
+	b.open("/experiments", "experiments-pick")
+	b.open("/projects/lab/experiments", "experiments")
+	b.open("/projects/lab/experiments/"+u.xID, "runs")
+	b.tab.Click("details.columns summary")
+	b.check("runs-columns")
+	b.open("/projects/lab/runs/"+a, "run")
+	b.tab.WaitVisible("figure.chart[data-scale='linear'] canvas")
+	b.tab.Click("#chart-log")
+	b.tab.WaitVisible("figure.chart[data-scale='log'] canvas")
+	b.check("run-chart-log")
+	b.open("/projects/lab/experiments/"+u.xID+"/compare?run="+a+"&run="+second, "runs-compare")
+	b.tab.WaitVisible("figure.chart[data-scale] canvas")
+	b.check("runs-compare-charts")
+	if strings.Contains(b.tab.Text("main"), "could not be loaded") {
+		t.Error("a series failed to load")
+	}
+	if webtest.Eval[bool](b.tab, "window.__xss === 1") {
+		t.Fatal("user text ran as script")
+	}
+}
