@@ -303,6 +303,7 @@ type versionData struct {
 	Artifacts  []ArtifactResponse
 	ArtNext    string
 	Run        *projections.Run
+	Job        *projections.Job
 	Stages     []string
 	CanWrite   bool
 	CanPromote bool
@@ -359,6 +360,9 @@ func (s *Server) versionPage(w http.ResponseWriter, r *http.Request, status int,
 	if v.RunID != "" {
 		if run, err := s.deps.Queries.Run(r.Context(), proj.ID, v.RunID); err == nil {
 			d.Run = &run
+			if d.Job, err = s.jobOfRun(c, run); err != nil {
+				return err
+			}
 		} else if !errors.Is(err, projections.ErrNotFound) {
 			return err
 		}

@@ -549,18 +549,8 @@ func (s *Server) uiRun(w http.ResponseWriter, r *http.Request) error {
 		d.ArtNext = list.NextPageToken
 	}
 
-	// The job that ran it: a job's run carries its id as a tag, which its
-	// editors could change, so the link is shown only when that job's own
-	// record names this run.
-	if id := run.Tags["maestro.job_id"]; id != "" {
-		if u, perr := uuid.Parse(id); perr == nil && u.String() == id {
-			j, err := s.getJob(c, jobRef{job: id})
-			if err == nil && j.RunID == run.ID {
-				d.Job = &j
-			} else if err != nil && s.problemFor(r, err).code != "not-found" {
-				return err
-			}
-		}
+	if d.Job, err = s.jobOfRun(c, run); err != nil {
+		return err
 	}
 	title := run.Name
 	if title == "" {
@@ -721,4 +711,25 @@ func (s *Server) uiCompareRuns(w http.ResponseWriter, r *http.Request) error {
 	}
 	d.Sections = []compareSection{metrics, params}
 	return s.render(w, http.StatusOK, "runcompare", s.inProject(r, proj, "Compare runs of "+x.Name, "Experiments", d))
+}
+
+// jobOfRun is the job that ran run, if one did. A job's run carries the
+// job's id as a tag, which the run's editors could change, so the job
+// counts only when its own record names this run.
+func (s *Server) jobOfRun(c *call, run projections.Run) (*projections.Job, error) {
+	id := run.Tags["maestro.job_id"]
+	if u, err := uuid.Parse(id); id == "" || err != nil || u.String() != id {
+		return nil, nil
+	}
+	j, err := s.getJob(c, jobRef{job: id})
+	if err != nil {
+		if s.problemFor(c.r, err).code == "not-found" {
+			return nil, nil
+		}
+		return nil, err
+	}
+	if j.RunID != run.ID {
+		return nil, nil
+	}
+	return &j, nil
 }
