@@ -229,6 +229,14 @@ func TestUIBrowserJobLog(t *testing.T) {
 		return nil
 	})
 	b.check("job-ended")
+	// Its run's page shows the job and its log too.
+	if status := b.tab.ClickNavigate("a[href^='/projects/train/runs/']"); status != 200 {
+		t.Fatalf("open the job's run: %d", status)
+	}
+	if log := b.tab.Text("#job-log"); !strings.Contains(log, "first") || !strings.Contains(log, "second") {
+		t.Errorf("the run page's job log: %q", log)
+	}
+	b.check("run-of-job")
 	b.open("/projects/train/jobs", "jobs")
 }
 

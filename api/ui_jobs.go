@@ -335,9 +335,12 @@ type jobData struct {
 	Log         jobLogView
 }
 
-// jobLogView is the log as the page renders it first.
+// jobLogView is the log as a page (the job's, its run's) renders it first
+// (the partial _joblog.html).
 type jobLogView struct {
-	Served  bool // this process serves job logs
+	Active  bool   // the job is queued or running: joblog.js follows it
+	State   string // the job's state
+	Served  bool   // this process serves job logs
 	Lines   []JobLogLine
 	Total   int    // lines read in all (Lines are the last of them)
 	LastKey string // the last line's key (joblog.js skips the lines up to it when it follows)
@@ -376,17 +379,26 @@ func (s *Server) jobPage(w http.ResponseWriter, r *http.Request, status int, err
 		Params: sortedKV(j.Params, func(s string) string { return s }), Env: sortedKV(j.Env, func(s string) string { return s }),
 		SubmittedBy: rows[0].SubmittedBy, Timeout: (time.Duration(j.TimeoutSeconds * float64(time.Second))).String(),
 		Active: active, CanCancel: active && !j.CancelRequested && can(r, proj, authz.JobRun)}
-	base := uiJobsPath(r) + "/" + j.ID + "/log"
-	d.Log = jobLogView{Served: s.deps.JobLogs != nil && s.deps.Jobs != nil, Follow: base + "?follow=true", Text: base + "?format=text"}
-	if d.Log.Served {
-		if err := s.jobLogTail(r.Context(), j.ID, &d.Log); err != nil {
-			s.deps.Logger.WarnContext(r.Context(), "job page: read the log", "request_id", requestID(r.Context()), "job_id", j.ID, "err", err)
-			d.Log.Failed, d.Log.Lines, d.Log.Total = true, nil, 0
-		}
-	}
+	d.Log = s.jobLog(r, j)
 	pg := s.inProject(r, proj, "Job "+j.Name, "Jobs", d)
 	pg.Error = errText
 	return s.render(w, status, "job", pg)
+}
+
+// jobLog is job j's log as a page renders it first: its tail, and where
+// joblog.js follows it while the job runs. A log that cannot be read is
+// said so on the page, not an error of the page.
+func (s *Server) jobLog(r *http.Request, j projections.Job) jobLogView {
+	base := uiJobsPath(r) + "/" + j.ID + "/log"
+	v := jobLogView{Active: j.State == events.JobQueued || j.State == events.JobRunning, State: j.State,
+		Served: s.deps.JobLogs != nil && s.deps.Jobs != nil, Follow: base + "?follow=true", Text: base + "?format=text"}
+	if v.Served {
+		if err := s.jobLogTail(r.Context(), j.ID, &v); err != nil {
+			s.deps.Logger.WarnContext(r.Context(), "read a job's log for a page", "request_id", requestID(r.Context()), "job_id", j.ID, "err", err)
+			v.Failed, v.Lines, v.Total = true, nil, 0
+		}
+	}
+	return v
 }
 
 // jobLogTail reads a job's log as GET …/logs does (once, bounded by

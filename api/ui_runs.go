@@ -463,7 +463,9 @@ type runData struct {
 	Artifacts  []runArtifact
 	ArtNext    string
 	Job        *projections.Job
-	Charts     chartsData
+	// JobLog is the log of the job that ran the run (live while it runs).
+	JobLog jobLogView
+	Charts chartsData
 }
 
 // runArtifact is an artifact and its download path (each segment
@@ -551,6 +553,9 @@ func (s *Server) uiRun(w http.ResponseWriter, r *http.Request) error {
 
 	if d.Job, err = s.jobOfRun(c, run); err != nil {
 		return err
+	}
+	if d.Job != nil {
+		d.JobLog = s.jobLog(r, *d.Job)
 	}
 	title := run.Name
 	if title == "" {
