@@ -113,7 +113,18 @@ func TestUIBrowserRegistryFlow(t *testing.T) {
 	}
 	b.open("/projects/fraud-detection/models", "models")
 	b.open("/projects/fraud-detection/models/scorer", "model")
+	b.submit("form[action$='/versions']", 200)
+	b.open("/projects/fraud-detection/models/scorer/compare?v=1&v=2", "model-compare")
+	b.open("/projects/fraud-detection/models/scorer/history", "model-history")
 	b.open("/models", "models-pick")
+	// A page that does not exist: the UI's 404 page, checked like the rest.
+	if status := b.tab.Navigate(e.URL + "/projects/fraud-detection/nothing-here"); status != http.StatusNotFound {
+		t.Fatalf("a missing page: %d", status)
+	}
+	b.tab.ClearProblems() // the browser reports the 404 itself
+	webtest.Axe(t, b.tab)
+	webtest.AssertKeyboardReachable(t, b.tab)
+	b.tab.Screenshot("not-found")
 
 	// Sign out; the cookie copied before is refused afterwards.
 	var session *network.Cookie
@@ -187,6 +198,8 @@ func TestUIBrowserPromotionFlow(t *testing.T) {
 		return nil
 	})
 	approver.check("version-production")
+	editor.open("/projects/risk/policies", "policies")
+	editor.open("/projects/risk/promotions", "promotions")
 	editor.open(path, "promotion-completed")
 	if !strings.Contains(editor.tab.Text("main"), "completed") {
 		t.Errorf("the requester's view: %q", editor.tab.Text("main"))
