@@ -146,6 +146,7 @@ func matrixCells() map[string]mxCell {
 			return mxReq{body: map[string]any{"description": "matrix"}}
 		}},
 		"GET " + mxModel + "/versions": {action: mxRead, build: none},
+		"GET " + mxModel + "/history":  {action: mxRead, build: none},
 		"GET " + mxVersion:             {action: mxRead, build: none},
 		"PATCH " + mxVersion: {action: mxModelWrite, build: func(m *matrix, _ *mxProject) mxReq {
 			return mxReq{body: map[string]any{"description": m.unique("d")}}
