@@ -199,6 +199,12 @@ func TestUIBrowserPromotionFlow(t *testing.T) {
 	})
 	approver.check("version-production")
 	editor.open("/projects/risk/policies", "policies")
+	owner := newBrowserPage(t, e)
+	owner.signIn("root@browserpromo.test")
+	owner.open("/projects/risk/policies", "policies-owner")
+	if !owner.tab.Exists("form[method='post'][action='/projects/risk/policies']") {
+		t.Error("an owner sees no policy form")
+	}
 	editor.open("/projects/risk/promotions", "promotions")
 	editor.open(path, "promotion-completed")
 	if !strings.Contains(editor.tab.Text("main"), "completed") {
@@ -275,6 +281,23 @@ func TestUIBrowserAdmin(t *testing.T) {
 	})
 	b.check("admin-audit")
 	b.open("/admin/tokens", "admin-tokens")
+	// A token: its secret shown once, on the answer to the form.
+	b.tab.Fill("#token-name", "ci")
+	b.submit("form[method='post'][action='/admin/tokens']", 201)
+	if secret := webtest.Eval[string](b.tab, `document.getElementById("new-token").value`); !strings.HasPrefix(secret, "mae_") {
+		t.Fatalf("the new token's secret: %q", secret)
+	}
+	b.check("admin-token-created")
+	// A service account and its page.
+	b.open("/admin/tokens", "admin-tokens-again")
+	b.tab.Fill("#sa-name", "deployer")
+	b.submit("form[action='/admin/service-accounts']", 200)
+	if !strings.Contains(b.tab.CurrentURL(), "/admin/service-accounts/") {
+		t.Fatalf("after creating a service account: %s", b.tab.CurrentURL())
+	}
+	b.check("admin-service-account")
+	b.open("/jobs", "jobs-pick")
+	b.open("/experiments", "experiments-pick")
 }
 
 // Experiments and a run's charts: the runs table with its column chooser,
