@@ -178,7 +178,12 @@ func (s *Server) authenticateUI(next http.Handler) http.Handler {
 				s.uiError(w, r, err)
 				return
 			}
-			clearCookie(w, uiCookie)
+			if _, sent := r.Cookie(uiCookie); sent == nil {
+				// Only a cookie that was sent is dropped: a navigation
+				// from another site sends no SameSite=Strict cookie, yet
+				// the browser applies this answer's Set-Cookie.
+				clearCookie(w, uiCookie)
+			}
 			target := "/"
 			if r.Method == http.MethodGet {
 				target += "?next=" + url.QueryEscape(r.URL.RequestURI())

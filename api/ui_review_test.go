@@ -2,6 +2,7 @@ package api_test
 
 import (
 	"context"
+	"net/http"
 	"net/url"
 	"strings"
 	"testing"
@@ -11,6 +12,49 @@ import (
 
 // Findings of the web UI's security and correctness review, each a test
 // that failed before its fix.
+
+// A request without the session cookie must not delete it. A browser sends
+// no SameSite=Strict cookie on a navigation from another site (a link in a
+// mail or a chat), yet applies the Set-Cookie of that navigation's answer:
+// clearing the cookie there signed the user out of every tab whenever they
+// followed a link to Maestro, and let any page sign its visitors out. An
+// invalid cookie is still cleared.
+func TestUIReviewCookielessRequestKeepsTheSession(t *testing.T) {
+	t.Parallel()
+	e := testenv.Start(t, testenv.Config(t))
+	e.Admin("root@uireview.test")
+	u := newUIClient(t, e)
+	u.signIn("root@uireview.test", testenv.Password)
+
+	// The navigation from another site: no cookie sent.
+	req, err := http.NewRequest("GET", e.URL+"/projects", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := u.c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusSeeOther || resp.Header.Get("Location") != "/?next=%2Fprojects" {
+		t.Fatalf("cookieless page: %d %q", resp.StatusCode, resp.Header.Get("Location"))
+	}
+	for _, c := range resp.Cookies() {
+		if c.Name == "__Host-maestro" {
+			t.Errorf("a request without the session cookie answers Set-Cookie %s (MaxAge %d): the browser's session is dropped", c.Name, c.MaxAge)
+		}
+	}
+	// The browser's next same-site request is still signed in.
+	u.get("/projects").want(t, 200)
+
+	// A cookie that is no session is cleared.
+	bad := newUIClient(t, e)
+	bad.cookies["__Host-maestro"] = "not-a-token"
+	r := bad.get("/projects").want(t, 303)
+	if !strings.Contains(strings.Join(r.Header.Values("Set-Cookie"), "\n"), "__Host-maestro=;") {
+		t.Errorf("an invalid cookie is not cleared: %v", r.Header.Values("Set-Cookie"))
+	}
+}
 
 // The add-member form looked the e-mail address up before anything was
 // authorized: any member of any project (a viewer is enough) learnt from
