@@ -544,7 +544,8 @@ type historyRow struct {
 }
 
 // uiModelHistory is the model's audit trail (modelHistory, as GET
-// .../models/{name}/history), with each actor's e-mail where one is known.
+// .../models/{name}/history), with the e-mail of each actor who is a
+// member of the project.
 func (s *Server) uiModelHistory(w http.ResponseWriter, r *http.Request) error {
 	proj, err := s.readableProject(r)
 	if err != nil {
@@ -559,19 +560,16 @@ func (s *Server) uiModelHistory(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	d := historyData{Slug: proj.Slug, Model: chi.URLParam(r, "name"), Next: page.NextPageToken}
-	emails := map[string]string{}
+	// Members by e-mail (as listMembers shows them to the page's reader),
+	// anyone else by id: the API tells other users' addresses to admins only.
+	emails, err := s.memberEmails(newCall(w, r))
+	if err != nil {
+		return err
+	}
 	for _, e := range page.Items {
 		who := e.Actor
-		if id, ok := strings.CutPrefix(e.Actor, string(events.ActorUser)+":"); ok {
-			if _, seen := emails[id]; !seen {
-				emails[id] = ""
-				if u, err := s.deps.Queries.User(r.Context(), id); err == nil {
-					emails[id] = u.Email
-				}
-			}
-			if emails[id] != "" {
-				who = emails[id]
-			}
+		if id, ok := strings.CutPrefix(e.Actor, string(events.ActorUser)+":"); ok && emails[id] != "" {
+			who = emails[id]
 		}
 		d.Entries = append(d.Entries, historyRow{Time: e.Time, Who: who, Type: e.Type, Summary: e.Summary})
 	}

@@ -2,10 +2,12 @@ package api_test
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"net/url"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/maestro-ml/maestro/internal/testenv"
 )
@@ -105,4 +107,49 @@ func TestUIReviewAddMemberRevealsNoAccount(t *testing.T) {
 		t.Errorf("the owner's form: %.600s", b)
 	}
 	o.post("/projects/gov/members", url.Values{"email": {"secret@uireview.test"}, "role": {"viewer"}}).want(t, 303, "/projects/gov?done=member-set")
+}
+
+// The model history page showed the e-mail address of every actor (read
+// with Queries.User), also of people who are not the project's members —
+// someone removed from it, an admin — which the API shows admins only (GET
+// /api/v1/users/{id}). Like the approvals and jobs pages, it now names
+// members by e-mail and anyone else by id.
+func TestUIReviewHistoryShowsMembersEmailsOnly(t *testing.T) {
+	t.Parallel()
+	e := testenv.Start(t, testenv.Config(t))
+	admin := e.Admin("root@uireview.test").AccessToken
+	gone := e.Register("gone@uireview.test")
+	stays := e.Register("stays@uireview.test")
+	viewer := e.Register("viewer@uireview.test")
+	call(t, e, 201, "POST", "/api/v1/projects", admin, map[string]any{"name": "Gov"})
+	pp := "/api/v1/projects/gov"
+	for id, role := range map[string]string{gone.ID: "editor", stays.ID: "editor", viewer.ID: "viewer"} {
+		call(t, e, 200, "PUT", pp+"/members/"+id, admin, map[string]any{"role": role})
+	}
+	call(t, e, 201, "POST", pp+"/models", e.Login(gone.Email, testenv.Password).AccessToken, map[string]any{"name": "scorer"})
+	call(t, e, 201, "POST", pp+"/models/scorer/versions", e.Login(stays.Email, testenv.Password).AccessToken, map[string]any{})
+	call(t, e, 204, "DELETE", pp+"/members/"+gone.ID, admin, nil)
+	// What the API tells the viewer about the person who left: nothing.
+	vt := e.Login(viewer.Email, testenv.Password).AccessToken
+	if r := e.Do("GET", "/api/v1/users/"+gone.ID, vt, nil); r.Status == 200 {
+		t.Fatalf("the API shows a viewer another user: %s", r.Body)
+	}
+
+	u := newUIClient(t, e)
+	u.signIn(viewer.Email, testenv.Password)
+	// The audit trail batches: poll until it has both entries.
+	var b string
+	eventually(t, 30*time.Second, "the model's history", func() error {
+		b = u.get("/projects/gov/models/scorer/history").want(t, 200).Body
+		if strings.Count(b, "<tr><td>") < 2 {
+			return fmt.Errorf("the history has fewer than 2 entries")
+		}
+		return nil
+	})
+	if strings.Contains(b, gone.Email) {
+		t.Errorf("the history shows a non-member's e-mail address: %.3000s", b)
+	}
+	if !strings.Contains(b, gone.ID) || !strings.Contains(b, stays.Email) {
+		t.Errorf("the history names neither the non-member by id nor the member by e-mail: %.3000s", b)
+	}
 }
