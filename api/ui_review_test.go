@@ -3,8 +3,10 @@ package api_test
 import (
 	"context"
 	"fmt"
+	"html"
 	"net/http"
 	"net/url"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -151,5 +153,42 @@ func TestUIReviewHistoryShowsMembersEmailsOnly(t *testing.T) {
 	}
 	if !strings.Contains(b, gone.ID) || !strings.Contains(b, stays.Email) {
 		t.Errorf("the history names neither the non-member by id nor the member by e-mail: %.3000s", b)
+	}
+}
+
+// The promotion requests' next-page link was href="?{{.NextQuery}}":
+// html/template escapes a value in a URL's query as one component, so its
+// "=" and "&" became %3D and %26 and the link led to the first page again.
+func TestUIReviewPromotionsNextPage(t *testing.T) {
+	t.Parallel()
+	e := testenv.Start(t, testenv.Config(t))
+	admin := e.Admin("root@uireview.test").AccessToken
+	pp := "/api/v1/projects/gov"
+	call(t, e, 201, "POST", "/api/v1/projects", admin, map[string]any{"name": "Gov"})
+	call(t, e, 201, "POST", pp+"/models", admin, map[string]any{"name": "scorer"})
+	call(t, e, 201, "POST", pp+"/models/scorer/versions", admin, map[string]any{})
+	for _, target := range []string{"staging", "production"} {
+		call(t, e, 200, "POST", pp+"/policies", admin, map[string]any{"target": target})
+		call(t, e, 201, "POST", pp+"/promotions", admin, map[string]any{"model": "scorer", "version": 1, "target": target})
+	}
+
+	u := newUIClient(t, e)
+	u.signIn("root@uireview.test", testenv.Password)
+	first := u.get("/projects/gov/promotions?max_results=1").want(t, 200).Body
+	link := regexp.MustCompile(`href="([^"]*)">Next page`).FindStringSubmatch(first)
+	if link == nil {
+		t.Fatalf("no next-page link: %.3000s", first)
+	}
+	next := html.UnescapeString(link[1])
+	q, err := url.ParseQuery(strings.TrimPrefix(next, "?"))
+	if err != nil || q.Get("page_token") == "" || q.Get("max_results") != "1" {
+		t.Fatalf("the next-page link %q is not the next page's query", next)
+	}
+	second := u.get("/projects/gov/promotions"+next).want(t, 200).Body
+	targets := func(b string) string {
+		return strings.Join(regexp.MustCompile(`version 1 to (\w+)</a>`).FindAllString(b, -1), ",")
+	}
+	if targets(first) == "" || targets(second) == "" || targets(first) == targets(second) {
+		t.Errorf("pages: first %q, second %q", targets(first), targets(second))
 	}
 }
