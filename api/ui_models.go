@@ -300,12 +300,29 @@ type versionData struct {
 	Version    VersionResponse
 	Metrics    []kv
 	Tags       []kv
-	Artifacts  []ArtifactResponse
+	Artifacts  []artifactRow
 	ArtNext    string
 	Run        *projections.Run
 	Stages     []string
 	CanWrite   bool
 	CanPromote bool
+}
+
+// artifactRow is an artifact with its download link.
+type artifactRow struct {
+	ArtifactResponse
+	Href string
+}
+
+// artifactHref is the UI's download path of a version's artifact: each
+// segment of its path escaped, for a path may hold "?", "#" or "%".
+func artifactHref(slug, model string, version int, apath string) string {
+	segs := strings.Split(apath, "/")
+	for i, seg := range segs {
+		segs[i] = url.PathEscape(seg)
+	}
+	return "/projects/" + url.PathEscape(slug) + "/models/" + url.PathEscape(model) + "/versions/" + strconv.Itoa(version) +
+		"/artifacts/" + strings.Join(segs, "/")
 }
 
 // kv is one row of a name/value table, sorted by name.
@@ -354,7 +371,10 @@ func (s *Server) versionPage(w http.ResponseWriter, r *http.Request, status int,
 		if err != nil {
 			return err
 		}
-		d.Artifacts, d.ArtNext = arts.Items, arts.NextPageToken
+		for _, a := range arts.Items {
+			d.Artifacts = append(d.Artifacts, artifactRow{a, artifactHref(proj.Slug, d.Model, v.Version, a.Path)})
+		}
+		d.ArtNext = arts.NextPageToken
 	}
 	if v.RunID != "" {
 		if run, err := s.deps.Queries.Run(r.Context(), proj.ID, v.RunID); err == nil {

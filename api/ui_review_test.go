@@ -192,3 +192,34 @@ func TestUIReviewPromotionsNextPage(t *testing.T) {
 		t.Errorf("pages: first %q, second %q", targets(first), targets(second))
 	}
 }
+
+// An artifact's download link put its path into the URL as it is: a path
+// may hold "#", "?" or "%", which cut the link short or named another
+// file. Each segment is now escaped.
+func TestUIReviewArtifactLinkEscapesThePath(t *testing.T) {
+	t.Parallel()
+	e := testenv.Start(t, testenv.Config(t))
+	e.Admin("root@uireview.test")
+	u := newUIClient(t, e)
+	u.signIn("root@uireview.test", testenv.Password)
+	u.post("/projects", url.Values{"name": {"Gov"}}).want(t, 303)
+	u.post("/projects/gov/models", url.Values{"name": {"scorer"}}).want(t, 303)
+	v := "/projects/gov/models/scorer/versions/1"
+	u.post("/projects/gov/models/scorer/versions", nil).want(t, 303, v+"?done=version-registered")
+	u.get(v)
+	for _, apath := range []string{"notes #1?.txt", "100%41 done/r&d.txt"} {
+		u.upload(v+"/artifacts", apath, "x.txt", []byte("content of "+apath)).want(t, 303, v+"?done=artifact-uploaded")
+	}
+	page := u.get(v).want(t, 200).Body
+	links := regexp.MustCompile(`<a href="([^"]*)" download>([^<]*)</a>`).FindAllStringSubmatch(page, -1)
+	if len(links) != 2 {
+		t.Fatalf("artifact links: %q", links)
+	}
+	for _, l := range links {
+		apath := html.UnescapeString(l[2])
+		dl := u.get(html.UnescapeString(l[1]))
+		if dl.Status != 200 || dl.Body != "content of "+apath {
+			t.Errorf("the link %q of %q downloads %d %q", l[1], apath, dl.Status, dl.Body)
+		}
+	}
+}
