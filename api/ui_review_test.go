@@ -223,3 +223,34 @@ func TestUIReviewArtifactLinkEscapesThePath(t *testing.T) {
 		}
 	}
 }
+
+// An uploaded artifact was served from the UI's origin to any request, a
+// <script src> or a stylesheet's included: a JavaScript file uploaded as
+// an artifact passed the CSP's script-src 'self', so any HTML injection
+// into a page would have run an attacker's script despite the CSP. The
+// download answers navigations and fetches only (Sec-Fetch-Dest).
+func TestUIReviewArtifactIsNoScriptOfThePage(t *testing.T) {
+	t.Parallel()
+	e := testenv.Start(t, testenv.Config(t))
+	e.Admin("root@uireview.test")
+	u := newUIClient(t, e)
+	u.signIn("root@uireview.test", testenv.Password)
+	u.post("/projects", url.Values{"name": {"Gov"}}).want(t, 303)
+	u.post("/projects/gov/models", url.Values{"name": {"scorer"}}).want(t, 303)
+	v := "/projects/gov/models/scorer/versions/1"
+	u.post("/projects/gov/models/scorer/versions", nil).want(t, 303, v+"?done=version-registered")
+	u.get(v)
+	u.upload(v+"/artifacts", "evil.js", "evil.js", []byte("alert(document.cookie)")).want(t, 303, v+"?done=artifact-uploaded")
+	for _, dest := range []string{"script", "style", "worker", "image", "object", "embed"} {
+		r := u.do("GET", v+"/artifacts/evil.js", nil, "Sec-Fetch-Dest", dest)
+		if r.Status == 200 {
+			t.Errorf("Sec-Fetch-Dest %s: the artifact is served (%s)", dest, r.Header.Get("Content-Type"))
+		}
+	}
+	// A download (a link followed, or fetched) still works.
+	for _, dest := range []string{"", "document", "empty"} {
+		if r := u.do("GET", v+"/artifacts/evil.js", nil, "Sec-Fetch-Dest", dest); r.Status != 200 || r.Body != "alert(document.cookie)" {
+			t.Errorf("Sec-Fetch-Dest %q: %d %q", dest, r.Status, r.Body)
+		}
+	}
+}
