@@ -2,6 +2,8 @@ package api_test
 
 import (
 	"context"
+	"encoding/base64"
+	"encoding/json"
 	"fmt"
 	"html"
 	"net/http"
@@ -11,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/maestro-ml/maestro/handlers/identity"
 	"github.com/maestro-ml/maestro/internal/testenv"
 )
 
@@ -253,4 +256,43 @@ func TestUIReviewArtifactIsNoScriptOfThePage(t *testing.T) {
 			t.Errorf("Sec-Fetch-Dest %q: %d %q", dest, r.Status, r.Body)
 		}
 	}
+}
+
+// The web token lasted 12 hours whatever the session policy: with a
+// policy whose sessions end sooner (an idle or absolute limit under 12
+// hours), the browser's session outlived the session itself, which no API
+// client's can. It now ends with the session's refresh token.
+func TestUIReviewWebTokenEndsWithTheSession(t *testing.T) {
+	t.Parallel()
+	cfg := testenv.Config(t)
+	cfg.Sessions = identity.SessionPolicy{Idle: time.Hour, Absolute: 2 * time.Hour}
+	e := testenv.Start(t, cfg)
+	e.Admin("root@uireview.test")
+	u := newUIClient(t, e)
+	u.get("/").want(t, 200)
+	r := u.post("/signin", url.Values{"email": {"root@uireview.test"}, "password": {testenv.Password}}).want(t, 303, "/projects")
+	var cookie *http.Cookie
+	for _, c := range (&http.Response{Header: r.Header}).Cookies() {
+		if c.Name == "__Host-maestro" {
+			cookie = c
+		}
+	}
+	if cookie == nil {
+		t.Fatal("no session cookie")
+	}
+	if cookie.MaxAge <= 0 || cookie.MaxAge > 3600 {
+		t.Errorf("cookie Max-Age %d, want at most the session's idle limit (3600)", cookie.MaxAge)
+	}
+	parts := strings.Split(cookie.Value, ".")
+	var claims struct{ Exp int64 }
+	if len(parts) != 3 {
+		t.Fatalf("the cookie is no JWT: %q", cookie.Value)
+	}
+	if b, err := base64.RawURLEncoding.DecodeString(parts[1]); err != nil || json.Unmarshal(b, &claims) != nil {
+		t.Fatalf("the web token's claims: %v", err)
+	}
+	if left := time.Until(time.Unix(claims.Exp, 0)); left > time.Hour+time.Minute {
+		t.Errorf("the web token lasts %v, beyond the session's idle limit", left)
+	}
+	u.get("/projects").want(t, 200)
 }
