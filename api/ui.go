@@ -64,6 +64,11 @@ const (
 	uiSessionTTL = 12 * time.Hour
 	// uiFormMaxBytes bounds a form's body.
 	uiFormMaxBytes = 64 << 10
+	// uiParsedMaxBytes bounds a body that is not multipart whatever the
+	// route's MaxBody: ParseForm reads it whole into memory (and sets no
+	// limit of its own under a MaxBytesReader). A larger MaxBody is for
+	// multipart uploads, which are streamed.
+	uiParsedMaxBytes = 1 << 20
 )
 
 // uiCSP is the Content-Security-Policy of every UI response: scripts and
@@ -148,7 +153,11 @@ func (s *Server) uiEndpoint(rt UIRoute) http.Handler {
 		hdr := w.Header()
 		hdr.Set("Content-Security-Policy", uiCSP)
 		hdr.Set("Cache-Control", "no-store")
-		r.Body = http.MaxBytesReader(w, r.Body, limit)
+		bodyMax := limit
+		if bodyMax > uiParsedMaxBytes && !strings.HasPrefix(r.Header.Get("Content-Type"), "multipart/form-data") {
+			bodyMax = uiParsedMaxBytes
+		}
+		r.Body = http.MaxBytesReader(w, r.Body, bodyMax)
 		h.ServeHTTP(w, r.WithContext(ctx))
 	})
 }

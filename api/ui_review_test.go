@@ -6,10 +6,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"html"
+	"io"
 	"net/http"
 	"net/url"
 	"regexp"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -295,4 +297,64 @@ func TestUIReviewWebTokenEndsWithTheSession(t *testing.T) {
 		t.Errorf("the web token lasts %v, beyond the session's idle limit", left)
 	}
 	u.get("/projects").want(t, 200)
+}
+
+// countingBody is a request body of n bytes after head, counting what the
+// server has read of it.
+type countingBody struct {
+	head []byte
+	n    int64
+	read atomic.Int64
+}
+
+func (b *countingBody) Read(p []byte) (int, error) {
+	off := b.read.Load()
+	if off >= int64(len(b.head))+b.n {
+		return 0, io.EOF
+	}
+	k := 0
+	for k < len(p) && off+int64(k) < int64(len(b.head))+b.n {
+		if i := off + int64(k); i < int64(len(b.head)) {
+			p[k] = b.head[i]
+		} else {
+			p[k] = 'a'
+		}
+		k++
+	}
+	b.read.Add(int64(k))
+	return k, nil
+}
+
+// The upload route's body limit is the artifact limit (5 GiB by default)
+// so that a multipart upload streams; but a urlencoded body is parsed
+// whole into memory (ParseForm, for the csrf field), and under an
+// http.MaxBytesReader Go sets no limit of its own: any signed-in user
+// (no project needed) could have the server buffer gigabytes. A body that
+// is not multipart is now bounded at 1 MiB on every route.
+func TestUIReviewUploadRouteBoundsAURLEncodedBody(t *testing.T) {
+	t.Parallel()
+	e := testenv.Start(t, testenv.Config(t))
+	e.Register("nobody@uireview.test")
+	u := newUIClient(t, e)
+	u.signIn("nobody@uireview.test", testenv.Password)
+	body := &countingBody{head: []byte("csrf=" + url.QueryEscape(u.csrf) + "&pad="), n: 256 << 20}
+	req, err := http.NewRequest("POST", e.URL+"/projects/any/models/m/versions/1/artifacts", body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.ContentLength = int64(len(body.head)) + body.n
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	for name, v := range u.cookies {
+		req.AddCookie(&http.Cookie{Name: name, Value: v})
+	}
+	resp, err := u.c.Do(req)
+	if err == nil {
+		resp.Body.Close()
+		if resp.StatusCode < 400 {
+			t.Errorf("status %d", resp.StatusCode)
+		}
+	}
+	if got := body.read.Load(); got > 64<<20 {
+		t.Errorf("the server read %d MiB of a urlencoded form before answering", got>>20)
+	}
 }
