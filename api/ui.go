@@ -208,9 +208,15 @@ func (s *Server) authenticateUI(next http.Handler) http.Handler {
 		if who, ok := r.Context().Value(ctxLogPrincipal).(*string); ok {
 			*who = "user:" + p.UserID
 		}
-		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), ctxPrincipal, p)))
+		ctx := context.WithValue(r.Context(), ctxPrincipal, p)
+		ctx = context.WithValue(ctx, uiSessionCheck{}, func() error { _, err := s.uiPrincipal(r); return err })
+		next.ServeHTTP(w, r.WithContext(ctx))
 	})
 }
+
+// uiSessionCheck is the context key of a function that checks the UI
+// request's session again: a long answer (a log follow) ends with it.
+type uiSessionCheck struct{}
 
 // checkCSRF refuses a state-changing UI request without its session's CSRF
 // token (form field csrf, or header X-CSRF-Token for htmx), before anything

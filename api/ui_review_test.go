@@ -1,6 +1,7 @@
 package api_test
 
 import (
+	"bufio"
 	"context"
 	"encoding/base64"
 	"encoding/json"
@@ -9,12 +10,15 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/maestro-ml/maestro/api"
 	"github.com/maestro-ml/maestro/handlers/identity"
 	"github.com/maestro-ml/maestro/internal/testenv"
 )
@@ -356,5 +360,39 @@ func TestUIReviewUploadRouteBoundsAURLEncodedBody(t *testing.T) {
 	}
 	if got := body.read.Load(); got > 64<<20 {
 		t.Errorf("the server read %d MiB of a urlencoded form before answering", got>>20)
+	}
+}
+
+// A job log followed from the UI went on after its session ended: the
+// follow checked the cookie once, when it opened, and then streamed the
+// job's log for as long as the job ran (up to logFollowTimeout, 24 h) —
+// after sign-out, revocation or the user's deactivation. The follow now
+// checks its session as it goes and ends with it.
+func TestUIReviewLogFollowEndsWithTheSession(t *testing.T) {
+	t.Parallel()
+	j := startUIJobs(t, "uireviewlog.test", true)
+	e, vi := j.e, j.viewer
+	release := filepath.Join(t.TempDir(), "release")
+	t.Cleanup(func() { _ = os.WriteFile(release, nil, 0o600) })
+	live := asJSON[api.JobSubmission](t, call(t, e, 201, "POST", "/api/v1/projects/train/jobs", j.editorAPI, map[string]any{
+		"experiment": "logs", "name": "waiter", "params": map[string]any{"release": release},
+		"command": []string{"sh", "-c", `echo first; while [ ! -e "$MAESTRO_PARAM_RELEASE" ]; do sleep 0.05; done; echo second`}})).Job
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	resp := vi.openJobLog(ctx, "/projects/train/jobs/"+live.ID+"/log?follow=true")
+	if resp.StatusCode != 200 {
+		t.Fatalf("follow: %d", resp.StatusCode)
+	}
+	events := make(chan sseEvent, 64)
+	go readSSE(bufio.NewReader(resp.Body), events)
+	if ev, ok := nextEvent(t, events); !ok || ev.name != "line" || !strings.Contains(ev.data, `"text":"first"`) {
+		t.Fatalf("first event: %+v (ok %v)", ev, ok)
+	}
+
+	// The viewer signs out (in another tab): the follow ends.
+	vi.get("/projects").want(t, 200)
+	vi.post("/signout", nil).want(t, 303, "/")
+	if ev, ok := nextEvent(t, events); ok {
+		t.Fatalf("the follow goes on after sign-out: %+v", ev)
 	}
 }
