@@ -307,6 +307,17 @@ func (s *Server) uiError(w http.ResponseWriter, r *http.Request, err error) {
 	}
 }
 
+// uiPageProblem answers a browser's request outside the UI's routes (no
+// such page, a form's address visited) with the UI's error page.
+func (s *Server) uiPageProblem(w http.ResponseWriter, r *http.Request, pe *problemError) {
+	w.Header().Set("Content-Security-Policy", uiCSP)
+	w.Header().Set("Cache-Control", "no-store")
+	if p, err := s.uiPrincipal(r); err == nil {
+		r = r.WithContext(context.WithValue(r.Context(), ctxPrincipal, p))
+	}
+	s.uiError(w, r, pe)
+}
+
 // seeOther ends a form: 303 to the page that shows its outcome (POST,
 // redirect, GET), naming one of uiNotices for that page to show.
 func seeOther(w http.ResponseWriter, r *http.Request, path, done string) {

@@ -396,3 +396,28 @@ func TestUIReviewLogFollowEndsWithTheSession(t *testing.T) {
 		t.Fatalf("the follow goes on after sign-out: %+v", ev)
 	}
 }
+
+// A browser visiting the address of a form — the address bar after a
+// failed sign-in reads /signin, after a refused form the form's action —
+// got the JSON API's problem (405, application/problem+json) instead of a
+// page. It gets the UI's error page, as for an address with no page; an
+// API client still gets the problem.
+func TestUIReviewFormAddressVisitedIsAPage(t *testing.T) {
+	t.Parallel()
+	e := testenv.Start(t, testenv.Config(t))
+	e.Admin("root@uireview.test")
+	u := newUIClient(t, e)
+	accept := []string{"Accept", "text/html,application/xhtml+xml"}
+	r := u.do("GET", "/signin", nil, accept...)
+	if r.Status != 405 || !strings.HasPrefix(r.Header.Get("Content-Type"), "text/html") || !strings.Contains(r.Body, `<a href="/">Sign in</a>`) ||
+		r.Header.Get("Content-Security-Policy") == "" || r.Header.Get("Allow") != "POST" {
+		t.Errorf("GET /signin from a browser: %d %v %.300s", r.Status, r.Header, r.Body)
+	}
+	u.signIn("root@uireview.test", testenv.Password)
+	if r := u.do("GET", "/projects/gov/members", nil, accept...); r.Status != 405 || !strings.Contains(r.Body, ">Sign out<") {
+		t.Errorf("GET of a form's address, signed in: %d %.300s", r.Status, r.Body)
+	}
+	if r := u.do("GET", "/signin", nil); r.Status != 405 || !strings.HasPrefix(r.Header.Get("Content-Type"), "application/problem+json") {
+		t.Errorf("an API client: %d %v", r.Status, r.Header)
+	}
+}
