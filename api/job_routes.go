@@ -45,6 +45,8 @@ const (
 	logWriteWindow   = 30 * time.Second
 	logKeepAlive     = 15 * time.Second
 	logFlush         = 64 << 10
+	// followSessionCheck is how often a UI follow checks its session.
+	followSessionCheck = 5 * time.Second
 )
 
 // A log follow holds its connection and a server-side consumer (a NATS
@@ -460,6 +462,26 @@ func (s *Server) followJobLogs(r *http.Request, out *logWriter, q jobLogsQuery) 
 		case <-ctx.Done():
 		}
 	}()
+	if check, ok := r.Context().Value(uiSessionCheck{}).(func() error); ok {
+		// A UI follow ends with its session (sign-out, revocation,
+		// deactivation), which it checks every followSessionCheck.
+		go func() {
+			tick := time.NewTicker(followSessionCheck)
+			defer tick.Stop()
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-tick.C:
+					var pe *problemError
+					if err := check(); errors.As(err, &pe) && pe.code == "unauthenticated" {
+						cancel()
+						return
+					}
+				}
+			}
+		}()
+	}
 	markStreamed(r)
 	if q.text {
 		out.start("text/plain; charset=utf-8", "no-cache")

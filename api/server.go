@@ -219,12 +219,7 @@ func (s *Server) router() chi.Router {
 		}
 		if wantsPage(r) {
 			// A browser on a page that does not exist: the UI's 404 page.
-			w.Header().Set("Content-Security-Policy", uiCSP)
-			w.Header().Set("Cache-Control", "no-store")
-			if p, err := s.uiPrincipal(r); err == nil {
-				r = r.WithContext(context.WithValue(r.Context(), ctxPrincipal, p))
-			}
-			s.uiError(w, r, &problemError{code: "not-found", detail: "there is no page at " + r.URL.Path})
+			s.uiPageProblem(w, r, &problemError{code: "not-found", detail: "there is no page at " + r.URL.Path})
 			return
 		}
 		writeProblem(w, r, &problemError{code: "not-found", detail: "no such route"})
@@ -247,6 +242,12 @@ func (s *Server) router() chi.Router {
 			}
 		}
 		w.Header().Set("Allow", strings.Join(allowed, ", "))
+		if wantsPage(r) {
+			// A browser visiting a form's address (the address bar after a
+			// refused form, /signin after a failed sign-in): a page.
+			s.uiPageProblem(w, r, &problemError{code: "method-not-allowed", detail: "this address takes a form, not a visit"})
+			return
+		}
 		if mlflowPath.MatchString(r.URL.Path) {
 			// MLflow's Python client falls back to another method only on
 			// ENDPOINT_NOT_FOUND (get-latest-versions: POST, then GET).

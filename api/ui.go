@@ -64,6 +64,11 @@ const (
 	uiSessionTTL = 12 * time.Hour
 	// uiFormMaxBytes bounds a form's body.
 	uiFormMaxBytes = 64 << 10
+	// uiParsedMaxBytes bounds a body that is not multipart whatever the
+	// route's MaxBody: ParseForm reads it whole into memory (and sets no
+	// limit of its own under a MaxBytesReader). A larger MaxBody is for
+	// multipart uploads, which are streamed.
+	uiParsedMaxBytes = 1 << 20
 )
 
 // uiCSP is the Content-Security-Policy of every UI response: scripts and
@@ -148,7 +153,11 @@ func (s *Server) uiEndpoint(rt UIRoute) http.Handler {
 		hdr := w.Header()
 		hdr.Set("Content-Security-Policy", uiCSP)
 		hdr.Set("Cache-Control", "no-store")
-		r.Body = http.MaxBytesReader(w, r.Body, limit)
+		bodyMax := limit
+		if bodyMax > uiParsedMaxBytes && !strings.HasPrefix(r.Header.Get("Content-Type"), "multipart/form-data") {
+			bodyMax = uiParsedMaxBytes
+		}
+		r.Body = http.MaxBytesReader(w, r.Body, bodyMax)
 		h.ServeHTTP(w, r.WithContext(ctx))
 	})
 }
@@ -178,7 +187,12 @@ func (s *Server) authenticateUI(next http.Handler) http.Handler {
 				s.uiError(w, r, err)
 				return
 			}
-			clearCookie(w, uiCookie)
+			if _, sent := r.Cookie(uiCookie); sent == nil {
+				// Only a cookie that was sent is dropped: a navigation
+				// from another site sends no SameSite=Strict cookie, yet
+				// the browser applies this answer's Set-Cookie.
+				clearCookie(w, uiCookie)
+			}
 			target := "/"
 			if r.Method == http.MethodGet {
 				target += "?next=" + url.QueryEscape(r.URL.RequestURI())
@@ -194,9 +208,15 @@ func (s *Server) authenticateUI(next http.Handler) http.Handler {
 		if who, ok := r.Context().Value(ctxLogPrincipal).(*string); ok {
 			*who = "user:" + p.UserID
 		}
-		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), ctxPrincipal, p)))
+		ctx := context.WithValue(r.Context(), ctxPrincipal, p)
+		ctx = context.WithValue(ctx, uiSessionCheck{}, func() error { _, err := s.uiPrincipal(r); return err })
+		next.ServeHTTP(w, r.WithContext(ctx))
 	})
 }
+
+// uiSessionCheck is the context key of a function that checks the UI
+// request's session again: a long answer (a log follow) ends with it.
+type uiSessionCheck struct{}
 
 // checkCSRF refuses a state-changing UI request without its session's CSRF
 // token (form field csrf, or header X-CSRF-Token for htmx), before anything
@@ -285,6 +305,17 @@ func (s *Server) uiError(w http.ResponseWriter, r *http.Request, err error) {
 	if err := s.render(w, c.Status, "error", s.page(r, c.Title, "", uiErrorData{Detail: pe.detail, Back: back, BackText: backText})); err != nil {
 		s.deps.Logger.ErrorContext(r.Context(), "render error page", "request_id", requestID(r.Context()), "err", err)
 	}
+}
+
+// uiPageProblem answers a browser's request outside the UI's routes (no
+// such page, a form's address visited) with the UI's error page.
+func (s *Server) uiPageProblem(w http.ResponseWriter, r *http.Request, pe *problemError) {
+	w.Header().Set("Content-Security-Policy", uiCSP)
+	w.Header().Set("Cache-Control", "no-store")
+	if p, err := s.uiPrincipal(r); err == nil {
+		r = r.WithContext(context.WithValue(r.Context(), ctxPrincipal, p))
+	}
+	s.uiError(w, r, pe)
 }
 
 // seeOther ends a form: 303 to the page that shows its outcome (POST,

@@ -340,7 +340,7 @@ type promotionsData struct {
 	Items     []promotionRow
 	States    []string
 	Query     url.Values
-	NextQuery string
+	NextQuery string // "?" and the next page's query
 }
 
 // uiPromotions is a project's promotion requests, filtered as GET
@@ -370,7 +370,7 @@ func (s *Server) uiPromotions(w http.ResponseWriter, r *http.Request) error {
 	if list.NextPageToken != "" {
 		next := r.URL.Query()
 		next.Set("page_token", list.NextPageToken)
-		d.NextQuery = next.Encode()
+		d.NextQuery = "?" + next.Encode() // a whole URL: html/template keeps its "=" and "&"
 	}
 	return s.render(w, http.StatusOK, "promotions", s.inProject(r, proj, "Promotion requests", "Approvals", d))
 }

@@ -70,7 +70,14 @@ func (s *Server) uiSignIn(w http.ResponseWriter, r *http.Request) error {
 		}
 		return err
 	}
-	token, _, err := s.deps.Tokens.Issue(auth.TokenWeb, pair.UserID, pair.SessionID, 0, s.deps.Now().Add(uiSessionTTL))
+	// The web token lasts uiSessionTTL, but never beyond the session's
+	// refresh token (the session policy's idle and absolute limits): no
+	// refresh prolongs a browser's session.
+	exp := s.deps.Now().Add(uiSessionTTL)
+	if rc, err := s.deps.Tokens.Verify(pair.RefreshToken, auth.TokenRefresh); err == nil && rc.ExpiresAt != nil && rc.ExpiresAt.Before(exp) {
+		exp = rc.ExpiresAt.Time
+	}
+	token, _, err := s.deps.Tokens.Issue(auth.TokenWeb, pair.UserID, pair.SessionID, 0, exp)
 	if err != nil {
 		return err
 	}
@@ -78,7 +85,7 @@ func (s *Server) uiSignIn(w http.ResponseWriter, r *http.Request) error {
 	// it lags, the event store): wait for it, so that page is quick.
 	s.waitApplied(r.Context(), seq, projections.Sessions{}.Name())
 	clearCookie(w, uiPreCookie)
-	setCookie(w, uiCookie, token, uiSessionTTL)
+	setCookie(w, uiCookie, token, exp.Sub(s.deps.Now()))
 	http.Redirect(w, r, d.Next, http.StatusSeeOther)
 	return nil
 }

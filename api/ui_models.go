@@ -38,7 +38,7 @@ func (s *Server) uiModelRoutes() []UIRoute {
 		{Method: "GET", Pattern: version, handle: s.uiVersion},
 		{Method: "POST", Pattern: version + "/transition", handle: s.uiTransition},
 		{Method: "POST", Pattern: version + "/artifacts", MaxBody: s.uploadMaxBody(), Timeout: artifactTransferTimeout, handle: s.uiUploadArtifact},
-		{Method: "GET", Pattern: version + "/artifacts/*", Timeout: artifactTransferTimeout, handle: s.getArtifact},
+		{Method: "GET", Pattern: version + "/artifacts/*", Timeout: artifactTransferTimeout, handle: s.uiDownloadArtifact},
 	}
 }
 
@@ -300,13 +300,30 @@ type versionData struct {
 	Version    VersionResponse
 	Metrics    []kv
 	Tags       []kv
-	Artifacts  []ArtifactResponse
+	Artifacts  []artifactRow
 	ArtNext    string
 	Run        *projections.Run
 	Job        *projections.Job
 	Stages     []string
 	CanWrite   bool
 	CanPromote bool
+}
+
+// artifactRow is an artifact with its download link.
+type artifactRow struct {
+	ArtifactResponse
+	Href string
+}
+
+// artifactHref is the UI's download path of a version's artifact: each
+// segment of its path escaped, for a path may hold "?", "#" or "%".
+func artifactHref(slug, model string, version int, apath string) string {
+	segs := strings.Split(apath, "/")
+	for i, seg := range segs {
+		segs[i] = url.PathEscape(seg)
+	}
+	return "/projects/" + url.PathEscape(slug) + "/models/" + url.PathEscape(model) + "/versions/" + strconv.Itoa(version) +
+		"/artifacts/" + strings.Join(segs, "/")
 }
 
 // kv is one row of a name/value table, sorted by name.
@@ -355,7 +372,10 @@ func (s *Server) versionPage(w http.ResponseWriter, r *http.Request, status int,
 		if err != nil {
 			return err
 		}
-		d.Artifacts, d.ArtNext = arts.Items, arts.NextPageToken
+		for _, a := range arts.Items {
+			d.Artifacts = append(d.Artifacts, artifactRow{a, artifactHref(proj.Slug, d.Model, v.Version, a.Path)})
+		}
+		d.ArtNext = arts.NextPageToken
 	}
 	if v.RunID != "" {
 		if run, err := s.deps.Queries.Run(r.Context(), proj.ID, v.RunID); err == nil {
@@ -437,6 +457,21 @@ func (s *Server) uiUploadArtifact(w http.ResponseWriter, r *http.Request) error 
 	s.waitApplied(r.Context(), seq, registryViews...)
 	seeOther(w, r, strings.TrimSuffix(r.URL.Path, "/artifacts"), "artifact-uploaded")
 	return nil
+}
+
+// uiDownloadArtifact is an artifact's download: getArtifact, as GET
+// .../artifacts/{path}, for a navigation or a fetch only. An artifact is
+// anyone's upload served from the UI's origin with the type it was given,
+// so as a <script> or a stylesheet of a page it would pass the CSP's
+// script-src 'self' (its own sandbox CSP and attachment do not apply to a
+// subresource): browsers say what a request is for in Sec-Fetch-Dest.
+func (s *Server) uiDownloadArtifact(w http.ResponseWriter, r *http.Request) error {
+	switch r.Header.Get("Sec-Fetch-Dest") {
+	case "", "document", "empty":
+	default:
+		return problem("forbidden", "an artifact is downloaded, never loaded into a page")
+	}
+	return s.getArtifact(w, r)
 }
 
 // compareData is the version comparison's data: one column per version,
@@ -548,7 +583,8 @@ type historyRow struct {
 }
 
 // uiModelHistory is the model's audit trail (modelHistory, as GET
-// .../models/{name}/history), with each actor's e-mail where one is known.
+// .../models/{name}/history), with the e-mail of each actor who is a
+// member of the project.
 func (s *Server) uiModelHistory(w http.ResponseWriter, r *http.Request) error {
 	proj, err := s.readableProject(r)
 	if err != nil {
@@ -563,19 +599,16 @@ func (s *Server) uiModelHistory(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	d := historyData{Slug: proj.Slug, Model: chi.URLParam(r, "name"), Next: page.NextPageToken}
-	emails := map[string]string{}
+	// Members by e-mail (as listMembers shows them to the page's reader),
+	// anyone else by id: the API tells other users' addresses to admins only.
+	emails, err := s.memberEmails(newCall(w, r))
+	if err != nil {
+		return err
+	}
 	for _, e := range page.Items {
 		who := e.Actor
-		if id, ok := strings.CutPrefix(e.Actor, string(events.ActorUser)+":"); ok {
-			if _, seen := emails[id]; !seen {
-				emails[id] = ""
-				if u, err := s.deps.Queries.User(r.Context(), id); err == nil {
-					emails[id] = u.Email
-				}
-			}
-			if emails[id] != "" {
-				who = emails[id]
-			}
+		if id, ok := strings.CutPrefix(e.Actor, string(events.ActorUser)+":"); ok && emails[id] != "" {
+			who = emails[id]
 		}
 		d.Entries = append(d.Entries, historyRow{Time: e.Time, Who: who, Type: e.Type, Summary: e.Summary})
 	}

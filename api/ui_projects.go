@@ -116,6 +116,16 @@ func (s *Server) projectPage(w http.ResponseWriter, r *http.Request, status int,
 // /api/v1/projects/{project}/members/{user_id}.
 func (s *Server) uiAddMember(w http.ResponseWriter, r *http.Request) error {
 	again := func(status int, detail string) error { return s.projectPage(w, r, status, detail) }
+	// Whether an address has an account is for those who may add members
+	// to tell (the API tells admins only): the others get the service's
+	// refusal, whatever the address.
+	proj, err := s.readableProject(r)
+	if err != nil {
+		return err
+	}
+	if !can(r, proj, authz.ProjectManage) {
+		return again(http.StatusForbidden, "your project role does not allow this")
+	}
 	email, err := identity.NormalizeEmail(formValue(r, "email"))
 	if err != nil {
 		return s.formFailed(w, r, err, again)
