@@ -38,7 +38,7 @@ func (s *Server) uiModelRoutes() []UIRoute {
 		{Method: "GET", Pattern: version, handle: s.uiVersion},
 		{Method: "POST", Pattern: version + "/transition", handle: s.uiTransition},
 		{Method: "POST", Pattern: version + "/artifacts", MaxBody: s.uploadMaxBody(), Timeout: artifactTransferTimeout, handle: s.uiUploadArtifact},
-		{Method: "GET", Pattern: version + "/artifacts/*", Timeout: artifactTransferTimeout, handle: s.uiDownloadArtifact},
+		{Method: "GET", Pattern: version + "/artifacts/*", Timeout: artifactTransferTimeout, handle: downloadOnly(s.getArtifact)},
 	}
 }
 
@@ -459,19 +459,21 @@ func (s *Server) uiUploadArtifact(w http.ResponseWriter, r *http.Request) error 
 	return nil
 }
 
-// uiDownloadArtifact is an artifact's download: getArtifact, as GET
-// .../artifacts/{path}, for a navigation or a fetch only. An artifact is
+// downloadOnly serves an artifact's download (get: getArtifact,
+// getRunArtifact) for a navigation or a fetch only. An artifact is
 // anyone's upload served from the UI's origin with the type it was given,
 // so as a <script> or a stylesheet of a page it would pass the CSP's
 // script-src 'self' (its own sandbox CSP and attachment do not apply to a
 // subresource): browsers say what a request is for in Sec-Fetch-Dest.
-func (s *Server) uiDownloadArtifact(w http.ResponseWriter, r *http.Request) error {
-	switch r.Header.Get("Sec-Fetch-Dest") {
-	case "", "document", "empty":
-	default:
-		return problem("forbidden", "an artifact is downloaded, never loaded into a page")
+func downloadOnly(get routeHandler) routeHandler {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		switch r.Header.Get("Sec-Fetch-Dest") {
+		case "", "document", "empty":
+		default:
+			return problem("forbidden", "an artifact is downloaded, never loaded into a page")
+		}
+		return get(w, r)
 	}
-	return s.getArtifact(w, r)
 }
 
 // compareData is the version comparison's data: one column per version,

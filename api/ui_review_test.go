@@ -262,6 +262,18 @@ func TestUIReviewArtifactIsNoScriptOfThePage(t *testing.T) {
 			t.Errorf("Sec-Fetch-Dest %q: %d %q", dest, r.Status, r.Body)
 		}
 	}
+	// A run's artifacts likewise.
+	admin := e.Login("root@uireview.test", testenv.Password).AccessToken
+	x := asJSON[idBody](t, call(t, e, 201, "POST", "/api/v1/projects/gov/experiments", admin, map[string]any{"name": "x"}))
+	run := asJSON[idBody](t, call(t, e, 201, "POST", "/api/v1/projects/gov/experiments/"+x.ID+"/runs", admin, map[string]any{"name": "r"}))
+	call(t, e, 201, "PUT", "/api/v1/projects/gov/runs/"+run.ID+"/artifacts/evil.js", admin, []byte("alert(document.cookie)"), "Content-Type", "text/javascript")
+	ra := "/projects/gov/runs/" + run.ID + "/artifacts/evil.js"
+	if r := u.do("GET", ra, nil, "Sec-Fetch-Dest", "script"); r.Status == 200 {
+		t.Errorf("a run's artifact is served as a script (%s)", r.Header.Get("Content-Type"))
+	}
+	if r := u.do("GET", ra, nil, "Sec-Fetch-Dest", "document"); r.Status != 200 || r.Body != "alert(document.cookie)" {
+		t.Errorf("a run's artifact download: %d %q", r.Status, r.Body)
+	}
 }
 
 // The web token lasted 12 hours whatever the session policy: with a

@@ -65,7 +65,7 @@ func (s *Server) uiRunRoutes() []UIRoute {
 		{Method: "GET", Pattern: experiment + "/compare", handle: s.uiCompareRuns},
 		{Method: "GET", Pattern: run, handle: s.uiRun},
 		{Method: "GET", Pattern: run + "/metrics/{key}", handle: s.uiMetricSeries},
-		{Method: "GET", Pattern: run + "/artifacts/*", Timeout: artifactTransferTimeout, handle: s.getRunArtifact},
+		{Method: "GET", Pattern: run + "/artifacts/*", Timeout: artifactTransferTimeout, handle: downloadOnly(s.getRunArtifact)},
 	}
 }
 
