@@ -279,9 +279,14 @@ func (s *Server) page(r *http.Request, title, nav string, data any) web.Page {
 
 // render writes a page with status.
 func (s *Server) render(w http.ResponseWriter, status int, name string, pg web.Page) error {
+	page, err := s.ui.Render(name, pg)
+	if err != nil {
+		return err // nothing sent yet: the error page answers
+	}
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	w.WriteHeader(status)
-	return s.ui.Render(w, name, pg)
+	_, _ = w.Write(page)
+	return nil
 }
 
 // uiErrorData is the error page's own data.

@@ -84,6 +84,14 @@ func (s *Server) uiSignIn(w http.ResponseWriter, r *http.Request) error {
 	// The next page authenticates against the sessions read model (or, if
 	// it lags, the event store): wait for it, so that page is quick.
 	s.waitApplied(r.Context(), seq, projections.Sessions{}.Name())
+	// A browser signing in again (another tab, another account) replaces
+	// its session: the one its old cookie held ends rather than live on
+	// unseen.
+	if old, err := s.uiPrincipal(r); err == nil && old.SessionID != pair.SessionID {
+		if _, err := s.deps.Identity.Logout(r.Context(), meta(r), old); err != nil {
+			s.deps.Logger.WarnContext(r.Context(), "sign-in: end the browser's previous session", "request_id", requestID(r.Context()), "err", err)
+		}
+	}
 	clearCookie(w, uiPreCookie)
 	setCookie(w, uiCookie, token, exp.Sub(s.deps.Now()))
 	http.Redirect(w, r, d.Next, http.StatusSeeOther)

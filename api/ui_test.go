@@ -2,6 +2,7 @@ package api_test
 
 import (
 	"context"
+	"fmt"
 	"html"
 	"io"
 	"net/http"
@@ -10,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/maestro-ml/maestro/internal/testenv"
 )
@@ -196,6 +198,35 @@ func TestUISignInCookieAndSignOut(t *testing.T) {
 	}
 	u.cookies["__Host-maestro"] = session.Value
 	u.get("/projects").want(t, 303, "/?next=%2Fprojects")
+}
+
+// Signing in again in the same browser (another tab) ends the session its
+// old cookie held: no session lives on that nobody can sign out of.
+func TestUISignInAgainEndsThePreviousSession(t *testing.T) {
+	t.Parallel()
+	e := testenv.Start(t, testenv.Config(t))
+	e.Admin("root@uiagain.test")
+	u := newUIClient(t, e)
+	u.signIn("root@uiagain.test", testenv.Password)
+	first := u.cookies["__Host-maestro"]
+	// A sign-in form the browser had loaded before (its pre-session
+	// cookie), submitted while the browser holds a session.
+	delete(u.cookies, "__Host-maestro")
+	u.get("/").want(t, 200)
+	u.cookies["__Host-maestro"] = first
+	u.post("/signin", url.Values{"email": {"root@uiagain.test"}, "password": {testenv.Password}}).want(t, 303, "/projects")
+	if u.cookies["__Host-maestro"] == first {
+		t.Fatal("the second sign-in kept the first cookie")
+	}
+	u.get("/projects").want(t, 200)
+	old := newUIClient(t, e)
+	old.cookies["__Host-maestro"] = first
+	eventually(t, 10*time.Second, "the first session ended", func() error {
+		if r := old.get("/projects"); r.Status != 303 {
+			return fmt.Errorf("the first session's cookie: %d", r.Status)
+		}
+		return nil
+	})
 }
 
 // Deactivating a user (through the API) ends their browser session on the

@@ -13,7 +13,6 @@ import (
 	"encoding/hex"
 	"fmt"
 	"html/template"
-	"io"
 	"io/fs"
 	"mime"
 	"net/http"
@@ -144,19 +143,18 @@ func (r *Renderer) Asset(name string) string {
 	return StaticPrefix + h + "/" + name
 }
 
-// Render writes the page template name with p. It renders into a buffer
-// first, so a template error is an error, not half a page.
-func (r *Renderer) Render(w io.Writer, name string, p Page) error {
+// Render renders the page template name with p, whole: a template error
+// is an error, never half a page sent under a success status.
+func (r *Renderer) Render(name string, p Page) ([]byte, error) {
 	t, ok := r.pages[name]
 	if !ok {
-		return fmt.Errorf("web: no page %q", name)
+		return nil, fmt.Errorf("web: no page %q", name)
 	}
 	var buf bytes.Buffer
 	if err := t.ExecuteTemplate(&buf, "layout", p); err != nil {
-		return fmt.Errorf("web: render %s: %w", name, err)
+		return nil, fmt.Errorf("web: render %s: %w", name, err)
 	}
-	_, err := w.Write(buf.Bytes())
-	return err
+	return buf.Bytes(), nil
 }
 
 // ServeStatic serves GET /static/<hash>/<name>. Only the current content

@@ -84,12 +84,19 @@ func TestRenderAndServeStatic(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var sb strings.Builder
-	if err := r.Render(&sb, "error", Page{Title: "Oops", User: &User{Email: "<a@b.c>", Admin: true}, CSRF: "tok",
-		Data: struct{ Detail, Back, BackText string }{"d", "/", "Back"}}); err != nil {
+	page, err := r.Render("error", Page{Title: "Oops", User: &User{Email: "<a@b.c>", Admin: true}, CSRF: "tok",
+		Data: struct{ Detail, Back, BackText string }{"d", "/", "Back"}})
+	if err != nil {
 		t.Fatal(err)
 	}
-	out := sb.String()
+	out := string(page)
+	// A page that cannot render is an error, not half a page.
+	if b, err := r.Render("projects", Page{Title: "P", User: &User{Email: "a@b.c"}, Data: 42}); err == nil || b != nil {
+		t.Errorf("a failing template rendered %d bytes, err %v", len(b), err)
+	}
+	if _, err := r.Render("no-such-page", Page{}); err == nil {
+		t.Error("an unknown page rendered")
+	}
 	for _, want := range []string{"<title>Oops · Maestro</title>", `<meta name="csrf-token" content="tok">`, ">Sign out<", "&lt;a@b.c&gt;", `lang="en"`} {
 		if !strings.Contains(out, want) {
 			t.Errorf("rendered page lacks %s", want)
