@@ -20,6 +20,7 @@ import (
 	"github.com/maestro-ml/maestro/auth"
 	"github.com/maestro-ml/maestro/authz"
 	"github.com/maestro-ml/maestro/events"
+	"github.com/maestro-ml/maestro/projections"
 )
 
 // The web UI (docs/ARCHITECTURE.md "Web UI"): server-rendered pages whose
@@ -265,6 +266,18 @@ func setCookie(w http.ResponseWriter, name, value string, maxAge time.Duration) 
 
 func clearCookie(w http.ResponseWriter, name string) {
 	http.SetCookie(w, &http.Cookie{Name: name, Value: "", Path: "/", MaxAge: -1, Secure: true, HttpOnly: true, SameSite: http.SameSiteStrictMode})
+}
+
+// projectInput is what most project pages start with: the project the
+// caller may read (readableProject: a 404 otherwise) and the page's own
+// path and query parameters (fillParams), in that order.
+func projectInput[In any](s *Server, r *http.Request) (projections.Project, In, error) {
+	var in In
+	proj, err := s.readableProject(r)
+	if err != nil {
+		return proj, in, err
+	}
+	return proj, in, fillParams(r, &in)
 }
 
 // page is the layout data of a page for the request's caller.

@@ -346,12 +346,8 @@ type promotionsData struct {
 // uiPromotions is a project's promotion requests, filtered as GET
 // .../promotions (state, mine, awaiting_me).
 func (s *Server) uiPromotions(w http.ResponseWriter, r *http.Request) error {
-	proj, err := s.readableProject(r)
+	proj, q, err := projectInput[listPromotionsQuery](s, r)
 	if err != nil {
-		return err
-	}
-	var q listPromotionsQuery
-	if err := fillParams(r, &q); err != nil {
 		return err
 	}
 	c := newCall(w, r)
@@ -475,12 +471,8 @@ func (s *Server) uiPromotion(w http.ResponseWriter, r *http.Request) error {
 // was made under, the gate's recorded results, the approvals so far, and
 // the forms for those the policy names and for the requester.
 func (s *Server) promotionPage(w http.ResponseWriter, r *http.Request, status int, errText string) error {
-	proj, err := s.readableProject(r)
+	proj, ref, err := projectInput[promotionRef](s, r)
 	if err != nil {
-		return err
-	}
-	var ref promotionRef
-	if err := fillParams(r, &ref); err != nil {
 		return err
 	}
 	c := newCall(w, r)

@@ -357,12 +357,8 @@ func (s *Server) uiJob(w http.ResponseWriter, r *http.Request) error {
 // request, the cancel form for those who may run jobs while it is queued
 // or running, and its log.
 func (s *Server) jobPage(w http.ResponseWriter, r *http.Request, status int, errText string) error {
-	proj, err := s.readableProject(r)
+	proj, ref, err := projectInput[jobRef](s, r)
 	if err != nil {
-		return err
-	}
-	var ref jobRef
-	if err := fillParams(r, &ref); err != nil {
 		return err
 	}
 	c := newCall(w, r)

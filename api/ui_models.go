@@ -98,12 +98,8 @@ func (s *Server) uiModels(w http.ResponseWriter, r *http.Request) error {
 // modelsPage is a project's models, searched by name prefix and tag (the
 // same filters as GET .../models), with the form to register one.
 func (s *Server) modelsPage(w http.ResponseWriter, r *http.Request, status int, errText string) error {
-	proj, err := s.readableProject(r)
+	proj, q, err := projectInput[listModelsQuery](s, r)
 	if err != nil {
-		return err
-	}
-	var q listModelsQuery
-	if err := fillParams(r, &q); err != nil {
 		return err
 	}
 	list, err := s.listModels(newCall(w, r), q)
@@ -346,12 +342,8 @@ func (s *Server) uiVersion(w http.ResponseWriter, r *http.Request) error {
 // versionPage is a version: stage, aliases, metrics, tags, its run
 // (lineage) and artifacts, with the forms the caller may use.
 func (s *Server) versionPage(w http.ResponseWriter, r *http.Request, status int, errText string) error {
-	proj, err := s.readableProject(r)
+	proj, ref, err := projectInput[versionRef](s, r)
 	if err != nil {
-		return err
-	}
-	var ref versionRef
-	if err := fillParams(r, &ref); err != nil {
 		return err
 	}
 	c := newCall(w, r)
@@ -588,12 +580,8 @@ type historyRow struct {
 // .../models/{name}/history), with the e-mail of each actor who is a
 // member of the project.
 func (s *Server) uiModelHistory(w http.ResponseWriter, r *http.Request) error {
-	proj, err := s.readableProject(r)
+	proj, q, err := projectInput[pageQuery](s, r)
 	if err != nil {
-		return err
-	}
-	var q pageQuery
-	if err := fillParams(r, &q); err != nil {
 		return err
 	}
 	page, err := s.modelHistory(newCall(w, r), q)

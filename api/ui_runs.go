@@ -250,12 +250,8 @@ func parseColumn(id string) (runColumn, bool) {
 }
 
 func (s *Server) uiExperiment(w http.ResponseWriter, r *http.Request) error {
-	proj, err := s.readableProject(r)
+	proj, ref, err := projectInput[experimentRef](s, r)
 	if err != nil {
-		return err
-	}
-	var ref experimentRef
-	if err := fillParams(r, &ref); err != nil {
 		return err
 	}
 	c := newCall(w, r)
@@ -502,12 +498,8 @@ type chartRun struct {
 type chartKey struct{ Key, Path string }
 
 func (s *Server) uiRun(w http.ResponseWriter, r *http.Request) error {
-	proj, err := s.readableProject(r)
+	proj, ref, err := projectInput[runRef](s, r)
 	if err != nil {
-		return err
-	}
-	var ref runRef
-	if err := fillParams(r, &ref); err != nil {
 		return err
 	}
 	c := newCall(w, r)
@@ -626,12 +618,8 @@ type compareRunsData struct {
 // experiment (?run=, repeated), found by the run search (run_id IN …), and
 // sets their latest metrics and params side by side.
 func (s *Server) uiCompareRuns(w http.ResponseWriter, r *http.Request) error {
-	proj, err := s.readableProject(r)
+	proj, ref, err := projectInput[experimentRef](s, r)
 	if err != nil {
-		return err
-	}
-	var ref experimentRef
-	if err := fillParams(r, &ref); err != nil {
 		return err
 	}
 	c := newCall(w, r)
