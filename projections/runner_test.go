@@ -1039,16 +1039,34 @@ func TestLostLockStopsTheOrphan(t *testing.T) {
 	cfg := testRunnerConfig()
 	cfg.Logger = slog.New(logs)
 
+	// A runner whose lock session was killed may still commit a batch
+	// that checked the lock before the kill (the batch holds the
+	// checkpoint row, so the next holder sees its commit): what it must
+	// never do is commit a batch that began its check after the kill. So
+	// each kill is followed by a read of the checkpoint that waits out any
+	// batch in flight (FOR UPDATE); the orphan's commits up to that
+	// checkpoint are legitimate, any beyond it is the bug this test looks
+	// for. Until that read, the orphan's commits are held back.
 	var mu sync.Mutex
-	orphan := map[string]bool{} // runner whose lock session was killed and who has not held the lock since
+	const pending = ^uint64(0)
+	killedAt := map[string]uint64{} // orphan runner -> checkpoint when its lock session was gone
+	held := map[string][]uint64{}   // commits of an orphan while its checkpoint is pending
 	var orphanCommits []string
+	judge := func(name string, cp uint64) {
+		if cp > killedAt[name] {
+			orphanCommits = append(orphanCommits, fmt.Sprintf("%s committed up to %d after its lock session was killed (checkpoint then %d)", name, cp, killedAt[name]))
+		}
+	}
 	for _, name := range []string{"runner-a", "runner-b"} {
 		r := NewRunner(namedPool(t, f.pool, name), f.store, Audit{}, cfg)
 		r.afterCommit = func(cp uint64) error {
 			mu.Lock()
 			defer mu.Unlock()
-			if orphan[name] {
-				orphanCommits = append(orphanCommits, fmt.Sprintf("%s committed up to %d after its lock session was killed", name, cp))
+			switch k, ok := killedAt[name]; {
+			case ok && k == pending:
+				held[name] = append(held[name], cp)
+			case ok:
+				judge(name, cp)
 			}
 			return nil
 		}
@@ -1061,12 +1079,31 @@ func TestLostLockStopsTheOrphan(t *testing.T) {
 		var pid int32
 		poll(t, 30*time.Second, "a lock holder", func() bool { holder, pid = lockHolder(t, f.pool, "audit"); return pid != 0 })
 		mu.Lock()
-		orphan[holder] = true
+		killedAt[holder] = pending
 		mu.Unlock()
 		var ok bool
-		if err := f.pool.QueryRow(testCtx(t), "SELECT pg_terminate_backend($1)", pid).Scan(&ok); err != nil || !ok {
+		// Terminate and wait (up to 10 s) until the backend is gone.
+		if err := f.pool.QueryRow(testCtx(t), "SELECT pg_terminate_backend($1, 10000)", pid).Scan(&ok); err != nil || !ok {
 			t.Fatalf("round %d: terminate %d: %v %v", round, pid, ok, err)
 		}
+		tx, err := f.pool.Begin(testCtx(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var cp int64
+		if err := tx.QueryRow(testCtx(t), "SELECT last_seq FROM projection_checkpoints WHERE name = 'audit' FOR UPDATE").Scan(&cp); err != nil {
+			t.Fatal(err)
+		}
+		if err := tx.Commit(testCtx(t)); err != nil {
+			t.Fatal(err)
+		}
+		mu.Lock()
+		killedAt[holder] = uint64(cp)
+		for _, c := range held[holder] {
+			judge(holder, c)
+		}
+		delete(held, holder)
+		mu.Unlock()
 		var next string
 		for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
 			var p int32
@@ -1081,7 +1118,7 @@ func TestLostLockStopsTheOrphan(t *testing.T) {
 			}
 		}
 		mu.Lock()
-		orphan[next] = false // it holds the lock (again): its commits are legitimate
+		delete(killedAt, next) // it holds the lock (again): its commits are legitimate
 		mu.Unlock()
 		for range 4 {
 			last = f.seed(t, 1)
