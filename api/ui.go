@@ -268,6 +268,12 @@ func clearCookie(w http.ResponseWriter, name string) {
 	http.SetCookie(w, &http.Cookie{Name: name, Value: "", Path: "/", MaxAge: -1, Secure: true, HttpOnly: true, SameSite: http.SameSiteStrictMode})
 }
 
+// shown is the GET route of a page that a refused form shows again (with
+// its status and error): the page as it is, 200 and no error.
+func shown(page func(w http.ResponseWriter, r *http.Request, status int, errText string) error) func(http.ResponseWriter, *http.Request) error {
+	return func(w http.ResponseWriter, r *http.Request) error { return page(w, r, http.StatusOK, "") }
+}
+
 // projectInput is what most project pages start with: the project the
 // caller may read (readableProject: a 404 otherwise) and the page's own
 // path and query parameters (fillParams), in that order.

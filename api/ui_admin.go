@@ -41,7 +41,7 @@ func init() {
 func (s *Server) uiAdminRoutes() []UIRoute {
 	return []UIRoute{
 		{Method: "GET", Pattern: "/admin", handle: s.uiAdmin},
-		{Method: "GET", Pattern: "/admin/users", handle: s.uiAdminUsers},
+		{Method: "GET", Pattern: "/admin/users", handle: shown(s.adminUsersPage)},
 		{Method: "POST", Pattern: "/admin/users/{id}", handle: s.uiAdminUpdateUser},
 		{Method: "GET", Pattern: "/admin/tokens", handle: s.uiAdminTokens},
 		{Method: "POST", Pattern: "/admin/tokens", handle: s.uiAdminCreateToken},
@@ -277,10 +277,6 @@ type adminUsersData struct {
 	Next  []queryParam
 	Roles []string
 	Self  string
-}
-
-func (s *Server) uiAdminUsers(w http.ResponseWriter, r *http.Request) error {
-	return s.adminUsersPage(w, r, http.StatusOK, "")
 }
 
 // adminUsersPage is every user (listUsers, a page at a time) with the

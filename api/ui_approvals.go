@@ -61,7 +61,7 @@ func (s *Server) uiApprovalRoutes() []UIRoute {
 		{Method: "POST", Pattern: policies + "/{target}/remove", handle: s.uiRemovePolicy},
 		{Method: "GET", Pattern: promotions, handle: s.uiPromotions},
 		{Method: "POST", Pattern: promotions, handle: s.uiRequestPromotion},
-		{Method: "GET", Pattern: promotion, handle: s.uiPromotion},
+		{Method: "GET", Pattern: promotion, handle: shown(s.promotionPage)},
 		{Method: "POST", Pattern: promotion + "/approve", handle: s.uiDecidePromotion("approve")},
 		{Method: "POST", Pattern: promotion + "/reject", handle: s.uiDecidePromotion("reject")},
 		{Method: "POST", Pattern: promotion + "/cancel", handle: s.uiDecidePromotion("cancel")},
@@ -461,10 +461,6 @@ type promotionData struct {
 	// service still decides separation of duties and the rest).
 	CanDecide bool
 	CanCancel bool
-}
-
-func (s *Server) uiPromotion(w http.ResponseWriter, r *http.Request) error {
-	return s.promotionPage(w, r, http.StatusOK, "")
 }
 
 // promotionPage is a request (getPromotion): what is asked, the policy it

@@ -36,9 +36,9 @@ func (s *Server) uiJobRoutes() []UIRoute {
 	)
 	return []UIRoute{
 		{Method: "GET", Pattern: "/jobs", handle: s.uiPickProject("Jobs", "jobs")},
-		{Method: "GET", Pattern: list, handle: s.uiJobs},
+		{Method: "GET", Pattern: list, handle: shown(s.jobsPage)},
 		{Method: "POST", Pattern: list, MaxBody: jobMaxBody, handle: s.uiSubmitJob},
-		{Method: "GET", Pattern: job, handle: s.uiJob},
+		{Method: "GET", Pattern: job, handle: shown(s.jobPage)},
 		{Method: "POST", Pattern: job + "/cancel", handle: s.uiCancelJob},
 		{Method: "GET", Pattern: job + "/log", Timeout: logFollowTimeout, handle: s.jobLogs},
 	}
@@ -86,10 +86,6 @@ type jobsData struct {
 type jobLimits struct {
 	MaxRetries int
 	MaxTimeout string
-}
-
-func (s *Server) uiJobs(w http.ResponseWriter, r *http.Request) error {
-	return s.jobsPage(w, r, http.StatusOK, "")
 }
 
 // jobsPage is a project's jobs, newest first, filtered by state and
@@ -347,10 +343,6 @@ type jobLogView struct {
 	Follow  string // the follow's URL
 	Text    string // the whole log as text
 	Failed  bool   // the log could not be read
-}
-
-func (s *Server) uiJob(w http.ResponseWriter, r *http.Request) error {
-	return s.jobPage(w, r, http.StatusOK, "")
 }
 
 // jobPage is a job: its state, attempts, how it ended, its run, its

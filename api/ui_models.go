@@ -27,15 +27,15 @@ func (s *Server) uiModelRoutes() []UIRoute {
 	)
 	return []UIRoute{
 		{Method: "GET", Pattern: "/models", handle: s.uiPickProject("Models", "models")},
-		{Method: "GET", Pattern: models, handle: s.uiModels},
+		{Method: "GET", Pattern: models, handle: shown(s.modelsPage)},
 		{Method: "POST", Pattern: models, handle: s.uiCreateModel},
-		{Method: "GET", Pattern: model, handle: s.uiModel},
+		{Method: "GET", Pattern: model, handle: shown(s.modelPage)},
 		{Method: "GET", Pattern: model + "/compare", handle: s.uiCompareVersions},
 		{Method: "GET", Pattern: model + "/history", handle: s.uiModelHistory},
 		{Method: "POST", Pattern: model + "/versions", handle: s.uiRegisterVersion},
 		{Method: "POST", Pattern: model + "/aliases", handle: s.uiSetAlias},
 		{Method: "POST", Pattern: model + "/aliases/{alias}/remove", handle: s.uiDeleteAlias},
-		{Method: "GET", Pattern: version, handle: s.uiVersion},
+		{Method: "GET", Pattern: version, handle: shown(s.versionPage)},
 		{Method: "POST", Pattern: version + "/transition", handle: s.uiTransition},
 		{Method: "POST", Pattern: version + "/artifacts", MaxBody: s.uploadMaxBody(), Timeout: artifactTransferTimeout, handle: s.uiUploadArtifact},
 		{Method: "GET", Pattern: version + "/artifacts/*", Timeout: artifactTransferTimeout, handle: downloadOnly(s.getArtifact)},
@@ -89,10 +89,6 @@ type modelsData struct {
 	Query     url.Values
 	CanWrite  bool
 	NextQuery string
-}
-
-func (s *Server) uiModels(w http.ResponseWriter, r *http.Request) error {
-	return s.modelsPage(w, r, http.StatusOK, "")
 }
 
 // modelsPage is a project's models, searched by name prefix and tag (the
@@ -170,10 +166,6 @@ type modelData struct {
 type aliasRow struct {
 	Alias   string
 	Version int
-}
-
-func (s *Server) uiModel(w http.ResponseWriter, r *http.Request) error {
-	return s.modelPage(w, r, http.StatusOK, "")
 }
 
 // modelPage is a model with its versions (newest first, a page at a time)
@@ -334,10 +326,6 @@ func sortedKV[V any](m map[string]V, format func(V) string) []kv {
 }
 
 func formatFloat(f float64) string { return strconv.FormatFloat(f, 'g', -1, 64) }
-
-func (s *Server) uiVersion(w http.ResponseWriter, r *http.Request) error {
-	return s.versionPage(w, r, http.StatusOK, "")
-}
 
 // versionPage is a version: stage, aliases, metrics, tags, its run
 // (lineage) and artifacts, with the forms the caller may use.

@@ -16,9 +16,9 @@ import (
 func (s *Server) uiProjectRoutes() []UIRoute {
 	const project = "/projects/{project}"
 	return []UIRoute{
-		{Method: "GET", Pattern: "/projects", handle: s.uiProjects},
+		{Method: "GET", Pattern: "/projects", handle: shown(s.projectsPage)},
 		{Method: "POST", Pattern: "/projects", handle: s.uiCreateProject},
-		{Method: "GET", Pattern: project, handle: s.uiProject},
+		{Method: "GET", Pattern: project, handle: shown(s.projectPage)},
 		{Method: "POST", Pattern: project + "/members", handle: s.uiAddMember},
 		{Method: "POST", Pattern: project + "/members/{user_id}", handle: s.uiSetMember},
 		{Method: "POST", Pattern: project + "/members/{user_id}/remove", handle: s.uiRemoveMember},
@@ -32,12 +32,8 @@ type projectsData struct {
 	CanCreate bool
 }
 
-// uiProjects lists the caller's projects (the same listProjects as GET
+// projectsPage lists the caller's projects (the same listProjects as GET
 // /api/v1/projects) with the form to create one.
-func (s *Server) uiProjects(w http.ResponseWriter, r *http.Request) error {
-	return s.projectsPage(w, r, http.StatusOK, "")
-}
-
 func (s *Server) projectsPage(w http.ResponseWriter, r *http.Request, status int, errText string) error {
 	var q listProjectsQuery
 	if err := fillParams(r, &q); err != nil {
@@ -85,10 +81,6 @@ type projectData struct {
 	Members   []MemberResponse
 	Roles     []string
 	CanManage bool
-}
-
-func (s *Server) uiProject(w http.ResponseWriter, r *http.Request) error {
-	return s.projectPage(w, r, http.StatusOK, "")
 }
 
 // projectPage is a project with its members, and for its owners the forms

@@ -59,7 +59,7 @@ func (s *Server) uiRunRoutes() []UIRoute {
 	)
 	return []UIRoute{
 		{Method: "GET", Pattern: "/experiments", handle: s.uiPickProject("Experiments", "experiments")},
-		{Method: "GET", Pattern: experiments, handle: s.uiExperiments},
+		{Method: "GET", Pattern: experiments, handle: shown(s.experimentsPage)},
 		{Method: "POST", Pattern: experiments, handle: s.uiCreateExperiment},
 		{Method: "GET", Pattern: experiment, handle: s.uiExperiment},
 		{Method: "GET", Pattern: experiment + "/compare", handle: s.uiCompareRuns},
@@ -91,10 +91,6 @@ var experimentOrders = []option{
 	{"name ASC", "by name"},
 	{"last_update_time DESC", "recently updated"},
 	{"creation_time ASC", "oldest first"},
-}
-
-func (s *Server) uiExperiments(w http.ResponseWriter, r *http.Request) error {
-	return s.experimentsPage(w, r, http.StatusOK, "")
 }
 
 // experimentsPage is a project's experiments, searched with the
