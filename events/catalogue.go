@@ -35,6 +35,8 @@ var catalogue = []struct {
 	{[]string{PromotionRequested, PromotionApproved, PromotionRejected, PromotionCancelled, PromotionCompleted, PromotionFailed},
 		[]string{AggPromotion}},
 	{[]string{JobSubmitted, JobAttemptStarted, JobCancelRequested, JobAttemptEnded, JobRequeued, JobEnded}, []string{AggJob}},
+	{[]string{SweepCreated, SweepTrialSuggested, SweepTrialDispatched, SweepTrialReported, SweepTrialPruned, SweepTrialEnded,
+		SweepStopRequested, SweepEnded}, []string{AggSweep}},
 	{[]string{WebhookCreated, WebhookUpdated, WebhookSecretRotated, WebhookDisabled, WebhookDeleted, WebhookTestRequested}, []string{AggWebhook}},
 }
 

@@ -84,6 +84,14 @@ type JobSubmittedData struct {
 	MaxRetries     int               `json:"max_retries"`
 	RetryOnFailure bool              `json:"retry_on_failure,omitempty"`
 	SubmittedBy    string            `json:"submitted_by"`
+	// Sweep names the sweep trial the job runs (nil for a job of its own).
+	Sweep *JobSweepTrial `json:"sweep,omitempty"`
+}
+
+// JobSweepTrial ties a job to the sweep trial it runs.
+type JobSweepTrial struct {
+	SweepID string `json:"sweep_id"`
+	Trial   int    `json:"trial"`
 }
 
 // JobAttemptStartedData: runner RunnerID claimed the job; TokenID is the
@@ -100,6 +108,9 @@ type JobAttemptStartedData struct {
 // JobCancelRequestedData: someone asked for the job to stop.
 type JobCancelRequestedData struct {
 	JobID string `json:"job_id"`
+	// Reason is why, when the platform cancels (early_stopped: a sweep's
+	// early-stopping rule); the job ends with it.
+	Reason string `json:"reason,omitempty"`
 }
 
 // JobAttemptEndedData: how an attempt ended. ExitCode is nil when the

@@ -87,6 +87,15 @@ var payloads = map[string]any{
 	JobAttemptEnded:    JobAttemptEndedData{},
 	JobRequeued:        JobRequeuedData{},
 	JobEnded:           JobEndedData{},
+
+	SweepCreated:         SweepCreatedData{},
+	SweepTrialSuggested:  SweepTrialSuggestedData{},
+	SweepTrialDispatched: SweepTrialDispatchedData{},
+	SweepTrialReported:   SweepTrialReportedData{},
+	SweepTrialPruned:     SweepTrialPrunedData{},
+	SweepTrialEnded:      SweepTrialEndedData{},
+	SweepStopRequested:   SweepStopRequestedData{},
+	SweepEnded:           SweepEndedData{},
 }
 
 // PayloadOf is the Go type of the data of events of type typ (a struct),

@@ -343,6 +343,44 @@ func trackingSummary(e Envelope) string {
 		if e.Decode(&d) == nil {
 			return fmt.Sprintf("job %s: %s", d.State, d.Reason)
 		}
+	case SweepCreated:
+		var d SweepCreatedData
+		if e.Decode(&d) == nil {
+			return fmt.Sprintf("sweep %q created: %s search of %d params, %s %s, up to %d trials", d.Name, d.Algorithm, len(d.Space),
+				d.Objective.Direction, d.Objective.Metric, d.MaxTrials)
+		}
+	case SweepTrialSuggested:
+		var d SweepTrialSuggestedData
+		if e.Decode(&d) == nil {
+			return fmt.Sprintf("trial %d suggested", d.Trial)
+		}
+	case SweepTrialDispatched:
+		var d SweepTrialDispatchedData
+		if e.Decode(&d) == nil {
+			return fmt.Sprintf("trial %d submitted as job %s", d.Trial, d.JobID)
+		}
+	case SweepTrialReported:
+		var d SweepTrialReportedData
+		if e.Decode(&d) == nil {
+			return fmt.Sprintf("trial %d reported %s at step %d", d.Trial, d.Value.AppendJSON(nil), d.Step)
+		}
+	case SweepTrialPruned:
+		var d SweepTrialPrunedData
+		if e.Decode(&d) == nil {
+			return fmt.Sprintf("trial %d stopped early at step %d (%s): %s", d.Trial, d.Step, d.Rule, d.Reason)
+		}
+	case SweepTrialEnded:
+		var d SweepTrialEndedData
+		if e.Decode(&d) == nil {
+			return fmt.Sprintf("trial %d ended %s %s", d.Trial, d.State, d.Reason)
+		}
+	case SweepStopRequested:
+		return "stop requested"
+	case SweepEnded:
+		var d SweepEndedData
+		if e.Decode(&d) == nil {
+			return fmt.Sprintf("sweep %s after %d trials", d.State, d.Trials)
+		}
 	}
 	return ""
 }
