@@ -74,8 +74,8 @@ type State struct {
 	// CancelReason is why the platform asked for the cancellation
 	// (early_stopped); "" when a person did.
 	CancelReason string
-	Attempts        []Attempt
-	SubmittedAt     time.Time
+	Attempts     []Attempt
+	SubmittedAt  time.Time
 	// QueuedAt is when the job was last queued (submitted or requeued).
 	QueuedAt  time.Time
 	UpdatedAt time.Time
