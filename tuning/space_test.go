@@ -195,7 +195,7 @@ func TestValidatePruner(t *testing.T) {
 
 // FuzzValidateSpace decodes untrusted JSON into a space: validation never
 // panics, and every space it accepts yields params inside the space from
-// each sampler.
+// each sampler (TPE with a history too).
 func FuzzValidateSpace(f *testing.F) {
 	for _, seed := range []string{
 		`{"lr":{"type":"log_uniform","low":1e-5,"high":0.1},"layers":{"type":"int","low":1,"high":8}}`,
@@ -246,15 +246,31 @@ func FuzzValidateSpace(f *testing.F) {
 			}
 			checkInSpace(t, s, p)
 		}
-		if algorithm == Random {
+		if algorithm == Grid {
 			return
 		}
-		// Random must also work for a space accepted for another algorithm.
-		p, err := Suggest(Study{Space: s, Algorithm: Random, Seed: 7}, nil, 1)
-		if err != nil {
-			t.Fatal(err)
+		// TPE past its start-up, over a history of 12 trials of this space
+		// (one of them pruned), in both directions.
+		var history []Trial
+		for n := 1; n <= 12; n++ {
+			p, err := Suggest(Study{Space: s, Algorithm: Random, Seed: 7}, nil, n)
+			if err != nil {
+				t.Fatal(err)
+			}
+			v := float64(n % 5)
+			tr := Trial{Number: n, Params: p, State: StateCompleted, Value: &v}
+			if n == 4 {
+				tr = Trial{Number: n, Params: p, State: StatePruned, Reports: []Report{{Step: 1, Value: 9}}}
+			}
+			history = append(history, tr)
 		}
-		checkInSpace(t, s, p)
+		for _, dir := range []string{Minimize, Maximize} {
+			p, err := Suggest(Study{Space: s, Algorithm: Bayesian, Direction: dir, Seed: 7}, history, 13)
+			if err != nil {
+				t.Fatal(err)
+			}
+			checkInSpace(t, s, p)
+		}
 	})
 }
 
