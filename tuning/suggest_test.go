@@ -203,6 +203,16 @@ func TestSuggestRejects(t *testing.T) {
 	if _, err := Suggest(Study{Algorithm: Random}, nil, 1); err == nil {
 		t.Error("empty space accepted")
 	}
+	var fe *FieldError
+	if _, err := Suggest(Study{Space: Space{"x": {Type: Uniform}}, Algorithm: Random}, nil, 1); !errors.As(err, &fe) || fe.Field != "space.x.low" {
+		t.Errorf("a space without bounds: err %v, want the space.x.low field error", err)
+	}
+	if _, err := Suggest(Study{Space: Space{"x": uniform(0, 1)}, Algorithm: Grid}, nil, 1); !errors.As(err, &fe) || fe.Field != "space.x.type" {
+		t.Errorf("a grid over a continuous range: err %v, want the space.x.type field error", err)
+	}
+	if _, err := Suggest(Study{Space: mixedSpace, Algorithm: Bayesian}, nil, 1); err == nil {
+		t.Error("bayesian without a direction accepted")
+	}
 }
 
 func TestFormat(t *testing.T) {
