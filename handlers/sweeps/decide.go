@@ -334,6 +334,8 @@ func DecideReport(s State, n int, points []tuning.Report) ([]handlers.Change, er
 	points = slices.SortedStableFunc(slices.Values(points), func(a, b tuning.Report) int { return cmp.Compare(a.Step, b.Step) })
 	var changes []handlers.Change
 	reports := slices.Clip(t.Reports)
+	prune := s.Spec.EarlyStopping != nil && !s.StopRequested
+	others := slices.DeleteFunc(s.history(), func(o tuning.Trial) bool { return o.Number == n })
 	for _, p := range points {
 		if p.Step <= last {
 			continue
@@ -342,17 +344,17 @@ func DecideReport(s State, n int, points []tuning.Report) ([]handlers.Change, er
 		reports = append(reports, p)
 		changes = append(changes, handlers.Change{Subject: subject(s.ID()), Type: events.SweepTrialReported,
 			Data: events.SweepTrialReportedData{SweepID: s.ID(), Trial: n, Step: p.Step, Value: events.MetricValue(p.Value)}})
-	}
-	if len(changes) == 0 || s.Spec.EarlyStopping == nil || s.StopRequested {
-		return changes, nil
-	}
-	cur := tuning.Trial{Number: n, Params: t.Params, State: events.TrialRunning, Reports: reports}
-	others := slices.DeleteFunc(s.history(), func(o tuning.Trial) bool { return o.Number == n })
-	if stop, reason := tuning.Prune(pruner(*s.Spec.EarlyStopping), s.Spec.Objective.Direction, cur, others); stop {
-		p := reports[len(reports)-1]
-		changes = append(changes, handlers.Change{Subject: subject(s.ID()), Type: events.SweepTrialPruned,
-			Data: events.SweepTrialPrunedData{SweepID: s.ID(), Trial: n, Step: p.Step, Value: events.MetricValue(p.Value),
-				Rule: s.Spec.EarlyStopping.Rule, Reason: reason}})
+		if !prune {
+			continue
+		}
+		// Each new value is judged as it would have been alone: a batch
+		// that crosses an ASHA rung is judged at that rung.
+		cur := tuning.Trial{Number: n, Params: t.Params, State: events.TrialRunning, Reports: reports}
+		if stop, reason := tuning.Prune(pruner(*s.Spec.EarlyStopping), s.Spec.Objective.Direction, cur, others); stop {
+			return append(changes, handlers.Change{Subject: subject(s.ID()), Type: events.SweepTrialPruned,
+				Data: events.SweepTrialPrunedData{SweepID: s.ID(), Trial: n, Step: p.Step, Value: events.MetricValue(p.Value),
+					Rule: s.Spec.EarlyStopping.Rule, Reason: reason}}), nil
+		}
 	}
 	return changes, nil
 }
