@@ -56,7 +56,7 @@ func startJobs(t *testing.T) *jobEnv {
 }
 
 // startJobsWith is startJobs with the configuration changed by mod.
-func startJobsWith(t *testing.T, mod func(*platform.Config)) *jobEnv {
+func startJobsWith(t testing.TB, mod func(*platform.Config)) *jobEnv {
 	t.Helper()
 	cfg := testenv.Config(t)
 	cfg.Jobs.Lease = 2 * time.Second

@@ -3,6 +3,7 @@ package platform_test
 import (
 	"context"
 	"math"
+	"slices"
 	"testing"
 	"time"
 
@@ -192,4 +193,84 @@ func TestSweepSurvivesRestart(t *testing.T) {
 	if stopped.State != events.SweepStopped {
 		t.Fatalf("stopped sweep ended %s", stopped.State)
 	}
+}
+
+// BenchmarkSweepNoopTrials measures the scheduler's own cost: sweeps of 40
+// trials that run `true` with parallelism 4 (the runner's slots). It
+// reports trials per minute end to end, and from the sweep's event times
+// the scheduler's overhead per trial: suggest → dispatched (the job and
+// its run created) and a trial's end → the next trial suggested in the
+// slot it freed (the reaction to the job's end and to the trial's).
+//
+//	go test -run '^$' -bench BenchmarkSweepNoopTrials -benchtime 3x ./platform/
+func BenchmarkSweepNoopTrials(b *testing.B) {
+	const trials, parallelism = 40, 4
+	e := startJobsWith(b, nil)
+	p := authz.Principal{UserID: e.editor}
+	low, high := 0.0, 1.0
+	in := sweeps.CreateInput{Experiment: "noop", Name: "noop", Objective: events.SweepObjective{Metric: "loss", Direction: "minimize"},
+		Space: map[string]events.SweepParam{"x": {Type: "uniform", Low: &low, High: &high}}, Algorithm: "random",
+		MaxTrials: trials, Parallelism: parallelism, Trial: sweeps.TrialInput{Command: []string{"true"}, Timeout: time.Minute}}
+	var dispatch, refill []time.Duration
+	var elapsed time.Duration
+	for b.Loop() {
+		start := time.Now()
+		st, _, err := e.P.Sweeps.Create(context.Background(), events.Meta{Actor: events.Actor{Kind: events.ActorUser, ID: e.editor}}, p, e.project, in)
+		if err != nil {
+			b.Fatal(err)
+		}
+		deadline := time.Now().Add(5 * time.Minute)
+		for {
+			cur, err := e.P.Sweeps.Load(context.Background(), st.ID())
+			if err != nil {
+				b.Fatal(err)
+			}
+			if cur.Ended() {
+				if len(cur.Trials) != trials {
+					b.Fatalf("%d trials, want %d", len(cur.Trials), trials)
+				}
+				break
+			}
+			if time.Now().After(deadline) {
+				b.Fatalf("sweep not done in 5 minutes: %d trials, %d active", len(cur.Trials), cur.Active())
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		elapsed += time.Since(start)
+		evs, _, err := e.P.Store.Load(context.Background(), events.Subject(events.AggSweep, st.ID()), 0)
+		if err != nil {
+			b.Fatal(err)
+		}
+		suggested, ends := map[int]time.Time{}, []time.Time{}
+		for _, ev := range evs {
+			var d struct {
+				Trial int `json:"trial"`
+			}
+			_ = ev.Decode(&d)
+			switch ev.Type {
+			case events.SweepTrialSuggested:
+				suggested[d.Trial] = ev.Time
+				// Trial n > parallelism takes the slot of the k-th end.
+				if k := d.Trial - parallelism; k >= 1 && k <= len(ends) {
+					refill = append(refill, ev.Time.Sub(ends[k-1]))
+				}
+			case events.SweepTrialDispatched:
+				dispatch = append(dispatch, ev.Time.Sub(suggested[d.Trial]))
+			case events.SweepTrialEnded:
+				ends = append(ends, ev.Time)
+			}
+		}
+	}
+	b.ReportMetric(float64(trials*b.N)/elapsed.Minutes(), "trials/min")
+	b.ReportMetric(float64(median(dispatch).Microseconds())/1000, "ms-suggest-to-dispatched-p50")
+	b.ReportMetric(float64(median(refill).Microseconds())/1000, "ms-end-to-next-suggest-p50")
+}
+
+func median(ds []time.Duration) time.Duration {
+	if len(ds) == 0 {
+		return 0
+	}
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	return s[len(s)/2]
 }
