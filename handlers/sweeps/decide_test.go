@@ -1,6 +1,9 @@
 package sweeps_test
 
 import (
+	"math"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -234,5 +237,43 @@ func TestStop(t *testing.T) {
 	}
 	if _, err := sweeps.DecideStop(st, "late"); err == nil {
 		t.Fatal("stopping an ended sweep was accepted")
+	}
+}
+
+// A Bayesian sweep run one trial at a time suggests the same params again
+// with the same seed (its history is the same), and other params with
+// another seed.
+func TestBayesianSweepIsReproducible(t *testing.T) {
+	run := func(seed uint64) []string {
+		in := input()
+		in.Algorithm, in.MaxTrials, in.Parallelism = "bayesian", 15, 1
+		d, err := sweeps.Check(in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		d.SweepID, d.ProjectID, d.Seed = "s1", "p1", seed
+		st := fold(t, sweeps.State{}, must(t)(sweeps.DecideCreate(sweeps.State{}, d)))
+		var seen []string
+		for n := 1; n <= 15; n++ {
+			st = fold(t, st, must(t)(sweeps.DecideAdvance(st)))
+			tr := st.Trial(n)
+			if tr == nil {
+				t.Fatalf("trial %d not suggested", n)
+			}
+			lr, err := strconv.ParseFloat(tr.Params["lr"], 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			seen = append(seen, tr.Params["lr"]+"/"+tr.Params["depth"])
+			st = end(t, st, n, events.JobSucceeded, ptr(math.Pow(math.Log10(lr)+2, 2)))
+		}
+		return seen
+	}
+	a, b, c := run(5), run(5), run(6)
+	if !slices.Equal(a, b) {
+		t.Fatalf("seed 5 twice:\n%v\n%v", a, b)
+	}
+	if slices.Equal(a, c) {
+		t.Fatal("seeds 5 and 6 suggested the same params")
 	}
 }
