@@ -207,8 +207,6 @@ func TestSchemaIsTheEmbeddedDraft202012Document(t *testing.T) {
 	}
 }
 
-func score(f float64) *float64 { return &f }
-
 func TestCompare(t *testing.T) {
 	t.Parallel()
 	imp := func(f, m string, s float64) explain.Importance {
