@@ -28,10 +28,10 @@ func explanationDoc(scores ...any) []byte {
 		imps = append(imps, map[string]any{"feature": scores[i], "method": "permutation", "score": scores[i+1], "std": 0.01})
 	}
 	b, err := json.Marshal(map[string]any{
-		"schema_version": 1,
-		"dataset":        map[string]any{"name": "holdout", "rows": 200, "split": "test"},
-		"target":         "y",
-		"metric":         map[string]any{"name": "mse", "baseline": 0.01, "direction": "minimize"},
+		"schema_version":      1,
+		"dataset":             map[string]any{"name": "holdout", "rows": 200, "split": "test"},
+		"target":              "y",
+		"metric":              map[string]any{"name": "mse", "baseline": 0.01, "direction": "minimize"},
 		"feature_importances": imps,
 		"feature_effects": []any{map[string]any{"feature": "x1", "method": "partial_dependence",
 			"points": []any{map[string]any{"value": -2.0, "effect": -6.0}, map[string]any{"value": 2.0, "effect": 6.0}}}},
