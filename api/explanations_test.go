@@ -310,13 +310,14 @@ func TestPromotionGateOnExplanation(t *testing.T) {
 	if pol.Gate != "importance.age < 0.1" {
 		t.Fatalf("canonical gate = %q", pol.Gate)
 	}
-	if r := request(over, "staging"); r.State != "rejected" || !strings.Contains(r.Reason, "importance of age = 0.3") {
+	if r := request(over, "staging"); r.State != "rejected" || !strings.Contains(r.Reason, "importance of age = 0.3") ||
+		r.Gate.Importances["age"] != 0.3 || r.Gate.Explanation == nil || r.Gate.Explanation.Source != "version" {
 		t.Fatalf("a version over the bound: %+v", r)
 	}
 	if r := request(bare, "staging"); r.State != "rejected" || !strings.Contains(r.Reason, "no explanation") {
 		t.Fatalf("a version without an explanation under an importance gate: %+v", r)
 	}
-	if r := request(carried, "staging"); r.State != "pending" || !r.Gate.Passed {
+	if r := request(carried, "staging"); r.State != "pending" || !r.Gate.Passed || r.Gate.Explanation == nil || r.Gate.Explanation.Source != "run" {
 		t.Fatalf("a version under the bound: %+v", r)
 	}
 	// A feature the explanation lacks never meets the gate.
