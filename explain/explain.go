@@ -399,3 +399,13 @@ func checkEffects(base string, list []Effect) error {
 }
 
 func finite(f float64) bool { return !math.IsInf(f, 0) && !math.IsNaN(f) }
+
+// Read reads and parses a document from r (a stored blob), refusing one
+// above MaxBytes without reading further.
+func Read(r io.Reader) (Explanation, error) {
+	data, err := io.ReadAll(io.LimitReader(r, MaxBytes+1))
+	if err != nil {
+		return Explanation{}, fmt.Errorf("read the explanation: %w", err)
+	}
+	return Parse(data)
+}
