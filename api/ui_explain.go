@@ -4,14 +4,12 @@ import (
 	"cmp"
 	"context"
 	"errors"
-	"io"
 	"math"
 	"net/url"
 	"slices"
 	"strconv"
 	"unicode/utf8"
 
-	"github.com/maestro-ml/maestro/artifacts"
 	"github.com/maestro-ml/maestro/explain"
 	"github.com/maestro-ml/maestro/projections"
 )
@@ -118,26 +116,9 @@ type changeRow struct {
 // errNoExplanation means the run or version has no explanation.json.
 var errNoExplanation = errors.New("no explanation")
 
-// readExplanation reads and parses one explanation artifact from the blob
-// store. A file that is not a valid explanation is an *explain.Error.
-func (s *Server) readExplanation(ctx context.Context, a projections.ArtifactEntry) (explain.Explanation, error) {
-	if a.Size > explain.MaxBytes {
-		return explain.Explanation{}, &explain.Error{Message: "larger than the " + strconv.Itoa(explain.MaxBytes) + "-byte limit of an explanation"}
-	}
-	blob, err := s.deps.Blobs.Open(ctx, artifacts.Digest(a.Digest))
-	if err != nil {
-		return explain.Explanation{}, err
-	}
-	defer blob.Close()
-	b, err := io.ReadAll(io.LimitReader(blob, explain.MaxBytes+1))
-	if err != nil {
-		return explain.Explanation{}, err
-	}
-	return explain.Parse(b)
-}
-
 // runExplanation is a run's explanation.json (errNoExplanation if it has
-// none).
+// none), read as the explanation route reads a version's
+// (readExplanation).
 func (s *Server) runExplanation(ctx context.Context, projectID, runID string) (explain.Explanation, error) {
 	a, err := s.deps.Queries.RunArtifact(ctx, projectID, runID, explain.FileName)
 	if errors.Is(err, projections.ErrNotFound) {
@@ -149,59 +130,18 @@ func (s *Server) runExplanation(ctx context.Context, projectID, runID string) (e
 	return s.readExplanation(ctx, a)
 }
 
-// versionExplanation is a version's explanation: its own explanation.json,
-// else its run's (a version registered from a run carries the run's).
-// fromRun says which.
-func (s *Server) versionExplanation(ctx context.Context, projectID, modelID string, v VersionResponse) (x explain.Explanation, fromRun bool, err error) {
-	a, err := s.deps.Queries.Artifact(ctx, modelID, v.Version, explain.FileName)
-	switch {
-	case err == nil:
-		x, err = s.readExplanation(ctx, a)
-		return x, false, err
-	case !errors.Is(err, projections.ErrNotFound):
-		return x, false, err
-	case v.RunID == "":
-		return x, false, errNoExplanation
-	}
-	x, err = s.runExplanation(ctx, projectID, v.RunID)
-	return x, true, err
-}
-
-// previousExplanation is the explanation of the live version before v (the
-// highest lower number), with its number; 0 when there is no such
-// version.
-func (s *Server) previousExplanation(ctx context.Context, projectID string, m projections.Model, v int) (int, explain.Explanation, error) {
-	for n := v - 1; n >= 1 && n >= v-uiMaxPreviousScan; n-- {
-		prev, err := s.deps.Queries.Version(ctx, m.ID, n)
-		if errors.Is(err, projections.ErrNotFound) {
-			continue
-		}
-		if err != nil {
-			return 0, explain.Explanation{}, err
-		}
-		pv := versionFromProjection(prev)
-		if pv.Deleted {
-			continue
-		}
-		x, _, err := s.versionExplanation(ctx, projectID, m.ID, pv)
-		return n, x, err
-	}
-	return 0, explain.Explanation{}, nil
-}
-
-// uiMaxPreviousScan bounds the versions looked at for the previous live
-// one.
-const uiMaxPreviousScan = 50
-
 // ---- the view ----
 
 // explanationFor is the section's view of the outcome of a read: the
 // explanation, none, or why the file cannot be shown.
 func (s *Server) explanationFor(ctx context.Context, x explain.Explanation, err error) explanationView {
 	var bad *explain.Error
+	var pe *problemError
 	switch {
 	case errors.Is(err, errNoExplanation):
 		return explanationView{Reason: "No explanation: no " + explain.FileName + " has been uploaded."}
+	case errors.As(err, &pe) && pe.code == "no-explanation":
+		return explanationView{Reason: "No explanation: " + pe.detail + "."}
 	case errors.As(err, &bad):
 		return explanationView{Reason: "No valid explanation: " + explain.FileName + " is not a valid explanation (" + bad.Error() + ")."}
 	case err != nil:
@@ -263,27 +203,17 @@ func explanationPage(x explain.Explanation) explanationView {
 	return v
 }
 
-// comparisonFor is the comparison of cur with the previous version's
-// explanation (n, prev, err as previousExplanation answered).
-func (s *Server) comparisonFor(ctx context.Context, cur explain.Explanation, n int, prev explain.Explanation, err error) *explanationComparison {
-	c := &explanationComparison{Previous: n}
-	var bad *explain.Error
-	switch {
-	case n == 0:
-		c.Reason = "There is no previous version to compare with."
-		return c
-	case errors.Is(err, errNoExplanation):
-		c.Reason = "Version " + strconv.Itoa(n) + " has no explanation to compare with."
-		return c
-	case errors.As(err, &bad):
-		c.Reason = "Version " + strconv.Itoa(n) + "'s explanation is not valid (" + bad.Error() + ")."
-		return c
-	case err != nil:
-		s.deps.Logger.WarnContext(ctx, "read the previous explanation", "request_id", requestID(ctx), "err", err)
-		c.Reason = "Version " + strconv.Itoa(n) + "'s explanation cannot be read right now."
+// comparisonFor is the comparison of an explanation with the previous
+// version's, as the explanation route answers it (at most uiMaxChanges
+// rows, the largest changes).
+func comparisonFor(x ExplanationResponse) *explanationComparison {
+	c := &explanationComparison{}
+	if x.Previous == nil {
+		c.Reason = "No earlier version has an explanation to compare with."
 		return c
 	}
-	changes := explain.Compare(prev, cur)
+	c.Previous = x.Previous.Version
+	changes := x.Comparison
 	if len(changes) > uiMaxChanges {
 		c.Omitted = len(changes) - uiMaxChanges
 		changes = changes[:uiMaxChanges]
@@ -455,23 +385,23 @@ func sample(list []int, n int) []int {
 	return out
 }
 
-// versionExplanationView is the version page's section: the version's
-// explanation (its own, else its run's) and the change since the previous
-// live version's. A deleted version shows none.
+// versionExplanationView is the version page's section: what GET
+// …/versions/{version}/explanation answers (versionExplanation: the
+// version's own explanation.json, else its run's, and the change since the
+// nearest lower version with one). A deleted version shows none.
 func (s *Server) versionExplanationView(ctx context.Context, proj projections.Project, m projections.Model, v VersionResponse) explanationView {
 	if v.Deleted {
 		return explanationView{Reason: "No explanation: the version is deleted."}
 	}
-	x, fromRun, err := s.versionExplanation(ctx, proj.ID, m.ID, v)
-	view := s.explanationFor(ctx, x, err)
+	x, err := s.versionExplanation(ctx, m, v.Version)
+	view := s.explanationFor(ctx, x.Explanation, err)
 	if !view.Found {
 		return view
 	}
 	view.From, view.Href = "this version", artifactHref(proj.Slug, m.Name, v.Version, explain.FileName)
-	if fromRun {
-		view.From, view.Href = "the version's run", "/projects/"+url.PathEscape(proj.Slug)+"/runs/"+v.RunID+"/artifacts/"+explain.FileName
+	if x.Source == "run" {
+		view.From, view.Href = "the version's run", "/projects/"+url.PathEscape(proj.Slug)+"/runs/"+x.RunID+"/artifacts/"+explain.FileName
 	}
-	n, prev, err := s.previousExplanation(ctx, proj.ID, m, v.Version)
-	view.Compare = s.comparisonFor(ctx, x, n, prev, err)
+	view.Compare = comparisonFor(x)
 	return view
 }

@@ -124,8 +124,11 @@ func TestExplanationViewNone(t *testing.T) {
 	if v := s.explanationFor(t.Context(), explain.Explanation{}, errNoExplanation); v.Found || v.Reason != "No explanation: no explanation.json has been uploaded." {
 		t.Fatalf("absent: %+v", v)
 	}
-	c := s.comparisonFor(t.Context(), explain.Explanation{}, 3, explain.Explanation{}, errNoExplanation)
-	if c.Reason != "Version 3 has no explanation to compare with." || len(c.Rows) != 0 {
+	if v := s.explanationFor(t.Context(), explain.Explanation{}, noExplanation("neither the version nor its source run has an explanation.json")); v.Found ||
+		v.Reason != "No explanation: neither the version nor its source run has an explanation.json." {
+		t.Fatalf("the explanation route's none: %+v", v)
+	}
+	if c := comparisonFor(ExplanationResponse{}); c.Reason != "No earlier version has an explanation to compare with." || len(c.Rows) != 0 {
 		t.Fatalf("comparison without a previous explanation: %+v", c)
 	}
 }

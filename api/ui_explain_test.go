@@ -72,9 +72,12 @@ func TestUIExplanation(t *testing.T) {
 	call(t, e, 201, "PUT", pp+"/runs/"+run2+"/artifacts/explanation.json", admin,
 		explanationDoc(t, []string{"tenure", "spend", "region"}, []float64{0.2, 0.6, 0.4}), json...)
 	call(t, e, 201, "POST", pp+"/models", admin, map[string]any{"name": "churn"})
-	for _, run := range []string{run1, run2, ""} {
+	for _, run := range []string{run1, run2, "", ""} {
 		call(t, e, 201, "POST", pp+"/models/churn/versions", admin, map[string]any{"run_id": run})
 	}
+	// Version 4 has an explanation of its own.
+	call(t, e, 201, "PUT", pp+"/models/churn/versions/4/artifacts/explanation.json", admin,
+		explanationDoc(t, []string{"tenure", "spend", "region"}, []float64{0.2, 0.7, 0.4}), json...)
 
 	u := newUIClient(t, e)
 	u.signIn(viewer.Email, testenv.Password)
@@ -125,14 +128,24 @@ func TestUIExplanation(t *testing.T) {
 	if !strings.Contains(s, "of the version&#39;s run") {
 		t.Errorf("version 2's section does not say the file is its run's:\n%s", s)
 	}
+	// Version 4's own file, compared with version 2's (3 has none).
+	s = sectionOf("/projects/explain/models/churn/versions/4")
+	if !strings.Contains(s, "of this version") || !strings.Contains(s, `href="/projects/explain/models/churn/versions/4/artifacts/explanation.json"`) ||
+		!inOrder(s, "Importance changes since version 2", "<td>spend</td><td>permutation</td><td>0.7</td><td>0.6</td><td>&#43;0.1</td>",
+			"<td>region</td><td>permutation</td><td>0.4</td><td>0.4</td><td>0</td>") {
+		t.Errorf("version 4's section:\n%s", s)
+	}
 	// Version 1 has nothing before it; version 3 (no run) and a run without
 	// explanation.json have none.
-	if s := sectionOf("/projects/explain/models/churn/versions/1"); !strings.Contains(s, "There is no previous version to compare with.") ||
+	if s := sectionOf("/projects/explain/models/churn/versions/1"); !strings.Contains(s, "No earlier version has an explanation to compare with.") ||
 		!inOrder(s, ">tenure</text>", ">spend</text>") {
 		t.Errorf("version 1's section:\n%s", s)
 	}
-	for _, path := range []string{"/projects/explain/models/churn/versions/3", "/projects/explain/runs/" + bare} {
-		if s := sectionOf(path); !strings.Contains(s, "No explanation: no explanation.json has been uploaded.") || strings.Contains(s, "<svg") {
+	for path, want := range map[string]string{
+		"/projects/explain/models/churn/versions/3": "No explanation: neither the version nor its source run has an explanation.json.",
+		"/projects/explain/runs/" + bare:            "No explanation: no explanation.json has been uploaded.",
+	} {
+		if s := sectionOf(path); !strings.Contains(s, want) || strings.Contains(s, "<svg") {
 			t.Errorf("%s without an explanation:\n%s", path, s)
 		}
 	}

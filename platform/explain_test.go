@@ -10,7 +10,8 @@ import (
 // The reference explainer of issue 13: the training fixture, run as a job,
 // explains its model on held-out data and logs explanation.json into its
 // run through the MLflow artifact proxy with only the job's environment.
-// x (weight 3) matters most, z (0.5) less, u (pure noise) not at all.
+// x (weight 3) matters most, z (0.5) less, u (pure noise) not at all; a
+// version registered from the run answers GET …/versions/1/explanation.
 func TestJobLogsExplanation(t *testing.T) {
 	train := trainProgram(t)
 	e := startJobs(t)
@@ -74,6 +75,29 @@ func TestJobLogsExplanation(t *testing.T) {
 	}
 	t.Logf("permutation importance on %d held-out rows: x %.3f±%.3f, z %.3f±%.3f, u %.4f±%.4f",
 		doc.Dataset.Rows, x.Score, x.Std, z.Score, z.Std, u.Score, u.Std)
+
+	// A version registered from the run carries its explanation: the
+	// explanation route answers it (the run's, by reference).
+	if r := e.Do("POST", e.path("/models"), e.token, map[string]any{"name": "linreg"}); r.Status != http.StatusCreated {
+		t.Fatalf("create model: %d %s", r.Status, r.Body)
+	}
+	if r := e.Do("POST", e.path("/models/linreg/versions"), e.token, map[string]any{"run_id": j.RunID}); r.Status != http.StatusCreated {
+		t.Fatalf("register a version from the run: %d %s", r.Status, r.Body)
+	}
+	r = e.Do("GET", e.path("/models/linreg/versions/1/explanation"), e.token, nil)
+	var got struct {
+		Source      string `json:"source"`
+		RunID       string `json:"run_id"`
+		Explanation struct {
+			Importances []struct{ Feature string } `json:"feature_importances"`
+		} `json:"explanation"`
+		Previous any `json:"previous"`
+	}
+	r.JSON(t, &got)
+	if r.Status != http.StatusOK || got.Source != "run" || got.RunID != j.RunID || len(got.Explanation.Importances) != 3 ||
+		got.Explanation.Importances[0].Feature != "x" || got.Previous != nil {
+		t.Fatalf("the version's explanation: %d %s", r.Status, r.Body)
+	}
 
 	// EXPLAIN=0 opts out.
 	if r := e.Do("GET", e.path("/runs/"+skip.RunID+"/artifacts/explanation.json"), e.token, nil); r.Status != http.StatusNotFound {
