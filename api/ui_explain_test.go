@@ -2,11 +2,13 @@ package api_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"regexp"
 	"strings"
 	"testing"
 
 	"github.com/maestro-ml/maestro/internal/testenv"
+	"github.com/maestro-ml/maestro/internal/webtest"
 )
 
 // explanationDoc is an explanation.json of importances (feature → score)
@@ -148,5 +150,41 @@ func TestUIExplanation(t *testing.T) {
 		if s := sectionOf(path); !strings.Contains(s, want) || strings.Contains(s, "<svg") {
 			t.Errorf("%s without an explanation:\n%s", path, s)
 		}
+	}
+}
+
+// The explanation in Chromium: the version page (its run's explanation and
+// the change since the previous version) and the run page pass every
+// page's checks — no script error or CSP violation, axe clean, keyboard
+// reachable — and the uploaded feature names never run.
+func TestUIBrowserExplanation(t *testing.T) {
+	t.Parallel()
+	e := testenv.Start(t, testenv.Config(t))
+	admin := e.Admin("root@browserexplain.test").AccessToken
+	call(t, e, 201, "POST", "/api/v1/projects", admin, map[string]any{"name": "Why"})
+	pp := "/api/v1/projects/why"
+	exp := asJSON[struct{ ID string }](t, call(t, e, 201, "POST", pp+"/experiments", admin, map[string]any{"name": "x"}))
+	features := []string{"tenure", "spend", `<img src=x onerror="window.__xss=1">`, "region"}
+	var runs []string
+	for i, scores := range [][]float64{{0.5, 0.3, 0.1, 0.05}, {0.2, 0.6, 0.1, 0.4}} {
+		run := asJSON[struct{ ID string }](t, call(t, e, 201, "POST", pp+"/experiments/"+exp.ID+"/runs", admin, map[string]any{"name": fmt.Sprint("r", i)})).ID
+		call(t, e, 201, "PUT", pp+"/runs/"+run+"/artifacts/explanation.json", admin, explanationDoc(t, features, scores), "Content-Type", "application/json")
+		runs = append(runs, run)
+	}
+	call(t, e, 201, "POST", pp+"/models", admin, map[string]any{"name": "churn"})
+	for _, run := range runs {
+		call(t, e, 201, "POST", pp+"/models/churn/versions", admin, map[string]any{"run_id": run})
+	}
+	b := newBrowserPage(t, e)
+	b.signIn("root@browserexplain.test")
+	b.open("/projects/why/models/churn/versions/2", "version-explanation")
+	if main := b.tab.Text("main"); !strings.Contains(main, "Importance changes since version 1") || !strings.Contains(main, "Feature effects") {
+		t.Fatalf("the version page: %.2000s", main)
+	}
+	b.tab.Click("figure.importances details summary")
+	b.check("version-explanation-values")
+	b.open("/projects/why/runs/"+runs[0], "run-explanation")
+	if webtest.Eval[bool](b.tab, "window.__xss === 1") {
+		t.Fatal("a feature name ran as script")
 	}
 }
