@@ -37,7 +37,7 @@ const (
 	uiMaxChanges = 50
 	// uiLabelRunes is where a feature's label in a figure is cut (its
 	// table shows it whole).
-	uiLabelRunes = 28
+	uiLabelRunes = 26
 )
 
 // explanationView is the Explanation section of a page.
@@ -297,7 +297,7 @@ func barChart(id, method string, list []explain.Importance) importanceGroup {
 
 // The effect charts' geometry.
 const (
-	effLeft   = 64.0
+	effLeft   = 76.0
 	effRight  = 312.0
 	effTop    = 10.0
 	effBottom = 140.0

@@ -55,7 +55,7 @@ func TestExplanationViewBounded(t *testing.T) {
 		t.Fatalf("a curve of 1000 points: %d drawn, %d rows, sampled %d, %d dots", n, len(e.Rows), e.Sampled, len(e.Dots))
 	}
 	// Drawn in the order of the values (the file lists them downwards).
-	if e.Rows[0].Value != "0" || e.Rows[len(e.Rows)-1].Value != "999" || !strings.HasPrefix(e.Polyline, "64.0,") {
+	if e.Rows[0].Value != "0" || e.Rows[len(e.Rows)-1].Value != "999" || !strings.HasPrefix(e.Polyline, "76.0,") {
 		t.Fatalf("curve order: rows %v…, polyline %.40s", e.Rows[0], e.Polyline)
 	}
 	if c := v.Effects[1]; c.XMin != "red" || c.XMax != "green" || c.YMin != "1" || len(c.Dots) != 2 {

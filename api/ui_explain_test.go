@@ -100,10 +100,10 @@ func TestUIExplanation(t *testing.T) {
 		t.Errorf("the run's section does not escape the uploader's text:\n%s", s)
 	}
 	for _, want := range [][]string{
-		{`<svg viewBox="0 0 640`, ">tenure</text>", ">spend</text>", ">" + escaped + "</text>"},                                                                 // bars
+		{`<svg viewBox="0 0 640`, ">tenure</text>", ">spend</text>", ">&lt;script&gt;alert(&#34;f&#34;)&lt;/scrip…</text>"},                                    // cut                                                                 // bars
 		{`<table class="importance-values">`, "<td>tenure</td><td>0.5</td><td>0.05</td>", "<td>spend</td><td>0.3</td>", "<td>" + escaped + "</td><td>0.1</td>"}, // table
 		{"<dt>Dataset</dt><dd>holdout, 200 rows, test split: &lt;b&gt;held&lt;/b&gt; out</dd>", "<dt>Target</dt><dd>churned</dd>"},
-		{`<figure class="effect">`, "<figcaption>tenure", "<polyline class=\"curve\" points=\"64.0,140.0 188.0,75.0 312.0,10.0\"/>", "<td>-2</td><td>-6</td>"},
+		{`<figure class="effect">`, "<figcaption>tenure", "<polyline class=\"curve\" points=\"76.0,140.0 194.0,75.0 312.0,10.0\"/>", "<td>-2</td><td>-6</td>"},
 		{`href="/projects/explain/runs/` + run1 + `/artifacts/explanation.json"`},
 	} {
 		if !inOrder(s, want...) {
