@@ -73,7 +73,7 @@ func TestJobLogsExplanation(t *testing.T) {
 	if slope := (px[9].Effect - px[0].Effect) / (px[9].Value - px[0].Value); doc.Effects[0].Feature != "x" || math.Abs(slope-3) > 0.1 {
 		t.Fatalf("partial dependence of x: slope %v, want about 3", slope)
 	}
-	t.Logf("permutation importance on %d held-out rows: x %.3f±%.3f, z %.3f±%.3f, u %.4f±%.4f",
+	t.Logf("permutation importance on %d held-out rows: x %.3g±%.2g, z %.3g±%.2g, u %.2g±%.2g",
 		doc.Dataset.Rows, x.Score, x.Std, z.Score, z.Std, u.Score, u.Std)
 
 	// A version registered from the run carries its explanation: the
