@@ -11,9 +11,9 @@ import (
 	"github.com/maestro-ml/maestro/internal/webtest"
 )
 
-// explanationDoc is an explanation.json of importances (feature → score)
+// uiExplanationDoc is an explanation.json of importances (feature → score)
 // and a partial dependence curve of the first feature.
-func explanationDoc(t *testing.T, features []string, scores []float64) []byte {
+func uiExplanationDoc(t *testing.T, features []string, scores []float64) []byte {
 	t.Helper()
 	var imps []map[string]any
 	for i, f := range features {
@@ -70,16 +70,16 @@ func TestUIExplanation(t *testing.T) {
 	run1, run2, bare := newRun("first"), newRun("second"), newRun("bare")
 	json := []string{"Content-Type", "application/json"}
 	call(t, e, 201, "PUT", pp+"/runs/"+run1+"/artifacts/explanation.json", admin,
-		explanationDoc(t, []string{"tenure", "spend", evil}, []float64{0.5, 0.3, 0.1}), json...)
+		uiExplanationDoc(t, []string{"tenure", "spend", evil}, []float64{0.5, 0.3, 0.1}), json...)
 	call(t, e, 201, "PUT", pp+"/runs/"+run2+"/artifacts/explanation.json", admin,
-		explanationDoc(t, []string{"tenure", "spend", "region"}, []float64{0.2, 0.6, 0.4}), json...)
+		uiExplanationDoc(t, []string{"tenure", "spend", "region"}, []float64{0.2, 0.6, 0.4}), json...)
 	call(t, e, 201, "POST", pp+"/models", admin, map[string]any{"name": "churn"})
 	for _, run := range []string{run1, run2, "", ""} {
 		call(t, e, 201, "POST", pp+"/models/churn/versions", admin, map[string]any{"run_id": run})
 	}
 	// Version 4 has an explanation of its own.
 	call(t, e, 201, "PUT", pp+"/models/churn/versions/4/artifacts/explanation.json", admin,
-		explanationDoc(t, []string{"tenure", "spend", "region"}, []float64{0.2, 0.7, 0.4}), json...)
+		uiExplanationDoc(t, []string{"tenure", "spend", "region"}, []float64{0.2, 0.7, 0.4}), json...)
 
 	u := newUIClient(t, e)
 	u.signIn(viewer.Email, testenv.Password)
@@ -168,7 +168,7 @@ func TestUIBrowserExplanation(t *testing.T) {
 	var runs []string
 	for i, scores := range [][]float64{{0.5, 0.3, 0.1, 0.05}, {0.2, 0.6, 0.1, 0.4}} {
 		run := asJSON[struct{ ID string }](t, call(t, e, 201, "POST", pp+"/experiments/"+exp.ID+"/runs", admin, map[string]any{"name": fmt.Sprint("r", i)})).ID
-		call(t, e, 201, "PUT", pp+"/runs/"+run+"/artifacts/explanation.json", admin, explanationDoc(t, features, scores), "Content-Type", "application/json")
+		call(t, e, 201, "PUT", pp+"/runs/"+run+"/artifacts/explanation.json", admin, uiExplanationDoc(t, features, scores), "Content-Type", "application/json")
 		runs = append(runs, run)
 	}
 	call(t, e, 201, "POST", pp+"/models", admin, map[string]any{"name": "churn"})
