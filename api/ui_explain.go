@@ -35,6 +35,10 @@ const (
 	uiMaxEffectRows  = 25
 	// uiMaxChanges bounds the comparison's rows (the largest changes).
 	uiMaxChanges = 50
+	// uiMaxClasses bounds the per-class breakdowns listed and
+	// uiMaxClassRows the importances of each (the highest).
+	uiMaxClasses   = 10
+	uiMaxClassRows = 10
 	// uiLabelRunes is where a feature's label in a figure is cut (its
 	// table shows it whole).
 	uiLabelRunes = 26
@@ -56,8 +60,11 @@ type explanationView struct {
 	Omitted    int               // importances beyond uiMaxImportances
 	Effects    []effectChart
 	EffOmitted int
-	Classes    int // per-class breakdowns in the file (not drawn)
-	Compare    *explanationComparison
+	// Classes are the per-class breakdowns (tables, not drawn), at most
+	// uiMaxClasses; ClassOmitted counts the rest.
+	Classes      []classView
+	ClassOmitted int
+	Compare      *explanationComparison
 }
 
 // importanceGroup is the bar chart (and table) of one method's
@@ -70,6 +77,13 @@ type importanceGroup struct {
 	Zero   string // x of the zero line
 	Bottom string // y of the axis' end
 	HasStd bool
+}
+
+// classView is one class's highest importances.
+type classView struct {
+	Class   string
+	Rows    []importanceBar // Feature, Score, Std only
+	Omitted int
 }
 
 type importanceBar struct {
@@ -153,7 +167,7 @@ func (s *Server) explanationFor(ctx context.Context, x explain.Explanation, err 
 
 // explanationPage lays out a valid explanation.
 func explanationPage(x explain.Explanation) explanationView {
-	v := explanationView{Found: true, Target: x.Target, Classes: len(x.Classes)}
+	v := explanationView{Found: true, Target: x.Target}
 	d := x.Dataset
 	v.Dataset = d.Name + ", " + strconv.FormatInt(d.Rows, 10) + " rows"
 	if d.Split != "" {
@@ -199,6 +213,28 @@ func explanationPage(x explain.Explanation) explanationView {
 	}
 	for i, e := range effects {
 		v.Effects = append(v.Effects, curve("eff-"+strconv.Itoa(i), e))
+	}
+
+	classes := x.Classes
+	if len(classes) > uiMaxClasses {
+		v.ClassOmitted = len(classes) - uiMaxClasses
+		classes = classes[:uiMaxClasses]
+	}
+	for _, c := range classes {
+		cv := classView{Class: c.Class}
+		list := c.SortedImportances()
+		if len(list) > uiMaxClassRows {
+			cv.Omitted = len(list) - uiMaxClassRows
+			list = list[:uiMaxClassRows]
+		}
+		for _, im := range list {
+			row := importanceBar{Feature: im.Feature + " (" + im.Method + ")", Score: shortFloat(im.Score)}
+			if im.Std != nil {
+				row.HasSD, row.Std = true, shortFloat(math.Abs(*im.Std))
+			}
+			cv.Rows = append(cv.Rows, row)
+		}
+		v.Classes = append(v.Classes, cv)
 	}
 	return v
 }

@@ -23,7 +23,8 @@ func parseDoc(t *testing.T, v any) (explain.Explanation, error) {
 
 // The section is bounded whatever the file holds: the 50 highest
 // importances, 20 effect curves, a curve of at most 200 drawn points and a
-// table of 25; the rest is counted, not shown.
+// table of 25, 10 classes of 10 importances; the rest is counted, not
+// shown.
 func TestExplanationViewBounded(t *testing.T) {
 	var imps, effs []map[string]any
 	for i := range 60 {
@@ -37,8 +38,12 @@ func TestExplanationViewBounded(t *testing.T) {
 		effs = append(effs, map[string]any{"feature": fmt.Sprintf("f%02d", i), "method": "partial_dependence", "points": pts})
 	}
 	effs[1]["points"] = []map[string]any{{"value": "red", "effect": 1}, {"value": "green", "effect": 1}} // categories, a flat curve
+	var classes []map[string]any
+	for i := range 12 {
+		classes = append(classes, map[string]any{"class": fmt.Sprint("c", i), "feature_importances": imps[:15]})
+	}
 	x, err := parseDoc(t, map[string]any{"schema_version": 1, "dataset": map[string]any{"name": "d", "rows": 1},
-		"feature_importances": imps, "feature_effects": effs})
+		"feature_importances": imps, "feature_effects": effs, "classes": classes})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -57,6 +62,10 @@ func TestExplanationViewBounded(t *testing.T) {
 	// Drawn in the order of the values (the file lists them downwards).
 	if e.Rows[0].Value != "0" || e.Rows[len(e.Rows)-1].Value != "999" || !strings.HasPrefix(e.Polyline, "76.0,") {
 		t.Fatalf("curve order: rows %v…, polyline %.40s", e.Rows[0], e.Polyline)
+	}
+	if len(v.Classes) != uiMaxClasses || v.ClassOmitted != 2 || len(v.Classes[0].Rows) != uiMaxClassRows || v.Classes[0].Omitted != 5 ||
+		v.Classes[0].Rows[0].Feature != "f14 (permutation)" {
+		t.Fatalf("classes: %d shown, %d omitted; the first %+v", len(v.Classes), v.ClassOmitted, v.Classes[0])
 	}
 	if c := v.Effects[1]; c.XMin != "red" || c.XMax != "green" || c.YMin != "1" || len(c.Dots) != 2 {
 		t.Fatalf("a categorical flat curve: %+v", c)
@@ -77,7 +86,8 @@ func TestExplanationViewBounded(t *testing.T) {
 	if n := strings.Count(out, "<rect class=\"bar"); n != uiMaxImportances {
 		t.Errorf("%d bars rendered", n)
 	}
-	for _, want := range []string{"10 lower importances are not shown", "5 more effect curves are not shown"} {
+	for _, want := range []string{"10 lower importances are not shown", "5 more effect curves are not shown",
+		"Importances by class (10 shown, 2 more in the file)", "<caption>Class c9 (the 10 highest; 5 more in the file)</caption>"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("the page does not say %q", want)
 		}

@@ -11,8 +11,9 @@ import (
 	"github.com/maestro-ml/maestro/internal/webtest"
 )
 
-// uiExplanationDoc is an explanation.json of importances (feature → score)
-// and a partial dependence curve of the first feature.
+// uiExplanationDoc is an explanation.json of importances (feature → score),
+// a partial dependence curve of the first feature and one class's
+// breakdown.
 func uiExplanationDoc(t *testing.T, features []string, scores []float64) []byte {
 	t.Helper()
 	var imps []map[string]any
@@ -27,6 +28,8 @@ func uiExplanationDoc(t *testing.T, features []string, scores []float64) []byte 
 		"feature_importances": imps,
 		"feature_effects": []map[string]any{{"feature": features[0], "method": "partial_dependence",
 			"points": []map[string]any{{"value": -2.0, "effect": -6.0}, {"value": 0.0, "effect": 0.0}, {"value": 2.0, "effect": 6.0}}}},
+		"classes": []map[string]any{{"class": "<i>churned</i>", "feature_importances": []map[string]any{
+			{"feature": features[0], "method": "permutation", "score": scores[0] * 2}}}},
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -100,11 +103,12 @@ func TestUIExplanation(t *testing.T) {
 		t.Errorf("the run's section does not escape the uploader's text:\n%s", s)
 	}
 	for _, want := range [][]string{
-		{`<svg viewBox="0 0 640`, ">tenure</text>", ">spend</text>", ">&lt;script&gt;alert(&#34;f&#34;)&lt;/scrip…</text>"},                                    // cut                                                                 // bars
+		{`<svg viewBox="0 0 640`, ">tenure</text>", ">spend</text>", ">&lt;script&gt;alert(&#34;f&#34;)&lt;/scrip…</text>"},                                     // cut                                                                 // bars
 		{`<table class="importance-values">`, "<td>tenure</td><td>0.5</td><td>0.05</td>", "<td>spend</td><td>0.3</td>", "<td>" + escaped + "</td><td>0.1</td>"}, // table
 		{"<dt>Dataset</dt><dd>holdout, 200 rows, test split: &lt;b&gt;held&lt;/b&gt; out</dd>", "<dt>Target</dt><dd>churned</dd>"},
 		{`<figure class="effect">`, "<figcaption>tenure", "<polyline class=\"curve\" points=\"76.0,140.0 194.0,75.0 312.0,10.0\"/>", "<td>-2</td><td>-6</td>"},
 		{`href="/projects/explain/runs/` + run1 + `/artifacts/explanation.json"`},
+		{"<summary>Importances by class (1)</summary>", "<caption>Class &lt;i&gt;churned&lt;/i&gt;</caption>", "<td>tenure (permutation)</td><td>1</td>"},
 	} {
 		if !inOrder(s, want...) {
 			t.Errorf("the run's section lacks, in order, %q:\n%s", want, s)
