@@ -28,10 +28,10 @@ func explanationDoc(scores ...any) []byte {
 		imps = append(imps, map[string]any{"feature": scores[i], "method": "permutation", "score": scores[i+1], "std": 0.01})
 	}
 	b, err := json.Marshal(map[string]any{
-		"schema_version": 1,
-		"dataset":        map[string]any{"name": "holdout", "rows": 200, "split": "test"},
-		"target":         "y",
-		"metric":         map[string]any{"name": "mse", "baseline": 0.01, "direction": "minimize"},
+		"schema_version":      1,
+		"dataset":             map[string]any{"name": "holdout", "rows": 200, "split": "test"},
+		"target":              "y",
+		"metric":              map[string]any{"name": "mse", "baseline": 0.01, "direction": "minimize"},
 		"feature_importances": imps,
 		"feature_effects": []any{map[string]any{"feature": "x1", "method": "partial_dependence",
 			"points": []any{map[string]any{"value": -2.0, "effect": -6.0}, map[string]any{"value": 2.0, "effect": 6.0}}}},
@@ -310,13 +310,14 @@ func TestPromotionGateOnExplanation(t *testing.T) {
 	if pol.Gate != "importance.age < 0.1" {
 		t.Fatalf("canonical gate = %q", pol.Gate)
 	}
-	if r := request(over, "staging"); r.State != "rejected" || !strings.Contains(r.Reason, "importance of age = 0.3") {
+	if r := request(over, "staging"); r.State != "rejected" || !strings.Contains(r.Reason, "importance of age = 0.3") ||
+		r.Gate.Importances["age"] != 0.3 || r.Gate.Explanation == nil || r.Gate.Explanation.Source != "version" {
 		t.Fatalf("a version over the bound: %+v", r)
 	}
 	if r := request(bare, "staging"); r.State != "rejected" || !strings.Contains(r.Reason, "no explanation") {
 		t.Fatalf("a version without an explanation under an importance gate: %+v", r)
 	}
-	if r := request(carried, "staging"); r.State != "pending" || !r.Gate.Passed {
+	if r := request(carried, "staging"); r.State != "pending" || !r.Gate.Passed || r.Gate.Explanation == nil || r.Gate.Explanation.Source != "run" {
 		t.Fatalf("a version under the bound: %+v", r)
 	}
 	// A feature the explanation lacks never meets the gate.

@@ -315,3 +315,32 @@ func FuzzValidate(f *testing.F) {
 		}
 	})
 }
+
+// BenchmarkValidate measures a document at the list bounds: 10,000
+// importances and 100 effects of 100 points.
+func BenchmarkValidate(b *testing.B) {
+	imps := make([]any, 10000)
+	for i := range imps {
+		imps[i] = map[string]any{"feature": fmt.Sprintf("feature_%d", i), "method": "permutation", "score": float64(i) / 10000, "std": 0.01}
+	}
+	effs := make([]any, 100)
+	for i := range effs {
+		pts := make([]any, 100)
+		for j := range pts {
+			pts[j] = map[string]any{"value": float64(j), "effect": float64(i * j)}
+		}
+		effs[i] = map[string]any{"feature": fmt.Sprintf("feature_%d", i), "method": "partial_dependence", "points": pts}
+	}
+	doc, err := json.Marshal(map[string]any{"schema_version": 1, "dataset": map[string]any{"name": "d", "rows": 1000},
+		"feature_importances": imps, "feature_effects": effs})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.SetBytes(int64(len(doc)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := explain.Validate(doc); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

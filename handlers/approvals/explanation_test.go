@@ -1,6 +1,7 @@
 package approvals_test
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -20,7 +21,7 @@ func explained(scores ...any) *approvals.VersionExplanation {
 		x.FeatureImportances = append(x.FeatureImportances,
 			explain.Importance{Feature: scores[i].(string), Method: "permutation", Score: scores[i+1].(float64)})
 	}
-	return &approvals.VersionExplanation{Source: approvals.SourceRun, Doc: x}
+	return &approvals.VersionExplanation{Source: approvals.SourceRun, Digest: "sha256:" + strings.Repeat("ab", 32), Doc: x}
 }
 
 func TestDecideRequestOverExplanations(t *testing.T) {
@@ -66,6 +67,10 @@ func TestDecideRequestOverExplanations(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			gate := got[0].Data.(events.PromotionRequestedData).Gate
+			if x := tc.in.Explanation; (x == nil) != (gate.Explanation == nil) || x != nil && (gate.Explanation.Source != x.Source || gate.Explanation.Digest != x.Digest) {
+				t.Fatalf("gate.explanation = %+v, want what was read: %+v", gate.Explanation, x)
+			}
 			if tc.rejected != nil {
 				checkGateRejection(t, got, tc.rejected, tc.missing)
 				return
@@ -75,4 +80,20 @@ func TestDecideRequestOverExplanations(t *testing.T) {
 			}
 		})
 	}
+}
+
+// The importances a gate compared are recorded in the request's event.
+func TestDecideRequestRecordsImportancesSeen(t *testing.T) {
+	t.Parallel()
+	ps := project(t, policy(t, events.PolicyData{Target: "production", Gate: "importance.age < 0.1 AND importance.zip < 1"}))
+	got, err := approvals.DecideRequest(promoID, ps, model(t, versions(t, 2)), approvals.Request{Model: "resnet", Version: 2, Target: "production"},
+		bob, approvals.GateInputs{Explanation: explained("age", 0.3, "income", 0.9)}, t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gate := got[0].Data.(events.PromotionRequestedData).Gate
+	if len(gate.Importances) != 1 || gate.Importances["age"] != 0.3 || gate.Passed {
+		t.Fatalf("gate = %+v, want age's importance (income is not named, zip is missing) and a failure", gate)
+	}
+	checkGateRejection(t, got, []string{"importance of age = 0.3"}, nil)
 }

@@ -217,6 +217,9 @@ func DecideRequest(id string, ps registry.ProjectState, m registry.ModelState, r
 // explanation, whatever its other comparisons say.
 func evaluate(pol events.PolicyData, ver registry.VersionState, in GateInputs) events.GateResult {
 	res := events.GateResult{Passed: true}
+	if in.Explanation != nil {
+		res.Explanation = &events.ExplanationSeen{Source: in.Explanation.Source, Digest: in.Explanation.Digest}
+	}
 	var reasons []string
 	if pol.Gate != "" {
 		gate, err := registry.ParseGate(pol.Gate)
@@ -231,6 +234,12 @@ func evaluate(pol events.PolicyData, ver registry.VersionState, in GateInputs) e
 		default:
 			res.Metrics = seen(gate, in.Metrics)
 			importances := importancesSeen(gate, in.Explanation)
+			if len(importances) > 0 {
+				res.Importances = map[string]events.MetricValue{}
+				for k, v := range importances {
+					res.Importances[k] = events.MetricValue(v)
+				}
+			}
 			if !gate.Match(filter.Values{Metrics: in.Metrics, Importances: importances}) {
 				res.Passed = false
 				reasons = append(reasons, "gate not met: "+pol.Gate+" ("+describe(res.Metrics, importances)+")")
