@@ -142,3 +142,43 @@ func TestExplanationViewNone(t *testing.T) {
 		t.Fatalf("comparison without a previous explanation: %+v", c)
 	}
 }
+
+// BenchmarkExplanationSection lays out and renders the version page's
+// section for a document near the bounds (10,000 importances, 100 effects
+// of 1,000 points): the parse is explain's (BenchmarkValidate).
+func BenchmarkExplanationSection(b *testing.B) {
+	var imps, effs []map[string]any
+	for i := range 10000 {
+		imps = append(imps, map[string]any{"feature": fmt.Sprintf("feature_%05d", i), "method": "permutation", "score": float64(i%977) / 977, "std": 0.01})
+	}
+	for i := range 100 {
+		var pts []map[string]any
+		for k := range 1000 {
+			pts = append(pts, map[string]any{"value": float64(k), "effect": float64(k%13) / 13})
+		}
+		effs = append(effs, map[string]any{"feature": fmt.Sprintf("feature_%05d", i), "method": "partial_dependence", "points": pts})
+	}
+	data, err := json.Marshal(map[string]any{"schema_version": 1, "dataset": map[string]any{"name": "d", "rows": 1},
+		"feature_importances": imps, "feature_effects": effs})
+	if err != nil {
+		b.Fatal(err)
+	}
+	x, err := explain.Parse(data)
+	if err != nil {
+		b.Fatal(err)
+	}
+	r, err := web.New()
+	if err != nil {
+		b.Fatal(err)
+	}
+	var size int
+	for b.Loop() {
+		page, err := r.Render("version", web.Page{Title: "v", Data: versionData{Explanation: explanationPage(x)}})
+		if err != nil {
+			b.Fatal(err)
+		}
+		size = len(page)
+	}
+	b.ReportMetric(float64(len(data)), "doc-bytes")
+	b.ReportMetric(float64(size), "page-bytes")
+}
