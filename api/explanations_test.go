@@ -310,9 +310,16 @@ func TestPromotionGateOnExplanation(t *testing.T) {
 	if pol.Gate != "importance.age < 0.1" {
 		t.Fatalf("canonical gate = %q", pol.Gate)
 	}
-	if r := request(over, "staging"); r.State != "rejected" || !strings.Contains(r.Reason, "importance of age = 0.3") ||
-		r.Gate.Importances["age"] != 0.3 || r.Gate.Explanation == nil || r.Gate.Explanation.Source != "version" {
-		t.Fatalf("a version over the bound: %+v", r)
+	overReq := request(over, "staging")
+	if overReq.State != "rejected" || !strings.Contains(overReq.Reason, "importance of age = 0.3") ||
+		overReq.Gate.Importances["age"] != 0.3 || overReq.Gate.Explanation == nil || overReq.Gate.Explanation.Source != "version" {
+		t.Fatalf("a version over the bound: %+v", overReq)
+	}
+	// The read model shows what the gate read, by content address.
+	read := asJSON[api.PromotionResponse](t, call(t, e, 200, "GET", p.pp+"/promotions/"+overReq.ID, p.viewer.Token, nil))
+	if read.Gate.Importances["age"] != 0.3 || read.Gate.Explanation == nil ||
+		read.Gate.Explanation.Digest != string(digestOf(explanationDoc("age", 0.3, "income", 0.2))) {
+		t.Fatalf("the request as read back: %+v", read.Gate)
 	}
 	if r := request(bare, "staging"); r.State != "rejected" || !strings.Contains(r.Reason, "no explanation") {
 		t.Fatalf("a version without an explanation under an importance gate: %+v", r)
