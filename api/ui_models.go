@@ -295,6 +295,9 @@ type versionData struct {
 	Stages     []string
 	CanWrite   bool
 	CanPromote bool
+	// Explanation is the version's explanation and its comparison with
+	// the previous version's (ui_explain.go).
+	Explanation explanationView
 }
 
 // artifactRow is an artifact with its download link.
@@ -335,7 +338,11 @@ func (s *Server) versionPage(w http.ResponseWriter, r *http.Request, status int,
 		return err
 	}
 	c := newCall(w, r)
-	v, err := s.getVersion(c, ref)
+	m, err := s.readableModel(r)
+	if err != nil {
+		return err
+	}
+	v, err := s.readVersion(r.Context(), m, ref.version)
 	if err != nil {
 		return err
 	}
@@ -367,6 +374,7 @@ func (s *Server) versionPage(w http.ResponseWriter, r *http.Request, status int,
 			return err
 		}
 	}
+	d.Explanation = s.versionExplanationView(r.Context(), proj, m, v)
 	pg := s.inProject(r, proj, d.Model+" version "+strconv.Itoa(v.Version), "Models", d)
 	pg.Error = errText
 	return s.render(w, status, "version", pg)

@@ -13,6 +13,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/maestro-ml/maestro/authz"
+	"github.com/maestro-ml/maestro/explain"
 	"github.com/maestro-ml/maestro/filter"
 	"github.com/maestro-ml/maestro/handlers"
 	"github.com/maestro-ml/maestro/projections"
@@ -458,6 +459,8 @@ type runData struct {
 	// JobLog is the log of the job that ran the run (live while it runs).
 	JobLog jobLogView
 	Charts chartsData
+	// Explanation is the run's explanation.json (ui_explain.go).
+	Explanation explanationView
 }
 
 // runArtifact is an artifact and its download path (each segment
@@ -545,6 +548,9 @@ func (s *Server) uiRun(w http.ResponseWriter, r *http.Request) error {
 	if d.Job != nil {
 		d.JobLog = s.jobLog(r, *d.Job)
 	}
+	ex, err := s.runExplanation(r.Context(), proj.ID, run.ID)
+	d.Explanation = s.explanationFor(r.Context(), ex, err)
+	d.Explanation.From, d.Explanation.Href = "this run", "/projects/"+url.PathEscape(proj.Slug)+"/runs/"+run.ID+"/artifacts/"+explain.FileName
 	title := run.Name
 	if title == "" {
 		title = "Run " + run.ID
