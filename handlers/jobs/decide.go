@@ -4,6 +4,7 @@
 package jobs
 
 import (
+	"cmp"
 	"fmt"
 	"path"
 	"regexp"
@@ -70,8 +71,11 @@ type State struct {
 	Spec            events.JobSubmittedData
 	State           string
 	CancelRequested bool
-	Attempts        []Attempt
-	SubmittedAt     time.Time
+	// CancelReason is why the platform asked for the cancellation
+	// (early_stopped); "" when a person did.
+	CancelReason string
+	Attempts     []Attempt
+	SubmittedAt  time.Time
 	// QueuedAt is when the job was last queued (submitted or requeued).
 	QueuedAt  time.Time
 	UpdatedAt time.Time
@@ -130,7 +134,11 @@ func Evolve(j State, e events.Envelope) (State, error) {
 		j.State = events.JobRunning
 		j.Attempts = append(j.Attempts, Attempt{Number: d.Attempt, RunnerID: d.RunnerID, Executor: d.Executor, TokenID: d.TokenID, StartedAt: e.Time})
 	case events.JobCancelRequested:
-		j.CancelRequested = true
+		var d events.JobCancelRequestedData
+		if err := e.Decode(&d); err != nil {
+			return j, err
+		}
+		j.CancelRequested, j.CancelReason = true, d.Reason
 	case events.JobAttemptEnded:
 		var d events.JobAttemptEndedData
 		if err := e.Decode(&d); err != nil {
@@ -301,8 +309,9 @@ func DecideClaim(j State, runnerID, executor, tokenID string) ([]handlers.Change
 
 // DecideCancel stops a job: a queued one ends at once, a running one is
 // asked to stop (its runner ends the attempt as cancelled). Cancelling
-// again changes nothing; an ended job cannot be cancelled.
-func DecideCancel(j State) ([]handlers.Change, error) {
+// again changes nothing; an ended job cannot be cancelled. reason is the
+// platform's ("" when a person cancels): the job ends with it.
+func DecideCancel(j State, reason string) ([]handlers.Change, error) {
 	if !j.Created {
 		return nil, handlers.Errorf(handlers.NotFound, "not-found", "job not found")
 	}
@@ -312,9 +321,9 @@ func DecideCancel(j State) ([]handlers.Change, error) {
 	if j.CancelRequested {
 		return nil, nil
 	}
-	changes := []handlers.Change{{Subject: subject(j.ID()), Type: events.JobCancelRequested, Data: events.JobCancelRequestedData{JobID: j.ID()}}}
+	changes := []handlers.Change{{Subject: subject(j.ID()), Type: events.JobCancelRequested, Data: events.JobCancelRequestedData{JobID: j.ID(), Reason: reason}}}
 	if j.State == events.JobQueued {
-		changes = append(changes, ended(j, events.JobCancelled, "cancelled", nil))
+		changes = append(changes, ended(j, events.JobCancelled, cmp.Or(reason, "cancelled"), nil))
 	}
 	return changes, nil
 }
@@ -355,7 +364,11 @@ func DecideEndAttempt(j State, c EndAttempt) ([]handlers.Change, error) {
 	}
 	switch {
 	case c.Outcome == events.OutcomeLost && j.CancelRequested:
-		return append(changes, ended(j, events.JobCancelled, "cancelled", nil)), nil
+		return append(changes, ended(j, events.JobCancelled, cmp.Or(j.CancelReason, "cancelled"), nil)), nil
+	case c.Outcome == events.OutcomeCancelled && j.CancelReason != "":
+		// The platform's reason (early_stopped) is the job's, not the
+		// runner's account of stopping the program.
+		return append(changes, ended(j, events.JobCancelled, j.CancelReason, c.ExitCode)), nil
 	case c.Outcome == events.OutcomeLost && retriesLeft,
 		c.Outcome == events.OutcomeFailed && j.Spec.RetryOnFailure && retriesLeft:
 		return append(changes, handlers.Change{Subject: subject(j.ID()), Type: events.JobRequeued,

@@ -166,7 +166,7 @@ func TestJobLifecycle(t *testing.T) {
 	if j.State != events.JobFailed || !strings.Contains(j.Reason, "no retries left") || len(j.Attempts) != 2 {
 		t.Fatalf("lost without retries: %+v", j)
 	}
-	if _, err := jobs.DecideCancel(j); err == nil {
+	if _, err := jobs.DecideCancel(j, ""); err == nil {
 		t.Fatal("an ended job was cancelled")
 	}
 }
@@ -196,7 +196,7 @@ func TestJobEndOutcomes(t *testing.T) {
 		c1 := claim(t, j, "r1")
 		hist := [][]handlers.Change{sub, c1}
 		if tc.cancel {
-			hist = append(hist, must(jobs.DecideCancel(given(t, hist...))))
+			hist = append(hist, must(jobs.DecideCancel(given(t, hist...), "")))
 		}
 		j = given(t, hist...)
 		tc.end.Attempt = 1
@@ -215,7 +215,7 @@ func TestJobEndOutcomes(t *testing.T) {
 
 func TestCancelQueuedEndsAtOnce(t *testing.T) {
 	sub := submit(t, nil)
-	ch := must(jobs.DecideCancel(given(t, sub)))
+	ch := must(jobs.DecideCancel(given(t, sub), ""))
 	if types(ch) != "cancel_requested,ended" {
 		t.Fatalf("cancel queued: %s", types(ch))
 	}
@@ -224,12 +224,33 @@ func TestCancelQueuedEndsAtOnce(t *testing.T) {
 		t.Fatalf("cancelled: %+v", j)
 	}
 	running := given(t, sub, claim(t, given(t, sub), "r1"))
-	ch = must(jobs.DecideCancel(running))
+	ch = must(jobs.DecideCancel(running, ""))
 	if types(ch) != "cancel_requested" {
 		t.Fatalf("cancel running: %s", types(ch))
 	}
 	again := given(t, sub, claim(t, given(t, sub), "r1"), ch)
-	if ch, err := jobs.DecideCancel(again); err != nil || len(ch) != 0 {
+	if ch, err := jobs.DecideCancel(again, ""); err != nil || len(ch) != 0 {
 		t.Fatalf("second cancel: %v %v", ch, err)
+	}
+}
+
+// A cancellation the platform asks for with a reason (a sweep's early
+// stopping) ends the job with that reason, whether it was queued or its
+// runner stopped the program.
+func TestCancelReasonIsTheJobsEnd(t *testing.T) {
+	sub := submit(t, nil)
+	ch := must(jobs.DecideCancel(given(t, sub), events.ReasonEarlyStopped))
+	if j := given(t, sub, ch); j.State != events.JobCancelled || j.Reason != events.ReasonEarlyStopped {
+		t.Fatalf("queued: %s %q", j.State, j.Reason)
+	}
+	started := claim(t, given(t, sub), "r1")
+	cancel := must(jobs.DecideCancel(given(t, sub, started), events.ReasonEarlyStopped))
+	running := given(t, sub, started, cancel)
+	if running.CancelReason != events.ReasonEarlyStopped {
+		t.Fatalf("cancel reason not folded: %+v", running)
+	}
+	end := must(jobs.DecideEndAttempt(running, jobs.EndAttempt{Attempt: 1, Outcome: events.OutcomeCancelled, Reason: "stopped by SIGTERM"}))
+	if j := given(t, sub, started, cancel, end); j.State != events.JobCancelled || j.Reason != events.ReasonEarlyStopped {
+		t.Fatalf("running: %s %q", j.State, j.Reason)
 	}
 }

@@ -3,6 +3,7 @@ package jobs
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -56,6 +57,9 @@ type SubmitInput struct {
 	Timeout        time.Duration
 	MaxRetries     int
 	RetryOnFailure bool
+	// Sweep names the sweep trial the job runs (set by the sweep
+	// scheduler, which submits on behalf of the sweep's creator).
+	Sweep *events.JobSweepTrial
 }
 
 // Submit queues a job in the project ref with a run of its own (SCHEDULED,
@@ -72,7 +76,7 @@ func (s *Service) Submit(ctx context.Context, meta events.Meta, p authz.Principa
 	}
 	c := Submit{JobSubmittedData: events.JobSubmittedData{JobID: handlers.IDFor(meta, "job"), ProjectID: ps.ID, Name: in.Name,
 		Command: in.Command, Params: in.Params, Env: in.Env, WorkingDir: in.WorkingDir, Image: in.Image, Resources: in.Resources,
-		MaxRetries: in.MaxRetries, RetryOnFailure: in.RetryOnFailure, SubmittedBy: p.UserID}, Timeout: in.Timeout}
+		MaxRetries: in.MaxRetries, RetryOnFailure: in.RetryOnFailure, SubmittedBy: p.UserID, Sweep: in.Sweep}, Timeout: in.Timeout}
 	if err := CheckSubmit(&c); err != nil {
 		return State{}, tracking.RunState{}, 0, err
 	}
@@ -96,6 +100,11 @@ func (s *Service) Submit(ctx context.Context, meta events.Meta, p authz.Principa
 	}
 	c.ExperimentID = x.ID
 	tags := map[string]string{"maestro.job_id": c.JobID, "mlflow.source.type": "JOB", "mlflow.source.name": sourceName(c.Command[0])}
+	if in.Sweep != nil {
+		// The trial's run names its sweep: the sweep scheduler follows the
+		// objective metric of the runs that carry it.
+		tags["maestro.sweep_id"], tags["maestro.sweep_trial"] = in.Sweep.SweepID, strconv.Itoa(in.Sweep.Trial)
+	}
 	if p.Email != "" {
 		tags["mlflow.user"] = p.Email
 	}
@@ -206,13 +215,28 @@ func (s *Service) Cancel(ctx context.Context, meta events.Meta, p authz.Principa
 				return nil, nil, err
 			}
 		}
-		changes, err := DecideCancel(j)
+		changes, err := DecideCancel(j, "")
 		return changes, nil, err
 	})
 	if err == nil && seq == 0 {
 		_, seq, err = s.jobs.Load(ctx, subject(id))
 	}
 	return j, seq, err
+}
+
+// CancelFor is the platform cancelling a job for a reason of its own (a
+// sweep's early stopping: early_stopped), which the job ends with. A job
+// that ended already is left as it is.
+func (s *Service) CancelFor(ctx context.Context, meta events.Meta, id, reason string) error {
+	meta.Now = s.now
+	_, _, err := s.jobs.Update(ctx, subject(id), meta, func(j State, _ uint64, _ bool) ([]handlers.Change, map[string]uint64, error) {
+		if j.Ended() {
+			return nil, nil, nil
+		}
+		changes, err := DecideCancel(j, reason)
+		return changes, nil, err
+	})
+	return err
 }
 
 // tokenNamespace derives the ids of attempts' API tokens.
