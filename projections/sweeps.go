@@ -116,9 +116,11 @@ func (Sweeps) Queue(b *Batch, evs []events.Envelope) error {
 			if err := e.Decode(&d); err != nil {
 				return err
 			}
-			b.Queue(`UPDATE sweep_trials SET state = 'pruned', pruned_step = $3, last_step = $3, last_value = $4, reason = $5, updated_at = $6
+			// The trial stays running until its job's cancellation ends it
+			// (pruned), as handlers/sweeps Evolve has it; pruned_step marks it.
+			b.Queue(`UPDATE sweep_trials SET pruned_step = $3, last_step = $3, last_value = $4, reason = $5, updated_at = $6
 				WHERE sweep_id = $1 AND number = $2`, d.SweepID, d.Trial, d.Step, float64(d.Value), d.Reason, at)
-			b.Queue(sweepRecount, d.SweepID, at, seq)
+			b.Queue(`UPDATE sweeps SET updated_at = $2, seq = $3 WHERE id = $1`, d.SweepID, at, seq)
 		case events.SweepTrialEnded:
 			var d events.SweepTrialEndedData
 			if err := e.Decode(&d); err != nil {
@@ -131,7 +133,7 @@ func (Sweeps) Queue(b *Batch, evs []events.Envelope) error {
 			}
 			// A pruned trial keeps the rule's reason unless its end gives one.
 			b.Queue(`UPDATE sweep_trials SET state = $3, job_state = $4, objective = $5, reason = CASE WHEN $6 = '' THEN reason ELSE $6 END,
-				job_id = COALESCE(job_id, NULLIF($7, '')::uuid), ended_at = $8, updated_at = $8, end_seq = $9 WHERE sweep_id = $1 AND number = $2`,
+				job_id = COALESCE(NULLIF($7, '')::uuid, job_id), ended_at = $8, updated_at = $8, end_seq = $9 WHERE sweep_id = $1 AND number = $2`,
 				d.SweepID, d.Trial, d.State, d.JobState, objective, d.Reason, d.JobID, at, seq)
 			b.Queue(sweepRecount, d.SweepID, at, seq)
 		case events.SweepStopRequested:
@@ -268,7 +270,9 @@ type SweepTrial struct {
 	Objective  *events.MetricValue `json:"objective,omitempty"`
 	Reason     string              `json:"reason,omitempty"`
 	LastReport *SweepReport        `json:"last_report,omitempty"`
-	// PrunedStep is the step at which early stopping stopped the trial.
+	// Pruned says early stopping stopped the trial (at PrunedStep, when
+	// known): it is running until its job's cancellation ends it, pruned.
+	Pruned       bool       `json:"pruned,omitempty"`
 	PrunedStep   *int64     `json:"pruned_step,omitempty"`
 	SuggestedAt  time.Time  `json:"suggested_at"`
 	DispatchedAt *time.Time `json:"dispatched_at,omitempty"`
@@ -471,6 +475,7 @@ func (q *Queries) SweepDetail(ctx context.Context, projectID, id string) (SweepD
 		if t.Params == nil {
 			t.Params = map[string]string{}
 		}
+		t.Pruned = t.PrunedStep != nil || t.State == events.TrialPruned
 		if objective != nil {
 			v := events.MetricValue(*objective)
 			t.Objective = &v

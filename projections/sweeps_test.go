@@ -104,6 +104,18 @@ func TestSweepsProjection(t *testing.T) {
 		events.SweepTrialReported, events.SweepTrialReportedData{SweepID: a, Trial: 1, Step: 3, Value: 0.9})
 	sweepEvent(t, f, after(3*time.Minute), a, events.SweepTrialPruned, events.SweepTrialPrunedData{SweepID: a, Trial: 2, Step: 4, Value: 2.4,
 		Rule: "median", Reason: events.ReasonEarlyStopped})
+	readA := func() SweepDetail {
+		t.Helper()
+		waitCaughtUp(t, f.pool, f.lastSeq(t), Sweeps{}.Name())
+		d, err := q.SweepDetail(ctx, project, a)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	if t2 := readA().Trials[1]; t2.State != events.TrialRunning || !t2.Pruned || *t2.PrunedStep != 4 || t2.Reason != events.ReasonEarlyStopped {
+		t.Fatalf("pruned trial, its job not yet cancelled: %+v", t2)
+	}
 	ended(t, f, after(4*time.Minute), a, 1, j1, events.TrialCompleted, mv(0.5), "")
 	ended(t, f, after(5*time.Minute), a, 2, j2, events.TrialPruned, nil, "")
 	ended(t, f, after(6*time.Minute), a, 3, j3, events.TrialCompleted, mv(math.NaN()), "")
@@ -115,15 +127,6 @@ func TestSweepsProjection(t *testing.T) {
 	sweepEvent(t, f, after(10*time.Minute), a, events.SweepTrialSuggested, events.SweepTrialSuggestedData{SweepID: a, Trial: 7, Params: map[string]string{"lr": "0.06"}})
 
 	// Running: the best so far is trial 5 (0.2 < 0.5; trial 3's NaN never).
-	readA := func() SweepDetail {
-		t.Helper()
-		waitCaughtUp(t, f.pool, f.lastSeq(t), Sweeps{}.Name())
-		d, err := q.SweepDetail(ctx, project, a)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return d
-	}
 	d := readA()
 	if d.State != events.SweepRunning || d.Best == nil || d.Best.Trial != 5 || float64(d.Best.Objective) != 0.2 || d.Best.Params["lr"] != "0.03" {
 		t.Fatalf("running sweep: state %s best %+v", d.State, d.Best)
@@ -164,7 +167,7 @@ func TestSweepsProjection(t *testing.T) {
 		t.Fatalf("trials %v", numbers)
 	}
 	t2 := d.Trials[1]
-	if t2.State != events.TrialPruned || t2.Reason != events.ReasonEarlyStopped || t2.PrunedStep == nil || *t2.PrunedStep != 4 ||
+	if t2.State != events.TrialPruned || !t2.Pruned || t2.Reason != events.ReasonEarlyStopped || t2.PrunedStep == nil || *t2.PrunedStep != 4 ||
 		t2.LastReport == nil || t2.LastReport.Step != 4 || float64(t2.LastReport.Value) != 2.4 || t2.JobID != j2 || t2.JobState != events.JobCancelled ||
 		t2.Objective != nil || t2.EndedAt == nil || !t2.EndedAt.Equal(ms(5*time.Minute)) || t2.DispatchedAt == nil {
 		t.Fatalf("pruned trial: %+v", t2)

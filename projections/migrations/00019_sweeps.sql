@@ -47,7 +47,9 @@ CREATE INDEX sweeps_project_state ON sweeps (project_id, state, created_seq DESC
 
 -- A sweep's trials, numbered from 1: the sampler's params, the trial's
 -- job and run once dispatched, its last reported (intermediate) value of
--- the objective, and how it ended. end_seq is the sequence of its end
+-- the objective, and how it ended. A trial early stopping stopped has
+-- pruned_step (it stays running until its job's cancellation ends it,
+-- pruned, as handlers/sweeps Evolve has it). end_seq is the sequence of its end
 -- event: the objective's progress over trials is in end order.
 CREATE TABLE sweep_trials (
     sweep_id      uuid NOT NULL,
