@@ -31,6 +31,7 @@ import (
 	"github.com/maestro-ml/maestro/handlers/identity"
 	"github.com/maestro-ml/maestro/handlers/jobs"
 	"github.com/maestro-ml/maestro/handlers/registry"
+	"github.com/maestro-ml/maestro/handlers/sweeps"
 	"github.com/maestro-ml/maestro/handlers/tracking"
 	"github.com/maestro-ml/maestro/handlers/webhooks"
 	"github.com/maestro-ml/maestro/projections"
@@ -43,6 +44,8 @@ type Deps struct {
 	Tracking *tracking.Service
 	// Jobs submits and cancels training jobs.
 	Jobs *jobs.Service
+	// Sweeps creates and stops hyper-parameter sweeps.
+	Sweeps *sweeps.Service
 	// Approvals handles promotion requests under approval policies.
 	Approvals *approvals.Service
 	// Webhooks manages webhook subscriptions.

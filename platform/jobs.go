@@ -19,7 +19,7 @@ import (
 
 // startJobs starts what training jobs need in this process's roles: the
 // reactions (worker role: runs follow jobs, tokens revoked, leases
-// watched, approved promotions carried out) and the runner (runner role: dispatch and attempts), on one
+// watched, approved promotions carried out, sweeps scheduled) and the runner (runner role: dispatch and attempts), on one
 // watermill router.
 func (p *Platform) startJobs(ctx context.Context) error {
 	if !p.cfg.Worker && !p.cfg.Runner {
@@ -41,6 +41,9 @@ func (p *Platform) startJobs(ctx context.Context) error {
 			return err
 		}
 		if err := p.Approvals.Register(p.reactions); err != nil {
+			return err
+		}
+		if err := p.Sweeps.Register(p.reactions); err != nil {
 			return err
 		}
 		if err := p.startWebhookDelivery(); err != nil {

@@ -44,6 +44,7 @@ func trainProgram(t *testing.T) string {
 type jobEnv struct {
 	*testenv.Env
 	token   string // an editor's access token
+	editor  string // the editor's user id
 	project string
 }
 
@@ -55,7 +56,7 @@ func startJobs(t *testing.T) *jobEnv {
 }
 
 // startJobsWith is startJobs with the configuration changed by mod.
-func startJobsWith(t *testing.T, mod func(*platform.Config)) *jobEnv {
+func startJobsWith(t testing.TB, mod func(*platform.Config)) *jobEnv {
 	t.Helper()
 	cfg := testenv.Config(t)
 	cfg.Jobs.Lease = 2 * time.Second
@@ -75,7 +76,7 @@ func startJobsWith(t *testing.T, mod func(*platform.Config)) *jobEnv {
 	if r := e.Do("PUT", "/api/v1/projects/"+proj.ID+"/members/"+ed.ID, admin.AccessToken, map[string]any{"role": "editor"}); r.Status/100 != 2 {
 		t.Fatalf("add editor: %d %s", r.Status, r.Body)
 	}
-	return &jobEnv{Env: e, token: edTok.AccessToken, project: proj.ID}
+	return &jobEnv{Env: e, token: edTok.AccessToken, editor: ed.ID, project: proj.ID}
 }
 
 type jobView struct {

@@ -38,6 +38,7 @@ import (
 	"github.com/maestro-ml/maestro/handlers/identity"
 	"github.com/maestro-ml/maestro/handlers/jobs"
 	"github.com/maestro-ml/maestro/handlers/registry"
+	"github.com/maestro-ml/maestro/handlers/sweeps"
 	"github.com/maestro-ml/maestro/handlers/tracking"
 	"github.com/maestro-ml/maestro/handlers/webhooks"
 	"github.com/maestro-ml/maestro/internal/durable"
@@ -190,6 +191,9 @@ type Platform struct {
 	Registry *registry.Service
 	Tracking *tracking.Service
 	Jobs     *jobs.Service
+	// Sweeps creates and stops hyper-parameter sweeps; its scheduler runs
+	// with the reactions (worker role).
+	Sweeps *sweeps.Service
 	// Approvals handles promotion requests under approval policies.
 	Approvals *approvals.Service
 	Webhooks  *webhooks.Service
@@ -311,6 +315,7 @@ func Start(ctx context.Context, cfg Config) (_ *Platform, err error) {
 	// registry checks on the run's own events through tracking.
 	p.Registry.WithRuns(p.Tracking.RunInProject)
 	p.Jobs = jobs.NewService(p.Store, p.Registry, p.Tracking, cfg.Now)
+	p.Sweeps = sweeps.NewService(p.Store, p.Registry, p.Tracking, p.Jobs, cfg.Now)
 	// Gates over a version's source run read its latest metrics from the
 	// run's metric events (the write side decides on events, rule 2).
 	p.Approvals = approvals.NewService(p.Store, p.Registry, p.Tracking.LatestMetrics, cfg.Now)
@@ -371,7 +376,7 @@ func Start(ctx context.Context, cfg Config) (_ *Platform, err error) {
 		if err != nil {
 			return nil, err // api.OpenIdempotency names the bucket
 		}
-		p.API = api.New(api.Deps{Identity: p.Identity, Registry: p.Registry, Tracking: p.Tracking, Jobs: p.Jobs, Approvals: p.Approvals, Webhooks: p.Webhooks, JobLogs: p.Store.JetStream(), Metrics: p.metricsHandler(), MetricsToken: cfg.MetricsToken, Blobs: p.Blobs, ArtifactMaxBytes: cfg.ArtifactMaxBytes, Queries: p.Queries, Waiter: p.Waiter, Tokens: tokens, Keys: keys,
+		p.API = api.New(api.Deps{Identity: p.Identity, Registry: p.Registry, Tracking: p.Tracking, Jobs: p.Jobs, Sweeps: p.Sweeps, Approvals: p.Approvals, Webhooks: p.Webhooks, JobLogs: p.Store.JetStream(), Metrics: p.metricsHandler(), MetricsToken: cfg.MetricsToken, Blobs: p.Blobs, ArtifactMaxBytes: cfg.ArtifactMaxBytes, Queries: p.Queries, Waiter: p.Waiter, Tokens: tokens, Keys: keys,
 			Idempotency: kv, Logger: p.log, RegistrationOpen: cfg.RegistrationOpen,
 			StreamLastSeq: p.Store.LastSequence, Heads: p.Heads, Ready: p.readyChecks(), Now: cfg.Now,
 			Registerer: p.metrics, TrustedProxies: cfg.TrustedProxies, VerifyAudit: p.verifyAudit,

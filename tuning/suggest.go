@@ -55,13 +55,16 @@ var ErrExhausted = errors.New("tuning: the grid is exhausted")
 //
 // Params are formatted as the job gets them: floats by
 // strconv.FormatFloat(x, 'g', -1, 64), ints as integers, categoricals as
-// the value. The space is assumed valid (ValidateSpace).
+// the value. An invalid space (see ValidateSpace) is an error wrapping its
+// *FieldError; bayesian also needs a direction.
 func Suggest(st Study, history []Trial, number int) (map[string]string, error) {
 	if number < 1 {
 		return nil, fmt.Errorf("tuning: trial number %d, want 1 or more", number)
 	}
-	if len(st.Space) == 0 {
-		return nil, errors.New("tuning: empty space")
+	// A stored sweep's space was validated when it was created; checking
+	// again (microseconds) turns a corrupt one into an error, not a panic.
+	if err := ValidateSpace(st.Space, st.Algorithm); err != nil {
+		return nil, fmt.Errorf("tuning: %w", err)
 	}
 	switch st.Algorithm {
 	case Grid:
@@ -69,6 +72,9 @@ func Suggest(st Study, history []Trial, number int) (map[string]string, error) {
 	case Random:
 		return randomPoint(st.Space, st.Seed, number), nil
 	case Bayesian:
+		if st.Direction != Minimize && st.Direction != Maximize {
+			return nil, fmt.Errorf("tuning: direction %q, want minimize or maximize", st.Direction)
+		}
 		return suggestTPE(st, history, number)
 	default:
 		return nil, fmt.Errorf("tuning: unknown algorithm %q", st.Algorithm)

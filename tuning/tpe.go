@@ -123,9 +123,10 @@ func suggestTPE(st Study, history []Trial, number int) (map[string]string, error
 		l := newParzen(p, observations(p, name, below))
 		g := newParzen(p, observations(p, name, above))
 		best, bestScore := 0.0, math.Inf(-1)
+		lt, gt := make([]float64, len(l.logW)), make([]float64, len(g.logW))
 		for range tpeEICandidates {
 			x := l.sample(r)
-			score := l.logPDF(x) - g.logPDF(x)
+			score := l.logPDF(x, lt) - g.logPDF(x, gt)
 			if score > bestScore || math.IsInf(bestScore, -1) {
 				best, bestScore = x, score
 			}
@@ -162,6 +163,7 @@ type parzen struct {
 	logW     []float64 // mixture weights, log, normalized
 	mus      []float64 // numeric: component means (internal space)
 	sigmas   []float64 // numeric: component bandwidths
+	logNorm  []float64 // numeric: log(σ) + log(mass inside the bounds), per component
 	lo, hi   float64   // numeric: truncation bounds (internal space)
 	discrete bool      // int: unit cells around the integers
 	cat      [][]float64
@@ -246,6 +248,14 @@ func newParzen(p Param, obs []float64) *parzen {
 	}
 	pe.mus = append(pe.mus, prior)
 	pe.sigmas = append(pe.sigmas, width)
+	pe.logNorm = make([]float64, len(pe.mus))
+	for i, mu := range pe.mus {
+		s := pe.sigmas[i]
+		pe.logNorm[i] = logNormMass((pe.lo-mu)/s, (pe.hi-mu)/s)
+		if !pe.discrete {
+			pe.logNorm[i] += math.Log(s) + 0.5*math.Log(2*math.Pi)
+		}
+	}
 	return pe
 }
 
@@ -284,21 +294,19 @@ func (pe *parzen) sample(r *rand.Rand) float64 {
 	return x
 }
 
-// logPDF is the mixture's log density (log mass for int params) at x.
-func (pe *parzen) logPDF(x float64) float64 {
-	terms := make([]float64, len(pe.logW))
+// logPDF is the mixture's log density (log mass for int params) at x;
+// terms is scratch space of len(pe.logW).
+func (pe *parzen) logPDF(x float64, terms []float64) float64 {
 	for i, lw := range pe.logW {
-		if pe.cat != nil {
+		switch {
+		case pe.cat != nil:
 			terms[i] = lw + math.Log(pe.cat[i][int(x)])
-			continue
-		}
-		mu, s := pe.mus[i], pe.sigmas[i]
-		logZ := logNormMass((pe.lo-mu)/s, (pe.hi-mu)/s)
-		if pe.discrete {
-			terms[i] = lw + logNormMass((x-0.5-mu)/s, (x+0.5-mu)/s) - logZ
-		} else {
-			z := (x - mu) / s
-			terms[i] = lw - 0.5*z*z - math.Log(s) - 0.5*math.Log(2*math.Pi) - logZ
+		case pe.discrete:
+			mu, s := pe.mus[i], pe.sigmas[i]
+			terms[i] = lw + logNormMass((x-0.5-mu)/s, (x+0.5-mu)/s) - pe.logNorm[i]
+		default:
+			z := (x - pe.mus[i]) / pe.sigmas[i]
+			terms[i] = lw - 0.5*z*z - pe.logNorm[i]
 		}
 	}
 	return floats.LogSumExp(terms)

@@ -71,8 +71,16 @@ type Consumer struct {
 	// process running the reaction shares it, so each event is handled by
 	// one of them.
 	Name string
-	// Subjects filter MAESTRO_EVENTS (e.g. maestro.events.job.>).
+	// Stream is the stream the consumer reads (default MAESTRO_EVENTS;
+	// the sweep scheduler follows MAESTRO_METRICS too).
+	Stream string
+	// Subjects filter the stream (e.g. maestro.events.job.>).
 	Subjects []string
+	// FromNow makes a consumer created on a stream with a history start at
+	// its end rather than its beginning (the sweep scheduler's metrics:
+	// points logged before it existed concern no sweep). Only its creation
+	// differs: a durable consumer remembers where it is.
+	FromNow bool
 	// AckWait is how long a delivery may take before it is redelivered
 	// (default 30s).
 	AckWait time.Duration
@@ -204,6 +212,9 @@ func (r *Router) Handle(c Consumer, h Handler) error {
 	if c.NakDelay == 0 {
 		c.NakDelay = time.Second
 	}
+	if c.Stream == "" {
+		c.Stream = events.StreamName
+	}
 	for i := range max(c.Handlers, 1) {
 		name := c.Name
 		if i > 0 {
@@ -231,9 +242,13 @@ func (r *Router) handle(c Consumer, name string, h Handler) error {
 			// Bind a durable consumer of our own on the existing stream;
 			// never create or change the stream (watermill's defaults
 			// would make a stream named after the topic).
-			cons, err := js.CreateOrUpdateConsumer(ctx, events.StreamName, jetstream.ConsumerConfig{
+			deliver := jetstream.DeliverAllPolicy
+			if c.FromNow {
+				deliver = jetstream.DeliverNewPolicy
+			}
+			cons, err := js.CreateOrUpdateConsumer(ctx, c.Stream, jetstream.ConsumerConfig{
 				Durable: c.Name, FilterSubjects: c.Subjects, AckPolicy: jetstream.AckExplicitPolicy,
-				DeliverPolicy: jetstream.DeliverAllPolicy, AckWait: c.AckWait, MaxDeliver: c.MaxDeliver, MaxAckPending: c.MaxAckPending,
+				DeliverPolicy: deliver, AckWait: c.AckWait, MaxDeliver: c.MaxDeliver, MaxAckPending: c.MaxAckPending,
 			})
 			return cons, nil, err // no closer: the durable outlives the process
 		},

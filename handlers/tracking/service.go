@@ -280,6 +280,17 @@ func (s *Service) run(ctx context.Context, projectID, runID string) (RunState, e
 	return r, nil
 }
 
+// RunTags are a run's tags, on the run's own events (none when the run
+// does not exist): the sweep scheduler finds a trial's sweep by them. The
+// map is the cached state's: callers must not change it.
+func (s *Service) RunTags(ctx context.Context, runID string) (map[string]string, error) {
+	if !events.ValidToken(runID) {
+		return nil, nil
+	}
+	r, _, err := s.runs.Load(ctx, events.Subject(events.AggRun, runID))
+	return r.Tags, err
+}
+
 // RunInProject tells whether runID is a run of project projectID (deleted
 // or not), on the run's own events: the registry's RunLookup, which the
 // platform wires in so that a model version can name the run it came from.
