@@ -208,7 +208,8 @@ func (s *Server) table() []Route {
 		{Method: "GET", Pattern: "/api/v1/projections", handle: s.projectionStatus},
 	}, slices.Concat(s.tokenRoutes(), awaiting(s.registryRoutes(), registryViews), awaiting(s.artifactRoutes(), registryViews),
 		awaiting(s.trackingRoutes(), trackingViews), awaiting(s.runArtifactRoutes(), trackingViews), awaiting(s.mlflowRoutes(), trackingViews),
-		awaiting(s.jobRoutes(), jobViews), awaiting(s.promotionRoutes(), promotionViews), s.metricsRoutes(), awaiting(s.webhookRoutes(), webhookViews))...)
+		awaiting(s.jobRoutes(), jobViews), awaiting(s.promotionRoutes(), promotionViews), s.metricsRoutes(), awaiting(s.webhookRoutes(), webhookViews),
+		awaiting(s.sweepRoutes(), sweepViews))...)
 }
 
 func (s *Server) router() chi.Router {
