@@ -262,7 +262,7 @@ func (d *Delivery) matchOwn(ctx context.Context, e events.Envelope, id string) e
 
 // projectOf is the project an event belongs to: its data's project_id,
 // else the project its aggregate was created in (a project's own id; a
-// model's, experiment's, run's, job's or promotion request's creation
+// model's, experiment's, run's, job's, promotion request's or sweep's creation
 // event names it). "" means
 // the event belongs to no project and goes to global subscriptions only.
 //
@@ -281,7 +281,7 @@ func (d *Delivery) projectOf(ctx context.Context, e events.Envelope, agg, id str
 	switch agg {
 	case events.AggProject:
 		return id, nil
-	case events.AggModel, events.AggExperiment, events.AggRun, events.AggJob, events.AggPromotion:
+	case events.AggModel, events.AggExperiment, events.AggRun, events.AggJob, events.AggPromotion, events.AggSweep:
 	default:
 		return "", nil
 	}
