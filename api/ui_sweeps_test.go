@@ -96,7 +96,7 @@ func TestUISweeps(t *testing.T) {
 		sw.Space["opt"].Values[1] != "sgd" || sw.CreatedBy != j.editorID {
 		t.Fatalf("the form's sweep: %+v", sw.Sweep)
 	}
-	page := ed.get(ss + "/" + id + "?done=sweep-created").want(t, 200).Body
+	page := ed.get(ss+"/"+id+"?done=sweep-created").want(t, 200).Body
 	for _, want := range []string{"Sweep started", ">Sweep lr search<", ">running<", ">Stop sweep<", "<code>lr</code>", "log_uniform from 0.0001 to 0.1",
 		"categorical: adam, sgd", "python train.py", "seed 7", "ed@uisweeps.test", `class="chart sweep-chart"`, "sweeps.js", "uPlot.iife.min.js"} {
 		if !strings.Contains(page, want) {
@@ -106,7 +106,7 @@ func TestUISweeps(t *testing.T) {
 	// The scheduler starts two trials (their jobs stay queued): the page
 	// links each trial's job and run.
 	eventually(t, 30*time.Second, "the page shows the first trials", func() error {
-		b := ed.get(ss + "/" + id).want(t, 200).Body
+		b := ed.get(ss+"/"+id).want(t, 200).Body
 		if strings.Count(b, `href="/projects/train/jobs/`) < 2 || strings.Count(b, `href="/projects/train/runs/`) < 2 {
 			return fmt.Errorf("no trial links yet")
 		}
@@ -123,7 +123,7 @@ func TestUISweeps(t *testing.T) {
 	if !strings.Contains(vp, "lr search") || strings.Contains(vp, ">New sweep<") || strings.Contains(vp, `method="post" action="/projects/train/sweeps"`) {
 		t.Errorf("the viewer's sweeps page: %.3000s", vp)
 	}
-	if b := vi.get(ss + "/" + id).want(t, 200).Body; strings.Contains(b, ">Stop sweep<") || strings.Contains(b, "/stop") {
+	if b := vi.get(ss+"/"+id).want(t, 200).Body; strings.Contains(b, ">Stop sweep<") || strings.Contains(b, "/stop") {
 		t.Errorf("the viewer sees the stop form")
 	}
 	vi.post(ss, sweepForm("forged")).want(t, 403)
@@ -141,7 +141,7 @@ func TestUISweeps(t *testing.T) {
 	if got := asJSON[projections.SweepDetail](t, call(t, e, 200, "GET", "/api/v1"+ss+"/"+id, j.admin, nil)); !got.StopRequested {
 		t.Errorf("the stop form did not stop the sweep: %+v", got.Sweep)
 	}
-	if b := ed.get(ss + "/" + id + "?done=sweep-stop-requested").want(t, 200).Body; strings.Contains(b, ">Stop sweep<") || !strings.Contains(b, "Stop requested") {
+	if b := ed.get(ss+"/"+id+"?done=sweep-stop-requested").want(t, 200).Body; strings.Contains(b, ">Stop sweep<") || !strings.Contains(b, "Stop requested") {
 		t.Errorf("the stopping sweep's page: %.3000s", b)
 	}
 
@@ -191,7 +191,7 @@ func TestUISweepBestAndProgress(t *testing.T) {
 	}
 	call(t, e, 200, "GET", fmt.Sprintf("/api/v1/projects/train/sweeps/%s?min_sequence=%d", id, seq), j.viewAPI, nil)
 
-	b := ed.get("/projects/train/sweeps/" + id).want(t, 200).Body
+	b := ed.get("/projects/train/sweeps/"+id).want(t, 200).Body
 	for _, want := range []string{">completed<", "trial 2: 0.91", `<tr class="best">`, `<td>2 <span class="tag">best</span></td>`,
 		`data-trial="1" data-objective="0.7" data-best="0.7"`, `data-trial="2" data-objective="0.91" data-best="0.91"`,
 		`data-trial="3" data-objective="0.8" data-best="0.91"`, "<code>lr=0.02</code>", "uniform from 0.001 to 0.1"} {
