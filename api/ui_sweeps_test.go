@@ -157,7 +157,70 @@ func TestUISweeps(t *testing.T) {
 func TestUISweepBestAndProgress(t *testing.T) {
 	t.Parallel()
 	j := startUIJobs(t, "uisweepbest.test", false)
-	e, ed := j.e, j.editor
+	ed := j.editor
+	id := appendEndedSweep(t, j)
+
+	b := ed.get("/projects/train/sweeps/"+id).want(t, 200).Body
+	for _, want := range []string{">completed<", "trial 2: 0.91", `<tr class="best">`, `<td>2 <span class="tag">best</span></td>`,
+		`data-trial="1" data-objective="0.7" data-best="0.7"`, `data-trial="2" data-objective="0.91" data-best="0.91"`,
+		`data-trial="3" data-objective="0.8" data-best="0.91"`, "<code>lr=0.02</code>", "uniform from 0.001 to 0.1"} {
+		if !strings.Contains(b, want) {
+			t.Errorf("the ended sweep's page lacks %s", want)
+		}
+	}
+	if strings.Contains(b, ">Stop sweep<") || strings.Count(b, `class="best"`) != 1 {
+		t.Errorf("the ended sweep's page: %.4000s", b)
+	}
+	if l := ed.get("/projects/train/sweeps?state=completed").want(t, 200).Body; !strings.Contains(l, "made by hand") || !strings.Contains(l, "trial 2: 0.91") {
+		t.Errorf("the completed sweeps: %.3000s", l)
+	}
+}
+
+// The sweep pages in headless Chromium (every page's checks: no script
+// error or CSP violation, axe, keyboard): the picker, the list with its
+// form, a sweep started through the form, and an ended sweep whose chart
+// sweeps.js draws.
+func TestUIBrowserSweeps(t *testing.T) {
+	t.Parallel()
+	j := startUIJobs(t, "uibrowsersweeps.test", false)
+	ended := appendEndedSweep(t, j)
+	b := newBrowserPage(t, j.e)
+	b.signIn("ed@uibrowsersweeps.test")
+	b.open("/sweeps", "sweeps-pick")
+	b.open("/projects/train/sweeps", "sweeps")
+	b.tab.Fill("#sweep-name", "browser sweep")
+	b.tab.Fill("#sweep-experiment", "tuning")
+	b.tab.Fill("#sweep-metric", "val_loss")
+	b.tab.Fill("#sweep-space", `{"lr": {"type": "log_uniform", "low": 0, "high": 0.1}}`)
+	b.tab.Fill("#sweep-command", "true")
+	b.submit("#sweep-new", 400)
+	// The browser reports the 400 itself; nothing else may be wrong.
+	if ps := b.tab.Problems(); len(ps) != 1 || !strings.Contains(fmt.Sprint(ps[0]), "status of 400") {
+		t.Fatalf("problems of the refused form: %v", ps)
+	}
+	b.tab.ClearProblems()
+	b.check("sweeps-refused")
+	if !strings.Contains(b.tab.Text("main"), "space.lr.low") {
+		t.Fatalf("the refusal does not name the field: %.800s", b.tab.Text("main"))
+	}
+	b.tab.Fill("#sweep-space", `{"lr": {"type": "log_uniform", "low": 0.0001, "high": 0.1}}`)
+	b.submit("#sweep-new", 200)
+	b.check("sweep-started")
+	if !strings.Contains(b.tab.CurrentURL(), "/projects/train/sweeps/") || !b.tab.Exists("#sweep-stop") {
+		t.Fatalf("after the form: %s", b.tab.CurrentURL())
+	}
+	b.open("/projects/train/sweeps/"+ended, "sweep-ended")
+	b.tab.WaitVisible("figure.sweep-chart canvas")
+	b.check("sweep-chart")
+}
+
+// appendEndedSweep appends, as the scheduler would and in one batch, a
+// maximizing sweep in project train whose three trials completed with
+// 0.7, 0.91 and 0.8 (the best: trial 2), ended completed; it returns its
+// id once the read model has it.
+func appendEndedSweep(t *testing.T, j *uiJobsEnv) string {
+	t.Helper()
+	e := j.e
 	ctx := context.Background()
 	proj := asJSON[api.ProjectResponse](t, call(t, e, 200, "GET", "/api/v1/projects/train", j.admin, nil))
 	x := asJSON[projections.Experiment](t, call(t, e, 201, "POST", "/api/v1/projects/train/experiments", j.editorAPI, map[string]any{"name": "made"}))
@@ -190,19 +253,6 @@ func TestUISweepBestAndProgress(t *testing.T) {
 		t.Fatal(err)
 	}
 	call(t, e, 200, "GET", fmt.Sprintf("/api/v1/projects/train/sweeps/%s?min_sequence=%d", id, seq), j.viewAPI, nil)
+	return id
 
-	b := ed.get("/projects/train/sweeps/"+id).want(t, 200).Body
-	for _, want := range []string{">completed<", "trial 2: 0.91", `<tr class="best">`, `<td>2 <span class="tag">best</span></td>`,
-		`data-trial="1" data-objective="0.7" data-best="0.7"`, `data-trial="2" data-objective="0.91" data-best="0.91"`,
-		`data-trial="3" data-objective="0.8" data-best="0.91"`, "<code>lr=0.02</code>", "uniform from 0.001 to 0.1"} {
-		if !strings.Contains(b, want) {
-			t.Errorf("the ended sweep's page lacks %s", want)
-		}
-	}
-	if strings.Contains(b, ">Stop sweep<") || strings.Count(b, `class="best"`) != 1 {
-		t.Errorf("the ended sweep's page: %.4000s", b)
-	}
-	if l := ed.get("/projects/train/sweeps?state=completed").want(t, 200).Body; !strings.Contains(l, "made by hand") || !strings.Contains(l, "trial 2: 0.91") {
-		t.Errorf("the completed sweeps: %.3000s", l)
-	}
 }
