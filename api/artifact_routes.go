@@ -1,9 +1,11 @@
 package api
 
 import (
+	"bytes"
 	"encoding/base64"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"io"
 	"math"
 	"mime"
@@ -18,6 +20,7 @@ import (
 
 	"github.com/maestro-ml/maestro/artifacts"
 	"github.com/maestro-ml/maestro/authz"
+	"github.com/maestro-ml/maestro/explain"
 	"github.com/maestro-ml/maestro/handlers"
 	"github.com/maestro-ml/maestro/handlers/registry"
 	"github.com/maestro-ml/maestro/projections"
@@ -214,6 +217,14 @@ func (s *Server) storeArtifact(w http.ResponseWriter, r *http.Request, apath str
 	_ = rc.SetWriteDeadline(time.Now().Add(artifactTransferTimeout))
 	body := &clientBody{Reader: r.Body}
 	var stored io.Reader = body
+	if path.Base(apath) == explain.FileName {
+		doc, err := readExplanationUpload(body)
+		if err != nil {
+			s.m.addArtifactBytes("in", body.n)
+			return registry.Artifact{}, false, 0, err
+		}
+		stored = bytes.NewReader(doc)
+	}
 	var head *sniffHead
 	if sniff {
 		head = &sniffHead{}
@@ -247,6 +258,32 @@ func (s *Server) storeArtifact(w http.ResponseWriter, r *http.Request, apath str
 		ct = head.contentType()
 	}
 	return record(registry.Artifact{Path: apath, Digest: string(digest), Size: size, ContentType: ct})
+}
+
+// readExplanationUpload buffers the upload of an explanation.json (at most
+// explain.MaxBytes: it is validated whole before a byte is stored) and
+// validates it: 400 invalid-explanation naming the JSON pointer of the
+// error, 413 beyond the limit. Every other file streams.
+func readExplanationUpload(body *clientBody) ([]byte, error) {
+	doc, err := io.ReadAll(io.LimitReader(body, explain.MaxBytes+1))
+	var mbe *http.MaxBytesError
+	switch {
+	case errors.As(err, &mbe):
+		return nil, problem("payload-too-large", "the artifact exceeds the configured maximum size")
+	case err != nil:
+		return nil, problem("validation-failed", "the upload ended before the body was complete; nothing was stored")
+	case len(doc) > explain.MaxBytes:
+		return nil, problem("payload-too-large", fmt.Sprintf("an %s is at most %d bytes; nothing was stored", explain.FileName, explain.MaxBytes))
+	}
+	if err := explain.Validate(doc); err != nil {
+		var xe *explain.Error
+		if !errors.As(err, &xe) {
+			return nil, err
+		}
+		return nil, problem("invalid-explanation", fmt.Sprintf("%s does not match its schema (/api/v1/schemas/explanation.json) at %s; nothing was stored",
+			explain.FileName, xe.Error()))
+	}
+	return doc, nil
 }
 
 // readableVersion resolves a live version of a readable model.

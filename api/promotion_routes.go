@@ -216,6 +216,11 @@ type PromotionGate struct {
 	Metrics          map[string]events.MetricValue `json:"metrics"`
 	MissingArtifacts []string                      `json:"missing_artifacts"`
 	Reason           string                        `json:"reason,omitempty"`
+	// Importances are the importances of the features the gate names, as
+	// the version's explanation gave them (absent: the gate names none).
+	Importances map[string]events.MetricValue `json:"importances,omitempty"`
+	// Explanation is the document the gate and required artifacts read.
+	Explanation *events.ExplanationSeen `json:"explanation,omitempty"`
 }
 
 // PromotionResponse is a promotion request.
@@ -243,7 +248,8 @@ type PromotionResponse struct {
 type PromotionPage = projections.Page[PromotionResponse]
 
 func gateOf(g events.GateResult) PromotionGate {
-	out := PromotionGate{Passed: g.Passed, Metrics: g.Metrics, MissingArtifacts: nonNil(g.MissingArtifacts), Reason: g.Reason}
+	out := PromotionGate{Passed: g.Passed, Metrics: g.Metrics, MissingArtifacts: nonNil(g.MissingArtifacts), Reason: g.Reason,
+		Importances: g.Importances, Explanation: g.Explanation}
 	if out.Metrics == nil {
 		out.Metrics = map[string]events.MetricValue{}
 	}

@@ -238,7 +238,7 @@ func TestPromotionExpiryAliasAndOverride(t *testing.T) {
 	if missing.State != "rejected" || len(missing.Gate.MissingArtifacts) != 1 || missing.Gate.MissingArtifacts[0] != "explanation.json" {
 		t.Fatalf("request without the explanation = %+v", missing)
 	}
-	put := e.Do("PUT", p.pp+"/models/churn/versions/1/artifacts/explanation.json", p.editor.Token, []byte(`{"features": []}`))
+	put := e.Do("PUT", p.pp+"/models/churn/versions/1/artifacts/explanation.json", p.editor.Token, explanationDoc("x1", 0.5)) // a valid one: uploads are validated
 	if put.Status != http.StatusCreated && put.Status != http.StatusOK {
 		t.Fatalf("upload: %d %s", put.Status, put.Body)
 	}

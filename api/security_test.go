@@ -139,6 +139,8 @@ var wantPublic = []string{
 	"GET /.well-known/jwks.json",
 	"GET /api/v1/openapi.json",
 	"GET /api/v1/asyncapi.json",
+	// The explanation document's JSON Schema (holds no data).
+	"GET /api/v1/schemas/explanation.json",
 	"GET /api/v1/auth/health",
 	"POST /api/v1/auth/register",
 	"POST /api/v1/auth/login",

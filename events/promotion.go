@@ -91,6 +91,20 @@ type GateResult struct {
 	// MissingArtifacts lists required artifacts the version lacked.
 	MissingArtifacts []string `json:"missing_artifacts,omitempty"`
 	Reason           string   `json:"reason,omitempty"`
+	// Importances are the global importances of the features the gate
+	// names (importance.<feature>), as the version's explanation gave them.
+	Importances map[string]MetricValue `json:"importances,omitempty"`
+	// Explanation is the explanation document the gate and the required
+	// artifacts read, when the policy needed one and the version had one.
+	Explanation *ExplanationSeen `json:"explanation,omitempty"`
+}
+
+// ExplanationSeen names the explanation document a decision read: the
+// version's own explanation.json or its source run's, by content digest.
+type ExplanationSeen struct {
+	// Source is "version" or "run".
+	Source string `json:"source"`
+	Digest string `json:"digest"`
 }
 
 // PromotionRequestedData opens a request.

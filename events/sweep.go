@@ -112,6 +112,9 @@ type SweepCreatedData struct {
 	Seed          uint64                `json:"seed"`
 	Trial         SweepTrialSpec        `json:"trial"`
 	CreatedBy     string                `json:"created_by"`
+	// TokenID is the API token the sweep was created with ("" for a login
+	// session): its trials are submitted with it, so revoking it stops them.
+	TokenID string `json:"token_id,omitempty"`
 }
 
 // SweepTrialSuggestedData: the params the sampler chose for trial Trial

@@ -235,6 +235,8 @@ func (id ident) describe() string {
 		return "param '" + id.key + "'"
 	case Tag:
 		return "tag '" + id.key + "'"
+	case Importance:
+		return "importance of feature '" + id.key + "'"
 	}
 	return "dataset field '" + id.key + "'"
 }

@@ -388,10 +388,11 @@ func FuzzParse(f *testing.F) {
 		"attributes.run_id IN ('a', 'b') AND run_id NOT IN (\"c\")", "created > 1700000000000",
 		"`Run name` = 'it''s'", "metrics.a <> 1", "(a = 1)", "metrics.a > 1 OR b", "datasets.digest IN ('x')",
 		"metrics.a > -1.5e-3", "tags.x = '\\'", "params.x LIKE '\\\\'", "run name = 'x'", "é", "\xff",
+		"importance.age < 0.1 AND metrics.auc >= 0.9", "importances.`zip code` <= 1e-3",
 	} {
 		f.Add(s)
 	}
-	kinds := []*Kind{Runs, Experiments, RegisteredModels, ModelVersions}
+	kinds := []*Kind{Runs, Experiments, RegisteredModels, ModelVersions, Gates}
 	f.Fuzz(func(t *testing.T, s string) {
 		for _, k := range kinds {
 			e, err := Parse(k, s)

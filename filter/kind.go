@@ -6,7 +6,7 @@ import (
 )
 
 // Type is what an identifier names: an attribute of the entity, a metric, a
-// param, a tag or a dataset field.
+// param, a tag, a dataset field, or (gates only) a feature's importance.
 type Type uint8
 
 // Types. The zero Type names nothing.
@@ -16,6 +16,9 @@ const (
 	Param
 	Tag
 	Dataset
+	// Importance is a feature's global importance in a model version's
+	// explanation (importance.<feature>): approval gates only (Gates).
+	Importance
 )
 
 // String is the type's canonical prefix, as String of an Expr writes it.
@@ -31,6 +34,8 @@ func (t Type) String() string {
 		return "tags"
 	case Dataset:
 		return "datasets"
+	case Importance:
+		return "importance"
 	}
 	return "invalid"
 }
@@ -224,4 +229,24 @@ var ModelVersions = &Kind{
 			{key: "last_updated_timestamp", rule: rule{ops: numericOps, numeric: true}, orderable: true},
 		}, map[string]string{"timestamp": "last_updated_timestamp"}),
 	},
+}
+
+// Gates is an approval policy's gate: the run search language (which
+// approvals.ParseGate narrows to metrics) plus importance.<feature> (also
+// importances.<feature>), a feature's global importance in the version's
+// explanation (explanation.json), compared as a number like a metric.
+var Gates = gatesKind()
+
+func gatesKind() *Kind {
+	k := *Runs
+	k.name = "gates"
+	k.typeWords = map[string]Type{"importance": Importance, "importances": Importance}
+	for w, t := range Runs.typeWords {
+		k.typeWords[w] = t
+	}
+	k.keyed = map[Type]rule{Importance: {ops: numericOps, numeric: true}}
+	for t, r := range Runs.keyed {
+		k.keyed[t] = r
+	}
+	return &k
 }

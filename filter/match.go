@@ -12,6 +12,8 @@ type Values struct {
 	Tags    map[string]string
 	// Attributes by canonical key: a string, or a number (int64 or float64).
 	Attributes map[string]any
+	// Importances are features' global importances (gates: Importance).
+	Importances map[string]float64
 }
 
 // Match reports whether v satisfies every comparison of e, as a search
@@ -32,6 +34,9 @@ func (c Comparison) match(v Values) bool {
 	switch c.Type {
 	case Metric:
 		x, ok := v.Metrics[c.Key]
+		return ok && compareFloat(x, c.Op, c.Value.Num)
+	case Importance:
+		x, ok := v.Importances[c.Key]
 		return ok && compareFloat(x, c.Op, c.Value.Num)
 	case Param:
 		x, ok := v.Params[c.Key]

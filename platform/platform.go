@@ -318,7 +318,7 @@ func Start(ctx context.Context, cfg Config) (_ *Platform, err error) {
 	p.Sweeps = sweeps.NewService(p.Store, p.Registry, p.Tracking, p.Jobs, cfg.Now)
 	// Gates over a version's source run read its latest metrics from the
 	// run's metric events (the write side decides on events, rule 2).
-	p.Approvals = approvals.NewService(p.Store, p.Registry, p.Tracking.LatestMetrics, cfg.Now)
+	p.Approvals = approvals.NewService(p.Store, p.Registry, p.Tracking.LatestMetrics, cfg.Now).WithExplanations(p.versionExplanation)
 	if p.Webhooks, err = p.webhookService(key); err != nil {
 		return nil, err
 	}

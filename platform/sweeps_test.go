@@ -4,6 +4,7 @@ import (
 	"context"
 	"math"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -173,6 +174,26 @@ func TestSweepSurvivesRestart(t *testing.T) {
 		if tr.JobID == "" {
 			t.Errorf("trial %d has no job", tr.Number)
 		}
+		if tr.State != events.TrialCompleted && tr.State != events.TrialPruned {
+			t.Errorf("trial %d ended %s (%s)", tr.Number, tr.State, tr.Reason)
+		}
+	}
+	// Exactly one job per trial exists: none submitted twice across the
+	// restart.
+	var list struct {
+		Items []struct {
+			Name string `json:"name"`
+		} `json:"items"`
+	}
+	e.Do("GET", e.path("/jobs?max_results=100"), e.token, nil).JSON(t, &list)
+	trialJobs := 0
+	for _, j := range list.Items {
+		if strings.HasPrefix(j.Name, in.Name+" · trial ") {
+			trialJobs++
+		}
+	}
+	if trialJobs != 12 {
+		t.Errorf("%d jobs of the sweep's trials, want 12", trialJobs)
 	}
 	// The same seed suggests the same params (random: by trial number).
 	again, _, err := e.P.Sweeps.Create(context.Background(), events.Meta{Actor: events.Actor{Kind: events.ActorUser, ID: e.editor}}, p, e.project,

@@ -252,3 +252,28 @@ func promotable(direction string, value float64, competing []float64, eta int) b
 	}
 	return value <= s[idx]
 }
+
+// Needs reports whether the rule ever looks at a trial's value at step,
+// given the step of its previous recorded value (prev; math.MinInt64 when
+// none): ASHA only at the first value at or past each rung, the median rule
+// at every step. A sweep records only what its rule needs, so a trial that
+// logs its objective at every one of thousands of steps costs its sweep a
+// few events under ASHA.
+func (p Pruner) Needs(prev, step int64) bool {
+	if p.Rule != ASHA {
+		return true
+	}
+	minRes, eta := p.MinResource, int64(p.ReductionFactor)
+	if minRes <= 0 {
+		minRes = DefaultMinResource
+	}
+	if eta <= 0 {
+		eta = DefaultReductionFactor
+	}
+	// The first rung after prev: a value at or past it is judged there.
+	rung := minRes
+	for rung <= prev && rung <= math.MaxInt64/eta {
+		rung *= eta
+	}
+	return step >= rung && rung > prev
+}

@@ -38,6 +38,10 @@ type Study struct {
 	Algorithm string
 	Direction string
 	Seed      uint64
+	// Startup is how many finished trials the Bayesian sampler waits for
+	// (suggesting at random meanwhile) before it models the history
+	// (0: Optuna's 10).
+	Startup int
 }
 
 // ErrExhausted says a grid has no point number N: every point was tried.

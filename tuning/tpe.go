@@ -112,7 +112,11 @@ func splitTrials(trials []scored) (below, above []scored) {
 
 func suggestTPE(st Study, history []Trial, number int) (map[string]string, error) {
 	trials := tpeHistory(st.Direction, history)
-	if len(trials) < tpeStartupTrials {
+	startup := st.Startup
+	if startup <= 0 {
+		startup = tpeStartupTrials
+	}
+	if len(trials) < startup {
 		return randomPoint(st.Space, st.Seed, number), nil
 	}
 	below, above := splitTrials(trials)

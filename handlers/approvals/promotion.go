@@ -16,6 +16,7 @@ import (
 
 	"github.com/maestro-ml/maestro/authz"
 	"github.com/maestro-ml/maestro/events"
+	"github.com/maestro-ml/maestro/explain"
 	"github.com/maestro-ml/maestro/filter"
 	"github.com/maestro-ml/maestro/handlers"
 	"github.com/maestro-ml/maestro/handlers/registry"
@@ -127,6 +128,45 @@ type GateInputs struct {
 	// Metrics are the source run's latest metrics overlaid with the
 	// version's own (a version's metric wins).
 	Metrics map[string]float64
+	// Explanation is the version's explanation (explanation.json: its own,
+	// else its source run's), loaded when the policy needs it (a gate
+	// naming importance.<feature>, or explanation.json required); nil when
+	// it has none.
+	Explanation *VersionExplanation
+}
+
+// VersionExplanation is a model version's explanation document as the
+// event-sourced state and the blob store hold it.
+type VersionExplanation struct {
+	// Source is "version" (the version's own artifact) or "run" (its
+	// source run's, which the version carries).
+	Source string
+	// Digest is the blob's content digest.
+	Digest string
+	// Doc is the parsed document; nil when Problem says why it is not a
+	// valid explanation (one stored before uploads were validated).
+	Doc *explain.Explanation
+	// Problem is why the stored bytes are not a valid explanation.
+	Problem string
+}
+
+// Explanation sources.
+const (
+	SourceVersion = "version"
+	SourceRun     = "run"
+)
+
+// needsExplanation reports whether evaluating pol needs the version's
+// explanation.
+func needsExplanation(pol events.PolicyData) bool {
+	if slices.Contains(pol.RequiredArtifacts, explain.FileName) {
+		return true
+	}
+	if pol.Gate == "" {
+		return false
+	}
+	gate, err := registry.ParseGate(pol.Gate)
+	return err == nil && registry.GateNamesImportance(gate)
 }
 
 // DecideRequest opens a request for version v of m to the target of pol,
@@ -169,34 +209,69 @@ func DecideRequest(id string, ps registry.ProjectState, m registry.ModelState, r
 }
 
 // evaluate checks the policy's gate over the inputs and the required
-// artifacts over the version's files.
+// artifacts over the version's files. The version carries its source run's
+// explanation: a required explanation.json is present when the version has
+// one or in.Explanation is set (the version's own or its run's), and then
+// must be a valid one.
+// A gate naming a feature's importance refuses a version without a valid
+// explanation, whatever its other comparisons say.
 func evaluate(pol events.PolicyData, ver registry.VersionState, in GateInputs) events.GateResult {
 	res := events.GateResult{Passed: true}
+	if in.Explanation != nil {
+		res.Explanation = &events.ExplanationSeen{Source: in.Explanation.Source, Digest: in.Explanation.Digest}
+	}
+	var reasons []string
 	if pol.Gate != "" {
 		gate, err := registry.ParseGate(pol.Gate)
 		switch {
 		case err != nil: // a stored policy parsed when it was set; a newer parser may differ
-			res.Passed, res.Reason = false, "gate cannot be evaluated: "+err.Error()
+			res.Passed = false
+			reasons = append(reasons, "gate cannot be evaluated: "+err.Error())
+		case registry.GateNamesImportance(gate) && (in.Explanation == nil || in.Explanation.Doc == nil):
+			res.Passed = false
+			res.Metrics = seen(gate, in.Metrics)
+			reasons = append(reasons, "gate not met: "+pol.Gate+" (it compares feature importances and "+explanationMissing(in.Explanation)+")")
 		default:
 			res.Metrics = seen(gate, in.Metrics)
-			if !gate.Match(filter.Values{Metrics: in.Metrics}) {
-				res.Passed, res.Reason = false, "gate not met: "+pol.Gate+" ("+describe(res.Metrics)+")"
+			importances := importancesSeen(gate, in.Explanation)
+			if len(importances) > 0 {
+				res.Importances = map[string]events.MetricValue{}
+				for k, v := range importances {
+					res.Importances[k] = events.MetricValue(v)
+				}
+			}
+			if !gate.Match(filter.Values{Metrics: in.Metrics, Importances: importances}) {
+				res.Passed = false
+				reasons = append(reasons, "gate not met: "+pol.Gate+" ("+describe(res.Metrics, importances)+")")
 			}
 		}
 	}
 	for _, a := range pol.RequiredArtifacts {
+		if a == explain.FileName && in.Explanation != nil {
+			if in.Explanation.Doc == nil {
+				res.Passed = false
+				reasons = append(reasons, "required artifact "+a+" is not a valid explanation: "+in.Explanation.Problem)
+			}
+			continue
+		}
 		if _, ok := ver.Artifacts[a]; !ok {
 			res.MissingArtifacts = append(res.MissingArtifacts, a)
 		}
 	}
 	if len(res.MissingArtifacts) > 0 {
-		reason := "required artifacts missing: " + strings.Join(res.MissingArtifacts, ", ")
-		if res.Reason != "" {
-			reason = res.Reason + "; " + reason
-		}
-		res.Passed, res.Reason = false, reason
+		res.Passed = false
+		reasons = append(reasons, "required artifacts missing: "+strings.Join(res.MissingArtifacts, ", "))
 	}
+	res.Reason = strings.Join(reasons, "; ")
 	return res
+}
+
+// explanationMissing says why a gate has no importances to compare.
+func explanationMissing(x *VersionExplanation) string {
+	if x == nil {
+		return "the version has no explanation (explanation.json of the version or of its source run)"
+	}
+	return "the version's explanation.json is not a valid explanation: " + x.Problem
 }
 
 // seen is the values of the metrics gate names (those the inputs have).
@@ -210,15 +285,36 @@ func seen(gate filter.Expr, metrics map[string]float64) map[string]events.Metric
 	return out
 }
 
+// importancesSeen is the importances of the features gate names that the
+// explanation has (explain.Explanation.ImportanceOf).
+func importancesSeen(gate filter.Expr, x *VersionExplanation) map[string]float64 {
+	out := map[string]float64{}
+	if x == nil || x.Doc == nil {
+		return out
+	}
+	for _, c := range gate.Clauses {
+		if c.Type != filter.Importance {
+			continue
+		}
+		if v, ok := x.Doc.ImportanceOf(c.Key); ok {
+			out[c.Key] = v
+		}
+	}
+	return out
+}
+
 // describe lists the values a gate saw.
-func describe(metrics map[string]events.MetricValue) string {
+func describe(metrics map[string]events.MetricValue, importances map[string]float64) string {
 	keys := slices.Sorted(maps.Keys(metrics))
-	parts := make([]string, 0, len(keys))
+	parts := make([]string, 0, len(keys)+len(importances))
 	for _, k := range keys {
 		parts = append(parts, fmt.Sprintf("%s = %g", k, float64(metrics[k])))
 	}
+	for _, k := range slices.Sorted(maps.Keys(importances)) {
+		parts = append(parts, fmt.Sprintf("importance of %s = %g", k, importances[k]))
+	}
 	if len(parts) == 0 {
-		return "the version has none of its metrics"
+		return "the version has none of its metrics or features"
 	}
 	return strings.Join(parts, ", ")
 }

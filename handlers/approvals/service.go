@@ -2,6 +2,7 @@ package approvals
 
 import (
 	"context"
+	"fmt"
 	"maps"
 	"strings"
 	"time"
@@ -22,12 +23,28 @@ import (
 // decision stays auditable and replayable.
 type RunMetrics func(ctx context.Context, runID string) (map[string]float64, error)
 
+// Explanations loads a model version's explanation: its own
+// explanation.json, else its source run's (a version carries its run's),
+// read from the event-sourced state and the content-addressed blob store
+// (the platform wires it in: platform/explanations.go). nil, nil: none.
+type Explanations func(ctx context.Context, projectID string, ver registry.VersionState) (*VersionExplanation, error)
+
 // Service handles promotion requests.
 type Service struct {
-	now        func() time.Time
-	registry   *registry.Service
-	promotions *handlers.Repository[PromotionState]
-	runMetrics RunMetrics
+	now          func() time.Time
+	registry     *registry.Service
+	promotions   *handlers.Repository[PromotionState]
+	runMetrics   RunMetrics
+	explanations Explanations
+}
+
+// WithExplanations sets how the service loads a version's explanation for
+// gates over feature importances and a required explanation.json; without
+// it a version's own explanation.json file satisfies required_artifacts
+// and an importance gate refuses every version.
+func (s *Service) WithExplanations(f Explanations) *Service {
+	s.explanations = f
+	return s
 }
 
 // NewService builds the approvals service; runMetrics may be nil (no
@@ -83,6 +100,7 @@ func (s *Service) Request(ctx context.Context, meta events.Meta, p authz.Princip
 	if err != nil {
 		return PromotionState{}, 0, err
 	}
+	explained := false // in.Explanation loaded (once, whatever retries)
 	id := handlers.IDFor(meta, "promotion")
 	meta.Now = s.now
 	st, seq, err := s.promotions.Update(ctx, subject(id), meta,
@@ -95,6 +113,12 @@ func (s *Service) Request(ctx context.Context, meta events.Meta, p authz.Princip
 			fresh, err := s.registry.CurrentProject(ctx, p, ps.ID, authz.ModelWrite)
 			if err != nil {
 				return nil, nil, err
+			}
+			if pol, ok := fresh.Policies[req.Target]; ok && needsExplanation(pol) && !explained {
+				if in.Explanation, err = s.explanation(ctx, ps.ID, m, req.Version); err != nil {
+					return nil, nil, err
+				}
+				explained = true
 			}
 			changes, err := DecideRequest(id, fresh, m, req, p.UserID, in, s.now())
 			return changes, nil, err
@@ -126,6 +150,19 @@ func (s *Service) gateInputs(ctx context.Context, m registry.ModelState, v int) 
 	}
 	maps.Copy(metrics, ver.Metrics)
 	return GateInputs{Metrics: metrics}, nil
+}
+
+// explanation loads version v's explanation (nil: none, or no loader).
+func (s *Service) explanation(ctx context.Context, projectID string, m registry.ModelState, v int) (*VersionExplanation, error) {
+	ver, ok := m.Version(v)
+	if !ok || s.explanations == nil {
+		return nil, nil
+	}
+	x, err := s.explanations(ctx, projectID, ver)
+	if err != nil {
+		return nil, fmt.Errorf("explanation of version %d: %w", v, err)
+	}
+	return x, nil
 }
 
 // Approve records the caller's approval (an eligible approver under the

@@ -40,18 +40,31 @@ func ValidTarget(t string) bool {
 }
 
 // ParseGate parses a policy gate: the run-search filter language over the
-// version's metrics (metrics.auc >= 0.9 AND metrics.latency_ms < 50).
+// version's metrics (metrics.auc >= 0.9 AND metrics.latency_ms < 50) and
+// the global feature importances of its explanation (importance.age < 0.1;
+// a feature that is not a bare word is quoted: importance."zip code").
 func ParseGate(gate string) (filter.Expr, error) {
-	e, err := filter.Parse(filter.Runs, gate)
+	e, err := filter.Parse(filter.Gates, gate)
 	if err != nil {
 		return e, err
 	}
 	for _, c := range e.Clauses {
-		if c.Type != filter.Metric {
-			return e, fmt.Errorf("a gate compares metrics only (metrics.<key> <op> <number>), not %s.%s", c.Type, c.Key)
+		if c.Type != filter.Metric && c.Type != filter.Importance {
+			return e, fmt.Errorf("a gate compares metrics only (metrics.<key> <op> <number>) and feature importances (importance.<feature> <op> <number>), not %s.%s", c.Type, c.Key)
 		}
 	}
 	return e, nil
+}
+
+// GateNamesImportance reports whether a parsed gate compares a feature's
+// importance, and so needs the version's explanation.
+func GateNamesImportance(gate filter.Expr) bool {
+	for _, c := range gate.Clauses {
+		if c.Type == filter.Importance {
+			return true
+		}
+	}
+	return false
 }
 
 // NormalizePolicy validates p and fills its defaults: approver roles

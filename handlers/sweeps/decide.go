@@ -217,8 +217,14 @@ func DecideCreate(s State, c events.SweepCreatedData) ([]handlers.Change, error)
 
 // study is what the sampler needs of the sweep.
 func (s State) study() tuning.Study {
-	return tuning.Study{Space: space(s.Spec.Space), Algorithm: s.Spec.Algorithm, Direction: s.Spec.Objective.Direction, Seed: s.Spec.Seed}
+	return tuning.Study{Space: space(s.Spec.Space), Algorithm: s.Spec.Algorithm, Direction: s.Spec.Objective.Direction, Seed: s.Spec.Seed,
+		Startup: startup(s.Spec.MaxTrials)}
 }
+
+// startup is how many finished trials a Bayesian sweep of maxTrials waits
+// for before it models the history: Optuna's 10, but a quarter of a
+// smaller sweep (at least 2), so a 12-trial sweep is not random search.
+func startup(maxTrials int) int { return min(10, max(2, maxTrials/4)) }
 
 // space converts the event's space to the sampler's.
 func space(in map[string]events.SweepParam) tuning.Space {
@@ -318,15 +324,23 @@ func DecideDispatched(s State, n int, jobID, runID string) ([]handlers.Change, e
 		Data: events.SweepTrialDispatchedData{SweepID: s.ID(), Trial: n, JobID: jobID, RunID: runID}}}, nil
 }
 
-// DecideReport records the objective's new intermediate values of trial n
-// (those at steps after its last reported one; a step reported twice keeps
-// its first value) and asks the sweep's early-stopping rule whether the
-// trial should stop. A trial that ended or was stopped takes no reports.
-func DecideReport(s State, n int, points []tuning.Report) ([]handlers.Change, error) {
-	t := s.Trial(n)
-	if t == nil || !t.Active() || t.Pruned {
-		return nil, nil
+// MaxReports bounds the intermediate values a sweep records of one trial
+// (rule 10: the trial's program decides how many steps it logs); the
+// early-stopping rule judges a trial on its first MaxReports recorded
+// values.
+const MaxReports = 1000
+
+// newReports are the changes recording the objective's new intermediate
+// values of trial t: those at steps after its last recorded one that the
+// sweep's early-stopping rule looks at (none without a rule), within
+// MaxReports; a step logged twice keeps its latest value in points. judge,
+// when set, is asked after each one whether the trial must stop (its
+// reports so far); the first yes ends the list with the trial's early stop.
+func newReports(s State, t *Trial, points []tuning.Report, judge func(reports []tuning.Report) (bool, string)) []handlers.Change {
+	if s.Spec.EarlyStopping == nil {
+		return nil
 	}
+	rule := pruner(*s.Spec.EarlyStopping)
 	last := int64(math.MinInt64)
 	if k := len(t.Reports); k > 0 {
 		last = t.Reports[k-1].Step
@@ -334,29 +348,45 @@ func DecideReport(s State, n int, points []tuning.Report) ([]handlers.Change, er
 	points = slices.SortedStableFunc(slices.Values(points), func(a, b tuning.Report) int { return cmp.Compare(a.Step, b.Step) })
 	var changes []handlers.Change
 	reports := slices.Clip(t.Reports)
-	prune := s.Spec.EarlyStopping != nil && !s.StopRequested
-	others := slices.DeleteFunc(s.history(), func(o tuning.Trial) bool { return o.Number == n })
 	for _, p := range points {
-		if p.Step <= last {
+		if p.Step <= last || len(reports) >= MaxReports || !rule.Needs(last, p.Step) {
 			continue
 		}
 		last = p.Step
 		reports = append(reports, p)
 		changes = append(changes, handlers.Change{Subject: subject(s.ID()), Type: events.SweepTrialReported,
-			Data: events.SweepTrialReportedData{SweepID: s.ID(), Trial: n, Step: p.Step, Value: events.MetricValue(p.Value)}})
-		if !prune {
+			Data: events.SweepTrialReportedData{SweepID: s.ID(), Trial: t.Number, Step: p.Step, Value: events.MetricValue(p.Value)}})
+		if judge == nil {
 			continue
 		}
 		// Each new value is judged as it would have been alone: a batch
 		// that crosses an ASHA rung is judged at that rung.
-		cur := tuning.Trial{Number: n, Params: t.Params, State: events.TrialRunning, Reports: reports}
-		if stop, reason := tuning.Prune(pruner(*s.Spec.EarlyStopping), s.Spec.Objective.Direction, cur, others); stop {
+		if stop, reason := judge(reports); stop {
 			return append(changes, handlers.Change{Subject: subject(s.ID()), Type: events.SweepTrialPruned,
-				Data: events.SweepTrialPrunedData{SweepID: s.ID(), Trial: n, Step: p.Step, Value: events.MetricValue(p.Value),
-					Rule: s.Spec.EarlyStopping.Rule, Reason: reason}}), nil
+				Data: events.SweepTrialPrunedData{SweepID: s.ID(), Trial: t.Number, Step: p.Step, Value: events.MetricValue(p.Value),
+					Rule: s.Spec.EarlyStopping.Rule, Reason: reason}})
 		}
 	}
-	return changes, nil
+	return changes
+}
+
+// DecideReport records the objective's new intermediate values of trial n
+// (newReports) and asks the sweep's early-stopping rule after each whether
+// the trial should stop. A trial that ended or was stopped takes none.
+func DecideReport(s State, n int, points []tuning.Report) ([]handlers.Change, error) {
+	t := s.Trial(n)
+	if t == nil || !t.Active() || t.Pruned {
+		return nil, nil
+	}
+	var judge func([]tuning.Report) (bool, string)
+	if !s.StopRequested && s.Spec.EarlyStopping != nil {
+		others := slices.DeleteFunc(s.history(), func(o tuning.Trial) bool { return o.Number == n })
+		judge = func(reports []tuning.Report) (bool, string) {
+			cur := tuning.Trial{Number: n, Params: t.Params, State: events.TrialRunning, Reports: reports}
+			return tuning.Prune(pruner(*s.Spec.EarlyStopping), s.Spec.Objective.Direction, cur, others)
+		}
+	}
+	return newReports(s, t, points, judge), nil
 }
 
 func pruner(e events.SweepEarlyStopping) tuning.Pruner {
@@ -373,6 +403,11 @@ type JobEnd struct {
 	JobState  string
 	Reason    string
 	Objective *float64
+	// Reports is the run's objective series: the values the metrics
+	// reaction had not recorded yet (it follows another stream, which may
+	// lag the job's end) are recorded before the end, so the trials the
+	// early-stopping rule compares with have their whole curves.
+	Reports []tuning.Report
 }
 
 // DecideTrialEnd records the end of a trial's job: completed when it
@@ -393,17 +428,22 @@ func DecideTrialEnd(s State, c JobEnd) ([]handlers.Change, error) {
 		changes = append(changes, handlers.Change{Subject: subject(s.ID()), Type: events.SweepTrialDispatched,
 			Data: events.SweepTrialDispatchedData{SweepID: s.ID(), Trial: c.Trial, JobID: c.JobID, RunID: c.RunID}})
 	}
+	if !t.Pruned {
+		changes = append(changes, newReports(s, t, c.Reports, nil)...)
+	}
 	d := events.SweepTrialEndedData{SweepID: s.ID(), Trial: c.Trial, JobID: c.JobID, JobState: c.JobState, Reason: c.Reason}
 	objective := c.Objective
 	switch {
+	case c.JobState == events.JobSucceeded && objective != nil:
+		// A job that finished before its early stop reached it has its
+		// objective: it completed.
+		d.State = events.TrialCompleted
 	case t.Pruned || c.JobState == events.JobCancelled && c.Reason == events.ReasonEarlyStopped:
 		d.State, d.Reason = events.TrialPruned, events.ReasonEarlyStopped
 		if k := len(t.Reports); k > 0 {
 			last := t.Reports[k-1].Value
 			objective = &last
 		}
-	case c.JobState == events.JobSucceeded && objective != nil:
-		d.State = events.TrialCompleted
 	case c.JobState == events.JobSucceeded:
 		d.State, d.Reason = events.TrialFailed, fmt.Sprintf("the run logged no %s", s.Spec.Objective.Metric)
 	case c.JobState == events.JobCancelled:

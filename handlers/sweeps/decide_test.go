@@ -1,6 +1,7 @@
 package sweeps_test
 
 import (
+	"fmt"
 	"math"
 	"slices"
 	"strconv"
@@ -49,6 +50,17 @@ func TestCheckNamesTheField(t *testing.T) {
 		{"param sampled and fixed", func(in *sweeps.CreateInput) { in.Trial.Params["lr"] = "0.1" }, "trial.params.lr"},
 		{"no command", func(in *sweeps.CreateInput) { in.Trial.Command = nil }, "trial"},
 		{"secret in clear", func(in *sweeps.CreateInput) { in.Trial.Env = map[string]string{"API_KEY": "abc"} }, "trial"},
+		{"a space too big for one event", func(in *sweeps.CreateInput) {
+			for p := range 32 {
+				var vals []string
+				for v := range 100 {
+					vals = append(vals, fmt.Sprintf("%03d", v)+strings.Repeat("v", 247))
+				}
+				in.Space[fmt.Sprintf("p%02d", p)] = events.SweepParam{Type: "categorical", Values: vals}
+			}
+			delete(in.Space, "lr")
+			delete(in.Space, "depth")
+		}, "space"},
 	}
 	for _, tc := range cases {
 		in := input()
@@ -275,5 +287,77 @@ func TestBayesianSweepIsReproducible(t *testing.T) {
 	}
 	if slices.Equal(a, c) {
 		t.Fatal("seeds 5 and 6 suggested the same params")
+	}
+}
+
+// A job that succeeded before its early stop reached it completed: its
+// objective counts (reviewer's finding).
+func TestSucceededJobIsNotPruned(t *testing.T) {
+	st := created(t, func(in *sweeps.CreateInput) {
+		in.MaxTrials, in.Parallelism = 3, 3
+		in.EarlyStopping = &events.SweepEarlyStopping{Rule: "median", MinTrials: 2}
+	})
+	st = fold(t, st, must(t)(sweeps.DecideAdvance(st)))
+	for n := 1; n <= 3; n++ {
+		st = fold(t, st, must(t)(sweeps.DecideDispatched(st, n, "job", "run")))
+	}
+	good := []tuning.Report{{Step: 1, Value: 1}, {Step: 2, Value: 0.5}, {Step: 3, Value: 0.2}}
+	for n := 1; n <= 2; n++ {
+		st = fold(t, st, must(t)(sweeps.DecideReport(st, n, good)))
+		st = fold(t, st, must(t)(sweeps.DecideTrialEnd(st, sweeps.JobEnd{Trial: n, JobID: "job", RunID: "run", JobState: events.JobSucceeded, Objective: ptr(0.2)})))
+	}
+	st = fold(t, st, must(t)(sweeps.DecideReport(st, 3, []tuning.Report{{Step: 1, Value: 1}, {Step: 2, Value: 0.5}, {Step: 3, Value: 0.3}})))
+	if !st.Trial(3).Pruned {
+		t.Fatal("setup: trial 3 not pruned")
+	}
+	st = fold(t, st, must(t)(sweeps.DecideTrialEnd(st, sweeps.JobEnd{Trial: 3, JobID: "job", RunID: "run", JobState: events.JobSucceeded, Objective: ptr(0.01)})))
+	if tr := st.Trial(3); tr.State != events.TrialCompleted || *tr.Objective != 0.01 {
+		t.Fatalf("trial 3's job succeeded with 0.01, the trial ended %s with %v", tr.State, *tr.Objective)
+	}
+	if best, ok := st.Best(); !ok || best.Number != 3 {
+		t.Fatalf("best trial %d, want 3", best.Number)
+	}
+}
+
+// A sweep records only the values its rule looks at (ASHA: the first at or
+// past each rung; none without a rule), at most MaxReports per trial, and a
+// trial's end records the values the metrics reaction had not.
+func TestReportsAreBounded(t *testing.T) {
+	series := func(n int) []tuning.Report {
+		out := make([]tuning.Report, n)
+		for i := range out {
+			out[i] = tuning.Report{Step: int64(i + 1), Value: 1 / float64(i+1)}
+		}
+		return out
+	}
+	st := created(t, func(in *sweeps.CreateInput) {
+		in.EarlyStopping = &events.SweepEarlyStopping{Rule: "asha", MinResource: 1, ReductionFactor: 3}
+	})
+	st = fold(t, st, must(t)(sweeps.DecideAdvance(st)))
+	st = fold(t, st, must(t)(sweeps.DecideDispatched(st, 1, "job", "run")))
+	st = fold(t, st, must(t)(sweeps.DecideReport(st, 1, series(100))))
+	var steps []int64
+	for _, r := range st.Trial(1).Reports {
+		steps = append(steps, r.Step)
+	}
+	if !slices.Equal(steps, []int64{1, 3, 9, 27, 81}) {
+		t.Fatalf("ASHA (rungs 1, 3, 9, 27, 81) recorded steps %v", steps)
+	}
+
+	none := created(t, nil)
+	none = fold(t, none, must(t)(sweeps.DecideAdvance(none)))
+	none = fold(t, none, must(t)(sweeps.DecideDispatched(none, 1, "job", "run")))
+	if ch := must(t)(sweeps.DecideReport(none, 1, series(10))); len(ch) != 0 {
+		t.Fatalf("a sweep without early stopping recorded %d reports", len(ch))
+	}
+
+	median := created(t, func(in *sweeps.CreateInput) { in.EarlyStopping = &events.SweepEarlyStopping{Rule: "median"} })
+	median = fold(t, median, must(t)(sweeps.DecideAdvance(median)))
+	median = fold(t, median, must(t)(sweeps.DecideDispatched(median, 1, "job", "run")))
+	median = fold(t, median, must(t)(sweeps.DecideReport(median, 1, series(10))))
+	median = fold(t, median, must(t)(sweeps.DecideTrialEnd(median, sweeps.JobEnd{Trial: 1, JobID: "job", RunID: "run",
+		JobState: events.JobSucceeded, Objective: ptr(0.0005), Reports: series(sweeps.MaxReports + 500)})))
+	if got := len(median.Trial(1).Reports); got != sweeps.MaxReports {
+		t.Fatalf("%d reports recorded, at most %d", got, sweeps.MaxReports)
 	}
 }

@@ -126,8 +126,19 @@ func (s *Service) trialEnded(ctx context.Context, e events.Envelope, d events.Jo
 			objective = &v
 		}
 	}
+	var reports []tuning.Report
+	if st.Spec.EarlyStopping != nil {
+		series, err := s.tracking.MetricSteps(ctx, d.RunID, st.Spec.Objective.Metric)
+		if err != nil {
+			return err
+		}
+		for _, p := range series {
+			reports = append(reports, tuning.Report{Step: p.Step, Value: float64(p.Value)})
+		}
+	}
 	_, err = s.update(ctx, meta(e, id, "ended/"+strconv.Itoa(n)), id, func(st State) ([]handlers.Change, error) {
-		return DecideTrialEnd(st, JobEnd{Trial: n, JobID: d.JobID, RunID: d.RunID, JobState: d.State, Reason: d.Reason, Objective: objective})
+		return DecideTrialEnd(st, JobEnd{Trial: n, JobID: d.JobID, RunID: d.RunID, JobState: d.State, Reason: d.Reason,
+			Objective: objective, Reports: reports})
 	})
 	return err
 }
@@ -153,7 +164,11 @@ func (s *Service) reconcile(ctx context.Context, e events.Envelope, id string) e
 			if t.State == events.TrialSuggested {
 				// A trial never submitted ends here; one submitted ends
 				// when its job's cancellation does.
-				if j, err := s.jobs.Load(ctx, jobID); err != nil || j.Created {
+				j, err := s.jobs.Load(ctx, jobID)
+				if err != nil {
+					return err
+				}
+				if j.Created {
 					continue
 				}
 				if _, err := s.update(ctx, meta(e, id, "abandon/"+strconv.Itoa(t.Number)), id, func(st State) ([]handlers.Change, error) {
@@ -174,52 +189,84 @@ func (s *Service) reconcile(ctx context.Context, e events.Envelope, id string) e
 				}
 			}
 		}
+		// The key names the decision "suggest after trial <before>": taken
+		// on a sweep that moved on meanwhile (another worker), it decides
+		// nothing, and the loop goes round with the new count.
 		before := len(st.Trials)
-		st, err = s.update(ctx, meta(e, id, "suggest/"+strconv.Itoa(before)), id, DecideAdvance)
+		st, err = s.update(ctx, meta(e, id, "suggest/"+strconv.Itoa(before)), id, func(st State) ([]handlers.Change, error) {
+			if len(st.Trials) != before {
+				return nil, nil
+			}
+			return DecideAdvance(st)
+		})
 		if err != nil || st.Ended() || len(st.Trials) == before {
 			return err
+		}
+		if len(st.Trials) < before {
+			return fmt.Errorf("sweep %s: %d trials after %d", id, len(st.Trials), before)
 		}
 	}
 }
 
 // dispatch submits trial t of sweep st as a job of its creator (who must
-// still be allowed to run jobs in the project), then records it. A refusal
-// (the creator lost the right, the project was archived, the experiment
-// deleted) ends the trial failed and stops the sweep.
+// still be allowed to run jobs in the project, with the API token the
+// sweep was created with, if any), then records it. A job of the trial
+// that exists already (submitted before a crash) is recorded, not
+// submitted again. A refusal (the creator lost the right, the token was
+// revoked, the project archived, the experiment deleted) ends the trial
+// failed and stops the sweep. A job whose trial is no longer waiting for
+// it once recorded (the sweep stopped meanwhile) is cancelled.
 func (s *Service) dispatch(ctx context.Context, e events.Envelope, st State, t Trial) error {
 	spec, id := st.Spec, st.ID()
-	params := maps.Clone(spec.Trial.Params)
-	if params == nil {
-		params = map[string]string{}
-	}
-	maps.Copy(params, t.Params)
-	name := fmt.Sprintf("%s · trial %d", spec.Name, t.Number)
-	if len(name) > jobs.MaxNameLen {
-		name = fmt.Sprintf("trial %d", t.Number)
-	}
-	j, run, _, err := s.jobs.Submit(ctx, meta(e, id, "trial/"+strconv.Itoa(t.Number)), authz.Principal{UserID: spec.CreatedBy}, spec.ProjectID,
-		jobs.SubmitInput{Experiment: spec.ExperimentID, Name: name, Command: spec.Trial.Command, Env: spec.Trial.Env, Params: params,
-			Timeout: time.Duration(spec.Trial.TimeoutMS) * time.Millisecond, MaxRetries: spec.Trial.MaxRetries,
-			Sweep: &events.JobSweepTrial{SweepID: id, Trial: t.Number}})
-	if refused(err) {
-		reason := "trial not submitted: " + err.Error()
-		_, err = s.update(ctx, meta(e, id, "abandon/"+strconv.Itoa(t.Number)), id, func(st State) ([]handlers.Change, error) {
-			abandon, err := DecideAbandon(st, t.Number, reason)
-			if err != nil {
-				return nil, err
-			}
-			stop, err := DecideStop(st, "the sweep cannot go on: "+reason)
-			return append(abandon, stop...), err
-		})
-		return err
-	}
+	jobID, runID := TrialIDs(id, t.Number)
+	j, err := s.jobs.Load(ctx, jobID)
 	if err != nil {
 		return err
 	}
-	_, err = s.update(ctx, meta(e, id, "dispatched/"+strconv.Itoa(t.Number)), id, func(st State) ([]handlers.Change, error) {
-		return DecideDispatched(st, t.Number, j.ID(), run.ID)
+	if !j.Created {
+		params := maps.Clone(spec.Trial.Params)
+		if params == nil {
+			params = map[string]string{}
+		}
+		maps.Copy(params, t.Params)
+		name := fmt.Sprintf("%s · trial %d", spec.Name, t.Number)
+		if len(name) > jobs.MaxNameLen {
+			name = fmt.Sprintf("trial %d", t.Number)
+		}
+		_, _, _, err := s.jobs.Submit(ctx, meta(e, id, "trial/"+strconv.Itoa(t.Number)),
+			authz.Principal{UserID: spec.CreatedBy, TokenID: spec.TokenID}, spec.ProjectID,
+			jobs.SubmitInput{Experiment: spec.ExperimentID, Name: name, Command: spec.Trial.Command, Env: spec.Trial.Env, Params: params,
+				Timeout: time.Duration(spec.Trial.TimeoutMS) * time.Millisecond, MaxRetries: spec.Trial.MaxRetries,
+				// A trial's retries are for failed attempts too (a platform
+				// restart that fails its program's API calls, a flaky node).
+				RetryOnFailure: spec.Trial.MaxRetries > 0,
+				Sweep:          &events.JobSweepTrial{SweepID: id, Trial: t.Number}})
+		if refused(err) {
+			reason := "trial not submitted: " + err.Error()
+			_, err = s.update(ctx, meta(e, id, "refused/"+strconv.Itoa(t.Number)), id, func(st State) ([]handlers.Change, error) {
+				abandon, err := DecideAbandon(st, t.Number, reason)
+				if err != nil || len(abandon) == 0 {
+					return nil, err
+				}
+				stop, err := DecideStop(st, "the sweep cannot go on: "+reason)
+				return append(abandon, stop...), err
+			})
+			return err
+		}
+		if err != nil {
+			return err
+		}
+	}
+	after, err := s.update(ctx, meta(e, id, "dispatched/"+strconv.Itoa(t.Number)), id, func(st State) ([]handlers.Change, error) {
+		return DecideDispatched(st, t.Number, jobID, runID)
 	})
-	return err
+	if err != nil {
+		return err
+	}
+	if cur := after.Trial(t.Number); cur == nil || cur.JobID != jobID || cur.State != events.TrialRunning {
+		return s.cancel(ctx, meta(e, id, "stop/"+strconv.Itoa(t.Number)), jobID, stopReason)
+	}
+	return nil
 }
 
 // trialRun is what the metrics reaction knows of a run: the sweep and

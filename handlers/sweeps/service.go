@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"maps"
 	"strings"
@@ -27,6 +28,9 @@ const (
 	MaxMetricLen   = 250
 	// MaxSeed keeps a seed exact in every JSON reader (2^53 - 1).
 	MaxSeed = 1<<53 - 1
+	// MaxPartBytes bounds the space and the trial template as encoded in
+	// the sweep's created event (the stream takes messages of 1 MiB).
+	MaxPartBytes = 256 << 10
 )
 
 // Service handles sweep commands: users create and stop sweeps (authorized
@@ -139,6 +143,13 @@ func Check(in CreateInput) (events.SweepCreatedData, error) {
 		return d, err
 	}
 	d.Trial = events.SweepTrialSpec{Command: c.Command, Env: c.Env, Params: in.Trial.Params, TimeoutMS: c.TimeoutMS, MaxRetries: c.MaxRetries}
+	// Each within its bounds, the parts could still make an event beyond
+	// the stream's message size: bound them as encoded.
+	for field, part := range map[string]any{"space": d.Space, "trial": d.Trial} {
+		if b, err := json.Marshal(part); err != nil || len(b) > MaxPartBytes {
+			return d, invalid("%s: at most %d bytes as JSON", field, MaxPartBytes)
+		}
+	}
 	return d, nil
 }
 
@@ -164,7 +175,9 @@ func (s *Service) Create(ctx context.Context, meta events.Meta, p authz.Principa
 	if err != nil {
 		return State{}, 0, err
 	}
-	d.SweepID, d.ProjectID, d.ExperimentID, d.CreatedBy = handlers.IDFor(meta, "sweep"), ps.ID, x.ID, p.UserID
+	// The trials run on the creator's authority, and on the API token's
+	// when one made the sweep: revoking it (or its expiry) stops them.
+	d.SweepID, d.ProjectID, d.ExperimentID, d.CreatedBy, d.TokenID = handlers.IDFor(meta, "sweep"), ps.ID, x.ID, p.UserID, p.TokenID
 	if in.Seed != nil {
 		d.Seed = *in.Seed
 	} else {
@@ -257,9 +270,10 @@ func (s *Service) update(ctx context.Context, meta events.Meta, id string, decid
 }
 
 // refused reports whether err is a refusal of the command itself (not
-// found, forbidden, invalid, conflict), which no retry changes, rather than
-// an outage.
+// found, forbidden, unauthenticated, invalid), which no retry changes,
+// rather than an outage or a conflict (an aggregate that kept changing:
+// the next attempt may pass).
 func refused(err error) bool {
 	var e *handlers.Error
-	return errors.As(err, &e)
+	return errors.As(err, &e) && e.Kind != handlers.Conflict
 }

@@ -1,9 +1,12 @@
 package tracking
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"time"
 
 	"github.com/google/uuid"
@@ -459,17 +462,45 @@ func (s *Service) appendMetrics(ctx context.Context, meta events.Meta, runID str
 // write side must): what a promotion gate over a version's source run
 // sees. An unknown run has none.
 func (s *Service) LatestMetrics(ctx context.Context, runID string) (map[string]float64, error) {
-	out := map[string]float64{}
+	latest := map[string]events.MetricPoint{}
+	err := s.scanMetrics(ctx, runID, func(key string, p events.MetricPoint) {
+		if l, ok := latest[key]; !ok || events.LaterPoint(p, l) {
+			latest[key] = p
+		}
+	})
+	out := make(map[string]float64, len(latest))
+	for key, p := range latest {
+		out[key] = float64(p.Value)
+	}
+	return out, err
+}
+
+// MetricSteps is a run's series of metric key, one point per step (the
+// latest logged at it, events.LaterPoint), by ascending step, folded from
+// the run's metric events: what a sweep's trial ends with.
+func (s *Service) MetricSteps(ctx context.Context, runID, key string) ([]events.MetricPoint, error) {
+	byStep := map[int64]events.MetricPoint{}
+	err := s.scanMetrics(ctx, runID, func(k string, p events.MetricPoint) {
+		if l, ok := byStep[p.Step]; k == key && (!ok || events.LaterPoint(p, l)) {
+			byStep[p.Step] = p
+		}
+	})
+	out := slices.SortedFunc(maps.Values(byStep), func(a, b events.MetricPoint) int { return cmp.Compare(a.Step, b.Step) })
+	return out, err
+}
+
+// scanMetrics calls point for every metric point of a run, in stream
+// order (an unknown run has none).
+func (s *Service) scanMetrics(ctx context.Context, runID string, point func(key string, p events.MetricPoint)) error {
 	if s.metrics == nil {
-		return out, errors.New("tracking: no metrics store")
+		return errors.New("tracking: no metrics store")
 	}
 	id, err := uuid.Parse(runID)
 	if err != nil {
-		return out, nil
+		return nil
 	}
 	// A run that logs one point per request has an event per step: read
 	// them in batches (Scan), one batch in memory at a time.
-	latest := map[string]events.MetricPoint{}
 	err = s.metrics.Scan(ctx, events.MetricsSubject(id.String()), 0, func(e events.Envelope) (bool, error) {
 		if e.Type != events.MetricsLogged {
 			return true, nil
@@ -480,18 +511,13 @@ func (s *Service) LatestMetrics(ctx context.Context, runID string) (map[string]f
 		}
 		for key, points := range d.Metrics {
 			for _, p := range points {
-				if l, ok := latest[key]; !ok || events.LaterPoint(p, l) {
-					latest[key] = p
-				}
+				point(key, p)
 			}
 		}
 		return true, nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("load metrics of run %s: %w", runID, err)
+		return fmt.Errorf("load metrics of run %s: %w", runID, err)
 	}
-	for key, p := range latest {
-		out[key] = float64(p.Value)
-	}
-	return out, nil
+	return nil
 }
