@@ -547,6 +547,7 @@ func TestOpenAPIConformance(t *testing.T) {
 	maps.Copy(want, walkAudit(t, e, admin.AccessToken))        // audit_test.go
 	maps.Copy(want, walkWebhooks(t, e, admin.AccessToken))     // webhooks_test.go
 	maps.Copy(want, walkExplanations(t, e, admin.AccessToken)) // explanations_test.go
+	maps.Copy(want, walkSweeps(t, e, admin.AccessToken))       // sweeps_test.go
 	doc := loadOpenAPI(t)
 	for _, o := range operations(doc) {
 		codes, ok := want[o.op.OperationID]

@@ -57,6 +57,7 @@ var problemCatalog = map[string]struct {
 	"token-exists":               {409, "This Idempotency-Key already created an API token"},
 	"artifact-limit":             {409, "The version or run holds the most artifacts it may have"},
 	"job-ended":                  {409, "The job has already ended"},
+	"sweep-ended":                {409, "The sweep has already ended"},
 	"webhook-disabled":           {409, "The webhook is disabled"},
 	"webhook-target-forbidden":   {422, "The webhook URL's host is an address webhooks may not reach"},
 	"webhook-host-unresolved":    {422, "The webhook URL's host does not resolve"},

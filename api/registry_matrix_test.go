@@ -357,6 +357,7 @@ func TestRegistryAuthorizationMatrix(t *testing.T) {
 	maps.Copy(cells, promotionCells())   // promotions_test.go
 	maps.Copy(cells, webhookCells())     // webhooks_test.go
 	maps.Copy(cells, explanationCells()) // explanations_test.go
+	maps.Copy(cells, sweepCells())       // sweeps_test.go
 	for _, k := range keys {
 		if _, ok := cells[k]; !ok {
 			t.Errorf("route %s has no entry in matrixCells: say which action it needs and how to call it", k)

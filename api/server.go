@@ -209,7 +209,7 @@ func (s *Server) table() []Route {
 	}, slices.Concat(s.tokenRoutes(), awaiting(s.registryRoutes(), registryViews), awaiting(s.artifactRoutes(), registryViews),
 		awaiting(s.trackingRoutes(), trackingViews), awaiting(s.runArtifactRoutes(), trackingViews), awaiting(s.mlflowRoutes(), trackingViews),
 		awaiting(s.jobRoutes(), jobViews), awaiting(s.promotionRoutes(), promotionViews), s.metricsRoutes(), awaiting(s.webhookRoutes(), webhookViews),
-		s.explanationRoutes())...)
+		s.explanationRoutes(), awaiting(s.sweepRoutes(), sweepViews))...)
 }
 
 func (s *Server) router() chi.Router {

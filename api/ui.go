@@ -87,7 +87,7 @@ func (s *Server) uiTable() []UIRoute {
 		{Method: "GET", Pattern: "/", Public: true, handle: s.uiHome},
 		{Method: "POST", Pattern: "/signin", Public: true, handle: s.uiSignIn},
 		{Method: "POST", Pattern: "/signout", handle: s.uiSignOut},
-	}, slices.Concat(s.uiProjectRoutes(), s.uiModelRoutes(), s.uiApprovalRoutes(), s.uiJobRoutes(), s.uiAdminRoutes(), s.uiRunRoutes())...)
+	}, slices.Concat(s.uiProjectRoutes(), s.uiModelRoutes(), s.uiApprovalRoutes(), s.uiJobRoutes(), s.uiAdminRoutes(), s.uiRunRoutes(), s.uiSweepRoutes())...)
 }
 
 // csrfKeyFrom derives the CSRF key from the platform's signing key, which

@@ -184,5 +184,5 @@ func reencodes(number []byte) bool {
 
 // All is the registry of every projection, in the order they are started.
 func All() []Projection {
-	return []Projection{Users{}, Sessions{}, Tokens{}, Audit{}, Projects{}, Models{}, Experiments{}, Runs{}, Jobs{}, Promotions{}, Webhooks{}}
+	return []Projection{Users{}, Sessions{}, Tokens{}, Audit{}, Projects{}, Models{}, Experiments{}, Runs{}, Jobs{}, Promotions{}, Webhooks{}, Sweeps{}}
 }

@@ -497,7 +497,7 @@ func TestRunnerCrashBetweenCommitAndAck(t *testing.T) {
 		cp := checkpointOf(t, f.pool, p.Name())
 		// The seed is identity events: projects, models, jobs and promotions handle none of
 		// them and pass over all of them in one checkpoint advance.
-		passes := p.Name() == "projects" || p.Name() == "models" || p.Name() == "jobs" || p.Name() == "promotions" || p.Name() == "webhooks"
+		passes := p.Name() == "projects" || p.Name() == "models" || p.Name() == "jobs" || p.Name() == "promotions" || p.Name() == "webhooks" || p.Name() == "sweeps"
 		if commits != 1 || cp == 0 || (cp >= last) != passes {
 			t.Fatalf("%s: %d commits, checkpoint %d of %d; want one partial batch (or, passing over events it does not handle, all)", p.Name(), commits, cp, last)
 		}
