@@ -67,8 +67,15 @@ func jsonErrorDetail(err error) string {
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
+	// Encoded before the status is sent: a value JSON cannot carry (an
+	// infinite float) is a 500, not an empty 200.
+	b, err := json.Marshal(v)
+	if err != nil {
+		http.Error(w, `{"title":"the answer could not be encoded","status":500}`, http.StatusInternalServerError)
+		return
+	}
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(v)
+	_, _ = w.Write(append(b, '\n'))
 }

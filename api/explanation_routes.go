@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"io"
 	"net/http"
 	"time"
 
@@ -132,14 +133,15 @@ func (s *Server) versionExplanation(ctx context.Context, m projections.Model, v 
 // a server fault, as for downloads; a store that cannot serve it now is a
 // retryable 503.
 func (s *Server) readExplanation(ctx context.Context, a projections.ArtifactEntry) (explain.Explanation, error) {
-	blob, err := s.deps.Blobs.Open(ctx, artifacts.Digest(a.Digest))
-	if errors.Is(err, artifacts.ErrNotFound) {
-		return explain.Explanation{}, err
-	}
-	if err != nil {
-		s.deps.Logger.WarnContext(ctx, "artifact store failed a read", "request_id", requestID(ctx), "err", err)
-		return explain.Explanation{}, &problemError{code: "artifact-store-unavailable", detail: "the artifact store cannot serve the explanation right now", retryAfter: 5 * time.Second}
-	}
-	defer blob.Close()
-	return explain.Read(blob)
+	return s.explanations.Read(a.Digest, func() (io.ReadCloser, error) {
+		blob, err := s.deps.Blobs.Open(ctx, artifacts.Digest(a.Digest))
+		if errors.Is(err, artifacts.ErrNotFound) {
+			return nil, err
+		}
+		if err != nil {
+			s.deps.Logger.WarnContext(ctx, "artifact store failed a read", "request_id", requestID(ctx), "err", err)
+			return nil, &problemError{code: "artifact-store-unavailable", detail: "the artifact store cannot serve the explanation right now", retryAfter: 5 * time.Second}
+		}
+		return blob, nil
+	})
 }

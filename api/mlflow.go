@@ -142,6 +142,7 @@ var mlflowCodes = map[string]string{
 	"promotion-expired":          "RESOURCE_CONFLICT",
 	"artifact-limit":             "RESOURCE_CONFLICT",
 	"job-ended":                  "RESOURCE_CONFLICT",
+	"sweep-ended":                "RESOURCE_CONFLICT",
 	"webhook-disabled":           "RESOURCE_CONFLICT",
 	"webhook-target-forbidden":   "INVALID_PARAMETER_VALUE",
 	"webhook-host-unresolved":    "INVALID_PARAMETER_VALUE",

@@ -27,6 +27,7 @@ import (
 	"github.com/maestro-ml/maestro/auth"
 	"github.com/maestro-ml/maestro/authz"
 	"github.com/maestro-ml/maestro/events"
+	"github.com/maestro-ml/maestro/explain"
 	"github.com/maestro-ml/maestro/handlers/approvals"
 	"github.com/maestro-ml/maestro/handlers/identity"
 	"github.com/maestro-ml/maestro/handlers/jobs"
@@ -134,6 +135,8 @@ type Server struct {
 	mux    chi.Router
 	idem   *idempotencyState
 	m      *apiMetrics
+	// explanations keeps parsed explanation.json documents by digest.
+	explanations explain.Cache
 	// streams ends the log follows in progress on shutdown (EndStreams).
 	streams streamSet
 	// ready is GET /readyz's last result and the probes still running.

@@ -169,6 +169,22 @@ func createSweepRequestFromForm(r *http.Request) (createSweepRequest, error) {
 		}
 		req.Seed = &seed
 	}
+	// Fixed params, one name=value a line, every trial gets besides the
+	// sampled ones.
+	for line := range strings.Lines(formValue(r, "params")) {
+		line = strings.TrimSpace(line)
+		if line == "" {
+			continue
+		}
+		name, value, ok := strings.Cut(line, "=")
+		if !ok || strings.TrimSpace(name) == "" {
+			return req, problem("validation-failed", "trial.params: write one name=value a line")
+		}
+		if req.Trial.Params == nil {
+			req.Trial.Params = map[string]json.RawMessage{}
+		}
+		req.Trial.Params[strings.TrimSpace(name)], _ = json.Marshal(strings.TrimSpace(value))
+	}
 	switch rule := formValue(r, "early_stopping"); rule {
 	case "", "none":
 	default:

@@ -210,7 +210,9 @@ func Compare(prev, cur Explanation) []Change {
 		case e.cur == nil:
 			c.Change, c.Status = -*e.prev, StatusGone
 		default:
-			c.Change = *e.cur - *e.prev
+			// Scores near ±MaxFloat64 (finite, so valid) must not make an
+			// infinite change, which JSON cannot carry.
+			c.Change = max(-math.MaxFloat64, min(math.MaxFloat64, *e.cur-*e.prev))
 			c.Status = StatusChanged
 			if c.Change == 0 {
 				c.Status = StatusUnchanged

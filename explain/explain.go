@@ -31,8 +31,10 @@ var printer = message.NewPrinter(language.English)
 // FileName is the base name an explanation artifact is stored under.
 const FileName = "explanation.json"
 
-// MaxBytes bounds an explanation document (an upload above it is refused).
-const MaxBytes = 8 << 20
+// MaxBytes bounds an explanation document (an upload above it is refused):
+// 2 MiB holds ten thousand importances with a hundred effect curves, and
+// bounds what a page view parses (Cache keeps parsed documents).
+const MaxBytes = 2 << 20
 
 // SchemaVersion is the only document version this package reads.
 const SchemaVersion = 1

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 
 	"github.com/maestro-ml/maestro/artifacts"
 	"github.com/maestro-ml/maestro/explain"
@@ -32,13 +33,14 @@ func (p *Platform) versionExplanation(ctx context.Context, projectID string, ver
 	if p.Blobs == nil {
 		return nil, errors.New("no artifact store to read explanation.json from")
 	}
-	blob, err := p.Blobs.Open(ctx, artifacts.Digest(a.Digest))
-	if err != nil {
-		return nil, fmt.Errorf("open explanation.json (%s): %w", a.Digest, err)
-	}
-	defer blob.Close()
 	x := &approvals.VersionExplanation{Source: source, Digest: a.Digest}
-	doc, err := explain.Read(blob)
+	doc, err := p.explanations.Read(a.Digest, func() (io.ReadCloser, error) {
+		blob, err := p.Blobs.Open(ctx, artifacts.Digest(a.Digest))
+		if err != nil {
+			return nil, fmt.Errorf("open explanation.json (%s): %w", a.Digest, err)
+		}
+		return blob, nil
+	})
 	var invalid *explain.Error
 	switch {
 	case errors.As(err, &invalid):

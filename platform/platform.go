@@ -33,6 +33,7 @@ import (
 	"github.com/maestro-ml/maestro/artifacts"
 	"github.com/maestro-ml/maestro/auth"
 	"github.com/maestro-ml/maestro/events"
+	"github.com/maestro-ml/maestro/explain"
 	"github.com/maestro-ml/maestro/handlers/approvals"
 	"github.com/maestro-ml/maestro/handlers/flows"
 	"github.com/maestro-ml/maestro/handlers/identity"
@@ -194,6 +195,9 @@ type Platform struct {
 	// Sweeps creates and stops hyper-parameter sweeps; its scheduler runs
 	// with the reactions (worker role).
 	Sweeps *sweeps.Service
+	// explanations keeps parsed explanation.json documents by digest (the
+	// promotion gates' reads).
+	explanations explain.Cache
 	// Approvals handles promotion requests under approval policies.
 	Approvals *approvals.Service
 	Webhooks  *webhooks.Service

@@ -295,3 +295,32 @@ func median(ds []time.Duration) time.Duration {
 	slices.Sort(s)
 	return s[len(s)/2]
 }
+
+// A sweep that can no longer submit its trials (its experiment deleted)
+// stops with the reason instead of retrying for ever: the refused trial
+// ends failed, the running one is cancelled.
+func TestSweepStopsWhenItsTrialsAreRefused(t *testing.T) {
+	train := trainProgram(t)
+	e := startJobs(t)
+	p := authz.Principal{UserID: e.editor}
+	in := sweepInput(train, "random", 3)
+	in.EarlyStopping, in.Parallelism, in.MaxTrials = nil, 1, 3
+	in.Trial.Params["sleep"] = "0.3"
+	st, _, err := e.P.Sweeps.Create(context.Background(), events.Meta{Actor: events.Actor{Kind: events.ActorUser, ID: e.editor}}, p, e.project, in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	awaitSweep(t, e, st.ID(), time.Minute, func(s sweeps.State) bool { return len(s.Trials) == 1 && s.Trials[0].JobID != "" })
+	if r := e.Do("DELETE", e.path("/experiments/"+st.Spec.ExperimentID), e.token, nil); r.Status != 204 {
+		t.Fatalf("delete the experiment: %d %s", r.Status, r.Body)
+	}
+	done := awaitSweep(t, e, st.ID(), 2*time.Minute, func(s sweeps.State) bool { return s.Ended() })
+	if done.State != events.SweepStopped || !strings.Contains(done.StopReason, "trial not submitted") {
+		t.Fatalf("sweep %s (%q), want stopped because a trial was refused", done.State, done.StopReason)
+	}
+	for _, tr := range done.Trials[1:] {
+		if tr.State != events.TrialFailed || tr.JobID != "" {
+			t.Errorf("refused trial %d: %s job %q", tr.Number, tr.State, tr.JobID)
+		}
+	}
+}

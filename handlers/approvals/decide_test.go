@@ -680,7 +680,7 @@ func TestDecideComplete(t *testing.T) {
 			if tc.ps != nil {
 				ps = *tc.ps
 			}
-			got, err := approvals.DecideComplete(s, ps, m)
+			got, err := approvals.DecideComplete(s, ps, m, "")
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -711,5 +711,30 @@ func TestDecideComplete(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// A request whose gate read an explanation is carried out only on that
+// same document: one replaced since (a run's explanation can be) fails the
+// request, which must be made again.
+func TestDecideCompleteNeedsTheExplanationSeen(t *testing.T) {
+	t.Parallel()
+	champPol := policy(t, events.PolicyData{Target: "@champion", RequiredArtifacts: []string{"explanation.json"}})
+	live := cat(versions(t, 2), aliasSet(t, "champion", 1, 0))
+	s := promotion(t, []events.Envelope{requested(t, champPol), approved(t, carol, 1, 1)})
+	s.Gate.Explanation = &events.ExplanationSeen{Source: "run", Digest: "sha256:aa"}
+	m, ps := model(t, live), project(t, champPol)
+	for _, now := range []string{"sha256:bb", ""} {
+		got, err := approvals.DecideComplete(s, ps, m, now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got) != 1 || got[0].Type != events.PromotionFailed {
+			t.Fatalf("explanation now %q: %+v, want the request failed", now, got)
+		}
+	}
+	got, err := approvals.DecideComplete(s, ps, m, "sha256:aa")
+	if err != nil || len(got) == 0 || got[len(got)-1].Type != events.PromotionCompleted {
+		t.Fatalf("the same explanation: %+v %v, want completed", got, err)
 	}
 }

@@ -426,7 +426,21 @@ func DecideCancel(s PromotionState, a Approver, comment string, now time.Time) (
 // request without a move. A request that is
 // not approved yields nothing (already carried out, or never approved);
 // one that cannot be carried out any more fails with the reason.
-func DecideComplete(s PromotionState, ps registry.ProjectState, m registry.ModelState) ([]handlers.Change, error) {
+//
+// digest is the version's explanation document now ("" when it has none),
+// for a request whose gate read one: a document that changed since the
+// request (a run's explanation can be replaced) fails the request, which
+// must be made again — an approval covers what the approvers saw.
+func DecideComplete(s PromotionState, ps registry.ProjectState, m registry.ModelState, digest string) ([]handlers.Change, error) {
+	if seen := s.Gate.Explanation; seen != nil && s.State == events.PromotionStateApproved && seen.Digest != digest {
+		now := digest
+		if now == "" {
+			now = "none"
+		}
+		return []handlers.Change{{Subject: subject(s.ID), Type: events.PromotionFailed,
+			Data: events.PromotionFailedData{PromotionID: s.ID, Reason: fmt.Sprintf(
+				"the version's explanation changed since the request (%s, now %s): request the promotion again", seen.Digest, now)}}}, nil
+	}
 	if s.State != events.PromotionStateApproved {
 		return nil, nil
 	}

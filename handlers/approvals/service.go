@@ -272,7 +272,17 @@ func (s *Service) CarryOut(ctx context.Context, meta events.Meta, id string) err
 			if err != nil {
 				return nil, nil, err
 			}
-			changes, err := DecideComplete(cur, ps, m)
+			digest := ""
+			if cur.Gate.Explanation != nil && cur.State == events.PromotionStateApproved {
+				x, err := s.explanation(ctx, ps.ID, m, cur.Version)
+				if err != nil {
+					return nil, nil, err
+				}
+				if x != nil {
+					digest = x.Digest
+				}
+			}
+			changes, err := DecideComplete(cur, ps, m, digest)
 			return changes, map[string]uint64{subject(id): v}, err
 		})
 	return err

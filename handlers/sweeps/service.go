@@ -270,10 +270,20 @@ func (s *Service) update(ctx context.Context, meta events.Meta, id string, decid
 }
 
 // refused reports whether err is a refusal of the command itself (not
-// found, forbidden, unauthenticated, invalid), which no retry changes,
-// rather than an outage or a conflict (an aggregate that kept changing:
-// the next attempt may pass).
+// found, forbidden, unauthenticated, invalid, a conflict with the state of
+// things such as a deleted experiment or an archived project), which no
+// retry changes, rather than an outage, a throttle or a concurrent
+// modification (the next attempt may pass).
 func refused(err error) bool {
 	var e *handlers.Error
-	return errors.As(err, &e) && e.Kind != handlers.Conflict
+	if !errors.As(err, &e) {
+		return false
+	}
+	switch {
+	case e.Kind == handlers.Throttled, e.Kind == handlers.Unavailable:
+		return false
+	case e.Kind == handlers.Conflict && e.Code == "concurrent-modification":
+		return false
+	}
+	return true
 }

@@ -475,13 +475,19 @@ func (s *Service) LatestMetrics(ctx context.Context, runID string) (map[string]f
 	return out, err
 }
 
+// MaxMetricSteps bounds the steps MetricSteps holds (the first ones
+// logged): a program may log millions.
+const MaxMetricSteps = 100_000
+
 // MetricSteps is a run's series of metric key, one point per step (the
 // latest logged at it, events.LaterPoint), by ascending step, folded from
-// the run's metric events: what a sweep's trial ends with.
+// the run's metric events: what a sweep's trial ends with. Steps first
+// logged after MaxMetricSteps others are left out.
 func (s *Service) MetricSteps(ctx context.Context, runID, key string) ([]events.MetricPoint, error) {
 	byStep := map[int64]events.MetricPoint{}
 	err := s.scanMetrics(ctx, runID, func(k string, p events.MetricPoint) {
-		if l, ok := byStep[p.Step]; k == key && (!ok || events.LaterPoint(p, l)) {
+		l, ok := byStep[p.Step]
+		if k == key && (ok || len(byStep) < MaxMetricSteps) && (!ok || events.LaterPoint(p, l)) {
 			byStep[p.Step] = p
 		}
 	})
