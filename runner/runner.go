@@ -446,7 +446,10 @@ func (r *Runner) attempt(ctx context.Context, j jobs.State, a jobs.Attempt, ctl 
 func (r *Runner) watch(j jobs.State, a jobs.Attempt, ctl *attempt, h Handle, done <-chan Result) Result {
 	timeout := time.NewTimer(j.Timeout())
 	defer timeout.Stop()
-	check := time.NewTicker(r.cfg.Lease / 3)
+	// At most a second: a cancellation (a person's, or a sweep's early
+	// stop, which saves compute only if it lands) stops the program
+	// within it; a check is one lookup of the job's last event.
+	check := time.NewTicker(min(r.cfg.Lease/3, time.Second))
 	defer check.Stop()
 	closing := r.ctx.Done()
 	for {

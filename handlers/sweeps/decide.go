@@ -438,6 +438,9 @@ func DecideTrialEnd(s State, c JobEnd) ([]handlers.Change, error) {
 		// A job that finished before its early stop reached it has its
 		// objective: it completed.
 		d.State = events.TrialCompleted
+		if t.Pruned {
+			d.Reason = "finished before its early stop took effect (" + t.Reason + ")"
+		}
 	case t.Pruned || c.JobState == events.JobCancelled && c.Reason == events.ReasonEarlyStopped:
 		d.State, d.Reason = events.TrialPruned, events.ReasonEarlyStopped
 		if k := len(t.Reports); k > 0 {
