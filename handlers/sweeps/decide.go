@@ -443,6 +443,9 @@ func DecideTrialEnd(s State, c JobEnd) ([]handlers.Change, error) {
 		}
 	case t.Pruned || c.JobState == events.JobCancelled && c.Reason == events.ReasonEarlyStopped:
 		d.State, d.Reason = events.TrialPruned, events.ReasonEarlyStopped
+		if t.Reason != "" {
+			d.Reason += ": " + t.Reason // the rule's sentence, with its numbers
+		}
 		if k := len(t.Reports); k > 0 {
 			last := t.Reports[k-1].Value
 			objective = &last
