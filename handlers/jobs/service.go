@@ -226,11 +226,14 @@ func (s *Service) Cancel(ctx context.Context, meta events.Meta, p authz.Principa
 
 // CancelFor is the platform cancelling a job for a reason of its own (a
 // sweep's early stopping: early_stopped), which the job ends with. A job
-// that ended already is left as it is.
+// that ended already, or does not exist, is left as it is.
 func (s *Service) CancelFor(ctx context.Context, meta events.Meta, id, reason string) error {
+	if !events.ValidToken(id) {
+		return nil
+	}
 	meta.Now = s.now
 	_, _, err := s.jobs.Update(ctx, subject(id), meta, func(j State, _ uint64, _ bool) ([]handlers.Change, map[string]uint64, error) {
-		if j.Ended() {
+		if !j.Created || j.Ended() {
 			return nil, nil, nil
 		}
 		changes, err := DecideCancel(j, reason)

@@ -50,6 +50,11 @@ func TestCheckNamesTheField(t *testing.T) {
 		{"param sampled and fixed", func(in *sweeps.CreateInput) { in.Trial.Params["lr"] = "0.1" }, "trial.params.lr"},
 		{"no command", func(in *sweeps.CreateInput) { in.Trial.Command = nil }, "trial"},
 		{"secret in clear", func(in *sweeps.CreateInput) { in.Trial.Env = map[string]string{"API_KEY": "abc"} }, "trial"},
+		{"a fixed param that is not text", func(in *sweeps.CreateInput) { in.Trial.Params["note"] = "a\x00b" }, "trial.params"},
+		{"a fixed param key runs refuse", func(in *sweeps.CreateInput) { in.Trial.Params["bad key!"] = "1" }, "trial.params"},
+		{"a categorical value runs refuse", func(in *sweeps.CreateInput) {
+			in.Space["opt"] = events.SweepParam{Type: "categorical", Values: []string{"sgd", "bell\x07"}}
+		}, "space.opt.values"},
 		{"a space too big for one event", func(in *sweeps.CreateInput) {
 			for p := range 32 {
 				var vals []string

@@ -81,7 +81,7 @@ func (s *Service) react(ctx context.Context, e events.Envelope) error {
 			return flows.Permanent(fmt.Errorf("sweep scheduler: %w", err))
 		}
 		jobID, _ := TrialIDs(d.SweepID, d.Trial)
-		return s.cancel(ctx, meta(e, d.SweepID, "prune/"+strconv.Itoa(d.Trial)), jobID, events.ReasonEarlyStopped)
+		return s.jobs.CancelFor(ctx, meta(e, d.SweepID, "prune/"+strconv.Itoa(d.Trial)), jobID, events.ReasonEarlyStopped)
 	case events.JobEnded:
 		var d events.JobEndedData
 		if err := e.Decode(&d); err != nil {
@@ -90,16 +90,6 @@ func (s *Service) react(ctx context.Context, e events.Envelope) error {
 		return s.trialEnded(ctx, e, d)
 	}
 	return nil
-}
-
-// cancel cancels a trial's job (a job that does not exist, or ended, is
-// left alone).
-func (s *Service) cancel(ctx context.Context, m events.Meta, jobID, reason string) error {
-	j, err := s.jobs.Load(ctx, jobID)
-	if err != nil || !j.Created || j.Ended() {
-		return err
-	}
-	return s.jobs.CancelFor(ctx, m, jobID, reason)
 }
 
 // trialEnded records the end of a trial's job, with its run's objective.
@@ -158,7 +148,7 @@ func (s *Service) reconcile(ctx context.Context, e events.Envelope, id string) e
 				continue
 			}
 			jobID, _ := TrialIDs(id, t.Number)
-			if err := s.cancel(ctx, meta(e, id, "stop/"+strconv.Itoa(t.Number)), jobID, stopReason); err != nil {
+			if err := s.jobs.CancelFor(ctx, meta(e, id, "stop/"+strconv.Itoa(t.Number)), jobID, stopReason); err != nil {
 				return err
 			}
 			if t.State == events.TrialSuggested {
@@ -264,7 +254,7 @@ func (s *Service) dispatch(ctx context.Context, e events.Envelope, st State, t T
 		return err
 	}
 	if cur := after.Trial(t.Number); cur == nil || cur.JobID != jobID || cur.State != events.TrialRunning {
-		return s.cancel(ctx, meta(e, id, "stop/"+strconv.Itoa(t.Number)), jobID, stopReason)
+		return s.jobs.CancelFor(ctx, meta(e, id, "stop/"+strconv.Itoa(t.Number)), jobID, stopReason)
 	}
 	return nil
 }

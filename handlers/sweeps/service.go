@@ -134,13 +134,24 @@ func Check(in CreateInput) (events.SweepCreatedData, error) {
 		}
 		params[name] = "0"
 	}
+	// Every param a trial's run will log, by the run's own rules (keys,
+	// plain-text values within their bound), checked now: a value that
+	// passed here would otherwise be stored with the sweep and refused at
+	// every trial's submission.
+	if _, err := tracking.DecideLogParams(tracking.RunState{Created: true}, tracking.SortedParams(params)); err != nil {
+		return d, invalid("trial.params: %s", detail(err))
+	}
+	for name, p := range d.Space {
+		for _, v := range p.Values {
+			if _, err := tracking.DecideLogParams(tracking.RunState{Created: true}, []events.Param{{Key: name, Value: v}}); err != nil {
+				return d, invalid("space.%s.values: %s", name, detail(err))
+			}
+		}
+	}
 	c := jobs.Submit{JobSubmittedData: events.JobSubmittedData{Command: in.Trial.Command, Params: params, Env: in.Trial.Env,
 		MaxRetries: in.Trial.MaxRetries}, Timeout: in.Trial.Timeout}
 	if err := jobs.CheckSubmit(&c); err != nil {
-		if e, ok := handlers.AsError(err); ok {
-			return d, invalid("trial: %s", e.Detail)
-		}
-		return d, err
+		return d, invalid("trial: %s", detail(err))
 	}
 	d.Trial = events.SweepTrialSpec{Command: c.Command, Env: c.Env, Params: in.Trial.Params, TimeoutMS: c.TimeoutMS, MaxRetries: c.MaxRetries}
 	// Each within its bounds, the parts could still make an event beyond
@@ -151,6 +162,14 @@ func Check(in CreateInput) (events.SweepCreatedData, error) {
 		}
 	}
 	return d, nil
+}
+
+// detail is a refusal's text without its code.
+func detail(err error) string {
+	if e, ok := handlers.AsError(err); ok {
+		return e.Detail
+	}
+	return err.Error()
 }
 
 // Create starts a sweep in the project ref: the scheduler starts its first
